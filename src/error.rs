@@ -1,0 +1,68 @@
+//! Typed errors of the library.
+//!
+//! Every fallible operation of yaraflow returns one of these. Each variant
+//! names the offending input and, where there is one, the limit it broke, so
+//! that a caller (or the command-line program) can tell the user what to fix.
+
+use std::path::PathBuf;
+
+use uuid::Uuid;
+
+/// Errors raised while loading and compiling rules.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    /// A rules file or directory could not be read.
+    #[error("cannot read rules from {path}: {source}")]
+    Io {
+        /// The path that failed.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The given directory holds no `.yar` or `.yara` file.
+    #[error("no .yar or .yara file in {0}")]
+    NoRuleFiles(PathBuf),
+    /// The YARA-X compiler rejected the rules; the message carries the file
+    /// and line of every error.
+    #[error("rules do not compile:\n{0}")]
+    Compile(String),
+}
+
+/// Errors raised by the multi-stream scanner.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// Opening one more stream would exceed `ScannerConfig::max_open_streams`.
+    #[error("cannot open stream {stream}: {limit} streams are already open (raise max_open_streams or close idle streams)")]
+    TooManyStreams {
+        /// The stream that could not be opened.
+        stream: Uuid,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A chunk or line is larger than `ScannerConfig::max_chunk_bytes`.
+    #[error("chunk of {len} bytes for stream {stream} exceeds the limit of {limit} bytes; split it into smaller chunks")]
+    ChunkTooLarge {
+        /// The stream the chunk was for.
+        stream: Uuid,
+        /// Size of the rejected chunk.
+        len: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A chunk was sent to a line stream, or a line to a chunk stream.
+    #[error("stream {stream} was opened as a {opened} stream and cannot take {attempted}; use one mode per stream")]
+    ModeMismatch {
+        /// The stream.
+        stream: Uuid,
+        /// The mode the stream was opened with.
+        opened: &'static str,
+        /// What the caller tried to append.
+        attempted: &'static str,
+    },
+    /// The stream is not open (never opened, or already closed).
+    #[error("stream {0} is not open")]
+    UnknownStream(Uuid),
+    /// YARA-X failed while scanning (for example, the scan timed out).
+    #[error("YARA-X scan failed: {0}")]
+    Yara(#[from] yara_x::ScanError),
+}

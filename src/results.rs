@@ -1,0 +1,116 @@
+//! What a stream's verdict looks like to callers: matching rules, their
+//! pattern matches and the stream's counters. Everything serializes to JSON.
+//!
+//! Offsets are stream-absolute. Rules and patterns are listed as YARA-X lists
+//! them for a whole-buffer scan: non-private rules that matched, and their
+//! non-private patterns with every match.
+
+use serde::{Serialize, Serializer};
+use uuid::Uuid;
+
+use crate::stream::StreamStats;
+
+/// The verdict of one stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamResults {
+    /// The stream's id.
+    pub stream: Uuid,
+    /// Rules that match the bytes seen so far.
+    pub rules: Vec<RuleMatch>,
+    /// The stream's counters.
+    #[serde(flatten)]
+    pub stats: StreamStats,
+}
+
+/// One matching rule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleMatch {
+    /// The rule's namespace.
+    pub namespace: String,
+    /// The rule's identifier.
+    pub identifier: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its metadata, as a JSON array of `[name, value]` pairs.
+    pub metadata: serde_json::Value,
+    /// False when rule analysis found that stream scanning cannot evaluate
+    /// this rule exactly (see `yaraflow check`).
+    pub exact: bool,
+    /// Its patterns and their matches.
+    pub patterns: Vec<PatternMatches>,
+}
+
+/// The matches of one pattern.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PatternMatches {
+    /// The pattern's identifier (`$a`; `$` for anonymous patterns).
+    pub identifier: String,
+    /// Every match, by offset.
+    pub matches: Vec<MatchInfo>,
+}
+
+/// One match of a pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatchInfo {
+    /// Stream offset of the first matched byte.
+    pub offset: u64,
+    /// Length of the match in bytes.
+    pub length: usize,
+    /// 1-based line of the match: the line's index in line mode, one plus
+    /// the newlines before the match in chunk mode.
+    pub line: u64,
+    /// The XOR key, for patterns with the `xor` modifier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xor_key: Option<u8>,
+    /// The matched bytes, up to `ScannerConfig::max_snippet_bytes`, as text
+    /// with non-printable bytes escaped (`\xNN`).
+    #[serde(serialize_with = "escaped")]
+    pub data: Vec<u8>,
+}
+
+fn escaped<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    let text: String = bytes
+        .iter()
+        .flat_map(|&b| std::ascii::escape_default(b))
+        .map(char::from)
+        .collect();
+    serializer.serialize_str(&text)
+}
+
+impl RuleMatch {
+    /// Converts a YARA-X matching rule. `locate` gives the line of an offset.
+    pub(crate) fn from_yara(
+        rule: &yara_x::Rule<'_, '_>,
+        exact: bool,
+        snippet_cap: usize,
+        locate: &dyn Fn(u64) -> u64,
+    ) -> RuleMatch {
+        let patterns = rule
+            .patterns()
+            .map(|pattern| PatternMatches {
+                identifier: pattern.identifier().to_string(),
+                matches: pattern
+                    .matches()
+                    .map(|m| {
+                        let data = m.data();
+                        MatchInfo {
+                            offset: m.range().start as u64,
+                            length: m.range().len(),
+                            line: locate(m.range().start as u64),
+                            xor_key: m.xor_key(),
+                            data: data[..data.len().min(snippet_cap)].to_vec(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        RuleMatch {
+            namespace: rule.namespace().to_string(),
+            identifier: rule.identifier().to_string(),
+            tags: rule.tags().map(|t| t.identifier().to_string()).collect(),
+            metadata: rule.metadata().into_json(),
+            exact,
+            patterns,
+        }
+    }
+}

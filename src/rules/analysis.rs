@@ -1,0 +1,616 @@
+//! Static analysis of YARA rules for stream scanning.
+//!
+//! Stream scanning sees a stream's bytes a chunk at a time and evaluates
+//! conditions over the matches it collected, never over the whole buffer.
+//! Some rules cannot be evaluated exactly that way, and the scanner needs
+//! two numbers from the rules to be exact for the others:
+//!
+//! * the **window** `W`: the longest match any pattern can have. A stream
+//!   keeps the last `W` (plus context) bytes between chunks so that a match
+//!   spanning chunks is found whole. It is computed per pattern (text and
+//!   hex lengths, `regex-syntax`'s maximum length of a regex, times two for
+//!   `wide`, the base64 expansion), and capped by
+//!   `ScannerConfig::max_pattern_len`; a pattern with no bound or above the
+//!   cap makes its rule inexact.
+//! * the **head** `H`: the stream prefix that patterns anchored by the
+//!   condition (`$a at 100`) can touch. YARA-X only looks for an anchored
+//!   pattern at its anchor, so the scanner replays the head at its real
+//!   offsets when it evaluates a stream.
+//!
+//! A rule is *unsupported* (its verdict may differ from a whole-buffer scan)
+//! when its condition uses a module, `filesize`, `entrypoint`, the data
+//! functions `uintN`/`intN`, an anchor that is a constant expression other
+//! than a literal, a pattern longer than the window, or another rule (or a
+//! global rule of its namespace) that is unsupported. Unsupported rules are
+//! still evaluated; their results carry `exact: false`.
+//!
+//! The analysis works on the syntax tree from `yara-x-parser`, so it reports
+//! per rule, with the pattern identifiers the author wrote.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+use yara_x_parser::ast::{self, Expr, HexSubPattern, HexToken, MatchAnchor, OfItems, Pattern};
+
+/// Why a rule cannot be evaluated exactly by stream scanning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RuleIssue {
+    /// The condition uses a module (`pe`, `hash`, `math`, ...).
+    UsesModule {
+        /// The module's name.
+        module: String,
+    },
+    /// The condition uses `filesize`, unknown until a stream closes.
+    UsesFilesize,
+    /// The condition uses `entrypoint`.
+    UsesEntrypoint,
+    /// The condition reads the data (`uint32(0)` and friends).
+    ReadsData {
+        /// The function called.
+        function: String,
+    },
+    /// A pattern is anchored (`at`) by a constant expression that is not a
+    /// plain integer, so its anchor is not known to the analysis.
+    NonLiteralAnchor,
+    /// A pattern has no upper bound on its match length.
+    UnboundedPattern {
+        /// The pattern's identifier.
+        pattern: String,
+    },
+    /// A pattern can match more bytes than the window cap.
+    PatternLongerThanWindow {
+        /// The pattern's identifier.
+        pattern: String,
+        /// Its longest match, in bytes.
+        max_len: usize,
+        /// The window cap (`max_pattern_len`).
+        cap: usize,
+    },
+    /// A regex could not be analysed.
+    UnanalysableRegex {
+        /// The pattern's identifier.
+        pattern: String,
+        /// What the regex parser said.
+        reason: String,
+    },
+    /// The condition refers to a rule that is unsupported.
+    DependsOnUnsupportedRule {
+        /// The rule referred to.
+        rule: String,
+    },
+    /// A global rule of the same namespace is unsupported, and global rules
+    /// gate every rule of their namespace.
+    UnsupportedGlobalRule {
+        /// The global rule.
+        rule: String,
+    },
+}
+
+impl std::fmt::Display for RuleIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuleIssue::UsesModule { module } => {
+                write!(f, "uses module `{module}`, which cannot see a stream as a whole")
+            }
+            RuleIssue::UsesFilesize => write!(f, "uses `filesize`, undefined while a stream is open"),
+            RuleIssue::UsesEntrypoint => write!(f, "uses `entrypoint`, undefined on streams"),
+            RuleIssue::ReadsData { function } => {
+                write!(f, "calls `{function}`, which reads bytes the stream scanner does not keep")
+            }
+            RuleIssue::NonLiteralAnchor => {
+                write!(f, "anchors a pattern with a constant expression; write the offset as a plain integer")
+            }
+            RuleIssue::UnboundedPattern { pattern } => {
+                write!(f, "pattern {pattern} has no bound on its length; matches longer than the window may be missed across chunks")
+            }
+            RuleIssue::PatternLongerThanWindow { pattern, max_len, cap } => write!(
+                f,
+                "pattern {pattern} can match {max_len} bytes, more than the window cap of {cap}; raise max_pattern_len"
+            ),
+            RuleIssue::UnanalysableRegex { pattern, reason } => {
+                write!(f, "regex of pattern {pattern} could not be analysed ({reason}); its length is assumed unbounded")
+            }
+            RuleIssue::DependsOnUnsupportedRule { rule } => {
+                write!(f, "depends on rule `{rule}`, which is not exact on streams")
+            }
+            RuleIssue::UnsupportedGlobalRule { rule } => {
+                write!(f, "global rule `{rule}` of its namespace is not exact on streams")
+            }
+        }
+    }
+}
+
+/// What the analysis learnt about one pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PatternReport {
+    /// The identifier as written (`$a`, or `$` for anonymous patterns).
+    pub identifier: String,
+    /// Longest possible match in bytes; `None` when unbounded.
+    pub max_len: Option<usize>,
+    /// Whether a match depends on the bytes around it (`fullword`, regex
+    /// anchors and word boundaries, base64).
+    pub context_sensitive: bool,
+}
+
+/// What the analysis learnt about one rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleReport {
+    /// The rule's namespace.
+    pub namespace: String,
+    /// The rule's identifier.
+    pub identifier: String,
+    /// Where the rule comes from (a file path, or `<string>`).
+    pub origin: String,
+    /// True when stream verdicts of this rule equal a whole-buffer scan.
+    pub supported: bool,
+    /// Why it is not supported (empty when it is).
+    pub issues: Vec<RuleIssue>,
+    /// Its patterns, in declaration order.
+    pub patterns: Vec<PatternReport>,
+    /// Largest literal `at` anchor used by its condition, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_anchor: Option<u64>,
+    #[serde(skip)]
+    is_global: bool,
+    #[serde(skip)]
+    rule_refs: Vec<String>,
+}
+
+/// The analysis of a whole rule set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleAnalysis {
+    /// One report per rule, in source order.
+    pub rules: Vec<RuleReport>,
+    /// The window `W`: longest match the scanner finds across chunks.
+    pub window: usize,
+    /// The head `H`: stream prefix replayed for anchored patterns (0 when no
+    /// pattern is anchored).
+    pub head_len: usize,
+}
+
+impl RuleAnalysis {
+    /// Analyses parsed sources: `(origin, syntax tree)` pairs, all in the
+    /// default namespace. `cap` is the window cap.
+    pub fn from_asts(sources: &[(String, ast::AST<'_>)], cap: usize) -> RuleAnalysis {
+        let modules: HashSet<&str> = sources
+            .iter()
+            .flat_map(|(_, tree)| tree.imports().map(|i| i.module_name))
+            .collect();
+        let mut rules: Vec<RuleReport> = sources
+            .iter()
+            .flat_map(|(origin, tree)| tree.rules().map(move |r| (origin, r)))
+            .map(|(origin, rule)| analyse_rule(origin, rule, &modules, cap))
+            .collect();
+        propagate_unsupported(&mut rules);
+        let longest = rules
+            .iter()
+            .flat_map(|r| &r.patterns)
+            .map(|p| p.max_len.unwrap_or(usize::MAX))
+            .max()
+            .unwrap_or(0);
+        let window = longest.min(cap).max(1);
+        let head_len = rules
+            .iter()
+            .filter_map(|r| r.max_anchor)
+            .max()
+            .map_or(0, |anchor| anchor as usize + window);
+        RuleAnalysis {
+            rules,
+            window,
+            head_len,
+        }
+    }
+
+    /// Whether the rule `identifier` of `namespace` is exact on streams.
+    /// Unknown rules are reported unsupported.
+    pub fn is_supported(&self, namespace: &str, identifier: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.supported && r.identifier == identifier && r.namespace == namespace)
+    }
+}
+
+fn analyse_rule(
+    origin: &str,
+    rule: &ast::Rule<'_>,
+    modules: &HashSet<&str>,
+    cap: usize,
+) -> RuleReport {
+    let mut issues = Vec::new();
+    let patterns: Vec<PatternReport> = rule
+        .patterns
+        .iter()
+        .flatten()
+        .map(|p| pattern_report(p, cap, &mut issues))
+        .collect();
+    let mut walk = ConditionWalk {
+        modules,
+        issues: &mut issues,
+        max_anchor: None,
+        rule_refs: Vec::new(),
+    };
+    walk.expr(&rule.condition);
+    let (max_anchor, rule_refs) = (walk.max_anchor, walk.rule_refs);
+    issues.dedup();
+    RuleReport {
+        namespace: "default".to_string(),
+        identifier: rule.identifier.name.to_string(),
+        origin: origin.to_string(),
+        supported: issues.is_empty(),
+        issues,
+        patterns,
+        max_anchor,
+        is_global: rule.flags.contains(ast::RuleFlags::Global),
+        rule_refs,
+    }
+}
+
+/// Marks rules that depend on unsupported rules (directly, transitively, or
+/// through a global rule of their namespace) as unsupported.
+fn propagate_unsupported(rules: &mut [RuleReport]) {
+    loop {
+        let bad: HashMap<String, bool> = rules
+            .iter()
+            .filter(|r| !r.supported)
+            .map(|r| (r.identifier.clone(), r.is_global))
+            .collect();
+        let mut changed = false;
+        for rule in rules.iter_mut().filter(|r| r.supported) {
+            let dep = rule
+                .rule_refs
+                .iter()
+                .find(|d| bad.contains_key(*d))
+                .cloned();
+            let global = bad
+                .iter()
+                .find(|(name, global)| **global && **name != rule.identifier);
+            if let Some(dep) = dep {
+                rule.issues
+                    .push(RuleIssue::DependsOnUnsupportedRule { rule: dep });
+            } else if let Some((name, _)) = global {
+                rule.issues
+                    .push(RuleIssue::UnsupportedGlobalRule { rule: name.clone() });
+            } else {
+                continue;
+            }
+            rule.supported = false;
+            changed = true;
+        }
+        if !changed {
+            return;
+        }
+    }
+}
+
+fn pattern_report(pattern: &Pattern<'_>, cap: usize, issues: &mut Vec<RuleIssue>) -> PatternReport {
+    let identifier = pattern.identifier().name.to_string();
+    let modifiers = pattern.modifiers();
+    let (base_len, mut context_sensitive) = match pattern {
+        Pattern::Text(text) => (Some(text.text.value.len()), false),
+        Pattern::Hex(hex) => (hex_max_len(&hex.sub_patterns), false),
+        Pattern::Regexp(regexp) => match regex_bounds(&regexp.regexp) {
+            Ok(bounds) => bounds,
+            Err(reason) => {
+                issues.push(RuleIssue::UnanalysableRegex {
+                    pattern: identifier.clone(),
+                    reason,
+                });
+                (None, true)
+            }
+        },
+    };
+    context_sensitive |= modifiers.fullword().is_some()
+        || modifiers.base64().is_some()
+        || modifiers.base64wide().is_some();
+    let max_len = base_len.map(|len| modified_len(len, modifiers));
+    match max_len {
+        None => issues.push(RuleIssue::UnboundedPattern {
+            pattern: identifier.clone(),
+        }),
+        Some(len) if len > cap => issues.push(RuleIssue::PatternLongerThanWindow {
+            pattern: identifier.clone(),
+            max_len: len,
+            cap,
+        }),
+        Some(_) => {}
+    }
+    PatternReport {
+        identifier,
+        max_len,
+        context_sensitive,
+    }
+}
+
+/// Longest match of a pattern whose unmodified form matches `len` bytes.
+fn modified_len(len: usize, modifiers: &ast::PatternModifiers<'_>) -> usize {
+    // base64 of n bytes takes at most 4 * ceil(n / 3) characters; YARA-X
+    // drops the characters that depend on neighbouring bytes, so this bounds
+    // every variant.
+    let base64 = 4 * len.div_ceil(3) + 4;
+    let mut longest = len;
+    if modifiers.wide().is_some() {
+        longest = longest.max(2 * len);
+    }
+    if modifiers.base64().is_some() {
+        longest = longest.max(base64);
+    }
+    if modifiers.base64wide().is_some() {
+        longest = longest.max(2 * base64);
+    }
+    longest
+}
+
+fn hex_max_len(tokens: &HexSubPattern) -> Option<usize> {
+    tokens.iter().try_fold(0usize, |total, token| {
+        let len = match token {
+            HexToken::Byte(_) | HexToken::NotByte(_) => Some(1),
+            HexToken::Jump(jump) => jump.end.map(|end| end as usize),
+            HexToken::Alternative(alt) => alt
+                .alternatives
+                .iter()
+                .map(hex_max_len)
+                .try_fold(0usize, |m, l| l.map(|l| m.max(l))),
+        }?;
+        Some(total + len)
+    })
+}
+
+/// Longest match of a regex (`None`: unbounded) and whether it looks at its
+/// surroundings (`^`, `$`, `\b`, `\B`).
+fn regex_bounds(regexp: &ast::Regexp<'_>) -> Result<(Option<usize>, bool), String> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .case_insensitive(regexp.case_insensitive)
+        .dot_matches_new_line(regexp.dot_matches_new_line)
+        .build()
+        .parse(regexp.src)
+        .map_err(|err| {
+            err.to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })?;
+    let props = hir.properties();
+    Ok((props.maximum_len(), !props.look_set().is_empty()))
+}
+
+/// Walks a condition, collecting issues, anchors and rule references.
+struct ConditionWalk<'a, 'm> {
+    modules: &'a HashSet<&'m str>,
+    issues: &'a mut Vec<RuleIssue>,
+    max_anchor: Option<u64>,
+    rule_refs: Vec<String>,
+}
+
+const DATA_FUNCTIONS: &[&str] = &[
+    "uint8", "uint16", "uint32", "uint8be", "uint16be", "uint32be", "int8", "int16", "int32",
+    "int8be", "int16be", "int32be",
+];
+
+impl ConditionWalk<'_, '_> {
+    fn expr(&mut self, expr: &Expr<'_>) {
+        match expr {
+            Expr::Filesize { .. } => self.issues.push(RuleIssue::UsesFilesize),
+            Expr::Entrypoint { .. } => self.issues.push(RuleIssue::UsesEntrypoint),
+            Expr::Ident(ident) => self.ident(ident.name),
+            Expr::FuncCall(call)
+                if call.object.is_none() && DATA_FUNCTIONS.contains(&call.identifier.name) =>
+            {
+                self.issues.push(RuleIssue::ReadsData {
+                    function: call.identifier.name.to_string(),
+                })
+            }
+            Expr::PatternMatch(m) => self.anchor(m.anchor.as_ref()),
+            Expr::PatternCount(c) => {
+                if let Some(range) = &c.range {
+                    self.range(range)
+                }
+            }
+            Expr::PatternOffset(p) | Expr::PatternLength(p) => {
+                if let Some(index) = &p.index {
+                    self.expr(index)
+                }
+            }
+            Expr::Of(of) => self.of(of),
+            Expr::ForOf(for_of) => {
+                self.quantifier(&for_of.quantifier);
+                self.expr(&for_of.body);
+            }
+            Expr::ForIn(for_in) => {
+                self.quantifier(&for_in.quantifier);
+                match &for_in.iterable {
+                    ast::Iterable::Range(range) => self.range(range),
+                    ast::Iterable::ExprTuple(exprs) => exprs.iter().for_each(|e| self.expr(e)),
+                    ast::Iterable::Expr(e) => self.expr(e),
+                }
+                self.expr(&for_in.body);
+            }
+            Expr::With(with) => {
+                with.declarations
+                    .iter()
+                    .for_each(|d| self.expr(&d.expression));
+                self.expr(&with.body);
+            }
+            Expr::FieldAccess(access) => {
+                // Only the first operand names something global (a module or
+                // a rule); the rest are fields.
+                self.expr(access.first());
+            }
+            other => other.children().for_each(|child| self.expr(child)),
+        }
+    }
+
+    fn ident(&mut self, name: &str) {
+        if self.modules.contains(name) {
+            self.issues.push(RuleIssue::UsesModule {
+                module: name.to_string(),
+            });
+        } else {
+            self.rule_refs.push(name.to_string());
+        }
+    }
+
+    fn of(&mut self, of: &ast::Of<'_>) {
+        self.quantifier(&of.quantifier);
+        if let OfItems::BoolExprTuple(exprs) = &of.items {
+            exprs.iter().for_each(|e| self.expr(e));
+        }
+        self.anchor(of.anchor.as_ref());
+    }
+
+    fn quantifier(&mut self, quantifier: &ast::Quantifier<'_>) {
+        if let ast::Quantifier::Percentage(e) | ast::Quantifier::Expr(e) = quantifier {
+            self.expr(e)
+        }
+    }
+
+    fn range(&mut self, range: &ast::Range<'_>) {
+        self.expr(&range.lower_bound);
+        self.expr(&range.upper_bound);
+    }
+
+    fn anchor(&mut self, anchor: Option<&MatchAnchor<'_>>) {
+        match anchor {
+            Some(MatchAnchor::At(at)) => {
+                match &at.expr {
+                    Expr::LiteralInteger(int) => {
+                        let offset = int.value.max(0) as u64;
+                        self.max_anchor = Some(self.max_anchor.map_or(offset, |m| m.max(offset)));
+                    }
+                    expr if is_constant(expr) => self.issues.push(RuleIssue::NonLiteralAnchor),
+                    _ => {}
+                }
+                self.expr(&at.expr);
+            }
+            Some(MatchAnchor::In(within)) => self.range(&within.range),
+            None => {}
+        }
+    }
+}
+
+/// Whether an expression is built from literals only, so YARA-X folds it to
+/// a constant.
+fn is_constant(expr: &Expr<'_>) -> bool {
+    match expr {
+        Expr::LiteralInteger(_) | Expr::LiteralFloat(_) => true,
+        Expr::Minus(_)
+        | Expr::Add(_)
+        | Expr::Sub(_)
+        | Expr::Mul(_)
+        | Expr::Div(_)
+        | Expr::Mod(_)
+        | Expr::BitwiseNot(_)
+        | Expr::Shl(_)
+        | Expr::Shr(_)
+        | Expr::BitwiseAnd(_)
+        | Expr::BitwiseOr(_)
+        | Expr::BitwiseXor(_) => expr.children().all(is_constant),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn analyse(src: &str) -> RuleAnalysis {
+        let tree = ast::AST::from(src);
+        assert!(tree.errors().is_empty(), "{:?}", tree.errors());
+        RuleAnalysis::from_asts(&[("<test>".to_string(), tree)], 1024)
+    }
+
+    #[test]
+    fn window_is_the_longest_pattern() {
+        let a = analyse(
+            r#"rule r { strings: $a = "abcd" $b = { 01 [2-10] 02 ( 03 04 | 05 ) } $c = "xy" wide
+               condition: any of them }"#,
+        );
+        assert_eq!(
+            a.rules[0]
+                .patterns
+                .iter()
+                .map(|p| p.max_len)
+                .collect::<Vec<_>>(),
+            vec![Some(4), Some(14), Some(4)]
+        );
+        assert_eq!(a.window, 14);
+        assert!(a.rules[0].supported);
+    }
+
+    #[test]
+    fn regex_length_and_context() {
+        let a =
+            analyse(r#"rule r { strings: $a = /ab{2,5}c/ $b = /\bfoo$/ condition: any of them }"#);
+        let p = &a.rules[0].patterns;
+        assert_eq!((p[0].max_len, p[0].context_sensitive), (Some(7), false));
+        assert_eq!((p[1].max_len, p[1].context_sensitive), (Some(3), true));
+    }
+
+    #[test]
+    fn unbounded_patterns_use_the_cap_and_are_unsupported() {
+        let a = analyse(
+            r#"rule r { strings: $a = /a.*b/ condition: $a } rule s { strings: $s = "x" condition: $s }"#,
+        );
+        assert_eq!(a.window, 1024);
+        assert!(!a.rules[0].supported);
+        assert_eq!(
+            a.rules[0].issues,
+            vec![RuleIssue::UnboundedPattern {
+                pattern: "$a".into()
+            }]
+        );
+        assert!(a.rules[1].supported);
+    }
+
+    #[test]
+    fn modules_filesize_and_data_functions_are_unsupported() {
+        let a = analyse(
+            r#"import "pe"
+            rule m { condition: pe.is_pe }
+            rule f { condition: filesize > 10 }
+            rule u { condition: uint16(0) == 0x5a4d }
+            rule d { condition: m }
+            rule ok { strings: $a = "a" condition: $a at 100 and #a > 1 }"#,
+        );
+        let issues: Vec<_> = a.rules.iter().map(|r| r.issues.clone()).collect();
+        assert_eq!(
+            issues[0],
+            vec![RuleIssue::UsesModule {
+                module: "pe".into()
+            }]
+        );
+        assert_eq!(issues[1], vec![RuleIssue::UsesFilesize]);
+        assert_eq!(
+            issues[2],
+            vec![RuleIssue::ReadsData {
+                function: "uint16".into()
+            }]
+        );
+        assert_eq!(
+            issues[3],
+            vec![RuleIssue::DependsOnUnsupportedRule { rule: "m".into() }]
+        );
+        assert!(a.rules[4].supported);
+        assert_eq!(a.head_len, 100 + a.window);
+    }
+
+    #[test]
+    fn unsupported_global_rules_taint_their_namespace() {
+        let a =
+            analyse(r#"global rule g { condition: filesize < 100 } rule r { condition: true }"#);
+        assert_eq!(
+            a.rules[1].issues,
+            vec![RuleIssue::UnsupportedGlobalRule { rule: "g".into() }]
+        );
+    }
+
+    #[test]
+    fn constant_expression_anchors_are_unsupported() {
+        let a = analyse(r#"rule r { strings: $a = "a" condition: $a at (1 + 1) }"#);
+        assert_eq!(a.rules[0].issues, vec![RuleIssue::NonLiteralAnchor]);
+    }
+}

@@ -1,0 +1,360 @@
+//! The multi-stream scanner: one YARA-X instance, many stream contexts.
+//!
+//! [`MultiStreamScanner`] holds two YARA-X block scanners over the same
+//! rules, whatever the number of streams, and one small [`StreamContext`]
+//! per stream:
+//!
+//! * the **search** scanner finds pattern matches. Chunks are buffered per
+//!   stream and searched in batches ([`batch`]): one `scan()` per stream and
+//!   one `finish()` per batch, so the fixed cost of a harvest (YARA-X
+//!   evaluates every condition on `finish()`) is paid per megabytes, not
+//!   per chunk. Each match is judged by the context its block gave it, and
+//!   kept as a replay span in its stream's context.
+//! * the **evaluation** scanner computes a stream's verdict from its spans
+//!   ([`verdict`]), when the caller asks for it or closes the stream.
+//!
+//! The contract: for every rule that rule analysis marks supported, the
+//! verdict equals a whole-buffer `yara_x::Scanner::scan` of the bytes seen
+//! so far, whatever the chunking and the interleaving of streams. In line
+//! mode it equals scanning each line as its own block at its offset.
+//!
+//! Trade-offs: a verdict or close flushes the current batch first (that
+//! stream's bytes must be searched), so callers that close many streams at
+//! once should use [`MultiStreamScanner::close_streams`]; and each stream
+//! keeps `W + 31` bytes of tail, `W` being the longest pattern.
+
+pub(crate) mod batch;
+pub(crate) mod verdict;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use crate::config::ScannerConfig;
+use crate::error::ScanError;
+use crate::results::StreamResults;
+use crate::rules::RuleSet;
+use crate::stream::span::{count_newlines, SPAN_CONTEXT};
+use crate::stream::{StreamContext, StreamMode, StreamStats};
+use batch::{Acceptance, Batch, Window};
+use verdict::Evaluator;
+
+/// Counters of the scanner as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ScannerStats {
+    /// Streams open now.
+    pub open_streams: usize,
+    /// Batches searched.
+    pub batches: u64,
+    /// Bytes searched, tails included.
+    pub searched_bytes: u64,
+    /// Verdicts computed by replaying spans (the others reused the verdict
+    /// of the empty stream).
+    pub evaluations: u64,
+}
+
+/// Scans any number of concurrent streams with one set of rules.
+pub struct MultiStreamScanner<'r> {
+    rules: &'r RuleSet,
+    config: ScannerConfig,
+    window: Window,
+    search: yara_x::blocks::Scanner<'r>,
+    evaluator: Evaluator<'r>,
+    streams: HashMap<Uuid, StreamContext>,
+    /// Streams with bytes in the current batch, in arrival order.
+    batch_streams: Vec<Uuid>,
+    batch_bytes: usize,
+    batch_started: Option<Instant>,
+    stats: ScannerStats,
+}
+
+impl<'r> MultiStreamScanner<'r> {
+    /// A scanner of `rules` with the given limits.
+    pub fn new(rules: &'r RuleSet, config: ScannerConfig) -> MultiStreamScanner<'r> {
+        let analysis = rules.analysis();
+        let mut search = yara_x::blocks::Scanner::new(rules.rules());
+        // A batch holds many streams' matches: the per-pattern cap applies
+        // per stream, in the evaluation scanner.
+        search.max_matches_per_pattern(usize::MAX);
+        MultiStreamScanner {
+            rules,
+            window: Window::new(analysis.window, analysis.head_len),
+            search,
+            evaluator: Evaluator::new(rules, &config),
+            config,
+            streams: HashMap::new(),
+            batch_streams: Vec::new(),
+            batch_bytes: 0,
+            batch_started: None,
+            stats: ScannerStats::default(),
+        }
+    }
+
+    /// The rules this scanner uses.
+    pub fn rules(&self) -> &'r RuleSet {
+        self.rules
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ScannerConfig {
+        &self.config
+    }
+
+    /// Appends a chunk to a stream, opening it on first use. A pattern may
+    /// match across chunks. An empty chunk opens the stream and changes
+    /// nothing else. On error the chunk is not taken and no state changes.
+    pub fn scan_chunk(&mut self, stream: Uuid, chunk: &[u8]) -> Result<(), ScanError> {
+        self.append(stream, chunk, StreamMode::Chunks)
+    }
+
+    /// Appends one line to a line stream, opening it on first use. No match
+    /// spans two lines; offsets stay stream-absolute and each match reports
+    /// its line.
+    pub fn scan_line(&mut self, stream: Uuid, line: &[u8]) -> Result<(), ScanError> {
+        self.append(stream, line, StreamMode::Lines)
+    }
+
+    fn append(&mut self, stream: Uuid, data: &[u8], mode: StreamMode) -> Result<(), ScanError> {
+        if data.len() > self.config.max_chunk_bytes {
+            return Err(ScanError::ChunkTooLarge {
+                stream,
+                len: data.len(),
+                limit: self.config.max_chunk_bytes,
+            });
+        }
+        self.check_mode(stream, mode)?;
+        if self.batch_bytes + data.len() > self.config.max_batch_bytes || self.batch_overdue() {
+            self.flush()?;
+        }
+        let ctx = self.open(stream, mode)?;
+        if data.is_empty() && mode == StreamMode::Chunks {
+            return Ok(());
+        }
+        ctx.append(data);
+        if !ctx.in_batch {
+            ctx.in_batch = true;
+            self.batch_streams.push(stream);
+        }
+        self.batch_bytes += data.len();
+        self.batch_started.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    fn check_mode(&self, stream: Uuid, mode: StreamMode) -> Result<(), ScanError> {
+        match self.streams.get(&stream) {
+            Some(ctx) if ctx.mode != mode => Err(ScanError::ModeMismatch {
+                stream,
+                opened: ctx.mode.name(),
+                attempted: mode.name(),
+            }),
+            Some(_) => Ok(()),
+            None if self.streams.len() >= self.config.max_open_streams => {
+                Err(ScanError::TooManyStreams {
+                    stream,
+                    limit: self.config.max_open_streams,
+                })
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn open(&mut self, stream: Uuid, mode: StreamMode) -> Result<&mut StreamContext, ScanError> {
+        Ok(self
+            .streams
+            .entry(stream)
+            .or_insert_with(|| StreamContext::new(stream, mode)))
+    }
+
+    fn batch_overdue(&self) -> bool {
+        self.batch_started
+            .is_some_and(|t| t.elapsed() >= self.config.max_batch_delay)
+    }
+
+    /// Searches the current batch if it has waited `max_batch_delay`.
+    pub fn flush_if_due(&mut self) -> Result<(), ScanError> {
+        if self.batch_overdue() {
+            self.flush()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Searches every buffered byte now.
+    pub fn flush(&mut self) -> Result<(), ScanError> {
+        let mut batch = Batch::default();
+        for id in &self.batch_streams {
+            if let Some(ctx) = self
+                .streams
+                .get(id)
+                .filter(|c| c.in_batch && c.has_pending())
+            {
+                batch.add_stream(ctx);
+            }
+        }
+        if !batch.segments.is_empty() {
+            let found = batch.search(&mut self.search)?;
+            self.settle(&batch, found);
+        }
+        for id in std::mem::take(&mut self.batch_streams) {
+            if let Some(ctx) = self.streams.get_mut(&id) {
+                advance(ctx, &self.window);
+            }
+        }
+        self.stats.batches += 1;
+        self.stats.searched_bytes += batch.buf.len() as u64;
+        self.batch_bytes = 0;
+        self.batch_started = None;
+        Ok(())
+    }
+
+    /// Records the matches of a searched batch in their streams.
+    fn settle(&mut self, batch: &Batch, found: Vec<Vec<std::ops::Range<usize>>>) {
+        for (segment, ranges) in batch.segments.iter().zip(found) {
+            let Some(ctx) = self.streams.get_mut(&segment.stream) else {
+                continue;
+            };
+            if segment.line.is_none() {
+                ctx.provisional.clear();
+            }
+            for range in ranges {
+                match segment.accept(segment.start + range.start as u64, &self.window) {
+                    Acceptance::Settled => {
+                        ctx.stats.matches += 1;
+                        ctx.settled.insert(batch.span_of(segment, range, false));
+                    }
+                    Acceptance::Provisional => {
+                        ctx.provisional.insert(batch.span_of(segment, range, true))
+                    }
+                    Acceptance::Ignored => {}
+                }
+            }
+            if let Some(line) = segment
+                .line
+                .filter(|_| segment.start < self.window.head_len as u64)
+            {
+                // Line mode: lines within the head are replayed for anchored
+                // patterns, like the head of a chunk stream.
+                let len = batch
+                    .data(segment)
+                    .len()
+                    .min((self.window.head_len as u64 - segment.start) as usize);
+                let mut span = batch.span_of(segment, 0..len, true);
+                span.segment = line;
+                ctx.settled.insert(span);
+            }
+        }
+    }
+
+    /// The verdict over everything seen so far on a stream, without closing
+    /// it; `None` if the stream is not open.
+    pub fn get_matches(&mut self, stream: &Uuid) -> Result<Option<StreamResults>, ScanError> {
+        if !self.streams.contains_key(stream) {
+            return Ok(None);
+        }
+        if self.streams[stream].in_batch {
+            self.flush()?;
+        }
+        let ctx = &self.streams[stream];
+        let rules = self.evaluator.verdict(ctx, self.window.head_len)?;
+        self.stats.evaluations = self.evaluator.evaluations;
+        Ok(Some(StreamResults {
+            stream: *stream,
+            rules,
+            stats: ctx.stats.clone(),
+        }))
+    }
+
+    /// Closes a stream and returns its final verdict; `None` if the stream is
+    /// not open. On error the stream stays open.
+    pub fn close_stream(&mut self, stream: &Uuid) -> Result<Option<StreamResults>, ScanError> {
+        let results = self.get_matches(stream)?;
+        self.streams.remove(stream);
+        Ok(results)
+    }
+
+    /// Closes several streams with one batch flush. Streams that are not
+    /// open are skipped.
+    pub fn close_streams(&mut self, streams: &[Uuid]) -> Result<Vec<StreamResults>, ScanError> {
+        if streams
+            .iter()
+            .any(|s| self.streams.get(s).is_some_and(|c| c.in_batch))
+        {
+            self.flush()?;
+        }
+        let mut all = Vec::with_capacity(streams.len());
+        for stream in streams {
+            all.extend(self.close_stream(stream)?);
+        }
+        Ok(all)
+    }
+
+    /// Puts a stream back at offset 0 with no matches, keeping its id, mode
+    /// and open time.
+    pub fn reset_stream(&mut self, stream: &Uuid) -> Result<(), ScanError> {
+        let ctx = self
+            .streams
+            .get_mut(stream)
+            .ok_or(ScanError::UnknownStream(*stream))?;
+        let mut fresh = StreamContext::new(*stream, ctx.mode);
+        fresh.stats.opened_at_ms = ctx.stats.opened_at_ms;
+        self.batch_bytes -= ctx.pending.len().min(self.batch_bytes);
+        *ctx = fresh;
+        Ok(())
+    }
+
+    /// Ids of the open streams, in no particular order.
+    pub fn active_streams(&self) -> Vec<Uuid> {
+        self.streams.keys().copied().collect()
+    }
+
+    /// Counters of an open stream.
+    pub fn stream_stats(&self, stream: &Uuid) -> Option<&StreamStats> {
+        self.streams.get(stream).map(|c| &c.stats)
+    }
+
+    /// The context of an open stream (plain data).
+    pub fn stream_context(&self, stream: &Uuid) -> Option<&StreamContext> {
+        self.streams.get(stream)
+    }
+
+    /// Counters of the scanner.
+    pub fn stats(&self) -> ScannerStats {
+        ScannerStats {
+            open_streams: self.streams.len(),
+            ..self.stats.clone()
+        }
+    }
+}
+
+/// Moves a stream past the bytes its batch searched: the tail becomes the
+/// last `tail_len` bytes, the head grows, the buffer empties.
+fn advance(ctx: &mut StreamContext, window: &Window) {
+    if !ctx.in_batch {
+        return;
+    }
+    ctx.in_batch = false;
+    let pending = std::mem::take(&mut ctx.pending);
+    ctx.searched += pending.len() as u64;
+    match ctx.mode {
+        StreamMode::Chunks => {
+            let keep_head = if window.head_len > 0 {
+                window.head_len + SPAN_CONTEXT
+            } else {
+                0
+            };
+            let head_room = keep_head.saturating_sub(ctx.head.len()).min(pending.len());
+            ctx.head.extend_from_slice(&pending[..head_room]);
+            ctx.searched_newlines += count_newlines(&pending);
+            ctx.tail.extend_from_slice(&pending);
+            let excess = ctx.tail.len().saturating_sub(window.tail_len);
+            ctx.tail.drain(..excess);
+        }
+        StreamMode::Lines => {
+            ctx.searched_lines += ctx.pending_lines.len() as u64;
+            ctx.pending_lines.clear();
+        }
+    }
+    ctx.pending = pending;
+    ctx.pending.clear();
+}

@@ -1,0 +1,125 @@
+//! The evaluation side: a stream's verdict from its replay spans.
+//!
+//! The search side leaves each stream with replay spans (its matches with a
+//! little real context) and, when rules anchor patterns at fixed offsets,
+//! its head. The [`Evaluator`] scans those spans at their real stream
+//! offsets with a second YARA-X block scanner and calls `finish()`: YARA-X
+//! finds the stream's matches again, at the same offsets, and evaluates
+//! every condition over them exactly as a whole-buffer scan would.
+//!
+//! A stream with nothing to replay has the same verdict as the empty
+//! stream, computed once per rule set: closing a stream that matched nothing
+//! evaluates no condition.
+
+use crate::error::ScanError;
+use crate::results::RuleMatch;
+use crate::rules::RuleSet;
+use crate::stream::span::replay_range;
+use crate::stream::{ReplaySpan, SpanSet, StreamContext, StreamMode};
+
+/// Evaluates stream verdicts with one YARA-X block scanner.
+pub(crate) struct Evaluator<'r> {
+    rules: &'r RuleSet,
+    scanner: yara_x::blocks::Scanner<'r>,
+    empty_verdict: Option<Vec<RuleMatch>>,
+    snippet_cap: usize,
+    /// Verdicts computed by replaying spans (the rest used the empty one).
+    pub evaluations: u64,
+}
+
+impl<'r> Evaluator<'r> {
+    pub fn new(rules: &'r RuleSet, config: &crate::ScannerConfig) -> Evaluator<'r> {
+        let mut scanner = yara_x::blocks::Scanner::new(rules.rules());
+        scanner.max_matches_per_pattern(config.max_matches_per_pattern);
+        if let Some(timeout) = config.scan_timeout {
+            scanner.set_timeout(timeout);
+        }
+        Evaluator {
+            rules,
+            scanner,
+            empty_verdict: None,
+            snippet_cap: config.max_snippet_bytes,
+            evaluations: 0,
+        }
+    }
+
+    /// The verdict over everything the stream has searched so far.
+    pub fn verdict(
+        &mut self,
+        ctx: &StreamContext,
+        head_len: usize,
+    ) -> Result<Vec<RuleMatch>, ScanError> {
+        let mut spans = SpanSet::union([&ctx.settled, &ctx.provisional]);
+        if let Some(head) = head_span(ctx, head_len) {
+            spans.insert(head);
+        }
+        if spans.is_empty() {
+            return self.empty_verdict();
+        }
+        self.evaluations += 1;
+        self.evaluate(&spans, ctx.mode == StreamMode::Lines)
+    }
+
+    fn empty_verdict(&mut self) -> Result<Vec<RuleMatch>, ScanError> {
+        if self.empty_verdict.is_none() {
+            // An empty block first: `finish()` without any `scan()` panics in
+            // YARA-X 1.22 when a condition needs the pattern search.
+            let verdict = self.evaluate(&SpanSet::default(), false)?;
+            self.empty_verdict = Some(verdict);
+        }
+        Ok(self.empty_verdict.clone().unwrap_or_default())
+    }
+
+    fn evaluate(&mut self, spans: &SpanSet, line_mode: bool) -> Result<Vec<RuleMatch>, ScanError> {
+        let mut scanned = false;
+        for span in spans.iter() {
+            scanned = true;
+            if let Err(err) = self.scanner.scan(span.start as usize, &span.bytes) {
+                let _ = self.scanner.finish();
+                return Err(err.into());
+            }
+        }
+        if !scanned {
+            self.scanner.scan(0, b"")?;
+        }
+        let results = self.scanner.finish()?;
+        let locate = |offset: u64| line_of(spans, offset, line_mode);
+        let rules = self.rules;
+        Ok(results
+            .matching_rules()
+            .map(|rule| {
+                let exact = rules.is_exact(rule.namespace(), rule.identifier());
+                RuleMatch::from_yara(&rule, exact, self.snippet_cap, &locate)
+            })
+            .collect())
+    }
+}
+
+/// The head of a chunk stream, when rules anchor patterns.
+fn head_span(ctx: &StreamContext, head_len: usize) -> Option<ReplaySpan> {
+    if head_len == 0 || ctx.head.is_empty() || ctx.mode == StreamMode::Lines {
+        return None;
+    }
+    let whole_stream = ctx.head.len() as u64 == ctx.searched;
+    let range = replay_range(
+        &ctx.head,
+        0..head_len.min(ctx.head.len()),
+        true,
+        whole_stream,
+    );
+    Some(ReplaySpan {
+        start: 0,
+        segment: 0,
+        line: 1,
+        bytes: ctx.head[range].to_vec(),
+    })
+}
+
+/// The line of a replayed offset.
+fn line_of(spans: &SpanSet, offset: u64, line_mode: bool) -> u64 {
+    let spans = spans.as_slice();
+    let index = spans
+        .partition_point(|s| s.start <= offset)
+        .saturating_sub(1);
+    spans.get(index).map_or(1, |s| s.line_at(offset, line_mode))
+}

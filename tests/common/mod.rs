@@ -1,0 +1,103 @@
+//! Shared helpers of the integration tests: the reference verdicts (what
+//! YARA-X itself says about the same bytes) and a comparable form of ours.
+
+#![allow(dead_code)]
+
+use yaraflow::{RuleSet, StreamResults};
+
+/// A verdict reduced to what the contract compares: per matching rule, per
+/// pattern, the (offset, length) of every match.
+pub type Verdict = Vec<(String, Vec<(String, Vec<(u64, usize)>)>)>;
+
+fn keep(rules: &RuleSet, identifier: &str) -> bool {
+    rules.is_exact("default", identifier)
+}
+
+/// Whole-buffer YARA-X scan of `data`, restricted to supported rules.
+pub fn reference(rules: &RuleSet, data: &[u8]) -> Verdict {
+    let mut scanner = yara_x::Scanner::new(rules.rules());
+    let results = scanner.scan(data).expect("reference scan");
+    let mut verdict: Verdict = results
+        .matching_rules()
+        .filter(|r| keep(rules, r.identifier()))
+        .map(|r| {
+            let patterns = r
+                .patterns()
+                .map(|p| {
+                    (
+                        p.identifier().to_string(),
+                        p.matches()
+                            .map(|m| (m.range().start as u64, m.range().len()))
+                            .collect(),
+                    )
+                })
+                .collect();
+            (r.identifier().to_string(), patterns)
+        })
+        .collect();
+    verdict.sort();
+    verdict
+}
+
+/// Each line scanned as its own block at its offset (the line-mode
+/// contract), with one condition evaluation over all of them.
+pub fn reference_lines(rules: &RuleSet, lines: &[Vec<u8>]) -> Verdict {
+    let mut scanner = yara_x::blocks::Scanner::new(rules.rules());
+    let mut offset = 0;
+    scanner.scan(0, b"").expect("empty block");
+    for line in lines {
+        scanner.scan(offset, line).expect("line scan");
+        offset += line.len();
+    }
+    let results = scanner.finish().expect("finish");
+    let mut verdict: Verdict = results
+        .matching_rules()
+        .filter(|r| keep(rules, r.identifier()))
+        .map(|r| {
+            let patterns = r
+                .patterns()
+                .map(|p| {
+                    (
+                        p.identifier().to_string(),
+                        p.matches()
+                            .map(|m| (m.range().start as u64, m.range().len()))
+                            .collect(),
+                    )
+                })
+                .collect();
+            (r.identifier().to_string(), patterns)
+        })
+        .collect();
+    verdict.sort();
+    verdict
+}
+
+/// Our verdict in the same form.
+pub fn ours(rules: &RuleSet, results: &StreamResults) -> Verdict {
+    let mut verdict: Verdict = results
+        .rules
+        .iter()
+        .filter(|r| keep(rules, &r.identifier))
+        .map(|r| {
+            let patterns = r
+                .patterns
+                .iter()
+                .map(|p| {
+                    (
+                        p.identifier.clone(),
+                        p.matches.iter().map(|m| (m.offset, m.length)).collect(),
+                    )
+                })
+                .collect();
+            (r.identifier.clone(), patterns)
+        })
+        .collect();
+    verdict.sort();
+    verdict
+}
+
+/// Compiles rules with the default window cap.
+pub fn compile(src: &str) -> RuleSet {
+    RuleSet::from_source(src, yaraflow::ScannerConfig::default().max_pattern_len)
+        .expect("rules compile")
+}
