@@ -74,6 +74,14 @@ pub enum RuleIssue {
         /// What the regex parser said.
         reason: String,
     },
+    /// An `ascii wide` text pattern whose ascii and wide forms can match at
+    /// the same offset (a one-byte string, or one with NUL bytes): YARA-X
+    /// keeps whichever form it verifies first, and that order depends on the
+    /// surrounding data, so no replay can be sure to reproduce it.
+    AmbiguousAsciiWide {
+        /// The pattern's identifier.
+        pattern: String,
+    },
     /// The condition refers to a rule that is unsupported.
     DependsOnUnsupportedRule {
         /// The rule referred to.
@@ -111,6 +119,10 @@ impl std::fmt::Display for RuleIssue {
             RuleIssue::UnanalysableRegex { pattern, reason } => {
                 write!(f, "regex of pattern {pattern} could not be analysed ({reason}); its length is assumed unbounded")
             }
+            RuleIssue::AmbiguousAsciiWide { pattern } => write!(
+                f,
+                "pattern {pattern} is `ascii wide` and both forms can match at one offset; YARA-X reports either"
+            ),
             RuleIssue::DependsOnUnsupportedRule { rule } => {
                 write!(f, "depends on rule `{rule}`, which is not exact on streams")
             }
@@ -287,7 +299,18 @@ fn pattern_report(pattern: &Pattern<'_>, cap: usize, issues: &mut Vec<RuleIssue>
     let identifier = pattern.identifier().name.to_string();
     let modifiers = pattern.modifiers();
     let (base_len, mut context_sensitive) = match pattern {
-        Pattern::Text(text) => (Some(text.text.value.len()), false),
+        Pattern::Text(text) => {
+            let value = &text.text.value;
+            if modifiers.wide().is_some()
+                && modifiers.ascii().is_some()
+                && (value.len() == 1 || value.contains(&0))
+            {
+                issues.push(RuleIssue::AmbiguousAsciiWide {
+                    pattern: identifier.clone(),
+                });
+            }
+            (Some(value.len()), false)
+        }
         Pattern::Hex(hex) => (hex_max_len(&hex.sub_patterns), false),
         Pattern::Regexp(regexp) => match regex_bounds(&regexp.regexp) {
             Ok(bounds) => bounds,

@@ -7,11 +7,13 @@
 //! share the default namespace, as when several files are given to `yr`.
 
 pub mod analysis;
+pub mod edges;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 pub use analysis::{PatternReport, RuleAnalysis, RuleIssue, RuleReport};
+pub use edges::EdgeGuard;
 
 use crate::error::RuleError;
 
@@ -20,6 +22,7 @@ pub struct RuleSet {
     rules: yara_x::Rules,
     analysis: RuleAnalysis,
     exact_rules: HashSet<(String, String)>,
+    edge_guard: EdgeGuard,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -91,10 +94,12 @@ impl RuleSet {
             .filter(|r| r.supported)
             .map(|r| (r.namespace.clone(), r.identifier.clone()))
             .collect();
+        let edge_guard = EdgeGuard::from_asts(trees.iter().map(|(_, t)| t), max_pattern_len);
         Ok(RuleSet {
             rules,
             analysis,
             exact_rules,
+            edge_guard,
         })
     }
 
@@ -107,6 +112,11 @@ impl RuleSet {
     pub fn is_exact(&self, namespace: &str, identifier: &str) -> bool {
         self.exact_rules
             .contains(&(namespace.to_string(), identifier.to_string()))
+    }
+
+    /// The anchored regexes that replayed spans must not cut.
+    pub fn edge_guard(&self) -> &EdgeGuard {
+        &self.edge_guard
     }
 
     /// The stream-scanning analysis of the rules.

@@ -19,6 +19,7 @@ use std::ops::Range;
 
 use uuid::Uuid;
 
+use crate::rules::EdgeGuard;
 use crate::stream::span::{count_newlines, replay_range, SPAN_CONTEXT};
 use crate::stream::{ReplaySpan, StreamContext, StreamMode};
 
@@ -203,10 +204,17 @@ impl Batch {
     }
 
     /// The replay span of a match: the match grown to quiet edges.
-    pub fn span_of(&self, segment: &Segment, range: Range<usize>, real_end: bool) -> ReplaySpan {
+    pub fn span_of(
+        &self,
+        segment: &Segment,
+        range: Range<usize>,
+        real_end: bool,
+        guard: &EdgeGuard,
+    ) -> ReplaySpan {
         let data = self.data(segment);
         let real_start = segment.start == 0 || segment.line.is_some();
-        let grown = replay_range(data, range, real_start, real_end || segment.line.is_some());
+        let real_end = real_end || segment.line.is_some();
+        let grown = replay_range(data, range, real_start, real_end, guard);
         ReplaySpan {
             start: segment.start + grown.start as u64,
             segment: segment.line.unwrap_or(0),

@@ -159,6 +159,14 @@ impl<'r> MultiStreamScanner<'r> {
         }
     }
 
+    /// Opens a stream explicitly (streams also open on their first chunk or
+    /// line). Opening an open stream of the same mode changes nothing.
+    pub fn open_stream(&mut self, stream: Uuid, mode: StreamMode) -> Result<(), ScanError> {
+        self.check_mode(stream, mode)?;
+        self.open(stream, mode)?;
+        Ok(())
+    }
+
     fn open(&mut self, stream: Uuid, mode: StreamMode) -> Result<&mut StreamContext, ScanError> {
         Ok(self
             .streams
@@ -210,6 +218,7 @@ impl<'r> MultiStreamScanner<'r> {
 
     /// Records the matches of a searched batch in their streams.
     fn settle(&mut self, batch: &Batch, found: Vec<Vec<std::ops::Range<usize>>>) {
+        let guard = self.rules.edge_guard();
         for (segment, ranges) in batch.segments.iter().zip(found) {
             let Some(ctx) = self.streams.get_mut(&segment.stream) else {
                 continue;
@@ -221,27 +230,24 @@ impl<'r> MultiStreamScanner<'r> {
                 match segment.accept(segment.start + range.start as u64, &self.window) {
                     Acceptance::Settled => {
                         ctx.stats.matches += 1;
-                        ctx.settled.insert(batch.span_of(segment, range, false));
+                        ctx.settled
+                            .insert(batch.span_of(segment, range, false, guard));
                     }
-                    Acceptance::Provisional => {
-                        ctx.provisional.insert(batch.span_of(segment, range, true))
-                    }
+                    Acceptance::Provisional => ctx
+                        .provisional
+                        .insert(batch.span_of(segment, range, true, guard)),
                     Acceptance::Ignored => {}
                 }
             }
-            if let Some(line) = segment
-                .line
-                .filter(|_| segment.start < self.window.head_len as u64)
-            {
+            if segment.line.is_some() && segment.start < self.window.head_len as u64 {
                 // Line mode: lines within the head are replayed for anchored
                 // patterns, like the head of a chunk stream.
                 let len = batch
                     .data(segment)
                     .len()
                     .min((self.window.head_len as u64 - segment.start) as usize);
-                let mut span = batch.span_of(segment, 0..len, true);
-                span.segment = line;
-                ctx.settled.insert(span);
+                ctx.settled
+                    .insert(batch.span_of(segment, 0..len, true, guard));
             }
         }
     }

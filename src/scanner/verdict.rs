@@ -13,7 +13,7 @@
 
 use crate::error::ScanError;
 use crate::results::RuleMatch;
-use crate::rules::RuleSet;
+use crate::rules::{EdgeGuard, RuleSet};
 use crate::stream::span::replay_range;
 use crate::stream::{ReplaySpan, SpanSet, StreamContext, StreamMode};
 
@@ -50,7 +50,7 @@ impl<'r> Evaluator<'r> {
         head_len: usize,
     ) -> Result<Vec<RuleMatch>, ScanError> {
         let mut spans = SpanSet::union([&ctx.settled, &ctx.provisional]);
-        if let Some(head) = head_span(ctx, head_len) {
+        if let Some(head) = head_span(ctx, head_len, self.rules.edge_guard()) {
             spans.insert(head);
         }
         if spans.is_empty() {
@@ -96,7 +96,7 @@ impl<'r> Evaluator<'r> {
 }
 
 /// The head of a chunk stream, when rules anchor patterns.
-fn head_span(ctx: &StreamContext, head_len: usize) -> Option<ReplaySpan> {
+fn head_span(ctx: &StreamContext, head_len: usize, guard: &EdgeGuard) -> Option<ReplaySpan> {
     if head_len == 0 || ctx.head.is_empty() || ctx.mode == StreamMode::Lines {
         return None;
     }
@@ -106,6 +106,7 @@ fn head_span(ctx: &StreamContext, head_len: usize) -> Option<ReplaySpan> {
         0..head_len.min(ctx.head.len()),
         true,
         whole_stream,
+        guard,
     );
     Some(ReplaySpan {
         start: 0,

@@ -6,19 +6,22 @@
 //! at their real offsets into an evaluation scanner; YARA-X finds the same
 //! matches there and evaluates the conditions over them.
 //!
-//! Block edges look to YARA-X like the start and end of the data: `fullword`
-//! and `\b` see a word boundary there. A span therefore grows (by up to
-//! [`SPAN_CONTEXT`] bytes each side) until its edge is *quiet*: the byte
-//! beyond it is not a word byte (and, for `wide` strings, not the second
-//! half of a wide word character), so that a boundary at the edge is also a
-//! boundary in the real stream. An edge that is a real edge of the data
-//! (stream start, line edges, the end of what was seen so far) is quiet.
+//! Block edges look to YARA-X like the start and end of the data: `^`, `$`,
+//! `fullword`, `\b` and `\B` all see them. A span therefore takes at least
+//! one byte of context each side, then grows (by up to [`SPAN_CONTEXT`]
+//! bytes each side) until its edges are *quiet*: no context-sensitive
+//! pattern can start or end there ([`EdgeGuard`]), so that a replayed block
+//! finds exactly the matches the real stream has. An edge that is a real
+//! edge of the data (stream start, line edges, the end of what was seen so
+//! far) is quiet.
 //!
 //! Spans are kept sorted and merged when they overlap or touch within the
 //! same *segment* (the whole stream in chunk mode, one line in line mode:
 //! lines never merge, since no match spans two lines).
 
 use serde::{Deserialize, Serialize};
+
+use crate::rules::EdgeGuard;
 
 /// Most bytes of context added on each side of a match.
 pub const SPAN_CONTEXT: usize = 16;
@@ -131,51 +134,57 @@ pub fn count_newlines(bytes: &[u8]) -> u64 {
     bytes.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
-/// Bytes that can make a word boundary disappear: ASCII letters, digits and
-/// `_` (regex `\w`).
-fn is_word(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || byte == b'_'
-}
-
-/// Whether a block starting at `data[i]` sees the same left boundary as the
-/// real stream. `real_start` says `data[0]` is a real edge of the data.
-fn quiet_left(data: &[u8], i: usize, real_start: bool) -> bool {
-    match i {
-        0 => real_start,
-        1 => !is_word(data[0]) && (data[0] != 0 || real_start),
-        _ => !is_word(data[i - 1]) && !(data[i - 1] == 0 && is_word(data[i - 2])),
+/// Whether a block may start at `data[i]`: at a real edge of the data, or
+/// where no context-sensitive pattern can start (see [`EdgeGuard`]).
+fn quiet_left(data: &[u8], i: usize, real_start: bool, guard: &EdgeGuard) -> bool {
+    if i == 0 {
+        real_start
+    } else {
+        !guard.blocks_start(&data[i..])
     }
 }
 
-/// Whether a block ending before `data[j]` sees the same right boundary as
-/// the real stream. `real_end` says the end of `data` is a real edge.
-fn quiet_right(data: &[u8], j: usize, real_end: bool) -> bool {
+/// Whether a block may end before `data[j]`: at a real edge of the data, or
+/// where no context-sensitive pattern can end.
+fn quiet_right(data: &[u8], j: usize, real_end: bool, guard: &EdgeGuard) -> bool {
     if j == data.len() {
         real_end
     } else {
-        !is_word(data[j])
+        !guard.blocks_end(&data[..j])
     }
 }
 
-/// The range to replay for a match at `range` of `data`: the match grown to
-/// quiet edges, by at most [`SPAN_CONTEXT`] bytes each side.
+/// The range to replay for a match at `range` of `data`: the match grown by
+/// at least one byte each side where `data` has one (YARA-X cuts a greedy
+/// match that ends exactly at the end of a block short by a byte, so no
+/// replayed match may end at a block's edge), then to the nearest quiet
+/// edge within [`SPAN_CONTEXT`] bytes, or as far as that reaches.
 pub fn replay_range(
     data: &[u8],
     range: std::ops::Range<usize>,
     real_start: bool,
     real_end: bool,
+    guard: &EdgeGuard,
 ) -> std::ops::Range<usize> {
-    let mut start = range.start;
     let floor = range.start.saturating_sub(SPAN_CONTEXT);
-    while start > floor && !quiet_left(data, start, real_start) {
-        start -= 1;
-    }
-    let mut end = range.end;
+    let lefts = (floor..range.start.max(floor + 1)).rev();
+    let start = pick_edge(lefts, |i| quiet_left(data, i, real_start, guard));
     let ceiling = (range.end + SPAN_CONTEXT).min(data.len());
-    while end < ceiling && !quiet_right(data, end, real_end) {
-        end += 1;
-    }
+    let rights = (range.end + 1).min(ceiling)..=ceiling;
+    let end = pick_edge(rights, |j| quiet_right(data, j, real_end, guard));
     start..end
+}
+
+/// The first candidate that is quiet, else the last (the most context).
+fn pick_edge(
+    candidates: impl Iterator<Item = usize> + Clone,
+    quiet: impl Fn(usize) -> bool,
+) -> usize {
+    candidates
+        .clone()
+        .find(|&i| quiet(i))
+        .or_else(|| candidates.last())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -227,26 +236,42 @@ mod tests {
         );
     }
 
+    fn guard(src: &str) -> EdgeGuard {
+        EdgeGuard::from_asts([&yara_x_parser::ast::AST::from(src)], 64)
+    }
+
     #[test]
-    fn replay_range_grows_to_word_boundaries() {
-        let data = b"xx hello-world yy";
-        // "llo" grows to "hello" on the left and to the '-' on the right.
-        assert_eq!(replay_range(data, 5..8, false, false), 3..8);
-        assert_eq!(&data[replay_range(data, 9..11, false, false)], b"world");
+    fn replay_range_takes_one_byte_of_context_without_guards() {
+        let data = b"xx hello yy";
+        assert_eq!(
+            replay_range(data, 3..8, false, false, &EdgeGuard::default()),
+            2..9
+        );
+        assert_eq!(
+            replay_range(data, 0..2, true, false, &EdgeGuard::default()),
+            0..3
+        );
+        assert_eq!(
+            replay_range(data, 9..11, false, true, &EdgeGuard::default()),
+            8..11
+        );
+    }
+
+    #[test]
+    fn replay_range_moves_edges_off_context_sensitive_matches() {
+        // A block ending right after the second "ab" would let the fullword
+        // "ab" match there: the edge moves on.
+        let g = guard(r#"rule r { strings: $a = "ab" fullword condition: $a }"#);
+        let data = b"zz.qab.zz";
+        assert_eq!(&data[replay_range(data, 3..5, false, false, &g)], b".qab.");
     }
 
     #[test]
     fn replay_range_stops_at_the_context_limit() {
+        let g = guard(r#"rule r { strings: $a = "a" fullword condition: $a }"#);
         let data = [b'a'; 100];
-        assert_eq!(replay_range(&data, 50..52, false, false), 34..68);
-        assert_eq!(replay_range(&data, 2..4, true, true), 0..20);
-    }
-
-    #[test]
-    fn wide_word_characters_are_not_quiet() {
-        // "A\0" is a wide word character: the edge after it is not quiet.
-        let data = b"..A\0B\0";
-        assert_eq!(replay_range(data, 4..6, false, true), 2..6);
+        assert_eq!(replay_range(&data, 50..52, false, false, &g), 34..68);
+        assert_eq!(replay_range(&data, 2..4, true, true, &g), 0..20);
     }
 
     #[test]

@@ -101,3 +101,9 @@ pub fn compile(src: &str) -> RuleSet {
     RuleSet::from_source(src, yaraflow::ScannerConfig::default().max_pattern_len)
         .expect("rules compile")
 }
+
+/// Compiles rules, or `None` when YARA-X rejects them (random rule sets
+/// sometimes combine modifiers YARA-X refuses).
+pub fn compile_opt(src: &str) -> Option<RuleSet> {
+    RuleSet::from_source(src, yaraflow::ScannerConfig::default().max_pattern_len).ok()
+}

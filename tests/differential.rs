@@ -1,0 +1,440 @@
+//! Differential property tests: the verdict of the multi-stream scanner
+//! equals YARA-X's own verdict over the same bytes, for random rule sets,
+//! random data, random chunkings (1-byte chunks included), random
+//! interleavings of several streams, and random batch sizes. Verdicts asked
+//! in the middle of a stream must equal a whole-buffer scan of the prefix.
+
+mod common;
+
+use common::{compile_opt, ours, reference, reference_lines};
+use proptest::prelude::*;
+use yaraflow::{MultiStreamScanner, ScannerConfig, StreamMode, Uuid};
+
+/// Bytes the data and the patterns are drawn from: word and non-word bytes,
+/// a newline, NUL (the second half of wide characters) and upper case.
+const ALPHABET: &[u8] = b"abcAB \n-_\x00";
+
+fn byte() -> impl Strategy<Value = u8> {
+    proptest::sample::select(ALPHABET)
+}
+
+fn literal(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(proptest::sample::select(&b"abcAB -_"[..]), len)
+}
+
+fn escape(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_alphanumeric() || b == b' ' {
+                (b as char).to_string()
+            } else {
+                format!("\\x{b:02x}")
+            }
+        })
+        .collect()
+}
+
+fn regex_escape(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("\\x{b:02x}")
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+enum PatternSpec {
+    Text {
+        text: Vec<u8>,
+        modifiers: Vec<&'static str>,
+    },
+    Hex(String),
+    Regex {
+        body: String,
+        modifiers: Vec<&'static str>,
+    },
+}
+
+impl PatternSpec {
+    fn source(&self) -> String {
+        match self {
+            PatternSpec::Text { text, modifiers } => {
+                format!("\"{}\" {}", escape(text), modifiers.join(" "))
+            }
+            PatternSpec::Hex(hex) => format!("{{ {hex} }}"),
+            PatternSpec::Regex { body, modifiers } => format!("/{body}/ {}", modifiers.join(" ")),
+        }
+    }
+
+    /// Bytes worth planting in the data so that the pattern matches.
+    fn plant(&self) -> Vec<u8> {
+        match self {
+            PatternSpec::Text { text, modifiers } if modifiers.contains(&"wide") => {
+                text.iter().flat_map(|&b| [b, 0]).collect()
+            }
+            PatternSpec::Text { text, .. } => text.clone(),
+            PatternSpec::Hex(hex) => hex
+                .split_whitespace()
+                .filter_map(|t| u8::from_str_radix(t, 16).ok())
+                .collect(),
+            PatternSpec::Regex { body, .. } => {
+                body.bytes().filter(|b| b.is_ascii_lowercase()).collect()
+            }
+        }
+    }
+}
+
+fn text_pattern() -> impl Strategy<Value = PatternSpec> {
+    let plain = (
+        literal(1..6),
+        proptest::sample::subsequence(vec!["nocase", "wide", "ascii", "fullword", "private"], 0..3),
+    )
+        .prop_map(|(text, modifiers)| PatternSpec::Text { text, modifiers });
+    let xor = (literal(2..6), 0u8..4, any::<bool>()).prop_map(|(text, hi, fullword)| {
+        let mut modifiers = vec![if hi == 0 { "xor" } else { "xor(0-3)" }];
+        if fullword {
+            modifiers.push("fullword");
+        }
+        PatternSpec::Text { text, modifiers }
+    });
+    let base64 = (literal(3..7), any::<bool>()).prop_map(|(text, wide)| PatternSpec::Text {
+        text,
+        modifiers: vec![if wide { "base64wide" } else { "base64" }],
+    });
+    prop_oneof![6 => plain, 1 => xor, 1 => base64]
+}
+
+fn hex_pattern() -> impl Strategy<Value = PatternSpec> {
+    let token = prop_oneof![
+        4 => byte().prop_map(|b| format!("{b:02x}")),
+        1 => Just("??".to_string()),
+        1 => (0u8..3, 0u8..4).prop_map(|(lo, extra)| format!("[{lo}-{}]", lo + extra)),
+        1 => (byte(), byte(), byte()).prop_map(|(a, b, c)| format!("( {a:02x} | {b:02x} {c:02x} )")),
+    ];
+    (byte(), proptest::collection::vec(token, 0..4), byte()).prop_map(|(first, middle, last)| {
+        PatternSpec::Hex(format!("{first:02x} {} {last:02x}", middle.join(" ")))
+    })
+}
+
+fn regex_pattern() -> impl Strategy<Value = PatternSpec> {
+    let atom = prop_oneof![
+        4 => literal(1..3).prop_map(|l| regex_escape(&l)),
+        1 => Just("[ab]".to_string()),
+        1 => Just("[^a]".to_string()),
+        1 => Just(".".to_string()),
+        1 => (literal(1..3), literal(1..3)).prop_map(|(a, b)| format!("({}|{})", regex_escape(&a), regex_escape(&b))),
+    ];
+    let piece = (
+        atom,
+        prop_oneof![3 => Just(""), 1 => Just("?"), 1 => Just("{1,3}"), 1 => Just("{0,2}")],
+    )
+        .prop_map(|(a, q)| format!("{a}{q}"));
+    let start = prop_oneof![4 => Just(""), 1 => Just("^"), 1 => Just("\\b"), 1 => Just("\\B")];
+    let end = prop_oneof![4 => Just(""), 1 => Just("$"), 1 => Just("\\b")];
+    let modifiers = proptest::sample::subsequence(vec!["nocase", "wide", "fullword"], 0..2);
+    (
+        start,
+        literal(1..3),
+        proptest::collection::vec(piece, 0..3),
+        end,
+        modifiers,
+    )
+        .prop_map(
+            |(start, first, pieces, end, modifiers)| PatternSpec::Regex {
+                body: format!("{start}{}{}{end}", regex_escape(&first), pieces.concat()),
+                modifiers,
+            },
+        )
+}
+
+fn pattern() -> impl Strategy<Value = PatternSpec> {
+    prop_oneof![3 => text_pattern(), 2 => hex_pattern(), 2 => regex_pattern()]
+}
+
+/// A condition term about pattern `$p`.
+fn term(p: String) -> impl Strategy<Value = String> {
+    let n = 0u32..40;
+    prop_oneof![
+        3 => Just(format!("${p}")),
+        1 => (0u32..4).prop_map({ let p = p.clone(); move |k| format!("#{p} > {k}") }),
+        1 => (0u32..3).prop_map({ let p = p.clone(); move |k| format!("#{p} == {k}") }),
+        1 => n.clone().prop_map({ let p = p.clone(); move |k| format!("@{p}[1] >= {k}") }),
+        1 => (1u32..4, 0u32..8).prop_map({ let p = p.clone(); move |(i, k)| format!("!{p}[{i}] > {k}") }),
+        1 => n.clone().prop_map({ let p = p.clone(); move |k| format!("${p} at {k}") }),
+        1 => (n.clone(), 0u32..30).prop_map({ let p = p.clone(); move |(k, m)| format!("${p} in ({k}..{})", k + m) }),
+        1 => Just(format!("not ${p}")),
+        1 => n.prop_map(move |k| format!("for any i in (1..#{p}) : (@{p}[i] > {k})")),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct RuleSpec {
+    patterns: Vec<PatternSpec>,
+    terms: Vec<String>,
+    joiners: Vec<bool>,
+    quantifier: Option<&'static str>,
+    private: bool,
+    global: bool,
+}
+
+fn rule() -> impl Strategy<Value = RuleSpec> {
+    proptest::collection::vec(pattern(), 1..4)
+        .prop_flat_map(|patterns| {
+            let terms: Vec<_> = (0..patterns.len())
+                .map(|i| term(format!("p{i}")).boxed())
+                .collect();
+            let n = patterns.len();
+            (
+                Just(patterns),
+                terms,
+                proptest::collection::vec(any::<bool>(), n),
+                proptest::option::of(proptest::sample::select(vec![
+                    "any of them",
+                    "all of them",
+                    "none of them",
+                    "2 of them",
+                ])),
+                proptest::bool::weighted(0.15),
+                proptest::bool::weighted(0.05),
+            )
+        })
+        .prop_map(
+            |(patterns, terms, joiners, quantifier, private, global)| RuleSpec {
+                patterns,
+                terms,
+                joiners,
+                quantifier,
+                private,
+                global,
+            },
+        )
+}
+
+fn rules_source(rules: &[RuleSpec]) -> String {
+    let mut src = String::new();
+    for (r, rule) in rules.iter().enumerate() {
+        let flags = match (rule.private, rule.global) {
+            (_, true) => "global ",
+            (true, _) => "private ",
+            _ => "",
+        };
+        src += &format!("{flags}rule r{r} {{\n  strings:\n");
+        for (i, p) in rule.patterns.iter().enumerate() {
+            src += &format!("    $p{i} = {}\n", p.source());
+        }
+        let mut cond = format!("({})", rule.terms[0]);
+        for (term, and) in rule.terms.iter().zip(&rule.joiners).skip(1) {
+            cond += &format!(" {} ({term})", if *and { "and" } else { "or" });
+        }
+        if let Some(q) = rule.quantifier {
+            cond = format!("({cond}) or {q}");
+        }
+        src += &format!("  condition:\n    {cond}\n}}\n");
+    }
+    src
+}
+
+/// Random data with pattern bytes planted in it.
+fn data(plants: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+    let filler = proptest::collection::vec(byte(), 0..120);
+    let picks = proptest::collection::vec(
+        (
+            any::<proptest::sample::Index>(),
+            any::<proptest::sample::Index>(),
+        ),
+        0..8,
+    );
+    (filler, picks).prop_map(move |(mut data, picks)| {
+        for (which, at) in picks {
+            if plants.is_empty() {
+                break;
+            }
+            let plant = which.get(&plants);
+            let at = if data.is_empty() {
+                0
+            } else {
+                at.index(data.len() + 1)
+            };
+            data.splice(at..at, plant.iter().copied());
+        }
+        data
+    })
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    rules: Vec<RuleSpec>,
+    streams: Vec<Vec<u8>>,
+    /// Cut sizes, cycled; 1 means 1-byte chunks.
+    cuts: Vec<usize>,
+    /// Which stream sends next, cycled.
+    order: Vec<proptest::sample::Index>,
+    /// Ask for a verdict after this many chunks (cycled over streams).
+    probe_every: usize,
+    batch_bytes: usize,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    proptest::collection::vec(rule(), 1..4).prop_flat_map(|rules| {
+        let plants: Vec<Vec<u8>> = rules
+            .iter()
+            .flat_map(|r| r.patterns.iter().map(PatternSpec::plant))
+            .collect();
+        (
+            Just(rules),
+            proptest::collection::vec(data(plants), 1..4),
+            proptest::collection::vec(
+                prop_oneof![2 => Just(1usize), 3 => 1usize..8, 1 => 8usize..200],
+                1..6,
+            ),
+            proptest::collection::vec(any::<proptest::sample::Index>(), 1..16),
+            1usize..12,
+            prop_oneof![Just(1usize), 1usize..64, Just(1 << 20)],
+        )
+            .prop_map(
+                |(rules, streams, cuts, order, probe_every, batch_bytes)| Case {
+                    rules,
+                    streams,
+                    cuts,
+                    order,
+                    probe_every,
+                    batch_bytes,
+                },
+            )
+    })
+}
+
+/// Splits every stream into chunks and interleaves them.
+fn schedule(case: &Case) -> Vec<(usize, std::ops::Range<usize>)> {
+    let mut positions = vec![0usize; case.streams.len()];
+    let mut steps = Vec::new();
+    let (mut cut, mut turn) = (0, 0);
+    while positions
+        .iter()
+        .zip(&case.streams)
+        .any(|(p, s)| *p < s.len())
+    {
+        let open: Vec<usize> = (0..case.streams.len())
+            .filter(|&s| positions[s] < case.streams[s].len())
+            .collect();
+        let stream = open[case.order[turn % case.order.len()].index(open.len())];
+        turn += 1;
+        let len =
+            case.cuts[cut % case.cuts.len()].min(case.streams[stream].len() - positions[stream]);
+        cut += 1;
+        steps.push((stream, positions[stream]..positions[stream] + len));
+        positions[stream] += len;
+    }
+    steps
+}
+
+fn config(case: &Case) -> ScannerConfig {
+    ScannerConfig {
+        max_batch_bytes: case.batch_bytes,
+        ..ScannerConfig::default()
+    }
+}
+
+fn run_chunks(case: &Case) -> Result<(), TestCaseError> {
+    let src = rules_source(&case.rules);
+    let Some(rules) = compile_opt(&src) else {
+        return Err(TestCaseError::reject("rules do not compile"));
+    };
+    let mut scanner = MultiStreamScanner::new(&rules, config(case));
+    let ids: Vec<Uuid> = case.streams.iter().map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        scanner.open_stream(*id, StreamMode::Chunks).unwrap();
+    }
+    for (step, (stream, range)) in schedule(case).into_iter().enumerate() {
+        scanner
+            .scan_chunk(ids[stream], &case.streams[stream][range.clone()])
+            .unwrap();
+        if step % case.probe_every == 0 {
+            let got = scanner.get_matches(&ids[stream]).unwrap().unwrap();
+            let prefix = &case.streams[stream][..range.end];
+            prop_assert_eq!(
+                ours(&rules, &got),
+                reference(&rules, prefix),
+                "prefix of stream {} ({} bytes): \"{}\" cuts {:?}\n{}",
+                stream,
+                range.end,
+                prefix.escape_ascii(),
+                case.cuts,
+                src
+            );
+        }
+    }
+    for (stream, id) in ids.iter().enumerate() {
+        let got = scanner.close_stream(id).unwrap().unwrap();
+        prop_assert_eq!(got.stats.bytes, case.streams[stream].len() as u64);
+        prop_assert_eq!(
+            ours(&rules, &got),
+            reference(&rules, &case.streams[stream]),
+            "stream {}: \"{}\" cuts {:?}\n{}",
+            stream,
+            case.streams[stream].escape_ascii(),
+            case.cuts,
+            src
+        );
+    }
+    prop_assert!(scanner.active_streams().is_empty());
+    Ok(())
+}
+
+fn run_lines(case: &Case) -> Result<(), TestCaseError> {
+    let src = rules_source(&case.rules);
+    let Some(rules) = compile_opt(&src) else {
+        return Err(TestCaseError::reject("rules do not compile"));
+    };
+    let mut scanner = MultiStreamScanner::new(&rules, config(case));
+    let ids: Vec<Uuid> = case.streams.iter().map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        scanner.open_stream(*id, StreamMode::Lines).unwrap();
+    }
+    let mut lines: Vec<Vec<Vec<u8>>> = vec![Vec::new(); case.streams.len()];
+    for (stream, range) in schedule(case) {
+        let line = case.streams[stream][range].to_vec();
+        scanner.scan_line(ids[stream], &line).unwrap();
+        lines[stream].push(line);
+    }
+    for (stream, id) in ids.iter().enumerate() {
+        let got = scanner.close_stream(id).unwrap().unwrap();
+        prop_assert_eq!(got.stats.lines, lines[stream].len() as u64);
+        prop_assert_eq!(
+            ours(&rules, &got),
+            reference_lines(&rules, &lines[stream]),
+            "stream {}: {:?}\n{}",
+            stream,
+            lines[stream]
+                .iter()
+                .map(|l| l.escape_ascii().to_string())
+                .collect::<Vec<_>>(),
+            src
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(300),
+        max_global_rejects: 100_000,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn chunked_interleaved_streams_match_whole_buffer_scans(case in case()) {
+        run_chunks(&case)?;
+    }
+
+    #[test]
+    fn line_streams_match_per_line_scans(case in case()) {
+        run_lines(&case)?;
+    }
+}
