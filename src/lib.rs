@@ -24,7 +24,7 @@ pub mod stream;
 pub use config::ScannerConfig;
 pub use error::{RuleError, ScanError};
 pub use results::{MatchInfo, PatternMatches, RuleMatch, StreamResults};
-pub use rules::RuleSet;
+pub use rules::{RuleIssue, RuleSet};
 pub use scanner::{MultiStreamScanner, ScannerStats};
 pub use stream::{StreamContext, StreamMode, StreamStats};
 pub use uuid::Uuid;

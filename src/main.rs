@@ -1,1 +1,7 @@
-fn main() {}
+//! The `yaraflow` command-line program. See `yaraflow --help`.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::run()
+}

@@ -1,0 +1,56 @@
+//! The command-line program: argument parsing and one module per command.
+//!
+//! `scan` feeds files to the multi-stream scanner as streams and prints one
+//! JSON line per stream; `check` prints what rule analysis says about rules.
+
+mod check;
+mod scan;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Scan many concurrent byte streams with YARA-X rules.
+#[derive(Debug, Parser)]
+#[command(name = "yaraflow", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Scan files as streams, one JSON line of results per file.
+    Scan(scan::ScanArgs),
+    /// Compile rules and report, per rule, whether stream scanning is exact.
+    Check(check::CheckArgs),
+}
+
+/// Rule locations and the window cap, shared by the commands.
+#[derive(Debug, clap::Args)]
+struct RuleArgs {
+    /// Longest match (bytes) the scanner guarantees across chunk boundaries.
+    #[arg(long, default_value_t = yaraflow::ScannerConfig::default().max_pattern_len)]
+    max_pattern_len: usize,
+}
+
+fn load_rules(paths: &[PathBuf], args: &RuleArgs) -> anyhow::Result<yaraflow::RuleSet> {
+    Ok(yaraflow::RuleSet::from_paths(paths, args.max_pattern_len)?)
+}
+
+/// Parses the arguments and runs the command.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Scan(args) => scan::run(args),
+        Command::Check(args) => check::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! `yaraflow scan`: each file is one stream, fed to one multi-stream scanner
+//! in chunks (a typical packet, 1460 bytes, by default; or random sizes;
+//! or lines), one file after the other or round-robin (`--interleave`) as
+//! concurrent streams. Prints one JSON line per stream when it closes.
+//!
+//! Files are read as they are scanned, never whole, so files larger than
+//! memory work. A file that cannot be read is reported on stderr, the others
+//! are still scanned, and the exit code is 1.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use yaraflow::{MultiStreamScanner, ScannerConfig, StreamMode, StreamResults, Uuid};
+
+use super::{load_rules, RuleArgs};
+
+/// Arguments of `yaraflow scan`.
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// Rule file, or directory searched for .yar/.yara files (repeatable).
+    #[arg(long, short, required = true)]
+    rules: Vec<PathBuf>,
+    /// Chunk size in bytes.
+    #[arg(long, default_value_t = 1460, conflicts_with = "lines")]
+    chunk_size: usize,
+    /// Cut chunks of random sizes (1 to 2 x chunk size) from this seed.
+    #[arg(long, value_name = "SEED", conflicts_with = "lines")]
+    random_chunks: Option<u64>,
+    /// Feed each file line by line (line streams: no match spans lines).
+    #[arg(long)]
+    lines: bool,
+    /// Feed the files' chunks round-robin, as concurrent streams.
+    #[arg(long)]
+    interleave: bool,
+    /// Most matched bytes printed per match.
+    #[arg(long, default_value_t = ScannerConfig::default().max_snippet_bytes)]
+    snippet_bytes: usize,
+    #[command(flatten)]
+    rule_args: RuleArgs,
+    /// Files to scan, one stream each.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+/// One file being fed as a stream.
+struct Feed {
+    id: Uuid,
+    path: PathBuf,
+    reader: BufReader<File>,
+    done: bool,
+}
+
+/// Cuts the next piece of a file.
+struct Cutter {
+    chunk_size: usize,
+    rng: Option<StdRng>,
+    lines: bool,
+}
+
+impl Cutter {
+    /// Reads the next chunk (or line) into `buf`; an empty `buf` means the
+    /// end of the file.
+    fn next(&mut self, reader: &mut BufReader<File>, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        buf.clear();
+        if self.lines {
+            reader.read_until(b'\n', buf)?;
+            return Ok(());
+        }
+        let size = match &mut self.rng {
+            Some(rng) => rng.gen_range(1..=2 * self.chunk_size),
+            None => self.chunk_size,
+        };
+        reader.take(size as u64).read_to_end(buf)?;
+        Ok(())
+    }
+}
+
+pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.chunk_size > 0, "--chunk-size must be at least 1");
+    let rules = load_rules(&args.rules, &args.rule_args)?;
+    let config = ScannerConfig {
+        max_snippet_bytes: args.snippet_bytes,
+        ..ScannerConfig::default()
+    };
+    let mut scanner = MultiStreamScanner::new(&rules, config);
+    let mut cutter = Cutter {
+        chunk_size: args.chunk_size,
+        rng: args.random_chunks.map(StdRng::seed_from_u64),
+        lines: args.lines,
+    };
+    let mode = if args.lines {
+        StreamMode::Lines
+    } else {
+        StreamMode::Chunks
+    };
+    let mut failed = false;
+    let mut feeds = Vec::new();
+    for path in &args.files {
+        match File::open(path) {
+            Ok(file) => feeds.push(Feed {
+                id: Uuid::new_v4(),
+                path: path.clone(),
+                reader: BufReader::new(file),
+                done: false,
+            }),
+            Err(err) => {
+                eprintln!("error: cannot open {}: {err}", path.display());
+                failed = true;
+            }
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let group = if args.interleave {
+        feeds.len().max(1)
+    } else {
+        1
+    };
+    for batch in feeds.chunks_mut(group) {
+        for feed in batch.iter() {
+            scanner.open_stream(feed.id, mode)?;
+        }
+        failed |= feed_round_robin(&mut scanner, batch, &mut cutter, mode, &mut out)?;
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Feeds the files one piece each in turn until all are done, printing each
+/// stream's results as it closes. Returns whether a file failed.
+fn feed_round_robin(
+    scanner: &mut MultiStreamScanner<'_>,
+    feeds: &mut [Feed],
+    cutter: &mut Cutter,
+    mode: StreamMode,
+    out: &mut impl Write,
+) -> anyhow::Result<bool> {
+    let mut buf = Vec::new();
+    let mut failed = false;
+    while feeds.iter().any(|f| !f.done) {
+        for feed in feeds.iter_mut().filter(|f| !f.done) {
+            if let Err(err) = cutter.next(&mut feed.reader, &mut buf) {
+                eprintln!(
+                    "error: reading {}: {err}; its results cover the bytes read so far",
+                    feed.path.display()
+                );
+                failed = true;
+                buf.clear();
+            }
+            if buf.is_empty() {
+                feed.done = true;
+                let results = scanner.close_stream(&feed.id)?.context("stream vanished")?;
+                print_results(out, &results, feed)?;
+            } else if mode == StreamMode::Lines {
+                scanner.scan_line(feed.id, &buf)?;
+            } else {
+                scanner.scan_chunk(feed.id, &buf)?;
+            }
+        }
+    }
+    Ok(failed)
+}
+
+fn print_results(out: &mut impl Write, results: &StreamResults, feed: &Feed) -> anyhow::Result<()> {
+    let mut value = serde_json::to_value(results)?;
+    value["file"] = serde_json::Value::String(feed.path.display().to_string());
+    writeln!(out, "{}", serde_json::to_string(&value)?)?;
+    Ok(())
+}

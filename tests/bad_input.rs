@@ -1,0 +1,223 @@
+//! Bad input gets a typed error naming the problem, never a panic, and
+//! leaves every other stream as it was.
+
+mod common;
+
+use std::process::Command;
+
+use common::{compile, ours, reference};
+use yaraflow::{
+    MultiStreamScanner, RuleError, RuleIssue, RuleSet, ScanError, ScannerConfig, StreamMode, Uuid,
+};
+
+fn rules() -> RuleSet {
+    compile(r#"rule r { strings: $a = "abc" condition: $a }"#)
+}
+
+/// A scanner with one healthy stream holding half a match.
+fn with_bystander(rules: &RuleSet, config: ScannerConfig) -> (MultiStreamScanner<'_>, Uuid) {
+    let mut scanner = MultiStreamScanner::new(rules, config);
+    let bystander = Uuid::new_v4();
+    scanner.scan_chunk(bystander, b"xxab").unwrap();
+    (scanner, bystander)
+}
+
+fn assert_bystander_intact(rules: &RuleSet, scanner: &mut MultiStreamScanner<'_>, bystander: Uuid) {
+    scanner.scan_chunk(bystander, b"cxx").unwrap();
+    let results = scanner.close_stream(&bystander).unwrap().unwrap();
+    assert_eq!(ours(rules, &results), reference(rules, b"xxabcxx"));
+    assert_eq!(results.rules.len(), 1);
+}
+
+#[test]
+fn unknown_and_closed_streams() {
+    let rules = rules();
+    let (mut scanner, bystander) = with_bystander(&rules, ScannerConfig::default());
+    let unknown = Uuid::new_v4();
+    assert!(scanner.get_matches(&unknown).unwrap().is_none());
+    assert!(scanner.close_stream(&unknown).unwrap().is_none());
+    assert!(
+        matches!(scanner.reset_stream(&unknown), Err(ScanError::UnknownStream(id)) if id == unknown)
+    );
+    let closed = Uuid::new_v4();
+    scanner.scan_chunk(closed, b"abc").unwrap();
+    scanner.close_stream(&closed).unwrap();
+    assert!(scanner.get_matches(&closed).unwrap().is_none());
+    assert!(scanner.close_stream(&closed).unwrap().is_none());
+    assert!(scanner.stream_stats(&closed).is_none());
+    assert_bystander_intact(&rules, &mut scanner, bystander);
+}
+
+#[test]
+fn empty_chunks_change_nothing() {
+    let rules = rules();
+    let (mut scanner, bystander) = with_bystander(&rules, ScannerConfig::default());
+    let before = scanner.stream_stats(&bystander).unwrap().clone();
+    scanner.scan_chunk(bystander, b"").unwrap();
+    assert_eq!(scanner.stream_stats(&bystander).unwrap(), &before);
+    let fresh = Uuid::new_v4();
+    scanner.scan_chunk(fresh, b"").unwrap();
+    let results = scanner.close_stream(&fresh).unwrap().unwrap();
+    assert_eq!(
+        (
+            results.stats.bytes,
+            results.stats.chunks,
+            results.rules.len()
+        ),
+        (0, 0, 0)
+    );
+    assert_bystander_intact(&rules, &mut scanner, bystander);
+}
+
+#[test]
+fn oversized_chunks_are_refused() {
+    let rules = rules();
+    let config = ScannerConfig {
+        max_chunk_bytes: 8,
+        ..ScannerConfig::default()
+    };
+    let (mut scanner, bystander) = with_bystander(&rules, config);
+    let err = scanner.scan_chunk(bystander, &[b'c'; 9]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ScanError::ChunkTooLarge {
+                len: 9,
+                limit: 8,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("exceeds the limit of 8 bytes"));
+    assert!(scanner.scan_line(Uuid::new_v4(), &[b'x'; 9]).is_err());
+    assert_bystander_intact(&rules, &mut scanner, bystander);
+}
+
+#[test]
+fn too_many_streams_are_refused() {
+    let rules = rules();
+    let config = ScannerConfig {
+        max_open_streams: 2,
+        ..ScannerConfig::default()
+    };
+    let (mut scanner, bystander) = with_bystander(&rules, config);
+    scanner.scan_chunk(Uuid::new_v4(), b"x").unwrap();
+    let err = scanner.scan_chunk(Uuid::new_v4(), b"x").unwrap_err();
+    assert!(
+        matches!(err, ScanError::TooManyStreams { limit: 2, .. }),
+        "{err}"
+    );
+    assert_bystander_intact(&rules, &mut scanner, bystander);
+}
+
+#[test]
+fn one_mode_per_stream() {
+    let rules = rules();
+    let (mut scanner, bystander) = with_bystander(&rules, ScannerConfig::default());
+    let err = scanner.scan_line(bystander, b"abc").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ScanError::ModeMismatch {
+                opened: "chunk",
+                attempted: "line",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(scanner.open_stream(bystander, StreamMode::Lines).is_err());
+    assert_bystander_intact(&rules, &mut scanner, bystander);
+}
+
+#[test]
+fn rules_using_modules_are_reported_unsupported() {
+    let rules = compile(
+        r#"import "pe"
+           rule uses_pe { condition: pe.number_of_sections > 2 }
+           rule plain { strings: $a = "x" condition: $a }"#,
+    );
+    let report = &rules.analysis().rules[0];
+    assert!(!report.supported);
+    assert_eq!(
+        report.issues,
+        vec![RuleIssue::UsesModule {
+            module: "pe".into()
+        }]
+    );
+    assert!(report.issues[0].to_string().contains("module `pe`"));
+    assert!(rules.is_exact("default", "plain"));
+}
+
+#[test]
+fn malformed_rules_name_the_problem() {
+    let err = RuleSet::from_source("rule broken { condition: $missing }", 64).unwrap_err();
+    assert!(matches!(err, RuleError::Compile(_)));
+    assert!(err.to_string().contains("$missing"), "{err}");
+}
+
+fn yaraflow(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_yaraflow"))
+        .args(args)
+        .output()
+        .expect("run yaraflow")
+}
+
+#[test]
+fn cli_rejects_bad_rules_with_file_and_line() {
+    let dir = std::env::temp_dir().join(format!("yaraflow-bad-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.yar");
+    std::fs::write(
+        &path,
+        "rule ok { condition: true }\nrule bad { condition: $nope }\n",
+    )
+    .unwrap();
+    let out = yaraflow(&[
+        "scan",
+        "--rules",
+        path.to_str().unwrap(),
+        path.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad.yar:2"), "{stderr}");
+    let out = yaraflow(&["check", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cli_reports_unreadable_files_and_scans_the_rest() {
+    let out = yaraflow(&[
+        "scan",
+        "--rules",
+        "data/rules",
+        "/nonexistent/file",
+        "data/samples/app.log",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/file"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}
+
+#[test]
+fn cli_check_explains_inexact_rules() {
+    let dir = std::env::temp_dir().join(format!("yaraflow-check-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("m.yara"),
+        "import \"math\"\nrule m { condition: math.entropy(0, 10) > 7 }\n",
+    )
+    .unwrap();
+    let out = yaraflow(&["check", dir.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains("INEXACT  default:m"), "{stdout}");
+    assert!(stdout.contains("module `math`"), "{stdout}");
+    let out = yaraflow(&["check", "--json", dir.to_str().unwrap()]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["rules"][0]["supported"], false);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

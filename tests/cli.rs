@@ -1,0 +1,97 @@
+//! The `yaraflow scan` command on the bundled rules and samples: every
+//! way of feeding the files gives YARA-X's own verdict for each file.
+
+mod common;
+
+use std::process::Command;
+
+use common::Verdict;
+use yaraflow::RuleSet;
+
+fn samples() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir("data/samples")
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    files.sort();
+    files
+}
+
+/// The verdict of one printed JSON line, in the tests' comparable form.
+fn printed_verdict(rules: &RuleSet, line: &serde_json::Value) -> Verdict {
+    let mut verdict: Verdict = line["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| rules.is_exact("default", r["identifier"].as_str().unwrap()))
+        .map(|r| {
+            let patterns = r["patterns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    let matches = p["matches"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|m| {
+                            (
+                                m["offset"].as_u64().unwrap(),
+                                m["length"].as_u64().unwrap() as usize,
+                            )
+                        })
+                        .collect();
+                    (p["identifier"].as_str().unwrap().to_string(), matches)
+                })
+                .collect();
+            (r["identifier"].as_str().unwrap().to_string(), patterns)
+        })
+        .collect();
+    verdict.sort();
+    verdict
+}
+
+#[test]
+fn scan_prints_the_whole_buffer_verdict_of_every_file() {
+    let rules = RuleSet::from_paths(&["data/rules"], 1024).unwrap();
+    let files = samples();
+    for extra in [
+        &[][..],
+        &["--interleave"],
+        &["--interleave", "--random-chunks", "7"],
+        &["--chunk-size", "1"],
+    ] {
+        let mut args = vec!["scan", "--rules", "data/rules"];
+        args.extend_from_slice(extra);
+        args.extend(files.iter().map(String::as_str));
+        let out = Command::new(env!("CARGO_BIN_EXE_yaraflow"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), files.len());
+        for line in &lines {
+            let file = line["file"].as_str().unwrap();
+            let data = std::fs::read(file).unwrap();
+            assert_eq!(line["bytes"].as_u64().unwrap(), data.len() as u64);
+            assert_eq!(
+                printed_verdict(&rules, line),
+                common::reference(&rules, &data),
+                "{file} with {extra:?}"
+            );
+        }
+        let matched: usize = lines
+            .iter()
+            .map(|l| l["rules"].as_array().unwrap().len())
+            .sum();
+        assert!(matched >= 6, "the samples exercise the bundled rules");
+    }
+}

@@ -1,0 +1,305 @@
+//! Targeted tests of the contract: each context-sensitive case of YARA-X
+//! block scanning, matches spanning chunks, resets, reopened ids and many
+//! open streams. Every verdict is compared with YARA-X's own verdict over
+//! the same bytes.
+
+mod common;
+
+use common::{compile, ours, reference, reference_lines};
+use yaraflow::{MultiStreamScanner, RuleSet, ScannerConfig, Uuid};
+
+/// Feeds `data` to a fresh stream cut at `cuts` and returns our verdict next
+/// to the whole-buffer one.
+fn verdicts(rules: &RuleSet, data: &[u8], cuts: &[usize]) -> (common::Verdict, common::Verdict) {
+    let mut scanner = MultiStreamScanner::new(rules, ScannerConfig::default());
+    let id = Uuid::new_v4();
+    let mut from = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&data.len())) {
+        scanner.scan_chunk(id, &data[from..cut]).unwrap();
+        from = cut;
+    }
+    let got = scanner.close_stream(&id).unwrap().unwrap();
+    (ours(rules, &got), reference(rules, data))
+}
+
+/// Every way of cutting `data` in two and in three, and 1-byte chunks.
+fn assert_all_cuts(rules: &RuleSet, data: &[u8]) {
+    let n = data.len();
+    let ones: Vec<usize> = (1..n).collect();
+    let (got, want) = verdicts(rules, data, &ones);
+    assert_eq!(
+        got,
+        want,
+        "1-byte chunks of {:?}",
+        data.escape_ascii().to_string()
+    );
+    for a in 0..=n {
+        let (got, want) = verdicts(rules, data, &[a]);
+        assert_eq!(
+            got,
+            want,
+            "cut at {a} of {:?}",
+            data.escape_ascii().to_string()
+        );
+        for b in (a..=n).step_by(3) {
+            let (got, want) = verdicts(rules, data, &[a, b]);
+            assert_eq!(
+                got,
+                want,
+                "cuts at {a},{b} of {:?}",
+                data.escape_ascii().to_string()
+            );
+        }
+    }
+}
+
+fn matching(verdict: &common::Verdict) -> Vec<&str> {
+    verdict.iter().map(|(rule, _)| rule.as_str()).collect()
+}
+
+#[test]
+fn start_anchor_matches_only_at_the_stream_start() {
+    let rules = compile(r#"rule start { strings: $a = /^abc/ condition: $a }"#);
+    assert_all_cuts(&rules, b"abcxx abc");
+    assert_all_cuts(&rules, b"xabc abc");
+    assert_eq!(
+        matching(&verdicts(&rules, b"xxabc", &[2]).0),
+        Vec::<&str>::new()
+    );
+}
+
+#[test]
+fn end_anchor_matches_only_at_the_stream_end() {
+    let rules = compile(r#"rule end { strings: $a = /xyz$/ condition: $a }"#);
+    assert_all_cuts(&rules, b"xyz xyz");
+    assert_all_cuts(&rules, b"xyz xyzq");
+    assert_eq!(
+        matching(&verdicts(&rules, b"xyzq", &[3]).0),
+        Vec::<&str>::new()
+    );
+}
+
+#[test]
+fn end_anchor_follows_the_data_seen_so_far() {
+    let rules = compile(r#"rule end { strings: $a = /xyz$/ condition: $a }"#);
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let id = Uuid::new_v4();
+    scanner.scan_chunk(id, b"..xyz").unwrap();
+    let so_far = scanner.get_matches(&id).unwrap().unwrap();
+    assert_eq!(ours(&rules, &so_far), reference(&rules, b"..xyz"));
+    assert_eq!(so_far.rules.len(), 1);
+    scanner.scan_chunk(id, b"!").unwrap();
+    let closed = scanner.close_stream(&id).unwrap().unwrap();
+    assert!(closed.rules.is_empty());
+}
+
+#[test]
+fn fullword_sees_the_bytes_beyond_the_chunk() {
+    let rules = compile(
+        r#"rule word { strings: $a = "miss" fullword $b = "miss" condition: $a or #b > 2 }"#,
+    );
+    assert_all_cuts(&rules, b"mississippi miss");
+    assert_all_cuts(&rules, b"amiss miss!");
+    let (got, _) = verdicts(&rules, b"mississippi", &[4]);
+    assert!(got.is_empty(), "\"miss\" of mississippi is not a full word");
+}
+
+#[test]
+fn word_boundaries_in_regexes() {
+    let rules =
+        compile(r#"rule b { strings: $a = /\bfoo\b/ $n = /\Bbar/ condition: any of them }"#);
+    assert_all_cuts(&rules, b"foo xfoo foox foo.");
+    assert_all_cuts(&rules, b"bar xbar bar");
+}
+
+#[test]
+fn wide_and_xor_fullword_strings() {
+    let rules = compile(
+        r#"rule w { strings: $a = "ab" wide fullword $x = "cd" xor(1-3) fullword condition: any of them }"#,
+    );
+    assert_all_cuts(&rules, b"a\0b\0 xa\0b\0 a\0b\0");
+    let xored: Vec<u8> = b" cd xcd ".iter().map(|b| b ^ 2).collect();
+    assert_all_cuts(&rules, &xored);
+}
+
+#[test]
+fn patterns_anchored_at_fixed_offsets() {
+    let rules = compile(
+        r#"rule at0 { strings: $a = "MZ" condition: $a at 0 }
+           rule at100 { strings: $b = "PE" condition: $b at 100 }"#,
+    );
+    let mut data = vec![b'.'; 120];
+    data[..2].copy_from_slice(b"MZ");
+    data[100..102].copy_from_slice(b"PE");
+    assert_eq!(
+        matching(&verdicts(&rules, &data, &[1]).0),
+        vec!["at0", "at100"]
+    );
+    for cuts in [vec![1], vec![50, 101], (1..120).collect()] {
+        let (got, want) = verdicts(&rules, &data, &cuts);
+        assert_eq!(got, want);
+    }
+    data[0] = b'.';
+    data[101] = b'.';
+    let (got, want) = verdicts(&rules, &data, &[1, 101]);
+    assert_eq!(got, want);
+    assert!(got.is_empty());
+}
+
+#[test]
+fn header_constrained_patterns() {
+    // `$mz at 0` lets YARA-X constrain the data's header; the pattern is
+    // shared with a rule that looks for it anywhere.
+    let rules = compile(
+        r#"rule header { strings: $mz = "MZ" condition: $mz at 0 }
+           rule anywhere { strings: $mz = "MZ" condition: #mz == 2 }"#,
+    );
+    assert_all_cuts(&rules, b"MZ..MZ");
+    assert_all_cuts(&rules, b".MZ.MZ");
+}
+
+#[test]
+fn matches_spanning_two_three_and_window_chunks() {
+    let rules = compile(
+        r#"rule long { strings: $a = "0123456789abcdefghij" $h = { 41 42 [2-4] 43 44 } condition: any of them }"#,
+    );
+    let window = rules.analysis().window;
+    assert_eq!(window, 20);
+    let data = b"xx0123456789abcdefghijxxAB..CDxx";
+    for cuts in [vec![10], vec![6, 14], (3..3 + window).collect::<Vec<_>>()] {
+        let (got, want) = verdicts(&rules, data, &cuts);
+        assert_eq!(got, want, "cuts {cuts:?}");
+        assert_eq!(matching(&got), vec!["long"]);
+    }
+}
+
+#[test]
+fn reset_in_the_middle_starts_over_at_offset_zero() {
+    let rules = compile(r#"rule r { strings: $a = "abc" condition: $a at 0 or #a == 2 }"#);
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let id = Uuid::new_v4();
+    scanner.scan_chunk(id, b"zzabczzab").unwrap();
+    scanner.reset_stream(&id).unwrap();
+    scanner.scan_chunk(id, b"c..abc").unwrap();
+    let got = scanner.close_stream(&id).unwrap().unwrap();
+    assert_eq!(ours(&rules, &got), reference(&rules, b"c..abc"));
+    assert_eq!(got.stats.bytes, 6);
+    assert!(got.rules.is_empty());
+}
+
+#[test]
+fn a_closed_id_reopens_as_a_new_stream() {
+    let rules = compile(r#"rule r { strings: $a = "abc" condition: #a == 1 }"#);
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let id = Uuid::new_v4();
+    scanner.scan_chunk(id, b"abc").unwrap();
+    assert_eq!(scanner.close_stream(&id).unwrap().unwrap().rules.len(), 1);
+    assert!(scanner.get_matches(&id).unwrap().is_none());
+    scanner.scan_chunk(id, b"xabc").unwrap();
+    let again = scanner.close_stream(&id).unwrap().unwrap();
+    assert_eq!(ours(&rules, &again), reference(&rules, b"xabc"));
+    assert_eq!(again.stats.bytes, 4);
+}
+
+#[test]
+fn ten_thousand_streams_open_at_once() {
+    let rules = compile(
+        r#"rule even { strings: $a = "needle" condition: $a }
+           rule pair { strings: $b = /hay[0-9]{2}/ condition: #b >= 2 }"#,
+    );
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let ids: Vec<Uuid> = (0..10_000).map(|_| Uuid::new_v4()).collect();
+    let data = |i: usize| -> Vec<u8> {
+        let mut d = format!("hay{:02} {}", i % 100, "x".repeat(i % 7)).into_bytes();
+        if i % 2 == 0 {
+            d.extend_from_slice(b"nee");
+        }
+        d.extend_from_slice(format!("dle hay{:02}", (i * 7) % 100).as_bytes());
+        d
+    };
+    for part in 0..3 {
+        for (i, id) in ids.iter().enumerate() {
+            let d = data(i);
+            let third = d.len().div_ceil(3);
+            let piece = &d[(part * third).min(d.len())..((part + 1) * third).min(d.len())];
+            scanner.scan_chunk(*id, piece).unwrap();
+        }
+    }
+    assert_eq!(scanner.active_streams().len(), 10_000);
+    let closed = scanner.close_streams(&ids).unwrap();
+    assert_eq!(closed.len(), 10_000);
+    for (i, results) in closed.iter().enumerate() {
+        assert_eq!(
+            ours(&rules, results),
+            reference(&rules, &data(i)),
+            "stream {i}"
+        );
+    }
+    assert!(scanner.active_streams().is_empty());
+}
+
+#[test]
+fn streams_without_matches_reuse_the_empty_verdict() {
+    let rules = compile(r#"rule none_here { strings: $a = "zzz" condition: not $a }"#);
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    for _ in 0..100 {
+        let id = Uuid::new_v4();
+        scanner.scan_chunk(id, b"nothing to see").unwrap();
+        let results = scanner.close_stream(&id).unwrap().unwrap();
+        assert_eq!(
+            results.rules.len(),
+            1,
+            "`not $a` matches a stream without zzz"
+        );
+    }
+    assert_eq!(scanner.stats().evaluations, 0);
+}
+
+#[test]
+fn line_streams_report_lines_and_never_match_across_them() {
+    let rules = compile(r#"rule r { strings: $a = "ab" $b = /^cd/ condition: any of them }"#);
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let id = Uuid::new_v4();
+    let lines: Vec<Vec<u8>> = vec![b"xxa".to_vec(), b"bxx ab".to_vec(), b"cd cd".to_vec()];
+    for line in &lines {
+        scanner.scan_line(id, line).unwrap();
+    }
+    let got = scanner.close_stream(&id).unwrap().unwrap();
+    assert_eq!(ours(&rules, &got), reference_lines(&rules, &lines));
+    let found: Vec<(u64, u64)> = got.rules[0]
+        .patterns
+        .iter()
+        .flat_map(|p| p.matches.iter().map(|m| (m.offset, m.line)))
+        .collect();
+    // "ab" only inside line 2 (not across lines 1-2), "cd" at line 3's start.
+    assert_eq!(found, vec![(7, 2), (9, 3)]);
+    assert_eq!(got.stats.lines, 3);
+}
+
+#[test]
+fn chunk_streams_report_lines_by_newlines() {
+    let rules = compile(r#"rule r { strings: $a = "ab" condition: $a }"#);
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let id = Uuid::new_v4();
+    for piece in [&b"x\nx"[..], b"\n", b"a", b"b\n"] {
+        scanner.scan_chunk(id, piece).unwrap();
+    }
+    let got = scanner.close_stream(&id).unwrap().unwrap();
+    assert_eq!(got.rules[0].patterns[0].matches[0].line, 3);
+    assert_eq!(got.stats.lines, 3);
+}
+
+#[test]
+fn results_serialize_to_json() {
+    let rules = compile(r#"rule r : t1 { meta: k = "v" strings: $a = "ab" xor condition: $a }"#);
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let id = Uuid::new_v4();
+    scanner.scan_chunk(id, &[b'a' ^ 5, b'b' ^ 5]).unwrap();
+    let got = scanner.close_stream(&id).unwrap().unwrap();
+    let json: serde_json::Value = serde_json::to_value(&got).unwrap();
+    assert_eq!(json["stream"], id.to_string());
+    assert_eq!(json["rules"][0]["tags"][0], "t1");
+    assert_eq!(json["rules"][0]["metadata"][0][1], "v");
+    assert_eq!(json["rules"][0]["patterns"][0]["matches"][0]["xor_key"], 5);
+    assert_eq!(json["bytes"], 2);
+}
