@@ -1,8 +1,10 @@
 //! The command-line program: argument parsing and one module per command.
 //!
 //! `scan` feeds files to the multi-stream scanner as streams and prints one
-//! JSON line per stream; `check` prints what rule analysis says about rules.
+//! JSON line per stream; `check` prints what rule analysis says about rules;
+//! `bench` measures yaraflow against plain YARA-X.
 
+mod bench;
 mod check;
 mod scan;
 
@@ -25,6 +27,8 @@ enum Command {
     Scan(scan::ScanArgs),
     /// Compile rules and report, per rule, whether stream scanning is exact.
     Check(check::CheckArgs),
+    /// Measure memory, open time and throughput against plain YARA-X.
+    Bench(bench::BenchArgs),
 }
 
 /// Rule locations and the window cap, shared by the commands.
@@ -45,6 +49,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Scan(args) => scan::run(args),
         Command::Check(args) => check::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

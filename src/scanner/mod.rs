@@ -352,15 +352,19 @@ fn advance(ctx: &mut StreamContext, window: &Window) {
             let head_room = keep_head.saturating_sub(ctx.head.len()).min(pending.len());
             ctx.head.extend_from_slice(&pending[..head_room]);
             ctx.searched_newlines += count_newlines(&pending);
-            ctx.tail.extend_from_slice(&pending);
-            let excess = ctx.tail.len().saturating_sub(window.tail_len);
-            ctx.tail.drain(..excess);
+            // A new tail of exact capacity: idle streams hold no slack.
+            let keep_old = window
+                .tail_len
+                .saturating_sub(pending.len())
+                .min(ctx.tail.len());
+            let mut tail = Vec::with_capacity(keep_old + pending.len().min(window.tail_len));
+            tail.extend_from_slice(&ctx.tail[ctx.tail.len() - keep_old..]);
+            tail.extend_from_slice(&pending[pending.len().saturating_sub(window.tail_len)..]);
+            ctx.tail = tail;
         }
         StreamMode::Lines => {
             ctx.searched_lines += ctx.pending_lines.len() as u64;
-            ctx.pending_lines.clear();
+            ctx.pending_lines = Vec::new();
         }
     }
-    ctx.pending = pending;
-    ctx.pending.clear();
 }
