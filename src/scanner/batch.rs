@@ -38,6 +38,9 @@ pub(crate) struct Segment {
     pub first_line: u64,
     /// Line index (line mode), or `None` (chunk mode).
     pub line: Option<u64>,
+    /// Whether the segment shares one block with others (its edges are
+    /// seams, not the stream's edges).
+    pub packed: bool,
 }
 
 /// The window arithmetic shared by the batch and the streams.
@@ -87,37 +90,57 @@ impl Segment {
         }
         if start + window.longest_match as u64 + context <= end {
             Acceptance::Settled
+        } else if self.packed {
+            // The block goes on past the stream's end: settled later.
+            Acceptance::Ignored
         } else {
             Acceptance::Provisional
         }
     }
 }
 
+/// Scanner address of the packed block: far above every standalone block
+/// (a batch holds far less than 2^40 bytes).
+const PACKED_BASE: usize = 1 << 40;
+
 /// The segments of one batch and their bytes.
+///
+/// Standalone segments are scanned one block each, so their edges are the
+/// stream's edges as far as YARA-X can tell: a stream's first bytes (where
+/// `^` and `at 0` live) and streams whose verdict is wanted now (their end
+/// must look like the end of the data). Every other chunk segment goes into
+/// one packed block: one `scan()` for all of them, whatever their number,
+/// which is what makes packet-sized chunks cheap. The acceptance rule keeps
+/// only matches with full context, so nothing found across a seam is
+/// believed; what a packed segment leaves unsettled at its end is settled
+/// later by the stream's next segment or by a standalone rescan of its tail.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    pub buf: Vec<u8>,
+    standalone: Vec<u8>,
+    packed: Vec<u8>,
     pub segments: Vec<Segment>,
     next_addr: usize,
 }
 
 impl Batch {
-    /// Adds the pending bytes of a stream.
-    pub fn add_stream(&mut self, ctx: &StreamContext) {
+    /// Adds a stream's tail and pending bytes. `standalone` asks for blocks
+    /// of their own; a stream's first bytes and lines always get them.
+    pub fn add_stream(&mut self, ctx: &StreamContext, standalone: bool) {
         match ctx.mode {
             StreamMode::Chunks => {
                 let start = ctx.searched - ctx.tail.len() as u64;
                 let first_line = 1 + ctx.searched_newlines - count_newlines(&ctx.tail);
-                let bytes = self.push_bytes(&[&ctx.tail, &ctx.pending]);
-                self.push_segment(ctx.id, start, bytes, first_line, None);
+                let packed = !standalone && start > 0;
+                let bytes = self.push_bytes(&[&ctx.tail, &ctx.pending], packed);
+                self.push_segment(ctx.id, start, bytes, first_line, None, packed);
             }
             StreamMode::Lines => {
                 let mut offset = 0;
                 let mut start = ctx.searched;
                 for (i, &len) in ctx.pending_lines.iter().enumerate() {
-                    let bytes = self.push_bytes(&[&ctx.pending[offset..offset + len]]);
+                    let bytes = self.push_bytes(&[&ctx.pending[offset..offset + len]], false);
                     let index = ctx.searched_lines + i as u64;
-                    self.push_segment(ctx.id, start, bytes, index + 1, Some(index));
+                    self.push_segment(ctx.id, start, bytes, index + 1, Some(index), false);
                     offset += len;
                     start += len as u64;
                 }
@@ -125,12 +148,20 @@ impl Batch {
         }
     }
 
-    fn push_bytes(&mut self, parts: &[&[u8]]) -> Range<usize> {
-        let from = self.buf.len();
-        parts
-            .iter()
-            .for_each(|part| self.buf.extend_from_slice(part));
-        from..self.buf.len()
+    /// Bytes searched by this batch, tails included.
+    pub fn len(&self) -> usize {
+        self.standalone.len() + self.packed.len()
+    }
+
+    fn push_bytes(&mut self, parts: &[&[u8]], packed: bool) -> Range<usize> {
+        let buf = if packed {
+            &mut self.packed
+        } else {
+            &mut self.standalone
+        };
+        let from = buf.len();
+        parts.iter().for_each(|part| buf.extend_from_slice(part));
+        from..buf.len()
     }
 
     fn push_segment(
@@ -140,10 +171,16 @@ impl Batch {
         bytes: Range<usize>,
         first_line: u64,
         line: Option<u64>,
+        packed: bool,
     ) {
-        // Address 0 is never used, and a gap keeps segments apart.
-        let addr = self.next_addr.max(1);
-        self.next_addr = addr + bytes.len() + 1;
+        let addr = if packed {
+            PACKED_BASE + bytes.start
+        } else {
+            // Address 0 is never used, and a gap keeps blocks apart.
+            let addr = self.next_addr.max(1);
+            self.next_addr = addr + bytes.len() + 1;
+            addr
+        };
         self.segments.push(Segment {
             stream,
             addr,
@@ -151,12 +188,18 @@ impl Batch {
             bytes,
             first_line,
             line,
+            packed,
         });
     }
 
     /// The bytes of a segment.
     pub fn data(&self, segment: &Segment) -> &[u8] {
-        &self.buf[segment.bytes.clone()]
+        let buf = if segment.packed {
+            &self.packed
+        } else {
+            &self.standalone
+        };
+        &buf[segment.bytes.clone()]
     }
 
     /// Scans every segment as one block and returns, per segment, the
@@ -166,20 +209,28 @@ impl Batch {
         &self,
         scanner: &mut yara_x::blocks::Scanner<'_>,
     ) -> Result<Vec<Vec<Range<usize>>>, yara_x::ScanError> {
-        for segment in &self.segments {
-            if let Err(err) = scanner.scan(segment.addr, self.data(segment)) {
+        let standalone = self
+            .segments
+            .iter()
+            .filter(|s| !s.packed)
+            .map(|s| (s.addr, self.data(s)));
+        let packed = (!self.packed.is_empty()).then_some((PACKED_BASE, self.packed.as_slice()));
+        for (addr, data) in standalone.chain(packed) {
+            if let Err(err) = scanner.scan(addr, data) {
                 // Reset the scanner so the next batch starts clean.
                 let _ = scanner.finish();
                 return Err(err);
             }
         }
         let results = scanner.finish()?;
+        let mut by_addr: Vec<usize> = (0..self.segments.len()).collect();
+        by_addr.sort_unstable_by_key(|&i| self.segments[i].addr);
         let mut found = vec![Vec::new(); self.segments.len()];
         let rules = results.matching_rules().include_private(true);
         for rule in rules.chain(results.non_matching_rules().include_private(true)) {
             for pattern in rule.patterns().include_private(true) {
                 for m in pattern.matches() {
-                    if let Some((index, range)) = self.locate(m.range()) {
+                    if let Some((index, range)) = self.locate(&by_addr, m.range()) {
                         found[index].push(range);
                     }
                 }
@@ -193,11 +244,11 @@ impl Batch {
     }
 
     /// The segment holding an address range, and the range within it.
-    fn locate(&self, addrs: Range<usize>) -> Option<(usize, Range<usize>)> {
-        let index = self
-            .segments
-            .partition_point(|s| s.addr <= addrs.start)
+    fn locate(&self, by_addr: &[usize], addrs: Range<usize>) -> Option<(usize, Range<usize>)> {
+        let at = by_addr
+            .partition_point(|&i| self.segments[i].addr <= addrs.start)
             .checked_sub(1)?;
+        let index = by_addr[at];
         let segment = &self.segments[index];
         let range = addrs.start - segment.addr..addrs.end - segment.addr;
         (range.end <= segment.bytes.len()).then_some((index, range))

@@ -26,7 +26,7 @@
 pub(crate) mod batch;
 pub(crate) mod verdict;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use uuid::Uuid;
@@ -190,6 +190,14 @@ impl<'r> MultiStreamScanner<'r> {
 
     /// Searches every buffered byte now.
     pub fn flush(&mut self) -> Result<(), ScanError> {
+        self.flush_for(&HashSet::new())
+    }
+
+    /// Searches every buffered byte; the `wanted` streams (whose verdicts
+    /// are asked for) get blocks of their own, so that the end of what they
+    /// have seen looks like the end of the data, and those whose last search
+    /// was packed get their tail rescanned alone.
+    fn flush_for(&mut self, wanted: &HashSet<Uuid>) -> Result<(), ScanError> {
         let mut batch = Batch::default();
         for id in &self.batch_streams {
             if let Some(ctx) = self
@@ -197,7 +205,16 @@ impl<'r> MultiStreamScanner<'r> {
                 .get(id)
                 .filter(|c| c.in_batch && c.has_pending())
             {
-                batch.add_stream(ctx);
+                batch.add_stream(ctx, wanted.contains(id));
+            }
+        }
+        for id in wanted {
+            if let Some(ctx) = self
+                .streams
+                .get(id)
+                .filter(|c| !c.in_batch && c.tail_unsettled)
+            {
+                batch.add_stream(ctx, true);
             }
         }
         if !batch.segments.is_empty() {
@@ -210,10 +227,17 @@ impl<'r> MultiStreamScanner<'r> {
             }
         }
         self.stats.batches += 1;
-        self.stats.searched_bytes += batch.buf.len() as u64;
+        self.stats.searched_bytes += batch.len() as u64;
         self.batch_bytes = 0;
         self.batch_started = None;
         Ok(())
+    }
+
+    /// Whether a stream's verdict needs a search first.
+    fn needs_search(&self, stream: &Uuid) -> bool {
+        self.streams
+            .get(stream)
+            .is_some_and(|c| c.in_batch || c.tail_unsettled)
     }
 
     /// Records the matches of a searched batch in their streams.
@@ -225,6 +249,7 @@ impl<'r> MultiStreamScanner<'r> {
             };
             if segment.line.is_none() {
                 ctx.provisional.clear();
+                ctx.tail_unsettled = segment.packed;
             }
             for range in ranges {
                 match segment.accept(segment.start + range.start as u64, &self.window) {
@@ -258,8 +283,8 @@ impl<'r> MultiStreamScanner<'r> {
         if !self.streams.contains_key(stream) {
             return Ok(None);
         }
-        if self.streams[stream].in_batch {
-            self.flush()?;
+        if self.needs_search(stream) {
+            self.flush_for(&HashSet::from([*stream]))?;
         }
         let ctx = &self.streams[stream];
         let rules = self.evaluator.verdict(ctx, self.window.head_len)?;
@@ -282,11 +307,13 @@ impl<'r> MultiStreamScanner<'r> {
     /// Closes several streams with one batch flush. Streams that are not
     /// open are skipped.
     pub fn close_streams(&mut self, streams: &[Uuid]) -> Result<Vec<StreamResults>, ScanError> {
-        if streams
+        let wanted: HashSet<Uuid> = streams
             .iter()
-            .any(|s| self.streams.get(s).is_some_and(|c| c.in_batch))
-        {
-            self.flush()?;
+            .filter(|s| self.needs_search(s))
+            .copied()
+            .collect();
+        if !wanted.is_empty() {
+            self.flush_for(&wanted)?;
         }
         let mut all = Vec::with_capacity(streams.len());
         for stream in streams {
@@ -351,7 +378,7 @@ fn advance(ctx: &mut StreamContext, window: &Window) {
             };
             let head_room = keep_head.saturating_sub(ctx.head.len()).min(pending.len());
             ctx.head.extend_from_slice(&pending[..head_room]);
-            ctx.searched_newlines += count_newlines(&pending);
+            ctx.searched_newlines += std::mem::take(&mut ctx.pending_newlines);
             // A new tail of exact capacity: idle streams hold no slack.
             let keep_old = window
                 .tail_len

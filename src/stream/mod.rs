@@ -82,10 +82,15 @@ pub struct StreamContext {
     pub(crate) head: Vec<u8>,
     /// Bytes waiting for the next batch.
     pub(crate) pending: Vec<u8>,
+    /// Newlines in `pending` (chunk mode).
+    pub(crate) pending_newlines: u64,
     /// Lengths of the lines in `pending` (line mode).
     pub(crate) pending_lines: Vec<usize>,
     /// Whether the stream is listed in the current batch.
     pub(crate) in_batch: bool,
+    /// Whether the end of the searched bytes was last searched in a packed
+    /// block, so the provisional spans are not known yet.
+    pub(crate) tail_unsettled: bool,
     /// Spans of settled matches.
     pub(crate) settled: SpanSet,
     /// Spans of matches that touch the end of the data seen so far: right
@@ -111,8 +116,10 @@ impl StreamContext {
             tail: Vec::new(),
             head: Vec::new(),
             pending: Vec::new(),
+            pending_newlines: 0,
             pending_lines: Vec::new(),
             in_batch: false,
+            tail_unsettled: false,
             settled: SpanSet::default(),
             provisional: SpanSet::default(),
         }
@@ -125,7 +132,11 @@ impl StreamContext {
         self.stats.chunks += 1;
         self.stats.last_seen_ms = now_ms();
         match self.mode {
-            StreamMode::Chunks => self.stats.lines += span::count_newlines(data),
+            StreamMode::Chunks => {
+                let newlines = span::count_newlines(data);
+                self.stats.lines += newlines;
+                self.pending_newlines += newlines;
+            }
             StreamMode::Lines => {
                 self.stats.lines += 1;
                 self.pending_lines.push(data.len());

@@ -131,7 +131,7 @@ impl SpanSet {
 
 /// Counts `\n` bytes.
 pub fn count_newlines(bytes: &[u8]) -> u64 {
-    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+    memchr::memchr_iter(b'\n', bytes).count() as u64
 }
 
 /// Whether a block may start at `data[i]`: at a real edge of the data, or

@@ -44,11 +44,14 @@ pub fn reference(rules: &RuleSet, data: &[u8]) -> Verdict {
 pub fn reference_lines(rules: &RuleSet, lines: &[Vec<u8>]) -> Verdict {
     let mut scanner = yara_x::blocks::Scanner::new(rules.rules());
     let mut offset = 0;
-    scanner.scan(0, b"").expect("empty block");
     for line in lines {
         scanner.scan(offset, line).expect("line scan");
         offset += line.len();
     }
+    // An empty block after the lines: `finish()` without any `scan()` panics
+    // in YARA-X 1.22. (Before the lines, at offset 0, it would apply header
+    // constraints to empty data.)
+    scanner.scan(offset, b"").expect("empty block");
     let results = scanner.finish().expect("finish");
     let mut verdict: Verdict = results
         .matching_rules()
