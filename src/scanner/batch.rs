@@ -1,19 +1,19 @@
 //! One batch of the search: the bytes buffered by many streams, searched by
 //! the shared YARA-X block scanner in one go.
 //!
-//! Every stream that received bytes since the last batch contributes
-//! *segments*: in chunk mode one, `tail ++ pending` (the tail rescans the
-//! end of the previous batch so that a match can span chunks); in line mode
-//! one per line. Each segment gets its own range of the scanner's address
-//! space (addresses start at 1: a block at address 0 would apply YARA-X's
-//! header constraints) and is scanned as one block. One `finish()` per batch
-//! then yields every match of every stream; a match is routed back to its
+//! Every chunk a stream receives is copied once, on arrival, into the batch
+//! as a *segment*: the stream's tail followed by the chunk (the tail rescans
+//! the end of the previous chunk so that a match can span chunks). Every
+//! line is a segment of its own. Each segment gets its own range of the
+//! scanner's address space (addresses start at 1: a block at address 0
+//! would apply YARA-X's header constraints). One `finish()` per batch then
+//! yields every match of every stream; a match is routed back to its
 //! segment by address.
 //!
 //! A block sees the stream only through its own edges, so a match is only
 //! believed where the block gave it full context (see [`Acceptance`]); the
-//! rest is found again by the next batch, whose segment starts far enough
-//! back.
+//! rest is found again by the stream's next segment, which starts far
+//! enough back, or by a rescan of the tail when a verdict is asked.
 
 use std::ops::Range;
 
@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::rules::EdgeGuard;
 use crate::stream::span::{count_newlines, replay_range, SPAN_CONTEXT};
-use crate::stream::{ReplaySpan, StreamContext, StreamMode};
+use crate::stream::{ReplaySpan, StreamContext};
 
 /// Where a segment's bytes come from.
 #[derive(Debug, Clone)]
@@ -41,6 +41,8 @@ pub(crate) struct Segment {
     /// Whether the segment shares one block with others (its edges are
     /// seams, not the stream's edges).
     pub packed: bool,
+    /// The stream's epoch when the segment was added.
+    pub epoch: u64,
 }
 
 /// The window arithmetic shared by the batch and the streams.
@@ -64,6 +66,15 @@ impl Window {
             head_len,
         }
     }
+
+    /// Bytes of a chunk stream's head to keep: the head plus context.
+    pub fn head_keep(&self) -> usize {
+        if self.head_len > 0 {
+            self.head_len + SPAN_CONTEXT
+        } else {
+            0
+        }
+    }
 }
 
 /// What a block's view of a match is worth.
@@ -78,9 +89,15 @@ pub(crate) enum Acceptance {
 }
 
 impl Segment {
-    /// Judges a match that starts at stream offset `start`.
-    pub fn accept(&self, start: u64, window: &Window) -> Acceptance {
-        let end = self.start + self.bytes.len() as u64;
+    /// Stream offset one past the segment's last byte.
+    pub fn end(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+
+    /// Judges a match that starts at stream offset `start`. `at_stream_end`
+    /// says the block ended where the stream (so far) ends.
+    pub fn accept(&self, start: u64, window: &Window, at_stream_end: bool) -> Acceptance {
+        let end = self.end();
         if self.line.is_some() {
             return Acceptance::Settled; // a line is a whole document
         }
@@ -90,11 +107,11 @@ impl Segment {
         }
         if start + window.longest_match as u64 + context <= end {
             Acceptance::Settled
-        } else if self.packed {
-            // The block goes on past the stream's end: settled later.
-            Acceptance::Ignored
-        } else {
+        } else if at_stream_end {
             Acceptance::Provisional
+        } else {
+            // The stream goes on: a later segment settles the match.
+            Acceptance::Ignored
         }
     }
 }
@@ -106,14 +123,13 @@ const PACKED_BASE: usize = 1 << 40;
 /// The segments of one batch and their bytes.
 ///
 /// Standalone segments are scanned one block each, so their edges are the
-/// stream's edges as far as YARA-X can tell: a stream's first bytes (where
-/// `^` and `at 0` live) and streams whose verdict is wanted now (their end
-/// must look like the end of the data). Every other chunk segment goes into
-/// one packed block: one `scan()` for all of them, whatever their number,
-/// which is what makes packet-sized chunks cheap. The acceptance rule keeps
-/// only matches with full context, so nothing found across a seam is
-/// believed; what a packed segment leaves unsettled at its end is settled
-/// later by the stream's next segment or by a standalone rescan of its tail.
+/// stream's edges as far as YARA-X can tell: lines, a stream's first bytes
+/// (where `^` and `at 0` live) and the tails of streams whose verdict is
+/// wanted now (their end must look like the end of the data). Every other
+/// chunk segment goes into one packed block: one `scan()` for all of them,
+/// whatever their number, which is what makes packet-sized chunks cheap.
+/// The acceptance rule keeps only matches with full context, so nothing
+/// found across a seam is believed.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     standalone: Vec<u8>,
@@ -123,29 +139,49 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// Adds a stream's tail and pending bytes. `standalone` asks for blocks
-    /// of their own; a stream's first bytes and lines always get them.
-    pub fn add_stream(&mut self, ctx: &StreamContext, standalone: bool) {
-        match ctx.mode {
-            StreamMode::Chunks => {
-                let start = ctx.searched - ctx.tail.len() as u64;
-                let first_line = 1 + ctx.searched_newlines - count_newlines(&ctx.tail);
-                let packed = !standalone && start > 0;
-                let bytes = self.push_bytes(&[&ctx.tail, &ctx.pending], packed);
-                self.push_segment(ctx.id, start, bytes, first_line, None, packed);
-            }
-            StreamMode::Lines => {
-                let mut offset = 0;
-                let mut start = ctx.searched;
-                for (i, &len) in ctx.pending_lines.iter().enumerate() {
-                    let bytes = self.push_bytes(&[&ctx.pending[offset..offset + len]], false);
-                    let index = ctx.searched_lines + i as u64;
-                    self.push_segment(ctx.id, start, bytes, index + 1, Some(index), false);
-                    offset += len;
-                    start += len as u64;
-                }
-            }
-        }
+    /// Adds a chunk of a chunk stream, before the context counts it: the
+    /// segment is the stream's tail followed by the chunk. A stream's first
+    /// bytes get a block of their own; the rest is packed.
+    pub fn add_chunk(&mut self, ctx: &StreamContext, chunk: &[u8]) {
+        let start = ctx.tail_start();
+        let packed = start > 0;
+        let bytes = self.push_bytes(&[&ctx.tail, chunk], packed);
+        self.push_segment(ctx, start, bytes, ctx.tail_first_line(), None, packed);
+    }
+
+    /// Adds a line of a line stream, before the context counts it. A line
+    /// is a whole document: it always gets a block of its own.
+    pub fn add_line(&mut self, ctx: &StreamContext, line: &[u8]) {
+        let bytes = self.push_bytes(&[line], false);
+        let index = ctx.stats.lines;
+        self.push_segment(ctx, ctx.stats.bytes, bytes, index + 1, Some(index), false);
+    }
+
+    /// Adds the tail of a chunk stream as a block of its own, so that its end
+    /// looks like the end of the data: what matches there is provisional.
+    pub fn add_tail(&mut self, ctx: &StreamContext) {
+        let bytes = self.push_bytes(&[&ctx.tail], false);
+        self.push_segment(
+            ctx,
+            ctx.tail_start(),
+            bytes,
+            ctx.tail_first_line(),
+            None,
+            false,
+        );
+    }
+
+    /// Whether the batch holds no segment.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// Empties the batch, keeping its buffers for the next one.
+    pub fn clear(&mut self) {
+        self.standalone.clear();
+        self.packed.clear();
+        self.segments.clear();
+        self.next_addr = 0;
     }
 
     /// Bytes searched by this batch, tails included.
@@ -166,7 +202,7 @@ impl Batch {
 
     fn push_segment(
         &mut self,
-        stream: Uuid,
+        ctx: &StreamContext,
         start: u64,
         bytes: Range<usize>,
         first_line: u64,
@@ -182,13 +218,14 @@ impl Batch {
             addr
         };
         self.segments.push(Segment {
-            stream,
+            stream: ctx.id,
             addr,
             start,
             bytes,
             first_line,
             line,
             packed,
+            epoch: ctx.epoch,
         });
     }
 

@@ -35,7 +35,6 @@ use crate::config::ScannerConfig;
 use crate::error::ScanError;
 use crate::results::StreamResults;
 use crate::rules::RuleSet;
-use crate::stream::span::{count_newlines, SPAN_CONTEXT};
 use crate::stream::{StreamContext, StreamMode, StreamStats};
 use batch::{Acceptance, Batch, Window};
 use verdict::Evaluator;
@@ -62,6 +61,10 @@ pub struct MultiStreamScanner<'r> {
     search: yara_x::blocks::Scanner<'r>,
     evaluator: Evaluator<'r>,
     streams: HashMap<Uuid, StreamContext>,
+    /// The bytes waiting to be searched.
+    batch: Batch,
+    /// Epoch of the last context created.
+    next_epoch: u64,
     /// Streams with bytes in the current batch, in arrival order.
     batch_streams: Vec<Uuid>,
     batch_bytes: usize,
@@ -84,6 +87,8 @@ impl<'r> MultiStreamScanner<'r> {
             evaluator: Evaluator::new(rules, &config),
             config,
             streams: HashMap::new(),
+            batch: Batch::default(),
+            next_epoch: 0,
             batch_streams: Vec::new(),
             batch_bytes: 0,
             batch_started: None,
@@ -127,11 +132,19 @@ impl<'r> MultiStreamScanner<'r> {
         if self.batch_bytes + data.len() > self.config.max_batch_bytes || self.batch_overdue() {
             self.flush()?;
         }
-        let ctx = self.open(stream, mode)?;
+        let epoch = &mut self.next_epoch;
+        let ctx = self
+            .streams
+            .entry(stream)
+            .or_insert_with(|| new_context(stream, mode, epoch));
         if data.is_empty() && mode == StreamMode::Chunks {
             return Ok(());
         }
-        ctx.append(data);
+        match mode {
+            StreamMode::Chunks => self.batch.add_chunk(ctx, data),
+            StreamMode::Lines => self.batch.add_line(ctx, data),
+        }
+        ctx.record(data, self.window.tail_len, self.window.head_keep());
         if !ctx.in_batch {
             ctx.in_batch = true;
             self.batch_streams.push(stream);
@@ -168,10 +181,11 @@ impl<'r> MultiStreamScanner<'r> {
     }
 
     fn open(&mut self, stream: Uuid, mode: StreamMode) -> Result<&mut StreamContext, ScanError> {
+        let epoch = &mut self.next_epoch;
         Ok(self
             .streams
             .entry(stream)
-            .or_insert_with(|| StreamContext::new(stream, mode)))
+            .or_insert_with(|| new_context(stream, mode, epoch)))
     }
 
     fn batch_overdue(&self) -> bool {
@@ -198,36 +212,25 @@ impl<'r> MultiStreamScanner<'r> {
     /// have seen looks like the end of the data, and those whose last search
     /// was packed get their tail rescanned alone.
     fn flush_for(&mut self, wanted: &HashSet<Uuid>) -> Result<(), ScanError> {
-        let mut batch = Batch::default();
-        for id in &self.batch_streams {
-            if let Some(ctx) = self
-                .streams
-                .get(id)
-                .filter(|c| c.in_batch && c.has_pending())
-            {
-                batch.add_stream(ctx, wanted.contains(id));
-            }
-        }
         for id in wanted {
-            if let Some(ctx) = self
-                .streams
-                .get(id)
-                .filter(|c| !c.in_batch && c.tail_unsettled)
-            {
-                batch.add_stream(ctx, true);
+            if let Some(ctx) = self.streams.get(id) {
+                if ctx.mode == StreamMode::Chunks && !ctx.tail.is_empty() {
+                    self.batch.add_tail(ctx);
+                }
             }
         }
-        if !batch.segments.is_empty() {
-            let found = batch.search(&mut self.search)?;
-            self.settle(&batch, found);
+        if !self.batch.is_empty() {
+            let found = self.batch.search(&mut self.search)?;
+            self.settle(found);
         }
         for id in std::mem::take(&mut self.batch_streams) {
             if let Some(ctx) = self.streams.get_mut(&id) {
-                advance(ctx, &self.window);
+                ctx.in_batch = false;
             }
         }
         self.stats.batches += 1;
-        self.stats.searched_bytes += batch.len() as u64;
+        self.stats.searched_bytes += self.batch.len() as u64;
+        self.batch.clear();
         self.batch_bytes = 0;
         self.batch_started = None;
         Ok(())
@@ -240,19 +243,39 @@ impl<'r> MultiStreamScanner<'r> {
             .is_some_and(|c| c.in_batch || c.tail_unsettled)
     }
 
-    /// Records the matches of a searched batch in their streams.
-    fn settle(&mut self, batch: &Batch, found: Vec<Vec<std::ops::Range<usize>>>) {
+    /// Records the matches of the searched batch in their streams.
+    fn settle(&mut self, found: Vec<Vec<std::ops::Range<usize>>>) {
         let guard = self.rules.edge_guard();
+        let batch = &self.batch;
+        let live = |streams: &HashMap<Uuid, StreamContext>, s: &batch::Segment| {
+            streams.get(&s.stream).is_some_and(|c| c.epoch == s.epoch)
+        };
+        // New bytes (or a tail rescan) void what was provisional.
+        for segment in batch.segments.iter().filter(|s| s.line.is_none()) {
+            if let Some(ctx) = self
+                .streams
+                .get_mut(&segment.stream)
+                .filter(|c| c.epoch == segment.epoch)
+            {
+                ctx.provisional.clear();
+                ctx.tail_unsettled = true;
+            }
+        }
         for (segment, ranges) in batch.segments.iter().zip(found) {
+            if !live(&self.streams, segment) {
+                continue; // the stream was reset or closed since
+            }
             let Some(ctx) = self.streams.get_mut(&segment.stream) else {
                 continue;
             };
-            if segment.line.is_none() {
-                ctx.provisional.clear();
-                ctx.tail_unsettled = segment.packed;
+            let at_stream_end =
+                segment.line.is_none() && !segment.packed && segment.end() == ctx.stats.bytes;
+            if at_stream_end {
+                ctx.tail_unsettled = false;
             }
             for range in ranges {
-                match segment.accept(segment.start + range.start as u64, &self.window) {
+                let start = segment.start + range.start as u64;
+                match segment.accept(start, &self.window, at_stream_end) {
                     Acceptance::Settled => {
                         ctx.stats.matches += 1;
                         ctx.settled
@@ -329,9 +352,9 @@ impl<'r> MultiStreamScanner<'r> {
             .streams
             .get_mut(stream)
             .ok_or(ScanError::UnknownStream(*stream))?;
-        let mut fresh = StreamContext::new(*stream, ctx.mode);
+        // Its bytes still in the batch belong to the old epoch and are ignored.
+        let mut fresh = new_context(*stream, ctx.mode, &mut self.next_epoch);
         fresh.stats.opened_at_ms = ctx.stats.opened_at_ms;
-        self.batch_bytes -= ctx.pending.len().min(self.batch_bytes);
         *ctx = fresh;
         Ok(())
     }
@@ -360,38 +383,8 @@ impl<'r> MultiStreamScanner<'r> {
     }
 }
 
-/// Moves a stream past the bytes its batch searched: the tail becomes the
-/// last `tail_len` bytes, the head grows, the buffer empties.
-fn advance(ctx: &mut StreamContext, window: &Window) {
-    if !ctx.in_batch {
-        return;
-    }
-    ctx.in_batch = false;
-    let pending = std::mem::take(&mut ctx.pending);
-    ctx.searched += pending.len() as u64;
-    match ctx.mode {
-        StreamMode::Chunks => {
-            let keep_head = if window.head_len > 0 {
-                window.head_len + SPAN_CONTEXT
-            } else {
-                0
-            };
-            let head_room = keep_head.saturating_sub(ctx.head.len()).min(pending.len());
-            ctx.head.extend_from_slice(&pending[..head_room]);
-            ctx.searched_newlines += std::mem::take(&mut ctx.pending_newlines);
-            // A new tail of exact capacity: idle streams hold no slack.
-            let keep_old = window
-                .tail_len
-                .saturating_sub(pending.len())
-                .min(ctx.tail.len());
-            let mut tail = Vec::with_capacity(keep_old + pending.len().min(window.tail_len));
-            tail.extend_from_slice(&ctx.tail[ctx.tail.len() - keep_old..]);
-            tail.extend_from_slice(&pending[pending.len().saturating_sub(window.tail_len)..]);
-            ctx.tail = tail;
-        }
-        StreamMode::Lines => {
-            ctx.searched_lines += ctx.pending_lines.len() as u64;
-            ctx.pending_lines = Vec::new();
-        }
-    }
+/// A new context with the next epoch.
+fn new_context(stream: Uuid, mode: StreamMode, next_epoch: &mut u64) -> StreamContext {
+    *next_epoch += 1;
+    StreamContext::new(stream, mode, *next_epoch)
 }

@@ -100,7 +100,7 @@ fn head_span(ctx: &StreamContext, head_len: usize, guard: &EdgeGuard) -> Option<
     if head_len == 0 || ctx.head.is_empty() || ctx.mode == StreamMode::Lines {
         return None;
     }
-    let whole_stream = ctx.head.len() as u64 == ctx.searched;
+    let whole_stream = ctx.head.len() as u64 == ctx.stats.bytes;
     let range = replay_range(
         &ctx.head,
         0..head_len.min(ctx.head.len()),

@@ -62,34 +62,32 @@ pub fn now_ms() -> u64 {
 }
 
 /// The state of one open stream.
+///
+/// The bytes a stream receives go straight into the scanner's current batch
+/// (see `scanner::batch`); the context keeps only what later chunks and the
+/// verdict need.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamContext {
     /// The stream's id.
     pub id: Uuid,
     /// How the stream is fed.
     pub mode: StreamMode,
-    /// Counters.
+    /// Counters. `bytes` is also the offset where the next chunk starts, and
+    /// `lines` the index of the next line (line mode).
     pub stats: StreamStats,
-    /// Stream offset where the buffered (not yet searched) bytes start.
-    pub(crate) searched: u64,
-    /// Newlines in the searched bytes (chunk mode).
-    pub(crate) searched_newlines: u64,
-    /// Lines searched so far (line mode).
-    pub(crate) searched_lines: u64,
-    /// The last bytes searched, rescanned with the next chunk.
+    /// Tells this incarnation of the stream from earlier ones (before a
+    /// reset, or a close and reopen): batch segments of another epoch are
+    /// ignored.
+    pub(crate) epoch: u64,
+    /// The last bytes of the stream, rescanned with the next chunk (chunk
+    /// mode).
     pub(crate) tail: Vec<u8>,
     /// The first bytes of the stream, for anchored patterns (chunk mode).
     pub(crate) head: Vec<u8>,
-    /// Bytes waiting for the next batch.
-    pub(crate) pending: Vec<u8>,
-    /// Newlines in `pending` (chunk mode).
-    pub(crate) pending_newlines: u64,
-    /// Lengths of the lines in `pending` (line mode).
-    pub(crate) pending_lines: Vec<usize>,
-    /// Whether the stream is listed in the current batch.
+    /// Whether the stream has bytes in the current batch.
     pub(crate) in_batch: bool,
-    /// Whether the end of the searched bytes was last searched in a packed
-    /// block, so the provisional spans are not known yet.
+    /// Whether the end of the stream was last searched inside a packed
+    /// block, so that `provisional` is not known.
     pub(crate) tail_unsettled: bool,
     /// Spans of settled matches.
     pub(crate) settled: SpanSet,
@@ -100,7 +98,7 @@ pub struct StreamContext {
 
 impl StreamContext {
     /// A new, empty stream.
-    pub fn new(id: Uuid, mode: StreamMode) -> StreamContext {
+    pub fn new(id: Uuid, mode: StreamMode, epoch: u64) -> StreamContext {
         let now = now_ms();
         StreamContext {
             id,
@@ -110,14 +108,9 @@ impl StreamContext {
                 last_seen_ms: now,
                 ..StreamStats::default()
             },
-            searched: 0,
-            searched_newlines: 0,
-            searched_lines: 0,
+            epoch,
             tail: Vec::new(),
             head: Vec::new(),
-            pending: Vec::new(),
-            pending_newlines: 0,
-            pending_lines: Vec::new(),
             in_batch: false,
             tail_unsettled: false,
             settled: SpanSet::default(),
@@ -125,28 +118,36 @@ impl StreamContext {
         }
     }
 
-    /// Buffers `data` for the next batch and updates the counters.
-    pub(crate) fn append(&mut self, data: &[u8]) {
-        self.pending.extend_from_slice(data);
+    /// Counts appended bytes, and in chunk mode moves the tail and grows
+    /// the head (`tail_len` and `head_keep` bytes long at most).
+    pub(crate) fn record(&mut self, data: &[u8], tail_len: usize, head_keep: usize) {
         self.stats.bytes += data.len() as u64;
         self.stats.chunks += 1;
         self.stats.last_seen_ms = now_ms();
         match self.mode {
+            StreamMode::Lines => self.stats.lines += 1,
             StreamMode::Chunks => {
-                let newlines = span::count_newlines(data);
-                self.stats.lines += newlines;
-                self.pending_newlines += newlines;
-            }
-            StreamMode::Lines => {
-                self.stats.lines += 1;
-                self.pending_lines.push(data.len());
+                self.stats.lines += span::count_newlines(data);
+                let head_room = head_keep.saturating_sub(self.head.len()).min(data.len());
+                self.head.extend_from_slice(&data[..head_room]);
+                // A new tail of exact capacity: idle streams hold no slack.
+                let keep_old = tail_len.saturating_sub(data.len()).min(self.tail.len());
+                let mut tail = Vec::with_capacity(keep_old + data.len().min(tail_len));
+                tail.extend_from_slice(&self.tail[self.tail.len() - keep_old..]);
+                tail.extend_from_slice(&data[data.len().saturating_sub(tail_len)..]);
+                self.tail = tail;
             }
         }
     }
 
-    /// Whether bytes are waiting for the next batch (an empty line counts).
-    pub(crate) fn has_pending(&self) -> bool {
-        !self.pending.is_empty() || !self.pending_lines.is_empty()
+    /// Stream offset of the first byte of the tail.
+    pub(crate) fn tail_start(&self) -> u64 {
+        self.stats.bytes - self.tail.len() as u64
+    }
+
+    /// 1-based line number of the first byte of the tail (chunk mode).
+    pub(crate) fn tail_first_line(&self) -> u64 {
+        1 + self.stats.lines - span::count_newlines(&self.tail)
     }
 
     /// Approximate heap and inline bytes held by this context.
@@ -154,8 +155,6 @@ impl StreamContext {
         std::mem::size_of::<Self>()
             + self.tail.capacity()
             + self.head.capacity()
-            + self.pending.capacity()
-            + self.pending_lines.capacity() * std::mem::size_of::<usize>()
             + self.settled.byte_len()
             + self.provisional.byte_len()
     }
