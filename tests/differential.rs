@@ -8,7 +8,7 @@ mod common;
 
 use common::{compile_opt, ours, reference, reference_lines};
 use proptest::prelude::*;
-use yaraflow::{MultiStreamScanner, ScannerConfig, StreamMode, Uuid};
+use yaraflow::{MultiStreamScanner, RuleSet, ScannerConfig, StreamMode, Uuid};
 
 /// Bytes the data and the patterns are drawn from: word and non-word bytes,
 /// a newline, NUL (the second half of wide characters) and upper case.
@@ -334,23 +334,35 @@ fn schedule(case: &Case) -> Vec<(usize, std::ops::Range<usize>)> {
     steps
 }
 
-fn config(case: &Case) -> ScannerConfig {
-    ScannerConfig {
+/// The case's rules (source and compiled), or a rejection when YARA-X
+/// refuses them.
+fn compile_case(case: &Case) -> Result<(String, RuleSet), TestCaseError> {
+    let src = rules_source(&case.rules);
+    let rules = compile_opt(&src).ok_or_else(|| TestCaseError::reject("rules do not compile"))?;
+    Ok((src, rules))
+}
+
+/// A scanner with the case's batch size and its streams open.
+fn open_streams<'r>(
+    case: &Case,
+    rules: &'r RuleSet,
+    mode: StreamMode,
+) -> (MultiStreamScanner<'r>, Vec<Uuid>) {
+    let config = ScannerConfig {
         max_batch_bytes: case.batch_bytes,
         ..ScannerConfig::default()
+    };
+    let mut scanner = MultiStreamScanner::new(rules, config);
+    let ids: Vec<Uuid> = case.streams.iter().map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        scanner.open_stream(*id, mode).unwrap();
     }
+    (scanner, ids)
 }
 
 fn run_chunks(case: &Case) -> Result<(), TestCaseError> {
-    let src = rules_source(&case.rules);
-    let Some(rules) = compile_opt(&src) else {
-        return Err(TestCaseError::reject("rules do not compile"));
-    };
-    let mut scanner = MultiStreamScanner::new(&rules, config(case));
-    let ids: Vec<Uuid> = case.streams.iter().map(|_| Uuid::new_v4()).collect();
-    for id in &ids {
-        scanner.open_stream(*id, StreamMode::Chunks).unwrap();
-    }
+    let (src, rules) = compile_case(case)?;
+    let (mut scanner, ids) = open_streams(case, &rules, StreamMode::Chunks);
     for (step, (stream, range)) in schedule(case).into_iter().enumerate() {
         scanner
             .scan_chunk(ids[stream], &case.streams[stream][range.clone()])
@@ -388,15 +400,8 @@ fn run_chunks(case: &Case) -> Result<(), TestCaseError> {
 }
 
 fn run_lines(case: &Case) -> Result<(), TestCaseError> {
-    let src = rules_source(&case.rules);
-    let Some(rules) = compile_opt(&src) else {
-        return Err(TestCaseError::reject("rules do not compile"));
-    };
-    let mut scanner = MultiStreamScanner::new(&rules, config(case));
-    let ids: Vec<Uuid> = case.streams.iter().map(|_| Uuid::new_v4()).collect();
-    for id in &ids {
-        scanner.open_stream(*id, StreamMode::Lines).unwrap();
-    }
+    let (src, rules) = compile_case(case)?;
+    let (mut scanner, ids) = open_streams(case, &rules, StreamMode::Lines);
     let mut lines: Vec<Vec<Vec<u8>>> = vec![Vec::new(); case.streams.len()];
     for (stream, range) in schedule(case) {
         let line = case.streams[stream][range].to_vec();

@@ -17,6 +17,10 @@ fn keep(rules: &RuleSet, identifier: &str) -> bool {
 pub fn reference(rules: &RuleSet, data: &[u8]) -> Verdict {
     let mut scanner = yara_x::Scanner::new(rules.rules());
     let results = scanner.scan(data).expect("reference scan");
+    verdict_of(rules, &results)
+}
+
+fn verdict_of(rules: &RuleSet, results: &yara_x::ScanResults<'_, '_>) -> Verdict {
     let mut verdict: Verdict = results
         .matching_rules()
         .filter(|r| keep(rules, r.identifier()))
@@ -53,26 +57,7 @@ pub fn reference_lines(rules: &RuleSet, lines: &[Vec<u8>]) -> Verdict {
     // constraints to empty data.)
     scanner.scan(offset, b"").expect("empty block");
     let results = scanner.finish().expect("finish");
-    let mut verdict: Verdict = results
-        .matching_rules()
-        .filter(|r| keep(rules, r.identifier()))
-        .map(|r| {
-            let patterns = r
-                .patterns()
-                .map(|p| {
-                    (
-                        p.identifier().to_string(),
-                        p.matches()
-                            .map(|m| (m.range().start as u64, m.range().len()))
-                            .collect(),
-                    )
-                })
-                .collect();
-            (r.identifier().to_string(), patterns)
-        })
-        .collect();
-    verdict.sort();
-    verdict
+    verdict_of(rules, &results)
 }
 
 /// Our verdict in the same form.
