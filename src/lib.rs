@@ -10,6 +10,25 @@
 //! the verdict of a stream equals a whole-buffer YARA-X scan of its bytes,
 //! under any chunking and interleaving.
 //!
+//! ```
+//! use yaraflow::{MultiStreamScanner, RuleSet, ScannerConfig, Uuid};
+//!
+//! let config = ScannerConfig::default();
+//! let rules = RuleSet::from_source(
+//!     r#"rule basic_auth { strings: $a = "Authorization: Basic" condition: $a }"#,
+//!     config.max_pattern_len,
+//! )?;
+//! let mut scanner = MultiStreamScanner::new(&rules, config);
+//! let flow = Uuid::new_v4();
+//! // The pattern spans two chunks.
+//! scanner.scan_chunk(flow, b"GET / HTTP/1.1\r\nAuthorization: Ba")?;
+//! scanner.scan_chunk(flow, b"sic YWRtaW46aHVudGVyMg==\r\n")?;
+//! let verdict = scanner.close_stream(&flow)?.expect("the stream was open");
+//! assert_eq!(verdict.rules[0].identifier, "basic_auth");
+//! assert_eq!(verdict.rules[0].patterns[0].matches[0].offset, 16);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Layout: [`rules`] loads and analyses rules, [`stream`] holds the
 //! per-stream context, [`scanner`] the multi-stream scanner (search batches
 //! and verdict evaluation), [`results`] what a verdict looks like.
