@@ -213,14 +213,6 @@ impl RuleAnalysis {
             head_len,
         }
     }
-
-    /// Whether the rule `identifier` of `namespace` is exact on streams.
-    /// Unknown rules are reported unsupported.
-    pub fn is_supported(&self, namespace: &str, identifier: &str) -> bool {
-        self.rules
-            .iter()
-            .any(|r| r.supported && r.identifier == identifier && r.namespace == namespace)
-    }
 }
 
 fn analyse_rule(

@@ -4,12 +4,13 @@
 //! rules, whatever the number of streams, and one small [`StreamContext`]
 //! per stream:
 //!
-//! * the **search** scanner finds pattern matches. Chunks are buffered per
-//!   stream and searched in batches ([`batch`]): one `scan()` per stream and
-//!   one `finish()` per batch, so the fixed cost of a harvest (YARA-X
-//!   evaluates every condition on `finish()`) is paid per megabytes, not
-//!   per chunk. Each match is judged by the context its block gave it, and
-//!   kept as a replay span in its stream's context.
+//! * the **search** scanner finds pattern matches. Chunks are copied into
+//!   the current batch ([`batch`]) as they arrive and searched together:
+//!   most of them in one packed block, and one `finish()` per batch, so the
+//!   fixed costs (per `scan()` call, and the harvest: YARA-X evaluates every
+//!   condition on `finish()`) are paid per megabytes, not per chunk. Each
+//!   match is judged by the context its block gave it, and kept as a replay
+//!   span in its stream's context.
 //! * the **evaluation** scanner computes a stream's verdict from its spans
 //!   ([`verdict`]), when the caller asks for it or closes the stream.
 //!
@@ -18,9 +19,11 @@
 //! so far, whatever the chunking and the interleaving of streams. In line
 //! mode it equals scanning each line as its own block at its offset.
 //!
-//! Trade-offs: a verdict or close flushes the current batch first (that
-//! stream's bytes must be searched), so callers that close many streams at
-//! once should use [`MultiStreamScanner::close_streams`]; and each stream
+//! Trade-offs: a verdict or close of a stream that received bytes since its
+//! last verdict searches the current batch first (with the stream's tail
+//! rescanned alone, so that its end looks like the end of the data): one
+//! harvest, `O(rules)`. Callers that close many streams at once should use
+//! [`MultiStreamScanner::close_streams`], which pays it once. Each stream
 //! keeps `W + 31` bytes of tail, `W` being the longest pattern.
 
 pub(crate) mod batch;

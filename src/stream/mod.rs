@@ -98,7 +98,7 @@ pub struct StreamContext {
 
 impl StreamContext {
     /// A new, empty stream.
-    pub fn new(id: Uuid, mode: StreamMode, epoch: u64) -> StreamContext {
+    pub(crate) fn new(id: Uuid, mode: StreamMode, epoch: u64) -> StreamContext {
         let now = now_ms();
         StreamContext {
             id,
