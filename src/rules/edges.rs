@@ -138,6 +138,11 @@ impl EdgeGuard {
         guard
     }
 
+    /// Whether the rule set has no context-sensitive pattern at all.
+    pub fn is_empty(&self) -> bool {
+        self.regexes.is_empty() && self.literals.is_empty()
+    }
+
     /// Whether a context-sensitive pattern could match starting at `data[0]`
     /// (or, for `wide` ones, which look two bytes back, at `data[1]`).
     pub fn blocks_start(&self, data: &[u8]) -> bool {

@@ -102,6 +102,8 @@ impl Segment {
             return Acceptance::Settled; // a line is a whole document
         }
         let context = SPAN_CONTEXT as u64;
+        // At a stream's start the block's edge is the stream's, even in a
+        // packed block: it is packed only when no pattern looks left.
         if self.start != 0 && start < self.start + context {
             return Acceptance::Ignored;
         }
@@ -141,10 +143,12 @@ pub(crate) struct Batch {
 impl Batch {
     /// Adds a chunk of a chunk stream, before the context counts it: the
     /// segment is the stream's tail followed by the chunk. A stream's first
-    /// bytes get a block of their own; the rest is packed.
-    pub fn add_chunk(&mut self, ctx: &StreamContext, chunk: &[u8]) {
+    /// bytes get a block of their own unless `pack_starts` (no pattern of
+    /// the rule set looks at what precedes a match, or is anchored); the
+    /// rest is packed.
+    pub fn add_chunk(&mut self, ctx: &StreamContext, chunk: &[u8], pack_starts: bool) {
         let start = ctx.tail_start();
-        let packed = start > 0;
+        let packed = start > 0 || pack_starts;
         let bytes = self.push_bytes(&[&ctx.tail, chunk], packed);
         self.push_segment(ctx, start, bytes, ctx.tail_first_line(), None, packed);
     }

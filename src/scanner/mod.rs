@@ -30,6 +30,8 @@ pub(crate) mod batch;
 pub(crate) mod verdict;
 
 use std::collections::{HashMap, HashSet};
+
+use foldhash::fast::RandomState;
 use std::time::Instant;
 
 use uuid::Uuid;
@@ -63,11 +65,15 @@ pub struct MultiStreamScanner<'r> {
     window: Window,
     search: yara_x::blocks::Scanner<'r>,
     evaluator: Evaluator<'r>,
-    streams: HashMap<Uuid, StreamContext>,
+    streams: HashMap<Uuid, StreamContext, RandomState>,
     /// The bytes waiting to be searched.
     batch: Batch,
     /// Epoch of the last context created.
     next_epoch: u64,
+    /// Whether streams' first bytes may share the packed block: true when
+    /// no pattern is context-sensitive or anchored, so that no match depends
+    /// on the stream starting where its block starts.
+    pack_starts: bool,
     /// Streams with bytes in the current batch, in arrival order.
     batch_streams: Vec<Uuid>,
     batch_bytes: usize,
@@ -89,9 +95,10 @@ impl<'r> MultiStreamScanner<'r> {
             search,
             evaluator: Evaluator::new(rules, &config),
             config,
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             batch: Batch::default(),
             next_epoch: 0,
+            pack_starts: rules.edge_guard().is_empty() && analysis.head_len == 0,
             batch_streams: Vec::new(),
             batch_bytes: 0,
             batch_started: None,
@@ -144,7 +151,7 @@ impl<'r> MultiStreamScanner<'r> {
             return Ok(());
         }
         match mode {
-            StreamMode::Chunks => self.batch.add_chunk(ctx, data),
+            StreamMode::Chunks => self.batch.add_chunk(ctx, data, self.pack_starts),
             StreamMode::Lines => self.batch.add_line(ctx, data),
         }
         ctx.record(data, self.window.tail_len, self.window.head_keep());
@@ -250,27 +257,20 @@ impl<'r> MultiStreamScanner<'r> {
     fn settle(&mut self, found: Vec<Vec<std::ops::Range<usize>>>) {
         let guard = self.rules.edge_guard();
         let batch = &self.batch;
-        let live = |streams: &HashMap<Uuid, StreamContext>, s: &batch::Segment| {
-            streams.get(&s.stream).is_some_and(|c| c.epoch == s.epoch)
-        };
-        // New bytes (or a tail rescan) void what was provisional.
-        for segment in batch.segments.iter().filter(|s| s.line.is_none()) {
-            if let Some(ctx) = self
-                .streams
-                .get_mut(&segment.stream)
-                .filter(|c| c.epoch == segment.epoch)
-            {
-                ctx.provisional.clear();
-                ctx.tail_unsettled = true;
-            }
-        }
         for (segment, ranges) in batch.segments.iter().zip(found) {
-            if !live(&self.streams, segment) {
-                continue; // the stream was reset or closed since
-            }
             let Some(ctx) = self.streams.get_mut(&segment.stream) else {
                 continue;
             };
+            if ctx.epoch != segment.epoch {
+                continue; // the stream was reset, or closed and reopened, since
+            }
+            if segment.line.is_none() {
+                // New bytes (or a tail rescan) void what was provisional. A
+                // stream's segments come in order, so the one that ends the
+                // stream, if any, comes last.
+                ctx.provisional.clear();
+                ctx.tail_unsettled = true;
+            }
             let at_stream_end =
                 segment.line.is_none() && !segment.packed && segment.end() == ctx.stats.bytes;
             if at_stream_end {
