@@ -17,6 +17,11 @@ pub struct StreamResults {
     pub stream: Uuid,
     /// Rules that match the bytes seen so far.
     pub rules: Vec<RuleMatch>,
+    /// False in the rare case where the stream's replayed spans could not
+    /// be cut where no context-sensitive pattern starts or ends (a run of
+    /// hundreds of bytes where one could): then no rule's verdict is
+    /// claimed exact, and every rule says `exact: false`.
+    pub exact: bool,
     /// The stream's counters.
     #[serde(flatten)]
     pub stats: StreamStats,
@@ -34,7 +39,8 @@ pub struct RuleMatch {
     /// Its metadata, as a JSON array of `[name, value]` pairs.
     pub metadata: serde_json::Value,
     /// False when rule analysis found that stream scanning cannot evaluate
-    /// this rule exactly (see `yaraflow check`).
+    /// this rule exactly (see `yaraflow check`), or when the stream's
+    /// verdict is not exact (see [`StreamResults::exact`]).
     pub exact: bool,
     /// Its patterns and their matches.
     pub patterns: Vec<PatternMatches>,

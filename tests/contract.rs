@@ -303,3 +303,85 @@ fn results_serialize_to_json() {
     assert_eq!(json["rules"][0]["patterns"][0]["matches"][0]["xor_key"], 5);
     assert_eq!(json["bytes"], 2);
 }
+
+/// Feeds `data` in one chunk and checks the verdict is claimed exact.
+fn exact_verdicts(rules: &RuleSet, data: &[u8]) -> (common::Verdict, common::Verdict) {
+    let mut scanner = MultiStreamScanner::new(rules, ScannerConfig::default());
+    let id = Uuid::new_v4();
+    scanner.scan_chunk(id, data).unwrap();
+    let got = scanner.close_stream(&id).unwrap().unwrap();
+    assert!(got.exact, "the verdict should be claimed exact");
+    (ours(rules, &got), reference(rules, data))
+}
+
+#[test]
+fn spans_grow_past_runs_where_anchored_patterns_could_match() {
+    // Every 'a' could start `^a`/`\ba` or end `a$`: the span around "Q" must
+    // grow past the whole run (to the stream's edge) to be replayed safely.
+    let mut a_then_q = vec![b'a'; 40];
+    a_then_q.push(b'Q');
+    let mut q_then_a = b"Q".to_vec();
+    q_then_a.extend(vec![b'a'; 40]);
+    for (src, data) in [
+        (
+            r#"rule r { strings: $r = /^a/ condition: #r == 1 } rule q { strings: $q = "Q" condition: $q }"#,
+            &a_then_q,
+        ),
+        (
+            r#"rule r { strings: $r = /\ba/ condition: #r == 1 } rule q { strings: $q = "Q" condition: $q }"#,
+            &a_then_q,
+        ),
+        (
+            r#"rule r { strings: $r = /a$/ condition: #r == 1 } rule q { strings: $q = "Q" condition: $q }"#,
+            &q_then_a,
+        ),
+    ] {
+        let rules = compile(src);
+        let (got, want) = exact_verdicts(&rules, data);
+        assert_eq!(got, want, "{src}");
+        assert_eq!(matching(&got), vec!["q", "r"]);
+    }
+}
+
+#[test]
+fn the_head_replay_ends_on_a_quiet_edge() {
+    let rules = compile(
+        r#"rule h { strings: $h = "H" condition: $h at 0 }
+           rule r { strings: $r = /a$/ condition: $r }"#,
+    );
+    let mut data = b"H".to_vec();
+    data.extend(vec![b'a'; 60]);
+    data.push(b'.');
+    let (got, want) = exact_verdicts(&rules, &data);
+    assert_eq!(got, want);
+    assert_eq!(matching(&got), vec!["h"]);
+}
+
+#[test]
+fn verdicts_say_when_no_quiet_edge_was_found() {
+    let rules = compile(
+        r#"rule r { strings: $r = /^a/ condition: #r == 1 } rule q { strings: $q = "Q" condition: $q }"#,
+    );
+    let mut data = vec![b'a'; 1000];
+    data.push(b'Q');
+    data.extend(vec![b'a'; 1000]);
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let id = Uuid::new_v4();
+    scanner.scan_chunk(id, &data).unwrap();
+    let got = scanner.close_stream(&id).unwrap().unwrap();
+    assert!(!got.exact);
+    assert!(got.rules.iter().all(|r| !r.exact));
+}
+
+#[test]
+fn matches_are_counted_once() {
+    let rules = compile(r#"rule r { strings: $a = "abc" condition: $a }"#);
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let id = Uuid::new_v4();
+    let mut data = b"abc".to_vec();
+    data.extend(vec![b'.'; 22]);
+    scanner.scan_chunk(id, &data).unwrap();
+    assert_eq!(scanner.get_matches(&id).unwrap().unwrap().stats.matches, 1);
+    scanner.scan_chunk(id, &[b'.'; 100]).unwrap();
+    assert_eq!(scanner.close_stream(&id).unwrap().unwrap().stats.matches, 1);
+}

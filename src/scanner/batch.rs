@@ -20,7 +20,7 @@ use std::ops::Range;
 use uuid::Uuid;
 
 use crate::rules::EdgeGuard;
-use crate::stream::span::{count_newlines, replay_range, SPAN_CONTEXT};
+use crate::stream::span::{count_newlines, replay_range, MAX_SPAN_GROWTH, SPAN_CONTEXT};
 use crate::stream::{ReplaySpan, StreamContext};
 
 /// Where a segment's bytes come from.
@@ -43,6 +43,10 @@ pub(crate) struct Segment {
     pub packed: bool,
     /// The stream's epoch when the segment was added.
     pub epoch: u64,
+    /// Stream offset of the segment's first new byte (the bytes before were
+    /// searched by the stream's previous segment, which settled every match
+    /// it could; a tail rescan has no new byte).
+    pub fresh_from: u64,
 }
 
 /// The window arithmetic shared by the batch and the streams.
@@ -70,7 +74,7 @@ impl Window {
     /// Bytes of a chunk stream's head to keep: the head plus context.
     pub fn head_keep(&self) -> usize {
         if self.head_len > 0 {
-            self.head_len + SPAN_CONTEXT
+            self.head_len + MAX_SPAN_GROWTH + 1
         } else {
             0
         }
@@ -107,8 +111,14 @@ impl Segment {
         if self.start != 0 && start < self.start + context {
             return Acceptance::Ignored;
         }
-        if start + window.longest_match as u64 + context <= end {
-            Acceptance::Settled
+        let settles = |end: u64| start + window.longest_match as u64 + context <= end;
+        if settles(end) {
+            // Settled here unless the previous segment settled it already.
+            if settles(self.fresh_from) {
+                Acceptance::Ignored
+            } else {
+                Acceptance::Settled
+            }
         } else if at_stream_end {
             Acceptance::Provisional
         } else {
@@ -230,6 +240,7 @@ impl Batch {
             line,
             packed,
             epoch: ctx.epoch,
+            fresh_from: ctx.stats.bytes,
         });
     }
 
@@ -307,14 +318,17 @@ impl Batch {
         let real_start = segment.start == 0 || segment.line.is_some();
         let real_end = real_end || segment.line.is_some();
         let grown = replay_range(data, range, real_start, real_end, guard);
+        let from = grown.range.start;
         ReplaySpan {
-            start: segment.start + grown.start as u64,
+            start: segment.start + from as u64,
             segment: segment.line.unwrap_or(0),
             line: segment.line.map_or_else(
-                || segment.first_line + count_newlines(&data[..grown.start]),
+                || segment.first_line + count_newlines(&data[..from]),
                 |index| index + 1,
             ),
-            bytes: data[grown].to_vec(),
+            bytes: data[grown.range].to_vec(),
+            quiet_start: grown.quiet_start,
+            quiet_end: grown.quiet_end,
         }
     }
 }

@@ -313,11 +313,12 @@ impl<'r> MultiStreamScanner<'r> {
             self.flush_for(&HashSet::from([*stream]))?;
         }
         let ctx = &self.streams[stream];
-        let rules = self.evaluator.verdict(ctx, self.window.head_len)?;
+        let verdict = self.evaluator.verdict(ctx, self.window.head_len)?;
         self.stats.evaluations = self.evaluator.evaluations;
         Ok(Some(StreamResults {
             stream: *stream,
-            rules,
+            rules: verdict.rules,
+            exact: verdict.exact,
             stats: ctx.stats.clone(),
         }))
     }

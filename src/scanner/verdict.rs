@@ -17,6 +17,13 @@ use crate::rules::{EdgeGuard, RuleSet};
 use crate::stream::span::replay_range;
 use crate::stream::{ReplaySpan, SpanSet, StreamContext, StreamMode};
 
+/// A stream's matching rules, and whether every span edge was quiet (the
+/// verdict is exact for every rule analysis supports).
+pub(crate) struct Verdict {
+    pub rules: Vec<RuleMatch>,
+    pub exact: bool,
+}
+
 /// Evaluates stream verdicts with one YARA-X block scanner.
 pub(crate) struct Evaluator<'r> {
     rules: &'r RuleSet,
@@ -44,11 +51,7 @@ impl<'r> Evaluator<'r> {
     }
 
     /// The verdict over everything the stream has searched so far.
-    pub fn verdict(
-        &mut self,
-        ctx: &StreamContext,
-        head_len: usize,
-    ) -> Result<Vec<RuleMatch>, ScanError> {
+    pub fn verdict(&mut self, ctx: &StreamContext, head_len: usize) -> Result<Verdict, ScanError> {
         let mut spans = SpanSet::union([&ctx.settled, &ctx.provisional]);
         if let Some(head) = head_span(ctx, head_len, self.rules.edge_guard()) {
             spans.insert(head);
@@ -57,17 +60,33 @@ impl<'r> Evaluator<'r> {
             return self.empty_verdict();
         }
         self.evaluations += 1;
-        self.evaluate(&spans, ctx.mode == StreamMode::Lines)
+        let mut verdict = self.evaluate(&spans, ctx.mode == StreamMode::Lines)?;
+        if !spans.iter().all(ReplaySpan::is_quiet) {
+            // A span edge the replay could not make quiet: a match there may
+            // be made up or lost, so nothing here is claimed exact.
+            verdict.iter_mut().for_each(|rule| rule.exact = false);
+            return Ok(Verdict {
+                rules: verdict,
+                exact: false,
+            });
+        }
+        Ok(Verdict {
+            rules: verdict,
+            exact: true,
+        })
     }
 
-    fn empty_verdict(&mut self) -> Result<Vec<RuleMatch>, ScanError> {
+    fn empty_verdict(&mut self) -> Result<Verdict, ScanError> {
         if self.empty_verdict.is_none() {
             // An empty block first: `finish()` without any `scan()` panics in
             // YARA-X 1.22 when a condition needs the pattern search.
             let verdict = self.evaluate(&SpanSet::default(), false)?;
             self.empty_verdict = Some(verdict);
         }
-        Ok(self.empty_verdict.clone().unwrap_or_default())
+        Ok(Verdict {
+            rules: self.empty_verdict.clone().unwrap_or_default(),
+            exact: true,
+        })
     }
 
     fn evaluate(&mut self, spans: &SpanSet, line_mode: bool) -> Result<Vec<RuleMatch>, ScanError> {
@@ -101,7 +120,7 @@ fn head_span(ctx: &StreamContext, head_len: usize, guard: &EdgeGuard) -> Option<
         return None;
     }
     let whole_stream = ctx.head.len() as u64 == ctx.stats.bytes;
-    let range = replay_range(
+    let grown = replay_range(
         &ctx.head,
         0..head_len.min(ctx.head.len()),
         true,
@@ -112,7 +131,9 @@ fn head_span(ctx: &StreamContext, head_len: usize, guard: &EdgeGuard) -> Option<
         start: 0,
         segment: 0,
         line: 1,
-        bytes: ctx.head[range].to_vec(),
+        bytes: ctx.head[grown.range].to_vec(),
+        quiet_start: grown.quiet_start,
+        quiet_end: grown.quiet_end,
     })
 }
 

@@ -38,6 +38,11 @@ pub struct ReplaySpan {
     pub line: u64,
     /// The bytes.
     pub bytes: Vec<u8>,
+    /// Whether a block may start here without creating or losing a match
+    /// (see [`replay_range`]).
+    pub quiet_start: bool,
+    /// Whether a block may end here without creating or losing a match.
+    pub quiet_end: bool,
 }
 
 impl ReplaySpan {
@@ -61,7 +66,19 @@ impl ReplaySpan {
         if other.end() > self.end() {
             let skip = (self.end() - other.start) as usize;
             self.bytes.extend_from_slice(&other.bytes[skip..]);
+            self.quiet_end = other.quiet_end;
+        } else if other.end() == self.end() {
+            self.quiet_end |= other.quiet_end;
         }
+        if other.start == self.start {
+            self.quiet_start |= other.quiet_start;
+        }
+    }
+
+    /// Whether both edges are quiet: replaying the span finds exactly the
+    /// stream's matches inside it.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet_start && self.quiet_end
     }
 
     fn joins(&self, next: &ReplaySpan) -> bool {
@@ -154,37 +171,57 @@ fn quiet_right(data: &[u8], j: usize, real_end: bool, guard: &EdgeGuard) -> bool
     }
 }
 
+/// Most bytes a span grows on each side looking for a quiet edge.
+pub const MAX_SPAN_GROWTH: usize = 256;
+
+/// A range of bytes to replay, and whether its edges are quiet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrownRange {
+    /// The range.
+    pub range: std::ops::Range<usize>,
+    /// Whether its start is quiet.
+    pub quiet_start: bool,
+    /// Whether its end is quiet.
+    pub quiet_end: bool,
+}
+
 /// The range to replay for a match at `range` of `data`: the match grown by
 /// at least one byte each side where `data` has one (YARA-X cuts a greedy
 /// match that ends exactly at the end of a block short by a byte, so no
 /// replayed match may end at a block's edge), then to the nearest quiet
-/// edge within [`SPAN_CONTEXT`] bytes, or as far as that reaches.
+/// edge within [`MAX_SPAN_GROWTH`] bytes and `data`. Where there is none
+/// (a long run of bytes where a context-sensitive pattern could start or
+/// end), the edge goes as far as it can and is reported not quiet.
 pub fn replay_range(
     data: &[u8],
     range: std::ops::Range<usize>,
     real_start: bool,
     real_end: bool,
     guard: &EdgeGuard,
-) -> std::ops::Range<usize> {
-    let floor = range.start.saturating_sub(SPAN_CONTEXT);
+) -> GrownRange {
+    let floor = range.start.saturating_sub(MAX_SPAN_GROWTH);
     let lefts = (floor..range.start.max(floor + 1)).rev();
-    let start = pick_edge(lefts, |i| quiet_left(data, i, real_start, guard));
-    let ceiling = (range.end + SPAN_CONTEXT).min(data.len());
+    let (start, quiet_start) = pick_edge(lefts, |i| quiet_left(data, i, real_start, guard));
+    let ceiling = (range.end + MAX_SPAN_GROWTH).min(data.len());
     let rights = (range.end + 1).min(ceiling)..=ceiling;
-    let end = pick_edge(rights, |j| quiet_right(data, j, real_end, guard));
-    start..end
+    let (end, quiet_end) = pick_edge(rights, |j| quiet_right(data, j, real_end, guard));
+    GrownRange {
+        range: start..end,
+        quiet_start,
+        quiet_end,
+    }
 }
 
-/// The first candidate that is quiet, else the last (the most context).
+/// The first candidate that is quiet, else the last (the most context),
+/// and whether the one picked is quiet.
 fn pick_edge(
     candidates: impl Iterator<Item = usize> + Clone,
     quiet: impl Fn(usize) -> bool,
-) -> usize {
-    candidates
-        .clone()
-        .find(|&i| quiet(i))
-        .or_else(|| candidates.last())
-        .unwrap_or_default()
+) -> (usize, bool) {
+    match candidates.clone().find(|&i| quiet(i)) {
+        Some(edge) => (edge, true),
+        None => (candidates.last().unwrap_or_default(), false),
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +234,8 @@ mod tests {
             segment: 0,
             line: 1,
             bytes: bytes.to_vec(),
+            quiet_start: true,
+            quiet_end: true,
         }
     }
 
@@ -240,20 +279,34 @@ mod tests {
         EdgeGuard::from_asts([&yara_x_parser::ast::AST::from(src)], 64)
     }
 
+    fn grown(range: std::ops::Range<usize>, quiet_start: bool, quiet_end: bool) -> GrownRange {
+        GrownRange {
+            range,
+            quiet_start,
+            quiet_end,
+        }
+    }
+
     #[test]
     fn replay_range_takes_one_byte_of_context_without_guards() {
         let data = b"xx hello yy";
+        let none = EdgeGuard::default();
         assert_eq!(
-            replay_range(data, 3..8, false, false, &EdgeGuard::default()),
-            2..9
+            replay_range(data, 3..8, false, false, &none),
+            grown(2..9, true, true)
         );
         assert_eq!(
-            replay_range(data, 0..2, true, false, &EdgeGuard::default()),
-            0..3
+            replay_range(data, 0..2, true, false, &none),
+            grown(0..3, true, true)
         );
         assert_eq!(
-            replay_range(data, 9..11, false, true, &EdgeGuard::default()),
-            8..11
+            replay_range(data, 9..11, false, true, &none),
+            grown(8..11, true, true)
+        );
+        // The end of the data is not an edge of the stream: not quiet.
+        assert_eq!(
+            replay_range(data, 9..11, false, false, &none),
+            grown(8..11, true, false)
         );
     }
 
@@ -263,15 +316,43 @@ mod tests {
         // "ab" match there: the edge moves on.
         let g = guard(r#"rule r { strings: $a = "ab" fullword condition: $a }"#);
         let data = b"zz.qab.zz";
-        assert_eq!(&data[replay_range(data, 3..5, false, false, &g)], b".qab.");
+        assert_eq!(
+            &data[replay_range(data, 3..5, false, false, &g).range],
+            b".qab."
+        );
     }
 
     #[test]
-    fn replay_range_stops_at_the_context_limit() {
+    fn replay_range_reports_edges_it_cannot_make_quiet() {
         let g = guard(r#"rule r { strings: $a = "a" fullword condition: $a }"#);
-        let data = [b'a'; 100];
-        assert_eq!(replay_range(&data, 50..52, false, false, &g), 34..68);
-        assert_eq!(replay_range(&data, 2..4, true, true, &g), 0..20);
+        let data = vec![b'a'; 1000];
+        let far = MAX_SPAN_GROWTH;
+        assert_eq!(
+            replay_range(&data, 500..502, false, false, &g),
+            grown(500 - far..502 + far, false, false)
+        );
+        assert_eq!(
+            replay_range(&data, 2..4, true, true, &g),
+            grown(0..4 + far, true, false)
+        );
+        assert_eq!(
+            replay_range(&data[..10], 2..4, true, true, &g),
+            grown(0..10, true, true)
+        );
+    }
+
+    #[test]
+    fn merged_spans_keep_the_quietness_of_their_outer_edges() {
+        let mut set = SpanSet::default();
+        set.insert(ReplaySpan {
+            quiet_end: false,
+            ..span(0, b"abcd")
+        });
+        set.insert(ReplaySpan {
+            quiet_start: false,
+            ..span(2, b"cdef")
+        });
+        assert!(set.iter().all(ReplaySpan::is_quiet));
     }
 
     #[test]
