@@ -18,8 +18,10 @@ pub struct ScannerConfig {
     /// batches amortise the per-batch harvest (one condition evaluation of
     /// the whole rule set) over more bytes.
     pub max_batch_bytes: usize,
-    /// Longest time a buffered chunk waits before its batch is searched, as
-    /// checked on every call (and by [`crate::MultiStreamScanner::flush_if_due`]).
+    /// Longest time a buffered chunk waits before its batch is searched. It is
+    /// checked when a chunk or line arrives and by
+    /// [`crate::MultiStreamScanner::flush_if_due`], which a caller with idle
+    /// periods should call on a timer.
     pub max_batch_delay: Duration,
     /// Most matches kept per pattern per stream (as YARA-X's
     /// `max_matches_per_pattern`).

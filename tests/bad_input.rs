@@ -221,3 +221,35 @@ fn cli_check_explains_inexact_rules() {
     assert_eq!(json["rules"][0]["supported"], false);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn cli_reports_files_it_cannot_scan_and_scans_the_rest() {
+    let dir = std::env::temp_dir().join(format!("yaraflow-long-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let long = dir.join("long.log");
+    let mut text = b"Authorization: Basic x\n".to_vec();
+    text.extend(vec![b'x'; (16 << 20) + 10]);
+    std::fs::write(&long, &text).unwrap();
+    let out = yaraflow(&[
+        "scan",
+        "--lines",
+        "--rules",
+        "data/rules",
+        long.to_str().unwrap(),
+        "data/samples/app.log",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("long.log") && stderr.contains("exceeds the limit"),
+        "{stderr}"
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    // The line before the long one was scanned and matched.
+    assert_eq!(lines[0]["rules"][0]["identifier"], "http_basic_auth");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -4,8 +4,10 @@
 //! concurrent streams. Prints one JSON line per stream when it closes.
 //!
 //! Files are read as they are scanned, never whole, so files larger than
-//! memory work. A file that cannot be read is reported on stderr, the others
-//! are still scanned, and the exit code is 1.
+//! memory work (a line longer than the chunk limit is refused, not read
+//! whole). A file that cannot be read or scanned to its end is reported on
+//! stderr with results for the bytes before; the others are still scanned,
+//! and the exit code is 1.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -58,6 +60,7 @@ struct Feed {
 /// Cuts the next piece of a file.
 struct Cutter {
     chunk_size: usize,
+    max_line: usize,
     rng: Option<StdRng>,
     lines: bool,
 }
@@ -68,7 +71,12 @@ impl Cutter {
     fn next(&mut self, reader: &mut BufReader<File>, buf: &mut Vec<u8>) -> std::io::Result<()> {
         buf.clear();
         if self.lines {
-            reader.read_until(b'\n', buf)?;
+            // One byte past the longest line accepted: a longer one is
+            // refused by the scanner, and never read whole.
+            reader
+                .by_ref()
+                .take(self.max_line as u64 + 1)
+                .read_until(b'\n', buf)?;
             return Ok(());
         }
         let size = match &mut self.rng {
@@ -90,6 +98,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
     let mut scanner = MultiStreamScanner::new(&rules, config);
     let mut cutter = Cutter {
         chunk_size: args.chunk_size,
+        max_line: scanner.config().max_chunk_bytes,
         rng: args.random_chunks.map(StdRng::seed_from_u64),
         lines: args.lines,
     };
@@ -154,14 +163,23 @@ fn feed_round_robin(
                 failed = true;
                 buf.clear();
             }
+            let scanned = match mode {
+                _ if buf.is_empty() => Ok(()),
+                StreamMode::Lines => scanner.scan_line(feed.id, &buf),
+                StreamMode::Chunks => scanner.scan_chunk(feed.id, &buf),
+            };
+            if let Err(err) = scanned {
+                eprintln!(
+                    "error: {}: {err}; its results cover the bytes before",
+                    feed.path.display()
+                );
+                failed = true;
+                buf.clear();
+            }
             if buf.is_empty() {
                 feed.done = true;
                 let results = scanner.close_stream(&feed.id)?.context("stream vanished")?;
                 print_results(out, &results, feed)?;
-            } else if mode == StreamMode::Lines {
-                scanner.scan_line(feed.id, &buf)?;
-            } else {
-                scanner.scan_chunk(feed.id, &buf)?;
             }
         }
     }

@@ -53,6 +53,14 @@ pub enum RuleIssue {
     /// A pattern is anchored (`at`) by a constant expression that is not a
     /// plain integer, so its anchor is not known to the analysis.
     NonLiteralAnchor,
+    /// A pattern is anchored (`at N`) further into the stream than the head
+    /// a stream keeps for anchored patterns.
+    AnchorBeyondHead {
+        /// The anchor.
+        offset: u64,
+        /// The largest anchor supported.
+        limit: u64,
+    },
     /// A pattern has no upper bound on its match length.
     UnboundedPattern {
         /// The pattern's identifier.
@@ -109,6 +117,10 @@ impl std::fmt::Display for RuleIssue {
             RuleIssue::NonLiteralAnchor => {
                 write!(f, "anchors a pattern with a constant expression; write the offset as a plain integer")
             }
+            RuleIssue::AnchorBeyondHead { offset, limit } => write!(
+                f,
+                "anchors a pattern at {offset}, beyond the {limit} bytes each stream keeps for anchored patterns"
+            ),
             RuleIssue::UnboundedPattern { pattern } => {
                 write!(f, "pattern {pattern} has no bound on its length; matches longer than the window may be missed across chunks")
             }
@@ -215,6 +227,10 @@ impl RuleAnalysis {
     }
 }
 
+/// The largest `at` anchor supported: every stream of a rule set with
+/// anchored patterns keeps (and replays) its first bytes up to the anchor.
+pub const MAX_ANCHOR: u64 = 64 * 1024;
+
 fn analyse_rule(
     origin: &str,
     rule: &ast::Rule<'_>,
@@ -235,7 +251,15 @@ fn analyse_rule(
         rule_refs: Vec::new(),
     };
     walk.expr(&rule.condition);
-    let (max_anchor, rule_refs) = (walk.max_anchor, walk.rule_refs);
+    let (mut max_anchor, rule_refs) = (walk.max_anchor, walk.rule_refs);
+    if let Some(offset) = max_anchor.filter(|&a| a > MAX_ANCHOR) {
+        // Every stream keeps its head for anchored patterns: keep it small.
+        issues.push(RuleIssue::AnchorBeyondHead {
+            offset,
+            limit: MAX_ANCHOR,
+        });
+        max_anchor = None;
+    }
     issues.dedup();
     RuleReport {
         namespace: "default".to_string(),
@@ -621,6 +645,19 @@ mod tests {
             a.rules[1].issues,
             vec![RuleIssue::UnsupportedGlobalRule { rule: "g".into() }]
         );
+    }
+
+    #[test]
+    fn far_anchors_are_unsupported() {
+        let a = analyse(r#"rule r { strings: $a = "a" condition: $a at 4000000000 }"#);
+        assert_eq!(
+            a.rules[0].issues,
+            vec![RuleIssue::AnchorBeyondHead {
+                offset: 4_000_000_000,
+                limit: MAX_ANCHOR
+            }]
+        );
+        assert_eq!(a.head_len, 0);
     }
 
     #[test]

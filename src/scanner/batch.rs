@@ -19,6 +19,7 @@ use std::ops::Range;
 
 use uuid::Uuid;
 
+use crate::error::ScanError;
 use crate::rules::EdgeGuard;
 use crate::stream::span::{count_newlines, replay_range, MAX_SPAN_GROWTH, SPAN_CONTEXT};
 use crate::stream::{ReplaySpan, StreamContext};
@@ -190,6 +191,18 @@ impl Batch {
         self.segments.is_empty()
     }
 
+    /// A point to [`Batch::truncate`] back to.
+    pub fn mark(&self) -> (usize, usize, usize) {
+        (self.segments.len(), self.standalone.len(), self.next_addr)
+    }
+
+    /// Drops the standalone segments added since `mark` (tail rescans).
+    pub fn truncate(&mut self, (segments, standalone, next_addr): (usize, usize, usize)) {
+        self.segments.truncate(segments);
+        self.standalone.truncate(standalone);
+        self.next_addr = next_addr;
+    }
+
     /// Empties the batch, keeping its buffers for the next one.
     pub fn clear(&mut self) {
         self.standalone.clear();
@@ -260,7 +273,7 @@ impl Batch {
     pub fn search(
         &self,
         scanner: &mut yara_x::blocks::Scanner<'_>,
-    ) -> Result<Vec<Vec<Range<usize>>>, yara_x::ScanError> {
+    ) -> Result<Vec<Vec<Range<usize>>>, ScanError> {
         let standalone = self
             .segments
             .iter()
@@ -271,7 +284,7 @@ impl Batch {
             if let Err(err) = scanner.scan(addr, data) {
                 // Reset the scanner so the next batch starts clean.
                 let _ = scanner.finish();
-                return Err(err);
+                return Err(err.into());
             }
         }
         let results = scanner.finish()?;

@@ -222,6 +222,7 @@ impl<'r> MultiStreamScanner<'r> {
     /// have seen looks like the end of the data, and those whose last search
     /// was packed get their tail rescanned alone.
     fn flush_for(&mut self, wanted: &HashSet<Uuid>) -> Result<(), ScanError> {
+        let mark = self.batch.mark();
         for id in wanted {
             if let Some(ctx) = self.streams.get(id) {
                 if ctx.mode == StreamMode::Chunks && !ctx.tail.is_empty() {
@@ -230,7 +231,14 @@ impl<'r> MultiStreamScanner<'r> {
             }
         }
         if !self.batch.is_empty() {
-            let found = self.batch.search(&mut self.search)?;
+            let found = match self.batch.search(&mut self.search) {
+                Ok(found) => found,
+                Err(err) => {
+                    // Keep the streams' bytes for the next try, not the rescans.
+                    self.batch.truncate(mark);
+                    return Err(err);
+                }
+            };
             self.settle(found);
         }
         for id in std::mem::take(&mut self.batch_streams) {
@@ -332,7 +340,7 @@ impl<'r> MultiStreamScanner<'r> {
     }
 
     /// Closes several streams with one batch flush. Streams that are not
-    /// open are skipped.
+    /// open are skipped. On error no stream is closed.
     pub fn close_streams(&mut self, streams: &[Uuid]) -> Result<Vec<StreamResults>, ScanError> {
         let wanted: HashSet<Uuid> = streams
             .iter()
@@ -342,9 +350,13 @@ impl<'r> MultiStreamScanner<'r> {
         if !wanted.is_empty() {
             self.flush_for(&wanted)?;
         }
+        // Every verdict first, so that an error closes nothing.
         let mut all = Vec::with_capacity(streams.len());
         for stream in streams {
-            all.extend(self.close_stream(stream)?);
+            all.extend(self.get_matches(stream)?);
+        }
+        for results in &all {
+            self.streams.remove(&results.stream);
         }
         Ok(all)
     }
