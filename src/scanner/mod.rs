@@ -142,11 +142,7 @@ impl<'r> MultiStreamScanner<'r> {
         if self.batch_bytes + data.len() > self.config.max_batch_bytes || self.batch_overdue() {
             self.flush()?;
         }
-        let epoch = &mut self.next_epoch;
-        let ctx = self
-            .streams
-            .entry(stream)
-            .or_insert_with(|| new_context(stream, mode, epoch));
+        let ctx = open_context(&mut self.streams, &mut self.next_epoch, stream, mode);
         if data.is_empty() && mode == StreamMode::Chunks {
             return Ok(());
         }
@@ -186,16 +182,8 @@ impl<'r> MultiStreamScanner<'r> {
     /// line). Opening an open stream of the same mode changes nothing.
     pub fn open_stream(&mut self, stream: Uuid, mode: StreamMode) -> Result<(), ScanError> {
         self.check_mode(stream, mode)?;
-        self.open(stream, mode)?;
+        open_context(&mut self.streams, &mut self.next_epoch, stream, mode);
         Ok(())
-    }
-
-    fn open(&mut self, stream: Uuid, mode: StreamMode) -> Result<&mut StreamContext, ScanError> {
-        let epoch = &mut self.next_epoch;
-        Ok(self
-            .streams
-            .entry(stream)
-            .or_insert_with(|| new_context(stream, mode, epoch)))
     }
 
     fn batch_overdue(&self) -> bool {
@@ -240,14 +228,14 @@ impl<'r> MultiStreamScanner<'r> {
                 }
             };
             self.settle(found);
+            self.stats.batches += 1;
+            self.stats.searched_bytes += self.batch.len() as u64;
         }
         for id in std::mem::take(&mut self.batch_streams) {
             if let Some(ctx) = self.streams.get_mut(&id) {
                 ctx.in_batch = false;
             }
         }
-        self.stats.batches += 1;
-        self.stats.searched_bytes += self.batch.len() as u64;
         self.batch.clear();
         self.batch_bytes = 0;
         self.batch_started = None;
@@ -397,6 +385,19 @@ impl<'r> MultiStreamScanner<'r> {
             ..self.stats.clone()
         }
     }
+}
+
+/// The context of a stream, opened (with the next epoch) if needed. A free
+/// function so that callers may go on using the scanner's other fields.
+fn open_context<'a>(
+    streams: &'a mut HashMap<Uuid, StreamContext, RandomState>,
+    next_epoch: &mut u64,
+    stream: Uuid,
+    mode: StreamMode,
+) -> &'a mut StreamContext {
+    streams
+        .entry(stream)
+        .or_insert_with(|| new_context(stream, mode, next_epoch))
 }
 
 /// A new context with the next epoch.

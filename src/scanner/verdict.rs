@@ -60,20 +60,14 @@ impl<'r> Evaluator<'r> {
             return self.empty_verdict();
         }
         self.evaluations += 1;
-        let mut verdict = self.evaluate(&spans, ctx.mode == StreamMode::Lines)?;
-        if !spans.iter().all(ReplaySpan::is_quiet) {
-            // A span edge the replay could not make quiet: a match there may
-            // be made up or lost, so nothing here is claimed exact.
-            verdict.iter_mut().for_each(|rule| rule.exact = false);
-            return Ok(Verdict {
-                rules: verdict,
-                exact: false,
-            });
+        let mut rules = self.evaluate(&spans, ctx.mode == StreamMode::Lines)?;
+        // A span edge the replay could not make quiet: a match there may be
+        // made up or lost, so nothing here is claimed exact.
+        let exact = spans.iter().all(ReplaySpan::is_quiet);
+        if !exact {
+            rules.iter_mut().for_each(|rule| rule.exact = false);
         }
-        Ok(Verdict {
-            rules: verdict,
-            exact: true,
-        })
+        Ok(Verdict { rules, exact })
     }
 
     fn empty_verdict(&mut self) -> Result<Verdict, ScanError> {
