@@ -50,3 +50,56 @@ impl Default for ScannerConfig {
         }
     }
 }
+
+/// Configuration of the actor engine ([`crate::engine::Engine`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct EngineConfig {
+    /// Scanner actors, each on its own thread with its own shard of the
+    /// streams; 0 means one per core (`num_cpus::get()`).
+    pub shards: usize,
+    /// Limits and tuning of each shard's scanner. `max_open_streams` applies
+    /// per shard.
+    pub scanner: ScannerConfig,
+    /// Most chunks and lines queued for one shard; a producer that finds
+    /// the mailbox full waits.
+    pub mailbox_messages: usize,
+    /// Most bytes queued for one shard (a single larger chunk still passes
+    /// when the mailbox is empty).
+    pub mailbox_bytes: usize,
+    /// How long a producer waits for room in a full mailbox before it gets
+    /// [`crate::EngineError::Overloaded`]; `None` waits for as long as it
+    /// takes, zero never waits.
+    pub overload_after: Option<Duration>,
+    /// Capacity of each match-event subscription; events that find it full
+    /// are dropped and counted (see [`crate::engine::Subscription::dropped`]).
+    pub event_capacity: usize,
+    /// How often each shard checks whether its batch is due
+    /// (`ScannerConfig::max_batch_delay`) and refreshes its gauges.
+    pub tick: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            shards: 0,
+            scanner: ScannerConfig::default(),
+            mailbox_messages: 4096,
+            mailbox_bytes: 64 << 20,
+            overload_after: Some(Duration::from_secs(10)),
+            event_capacity: 65_536,
+            tick: Duration::from_millis(20),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The number of shards to start: `shards`, or one per core.
+    pub fn shard_count(&self) -> usize {
+        if self.shards == 0 {
+            num_cpus::get().max(1)
+        } else {
+            self.shards
+        }
+    }
+}

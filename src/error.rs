@@ -66,3 +66,66 @@ pub enum ScanError {
     #[error("YARA-X scan failed: {0}")]
     Yara(#[from] yara_x::ScanError),
 }
+
+/// Errors raised by the actor engine ([`crate::engine`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    /// The stream's shard held too many queued chunks for longer than
+    /// `EngineConfig::overload_after`. The chunk was not taken: send it
+    /// again later, or lower the rate.
+    #[error("shard {shard} is overloaded: its mailbox stayed full for {waited_ms} ms; the chunk for stream {stream} was not taken, retry later")]
+    Overloaded {
+        /// The stream the chunk was for.
+        stream: Uuid,
+        /// The full shard.
+        shard: usize,
+        /// How long the caller waited, in milliseconds.
+        waited_ms: u64,
+    },
+    /// The shard that held the stream failed (a panic while scanning) and
+    /// was restarted empty: the stream's state is gone. Reset the stream
+    /// (and resend its bytes) or close it to acknowledge.
+    #[error("stream {stream} was lost when shard {shard} failed and restarted ({reason}); reset or close it")]
+    StreamLost {
+        /// The lost stream.
+        stream: Uuid,
+        /// The shard that failed.
+        shard: usize,
+        /// What the shard reported (the panic message).
+        reason: String,
+    },
+    /// An earlier chunk or line of this stream was rejected by its shard
+    /// after the call that sent it had returned, so the stream misses bytes
+    /// and later chunks are refused. Reset or close the stream.
+    #[error("stream {stream} refused further data after an earlier chunk was rejected ({reason}); reset or close it")]
+    StreamFailed {
+        /// The stream.
+        stream: Uuid,
+        /// Why its chunk was rejected.
+        reason: String,
+    },
+    /// The scanner refused the call (limits, unknown stream, YARA-X errors
+    /// such as a verdict timeout).
+    #[error(transparent)]
+    Scan(#[from] std::sync::Arc<ScanError>),
+    /// A shard failed while serving the request and was restarted; the
+    /// request had no stream to report as lost (for example a listing).
+    /// Retry it.
+    #[error("shard {shard} failed while serving the request and was restarted; retry")]
+    ShardFailed {
+        /// The shard.
+        shard: usize,
+    },
+    /// The engine is shutting down or stopped: no new work is taken.
+    #[error("the engine is shutting down and takes no more work")]
+    ShuttingDown,
+    /// The engine could not start.
+    #[error("cannot start the engine: {0}")]
+    Start(String),
+}
+
+impl From<ScanError> for EngineError {
+    fn from(err: ScanError) -> Self {
+        EngineError::Scan(std::sync::Arc::new(err))
+    }
+}

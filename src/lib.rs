@@ -34,14 +34,17 @@
 //! and verdict evaluation), [`results`] what a verdict looks like.
 
 pub mod config;
+pub mod engine;
 pub mod error;
+pub mod metrics;
 pub mod results;
 pub mod rules;
 pub mod scanner;
 pub mod stream;
 
-pub use config::ScannerConfig;
-pub use error::{RuleError, ScanError};
+pub use config::{EngineConfig, ScannerConfig};
+pub use engine::{BlockingHandle, Engine, EngineHandle, MatchEvent, ShutdownReport, Subscription};
+pub use error::{EngineError, RuleError, ScanError};
 pub use results::{MatchInfo, PatternMatches, RuleMatch, StreamResults};
 pub use rules::{RuleIssue, RuleSet};
 pub use scanner::{MultiStreamScanner, ScannerStats};

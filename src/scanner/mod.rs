@@ -53,6 +53,10 @@ pub struct ScannerStats {
     pub batches: u64,
     /// Bytes searched, tails included.
     pub searched_bytes: u64,
+    /// Streams opened (explicitly or by their first chunk or line).
+    pub streams_opened: u64,
+    /// Verdicts asked for (`get_matches`, closes).
+    pub verdicts: u64,
     /// Verdicts computed by replaying spans (the others reused the verdict
     /// of the empty stream).
     pub evaluations: u64,
@@ -68,8 +72,6 @@ pub struct MultiStreamScanner<'r> {
     streams: HashMap<Uuid, StreamContext, RandomState>,
     /// The bytes waiting to be searched.
     batch: Batch,
-    /// Epoch of the last context created.
-    next_epoch: u64,
     /// Whether streams' first bytes may share the packed block: true when
     /// no pattern is context-sensitive or anchored, so that no match depends
     /// on the stream starting where its block starts.
@@ -78,6 +80,10 @@ pub struct MultiStreamScanner<'r> {
     batch_streams: Vec<Uuid>,
     batch_bytes: usize,
     batch_started: Option<Instant>,
+    epochs: Epochs,
+    /// Streams that found matches since [`Self::take_streams_with_new_matches`]
+    /// was last called.
+    with_new_matches: HashSet<Uuid, RandomState>,
     stats: ScannerStats,
 }
 
@@ -97,11 +103,12 @@ impl<'r> MultiStreamScanner<'r> {
             config,
             streams: HashMap::default(),
             batch: Batch::default(),
-            next_epoch: 0,
             pack_starts: rules.edge_guard().is_empty() && analysis.head_len == 0,
             batch_streams: Vec::new(),
             batch_bytes: 0,
             batch_started: None,
+            epochs: Epochs::default(),
+            with_new_matches: HashSet::default(),
             stats: ScannerStats::default(),
         }
     }
@@ -142,7 +149,7 @@ impl<'r> MultiStreamScanner<'r> {
         if self.batch_bytes + data.len() > self.config.max_batch_bytes || self.batch_overdue() {
             self.flush()?;
         }
-        let ctx = open_context(&mut self.streams, &mut self.next_epoch, stream, mode);
+        let ctx = open_context(&mut self.streams, &mut self.epochs, stream, mode);
         if data.is_empty() && mode == StreamMode::Chunks {
             return Ok(());
         }
@@ -182,7 +189,7 @@ impl<'r> MultiStreamScanner<'r> {
     /// line). Opening an open stream of the same mode changes nothing.
     pub fn open_stream(&mut self, stream: Uuid, mode: StreamMode) -> Result<(), ScanError> {
         self.check_mode(stream, mode)?;
-        open_context(&mut self.streams, &mut self.next_epoch, stream, mode);
+        open_context(&mut self.streams, &mut self.epochs, stream, mode);
         Ok(())
     }
 
@@ -276,13 +283,16 @@ impl<'r> MultiStreamScanner<'r> {
                 let start = segment.start + range.start as u64;
                 match segment.accept(start, &self.window, at_stream_end) {
                     Acceptance::Settled => {
+                        self.with_new_matches.insert(segment.stream);
                         ctx.stats.matches += 1;
                         ctx.settled
                             .insert(batch.span_of(segment, range, false, guard));
                     }
-                    Acceptance::Provisional => ctx
-                        .provisional
-                        .insert(batch.span_of(segment, range, true, guard)),
+                    Acceptance::Provisional => {
+                        self.with_new_matches.insert(segment.stream);
+                        ctx.provisional
+                            .insert(batch.span_of(segment, range, true, guard));
+                    }
                     Acceptance::Ignored => {}
                 }
             }
@@ -309,6 +319,7 @@ impl<'r> MultiStreamScanner<'r> {
             self.flush_for(&HashSet::from([*stream]))?;
         }
         let ctx = &self.streams[stream];
+        self.stats.verdicts += 1;
         let verdict = self.evaluator.verdict(ctx, self.window.head_len)?;
         self.stats.evaluations = self.evaluator.evaluations;
         Ok(Some(StreamResults {
@@ -330,6 +341,17 @@ impl<'r> MultiStreamScanner<'r> {
     /// Closes several streams with one batch flush. Streams that are not
     /// open are skipped. On error no stream is closed.
     pub fn close_streams(&mut self, streams: &[Uuid]) -> Result<Vec<StreamResults>, ScanError> {
+        let all = self.verdicts(streams)?;
+        for results in &all {
+            self.streams.remove(&results.stream);
+        }
+        Ok(all)
+    }
+
+    /// The verdicts of several streams, with one batch flush for all of
+    /// them (see [`Self::get_matches`]). Streams that are not open are
+    /// skipped.
+    pub fn verdicts(&mut self, streams: &[Uuid]) -> Result<Vec<StreamResults>, ScanError> {
         let wanted: HashSet<Uuid> = streams
             .iter()
             .filter(|s| self.needs_search(s))
@@ -338,15 +360,20 @@ impl<'r> MultiStreamScanner<'r> {
         if !wanted.is_empty() {
             self.flush_for(&wanted)?;
         }
-        // Every verdict first, so that an error closes nothing.
         let mut all = Vec::with_capacity(streams.len());
         for stream in streams {
             all.extend(self.get_matches(stream)?);
         }
-        for results in &all {
-            self.streams.remove(&results.stream);
-        }
         Ok(all)
+    }
+
+    /// The streams that found pattern matches (final or provisional) since
+    /// the last call, for callers that report rule matches as they happen:
+    /// a rule that needs a pattern can only start to match on these. (A
+    /// verdict can also change with no new match, for example `not $a` or
+    /// `#a == 1`; only the verdict at close tells that.)
+    pub fn take_streams_with_new_matches(&mut self) -> Vec<Uuid> {
+        self.with_new_matches.drain().collect()
     }
 
     /// Puts a stream back at offset 0 with no matches, keeping its id, mode
@@ -357,7 +384,7 @@ impl<'r> MultiStreamScanner<'r> {
             .get_mut(stream)
             .ok_or(ScanError::UnknownStream(*stream))?;
         // Its bytes still in the batch belong to the old epoch and are ignored.
-        let mut fresh = new_context(*stream, ctx.mode, &mut self.next_epoch);
+        let mut fresh = new_context(*stream, ctx.mode, &mut self.epochs);
         fresh.stats.opened_at_ms = ctx.stats.opened_at_ms;
         *ctx = fresh;
         Ok(())
@@ -382,26 +409,37 @@ impl<'r> MultiStreamScanner<'r> {
     pub fn stats(&self) -> ScannerStats {
         ScannerStats {
             open_streams: self.streams.len(),
+            streams_opened: self.epochs.opened,
             ..self.stats.clone()
         }
     }
 }
 
-/// The context of a stream, opened (with the next epoch) if needed. A free
-/// function so that callers may go on using the scanner's other fields.
+/// The context of a stream, opened (and counted) if needed. A free function
+/// so that callers may go on using the scanner's other fields.
 fn open_context<'a>(
     streams: &'a mut HashMap<Uuid, StreamContext, RandomState>,
-    next_epoch: &mut u64,
+    epochs: &mut Epochs,
     stream: Uuid,
     mode: StreamMode,
 ) -> &'a mut StreamContext {
-    streams
-        .entry(stream)
-        .or_insert_with(|| new_context(stream, mode, next_epoch))
+    streams.entry(stream).or_insert_with(|| {
+        epochs.opened += 1;
+        new_context(stream, mode, epochs)
+    })
 }
 
 /// A new context with the next epoch.
-fn new_context(stream: Uuid, mode: StreamMode, next_epoch: &mut u64) -> StreamContext {
-    *next_epoch += 1;
-    StreamContext::new(stream, mode, *next_epoch)
+fn new_context(stream: Uuid, mode: StreamMode, epochs: &mut Epochs) -> StreamContext {
+    epochs.last += 1;
+    StreamContext::new(stream, mode, epochs.last)
+}
+
+/// Tells incarnations of streams apart.
+#[derive(Default)]
+struct Epochs {
+    /// Epoch of the last context created (opens and resets).
+    last: u64,
+    /// Streams opened.
+    opened: u64,
 }

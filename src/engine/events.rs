@@ -1,0 +1,201 @@
+//! Match events: rule matches pushed to subscribers as shards find them.
+//!
+//! A shard knows a stream's pattern matches when it searches a batch; it
+//! knows which *rules* match when it evaluates the stream's conditions. So,
+//! while anyone is subscribed, a shard evaluates right after each batch the
+//! streams that found pattern matches in it (all of them with one more
+//! search of their tails, so one condition harvest per batch), and reports
+//! every rule it sees matching a stream for the first time. Verdicts asked
+//! for by callers and the verdicts at close report too, so a rule that
+//! matches only at the end of a stream (or only because of `not $a`) is
+//! reported at the latest at close, with `at_close` set.
+//!
+//! Each subscription is a bounded channel (`async-channel`: one receiver
+//! usable from async code and from plain threads). A shard never waits for
+//! a subscriber: an event that finds a subscription full is dropped and
+//! counted on that subscription and in `yaraflow_events_dropped_total`.
+//! Size the capacity for the bursts you expect.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::results::RuleMatch;
+
+/// A rule seen matching a stream for the first time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatchEvent {
+    /// The stream.
+    pub stream: Uuid,
+    /// The shard that holds it.
+    pub shard: usize,
+    /// The rule's namespace.
+    pub namespace: String,
+    /// The rule's identifier.
+    pub rule: String,
+    /// Offset of the rule's first pattern match, if its patterns matched.
+    pub offset: Option<u64>,
+    /// Bytes of the stream searched when the match was seen.
+    pub stream_bytes: u64,
+    /// Whether the match was seen by the verdict at close.
+    pub at_close: bool,
+}
+
+impl MatchEvent {
+    fn new(stream: Uuid, shard: usize, rule: &RuleMatch, bytes: u64, at_close: bool) -> Self {
+        MatchEvent {
+            stream,
+            shard,
+            namespace: rule.namespace.clone(),
+            rule: rule.identifier.clone(),
+            offset: rule
+                .patterns
+                .iter()
+                .filter_map(|p| p.matches.first().map(|m| m.offset))
+                .min(),
+            stream_bytes: bytes,
+            at_close,
+        }
+    }
+}
+
+struct Subscriber {
+    sender: async_channel::Sender<MatchEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The subscribers of one engine, shared by its shards.
+#[derive(Default)]
+pub(crate) struct EventHub {
+    subscribers: Mutex<Vec<Subscriber>>,
+    count: AtomicUsize,
+}
+
+impl EventHub {
+    /// A new subscription with room for `capacity` events.
+    pub fn subscribe(&self, capacity: usize) -> Subscription {
+        let (sender, receiver) = async_channel::bounded(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut subscribers = self.lock();
+        subscribers.push(Subscriber {
+            sender,
+            dropped: dropped.clone(),
+        });
+        self.count.store(subscribers.len(), Ordering::Release);
+        Subscription { receiver, dropped }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Subscriber>> {
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether anyone listens (shards skip the work of events otherwise).
+    pub fn has_subscribers(&self) -> bool {
+        self.count.load(Ordering::Acquire) > 0
+    }
+
+    /// Sends an event to every subscriber, never waiting.
+    fn publish(&self, event: MatchEvent) {
+        let mut subscribers = self.lock();
+        subscribers.retain(|s| match s.sender.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(async_channel::TrySendError::Full(_)) => {
+                s.dropped.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::events_dropped(1);
+                true
+            }
+            Err(async_channel::TrySendError::Closed(_)) => false,
+        });
+        self.count.store(subscribers.len(), Ordering::Release);
+    }
+
+    /// Closes every subscription (at shutdown): receivers see the end once
+    /// they have drained what was sent.
+    pub fn close(&self) {
+        let mut subscribers = self.lock();
+        subscribers.iter().for_each(|s| {
+            s.sender.close();
+        });
+        subscribers.clear();
+        self.count.store(0, Ordering::Release);
+    }
+}
+
+/// The rules already reported per stream, kept by each shard.
+#[derive(Default)]
+pub(crate) struct Reported {
+    rules: std::collections::HashMap<Uuid, Vec<(String, String)>, foldhash::fast::RandomState>,
+}
+
+impl Reported {
+    /// Reports the rules of a verdict not reported before for this stream,
+    /// and returns how many were new.
+    pub fn report(
+        &mut self,
+        hub: &EventHub,
+        shard: usize,
+        results: &crate::StreamResults,
+        at_close: bool,
+    ) -> u64 {
+        if results.rules.is_empty() {
+            return 0;
+        }
+        let known = self.rules.entry(results.stream).or_default();
+        let mut new = 0;
+        for rule in &results.rules {
+            let key = (rule.namespace.clone(), rule.identifier.clone());
+            if known.contains(&key) {
+                continue;
+            }
+            known.push(key);
+            new += 1;
+            if hub.has_subscribers() {
+                let event = MatchEvent::new(results.stream, shard, rule, results.stats.bytes, at_close);
+                hub.publish(event);
+            }
+        }
+        new
+    }
+
+    /// Forgets a stream (closed, reset or lost).
+    pub fn forget(&mut self, stream: &Uuid) {
+        self.rules.remove(stream);
+    }
+
+    /// Forgets every stream.
+    pub fn clear(&mut self) {
+        self.rules.clear();
+    }
+}
+
+/// A subscription to match events. Dropping it unsubscribes.
+pub struct Subscription {
+    receiver: async_channel::Receiver<MatchEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Subscription {
+    /// The next event; `None` once the engine has shut down and every event
+    /// was received.
+    pub async fn recv(&self) -> Option<MatchEvent> {
+        self.receiver.recv().await.ok()
+    }
+
+    /// The next event, blocking the thread; `None` as for [`Self::recv`].
+    /// Do not call it from async code.
+    pub fn recv_blocking(&self) -> Option<MatchEvent> {
+        self.receiver.recv_blocking().ok()
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&self) -> Option<MatchEvent> {
+        self.receiver.try_recv().ok()
+    }
+
+    /// Events dropped because this subscription was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,129 @@
+//! Rule generations: the scanners of one shard, one per rule set in use.
+//!
+//! A [`MultiStreamScanner`] borrows its [`RuleSet`]; a shard must own both
+//! and keep them together for as long as streams use them, across rule
+//! reloads. [`OwnedScanner`] ties a scanner to an `Arc<RuleSet>` with
+//! `self_cell` (no `unsafe` here). [`Generations`] holds the current one,
+//! which new streams open on, and older ones that still have open streams:
+//! a stream opened before a reload finishes on the rules it started with.
+//! An old generation is dropped when its last stream closes.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::config::ScannerConfig;
+use crate::rules::RuleSet;
+use crate::scanner::{MultiStreamScanner, ScannerStats};
+
+type BorrowedScanner<'r> = MultiStreamScanner<'r>;
+
+self_cell::self_cell!(
+    /// A multi-stream scanner together with the rules it borrows.
+    pub(crate) struct OwnedScanner {
+        owner: Arc<RuleSet>,
+        #[not_covariant]
+        dependent: BorrowedScanner,
+    }
+);
+
+/// One rule set and its scanner, with what the shard tracks about it.
+pub(crate) struct Generation {
+    scanner: OwnedScanner,
+    /// Submission times of the chunks waiting in the scanner's batch.
+    pub pending: Vec<std::time::Instant>,
+    /// The scanner's counters when last looked at (for metric deltas).
+    pub seen: ScannerStats,
+}
+
+impl Generation {
+    fn new(rules: Arc<RuleSet>, config: &ScannerConfig) -> Generation {
+        let config = config.clone();
+        Generation {
+            scanner: OwnedScanner::new(rules, |rules| MultiStreamScanner::new(rules, config)),
+            pending: Vec::new(),
+            seen: ScannerStats::default(),
+        }
+    }
+
+    /// Runs `f` on the scanner.
+    pub fn with<R>(&mut self, f: impl FnOnce(&mut MultiStreamScanner<'_>) -> R) -> R {
+        self.scanner.with_dependent_mut(|_, scanner| f(scanner))
+    }
+
+    /// Whether the stream is open in this generation.
+    pub fn holds(&self, stream: &Uuid) -> bool {
+        self.scanner
+            .with_dependent(|_, scanner| scanner.stream_context(stream).is_some())
+    }
+
+    /// The scanner's counters.
+    pub fn stats(&self) -> ScannerStats {
+        self.scanner.with_dependent(|_, scanner| scanner.stats())
+    }
+}
+
+/// The generations of one shard, oldest first; the last is current.
+pub(crate) struct Generations {
+    list: Vec<Generation>,
+    config: ScannerConfig,
+}
+
+impl Generations {
+    /// One generation on `rules`.
+    pub fn new(rules: Arc<RuleSet>, config: ScannerConfig) -> Generations {
+        Generations {
+            list: vec![Generation::new(rules, &config)],
+            config,
+        }
+    }
+
+    /// Makes `rules` current for new streams.
+    pub fn reload(&mut self, rules: Arc<RuleSet>) {
+        self.list.push(Generation::new(rules, &self.config));
+        self.prune();
+    }
+
+    /// The generation that holds `stream`, or the current one.
+    pub fn for_stream(&mut self, stream: &Uuid) -> &mut Generation {
+        let last = self.list.len() - 1;
+        let index = self.list[..last]
+            .iter()
+            .position(|g| g.holds(stream))
+            .unwrap_or(last);
+        &mut self.list[index]
+    }
+
+    /// The generation that holds `stream`, if any.
+    pub fn holding(&mut self, stream: &Uuid) -> Option<&mut Generation> {
+        self.list.iter_mut().find(|g| g.holds(stream))
+    }
+
+    /// Every generation, oldest first.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Generation> {
+        self.list.iter_mut()
+    }
+
+    /// Every generation, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Generation> {
+        self.list.iter()
+    }
+
+    /// Drops old generations that hold no stream and have nothing buffered.
+    pub fn prune(&mut self) {
+        let last = self.list.len() - 1;
+        let mut index = 0;
+        self.list.retain(|g| {
+            index += 1;
+            index - 1 == last || g.stats().open_streams > 0
+        });
+    }
+
+    /// Ids of every open stream.
+    pub fn active_streams(&mut self) -> Vec<Uuid> {
+        self.list
+            .iter_mut()
+            .flat_map(|g| g.with(|s| s.active_streams()))
+            .collect()
+    }
+}

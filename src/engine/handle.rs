@@ -1,0 +1,429 @@
+//! Handles: how callers talk to a running engine.
+//!
+//! [`EngineHandle`] is cheap to clone and to share between tasks and
+//! threads. Its methods are `async`; [`BlockingHandle`] (from
+//! [`EngineHandle::blocking`]) has the same operations for plain threads.
+//! Both route a stream's requests to its shard by hashing the stream id, so
+//! every request of a stream reaches the same actor, in the order one
+//! producer made them.
+//!
+//! Appending data never waits for the shard to scan it: the call returns
+//! once the chunk is queued (it waits only while the shard's mailbox is
+//! full, see [`super::gate`]). Errors the shard finds later are kept for
+//! the stream's next call. Queries and closes wait for their answer.
+//!
+//! The async methods may run on any executor; the wait for a full mailbox
+//! uses Tokio's timer when `overload_after` is set, so run them inside a
+//! Tokio runtime (actix's and `#[tokio::main]` are). The blocking methods
+//! must not be called from async code.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::Addr;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::events::{EventHub, Subscription};
+use super::gate::{Admission, Refusal};
+use super::shard::{Reply, ShardActor, ShardCommand, ShardReport, ShardShared, ShardStats};
+use super::supervisor::{ShardFailure, SupervisorActor, SupervisorCommand};
+use crate::config::EngineConfig;
+use crate::error::{EngineError, ScanError};
+use crate::results::StreamResults;
+use crate::rules::RuleSet;
+use crate::stream::StreamMode;
+
+/// Counters of the whole engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EngineStats {
+    /// Each shard's counters, in shard order.
+    pub shards: Vec<ShardStats>,
+    /// The latest shard faults (at most 64).
+    pub failures: Vec<ShardFailure>,
+}
+
+impl EngineStats {
+    /// Streams open in all shards.
+    pub fn open_streams(&self) -> usize {
+        self.shards.iter().map(|s| s.scanner.open_streams).sum()
+    }
+
+    /// Bytes appended in all shards.
+    pub fn bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.bytes).sum()
+    }
+
+    /// Chunks and lines appended in all shards.
+    pub fn chunks(&self) -> u64 {
+        self.shards.iter().map(|s| s.chunks).sum()
+    }
+}
+
+/// What the engine hands back at shutdown.
+#[derive(Debug, Default)]
+pub struct ShutdownReport {
+    /// The final verdict of every stream that was open.
+    pub results: Vec<StreamResults>,
+    /// Streams without a final verdict, and why (lost in a shard fault,
+    /// refused a chunk, or their verdict failed).
+    pub failed: Vec<(Uuid, EngineError)>,
+}
+
+/// One shard as the handles see it.
+pub(crate) struct ShardLink {
+    pub addr: Addr<ShardActor>,
+    pub shared: Arc<ShardShared>,
+}
+
+/// What every handle of one engine shares.
+pub(crate) struct EngineShared {
+    pub shards: Vec<ShardLink>,
+    pub supervisor: Addr<SupervisorActor>,
+    pub events: Arc<EventHub>,
+    pub config: EngineConfig,
+    /// Fixed seeds: a stream maps to the same shard in every run.
+    pub hasher: foldhash::fast::FixedState,
+}
+
+/// An async handle on a running engine. Clone it freely.
+#[derive(Clone)]
+pub struct EngineHandle {
+    inner: Arc<EngineShared>,
+}
+
+/// A handle for plain threads: the same operations, blocking.
+#[derive(Clone)]
+pub struct BlockingHandle {
+    inner: Arc<EngineShared>,
+}
+
+impl EngineShared {
+    fn shard_of(&self, stream: &Uuid) -> usize {
+        (self.hasher.hash_one(stream) % self.shards.len() as u64) as usize
+    }
+
+    /// Checks what can be checked before queueing data for a stream.
+    fn check_append(&self, stream: Uuid, data: &Bytes) -> Result<&ShardLink, EngineError> {
+        let limit = self.config.scanner.max_chunk_bytes;
+        if data.len() > limit {
+            return Err(ScanError::ChunkTooLarge {
+                stream,
+                len: data.len(),
+                limit,
+            }
+            .into());
+        }
+        let link = &self.shards[self.shard_of(&stream)];
+        match link.shared.failure(&stream) {
+            Some(failure) => Err(failure),
+            None => Ok(link),
+        }
+    }
+
+    /// Queues data for a stream, once it has a place in the mailbox.
+    fn send_append(
+        link: &ShardLink,
+        admission: Result<Admission<'_>, Refusal>,
+        stream: Uuid,
+        data: Bytes,
+        mode: StreamMode,
+        waited_since: Instant,
+    ) -> Result<(), EngineError> {
+        let admission = admission.map_err(|refusal| match refusal {
+            Refusal::Closed => EngineError::ShuttingDown,
+            Refusal::Full => {
+                metrics::counter!(crate::metrics::OVERLOAD_REJECTIONS,
+                    "shard" => link.shared.index.to_string())
+                .increment(1);
+                EngineError::Overloaded {
+                    stream,
+                    shard: link.shared.index,
+                    waited_ms: waited_since.elapsed().as_millis() as u64,
+                }
+            }
+        })?;
+        link.addr.do_send(ShardCommand::Append {
+            stream,
+            data,
+            mode,
+            submitted: Instant::now(),
+        });
+        drop(admission);
+        Ok(())
+    }
+
+    /// Sends a request to the stream's shard; the receiver of its answer.
+    fn ask_shard<T>(
+        &self,
+        stream: &Uuid,
+        make: impl FnOnce(Reply<T>) -> ShardCommand,
+    ) -> Result<oneshot::Receiver<Result<T, EngineError>>, EngineError> {
+        let link = &self.shards[self.shard_of(stream)];
+        if link.shared.gate.is_closed() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let (reply, receiver) = oneshot::channel();
+        link.addr.do_send(make(reply));
+        Ok(receiver)
+    }
+
+    /// Sends a request to the supervisor; the receiver of its answer.
+    fn ask_supervisor<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> SupervisorCommand,
+    ) -> Result<oneshot::Receiver<T>, EngineError> {
+        if !self.supervisor.connected() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let (reply, receiver) = oneshot::channel();
+        // If the supervisor stops meanwhile, the reply channel closes and
+        // the caller gets `ShuttingDown`.
+        self.supervisor.do_send(make(reply));
+        Ok(receiver)
+    }
+
+    /// Stops taking data, so that everything admitted is queued ahead of
+    /// the shutdown request.
+    fn close_gates(&self) {
+        self.shards.iter().for_each(|link| link.shared.gate.close());
+    }
+
+    /// Merges the shards' reports.
+    fn merge(&self, reports: Vec<Result<ShardReport, EngineError>>) -> ShutdownReport {
+        let mut merged = ShutdownReport::default();
+        for (link, report) in self.shards.iter().zip(reports) {
+            match report {
+                Ok(report) => {
+                    merged.results.extend(report.results);
+                    merged.failed.extend(report.failed);
+                }
+                // The shard failed while closing: its streams are lost.
+                Err(_) => merged.failed.extend(link.shared.take_failures()),
+            }
+        }
+        merged
+    }
+}
+
+/// Waits for an answer (async).
+async fn answer<T>(
+    receiver: oneshot::Receiver<Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    receiver.await.unwrap_or(Err(EngineError::ShuttingDown))
+}
+
+/// Waits for an answer (blocking).
+fn answer_blocking<T>(
+    receiver: oneshot::Receiver<Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    receiver
+        .blocking_recv()
+        .unwrap_or(Err(EngineError::ShuttingDown))
+}
+
+impl EngineHandle {
+    pub(crate) fn new(inner: Arc<EngineShared>) -> EngineHandle {
+        EngineHandle { inner }
+    }
+
+    /// The same engine, with blocking methods.
+    pub fn blocking(&self) -> BlockingHandle {
+        BlockingHandle {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// The number of shards.
+    pub fn shards(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// The shard that holds `stream`.
+    pub fn shard_of(&self, stream: &Uuid) -> usize {
+        self.inner.shard_of(stream)
+    }
+
+    /// Appends a chunk to a stream, opening it on first use; returns once
+    /// the chunk is queued for the stream's shard.
+    pub async fn scan_chunk(&self, stream: Uuid, chunk: impl Into<Bytes>) -> Result<(), EngineError> {
+        self.append(stream, chunk.into(), StreamMode::Chunks).await
+    }
+
+    /// Appends one line to a line stream, opening it on first use.
+    pub async fn scan_line(&self, stream: Uuid, line: impl Into<Bytes>) -> Result<(), EngineError> {
+        self.append(stream, line.into(), StreamMode::Lines).await
+    }
+
+    async fn append(&self, stream: Uuid, data: Bytes, mode: StreamMode) -> Result<(), EngineError> {
+        let link = self.inner.check_append(stream, &data)?;
+        let since = Instant::now();
+        let patience = self.inner.config.overload_after;
+        let admission = link.shared.gate.admit_async(data.len(), patience).await;
+        EngineShared::send_append(link, admission, stream, data, mode, since)
+    }
+
+    /// The verdict over everything sent to a stream so far; `None` if it is
+    /// not open.
+    pub async fn get_matches(&self, stream: Uuid) -> Result<Option<StreamResults>, EngineError> {
+        let receiver = self.inner.ask_shard(&stream, |reply| ShardCommand::Verdict {
+            stream,
+            close: false,
+            reply,
+        })?;
+        answer(receiver).await
+    }
+
+    /// Closes a stream; its final verdict, or `None` if it was not open.
+    pub async fn close_stream(&self, stream: Uuid) -> Result<Option<StreamResults>, EngineError> {
+        let receiver = self.inner.ask_shard(&stream, |reply| ShardCommand::Verdict {
+            stream,
+            close: true,
+            reply,
+        })?;
+        answer(receiver).await
+    }
+
+    /// Puts a stream back at offset 0 with no matches. On a lost or failed
+    /// stream it acknowledges the error: the stream opens anew on its next
+    /// chunk.
+    pub async fn reset_stream(&self, stream: Uuid) -> Result<(), EngineError> {
+        let receiver = self
+            .inner
+            .ask_shard(&stream, |reply| ShardCommand::Reset { stream, reply })?;
+        answer(receiver).await
+    }
+
+    /// Ids of the open streams of every shard.
+    pub async fn active_streams(&self) -> Result<Vec<Uuid>, EngineError> {
+        answer(self.inner.ask_supervisor(SupervisorCommand::Active)?).await
+    }
+
+    /// Counters of every shard.
+    pub async fn stats(&self) -> Result<EngineStats, EngineError> {
+        let (shards, failures) = answer(self.inner.ask_supervisor(SupervisorCommand::Stats)?).await?;
+        Ok(EngineStats { shards, failures })
+    }
+
+    /// Makes `rules` the rules of the streams opened from now on; the open
+    /// streams finish on the rules they started with.
+    pub async fn reload_rules(&self, rules: RuleSet) -> Result<(), EngineError> {
+        let rules = Arc::new(rules);
+        answer(self.inner.ask_supervisor(|reply| SupervisorCommand::Reload(rules, reply))?).await
+    }
+
+    /// A new subscription to match events.
+    pub fn subscribe(&self) -> Subscription {
+        self.inner.events.subscribe(self.inner.config.event_capacity)
+    }
+
+    /// Stops taking data, lets every shard finish what is queued, closes
+    /// every stream and returns the final verdicts. The engine stops.
+    pub async fn shutdown(&self) -> Result<ShutdownReport, EngineError> {
+        self.inner.close_gates();
+        let reports = self.inner.ask_supervisor(SupervisorCommand::Shutdown)?;
+        let reports = reports.await.map_err(|_| EngineError::ShuttingDown)?;
+        self.inner.events.close();
+        Ok(self.inner.merge(reports))
+    }
+}
+
+impl BlockingHandle {
+    /// The same engine, with async methods.
+    pub fn to_async(&self) -> EngineHandle {
+        EngineHandle::new(self.inner.clone())
+    }
+
+    /// The shard that holds `stream`.
+    pub fn shard_of(&self, stream: &Uuid) -> usize {
+        self.inner.shard_of(stream)
+    }
+
+    /// See [`EngineHandle::scan_chunk`]; blocks while the mailbox is full.
+    pub fn scan_chunk(&self, stream: Uuid, chunk: impl Into<Bytes>) -> Result<(), EngineError> {
+        self.append(stream, chunk.into(), StreamMode::Chunks)
+    }
+
+    /// See [`EngineHandle::scan_line`].
+    pub fn scan_line(&self, stream: Uuid, line: impl Into<Bytes>) -> Result<(), EngineError> {
+        self.append(stream, line.into(), StreamMode::Lines)
+    }
+
+    fn append(&self, stream: Uuid, data: Bytes, mode: StreamMode) -> Result<(), EngineError> {
+        let link = self.inner.check_append(stream, &data)?;
+        let since = Instant::now();
+        let patience = self.inner.config.overload_after;
+        let admission = link.shared.gate.admit_blocking(data.len(), patience);
+        EngineShared::send_append(link, admission, stream, data, mode, since)
+    }
+
+    /// See [`EngineHandle::get_matches`].
+    pub fn get_matches(&self, stream: Uuid) -> Result<Option<StreamResults>, EngineError> {
+        answer_blocking(self.inner.ask_shard(&stream, |reply| ShardCommand::Verdict {
+            stream,
+            close: false,
+            reply,
+        })?)
+    }
+
+    /// See [`EngineHandle::close_stream`].
+    pub fn close_stream(&self, stream: Uuid) -> Result<Option<StreamResults>, EngineError> {
+        answer_blocking(self.inner.ask_shard(&stream, |reply| ShardCommand::Verdict {
+            stream,
+            close: true,
+            reply,
+        })?)
+    }
+
+    /// See [`EngineHandle::reset_stream`].
+    pub fn reset_stream(&self, stream: Uuid) -> Result<(), EngineError> {
+        answer_blocking(
+            self.inner
+                .ask_shard(&stream, |reply| ShardCommand::Reset { stream, reply })?,
+        )
+    }
+
+    /// See [`EngineHandle::active_streams`].
+    pub fn active_streams(&self) -> Result<Vec<Uuid>, EngineError> {
+        answer_blocking(self.inner.ask_supervisor(SupervisorCommand::Active)?)
+    }
+
+    /// See [`EngineHandle::stats`].
+    pub fn stats(&self) -> Result<EngineStats, EngineError> {
+        let (shards, failures) =
+            answer_blocking(self.inner.ask_supervisor(SupervisorCommand::Stats)?)?;
+        Ok(EngineStats { shards, failures })
+    }
+
+    /// See [`EngineHandle::reload_rules`].
+    pub fn reload_rules(&self, rules: RuleSet) -> Result<(), EngineError> {
+        let rules = Arc::new(rules);
+        answer_blocking(
+            self.inner
+                .ask_supervisor(|reply| SupervisorCommand::Reload(rules, reply))?,
+        )
+    }
+
+    /// See [`EngineHandle::subscribe`].
+    pub fn subscribe(&self) -> Subscription {
+        self.inner.events.subscribe(self.inner.config.event_capacity)
+    }
+
+    /// See [`EngineHandle::shutdown`].
+    pub fn shutdown(&self) -> Result<ShutdownReport, EngineError> {
+        self.inner.close_gates();
+        let reports = self.inner.ask_supervisor(SupervisorCommand::Shutdown)?;
+        let reports = reports
+            .blocking_recv()
+            .map_err(|_| EngineError::ShuttingDown)?;
+        self.inner.events.close();
+        Ok(self.inner.merge(reports))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inject_panic(&self, shard: usize) {
+        self.inner.shards[shard].addr.do_send(ShardCommand::Panic);
+    }
+}

@@ -1,0 +1,610 @@
+//! The shard: one scanner actor, on its own thread, owning a share of the
+//! streams.
+//!
+//! A [`ShardActor`] owns its scanners (one per rule generation, see
+//! [`super::generation`]); YARA-X scanners are not `Send`, so they are
+//! built on the shard's thread and never leave it. Every request reaches
+//! the shard as one [`ShardCommand`] through its actix mailbox, in the
+//! order its producer sent it. Chunks carry no reply; queries and closes
+//! carry a oneshot channel.
+//!
+//! Faults: every command runs under `catch_unwind`. A panic (from YARA-X or
+//! from yaraflow) leaves the scanners in an unknown state, so the shard
+//! marks every stream it held as lost (their next caller gets
+//! `StreamLost`), tells the supervisor, and stops; actix's `Supervisor`
+//! restarts it at once with empty scanners on the same rules and the same
+//! mailbox, so the chunks queued behind the fault are not lost (those of
+//! lost streams are refused, new streams open normally). Other shards never
+//! notice.
+//!
+//! Errors that concern one chunk after its sender has returned (a mode
+//! mismatch, the per-shard stream limit, a failed search) are recorded
+//! against the stream in [`ShardShared`], so that its next caller learns
+//! of them instead of getting a verdict over a stream with a hole.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::events::{EventHub, Reported};
+use super::gate::MailboxGate;
+use super::generation::{Generation, Generations};
+use super::supervisor::{ShardFailed, SupervisorActor};
+use crate::config::EngineConfig;
+use crate::error::{EngineError, ScanError};
+use crate::metrics::ShardMetrics;
+use crate::results::StreamResults;
+use crate::rules::RuleSet;
+use crate::scanner::ScannerStats;
+use crate::stream::StreamMode;
+
+/// A reply channel.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+/// What a shard can be asked to do.
+pub(crate) enum ShardCommand {
+    /// Append data to a stream (no reply; errors are kept for its next
+    /// caller).
+    Append {
+        stream: Uuid,
+        data: Bytes,
+        mode: StreamMode,
+        submitted: Instant,
+    },
+    /// The verdict of a stream so far, closing it if `close`.
+    Verdict {
+        stream: Uuid,
+        close: bool,
+        reply: Reply<Option<StreamResults>>,
+    },
+    /// Put a stream back at offset 0.
+    Reset { stream: Uuid, reply: Reply<()> },
+    /// Ids of the shard's open streams.
+    Active { reply: Reply<Vec<Uuid>> },
+    /// The shard's counters.
+    Stats { reply: Reply<ShardStats> },
+    /// New streams use these rules from now on.
+    Reload {
+        rules: Arc<RuleSet>,
+        reply: Reply<()>,
+    },
+    /// Close every stream and hand back the final verdicts.
+    Shutdown { reply: Reply<ShardReport> },
+    /// Panic (fault-injection for tests).
+    #[cfg(test)]
+    Panic,
+}
+
+impl Message for ShardCommand {
+    type Result = ();
+}
+
+/// Counters of one shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ShardStats {
+    /// The shard's index.
+    pub shard: usize,
+    /// The scanners' counters, summed over rule generations.
+    #[serde(flatten)]
+    pub scanner: ScannerStats,
+    /// Bytes appended to streams.
+    pub bytes: u64,
+    /// Chunks and lines appended.
+    pub chunks: u64,
+    /// Chunks and lines queued now.
+    pub mailbox_depth: usize,
+    /// Restarts after a fault.
+    pub restarts: u64,
+    /// Streams waiting for their caller to learn they were lost or failed.
+    pub failed_streams: usize,
+    /// Rule sets in use (more than one after a reload, until the streams
+    /// of the older rules close).
+    pub generations: usize,
+}
+
+/// What a shard hands back at shutdown.
+#[derive(Debug, Default)]
+pub struct ShardReport {
+    /// Final verdicts of the streams that were open.
+    pub results: Vec<StreamResults>,
+    /// Streams that could not be closed cleanly, with why.
+    pub failed: Vec<(Uuid, EngineError)>,
+}
+
+/// What a shard shares with the handles: its queue bound and the errors
+/// waiting for their streams' callers.
+pub(crate) struct ShardShared {
+    pub index: usize,
+    pub gate: MailboxGate,
+    failures: Mutex<HashMap<Uuid, EngineError>>,
+    failure_count: AtomicUsize,
+}
+
+impl ShardShared {
+    pub fn new(index: usize, config: &EngineConfig) -> ShardShared {
+        ShardShared {
+            index,
+            gate: MailboxGate::new(config.mailbox_messages, config.mailbox_bytes),
+            failures: Mutex::new(HashMap::new()),
+            failure_count: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, EngineError>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The error waiting for the stream's caller, if any.
+    pub fn failure(&self, stream: &Uuid) -> Option<EngineError> {
+        if self.failure_count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.lock().get(stream).cloned()
+    }
+
+    fn record_failure(&self, stream: Uuid, error: EngineError) {
+        let mut failures = self.lock();
+        failures.entry(stream).or_insert(error);
+        self.failure_count.store(failures.len(), Ordering::Release);
+    }
+
+    /// Forgets the stream's error; whether there was one.
+    fn clear_failure(&self, stream: &Uuid) -> bool {
+        if self.failure_count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let mut failures = self.lock();
+        let had = failures.remove(stream).is_some();
+        self.failure_count.store(failures.len(), Ordering::Release);
+        had
+    }
+
+    pub(crate) fn take_failures(&self) -> Vec<(Uuid, EngineError)> {
+        let mut failures = self.lock();
+        self.failure_count.store(0, Ordering::Release);
+        failures.drain().collect()
+    }
+}
+
+/// One scanner actor.
+pub(crate) struct ShardActor {
+    shared: Arc<ShardShared>,
+    config: EngineConfig,
+    /// `None` between a fault and the restart.
+    generations: Option<Generations>,
+    /// The rules a restart builds on.
+    rules: Arc<RuleSet>,
+    events: Arc<EventHub>,
+    reported: Reported,
+    supervisor: Addr<SupervisorActor>,
+    metrics: ShardMetrics,
+    bytes: u64,
+    chunks: u64,
+    restarts: u64,
+}
+
+impl ShardActor {
+    pub fn new(
+        shared: Arc<ShardShared>,
+        config: EngineConfig,
+        rules: Arc<RuleSet>,
+        events: Arc<EventHub>,
+        supervisor: Addr<SupervisorActor>,
+    ) -> ShardActor {
+        let metrics = ShardMetrics::new(shared.index);
+        ShardActor {
+            generations: Some(Generations::new(rules.clone(), config.scanner.clone())),
+            shared,
+            config,
+            rules,
+            events,
+            reported: Reported::default(),
+            supervisor,
+            metrics,
+            bytes: 0,
+            chunks: 0,
+            restarts: 0,
+        }
+    }
+
+    fn generations(&mut self) -> &mut Generations {
+        let (rules, config) = (&self.rules, &self.config);
+        self.generations
+            .get_or_insert_with(|| Generations::new(rules.clone(), config.scanner.clone()))
+    }
+
+    /// Runs `work` under `catch_unwind`; a panic fails the shard.
+    fn guarded<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        work: impl FnOnce(&mut Self) -> R,
+    ) -> Option<R> {
+        match catch_unwind(AssertUnwindSafe(|| work(self))) {
+            Ok(result) => Some(result),
+            Err(payload) => {
+                self.fail(ctx, panic_message(payload.as_ref()));
+                None
+            }
+        }
+    }
+
+    /// After a panic: every stream of the shard is lost; stop, so that the
+    /// supervisor restarts the shard.
+    fn fail(&mut self, ctx: &mut Context<Self>, reason: String) {
+        let held = self.generations.take().map(|mut generations| {
+            catch_unwind(AssertUnwindSafe(move || generations.active_streams()))
+                .unwrap_or_default()
+        });
+        let lost = held.unwrap_or_default();
+        for stream in &lost {
+            let error = EngineError::StreamLost {
+                stream: *stream,
+                shard: self.shared.index,
+                reason: reason.clone(),
+            };
+            self.shared.record_failure(*stream, error);
+        }
+        self.reported.clear();
+        self.metrics.lost.increment(lost.len() as u64);
+        self.metrics.open.set(0.0);
+        self.metrics.error("panic");
+        self.supervisor.do_send(ShardFailed {
+            shard: self.shared.index,
+            lost: lost.len(),
+            reason,
+        });
+        ctx.stop();
+    }
+
+    fn append(&mut self, stream: Uuid, data: &[u8], mode: StreamMode, submitted: Instant) {
+        if self.shared.failure(&stream).is_some() {
+            self.metrics.error("stream_failed");
+            return;
+        }
+        let metrics = self.metrics.clone();
+        let generation = self.generations().for_stream(&stream);
+        let result = generation.with(|scanner| match mode {
+            StreamMode::Chunks => scanner.scan_chunk(stream, data),
+            StreamMode::Lines => scanner.scan_line(stream, data),
+        });
+        sync_metrics(generation, &metrics);
+        match result {
+            Ok(()) => {
+                generation.pending.push(submitted);
+                self.bytes += data.len() as u64;
+                self.chunks += 1;
+                self.metrics.bytes.increment(data.len() as u64);
+                match mode {
+                    StreamMode::Chunks => self.metrics.chunks.increment(1),
+                    StreamMode::Lines => self.metrics.lines.increment(1),
+                }
+            }
+            Err(error) => {
+                self.metrics.error(error_kind(&error));
+                let failure = EngineError::StreamFailed {
+                    stream,
+                    reason: error.to_string(),
+                };
+                self.shared.record_failure(stream, failure);
+            }
+        }
+    }
+
+    fn verdict(&mut self, stream: Uuid, close: bool) -> Result<Option<StreamResults>, EngineError> {
+        if let Some(failure) = self.shared.failure(&stream) {
+            if close {
+                self.shared.clear_failure(&stream);
+                self.forget(&stream);
+            }
+            return Err(failure);
+        }
+        let metrics = self.metrics.clone();
+        let Some(generation) = self.generations().holding(&stream) else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let result = generation.with(|scanner| match close {
+            true => scanner.close_stream(&stream),
+            false => scanner.get_matches(&stream),
+        });
+        ShardMetrics::seconds(&metrics.evaluation, started.elapsed());
+        sync_metrics(generation, &metrics);
+        let results = result.inspect_err(|e| metrics.error(error_kind(e)))?;
+        if let Some(results) = &results {
+            let new = self
+                .reported
+                .report(&self.events, self.shared.index, results, close);
+            self.metrics.rule_matches.increment(new);
+        }
+        if close {
+            self.metrics.closed.increment(1);
+            self.forget(&stream);
+            self.generations().prune();
+        }
+        Ok(results)
+    }
+
+    fn forget(&mut self, stream: &Uuid) {
+        self.reported.forget(stream);
+    }
+
+    fn reset(&mut self, stream: Uuid) -> Result<(), EngineError> {
+        let acknowledged = self.shared.clear_failure(&stream);
+        self.forget(&stream);
+        let Some(generation) = self.generations().holding(&stream) else {
+            // A lost stream is gone already: it opens anew on its next chunk.
+            return match acknowledged {
+                true => Ok(()),
+                false => Err(ScanError::UnknownStream(stream).into()),
+            };
+        };
+        generation.with(|scanner| scanner.reset_stream(&stream))?;
+        self.metrics.reset.increment(1);
+        Ok(())
+    }
+
+    fn stats(&mut self) -> ShardStats {
+        let mut stats = ShardStats {
+            shard: self.shared.index,
+            bytes: self.bytes,
+            chunks: self.chunks,
+            mailbox_depth: self.shared.gate.depth(),
+            restarts: self.restarts,
+            failed_streams: self.shared.failure_count.load(Ordering::Acquire),
+            ..ShardStats::default()
+        };
+        for generation in self.generations().iter() {
+            let s = generation.stats();
+            let sum = &mut stats.scanner;
+            sum.open_streams += s.open_streams;
+            sum.batches += s.batches;
+            sum.searched_bytes += s.searched_bytes;
+            sum.streams_opened += s.streams_opened;
+            sum.verdicts += s.verdicts;
+            sum.evaluations += s.evaluations;
+            stats.generations += 1;
+        }
+        stats
+    }
+
+    fn reload(&mut self, rules: Arc<RuleSet>) {
+        self.rules = rules.clone();
+        self.generations().reload(rules);
+    }
+
+    /// Closes every stream; the final verdicts and the streams that failed.
+    fn shutdown(&mut self) -> ShardReport {
+        let mut report = ShardReport {
+            failed: self.shared.take_failures(),
+            ..ShardReport::default()
+        };
+        let metrics = self.metrics.clone();
+        let generations = self.generations();
+        for generation in generations.iter_mut() {
+            let streams = generation.with(|scanner| scanner.active_streams());
+            close_all(generation, &streams, &mut report);
+            sync_metrics(generation, &metrics);
+        }
+        for results in &report.results {
+            let new = self
+                .reported
+                .report(&self.events, self.shared.index, results, true);
+            self.metrics.rule_matches.increment(new);
+        }
+        self.metrics.closed.increment(report.results.len() as u64);
+        self.reported.clear();
+        self.generations().prune();
+        report
+    }
+
+    /// Searches due batches and refreshes the gauges.
+    fn tick(&mut self) {
+        let metrics = self.metrics.clone();
+        for generation in self.generations().iter_mut() {
+            if let Err(error) = generation.with(|scanner| scanner.flush_if_due()) {
+                // The batch is kept and searched again at the next tick.
+                metrics.error(error_kind(&error));
+            }
+            sync_metrics(generation, &metrics);
+        }
+        let open: usize = self.generations().iter().map(|g| g.stats().open_streams).sum();
+        self.metrics.open.set(open as f64);
+        self.metrics.mailbox_depth.set(self.shared.gate.depth() as f64);
+    }
+
+    /// While anyone subscribes to events: evaluates the streams that found
+    /// matches, and reports the rules they match.
+    fn report_new_matches(&mut self) {
+        let subscribed = self.events.has_subscribers();
+        let metrics = self.metrics.clone();
+        let (shard, events) = (self.shared.index, self.events.clone());
+        let Some(generations) = self.generations.as_mut() else {
+            return;
+        };
+        for generation in generations.iter_mut() {
+            let streams = generation.with(|scanner| scanner.take_streams_with_new_matches());
+            if streams.is_empty() || !subscribed {
+                continue;
+            }
+            let started = Instant::now();
+            let verdicts = generation.with(|scanner| {
+                let verdicts = scanner.verdicts(&streams);
+                // The probe's own search found these matches again.
+                scanner.take_streams_with_new_matches();
+                verdicts
+            });
+            ShardMetrics::seconds(&metrics.evaluation, started.elapsed());
+            sync_metrics(generation, &metrics);
+            match verdicts {
+                Ok(verdicts) => {
+                    for results in &verdicts {
+                        let new = self.reported.report(&events, shard, results, false);
+                        metrics.rule_matches.increment(new);
+                    }
+                }
+                Err(error) => metrics.error(error_kind(&error)),
+            }
+        }
+    }
+
+    fn run(&mut self, command: ShardCommand, ctx: &mut Context<Self>) {
+        match command {
+            ShardCommand::Append {
+                stream,
+                data,
+                mode,
+                submitted,
+            } => {
+                self.shared.gate.release(data.len());
+                self.guarded(ctx, |shard| shard.append(stream, &data, mode, submitted));
+            }
+            ShardCommand::Verdict {
+                stream,
+                close,
+                reply,
+            } => {
+                let result = self.guarded(ctx, |shard| shard.verdict(stream, close));
+                let _ = reply.send(result.unwrap_or_else(|| Err(self.lost(stream))));
+            }
+            ShardCommand::Reset { stream, reply } => {
+                let result = self.guarded(ctx, |shard| shard.reset(stream));
+                let _ = reply.send(result.unwrap_or_else(|| Err(self.lost(stream))));
+            }
+            ShardCommand::Active { reply } => {
+                let result = self.guarded(ctx, |shard| shard.generations().active_streams());
+                let _ = reply.send(result.ok_or_else(|| self.panicked()));
+            }
+            ShardCommand::Stats { reply } => {
+                let result = self.guarded(ctx, |shard| shard.stats());
+                let _ = reply.send(result.ok_or_else(|| self.panicked()));
+            }
+            ShardCommand::Reload { rules, reply } => {
+                let result = self.guarded(ctx, |shard| shard.reload(rules));
+                let _ = reply.send(result.ok_or_else(|| self.panicked()));
+            }
+            ShardCommand::Shutdown { reply } => {
+                let result = self.guarded(ctx, |shard| shard.shutdown());
+                let _ = reply.send(result.ok_or_else(|| self.panicked()));
+            }
+            #[cfg(test)]
+            ShardCommand::Panic => {
+                self.guarded(ctx, |_| panic!("injected fault"));
+            }
+        }
+    }
+
+    /// The error for a caller whose command failed the shard.
+    fn lost(&self, stream: Uuid) -> EngineError {
+        self.shared.failure(&stream).unwrap_or_else(|| self.panicked())
+    }
+
+    fn panicked(&self) -> EngineError {
+        EngineError::ShardFailed {
+            shard: self.shared.index,
+        }
+    }
+}
+
+/// Closes `streams` with one flush; if that fails, one by one, so that one
+/// stream's error costs no other stream its verdict.
+fn close_all(generation: &mut Generation, streams: &[Uuid], report: &mut ShardReport) {
+    if let Ok(all) = generation.with(|scanner| scanner.close_streams(streams)) {
+        report.results.extend(all);
+        return;
+    }
+    for stream in streams {
+        match generation.with(|scanner| scanner.close_stream(stream)) {
+            Ok(results) => report.results.extend(results),
+            Err(error) => report.failed.push((*stream, error.into())),
+        }
+    }
+}
+
+/// Turns the scanner's counters into metrics: what changed since last time,
+/// and the latency of the chunks a new batch search covered.
+fn sync_metrics(generation: &mut Generation, metrics: &ShardMetrics) {
+    let now = generation.stats();
+    let seen = &generation.seen;
+    let batches = now.batches - seen.batches;
+    if batches > 0 {
+        let finished = Instant::now();
+        for submitted in generation.pending.drain(..) {
+            ShardMetrics::seconds(&metrics.latency, finished - submitted);
+        }
+        let searched = now.searched_bytes - seen.searched_bytes;
+        metrics.batch_size.record(searched as f64 / batches as f64);
+        metrics.flushes.increment(batches);
+    }
+    metrics
+        .opened
+        .increment(now.streams_opened - seen.streams_opened);
+    let reused = (now.verdicts - now.evaluations) - (seen.verdicts - seen.evaluations);
+    metrics.empty_verdicts.increment(reused);
+    generation.seen = now;
+}
+
+/// A short name of a scanner error, for the `kind` label.
+fn error_kind(error: &ScanError) -> &'static str {
+    match error {
+        ScanError::TooManyStreams { .. } => "too_many_streams",
+        ScanError::ChunkTooLarge { .. } => "chunk_too_large",
+        ScanError::ModeMismatch { .. } => "mode_mismatch",
+        ScanError::UnknownStream(_) => "unknown_stream",
+        ScanError::Yara(yara_x::ScanError::Timeout) => "timeout",
+        ScanError::Yara(_) => "yara",
+    }
+}
+
+/// The text of a panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text.to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "panic".to_string()
+    }
+}
+
+impl Actor for ShardActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Runs again after each restart (the restart drops the interval).
+        ctx.run_interval(self.config.tick, |shard, ctx| {
+            shard.guarded(ctx, |shard| {
+                shard.tick();
+                shard.report_new_matches();
+            });
+        });
+    }
+}
+
+impl Supervised for ShardActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.restarts += 1;
+        self.metrics.restarts.increment(1);
+        self.generations = Some(Generations::new(
+            self.rules.clone(),
+            self.config.scanner.clone(),
+        ));
+    }
+}
+
+impl Handler<ShardCommand> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, command: ShardCommand, ctx: &mut Context<Self>) {
+        self.run(command, ctx);
+        if self.generations.is_some() {
+            self.guarded(ctx, |shard| shard.report_new_matches());
+        }
+    }
+}

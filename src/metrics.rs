@@ -1,0 +1,161 @@
+//! The metrics yaraflow publishes, through the `metrics` facade.
+//!
+//! This module owns every metric name, so that the README, the dashboard
+//! and the code agree. The library only records; an application installs a
+//! recorder (the service installs the Prometheus exporter). With no
+//! recorder installed every call is a no-op.
+//!
+//! Names follow Prometheus conventions: prefix `yaraflow_`, base units in
+//! the name, counters end in `_total`. The only labels are `shard` (the
+//! shard's index) and `kind` (an error kind): both of low cardinality.
+//! Handles are registered once per shard, so recording costs an atomic add.
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+
+/// Bytes appended to streams (chunks and lines).
+pub const SCANNED_BYTES: &str = "yaraflow_scanned_bytes_total";
+/// Chunks appended to chunk streams.
+pub const SCANNED_CHUNKS: &str = "yaraflow_scanned_chunks_total";
+/// Lines appended to line streams.
+pub const SCANNED_LINES: &str = "yaraflow_scanned_lines_total";
+/// Streams opened.
+pub const STREAMS_OPENED: &str = "yaraflow_streams_opened_total";
+/// Streams closed by their caller or at shutdown.
+pub const STREAMS_CLOSED: &str = "yaraflow_streams_closed_total";
+/// Streams reset to offset 0.
+pub const STREAMS_RESET: &str = "yaraflow_streams_reset_total";
+/// Streams lost when their shard failed.
+pub const STREAMS_LOST: &str = "yaraflow_streams_lost_total";
+/// Streams open now.
+pub const OPEN_STREAMS: &str = "yaraflow_open_streams";
+/// Rules found matching a stream (each rule once per stream).
+pub const RULE_MATCHES: &str = "yaraflow_rule_matches_total";
+/// Batches searched.
+pub const BATCH_FLUSHES: &str = "yaraflow_batch_flushes_total";
+/// Bytes searched per batch.
+pub const BATCH_SIZE: &str = "yaraflow_batch_size_bytes";
+/// Time from a chunk's submission to the search of its batch.
+pub const SCAN_LATENCY: &str = "yaraflow_scan_latency_seconds";
+/// Chunks and lines queued for a shard.
+pub const MAILBOX_DEPTH: &str = "yaraflow_mailbox_depth";
+/// Chunks refused with `Overloaded`.
+pub const OVERLOAD_REJECTIONS: &str = "yaraflow_overload_rejections_total";
+/// Time spent computing verdicts.
+pub const EVALUATION_TIME: &str = "yaraflow_evaluation_seconds";
+/// Verdicts that reused the empty stream's verdict (no replay).
+pub const EMPTY_VERDICT_REUSES: &str = "yaraflow_empty_verdict_reuses_total";
+/// Shard restarts after a failure.
+pub const SHARD_RESTARTS: &str = "yaraflow_shard_restarts_total";
+/// Errors of the shards, by `kind`.
+pub const SCAN_ERRORS: &str = "yaraflow_scan_errors_total";
+/// Match events dropped because a subscriber's channel was full.
+pub const EVENTS_DROPPED: &str = "yaraflow_events_dropped_total";
+/// Rule reloads.
+pub const RULE_RELOADS: &str = "yaraflow_rule_reloads_total";
+
+/// Every metric name with its type and help text, for documentation and
+/// for exporters that want descriptions.
+pub const ALL: &[(&str, &str, &str)] = &[
+    (SCANNED_BYTES, "counter", "Bytes appended to streams"),
+    (SCANNED_CHUNKS, "counter", "Chunks appended to chunk streams"),
+    (SCANNED_LINES, "counter", "Lines appended to line streams"),
+    (STREAMS_OPENED, "counter", "Streams opened"),
+    (STREAMS_CLOSED, "counter", "Streams closed"),
+    (STREAMS_RESET, "counter", "Streams reset to offset 0"),
+    (STREAMS_LOST, "counter", "Streams lost when their shard failed"),
+    (OPEN_STREAMS, "gauge", "Streams open now"),
+    (RULE_MATCHES, "counter", "Rules found matching a stream"),
+    (BATCH_FLUSHES, "counter", "Batches searched"),
+    (BATCH_SIZE, "histogram", "Bytes searched per batch"),
+    (SCAN_LATENCY, "histogram", "Chunk submission to search"),
+    (MAILBOX_DEPTH, "gauge", "Chunks and lines queued for a shard"),
+    (OVERLOAD_REJECTIONS, "counter", "Chunks refused as overloaded"),
+    (EVALUATION_TIME, "histogram", "Time spent computing verdicts"),
+    (EMPTY_VERDICT_REUSES, "counter", "Verdicts that needed no replay"),
+    (SHARD_RESTARTS, "counter", "Shard restarts after a failure"),
+    (SCAN_ERRORS, "counter", "Shard errors by kind"),
+    (EVENTS_DROPPED, "counter", "Match events dropped (subscriber full)"),
+    (RULE_RELOADS, "counter", "Rule reloads"),
+];
+
+/// Registers the help text of every metric with the installed recorder.
+pub fn describe() {
+    for &(name, kind, help) in ALL {
+        match kind {
+            "counter" => metrics::describe_counter!(name, help),
+            "gauge" => metrics::describe_gauge!(name, help),
+            _ => metrics::describe_histogram!(name, help),
+        }
+    }
+}
+
+/// The metric handles of one shard.
+#[derive(Clone)]
+pub(crate) struct ShardMetrics {
+    shard: String,
+    pub bytes: Counter,
+    pub chunks: Counter,
+    pub lines: Counter,
+    pub opened: Counter,
+    pub closed: Counter,
+    pub reset: Counter,
+    pub lost: Counter,
+    pub open: Gauge,
+    pub rule_matches: Counter,
+    pub flushes: Counter,
+    pub batch_size: Histogram,
+    pub latency: Histogram,
+    pub mailbox_depth: Gauge,
+    pub evaluation: Histogram,
+    pub empty_verdicts: Counter,
+    pub restarts: Counter,
+}
+
+impl ShardMetrics {
+    /// Registers the handles of shard `index`.
+    pub fn new(index: usize) -> ShardMetrics {
+        let shard = index.to_string();
+        let label = || [("shard", shard.clone())];
+        ShardMetrics {
+            bytes: counter!(SCANNED_BYTES, &label()),
+            chunks: counter!(SCANNED_CHUNKS, &label()),
+            lines: counter!(SCANNED_LINES, &label()),
+            opened: counter!(STREAMS_OPENED, &label()),
+            closed: counter!(STREAMS_CLOSED, &label()),
+            reset: counter!(STREAMS_RESET, &label()),
+            lost: counter!(STREAMS_LOST, &label()),
+            open: gauge!(OPEN_STREAMS, &label()),
+            rule_matches: counter!(RULE_MATCHES, &label()),
+            flushes: counter!(BATCH_FLUSHES, &label()),
+            batch_size: histogram!(BATCH_SIZE, &label()),
+            latency: histogram!(SCAN_LATENCY, &label()),
+            mailbox_depth: gauge!(MAILBOX_DEPTH, &label()),
+            evaluation: histogram!(EVALUATION_TIME, &label()),
+            empty_verdicts: counter!(EMPTY_VERDICT_REUSES, &label()),
+            restarts: counter!(SHARD_RESTARTS, &label()),
+            shard,
+        }
+    }
+
+    /// Counts one error of the given kind.
+    pub fn error(&self, kind: &'static str) {
+        counter!(SCAN_ERRORS, "shard" => self.shard.clone(), "kind" => kind).increment(1);
+    }
+
+    /// Records a duration in seconds.
+    pub fn seconds(histogram: &Histogram, elapsed: Duration) {
+        histogram.record(elapsed.as_secs_f64());
+    }
+}
+
+/// Counts dropped match events.
+pub(crate) fn events_dropped(count: u64) {
+    counter!(EVENTS_DROPPED).increment(count);
+}
+
+/// Counts a rule reload.
+pub(crate) fn rule_reloaded() {
+    counter!(RULE_RELOADS).increment(1);
+}
