@@ -102,6 +102,10 @@ pub struct ShardStats {
     pub mailbox_depth: usize,
     /// Restarts after a fault.
     pub restarts: u64,
+    /// Streams lost in faults.
+    pub lost_streams: u64,
+    /// What the last fault reported.
+    pub last_fault: Option<String>,
     /// Streams waiting for their caller to learn they were lost or failed.
     pub failed_streams: usize,
     /// Rule sets in use (more than one after a reload, until the streams
@@ -188,6 +192,8 @@ pub(crate) struct ShardActor {
     bytes: u64,
     chunks: u64,
     restarts: u64,
+    lost_streams: u64,
+    last_fault: Option<String>,
 }
 
 impl ShardActor {
@@ -211,6 +217,8 @@ impl ShardActor {
             bytes: 0,
             chunks: 0,
             restarts: 0,
+            lost_streams: 0,
+            last_fault: None,
         }
     }
 
@@ -252,6 +260,8 @@ impl ShardActor {
             self.shared.record_failure(*stream, error);
         }
         self.reported.clear();
+        self.lost_streams += lost.len() as u64;
+        self.last_fault = Some(reason.clone());
         self.metrics.lost.increment(lost.len() as u64);
         self.metrics.open.set(0.0);
         self.metrics.error("panic");
@@ -357,6 +367,8 @@ impl ShardActor {
             chunks: self.chunks,
             mailbox_depth: self.shared.gate.depth(),
             restarts: self.restarts,
+            lost_streams: self.lost_streams,
+            last_fault: self.last_fault.clone(),
             failed_streams: self.shared.failure_count.load(Ordering::Acquire),
             ..ShardStats::default()
         };

@@ -159,7 +159,7 @@ impl Handler<ShardFailed> for SupervisorActor {
 impl Handler<SupervisorCommand> for SupervisorActor {
     type Result = ();
 
-    fn handle(&mut self, command: SupervisorCommand, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, command: SupervisorCommand, ctx: &mut Context<Self>) {
         match command {
             SupervisorCommand::Active(reply) => {
                 let all = self.ask_all(|reply| ShardCommand::Active { reply });
@@ -169,10 +169,10 @@ impl Handler<SupervisorCommand> for SupervisorActor {
             }
             SupervisorCommand::Stats(reply) => {
                 let all = self.ask_all(|reply| ShardCommand::Stats { reply });
-                let failures = self.failures.clone();
-                actix::spawn(async move {
-                    let _ = reply.send(all.await.map(|stats| (stats, failures)));
-                });
+                // The faults are read once the shards have answered.
+                ctx.spawn(all.into_actor(self).map(|stats, supervisor, _| {
+                    let _ = reply.send(stats.map(|stats| (stats, supervisor.failures.clone())));
+                }));
             }
             SupervisorCommand::Reload(rules, reply) => {
                 let all = self.ask_all(move |reply| ShardCommand::Reload {
