@@ -59,24 +59,52 @@ pub const RULE_RELOADS: &str = "yaraflow_rule_reloads_total";
 /// for exporters that want descriptions.
 pub const ALL: &[(&str, &str, &str)] = &[
     (SCANNED_BYTES, "counter", "Bytes appended to streams"),
-    (SCANNED_CHUNKS, "counter", "Chunks appended to chunk streams"),
+    (
+        SCANNED_CHUNKS,
+        "counter",
+        "Chunks appended to chunk streams",
+    ),
     (SCANNED_LINES, "counter", "Lines appended to line streams"),
     (STREAMS_OPENED, "counter", "Streams opened"),
     (STREAMS_CLOSED, "counter", "Streams closed"),
     (STREAMS_RESET, "counter", "Streams reset to offset 0"),
-    (STREAMS_LOST, "counter", "Streams lost when their shard failed"),
+    (
+        STREAMS_LOST,
+        "counter",
+        "Streams lost when their shard failed",
+    ),
     (OPEN_STREAMS, "gauge", "Streams open now"),
     (RULE_MATCHES, "counter", "Rules found matching a stream"),
     (BATCH_FLUSHES, "counter", "Batches searched"),
     (BATCH_SIZE, "histogram", "Bytes searched per batch"),
     (SCAN_LATENCY, "histogram", "Chunk submission to search"),
-    (MAILBOX_DEPTH, "gauge", "Chunks and lines queued for a shard"),
-    (OVERLOAD_REJECTIONS, "counter", "Chunks refused as overloaded"),
-    (EVALUATION_TIME, "histogram", "Time spent computing verdicts"),
-    (EMPTY_VERDICT_REUSES, "counter", "Verdicts that needed no replay"),
+    (
+        MAILBOX_DEPTH,
+        "gauge",
+        "Chunks and lines queued for a shard",
+    ),
+    (
+        OVERLOAD_REJECTIONS,
+        "counter",
+        "Chunks refused as overloaded",
+    ),
+    (
+        EVALUATION_TIME,
+        "histogram",
+        "Time spent computing verdicts",
+    ),
+    (
+        EMPTY_VERDICT_REUSES,
+        "counter",
+        "Verdicts that needed no replay",
+    ),
     (SHARD_RESTARTS, "counter", "Shard restarts after a failure"),
     (SCAN_ERRORS, "counter", "Shard errors by kind"),
-    (EVENTS_DROPPED, "counter", "Match events dropped (subscriber full)"),
+    (
+        EVENTS_DROPPED,
+        "counter",
+        "Match events dropped (subscriber full)",
+    ),
     (RULE_RELOADS, "counter", "Rule reloads"),
 ];
 

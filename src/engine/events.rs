@@ -152,7 +152,8 @@ impl Reported {
             known.push(key);
             new += 1;
             if hub.has_subscribers() {
-                let event = MatchEvent::new(results.stream, shard, rule, results.stats.bytes, at_close);
+                let event =
+                    MatchEvent::new(results.stream, shard, rule, results.stats.bytes, at_close);
                 hub.publish(event);
             }
         }

@@ -209,9 +209,7 @@ impl EngineShared {
 }
 
 /// Waits for an answer (async).
-async fn answer<T>(
-    receiver: oneshot::Receiver<Result<T, EngineError>>,
-) -> Result<T, EngineError> {
+async fn answer<T>(receiver: oneshot::Receiver<Result<T, EngineError>>) -> Result<T, EngineError> {
     receiver.await.unwrap_or(Err(EngineError::ShuttingDown))
 }
 
@@ -248,7 +246,11 @@ impl EngineHandle {
 
     /// Appends a chunk to a stream, opening it on first use; returns once
     /// the chunk is queued for the stream's shard.
-    pub async fn scan_chunk(&self, stream: Uuid, chunk: impl Into<Bytes>) -> Result<(), EngineError> {
+    pub async fn scan_chunk(
+        &self,
+        stream: Uuid,
+        chunk: impl Into<Bytes>,
+    ) -> Result<(), EngineError> {
         self.append(stream, chunk.into(), StreamMode::Chunks).await
     }
 
@@ -268,21 +270,25 @@ impl EngineHandle {
     /// The verdict over everything sent to a stream so far; `None` if it is
     /// not open.
     pub async fn get_matches(&self, stream: Uuid) -> Result<Option<StreamResults>, EngineError> {
-        let receiver = self.inner.ask_shard(&stream, |reply| ShardCommand::Verdict {
-            stream,
-            close: false,
-            reply,
-        })?;
+        let receiver = self
+            .inner
+            .ask_shard(&stream, |reply| ShardCommand::Verdict {
+                stream,
+                close: false,
+                reply,
+            })?;
         answer(receiver).await
     }
 
     /// Closes a stream; its final verdict, or `None` if it was not open.
     pub async fn close_stream(&self, stream: Uuid) -> Result<Option<StreamResults>, EngineError> {
-        let receiver = self.inner.ask_shard(&stream, |reply| ShardCommand::Verdict {
-            stream,
-            close: true,
-            reply,
-        })?;
+        let receiver = self
+            .inner
+            .ask_shard(&stream, |reply| ShardCommand::Verdict {
+                stream,
+                close: true,
+                reply,
+            })?;
         answer(receiver).await
     }
 
@@ -303,7 +309,8 @@ impl EngineHandle {
 
     /// Counters of every shard.
     pub async fn stats(&self) -> Result<EngineStats, EngineError> {
-        let (shards, failures) = answer(self.inner.ask_supervisor(SupervisorCommand::Stats)?).await?;
+        let (shards, failures) =
+            answer(self.inner.ask_supervisor(SupervisorCommand::Stats)?).await?;
         Ok(EngineStats { shards, failures })
     }
 
@@ -311,12 +318,18 @@ impl EngineHandle {
     /// streams finish on the rules they started with.
     pub async fn reload_rules(&self, rules: RuleSet) -> Result<(), EngineError> {
         let rules = Arc::new(rules);
-        answer(self.inner.ask_supervisor(|reply| SupervisorCommand::Reload(rules, reply))?).await
+        answer(
+            self.inner
+                .ask_supervisor(|reply| SupervisorCommand::Reload(rules, reply))?,
+        )
+        .await
     }
 
     /// A new subscription to match events.
     pub fn subscribe(&self) -> Subscription {
-        self.inner.events.subscribe(self.inner.config.event_capacity)
+        self.inner
+            .events
+            .subscribe(self.inner.config.event_capacity)
     }
 
     /// Stops taking data, lets every shard finish what is queued, closes
@@ -361,20 +374,26 @@ impl BlockingHandle {
 
     /// See [`EngineHandle::get_matches`].
     pub fn get_matches(&self, stream: Uuid) -> Result<Option<StreamResults>, EngineError> {
-        answer_blocking(self.inner.ask_shard(&stream, |reply| ShardCommand::Verdict {
-            stream,
-            close: false,
-            reply,
-        })?)
+        answer_blocking(
+            self.inner
+                .ask_shard(&stream, |reply| ShardCommand::Verdict {
+                    stream,
+                    close: false,
+                    reply,
+                })?,
+        )
     }
 
     /// See [`EngineHandle::close_stream`].
     pub fn close_stream(&self, stream: Uuid) -> Result<Option<StreamResults>, EngineError> {
-        answer_blocking(self.inner.ask_shard(&stream, |reply| ShardCommand::Verdict {
-            stream,
-            close: true,
-            reply,
-        })?)
+        answer_blocking(
+            self.inner
+                .ask_shard(&stream, |reply| ShardCommand::Verdict {
+                    stream,
+                    close: true,
+                    reply,
+                })?,
+        )
     }
 
     /// See [`EngineHandle::reset_stream`].
@@ -408,7 +427,9 @@ impl BlockingHandle {
 
     /// See [`EngineHandle::subscribe`].
     pub fn subscribe(&self) -> Subscription {
-        self.inner.events.subscribe(self.inner.config.event_capacity)
+        self.inner
+            .events
+            .subscribe(self.inner.config.event_capacity)
     }
 
     /// See [`EngineHandle::shutdown`].

@@ -247,8 +247,7 @@ impl ShardActor {
     /// supervisor restarts the shard.
     fn fail(&mut self, ctx: &mut Context<Self>, reason: String) {
         let held = self.generations.take().map(|mut generations| {
-            catch_unwind(AssertUnwindSafe(move || generations.active_streams()))
-                .unwrap_or_default()
+            catch_unwind(AssertUnwindSafe(move || generations.active_streams())).unwrap_or_default()
         });
         let lost = held.unwrap_or_default();
         for stream in &lost {
@@ -401,7 +400,9 @@ impl ShardActor {
         let generations = self.generations();
         for generation in generations.iter_mut() {
             let streams = generation.with(|scanner| scanner.active_streams());
+            let started = Instant::now();
             close_all(generation, &streams, &mut report);
+            ShardMetrics::seconds(&metrics.evaluation, started.elapsed());
             sync_metrics(generation, &metrics);
         }
         for results in &report.results {
@@ -411,6 +412,7 @@ impl ShardActor {
             self.metrics.rule_matches.increment(new);
         }
         self.metrics.closed.increment(report.results.len() as u64);
+        self.metrics.open.set(0.0);
         self.reported.clear();
         self.generations().prune();
         report
@@ -426,9 +428,15 @@ impl ShardActor {
             }
             sync_metrics(generation, &metrics);
         }
-        let open: usize = self.generations().iter().map(|g| g.stats().open_streams).sum();
+        let open: usize = self
+            .generations()
+            .iter()
+            .map(|g| g.stats().open_streams)
+            .sum();
         self.metrics.open.set(open as f64);
-        self.metrics.mailbox_depth.set(self.shared.gate.depth() as f64);
+        self.metrics
+            .mailbox_depth
+            .set(self.shared.gate.depth() as f64);
     }
 
     /// While anyone subscribes to events: evaluates the streams that found
@@ -514,7 +522,9 @@ impl ShardActor {
 
     /// The error for a caller whose command failed the shard.
     fn lost(&self, stream: Uuid) -> EngineError {
-        self.shared.failure(&stream).unwrap_or_else(|| self.panicked())
+        self.shared
+            .failure(&stream)
+            .unwrap_or_else(|| self.panicked())
     }
 
     fn panicked(&self) -> EngineError {

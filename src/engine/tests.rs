@@ -122,9 +122,14 @@ fn a_query_that_meets_the_fault_gets_an_error_not_a_hang() {
     handle.scan_chunk(stream, b"secret".to_vec()).unwrap();
     handle.inject_panic(0);
     let answer = handle.get_matches(stream);
-    assert!(matches!(answer, Err(EngineError::StreamLost { .. })), "{answer:?}");
+    assert!(
+        matches!(answer, Err(EngineError::StreamLost { .. })),
+        "{answer:?}"
+    );
     // Ticks go on after the restart: a due batch is searched without a query.
-    handle.scan_chunk(Uuid::from_u128(8), b"secret".to_vec()).unwrap();
+    handle
+        .scan_chunk(Uuid::from_u128(8), b"secret".to_vec())
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let stats = handle.stats().unwrap();
     assert_eq!(stats.shards[0].scanner.batches, 1);
