@@ -71,8 +71,15 @@ fn stream_case() -> impl Strategy<Value = StreamCase> {
 
 /// Feeds streams from `producers` threads, each owning every
 /// `producers`-th stream and interleaving its streams' chunks in a
-/// seeded order.
-fn feed(handle: &BlockingHandle, streams: &[(Uuid, StreamCase)], producers: usize, seed: u64) {
+/// seeded order, `burst` chunks per call (`scan_chunks`), or one by one
+/// (`scan_chunk`) when `burst` is 1.
+fn feed(
+    handle: &BlockingHandle,
+    streams: &[(Uuid, StreamCase)],
+    producers: usize,
+    seed: u64,
+    burst: usize,
+) {
     std::thread::scope(|scope| {
         for producer in 0..producers {
             let mine: Vec<_> = streams.iter().skip(producer).step_by(producers).collect();
@@ -80,15 +87,27 @@ fn feed(handle: &BlockingHandle, streams: &[(Uuid, StreamCase)], producers: usiz
             scope.spawn(move || {
                 let mut queues: Vec<_> = mine.iter().map(|(id, c)| (*id, c.chunks())).collect();
                 let mut turn = seed.wrapping_add(producer as u64);
+                let mut pending = Vec::new();
                 while queues.iter().any(|(_, q)| !q.is_empty()) {
                     turn = turn.wrapping_mul(6364136223846793005).wrapping_add(1);
                     let pick = (turn >> 33) as usize % queues.len();
                     let (id, queue) = &mut queues[pick];
-                    if !queue.is_empty() {
-                        let chunk = queue.remove(0);
+                    if queue.is_empty() {
+                        continue;
+                    }
+                    let chunk = queue.remove(0);
+                    if burst == 1 {
                         handle.scan_chunk(*id, chunk.to_vec()).expect("chunk taken");
+                        continue;
+                    }
+                    pending.push((*id, bytes::Bytes::copy_from_slice(chunk)));
+                    if pending.len() == burst {
+                        handle
+                            .scan_chunks(std::mem::take(&mut pending))
+                            .expect("chunks taken");
                     }
                 }
+                handle.scan_chunks(pending).expect("chunks taken");
             });
         }
     });
@@ -120,6 +139,7 @@ proptest! {
         cases in proptest::collection::vec(stream_case(), 1..24),
         producers in 1usize..4,
         seed in any::<u64>(),
+        burst in prop_oneof![Just(1usize), 2usize..20],
     ) {
         let rules = compile(RULES);
         let streams: Vec<(Uuid, StreamCase)> =
@@ -131,7 +151,7 @@ proptest! {
         for shards in [1, 2, 4] {
             let engine = engine(shards, compile(RULES));
             let handle = engine.handle().blocking();
-            feed(&handle, &streams, producers, seed);
+            feed(&handle, &streams, producers, seed, burst);
             // Half the streams closed by their callers, the rest at shutdown.
             let mut got = HashMap::new();
             for (id, _) in streams.iter().step_by(2) {
@@ -180,6 +200,43 @@ fn chunks_of_a_stream_are_scanned_in_the_order_sent() {
             assert_eq!(m.data, format!("M{i:04}.").into_bytes());
         }
     }
+    drop(engine);
+}
+
+#[test]
+fn a_burst_is_taken_whole_or_not_at_all() {
+    let rules = compile(RULES);
+    let config = EngineConfig {
+        shards: 2,
+        scanner: ScannerConfig {
+            max_chunk_bytes: 10,
+            ..ScannerConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(rules, config).unwrap();
+    let handle = engine.handle().blocking();
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let burst = vec![
+        (a, bytes::Bytes::from_static(b"abc")),
+        (b, bytes::Bytes::from_static(b"abc")),
+        (b, bytes::Bytes::from_static(b"this chunk is too long")),
+    ];
+    let err = handle.scan_chunks(burst).unwrap_err();
+    assert!(
+        err.to_string().contains("exceeds the limit of 10 bytes"),
+        "{err}"
+    );
+    assert_eq!(handle.get_matches(a).unwrap(), None, "nothing was taken");
+    let burst = vec![
+        (a, bytes::Bytes::from_static(b"x ab")),
+        (b, bytes::Bytes::from_static(b"cab")),
+        (a, bytes::Bytes::from_static(b"c y")),
+    ];
+    handle.scan_chunks(burst).unwrap();
+    let results = handle.close_stream(a).unwrap().unwrap();
+    assert_eq!(results.rules[0].identifier, "word");
+    assert_eq!(results.stats.bytes, 7);
     drop(engine);
 }
 

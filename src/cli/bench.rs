@@ -5,7 +5,11 @@
 //!   `yara_x::blocks::Scanner` per stream (the simple design);
 //! * throughput on interleaved packet-sized chunks of many streams, as a
 //!   ratio to YARA-X scanning the same bytes as one whole buffer, and as
-//!   one whole buffer per stream.
+//!   one whole buffer per stream;
+//! * the actor engine with N shards on the same chunks, as a ratio to N
+//!   threads each scanning 1/N of the bytes as one whole buffer;
+//! * the cost of the actor hop on an empty rule set: a chunk sent without
+//!   waiting, and a query's round trip.
 //!
 //! Rules are random 10-byte hex strings (as in the design notes); data is
 //! random bytes, so almost nothing matches and the figures are the cost of
@@ -15,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use yaraflow::{MultiStreamScanner, RuleSet, ScannerConfig, Uuid};
+use yaraflow::{Engine, EngineConfig, MultiStreamScanner, RuleSet, ScannerConfig, Uuid};
 
 /// Arguments of `yaraflow bench`.
 #[derive(Debug, clap::Args)]
@@ -35,6 +39,13 @@ pub struct BenchArgs {
     /// Blocks scanners created for the per-stream-scanner comparison.
     #[arg(long, default_value_t = 2000)]
     scanners: usize,
+    /// Shard counts of the engine runs, comma-separated (empty: none).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    shards: Vec<usize>,
+    /// Chunks per call in the engine runs (`scan_chunks`); 1 sends each
+    /// chunk on its own (`scan_chunk`'s cost).
+    #[arg(long, default_value_t = 64)]
+    burst: usize,
     /// Seed of the random rules and data.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -58,10 +69,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     );
     for &count in &args.rules {
         let started = Instant::now();
-        let rules = RuleSet::from_source(&random_rules(count, &mut rng), 1024)?;
+        let source = random_rules(count, &mut rng);
+        let rules = RuleSet::from_source(&source, 1024)?;
         println!("\n{count} rules (compiled in {:.2?})", started.elapsed());
         stream_costs(&rules, &args)?;
         throughput(&rules, &args, &data)?;
+        for &shards in &args.shards {
+            engine_throughput(&rules, &args, &data, &source, shards)?;
+        }
+    }
+    if !args.shards.is_empty() {
+        actor_hop(&args)?;
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -188,5 +206,141 @@ fn throughput(rules: &RuleSet, args: &BenchArgs, data: &[u8]) -> anyhow::Result<
         one_buffer.as_secs_f64() / ours.as_secs_f64(),
         per_stream.as_secs_f64() / ours.as_secs_f64()
     );
+    Ok(())
+}
+
+/// The engine with `shards` shards on the same interleaved chunks, against
+/// `shards` threads scanning whole buffers side by side.
+fn engine_throughput(
+    rules: &RuleSet,
+    args: &BenchArgs,
+    data: &[u8],
+    source: &str,
+    shards: usize,
+) -> anyhow::Result<()> {
+    let engine_rules = RuleSet::from_source(source, 1024)?;
+    let bytes = bytes::Bytes::copy_from_slice(data);
+    let config = EngineConfig {
+        shards,
+        overload_after: None,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(engine_rules, config)?;
+    let handle = engine.handle().blocking();
+    let ids: Vec<Uuid> = (0..data.len().div_ceil(args.stream_bytes))
+        .map(|_| Uuid::new_v4())
+        .collect();
+    let mut burst = Vec::with_capacity(args.burst);
+    let started = Instant::now();
+    for offset in (0..args.stream_bytes).step_by(args.chunk_size) {
+        for (index, id) in ids.iter().enumerate() {
+            let start = (index * args.stream_bytes + offset).min(data.len());
+            let end = (start + args.chunk_size)
+                .min((index + 1) * args.stream_bytes)
+                .min(data.len());
+            burst.push((*id, bytes.slice(start..end)));
+            if burst.len() >= args.burst {
+                handle.scan_chunks(std::mem::take(&mut burst))?;
+            }
+        }
+    }
+    handle.scan_chunks(burst)?;
+    let report = engine.shutdown()?;
+    let ours = started.elapsed();
+    anyhow::ensure!(
+        report.results.len() == ids.len() && report.failed.is_empty(),
+        "every stream closes with a verdict"
+    );
+    let parallel = parallel_whole_buffers(rules, &bytes, shards)?;
+    let rate = |d: Duration| data.len() as f64 / d.as_secs_f64() / 1e9;
+    println!(
+        "  engine, {shards} shard(s), bursts of {}: {ours:.2?} ({:.2} GB/s); {shards} thread(s) of whole-buffer yara-x: {parallel:.2?} ({:.2} GB/s); ratio {:.2}",
+        args.burst,
+        rate(ours),
+        rate(parallel),
+        parallel.as_secs_f64() / ours.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Time for `threads` threads to scan one part of `data` each, as one
+/// whole buffer, with their own YARA-X scanners of the same rules.
+fn parallel_whole_buffers(
+    rules: &RuleSet,
+    data: &[u8],
+    threads: usize,
+) -> anyhow::Result<Duration> {
+    let part = data.len().div_ceil(threads.max(1)).max(1);
+    let parts: Vec<&[u8]> = data.chunks(part).collect();
+    let start_line = std::sync::Barrier::new(parts.len() + 1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = parts
+            .iter()
+            .map(|part| {
+                let start_line = &start_line;
+                scope.spawn(move || -> Result<(), yara_x::ScanError> {
+                    let mut scanner = yara_x::Scanner::new(rules.rules());
+                    start_line.wait();
+                    scanner.scan(part).map(|_| ())
+                })
+            })
+            .collect();
+        start_line.wait();
+        let started = Instant::now();
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a scanning thread panicked"))??;
+        }
+        Ok(started.elapsed())
+    })
+}
+
+/// The cost of the actor hop, on an empty rule set: chunks sent without
+/// waiting (against the same chunks given to a scanner directly), and the
+/// round trip of a query.
+fn actor_hop(args: &BenchArgs) -> anyhow::Result<()> {
+    const CHUNKS: usize = 200_000;
+    const QUERIES: usize = 20_000;
+    let chunk = bytes::Bytes::from_static(&[0x5a; 64]);
+    let ids: Vec<Uuid> = (0..args.streams.clamp(1, 10_000))
+        .map(|_| Uuid::new_v4())
+        .collect();
+
+    let rules = RuleSet::from_source("", 1024)?;
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let started = Instant::now();
+    for i in 0..CHUNKS {
+        scanner.scan_chunk(ids[i % ids.len()], &chunk)?;
+    }
+    scanner.flush()?;
+    let direct = started.elapsed() / CHUNKS as u32;
+
+    let config = EngineConfig {
+        shards: 1,
+        overload_after: None,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(RuleSet::from_source("", 1024)?, config)?;
+    let handle = engine.handle().blocking();
+    let started = Instant::now();
+    for i in 0..CHUNKS {
+        handle.scan_chunk(ids[i % ids.len()], chunk.clone())?;
+    }
+    // A query queues behind every chunk: when it answers, all were scanned.
+    handle.stats()?;
+    let hop = started.elapsed() / CHUNKS as u32;
+    let started = Instant::now();
+    for i in 0..QUERIES {
+        handle.get_matches(ids[i % ids.len()])?;
+    }
+    let round_trip = started.elapsed() / QUERIES as u32;
+    engine.shutdown()?;
+    println!("\nactor hop, empty rules, 64-byte chunks, 1 shard:");
+    println!(
+        "  chunk to a scanner directly: {direct:.2?}; through the engine (do_send, no reply): {hop:.2?}; hop cost {:.2?} per chunk",
+        hop.saturating_sub(direct)
+    );
+    println!("  query round trip (get_matches, blocking): {round_trip:.2?}");
     Ok(())
 }

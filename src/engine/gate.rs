@@ -54,6 +54,14 @@ pub(crate) struct MailboxGate {
 /// ends the send (not the place, which the shard frees).
 pub(crate) struct Admission<'g> {
     gate: &'g MailboxGate,
+    bytes: usize,
+}
+
+impl Admission<'_> {
+    /// Gives the place back unused.
+    pub fn cancel(self) {
+        self.gate.release(self.bytes);
+    }
 }
 
 impl Drop for Admission<'_> {
@@ -109,7 +117,7 @@ impl MailboxGate {
         let mut state = self.lock();
         loop {
             if self.try_admit(&mut state, bytes)? {
-                return Ok(Admission { gate: self });
+                return Ok(Admission { gate: self, bytes });
             }
             let wait = match deadline {
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
@@ -143,7 +151,7 @@ impl MailboxGate {
             {
                 let mut state = self.lock();
                 if self.try_admit(&mut state, bytes)? {
-                    return Ok(Admission { gate: self });
+                    return Ok(Admission { gate: self, bytes });
                 }
                 if deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
                     return Err(Refusal::Full);
@@ -165,7 +173,7 @@ impl MailboxGate {
                 // One last try: the place may have freed as time ran out.
                 let mut state = self.lock();
                 if self.try_admit(&mut state, bytes)? {
-                    return Ok(Admission { gate: self });
+                    return Ok(Admission { gate: self, bytes });
                 }
                 return Err(Refusal::Full);
             }

@@ -72,6 +72,25 @@ pub struct ShutdownReport {
     pub failed: Vec<(Uuid, EngineError)>,
 }
 
+/// Data bound for one shard.
+struct Parcel<'e> {
+    link: &'e ShardLink,
+    first: Uuid,
+    items: Vec<(Uuid, Bytes)>,
+    bytes: usize,
+}
+
+impl<'e> Parcel<'e> {
+    fn new(link: &'e ShardLink, first: Uuid) -> Parcel<'e> {
+        Parcel {
+            link,
+            first,
+            items: Vec::new(),
+            bytes: 0,
+        }
+    }
+}
+
 /// One shard as the handles see it.
 pub(crate) struct ShardLink {
     pub addr: Addr<ShardActor>,
@@ -105,54 +124,62 @@ impl EngineShared {
         (self.hasher.hash_one(stream) % self.shards.len() as u64) as usize
     }
 
-    /// Checks what can be checked before queueing data for a stream.
-    fn check_append(&self, stream: Uuid, data: &Bytes) -> Result<&ShardLink, EngineError> {
+    /// Checks what can be checked before queueing data, and groups the
+    /// items by shard, keeping their order.
+    fn route(&self, items: Vec<(Uuid, Bytes)>) -> Result<Vec<Parcel<'_>>, EngineError> {
         let limit = self.config.scanner.max_chunk_bytes;
-        if data.len() > limit {
-            return Err(ScanError::ChunkTooLarge {
-                stream,
-                len: data.len(),
-                limit,
+        let mut parcels: Vec<Parcel<'_>> = Vec::new();
+        for (stream, data) in items {
+            if data.len() > limit {
+                let len = data.len();
+                return Err(ScanError::ChunkTooLarge { stream, len, limit }.into());
             }
-            .into());
+            let link = &self.shards[self.shard_of(&stream)];
+            if let Some(failure) = link.shared.failure(&stream) {
+                return Err(failure);
+            }
+            let parcel = match parcels.iter_mut().position(|p| std::ptr::eq(p.link, link)) {
+                Some(index) => &mut parcels[index],
+                None => {
+                    parcels.push(Parcel::new(link, stream));
+                    parcels.last_mut().expect("just pushed")
+                }
+            };
+            parcel.bytes += data.len();
+            parcel.items.push((stream, data));
         }
-        let link = &self.shards[self.shard_of(&stream)];
-        match link.shared.failure(&stream) {
-            Some(failure) => Err(failure),
-            None => Ok(link),
+        Ok(parcels)
+    }
+
+    /// The error for a parcel the gate refused.
+    fn refused(parcel: &Parcel<'_>, refusal: Refusal, since: Instant) -> EngineError {
+        match refusal {
+            Refusal::Closed => EngineError::ShuttingDown,
+            Refusal::Full => {
+                let shard = parcel.link.shared.index;
+                metrics::counter!(crate::metrics::OVERLOAD_REJECTIONS, "shard" => shard.to_string())
+                    .increment(1);
+                EngineError::Overloaded {
+                    stream: parcel.first,
+                    shard,
+                    waited_ms: since.elapsed().as_millis() as u64,
+                }
+            }
         }
     }
 
-    /// Queues data for a stream, once it has a place in the mailbox.
-    fn send_append(
-        link: &ShardLink,
-        admission: Result<Admission<'_>, Refusal>,
-        stream: Uuid,
-        data: Bytes,
-        mode: StreamMode,
-        waited_since: Instant,
-    ) -> Result<(), EngineError> {
-        let admission = admission.map_err(|refusal| match refusal {
-            Refusal::Closed => EngineError::ShuttingDown,
-            Refusal::Full => {
-                metrics::counter!(crate::metrics::OVERLOAD_REJECTIONS,
-                    "shard" => link.shared.index.to_string())
-                .increment(1);
-                EngineError::Overloaded {
-                    stream,
-                    shard: link.shared.index,
-                    waited_ms: waited_since.elapsed().as_millis() as u64,
-                }
-            }
-        })?;
-        link.addr.do_send(ShardCommand::Append {
-            stream,
-            data,
-            mode,
-            submitted: Instant::now(),
-        });
-        drop(admission);
-        Ok(())
+    /// Sends admitted parcels.
+    fn deliver(parcels: Vec<Parcel<'_>>, admissions: Vec<Admission<'_>>, mode: StreamMode) {
+        let submitted = Instant::now();
+        for (parcel, admission) in parcels.into_iter().zip(admissions) {
+            parcel.link.addr.do_send(ShardCommand::Append {
+                items: parcel.items,
+                bytes: parcel.bytes,
+                mode,
+                submitted,
+            });
+            drop(admission);
+        }
     }
 
     /// Sends a request to the stream's shard; the receiver of its answer.
@@ -251,20 +278,52 @@ impl EngineHandle {
         stream: Uuid,
         chunk: impl Into<Bytes>,
     ) -> Result<(), EngineError> {
-        self.append(stream, chunk.into(), StreamMode::Chunks).await
+        self.append(vec![(stream, chunk.into())], StreamMode::Chunks)
+            .await
     }
 
     /// Appends one line to a line stream, opening it on first use.
     pub async fn scan_line(&self, stream: Uuid, line: impl Into<Bytes>) -> Result<(), EngineError> {
-        self.append(stream, line.into(), StreamMode::Lines).await
+        self.append(vec![(stream, line.into())], StreamMode::Lines)
+            .await
     }
 
-    async fn append(&self, stream: Uuid, data: Bytes, mode: StreamMode) -> Result<(), EngineError> {
-        let link = self.inner.check_append(stream, &data)?;
+    /// Appends chunks to several streams at once: one message per shard
+    /// instead of one per chunk, which is what a producer with bursts of
+    /// chunks should use. The chunks of a stream are scanned in the order
+    /// given. All or nothing: on error no chunk was taken.
+    pub async fn scan_chunks(&self, chunks: Vec<(Uuid, Bytes)>) -> Result<(), EngineError> {
+        self.append(chunks, StreamMode::Chunks).await
+    }
+
+    /// Appends lines to several line streams at once (see
+    /// [`Self::scan_chunks`]).
+    pub async fn scan_lines(&self, lines: Vec<(Uuid, Bytes)>) -> Result<(), EngineError> {
+        self.append(lines, StreamMode::Lines).await
+    }
+
+    async fn append(&self, items: Vec<(Uuid, Bytes)>, mode: StreamMode) -> Result<(), EngineError> {
+        let parcels = self.inner.route(items)?;
         let since = Instant::now();
         let patience = self.inner.config.overload_after;
-        let admission = link.shared.gate.admit_async(data.len(), patience).await;
-        EngineShared::send_append(link, admission, stream, data, mode, since)
+        let mut admissions = Vec::with_capacity(parcels.len());
+        for parcel in &parcels {
+            match parcel
+                .link
+                .shared
+                .gate
+                .admit_async(parcel.bytes, patience)
+                .await
+            {
+                Ok(admission) => admissions.push(admission),
+                Err(refusal) => {
+                    admissions.into_iter().for_each(Admission::cancel);
+                    return Err(EngineShared::refused(parcel, refusal, since));
+                }
+            }
+        }
+        EngineShared::deliver(parcels, admissions, mode);
+        Ok(())
     }
 
     /// The verdict over everything sent to a stream so far; `None` if it is
@@ -356,20 +415,45 @@ impl BlockingHandle {
 
     /// See [`EngineHandle::scan_chunk`]; blocks while the mailbox is full.
     pub fn scan_chunk(&self, stream: Uuid, chunk: impl Into<Bytes>) -> Result<(), EngineError> {
-        self.append(stream, chunk.into(), StreamMode::Chunks)
+        self.append(vec![(stream, chunk.into())], StreamMode::Chunks)
     }
 
     /// See [`EngineHandle::scan_line`].
     pub fn scan_line(&self, stream: Uuid, line: impl Into<Bytes>) -> Result<(), EngineError> {
-        self.append(stream, line.into(), StreamMode::Lines)
+        self.append(vec![(stream, line.into())], StreamMode::Lines)
     }
 
-    fn append(&self, stream: Uuid, data: Bytes, mode: StreamMode) -> Result<(), EngineError> {
-        let link = self.inner.check_append(stream, &data)?;
+    /// See [`EngineHandle::scan_chunks`].
+    pub fn scan_chunks(&self, chunks: Vec<(Uuid, Bytes)>) -> Result<(), EngineError> {
+        self.append(chunks, StreamMode::Chunks)
+    }
+
+    /// See [`EngineHandle::scan_lines`].
+    pub fn scan_lines(&self, lines: Vec<(Uuid, Bytes)>) -> Result<(), EngineError> {
+        self.append(lines, StreamMode::Lines)
+    }
+
+    fn append(&self, items: Vec<(Uuid, Bytes)>, mode: StreamMode) -> Result<(), EngineError> {
+        let parcels = self.inner.route(items)?;
         let since = Instant::now();
         let patience = self.inner.config.overload_after;
-        let admission = link.shared.gate.admit_blocking(data.len(), patience);
-        EngineShared::send_append(link, admission, stream, data, mode, since)
+        let mut admissions = Vec::with_capacity(parcels.len());
+        for parcel in &parcels {
+            match parcel
+                .link
+                .shared
+                .gate
+                .admit_blocking(parcel.bytes, patience)
+            {
+                Ok(admission) => admissions.push(admission),
+                Err(refusal) => {
+                    admissions.into_iter().for_each(Admission::cancel);
+                    return Err(EngineShared::refused(parcel, refusal, since));
+                }
+            }
+        }
+        EngineShared::deliver(parcels, admissions, mode);
+        Ok(())
     }
 
     /// See [`EngineHandle::get_matches`].

@@ -50,11 +50,11 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
 /// What a shard can be asked to do.
 pub(crate) enum ShardCommand {
-    /// Append data to a stream (no reply; errors are kept for its next
-    /// caller).
+    /// Append data to streams, in order (no reply; errors are kept for
+    /// each stream's next caller).
     Append {
-        stream: Uuid,
-        data: Bytes,
+        items: Vec<(Uuid, Bytes)>,
+        bytes: usize,
         mode: StreamMode,
         submitted: Instant,
     },
@@ -477,13 +477,17 @@ impl ShardActor {
     fn run(&mut self, command: ShardCommand, ctx: &mut Context<Self>) {
         match command {
             ShardCommand::Append {
-                stream,
-                data,
+                items,
+                bytes,
                 mode,
                 submitted,
             } => {
-                self.shared.gate.release(data.len());
-                self.guarded(ctx, |shard| shard.append(stream, &data, mode, submitted));
+                self.shared.gate.release(bytes);
+                self.guarded(ctx, |shard| {
+                    for (stream, data) in &items {
+                        shard.append(*stream, data, mode, submitted);
+                    }
+                });
             }
             ShardCommand::Verdict {
                 stream,
