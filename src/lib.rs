@@ -29,9 +29,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! [`Engine`] runs one such scanner per core, behind actors: streams are
+//! sharded by id, chunks are queued with backpressure, rule matches can be
+//! pushed to subscribers as they are found, and a fault in one shard loses
+//! only that shard's streams.
+//!
 //! Layout: [`rules`] loads and analyses rules, [`stream`] holds the
 //! per-stream context, [`scanner`] the multi-stream scanner (search batches
-//! and verdict evaluation), [`results`] what a verdict looks like.
+//! and verdict evaluation), [`engine`] the actors (supervisor, shards,
+//! handles, events), [`metrics`] the metric names, [`results`] what a
+//! verdict looks like.
 
 pub mod config;
 pub mod engine;

@@ -1,7 +1,7 @@
 //! The actor engine: scanning on every core.
 //!
 //! An [`Engine`] runs one actix system on a thread of its own. In it a
-//! supervisor actor ([`supervisor`]) starts N shard actors ([`shard`]),
+//! supervisor actor (`engine/supervisor.rs`) starts N shard actors (`engine/shard.rs`),
 //! each on its own thread (an actix arbiter) with its own
 //! [`crate::MultiStreamScanner`]: one YARA-X instance per core, each
 //! switching between the many streams of its shard. A stream belongs to the
@@ -23,7 +23,7 @@
 //!   round trip costs ~100 times more. Queries and closes wait for their
 //!   answer.
 //! * Backpressure without loss: each shard's queue is bounded in messages
-//!   and bytes ([`gate`]); a producer waits while it is full, up to
+//!   and bytes (`engine/gate.rs`); a producer waits while it is full, up to
 //!   `EngineConfig::overload_after`, then gets
 //!   [`crate::EngineError::Overloaded`] and keeps its chunk.
 //! * Faults stay in their shard: a panic while a shard works marks its
@@ -33,7 +33,7 @@
 //! * A verdict that times out (`ScannerConfig::scan_timeout`) is an error
 //!   to the caller who asked for it; the stream stays open and usable, its
 //!   state unchanged, and a close that times out leaves it open too.
-//! * Rule reloads are generational ([`generation`]): streams opened before
+//! * Rule reloads are generational (`engine/generation.rs`): streams opened before
 //!   a reload finish on the rules they started with, new streams get the new
 //!   rules, and the old rules are freed when their last stream closes.
 //! * Shutdown drains: the handle stops taking data, every chunk already

@@ -5,14 +5,14 @@
 //! per stream:
 //!
 //! * the **search** scanner finds pattern matches. Chunks are copied into
-//!   the current batch ([`batch`]) as they arrive and searched together:
+//!   the current batch (`scanner/batch.rs`) as they arrive and searched together:
 //!   most of them in one packed block, and one `finish()` per batch, so the
 //!   fixed costs (per `scan()` call, and the harvest: YARA-X evaluates every
 //!   condition on `finish()`) are paid per megabytes, not per chunk. Each
 //!   match is judged by the context its block gave it, and kept as a replay
 //!   span in its stream's context.
 //! * the **evaluation** scanner computes a stream's verdict from its spans
-//!   ([`verdict`]), when the caller asks for it or closes the stream.
+//!   (`scanner/verdict.rs`), when the caller asks for it or closes the stream.
 //!
 //! The contract: for every rule that rule analysis marks supported, the
 //! verdict equals a whole-buffer `yara_x::Scanner::scan` of the bytes seen
