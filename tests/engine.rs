@@ -132,11 +132,11 @@ fn single_threaded(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
     fn engine_verdicts_equal_the_single_threaded_scanner(
-        cases in proptest::collection::vec(stream_case(), 1..24),
+        cases in proptest::collection::vec(stream_case(), 1..48),
         producers in 1usize..4,
         seed in any::<u64>(),
         burst in prop_oneof![Just(1usize), 2usize..20],
