@@ -168,6 +168,26 @@ impl EngineShared {
         }
     }
 
+    /// Keeps a parcel's admission; on refusal, gives back the places taken
+    /// for the parcels before it, so that nothing of the burst is sent.
+    fn admitted<'e>(
+        admissions: &mut Vec<Admission<'e>>,
+        parcel: &Parcel<'_>,
+        admission: Result<Admission<'e>, Refusal>,
+        since: Instant,
+    ) -> Result<(), EngineError> {
+        match admission {
+            Ok(admission) => {
+                admissions.push(admission);
+                Ok(())
+            }
+            Err(refusal) => {
+                admissions.drain(..).for_each(Admission::cancel);
+                Err(EngineShared::refused(parcel, refusal, since))
+            }
+        }
+    }
+
     /// Sends admitted parcels.
     fn deliver(parcels: Vec<Parcel<'_>>, admissions: Vec<Admission<'_>>, mode: StreamMode) {
         let submitted = Instant::now();
@@ -308,19 +328,13 @@ impl EngineHandle {
         let patience = self.inner.config.overload_after;
         let mut admissions = Vec::with_capacity(parcels.len());
         for parcel in &parcels {
-            match parcel
+            let admission = parcel
                 .link
                 .shared
                 .gate
                 .admit_async(parcel.bytes, patience)
-                .await
-            {
-                Ok(admission) => admissions.push(admission),
-                Err(refusal) => {
-                    admissions.into_iter().for_each(Admission::cancel);
-                    return Err(EngineShared::refused(parcel, refusal, since));
-                }
-            }
+                .await;
+            EngineShared::admitted(&mut admissions, parcel, admission, since)?;
         }
         EngineShared::deliver(parcels, admissions, mode);
         Ok(())
@@ -439,18 +453,12 @@ impl BlockingHandle {
         let patience = self.inner.config.overload_after;
         let mut admissions = Vec::with_capacity(parcels.len());
         for parcel in &parcels {
-            match parcel
+            let admission = parcel
                 .link
                 .shared
                 .gate
-                .admit_blocking(parcel.bytes, patience)
-            {
-                Ok(admission) => admissions.push(admission),
-                Err(refusal) => {
-                    admissions.into_iter().for_each(Admission::cancel);
-                    return Err(EngineShared::refused(parcel, refusal, since));
-                }
-            }
+                .admit_blocking(parcel.bytes, patience);
+            EngineShared::admitted(&mut admissions, parcel, admission, since)?;
         }
         EngineShared::deliver(parcels, admissions, mode);
         Ok(())
