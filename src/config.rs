@@ -59,17 +59,18 @@ pub struct EngineConfig {
     /// streams; 0 means one per core (`num_cpus::get()`).
     pub shards: usize,
     /// Limits and tuning of each shard's scanner. `max_open_streams` applies
-    /// per shard.
+    /// per shard (and, for a while after a rule reload, per rule set).
     pub scanner: ScannerConfig,
-    /// Most chunks and lines queued for one shard; a producer that finds
-    /// the mailbox full waits.
+    /// Most messages queued for one shard: a chunk or line sent alone is one
+    /// message, a burst (`scan_chunks`) is one message per shard it goes
+    /// to. A producer that finds the mailbox full waits.
     pub mailbox_messages: usize,
     /// Most bytes queued for one shard (a single larger chunk still passes
     /// when the mailbox is empty).
     pub mailbox_bytes: usize,
     /// How long a producer waits for room in a full mailbox before it gets
-    /// [`crate::EngineError::Overloaded`]; `None` waits for as long as it
-    /// takes, zero never waits.
+    /// [`crate::EngineError::Overloaded`] (for a burst: for each shard it
+    /// goes to); `None` waits for as long as it takes, zero never waits.
     pub overload_after: Option<Duration>,
     /// Capacity of each match-event subscription; events that find it full
     /// are dropped and counted (see [`crate::engine::Subscription::dropped`]).

@@ -92,7 +92,7 @@ pub enum EngineError {
         /// The shard that failed.
         shard: usize,
         /// What the shard reported (the panic message).
-        reason: String,
+        reason: std::sync::Arc<str>,
     },
     /// An earlier chunk or line of this stream was rejected by its shard
     /// after the call that sent it had returned, so the stream misses bytes

@@ -476,9 +476,26 @@ fn bad_input_gets_clear_errors_and_other_streams_go_on() {
         "{err}"
     );
 
+    // Closing a failed stream closes it: the id starts afresh.
+    handle.scan_chunk(mixed, b"abc".to_vec()).unwrap();
+    handle.scan_line(mixed, b"a line".to_vec()).unwrap();
+    assert!(handle.close_stream(mixed).is_err());
+    handle.scan_line(mixed, b"abc".to_vec()).unwrap();
+    assert_eq!(handle.close_stream(mixed).unwrap().unwrap().stats.lines, 1);
+
     let results = handle.close_stream(bystander).unwrap().unwrap();
     assert_eq!(results.rules[0].identifier, "word");
     drop(engine);
+    // A handle that outlives its engine is told so, for data and queries.
+    assert!(matches!(
+        handle.scan_chunk(bystander, b"abc".to_vec()),
+        Err(EngineError::ShuttingDown)
+    ));
+    assert!(matches!(
+        handle.get_matches(bystander),
+        Err(EngineError::ShuttingDown)
+    ));
+    assert_eq!(handle.subscribe().recv_blocking(), None);
 }
 
 #[test]

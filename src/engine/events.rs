@@ -71,6 +71,7 @@ struct Subscriber {
 pub(crate) struct EventHub {
     subscribers: Mutex<Vec<Subscriber>>,
     count: AtomicUsize,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl EventHub {
@@ -79,6 +80,11 @@ impl EventHub {
         let (sender, receiver) = async_channel::bounded(capacity.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
         let mut subscribers = self.lock();
+        if self.closed.load(Ordering::Acquire) {
+            // The engine has shut down: an ended subscription.
+            sender.close();
+            return Subscription { receiver, dropped };
+        }
         subscribers.push(Subscriber {
             sender,
             dropped: dropped.clone(),
@@ -115,6 +121,7 @@ impl EventHub {
     /// they have drained what was sent.
     pub fn close(&self) {
         let mut subscribers = self.lock();
+        self.closed.store(true, Ordering::Release);
         subscribers.iter().for_each(|s| {
             s.sender.close();
         });

@@ -50,17 +50,21 @@ pub(crate) struct MailboxGate {
     freed_async: Notify,
 }
 
-/// A place taken in the gate, held while the message is sent; dropping it
-/// ends the send (not the place, which the shard frees).
+/// A place taken in the gate, held while the message is sent. Once the
+/// message is in the mailbox, [`Admission::delivered`] ends the send and
+/// leaves the place to the shard, which frees it when it takes the
+/// message; dropped otherwise (an error, a cancelled future), the place is
+/// given back.
 pub(crate) struct Admission<'g> {
     gate: &'g MailboxGate,
     bytes: usize,
+    delivered: bool,
 }
 
 impl Admission<'_> {
-    /// Gives the place back unused.
-    pub fn cancel(self) {
-        self.gate.release(self.bytes);
+    /// The message is in the mailbox.
+    pub fn delivered(mut self) {
+        self.delivered = true;
     }
 }
 
@@ -68,9 +72,32 @@ impl Drop for Admission<'_> {
     fn drop(&mut self) {
         let mut state = self.gate.lock();
         state.sending -= 1;
+        if !self.delivered {
+            state.messages -= 1;
+            state.bytes -= self.bytes;
+            self.gate.wake(&state);
+        }
         if state.closed && state.sending == 0 {
             self.gate.freed.notify_all();
+            self.gate.freed_async.notify_waiters();
         }
+    }
+}
+
+/// Counts an async waiter for as long as it waits, even if its future is
+/// dropped.
+struct AsyncWaiter<'g>(&'g MailboxGate);
+
+impl<'g> AsyncWaiter<'g> {
+    fn new(gate: &'g MailboxGate, state: &mut GateState) -> AsyncWaiter<'g> {
+        state.async_waiters += 1;
+        AsyncWaiter(gate)
+    }
+}
+
+impl Drop for AsyncWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.lock().async_waiters -= 1;
     }
 }
 
@@ -117,7 +144,7 @@ impl MailboxGate {
         let mut state = self.lock();
         loop {
             if self.try_admit(&mut state, bytes)? {
-                return Ok(Admission { gate: self, bytes });
+                return Ok(self.admission(bytes));
             }
             let wait = match deadline {
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
@@ -148,10 +175,10 @@ impl MailboxGate {
         loop {
             let notified = self.freed_async.notified();
             tokio::pin!(notified);
-            {
+            let waiter = {
                 let mut state = self.lock();
                 if self.try_admit(&mut state, bytes)? {
-                    return Ok(Admission { gate: self, bytes });
+                    return Ok(self.admission(bytes));
                 }
                 if deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
                     return Err(Refusal::Full);
@@ -159,8 +186,8 @@ impl MailboxGate {
                 // Registered before the lock is released: a release between
                 // here and the await still wakes this waiter.
                 notified.as_mut().enable();
-                state.async_waiters += 1;
-            }
+                AsyncWaiter::new(self, &mut state)
+            };
             let timed_out = match deadline {
                 Some(deadline) => tokio::time::timeout_at(deadline, notified).await.is_err(),
                 None => {
@@ -168,15 +195,23 @@ impl MailboxGate {
                     false
                 }
             };
-            self.lock().async_waiters -= 1;
+            drop(waiter);
             if timed_out {
                 // One last try: the place may have freed as time ran out.
                 let mut state = self.lock();
                 if self.try_admit(&mut state, bytes)? {
-                    return Ok(Admission { gate: self, bytes });
+                    return Ok(self.admission(bytes));
                 }
                 return Err(Refusal::Full);
             }
+        }
+    }
+
+    fn admission(&self, bytes: usize) -> Admission<'_> {
+        Admission {
+            gate: self,
+            bytes,
+            delivered: false,
         }
     }
 
@@ -202,18 +237,43 @@ impl MailboxGate {
         self.lock().messages
     }
 
-    /// Refuses new places, and returns once every admitted message has been
-    /// handed to the mailbox.
+    /// Refuses new places from now on, and wakes every waiting producer
+    /// (they get [`Refusal::Closed`]).
     pub fn close(&self) {
         let mut state = self.lock();
         state.closed = true;
         self.wake(&state);
+    }
+
+    /// After [`Self::close`]: returns once every admitted message has been
+    /// handed to the mailbox (or given back).
+    pub fn wait_until_sent_blocking(&self) {
+        let mut state = self.lock();
         while state.sending > 0 {
             state = self
                 .freed
                 .wait_timeout(state, Duration::from_millis(10))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+        }
+    }
+
+    /// [`Self::wait_until_sent_blocking`] for async callers: other tasks of
+    /// the same thread may be the senders to wait for.
+    pub async fn wait_until_sent(&self) {
+        loop {
+            let notified = self.freed_async.notified();
+            tokio::pin!(notified);
+            let waiter = {
+                let mut state = self.lock();
+                if state.sending == 0 {
+                    return;
+                }
+                notified.as_mut().enable();
+                AsyncWaiter::new(self, &mut state)
+            };
+            notified.await;
+            drop(waiter);
         }
     }
 
@@ -230,8 +290,12 @@ mod tests {
     #[test]
     fn a_full_gate_refuses_after_the_patience_and_admits_after_a_release() {
         let gate = MailboxGate::new(2, 1 << 20);
-        drop(gate.admit_blocking(10, Some(Duration::ZERO)).unwrap());
-        drop(gate.admit_blocking(10, Some(Duration::ZERO)).unwrap());
+        gate.admit_blocking(10, Some(Duration::ZERO))
+            .unwrap()
+            .delivered();
+        gate.admit_blocking(10, Some(Duration::ZERO))
+            .unwrap()
+            .delivered();
         assert_eq!(gate.depth(), 2);
         let refused = gate.admit_blocking(10, Some(Duration::from_millis(5)));
         assert_eq!(refused.err(), Some(Refusal::Full));
@@ -242,18 +306,22 @@ mod tests {
     #[test]
     fn bytes_bound_the_gate_but_one_large_message_passes_alone() {
         let gate = MailboxGate::new(100, 100);
-        drop(gate.admit_blocking(60, Some(Duration::ZERO)).unwrap());
+        gate.admit_blocking(60, Some(Duration::ZERO))
+            .unwrap()
+            .delivered();
         let refused = gate.admit_blocking(60, Some(Duration::ZERO));
         assert_eq!(refused.err(), Some(Refusal::Full));
         gate.release(60);
-        drop(gate.admit_blocking(500, Some(Duration::ZERO)).unwrap());
+        gate.admit_blocking(500, Some(Duration::ZERO))
+            .unwrap()
+            .delivered();
         assert_eq!(gate.depth(), 1);
     }
 
     #[test]
     fn a_waiting_producer_wakes_when_the_shard_frees_a_place() {
         let gate = std::sync::Arc::new(MailboxGate::new(1, 1 << 20));
-        drop(gate.admit_blocking(1, None).unwrap());
+        gate.admit_blocking(1, None).unwrap().delivered();
         let freer = {
             let gate = gate.clone();
             std::thread::spawn(move || {
@@ -267,11 +335,40 @@ mod tests {
 
     #[test]
     fn a_closed_gate_refuses_and_wakes_waiters() {
-        let gate = MailboxGate::new(1, 1 << 20);
-        drop(gate.admit_blocking(1, None).unwrap());
+        let gate = std::sync::Arc::new(MailboxGate::new(1, 1 << 20));
+        gate.admit_blocking(1, None).unwrap().delivered();
+        let waiter = {
+            let gate = gate.clone();
+            std::thread::spawn(move || gate.admit_blocking(1, None).err())
+        };
+        std::thread::sleep(Duration::from_millis(20));
         gate.close();
+        gate.wait_until_sent_blocking();
+        assert_eq!(waiter.join().unwrap(), Some(Refusal::Closed));
         let refused = gate.admit_blocking(1, None);
         assert_eq!(refused.err(), Some(Refusal::Closed));
+    }
+
+    #[test]
+    fn an_admission_dropped_before_delivery_gives_its_place_back() {
+        let gate = MailboxGate::new(1, 1 << 20);
+        drop(gate.admit_blocking(7, None).unwrap());
+        assert_eq!(gate.depth(), 0);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            gate.admit_async(1, None).await.unwrap().delivered();
+            // A future cancelled while it waits leaves no trace.
+            let waiting = gate.admit_async(1, None);
+            let cancelled = tokio::time::timeout(Duration::from_millis(5), waiting).await;
+            assert!(cancelled.is_err());
+        });
+        assert_eq!(gate.lock().async_waiters, 0);
+        gate.release(1);
+        assert_eq!(gate.depth(), 0);
+        assert!(gate.admit_blocking(1, Some(Duration::ZERO)).is_ok());
     }
 
     #[test]
@@ -281,7 +378,7 @@ mod tests {
             .build()
             .unwrap();
         let gate = std::sync::Arc::new(MailboxGate::new(1, 1 << 20));
-        drop(gate.admit_blocking(1, None).unwrap());
+        gate.admit_blocking(1, None).unwrap().delivered();
         let freer = {
             let gate = gate.clone();
             std::thread::spawn(move || {

@@ -182,14 +182,22 @@ impl EngineShared {
                 Ok(())
             }
             Err(refusal) => {
-                admissions.drain(..).for_each(Admission::cancel);
+                admissions.clear(); // gives the places back
                 Err(EngineShared::refused(parcel, refusal, since))
             }
         }
     }
 
-    /// Sends admitted parcels.
-    fn deliver(parcels: Vec<Parcel<'_>>, admissions: Vec<Admission<'_>>, mode: StreamMode) {
+    /// Sends admitted parcels. `do_send` to a stopped actor drops the
+    /// message without a word, so a stopped engine is checked for first.
+    fn deliver(
+        parcels: Vec<Parcel<'_>>,
+        admissions: Vec<Admission<'_>>,
+        mode: StreamMode,
+    ) -> Result<(), EngineError> {
+        if !parcels.iter().all(|parcel| parcel.link.addr.connected()) {
+            return Err(EngineError::ShuttingDown);
+        }
         let submitted = Instant::now();
         for (parcel, admission) in parcels.into_iter().zip(admissions) {
             parcel.link.addr.do_send(ShardCommand::Append {
@@ -198,8 +206,9 @@ impl EngineShared {
                 mode,
                 submitted,
             });
-            drop(admission);
+            admission.delivered();
         }
+        Ok(())
     }
 
     /// Sends a request to the stream's shard; the receiver of its answer.
@@ -232,8 +241,8 @@ impl EngineShared {
         Ok(receiver)
     }
 
-    /// Stops taking data, so that everything admitted is queued ahead of
-    /// the shutdown request.
+    /// Stops taking data (every gate first, so that a producer waiting on
+    /// one gate while it holds a place in another gives it back).
     fn close_gates(&self) {
         self.shards.iter().for_each(|link| link.shared.gate.close());
     }
@@ -272,6 +281,13 @@ fn answer_blocking<T>(
 impl EngineHandle {
     pub(crate) fn new(inner: Arc<EngineShared>) -> EngineHandle {
         EngineHandle { inner }
+    }
+
+    /// Takes no more data and ends the event subscriptions (the engine
+    /// is going away).
+    pub(crate) fn close(&self) {
+        self.inner.close_gates();
+        self.inner.events.close();
     }
 
     /// The same engine, with blocking methods.
@@ -336,8 +352,7 @@ impl EngineHandle {
                 .await;
             EngineShared::admitted(&mut admissions, parcel, admission, since)?;
         }
-        EngineShared::deliver(parcels, admissions, mode);
-        Ok(())
+        EngineShared::deliver(parcels, admissions, mode)
     }
 
     /// The verdict over everything sent to a stream so far; `None` if it is
@@ -409,6 +424,10 @@ impl EngineHandle {
     /// every stream and returns the final verdicts. The engine stops.
     pub async fn shutdown(&self) -> Result<ShutdownReport, EngineError> {
         self.inner.close_gates();
+        // Everything admitted is queued ahead of the shutdown request.
+        for link in &self.inner.shards {
+            link.shared.gate.wait_until_sent().await;
+        }
         let reports = self.inner.ask_supervisor(SupervisorCommand::Shutdown)?;
         let reports = reports.await.map_err(|_| EngineError::ShuttingDown)?;
         self.inner.events.close();
@@ -460,8 +479,7 @@ impl BlockingHandle {
                 .admit_blocking(parcel.bytes, patience);
             EngineShared::admitted(&mut admissions, parcel, admission, since)?;
         }
-        EngineShared::deliver(parcels, admissions, mode);
-        Ok(())
+        EngineShared::deliver(parcels, admissions, mode)
     }
 
     /// See [`EngineHandle::get_matches`].
@@ -527,6 +545,9 @@ impl BlockingHandle {
     /// See [`EngineHandle::shutdown`].
     pub fn shutdown(&self) -> Result<ShutdownReport, EngineError> {
         self.inner.close_gates();
+        for link in &self.inner.shards {
+            link.shared.gate.wait_until_sent_blocking();
+        }
         let reports = self.inner.ask_supervisor(SupervisorCommand::Shutdown)?;
         let reports = reports
             .blocking_recv()

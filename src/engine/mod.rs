@@ -135,6 +135,8 @@ impl Engine {
 
     fn stop(&mut self) {
         if let Some((system, thread)) = self.system.take() {
+            // Handles that outlive the engine get `ShuttingDown`.
+            self.handle.close();
             system.stop();
             let _ = thread.join();
         }

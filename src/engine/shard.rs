@@ -194,6 +194,8 @@ pub(crate) struct ShardActor {
     restarts: u64,
     lost_streams: u64,
     last_fault: Option<String>,
+    /// The report of a shutdown in progress.
+    closing: ShardReport,
 }
 
 impl ShardActor {
@@ -219,6 +221,7 @@ impl ShardActor {
             restarts: 0,
             lost_streams: 0,
             last_fault: None,
+            closing: ShardReport::default(),
         }
     }
 
@@ -250,7 +253,29 @@ impl ShardActor {
             catch_unwind(AssertUnwindSafe(move || generations.active_streams())).unwrap_or_default()
         });
         let lost = held.unwrap_or_default();
-        for stream in &lost {
+        let reason: Arc<str> = reason.into();
+        self.last_fault = Some(reason.to_string());
+        self.mark_lost(&lost);
+        self.reported.clear();
+        self.metrics.open.set(0.0);
+        self.metrics.error("panic");
+        self.supervisor.do_send(ShardFailed {
+            shard: self.shared.index,
+            lost: lost.len(),
+            reason: reason.to_string(),
+        });
+        ctx.stop();
+    }
+
+    /// Records streams as lost in the last fault (their next caller learns
+    /// it).
+    fn mark_lost(&mut self, streams: &[Uuid]) {
+        let reason: Arc<str> = self.last_fault.as_deref().unwrap_or("panic").into();
+        let mut newly = 0;
+        for stream in streams {
+            if self.shared.failure(stream).is_none() {
+                newly += 1;
+            }
             let error = EngineError::StreamLost {
                 stream: *stream,
                 shard: self.shared.index,
@@ -258,21 +283,15 @@ impl ShardActor {
             };
             self.shared.record_failure(*stream, error);
         }
-        self.reported.clear();
-        self.lost_streams += lost.len() as u64;
-        self.last_fault = Some(reason.clone());
-        self.metrics.lost.increment(lost.len() as u64);
-        self.metrics.open.set(0.0);
-        self.metrics.error("panic");
-        self.supervisor.do_send(ShardFailed {
-            shard: self.shared.index,
-            lost: lost.len(),
-            reason,
-        });
-        ctx.stop();
+        self.lost_streams += newly;
+        self.metrics.lost.increment(newly);
     }
 
     fn append(&mut self, stream: Uuid, data: &[u8], mode: StreamMode, submitted: Instant) {
+        #[cfg(test)]
+        if data == super::tests::PANIC_CHUNK {
+            panic!("injected fault in a chunk");
+        }
         if self.shared.failure(&stream).is_some() {
             self.metrics.error("stream_failed");
             return;
@@ -310,7 +329,7 @@ impl ShardActor {
         if let Some(failure) = self.shared.failure(&stream) {
             if close {
                 self.shared.clear_failure(&stream);
-                self.forget(&stream);
+                self.discard(&stream);
             }
             return Err(failure);
         }
@@ -342,6 +361,16 @@ impl ShardActor {
 
     fn forget(&mut self, stream: &Uuid) {
         self.reported.forget(stream);
+    }
+
+    /// Closes a stream without a verdict (it has a hole).
+    fn discard(&mut self, stream: &Uuid) {
+        self.forget(stream);
+        if let Some(generation) = self.generations().holding(stream) {
+            generation.with(|scanner| scanner.discard_stream(stream));
+            self.metrics.closed.increment(1);
+            self.generations().prune();
+        }
     }
 
     fn reset(&mut self, stream: Uuid) -> Result<(), EngineError> {
@@ -391,31 +420,38 @@ impl ShardActor {
     }
 
     /// Closes every stream; the final verdicts and the streams that failed.
+    /// The report grows in `self.closing`, so that a fault half-way loses
+    /// none of what was closed before it.
     fn shutdown(&mut self) -> ShardReport {
-        let mut report = ShardReport {
-            failed: self.shared.take_failures(),
-            ..ShardReport::default()
-        };
+        let failed = self.shared.take_failures();
+        for (stream, _) in &failed {
+            self.discard(stream);
+        }
+        self.closing.failed.extend(failed);
         let metrics = self.metrics.clone();
-        let generations = self.generations();
-        for generation in generations.iter_mut() {
+        self.generations();
+        let (generations, closing) = (self.generations.as_mut(), &mut self.closing);
+        for generation in generations.into_iter().flat_map(|g| g.iter_mut()) {
             let streams = generation.with(|scanner| scanner.active_streams());
             let started = Instant::now();
-            close_all(generation, &streams, &mut report);
+            let closed_before = closing.results.len();
+            close_all(generation, &streams, closing);
             ShardMetrics::seconds(&metrics.evaluation, started.elapsed());
             sync_metrics(generation, &metrics);
+            metrics
+                .closed
+                .increment((closing.results.len() - closed_before) as u64);
         }
-        for results in &report.results {
+        for results in &self.closing.results {
             let new = self
                 .reported
                 .report(&self.events, self.shared.index, results, true);
             self.metrics.rule_matches.increment(new);
         }
-        self.metrics.closed.increment(report.results.len() as u64);
         self.metrics.open.set(0.0);
         self.reported.clear();
         self.generations().prune();
-        report
+        std::mem::take(&mut self.closing)
     }
 
     /// Searches due batches and refreshes the gauges.
@@ -483,11 +519,17 @@ impl ShardActor {
                 submitted,
             } => {
                 self.shared.gate.release(bytes);
-                self.guarded(ctx, |shard| {
+                let done = self.guarded(ctx, |shard| {
                     for (stream, data) in &items {
                         shard.append(*stream, data, mode, submitted);
                     }
                 });
+                if done.is_none() {
+                    // Streams this message would have opened were not open
+                    // when the shard failed: lost all the same.
+                    let streams: Vec<Uuid> = items.iter().map(|(stream, _)| *stream).collect();
+                    self.mark_lost(&streams);
+                }
             }
             ShardCommand::Verdict {
                 stream,
@@ -514,8 +556,14 @@ impl ShardActor {
                 let _ = reply.send(result.ok_or_else(|| self.panicked()));
             }
             ShardCommand::Shutdown { reply } => {
-                let result = self.guarded(ctx, |shard| shard.shutdown());
-                let _ = reply.send(result.ok_or_else(|| self.panicked()));
+                let report = self.guarded(ctx, |shard| shard.shutdown());
+                let report = report.unwrap_or_else(|| {
+                    // A fault half-way: what was closed, and the lost rest.
+                    let mut report = std::mem::take(&mut self.closing);
+                    report.failed.extend(self.shared.take_failures());
+                    report
+                });
+                let _ = reply.send(Ok(report));
             }
             #[cfg(test)]
             ShardCommand::Panic => {
@@ -558,20 +606,20 @@ fn close_all(generation: &mut Generation, streams: &[Uuid], report: &mut ShardRe
 fn sync_metrics(generation: &mut Generation, metrics: &ShardMetrics) {
     let now = generation.stats();
     let seen = &generation.seen;
-    let batches = now.batches - seen.batches;
+    let batches = now.batches.saturating_sub(seen.batches);
     if batches > 0 {
         let finished = Instant::now();
         for submitted in generation.pending.drain(..) {
             ShardMetrics::seconds(&metrics.latency, finished - submitted);
         }
-        let searched = now.searched_bytes - seen.searched_bytes;
+        let searched = now.searched_bytes.saturating_sub(seen.searched_bytes);
         metrics.batch_size.record(searched as f64 / batches as f64);
         metrics.flushes.increment(batches);
     }
-    metrics
-        .opened
-        .increment(now.streams_opened - seen.streams_opened);
-    let reused = (now.verdicts - now.evaluations) - (seen.verdicts - seen.evaluations);
+    let opened = now.streams_opened.saturating_sub(seen.streams_opened);
+    metrics.opened.increment(opened);
+    let reused = now.verdicts.saturating_sub(now.evaluations);
+    let reused = reused.saturating_sub(seen.verdicts.saturating_sub(seen.evaluations));
     metrics.empty_verdicts.increment(reused);
     generation.seen = now;
 }

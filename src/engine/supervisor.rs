@@ -179,9 +179,12 @@ impl Handler<SupervisorCommand> for SupervisorActor {
                     rules: rules.clone(),
                     reply,
                 });
-                crate::metrics::rule_reloaded();
                 actix::spawn(async move {
-                    let _ = reply.send(all.await.map(|_| ()));
+                    let reloaded = all.await.map(|_| ());
+                    if reloaded.is_ok() {
+                        crate::metrics::rule_reloaded();
+                    }
+                    let _ = reply.send(reloaded);
                 });
             }
             SupervisorCommand::Shutdown(reply) => {

@@ -5,6 +5,9 @@ use std::time::Duration;
 use super::*;
 use crate::{EngineConfig, MultiStreamScanner, ScannerConfig, Uuid};
 
+/// A chunk that makes the shard panic as it appends it.
+pub(super) const PANIC_CHUNK: &[u8] = b"<injected panic>";
+
 const RULES: &str = r#"
 rule secret { strings: $a = "secret" condition: $a }
 rule two_words { strings: $a = "alpha" $b = "omega" condition: $a and $b }
@@ -133,4 +136,38 @@ fn a_query_that_meets_the_fault_gets_an_error_not_a_hang() {
     std::thread::sleep(Duration::from_millis(300));
     let stats = handle.stats().unwrap();
     assert_eq!(stats.shards[0].scanner.batches, 1);
+}
+
+#[test]
+fn a_fault_in_a_burst_loses_the_streams_it_would_have_opened() {
+    let engine = engine(1);
+    let handle = engine.handle().blocking();
+    let (open, first, panicking, after) = (
+        Uuid::from_u128(1),
+        Uuid::from_u128(2),
+        Uuid::from_u128(3),
+        Uuid::from_u128(4),
+    );
+    handle.scan_chunk(open, b"secret".to_vec()).unwrap();
+    let burst = vec![
+        (first, bytes::Bytes::from_static(b"alpha")),
+        (panicking, bytes::Bytes::from_static(PANIC_CHUNK)),
+        (after, bytes::Bytes::from_static(b"omega")),
+    ];
+    handle.scan_chunks(burst).unwrap();
+    for stream in [open, first, panicking, after] {
+        let answer = handle.get_matches(stream);
+        assert!(
+            matches!(answer, Err(EngineError::StreamLost { .. })),
+            "{answer:?}"
+        );
+    }
+    // `after` was never opened: without the mark, its next chunk would
+    // open it at offset 0 and hide the hole.
+    assert!(handle.scan_chunk(after, b"x".to_vec()).is_err());
+    let stats = handle.stats().unwrap();
+    assert_eq!(stats.shards[0].lost_streams, 4);
+    let report = engine.shutdown().unwrap();
+    assert_eq!(report.failed.len(), 4);
+    assert!(report.results.is_empty());
 }

@@ -320,8 +320,9 @@ impl<'r> MultiStreamScanner<'r> {
         }
         let ctx = &self.streams[stream];
         self.stats.verdicts += 1;
-        let verdict = self.evaluator.verdict(ctx, self.window.head_len)?;
+        let verdict = self.evaluator.verdict(ctx, self.window.head_len);
         self.stats.evaluations = self.evaluator.evaluations;
+        let verdict = verdict?;
         Ok(Some(StreamResults {
             stream: *stream,
             rules: verdict.rules,
@@ -374,6 +375,12 @@ impl<'r> MultiStreamScanner<'r> {
     /// `#a == 1`; only the verdict at close tells that.)
     pub fn take_streams_with_new_matches(&mut self) -> Vec<Uuid> {
         self.with_new_matches.drain().collect()
+    }
+
+    /// Forgets a stream without computing its verdict (for callers that
+    /// know it is worthless); whether it was open.
+    pub fn discard_stream(&mut self, stream: &Uuid) -> bool {
+        self.streams.remove(stream).is_some()
     }
 
     /// Puts a stream back at offset 0 with no matches, keeping its id, mode
