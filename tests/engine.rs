@@ -534,3 +534,35 @@ fn the_async_handle_works_from_a_tokio_runtime() {
     });
     drop(engine);
 }
+
+#[test]
+fn a_verdict_that_times_out_is_an_error_and_a_close_still_closes() {
+    // The condition loops long enough to meet YARA-X's timeout (checked
+    // about once a second).
+    let rules = compile(
+        r#"rule slow { strings: $a = "abc" condition: $a and for all i in (0..4000000000) : (i >= 0) }"#,
+    );
+    let config = EngineConfig {
+        shards: 1,
+        scanner: ScannerConfig {
+            scan_timeout: Some(Duration::from_secs(1)),
+            ..ScannerConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(rules, config).unwrap();
+    let handle = engine.handle().blocking();
+    let (slow, bystander) = (Uuid::new_v4(), Uuid::new_v4());
+    handle.scan_chunk(slow, b"xx abc".to_vec()).unwrap();
+    handle.scan_chunk(bystander, b"zzz".to_vec()).unwrap();
+    let timed_out = handle.get_matches(slow).unwrap_err();
+    assert!(timed_out.to_string().contains("tim"), "{timed_out}");
+    // The stream stays open and takes more data.
+    handle.scan_chunk(slow, b" more".to_vec()).unwrap();
+    assert!(handle.active_streams().unwrap().contains(&slow));
+    assert!(handle.close_stream(slow).is_err());
+    assert!(!handle.active_streams().unwrap().contains(&slow));
+    let results = handle.close_stream(bystander).unwrap().unwrap();
+    assert!(results.rules.is_empty());
+    drop(engine);
+}

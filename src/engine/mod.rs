@@ -31,8 +31,9 @@
 //!   [`crate::EngineError::StreamLost`]) and actix restarts the shard with
 //!   empty scanners; other shards go on untouched.
 //! * A verdict that times out (`ScannerConfig::scan_timeout`) is an error
-//!   to the caller who asked for it; the stream stays open and usable, its
-//!   state unchanged, and a close that times out leaves it open too.
+//!   to the caller who asked for it. A query leaves the stream open and
+//!   usable, its state unchanged; a close closes it all the same (a close
+//!   always closes) and returns the error instead of the verdict.
 //! * Rule reloads are generational (`engine/generation.rs`): streams opened before
 //!   a reload finish on the rules they started with, new streams get the new
 //!   rules, and the old rules are freed when their last stream closes.

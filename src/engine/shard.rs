@@ -344,6 +344,11 @@ impl ShardActor {
         });
         ShardMetrics::seconds(&metrics.evaluation, started.elapsed());
         sync_metrics(generation, &metrics);
+        if close && result.is_err() {
+            // A close always closes: a verdict that failed (a timeout, say)
+            // is not going to succeed later, and the caller is done.
+            self.discard(&stream);
+        }
         let results = result.inspect_err(|e| metrics.error(error_kind(e)))?;
         if let Some(results) = &results {
             let new = self
