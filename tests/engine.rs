@@ -36,6 +36,15 @@ fn engine(shards: usize, rules: RuleSet) -> Engine {
     Engine::start(rules, config).expect("engine starts")
 }
 
+fn engine_with(rules: RuleSet, shards: usize, scanner: ScannerConfig) -> Engine {
+    let config = EngineConfig {
+        shards,
+        scanner,
+        ..EngineConfig::default()
+    };
+    Engine::start(rules, config).expect("engine starts")
+}
+
 /// One stream's data, cut into chunks.
 #[derive(Debug, Clone)]
 struct StreamCase {
@@ -206,15 +215,11 @@ fn chunks_of_a_stream_are_scanned_in_the_order_sent() {
 #[test]
 fn a_burst_is_taken_whole_or_not_at_all() {
     let rules = compile(RULES);
-    let config = EngineConfig {
-        shards: 2,
-        scanner: ScannerConfig {
-            max_chunk_bytes: 10,
-            ..ScannerConfig::default()
-        },
-        ..EngineConfig::default()
+    let scanner = ScannerConfig {
+        max_chunk_bytes: 10,
+        ..ScannerConfig::default()
     };
-    let engine = Engine::start(rules, config).unwrap();
+    let engine = engine_with(rules, 2, scanner);
     let handle = engine.handle().blocking();
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let burst = vec![
@@ -384,15 +389,11 @@ fn streams_opened_before_a_reload_finish_on_their_rules() {
 #[test]
 fn subscribers_get_each_rule_match_once_without_polling() {
     let rules = compile(RULES);
-    let config = EngineConfig {
-        shards: 2,
-        scanner: ScannerConfig {
-            max_batch_delay: Duration::from_millis(5),
-            ..ScannerConfig::default()
-        },
-        ..EngineConfig::default()
+    let scanner = ScannerConfig {
+        max_batch_delay: Duration::from_millis(5),
+        ..ScannerConfig::default()
     };
-    let engine = Engine::start(rules, config).unwrap();
+    let engine = engine_with(rules, 2, scanner);
     let handle = engine.handle().blocking();
     let events = handle.subscribe();
     let matching = Uuid::new_v4();
@@ -434,15 +435,11 @@ fn rules_matching_only_at_close_are_reported_at_close() {
 #[test]
 fn bad_input_gets_clear_errors_and_other_streams_go_on() {
     let rules = compile(RULES);
-    let config = EngineConfig {
-        shards: 2,
-        scanner: ScannerConfig {
-            max_chunk_bytes: 100,
-            ..ScannerConfig::default()
-        },
-        ..EngineConfig::default()
+    let scanner = ScannerConfig {
+        max_chunk_bytes: 100,
+        ..ScannerConfig::default()
     };
-    let engine = Engine::start(rules, config).unwrap();
+    let engine = engine_with(rules, 2, scanner);
     let handle = engine.handle().blocking();
     let bystander = Uuid::new_v4();
     handle.scan_chunk(bystander, b"xx abc".to_vec()).unwrap();
@@ -542,15 +539,11 @@ fn a_verdict_that_times_out_is_an_error_and_a_close_still_closes() {
     let rules = compile(
         r#"rule slow { strings: $a = "abc" condition: $a and for all i in (0..4000000000) : (i >= 0) }"#,
     );
-    let config = EngineConfig {
-        shards: 1,
-        scanner: ScannerConfig {
-            scan_timeout: Some(Duration::from_secs(1)),
-            ..ScannerConfig::default()
-        },
-        ..EngineConfig::default()
+    let scanner = ScannerConfig {
+        scan_timeout: Some(Duration::from_secs(1)),
+        ..ScannerConfig::default()
     };
-    let engine = Engine::start(rules, config).unwrap();
+    let engine = engine_with(rules, 1, scanner);
     let handle = engine.handle().blocking();
     let (slow, bystander) = (Uuid::new_v4(), Uuid::new_v4());
     handle.scan_chunk(slow, b"xx abc".to_vec()).unwrap();
