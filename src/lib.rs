@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod results;
 pub mod rules;
 pub mod scanner;
+pub mod service;
 pub mod stream;
 
 pub use config::{EngineConfig, ScannerConfig};

@@ -106,6 +106,16 @@ pub const ALL: &[(&str, &str, &str)] = &[
         "Match events dropped (subscriber full)",
     ),
     (RULE_RELOADS, "counter", "Rule reloads"),
+    (
+        HTTP_REQUESTS,
+        "counter",
+        "HTTP requests by route and status class",
+    ),
+    (
+        HTTP_REQUEST_DURATION,
+        "histogram",
+        "HTTP request latency by route",
+    ),
 ];
 
 /// Registers the help text of every metric with the installed recorder.
@@ -186,4 +196,17 @@ pub(crate) fn events_dropped(count: u64) {
 /// Counts a rule reload.
 pub(crate) fn rule_reloaded() {
     counter!(RULE_RELOADS).increment(1);
+}
+
+/// HTTP requests served, by `route` (the route's pattern, never a stream
+/// id) and `status` class (`2xx`, `4xx`, ...).
+pub const HTTP_REQUESTS: &str = "yaraflow_http_requests_total";
+/// HTTP request latency, by `route`.
+pub const HTTP_REQUEST_DURATION: &str = "yaraflow_http_request_duration_seconds";
+
+/// Records one served HTTP request.
+pub fn http_request(route: &str, status: u16, elapsed: Duration) {
+    let class = format!("{}xx", status / 100);
+    counter!(HTTP_REQUESTS, "route" => route.to_string(), "status" => class).increment(1);
+    histogram!(HTTP_REQUEST_DURATION, "route" => route.to_string()).record(elapsed.as_secs_f64());
 }

@@ -2,11 +2,13 @@
 //!
 //! `scan` feeds files to the multi-stream scanner as streams and prints one
 //! JSON line per stream; `check` prints what rule analysis says about rules;
-//! `bench` measures yaraflow against plain YARA-X.
+//! `bench` measures yaraflow against plain YARA-X; `serve` runs the HTTP
+//! service.
 
 mod bench;
 mod check;
 mod scan;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +31,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Measure memory, open time and throughput against plain YARA-X.
     Bench(bench::BenchArgs),
+    /// Serve the HTTP API (and Prometheus metrics) until SIGINT/SIGTERM.
+    Serve(serve::ServeArgs),
 }
 
 /// Rule locations and the window cap, shared by the commands.
@@ -50,6 +54,7 @@ pub fn run() -> ExitCode {
         Command::Scan(args) => scan::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,94 @@
+//! `yaraflow serve`: the engine behind the HTTP API, until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use yaraflow::service::{Service, ServiceConfig};
+use yaraflow::EngineConfig;
+
+/// Arguments of `yaraflow serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Rules: `.yar`/`.yara` files or directories (default: the bundled
+    /// rules in `data/rules`).
+    #[arg(long, default_value = "data/rules")]
+    rules: Vec<PathBuf>,
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    metrics_listen: SocketAddr,
+    /// Also serve `/metrics` on the API address.
+    #[arg(long)]
+    metrics_on_api: bool,
+    /// Scanner shards (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
+    /// Engine configuration (JSON, the fields of `EngineConfig`); `--shards`
+    /// overrides its `shards`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// File holding the bearer token `/v1` routes require.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_body_bytes: usize,
+    #[command(flatten)]
+    rule_args: super::RuleArgs,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut engine: EngineConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            serde_json::from_str(&text).map_err(|e| {
+                anyhow::anyhow!("{} is not an engine configuration: {e}", path.display())
+            })?
+        }
+        None => EngineConfig::default(),
+    };
+    if args.shards > 0 || args.config.is_none() {
+        engine.shards = args.shards;
+    }
+    engine.scanner.max_pattern_len = args.rule_args.max_pattern_len;
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let rules = super::load_rules(&args.rules, &args.rule_args)?;
+    let config = ServiceConfig {
+        listen: args.listen,
+        metrics_listen: Some(args.metrics_listen),
+        metrics_on_api: args.metrics_on_api,
+        max_body_bytes: args.max_body_bytes,
+        token,
+        rule_paths: args.rules.clone(),
+        engine,
+        ..ServiceConfig::default()
+    };
+    let service = Service::start(rules, config)?;
+    eprintln!(
+        "yaraflow serving the API on http://{} and metrics on http://{}/metrics (Ctrl-C stops)",
+        service.api_addr(),
+        service.metrics_addr().map_or("-".into(), |a| a.to_string())
+    );
+    let report = service.wait()?;
+    eprintln!(
+        "stopped: {} streams closed, {} without a verdict",
+        report.results.len(),
+        report.failed.len()
+    );
+    for results in &report.results {
+        println!("{}", serde_json::to_string(results)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}

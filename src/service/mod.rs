@@ -1,0 +1,323 @@
+//! The HTTP service: the engine behind an HTTP API, and `/metrics`.
+//!
+//! [`Service::start`] starts an [`Engine`] and an actix-web server on a
+//! thread of its own: the API (`api.rs`, JSON; `framing.rs` for the binary
+//! bulk endpoint; `events.rs` for server-sent match events) on one
+//! listener, and Prometheus' `/metrics` on another (or on the API listener
+//! too, with `metrics_on_api`). Both default to loopback.
+//!
+//! Every request is counted by route pattern and status class, with its
+//! latency; `/v1` routes need `Authorization: Bearer TOKEN` when a token is
+//! configured. The Prometheus recorder is process-wide: the first service
+//! of a process installs it, later ones share it.
+
+mod api;
+mod error;
+mod events;
+pub mod framing;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub use error::ApiError;
+
+use crate::config::EngineConfig;
+use crate::engine::{Engine, ShutdownReport};
+use crate::rules::RuleSet;
+
+/// Configuration of [`Service`].
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Address of the API.
+    pub listen: SocketAddr,
+    /// Address of the Prometheus endpoint, if any.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Also serve `/metrics` on the API listener.
+    pub metrics_on_api: bool,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Bearer token required by `/v1` routes, if any.
+    pub token: Option<String>,
+    /// Where rules are (re)loaded from.
+    pub rule_paths: Vec<PathBuf>,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// The engine behind the API.
+    pub engine: EngineConfig,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            metrics_listen: Some(([127, 0, 0, 1], 9464).into()),
+            metrics_on_api: false,
+            max_body_bytes: 16 << 20,
+            token: None,
+            rule_paths: Vec::new(),
+            workers: 2,
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The engine did not start.
+    #[error(transparent)]
+    Engine(#[from] crate::EngineError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server thread failed.
+    #[error("the HTTP server failed: {0}")]
+    Server(String),
+}
+
+/// A running service.
+pub struct Service {
+    engine: Engine,
+    servers: Vec<ServerHandle>,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+    api_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+}
+
+/// The process-wide Prometheus recorder (installed on first use); `None`
+/// when another recorder was installed first.
+pub fn prometheus() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let seconds = [
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ];
+            let bytes: Vec<f64> = (10..=26).step_by(2).map(|p| f64::from(1u32 << p)).collect();
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_bytes".into()), &bytes))
+                .ok()?
+                .install_recorder()
+                .ok()?;
+            crate::metrics::describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+impl Service {
+    /// Starts the engine on `rules` and the HTTP listeners.
+    pub fn start(rules: RuleSet, config: ServiceConfig) -> Result<Service, ServiceError> {
+        let prometheus = prometheus();
+        let engine = Engine::start(rules, config.engine.clone())?;
+        let state = web::Data::new(api::ApiState {
+            engine: engine.handle(),
+            max_body_bytes: config.max_body_bytes,
+            rule_paths: config.rule_paths.clone(),
+            max_pattern_len: config.engine.scanner.max_pattern_len,
+        });
+        let (started, on_start) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("yaraflow-http".into())
+            .spawn(move || {
+                actix_web::rt::System::new().block_on(async move {
+                    match bind(state, prometheus, &config) {
+                        Ok((servers, addrs)) => {
+                            let handles = servers.iter().map(|s| s.handle()).collect();
+                            let _ = started.send(Ok((handles, addrs)));
+                            futures_util::future::try_join_all(servers)
+                                .await
+                                .map(|_| ())
+                        }
+                        Err(error) => {
+                            let _ = started.send(Err(error));
+                            Ok(())
+                        }
+                    }
+                })
+            })
+            .map_err(|e| ServiceError::Server(e.to_string()))?;
+        let (servers, (api_addr, metrics_addr)) = on_start.recv().map_err(|_| {
+            ServiceError::Server("the server thread stopped while starting".into())
+        })??;
+        Ok(Service {
+            engine,
+            servers,
+            thread: Some(thread),
+            api_addr,
+            metrics_addr,
+        })
+    }
+
+    /// Where the API listens.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// Where `/metrics` listens, if on its own listener.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Blocks until the server stops (on SIGINT or SIGTERM), then shuts the
+    /// engine down: every open stream's final verdict.
+    pub fn wait(mut self) -> Result<ShutdownReport, ServiceError> {
+        if let Some(thread) = self.thread.take() {
+            let served = thread
+                .join()
+                .map_err(|_| ServiceError::Server("panicked".into()))?;
+            served.map_err(|e| ServiceError::Server(e.to_string()))?;
+        }
+        Ok(self.engine.shutdown()?)
+    }
+
+    /// Stops the server (finishing requests in flight) and the engine.
+    pub fn stop(self) -> Result<ShutdownReport, ServiceError> {
+        let servers = self.servers.clone();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                for server in servers {
+                    server.stop(true).await;
+                }
+            })
+        })
+        .join()
+        .map_err(|_| ServiceError::Server("panicked while stopping".into()))?;
+        self.wait()
+    }
+}
+
+type Addresses = (SocketAddr, Option<SocketAddr>);
+
+/// Binds the listeners (inside the server's actix system): the API, and
+/// `/metrics` on a server of its own.
+fn bind(
+    state: web::Data<api::ApiState>,
+    prometheus: Option<PrometheusHandle>,
+    config: &ServiceConfig,
+) -> Result<(Vec<actix_web::dev::Server>, Addresses), ServiceError> {
+    let token = web::Data::new(Token(config.token.clone()));
+    let metrics = web::Data::new(Metrics(prometheus));
+    let metrics_on_api = config.metrics_on_api;
+    let api_metrics = metrics.clone();
+    let api = HttpServer::new(move || {
+        let app = App::new()
+            .app_data(state.clone())
+            .app_data(token.clone())
+            .app_data(api_metrics.clone())
+            .wrap(actix_web::middleware::from_fn(authorize))
+            .wrap(actix_web::middleware::from_fn(count_request))
+            .configure(api::routes);
+        match metrics_on_api {
+            true => app.route("/metrics", web::get().to(render_metrics)),
+            false => app,
+        }
+    })
+    .workers(config.workers.max(1))
+    .bind(config.listen)
+    .map_err(|source| ServiceError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let api_addr = api.addrs()[0];
+    let mut servers = vec![api.run()];
+    let mut metrics_addr = None;
+    if let Some(listen) = config.metrics_listen {
+        let exporter = HttpServer::new(move || {
+            App::new()
+                .app_data(metrics.clone())
+                .wrap(actix_web::middleware::from_fn(count_request))
+                .route("/metrics", web::get().to(render_metrics))
+        })
+        .workers(1)
+        .bind(listen)
+        .map_err(|source| ServiceError::Bind {
+            addr: listen,
+            source,
+        })?;
+        metrics_addr = Some(exporter.addrs()[0]);
+        servers.push(exporter.run());
+    }
+    Ok((servers, (api_addr, metrics_addr)))
+}
+
+/// The bearer token `/v1` routes need, if any.
+struct Token(Option<String>);
+
+/// The Prometheus handle, if this process's recorder is ours.
+struct Metrics(Option<PrometheusHandle>);
+
+async fn render_metrics(metrics: web::Data<Metrics>) -> HttpResponse {
+    match &metrics.0 {
+        Some(handle) => {
+            handle.run_upkeep();
+            HttpResponse::Ok()
+                .content_type("text/plain; version=0.0.4")
+                .body(handle.render())
+        }
+        None => ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "another metrics recorder was installed in this process",
+        )
+        .error_response(),
+    }
+}
+
+/// Refuses `/v1` requests without the configured bearer token.
+async fn authorize(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
+    let expected = request
+        .app_data::<web::Data<Token>>()
+        .and_then(|t| t.0.clone());
+    if let Some(expected) = expected.filter(|_| request.path().starts_with("/v1")) {
+        let given = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(expected.as_str()) {
+            let refusal = ApiError::new(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this route needs the header `Authorization: Bearer TOKEN`",
+            );
+            let response = refusal.error_response().map_into_right_body();
+            return Ok(request.into_response(response));
+        }
+    }
+    Ok(next.call(request).await?.map_into_left_body())
+}
+
+/// Counts every request by route pattern and status class, with latency.
+async fn count_request(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let route = request
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.call(request).await?;
+    let status = response.status().as_u16();
+    crate::metrics::http_request(&route, status, started.elapsed());
+    Ok(response)
+}
