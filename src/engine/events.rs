@@ -117,6 +117,16 @@ impl EventHub {
         self.count.store(subscribers.len(), Ordering::Release);
     }
 
+    /// Ends the current subscriptions.
+    pub fn end_all(&self) {
+        let mut subscribers = self.lock();
+        subscribers.iter().for_each(|s| {
+            s.sender.close();
+        });
+        subscribers.clear();
+        self.count.store(0, Ordering::Release);
+    }
+
     /// Closes every subscription (at shutdown): receivers see the end once
     /// they have drained what was sent.
     pub fn close(&self) {

@@ -420,6 +420,12 @@ impl EngineHandle {
             .subscribe(self.inner.config.event_capacity)
     }
 
+    /// Ends every event subscription now (their receivers see the end after
+    /// the events already sent); new subscriptions still work.
+    pub fn end_subscriptions(&self) {
+        self.inner.events.end_all();
+    }
+
     /// Stops taking data, lets every shard finish what is queued, closes
     /// every stream and returns the final verdicts. The engine stops.
     pub async fn shutdown(&self) -> Result<ShutdownReport, EngineError> {

@@ -187,8 +187,10 @@ impl Service {
         Ok(self.engine.shutdown()?)
     }
 
-    /// Stops the server (finishing requests in flight) and the engine.
+    /// Stops the server (finishing requests in flight; event streams end)
+    /// and the engine.
     pub fn stop(self) -> Result<ShutdownReport, ServiceError> {
+        self.engine.handle().end_subscriptions();
         let servers = self.servers.clone();
         std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
@@ -204,6 +206,9 @@ impl Service {
 }
 
 type Addresses = (SocketAddr, Option<SocketAddr>);
+
+/// How long a stopping server waits for open connections (event streams).
+const SHUTDOWN_TIMEOUT_SECS: u64 = 3;
 
 /// Binds the listeners (inside the server's actix system): the API, and
 /// `/metrics` on a server of its own.
@@ -230,6 +235,8 @@ fn bind(
         }
     })
     .workers(config.workers.max(1))
+    // Event streams end only with the engine: do not wait 30 s for them.
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
     .bind(config.listen)
     .map_err(|source| ServiceError::Bind {
         addr: config.listen,
@@ -246,6 +253,7 @@ fn bind(
                 .route("/metrics", web::get().to(render_metrics))
         })
         .workers(1)
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
         .bind(listen)
         .map_err(|source| ServiceError::Bind {
             addr: listen,
