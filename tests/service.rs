@@ -86,14 +86,16 @@ fn streams_are_fed_queried_reset_listed_and_closed_over_http() {
     let service = start(None);
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let (status, body) = post(&service, &format!("/v1/streams/{a}/chunks"), b"xx ab");
-    assert_eq!((status, body["accepted_bytes"].as_u64()), (202, Some(5)));
-    post(&service, &format!("/v1/streams/{a}/chunks"), b"c yy");
+    assert_eq!((status, body["accepted_bytes"].as_u64()), (200, Some(5)));
+    let (_, body) = post(&service, &format!("/v1/streams/{a}/chunks"), b"c yy");
+    assert_eq!(body["offset"], 9, "the stream's new offset");
     let (status, body) = post(
         &service,
         &format!("/v1/streams/{b}/lines"),
         b"one secret\ntwo\n",
     );
-    assert_eq!((status, body["accepted_lines"].as_u64()), (202, Some(2)));
+    assert_eq!((status, body["accepted_lines"].as_u64()), (200, Some(2)));
+    assert_eq!(body["offset"], 13, "line bytes, newlines excluded");
 
     let (status, results) = get(&service, &format!("/v1/streams/{a}"));
     assert_eq!(status, 200);
@@ -190,9 +192,17 @@ fn bad_input_gets_json_errors_with_stable_codes() {
         assert_eq!(body["error"]["code"], code, "{body}");
         assert!(body["error"]["message"].as_str().unwrap().len() > 10);
     }
-    // A chunk stream refuses lines: the next call on it says so.
+    // A chunk stream refuses lines, at once and on every later call.
     post(&service, &format!("/v1/streams/{id}/chunks"), b"abc");
-    post(&service, &format!("/v1/streams/{id}/lines"), b"a line\n");
+    let (status, error) = post(&service, &format!("/v1/streams/{id}/lines"), b"a line\n");
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (409, Some("stream_failed"))
+    );
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("cannot take line"));
     let (status, error) = get(&service, &format!("/v1/streams/{id}"));
     assert_eq!(
         (status, error["error"]["code"].as_str()),

@@ -194,6 +194,7 @@ impl EngineShared {
         parcels: Vec<Parcel<'_>>,
         admissions: Vec<Admission<'_>>,
         mode: StreamMode,
+        mut ack: Option<(Uuid, Reply<u64>)>,
     ) -> Result<(), EngineError> {
         if !parcels.iter().all(|parcel| parcel.link.addr.connected()) {
             return Err(EngineError::ShuttingDown);
@@ -205,6 +206,7 @@ impl EngineShared {
                 bytes: parcel.bytes,
                 mode,
                 submitted,
+                ack: ack.take(),
             });
             admission.delivered();
         }
@@ -338,6 +340,57 @@ impl EngineHandle {
         self.append(lines, StreamMode::Lines).await
     }
 
+    /// Appends a chunk and waits until the stream's shard has taken it:
+    /// the stream's new offset (bytes appended so far), or the error the
+    /// shard found (a mode mismatch, say) right away. Costs a round trip
+    /// (tens of microseconds) that `scan_chunk` does not.
+    pub async fn scan_chunk_acked(
+        &self,
+        stream: Uuid,
+        chunk: impl Into<Bytes>,
+    ) -> Result<u64, EngineError> {
+        self.append_acked(stream, vec![chunk.into()], StreamMode::Chunks)
+            .await
+    }
+
+    /// Appends lines to one line stream and waits until its shard has
+    /// taken them (see [`Self::scan_chunk_acked`]).
+    pub async fn scan_lines_acked(
+        &self,
+        stream: Uuid,
+        lines: Vec<Bytes>,
+    ) -> Result<u64, EngineError> {
+        self.append_acked(stream, lines, StreamMode::Lines).await
+    }
+
+    async fn append_acked(
+        &self,
+        stream: Uuid,
+        pieces: Vec<Bytes>,
+        mode: StreamMode,
+    ) -> Result<u64, EngineError> {
+        let items = pieces.into_iter().map(|piece| (stream, piece)).collect();
+        let mut parcels = self.inner.route(items)?;
+        if parcels.is_empty() {
+            let link = &self.inner.shards[self.inner.shard_of(&stream)];
+            parcels.push(Parcel::new(link, stream));
+        }
+        let since = Instant::now();
+        let patience = self.inner.config.overload_after;
+        let parcel = &parcels[0];
+        let admission = parcel
+            .link
+            .shared
+            .gate
+            .admit_async(parcel.bytes, patience)
+            .await;
+        let mut admissions = Vec::with_capacity(1);
+        EngineShared::admitted(&mut admissions, parcel, admission, since)?;
+        let (reply, receiver) = oneshot::channel();
+        EngineShared::deliver(parcels, admissions, mode, Some((stream, reply)))?;
+        answer(receiver).await
+    }
+
     async fn append(&self, items: Vec<(Uuid, Bytes)>, mode: StreamMode) -> Result<(), EngineError> {
         let parcels = self.inner.route(items)?;
         let since = Instant::now();
@@ -352,7 +405,7 @@ impl EngineHandle {
                 .await;
             EngineShared::admitted(&mut admissions, parcel, admission, since)?;
         }
-        EngineShared::deliver(parcels, admissions, mode)
+        EngineShared::deliver(parcels, admissions, mode, None)
     }
 
     /// The verdict over everything sent to a stream so far; `None` if it is
@@ -485,7 +538,7 @@ impl BlockingHandle {
                 .admit_blocking(parcel.bytes, patience);
             EngineShared::admitted(&mut admissions, parcel, admission, since)?;
         }
-        EngineShared::deliver(parcels, admissions, mode)
+        EngineShared::deliver(parcels, admissions, mode, None)
     }
 
     /// See [`EngineHandle::get_matches`].

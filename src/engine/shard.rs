@@ -50,13 +50,15 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
 /// What a shard can be asked to do.
 pub(crate) enum ShardCommand {
-    /// Append data to streams, in order (no reply; errors are kept for
-    /// each stream's next caller).
+    /// Append data to streams, in order. Errors are kept for each
+    /// stream's next caller; with `ack`, that stream's new offset (or its
+    /// error) is also sent back once the data is taken.
     Append {
         items: Vec<(Uuid, Bytes)>,
         bytes: usize,
         mode: StreamMode,
         submitted: Instant,
+        ack: Option<(Uuid, Reply<u64>)>,
     },
     /// The verdict of a stream so far, closing it if `close`.
     Verdict {
@@ -364,6 +366,17 @@ impl ShardActor {
         Ok(results)
     }
 
+    /// Bytes appended to a stream so far, or the error waiting for it.
+    fn offset(&mut self, stream: Uuid) -> Result<u64, EngineError> {
+        if let Some(failure) = self.shared.failure(&stream) {
+            return Err(failure);
+        }
+        let bytes = self.generations().holding(&stream).and_then(|generation| {
+            generation.with(|scanner| scanner.stream_stats(&stream).map(|s| s.bytes))
+        });
+        Ok(bytes.unwrap_or(0))
+    }
+
     fn forget(&mut self, stream: &Uuid) {
         self.reported.forget(stream);
     }
@@ -522,6 +535,7 @@ impl ShardActor {
                 bytes,
                 mode,
                 submitted,
+                ack,
             } => {
                 self.shared.gate.release(bytes);
                 let done = self.guarded(ctx, |shard| {
@@ -534,6 +548,13 @@ impl ShardActor {
                     // when the shard failed: lost all the same.
                     let streams: Vec<Uuid> = items.iter().map(|(stream, _)| *stream).collect();
                     self.mark_lost(&streams);
+                }
+                if let Some((stream, reply)) = ack {
+                    let offset = match done {
+                        Some(()) => self.guarded(ctx, |shard| shard.offset(stream)),
+                        None => None,
+                    };
+                    let _ = reply.send(offset.unwrap_or_else(|| Err(self.lost(stream))));
                 }
             }
             ShardCommand::Verdict {

@@ -101,9 +101,9 @@ async fn append_chunk(
     let stream = stream_id(&path)?;
     let body = read_body(payload, state.max_body_bytes).await?;
     let len = body.len();
-    state.engine.scan_chunk(stream, body).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({
-        "stream": stream, "accepted_bytes": len
+    let offset = state.engine.scan_chunk_acked(stream, body).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "stream": stream, "accepted_bytes": len, "offset": offset
     })))
 }
 
@@ -123,13 +123,13 @@ async fn append_lines(
     let mut lines = Vec::new();
     let mut start = 0;
     for end in memchr::memchr_iter(b'\n', &body) {
-        lines.push((stream, body.slice(start..end)));
+        lines.push(body.slice(start..end));
         start = end + 1;
     }
     let count = lines.len();
-    state.engine.scan_lines(lines).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({
-        "stream": stream, "accepted_lines": count
+    let offset = state.engine.scan_lines_acked(stream, lines).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "stream": stream, "accepted_lines": count, "offset": offset
     })))
 }
 
