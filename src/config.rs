@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Configuration of a [`crate::MultiStreamScanner`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ScannerConfig {
     /// Most streams open at once; opening one more fails with
     /// [`crate::ScanError::TooManyStreams`].
@@ -53,7 +53,7 @@ impl Default for ScannerConfig {
 
 /// Configuration of the actor engine ([`crate::engine::Engine`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
     /// Scanner actors, each on its own thread with its own shard of the
     /// streams; 0 means one per core (`num_cpus::get()`).
