@@ -95,3 +95,26 @@ fn scan_prints_the_whole_buffer_verdict_of_every_file() {
         assert!(matched >= 6, "the samples exercise the bundled rules");
     }
 }
+
+#[test]
+fn scan_reads_standard_input_for_a_dash() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_yaraflow"))
+        .args(["scan", "--rules", "data/rules", "--lines", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.1\r\nAuthorization: Basic YWRtaW46aHVudGVyMg==\r\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["file"], "-");
+    assert_eq!(line["rules"][0]["identifier"], "http_basic_auth");
+    assert_eq!(line["lines"], 2);
+}

@@ -44,7 +44,7 @@ pub struct ScanArgs {
     snippet_bytes: usize,
     #[command(flatten)]
     rule_args: RuleArgs,
-    /// Files to scan, one stream each.
+    /// Files to scan, one stream each (`-` reads standard input).
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
@@ -53,7 +53,7 @@ pub struct ScanArgs {
 struct Feed {
     id: Uuid,
     path: PathBuf,
-    reader: BufReader<File>,
+    reader: Box<dyn BufRead>,
     done: bool,
 }
 
@@ -68,13 +68,12 @@ struct Cutter {
 impl Cutter {
     /// Reads the next chunk (or line) into `buf`; an empty `buf` means the
     /// end of the file.
-    fn next(&mut self, reader: &mut BufReader<File>, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    fn next(&mut self, reader: &mut dyn BufRead, buf: &mut Vec<u8>) -> std::io::Result<()> {
         buf.clear();
         if self.lines {
             // One byte past the longest line accepted: a longer one is
             // refused by the scanner, and never read whole.
-            reader
-                .by_ref()
+            (&mut *reader)
                 .take(self.max_line as u64 + 1)
                 .read_until(b'\n', buf)?;
             return Ok(());
@@ -110,11 +109,11 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     let mut feeds = Vec::new();
     for path in &args.files {
-        match File::open(path) {
-            Ok(file) => feeds.push(Feed {
+        match open(path) {
+            Ok(reader) => feeds.push(Feed {
                 id: Uuid::new_v4(),
                 path: path.clone(),
-                reader: BufReader::new(file),
+                reader,
                 done: false,
             }),
             Err(err) => {
@@ -191,4 +190,12 @@ fn print_results(out: &mut impl Write, results: &StreamResults, feed: &Feed) -> 
     value["file"] = serde_json::Value::String(feed.path.display().to_string());
     writeln!(out, "{}", serde_json::to_string(&value)?)?;
     Ok(())
+}
+
+/// A file, or standard input for `-`.
+fn open(path: &std::path::Path) -> std::io::Result<Box<dyn BufRead>> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(BufReader::new(std::io::stdin())));
+    }
+    Ok(Box::new(BufReader::new(File::open(path)?)))
 }
