@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use yaraflow::{MultiStreamScanner, ScannerConfig, StreamMode, StreamResults, Uuid};
@@ -39,6 +40,9 @@ pub struct ScanArgs {
     /// Feed the files' chunks round-robin, as concurrent streams.
     #[arg(long)]
     interleave: bool,
+    /// No progress bar on stderr (errors are still reported).
+    #[arg(long, short)]
+    quiet: bool,
     /// Most matched bytes printed per match.
     #[arg(long, default_value_t = ScannerConfig::default().max_snippet_bytes)]
     snippet_bytes: usize,
@@ -122,6 +126,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let progress = progress_bar(&args);
     let mut out = std::io::stdout().lock();
     let group = if args.interleave {
         feeds.len().max(1)
@@ -132,8 +137,14 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
         for feed in batch.iter() {
             scanner.open_stream(feed.id, mode)?;
         }
-        failed |= feed_round_robin(&mut scanner, batch, &mut cutter, mode, &mut out)?;
+        let feeding = Feeding {
+            cutter: &mut cutter,
+            mode,
+            progress: &progress,
+        };
+        failed |= feed_round_robin(&mut scanner, batch, feeding, &mut out)?;
     }
+    progress.finish_and_clear();
     Ok(if failed {
         ExitCode::FAILURE
     } else {
@@ -141,24 +152,67 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A bar on stderr over the bytes of every file (a spinner when one is
+/// standard input); drawn only when stderr is a terminal, never with
+/// `--quiet`.
+fn progress_bar(args: &ScanArgs) -> ProgressBar {
+    if args.quiet {
+        return ProgressBar::hidden();
+    }
+    let sizes: Option<u64> = args
+        .files
+        .iter()
+        .map(|path| match path.as_os_str() == "-" {
+            true => None,
+            false => std::fs::metadata(path).ok().map(|m| m.len()),
+        })
+        .sum();
+    let (bar, template) = match sizes {
+        Some(total) => (
+            ProgressBar::new(total),
+            "{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+        ),
+        None => (
+            ProgressBar::new_spinner(),
+            "{spinner} {bytes} ({bytes_per_sec})",
+        ),
+    };
+    bar.set_draw_target(ProgressDrawTarget::stderr());
+    bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
+    bar
+}
+
+/// How the files are fed: cut, in which mode, with progress shown.
+struct Feeding<'a> {
+    cutter: &'a mut Cutter,
+    mode: StreamMode,
+    progress: &'a ProgressBar,
+}
+
 /// Feeds the files one piece each in turn until all are done, printing each
 /// stream's results as it closes. Returns whether a file failed.
 fn feed_round_robin(
     scanner: &mut MultiStreamScanner<'_>,
     feeds: &mut [Feed],
-    cutter: &mut Cutter,
-    mode: StreamMode,
+    feeding: Feeding<'_>,
     out: &mut impl Write,
 ) -> anyhow::Result<bool> {
+    let Feeding {
+        cutter,
+        mode,
+        progress,
+    } = feeding;
     let mut buf = Vec::new();
     let mut failed = false;
     while feeds.iter().any(|f| !f.done) {
         for feed in feeds.iter_mut().filter(|f| !f.done) {
             if let Err(err) = cutter.next(&mut feed.reader, &mut buf) {
-                eprintln!(
-                    "error: reading {}: {err}; its results cover the bytes read so far",
-                    feed.path.display()
-                );
+                progress.suspend(|| {
+                    eprintln!(
+                        "error: reading {}: {err}; its results cover the bytes read so far",
+                        feed.path.display()
+                    )
+                });
                 failed = true;
                 buf.clear();
             }
@@ -167,11 +221,14 @@ fn feed_round_robin(
                 StreamMode::Lines => scanner.scan_line(feed.id, &buf),
                 StreamMode::Chunks => scanner.scan_chunk(feed.id, &buf),
             };
+            progress.inc(buf.len() as u64);
             if let Err(err) = scanned {
-                eprintln!(
-                    "error: {}: {err}; its results cover the bytes before",
-                    feed.path.display()
-                );
+                progress.suspend(|| {
+                    eprintln!(
+                        "error: {}: {err}; its results cover the bytes before",
+                        feed.path.display()
+                    )
+                });
                 failed = true;
                 buf.clear();
             }
