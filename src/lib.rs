@@ -44,6 +44,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod metrics;
+pub mod pcap;
 pub mod results;
 pub mod rules;
 pub mod scanner;

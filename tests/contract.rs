@@ -211,7 +211,7 @@ fn ten_thousand_streams_open_at_once() {
     let ids: Vec<Uuid> = (0..10_000).map(|_| Uuid::new_v4()).collect();
     let data = |i: usize| -> Vec<u8> {
         let mut d = format!("hay{:02} {}", i % 100, "x".repeat(i % 7)).into_bytes();
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             d.extend_from_slice(b"nee");
         }
         d.extend_from_slice(format!("dle hay{:02}", (i * 7) % 100).as_bytes());
