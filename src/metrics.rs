@@ -38,7 +38,8 @@ pub const BATCH_FLUSHES: &str = "yaraflow_batch_flushes_total";
 pub const BATCH_SIZE: &str = "yaraflow_batch_size_bytes";
 /// Time from a chunk's submission to the search of its batch.
 pub const SCAN_LATENCY: &str = "yaraflow_scan_latency_seconds";
-/// Chunks and lines queued for a shard.
+/// Messages queued for a shard (a chunk or line sent alone, or a burst's
+/// share for the shard).
 pub const MAILBOX_DEPTH: &str = "yaraflow_mailbox_depth";
 /// Chunks refused with `Overloaded`.
 pub const OVERLOAD_REJECTIONS: &str = "yaraflow_overload_rejections_total";

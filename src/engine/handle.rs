@@ -151,6 +151,20 @@ impl EngineShared {
         Ok(parcels)
     }
 
+    /// [`Self::route`], and with an acknowledged stream, a parcel for it
+    /// even when there is no data (the answer is its offset).
+    fn parcels(
+        &self,
+        items: Vec<(Uuid, Bytes)>,
+        acked: Option<Uuid>,
+    ) -> Result<Vec<Parcel<'_>>, EngineError> {
+        let mut parcels = self.route(items)?;
+        if let (Some(stream), true) = (acked, parcels.is_empty()) {
+            parcels.push(Parcel::new(&self.shards[self.shard_of(&stream)], stream));
+        }
+        Ok(parcels)
+    }
+
     /// The error for a parcel the gate refused.
     fn refused(parcel: &Parcel<'_>, refusal: Refusal, since: Instant) -> EngineError {
         match refusal {
@@ -316,13 +330,13 @@ impl EngineHandle {
         stream: Uuid,
         chunk: impl Into<Bytes>,
     ) -> Result<(), EngineError> {
-        self.append(vec![(stream, chunk.into())], StreamMode::Chunks)
+        self.append(vec![(stream, chunk.into())], StreamMode::Chunks, None)
             .await
     }
 
     /// Appends one line to a line stream, opening it on first use.
     pub async fn scan_line(&self, stream: Uuid, line: impl Into<Bytes>) -> Result<(), EngineError> {
-        self.append(vec![(stream, line.into())], StreamMode::Lines)
+        self.append(vec![(stream, line.into())], StreamMode::Lines, None)
             .await
     }
 
@@ -331,13 +345,13 @@ impl EngineHandle {
     /// chunks should use. The chunks of a stream are scanned in the order
     /// given. All or nothing: on error no chunk was taken.
     pub async fn scan_chunks(&self, chunks: Vec<(Uuid, Bytes)>) -> Result<(), EngineError> {
-        self.append(chunks, StreamMode::Chunks).await
+        self.append(chunks, StreamMode::Chunks, None).await
     }
 
     /// Appends lines to several line streams at once (see
     /// [`Self::scan_chunks`]).
     pub async fn scan_lines(&self, lines: Vec<(Uuid, Bytes)>) -> Result<(), EngineError> {
-        self.append(lines, StreamMode::Lines).await
+        self.append(lines, StreamMode::Lines, None).await
     }
 
     /// Appends a chunk and waits until the stream's shard has taken it:
@@ -370,29 +384,20 @@ impl EngineHandle {
         mode: StreamMode,
     ) -> Result<u64, EngineError> {
         let items = pieces.into_iter().map(|piece| (stream, piece)).collect();
-        let mut parcels = self.inner.route(items)?;
-        if parcels.is_empty() {
-            let link = &self.inner.shards[self.inner.shard_of(&stream)];
-            parcels.push(Parcel::new(link, stream));
-        }
-        let since = Instant::now();
-        let patience = self.inner.config.overload_after;
-        let parcel = &parcels[0];
-        let admission = parcel
-            .link
-            .shared
-            .gate
-            .admit_async(parcel.bytes, patience)
-            .await;
-        let mut admissions = Vec::with_capacity(1);
-        EngineShared::admitted(&mut admissions, parcel, admission, since)?;
         let (reply, receiver) = oneshot::channel();
-        EngineShared::deliver(parcels, admissions, mode, Some((stream, reply)))?;
+        self.append(items, mode, Some((stream, reply))).await?;
         answer(receiver).await
     }
 
-    async fn append(&self, items: Vec<(Uuid, Bytes)>, mode: StreamMode) -> Result<(), EngineError> {
-        let parcels = self.inner.route(items)?;
+    async fn append(
+        &self,
+        items: Vec<(Uuid, Bytes)>,
+        mode: StreamMode,
+        ack: Option<(Uuid, Reply<u64>)>,
+    ) -> Result<(), EngineError> {
+        let parcels = self
+            .inner
+            .parcels(items, ack.as_ref().map(|(stream, _)| *stream))?;
         let since = Instant::now();
         let patience = self.inner.config.overload_after;
         let mut admissions = Vec::with_capacity(parcels.len());
@@ -405,7 +410,7 @@ impl EngineHandle {
                 .await;
             EngineShared::admitted(&mut admissions, parcel, admission, since)?;
         }
-        EngineShared::deliver(parcels, admissions, mode, None)
+        EngineShared::deliver(parcels, admissions, mode, ack)
     }
 
     /// The verdict over everything sent to a stream so far; `None` if it is

@@ -100,7 +100,8 @@ pub struct ShardStats {
     pub bytes: u64,
     /// Chunks and lines appended.
     pub chunks: u64,
-    /// Chunks and lines queued now.
+    /// Messages queued now (a chunk or line sent alone, or a burst's share
+    /// for this shard).
     pub mailbox_depth: usize,
     /// Restarts after a fault.
     pub restarts: u64,
@@ -255,8 +256,7 @@ impl ShardActor {
             catch_unwind(AssertUnwindSafe(move || generations.active_streams())).unwrap_or_default()
         });
         let lost = held.unwrap_or_default();
-        let reason: Arc<str> = reason.into();
-        self.last_fault = Some(reason.to_string());
+        self.last_fault = Some(reason.clone());
         self.mark_lost(&lost);
         self.reported.clear();
         self.metrics.open.set(0.0);
@@ -264,7 +264,7 @@ impl ShardActor {
         self.supervisor.do_send(ShardFailed {
             shard: self.shared.index,
             lost: lost.len(),
-            reason: reason.to_string(),
+            reason,
         });
         ctx.stop();
     }
@@ -419,14 +419,7 @@ impl ShardActor {
             ..ShardStats::default()
         };
         for generation in self.generations().iter() {
-            let s = generation.stats();
-            let sum = &mut stats.scanner;
-            sum.open_streams += s.open_streams;
-            sum.batches += s.batches;
-            sum.searched_bytes += s.searched_bytes;
-            sum.streams_opened += s.streams_opened;
-            sum.verdicts += s.verdicts;
-            sum.evaluations += s.evaluations;
+            stats.scanner += &generation.stats();
             stats.generations += 1;
         }
         stats
@@ -475,18 +468,15 @@ impl ShardActor {
     /// Searches due batches and refreshes the gauges.
     fn tick(&mut self) {
         let metrics = self.metrics.clone();
+        let mut open = 0;
         for generation in self.generations().iter_mut() {
             if let Err(error) = generation.with(|scanner| scanner.flush_if_due()) {
                 // The batch is kept and searched again at the next tick.
                 metrics.error(error_kind(&error));
             }
             sync_metrics(generation, &metrics);
+            open += generation.seen.open_streams; // just synced
         }
-        let open: usize = self
-            .generations()
-            .iter()
-            .map(|g| g.stats().open_streams)
-            .sum();
         self.metrics.open.set(open as f64);
         self.metrics
             .mailbox_depth

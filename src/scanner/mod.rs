@@ -62,6 +62,18 @@ pub struct ScannerStats {
     pub evaluations: u64,
 }
 
+impl std::ops::AddAssign<&ScannerStats> for ScannerStats {
+    /// Sums the counters of several scanners (a shard's rule generations).
+    fn add_assign(&mut self, other: &ScannerStats) {
+        self.open_streams += other.open_streams;
+        self.batches += other.batches;
+        self.searched_bytes += other.searched_bytes;
+        self.streams_opened += other.streams_opened;
+        self.verdicts += other.verdicts;
+        self.evaluations += other.evaluations;
+    }
+}
+
 /// Scans any number of concurrent streams with one set of rules.
 pub struct MultiStreamScanner<'r> {
     rules: &'r RuleSet,
