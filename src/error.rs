@@ -129,3 +129,33 @@ impl From<ScanError> for EngineError {
         EngineError::Scan(std::sync::Arc::new(err))
     }
 }
+
+/// Errors raised while reading a capture file (`yaraflow pcap`).
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The file is empty.
+    #[error("the capture is empty")]
+    Empty,
+    /// The file starts with neither a pcap nor a pcapng header.
+    #[error("not a pcap or pcapng capture (unknown header; is it compressed?)")]
+    NotACapture,
+    /// The file is damaged from this point on; frames before it were read.
+    #[error("corrupt capture at frame {frame} (byte {offset}): {reason}")]
+    Corrupt {
+        /// 1-based number of the frame that could not be read.
+        frame: u64,
+        /// Bytes of the file read before the damage.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A pcapng packet names an interface its section did not describe.
+    #[error("corrupt capture: a packet names interface {interface}, which was never described")]
+    UnknownInterface {
+        /// The interface number.
+        interface: u32,
+    },
+    /// Reading the file failed.
+    #[error("cannot read the capture: {0}")]
+    Io(#[source] std::io::Error),
+}

@@ -53,7 +53,7 @@ pub mod stream;
 
 pub use config::{EngineConfig, ScannerConfig};
 pub use engine::{BlockingHandle, Engine, EngineHandle, MatchEvent, ShutdownReport, Subscription};
-pub use error::{EngineError, RuleError, ScanError};
+pub use error::{CaptureError, EngineError, RuleError, ScanError};
 pub use results::{MatchInfo, PatternMatches, RuleMatch, StreamResults};
 pub use rules::{RuleIssue, RuleSet};
 pub use scanner::{MultiStreamScanner, ScannerStats};

@@ -5,7 +5,6 @@ mod common;
 
 use std::process::Command;
 
-use common::Verdict;
 use yaraflow::RuleSet;
 
 fn samples() -> Vec<String> {
@@ -15,40 +14,6 @@ fn samples() -> Vec<String> {
         .collect();
     files.sort();
     files
-}
-
-/// The verdict of one printed JSON line, in the tests' comparable form.
-fn printed_verdict(rules: &RuleSet, line: &serde_json::Value) -> Verdict {
-    let mut verdict: Verdict = line["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| rules.is_exact("default", r["identifier"].as_str().unwrap()))
-        .map(|r| {
-            let patterns = r["patterns"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| {
-                    let matches = p["matches"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|m| {
-                            (
-                                m["offset"].as_u64().unwrap(),
-                                m["length"].as_u64().unwrap() as usize,
-                            )
-                        })
-                        .collect();
-                    (p["identifier"].as_str().unwrap().to_string(), matches)
-                })
-                .collect();
-            (r["identifier"].as_str().unwrap().to_string(), patterns)
-        })
-        .collect();
-    verdict.sort();
-    verdict
 }
 
 #[test]
@@ -83,7 +48,7 @@ fn scan_prints_the_whole_buffer_verdict_of_every_file() {
             let data = std::fs::read(file).unwrap();
             assert_eq!(line["bytes"].as_u64().unwrap(), data.len() as u64);
             assert_eq!(
-                printed_verdict(&rules, line),
+                common::printed(&rules, line),
                 common::reference(&rules, &data),
                 "{file} with {extra:?}"
             );

@@ -2,11 +2,12 @@
 //!
 //! `scan` feeds files to the multi-stream scanner as streams and prints one
 //! JSON line per stream; `check` prints what rule analysis says about rules;
-//! `bench` measures yaraflow against plain YARA-X; `serve` runs the HTTP
-//! service.
+//! `bench` measures yaraflow against plain YARA-X; `pcap` scans the TCP
+//! flows of captures; `serve` runs the HTTP service.
 
 mod bench;
 mod check;
+mod pcap;
 mod scan;
 mod serve;
 
@@ -31,6 +32,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Measure memory, open time and throughput against plain YARA-X.
     Bench(bench::BenchArgs),
+    /// Scan the TCP flows of pcap/pcapng captures, one JSON line per direction.
+    Pcap(pcap::PcapArgs),
     /// Serve the HTTP API (and Prometheus metrics) until SIGINT/SIGTERM.
     Serve(serve::ServeArgs),
 }
@@ -54,6 +57,7 @@ pub fn run() -> ExitCode {
         Command::Scan(args) => scan::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Pcap(args) => pcap::run(args),
         Command::Serve(args) => serve::run(args),
     };
     match result {

@@ -1,9 +1,26 @@
-//! Packet captures as streams: TCP reassembly, for `yaraflow pcap`.
+//! Packet captures as streams, for `yaraflow pcap`: each direction of each
+//! TCP connection in a capture file is one stream.
 //!
-//! [`reassembly`] turns the segments of one direction of a TCP connection,
-//! in capture order, into its ordered byte stream (each byte once, holes
-//! counted, the end told: FIN, RST or the end of the capture). Reading
-//! capture files and naming each direction as a stream comes next, on top
-//! of it.
+//! The pipeline, one module per step:
+//! - [`capture`] reads a pcap or pcapng file frame by frame (`pcap-parser`);
+//! - [`packet`] decodes a frame into a TCP segment (`etherparse`), or says
+//!   why it skipped it;
+//! - [`flows`] keys segments by direction, names each direction with a
+//!   UUID v5 of its 4-tuple and reports when directions open and end;
+//! - [`reassembly`] turns one direction's segments, in capture order, into
+//!   its ordered byte stream (each byte once, holes counted, the end told).
+//!
+//! The caller feeds the bytes to a scanner or the engine; nothing here
+//! scans. Trade-off: IP fragments are skipped, not reassembled (rare for
+//! TCP, which sizes segments to avoid them), and a frame cut short by the
+//! capture's snapshot length becomes a counted hole rather than a guess.
 
+pub mod capture;
+pub mod flows;
+pub mod packet;
 pub mod reassembly;
+
+pub use capture::{CaptureReader, Frame};
+pub use flows::{flow_namespace, flow_uuid, FlowEvent, FlowSummary, FlowTable, Role};
+pub use packet::{decode, FlowKey, Skip, TcpSegment};
+pub use reassembly::{Direction, End};

@@ -95,8 +95,11 @@ impl Direction {
             return Vec::new();
         }
         if rst {
+            // The sender resets: nothing it sent before will be resent, so
+            // what waits behind a hole is handed out now.
+            let ready = self.flush_pending();
             self.ended = Some(End::Rst);
-            return Vec::new();
+            return ready;
         }
         // The SYN takes one sequence number; data starts after it.
         let data_seq = if syn { seq.wrapping_add(1) } else { seq };
@@ -165,14 +168,20 @@ impl Direction {
         }
     }
 
-    /// At the end of the capture: hands out what waits behind holes
-    /// (counting the holes as missing) and marks the direction ended.
-    pub fn finish(&mut self) -> Vec<u8> {
+    /// Hands out everything that waits, skipping (and counting) holes.
+    fn flush_pending(&mut self) -> Vec<u8> {
         let mut ready = Vec::new();
         while !self.pending.is_empty() {
             self.skip_hole();
             ready.extend(self.drain());
         }
+        ready
+    }
+
+    /// At the end of the capture: hands out what waits behind holes
+    /// (counting the holes as missing) and marks the direction ended.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let ready = self.flush_pending();
         let end = match self.fin_at {
             Some(_) => End::Fin,
             None => End::Open,
@@ -237,7 +246,10 @@ mod tests {
         let mut direction = Direction::new(1024);
         assert_eq!(direction.segment(false, false, false, 5000, b"xyz"), b"xyz");
         assert_eq!(direction.segment(false, false, false, 5003, b"w"), b"w");
-        assert!(direction.segment(false, false, true, 5004, b"").is_empty());
+        assert_eq!(direction.segment(false, false, false, 5006, b"uv"), b"");
+        // The reset hands out what waited behind the hole.
+        assert_eq!(direction.segment(false, false, true, 5008, b""), b"uv");
+        assert_eq!(direction.missing_bytes(), 2);
         assert_eq!(direction.end(), Some(End::Rst));
         assert!(direction
             .segment(false, false, false, 5004, b"late")

@@ -84,6 +84,40 @@ pub fn ours(rules: &RuleSet, results: &StreamResults) -> Verdict {
     verdict
 }
 
+/// The verdict of one JSON line the CLI printed, in the same form.
+pub fn printed(rules: &RuleSet, line: &serde_json::Value) -> Verdict {
+    let mut verdict: Verdict = line["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| rules.is_exact("default", r["identifier"].as_str().unwrap()))
+        .map(|r| {
+            let patterns = r["patterns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    let matches = p["matches"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|m| {
+                            (
+                                m["offset"].as_u64().unwrap(),
+                                m["length"].as_u64().unwrap() as usize,
+                            )
+                        })
+                        .collect();
+                    (p["identifier"].as_str().unwrap().to_string(), matches)
+                })
+                .collect();
+            (r["identifier"].as_str().unwrap().to_string(), patterns)
+        })
+        .collect();
+    verdict.sort();
+    verdict
+}
+
 /// Compiles rules with the default window cap.
 pub fn compile(src: &str) -> RuleSet {
     RuleSet::from_source(src, yaraflow::ScannerConfig::default().max_pattern_len)

@@ -1,0 +1,216 @@
+//! Reading a capture file, pcap or pcapng, as a sequence of TCP segments.
+//!
+//! `pcap-parser` does the file formats (both byte orders, pcapng sections
+//! and interfaces); this module keeps what a frame needs to be decoded (the
+//! link type of its interface) and turns the parser's errors into
+//! [`CaptureError`]s that say where the file went wrong. The file is read
+//! as it is parsed, through a buffer that grows only for a block larger
+//! than it, so a capture larger than memory is fine.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use pcap_parser::traits::PcapReaderIterator;
+use pcap_parser::{Block, Linktype, PcapBlockOwned, PcapError};
+
+use super::packet::{decode, Skip, TcpSegment};
+use crate::error::CaptureError;
+
+/// Initial size of the read buffer.
+const BUFFER_BYTES: usize = 1 << 20;
+/// Largest block accepted (a pcapng block can be up to 4 GiB; no frame is).
+const MAX_BLOCK_BYTES: usize = 256 << 20;
+
+/// What one frame of the capture gave.
+#[derive(Debug)]
+pub enum Frame {
+    /// A TCP segment.
+    Segment(TcpSegment),
+    /// A frame with no TCP segment, and why.
+    Skipped(Skip),
+}
+
+/// A capture file read frame by frame.
+pub struct CaptureReader {
+    parser: Box<dyn PcapReaderIterator + Send>,
+    /// Link type of each interface of the current pcapng section (one entry
+    /// for a legacy pcap file).
+    links: Vec<Linktype>,
+    frames: u64,
+    source: ReadSide,
+}
+
+/// What the parser's reader saw: bytes read (for progress) and the last
+/// I/O error (the parser keeps only that one happened).
+#[derive(Clone, Default)]
+struct ReadSide {
+    bytes: Arc<AtomicU64>,
+    error: Arc<Mutex<Option<std::io::Error>>>,
+}
+
+/// The file, counting what it reads and keeping its errors.
+struct CountingReader<R> {
+    inner: R,
+    side: ReadSide,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.side.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(err) => {
+                let copy = std::io::Error::new(err.kind(), err.to_string());
+                *self.side.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(copy);
+                Err(err)
+            }
+        }
+    }
+}
+
+impl CaptureReader {
+    /// Starts reading a capture (pcap or pcapng, told by its first bytes).
+    pub fn new(file: impl Read + Send + 'static) -> Result<CaptureReader, CaptureError> {
+        let source = ReadSide::default();
+        let reader = CountingReader {
+            inner: file,
+            side: source.clone(),
+        };
+        let parser = pcap_parser::create_reader(BUFFER_BYTES, reader).map_err(|err| match err {
+            PcapError::Eof => CaptureError::Empty,
+            PcapError::ReadError => CaptureError::Io(source.take_error()),
+            _ => CaptureError::NotACapture,
+        })?;
+        Ok(CaptureReader {
+            parser,
+            links: Vec::new(),
+            frames: 0,
+            source,
+        })
+    }
+
+    /// Bytes of the file read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.source.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Frames read so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// The next frame, or `None` at the end of the file.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError> {
+        loop {
+            let frame = match self.parser.next() {
+                Ok((consumed, block)) => {
+                    let frame = read_block(&mut self.links, block);
+                    self.parser.consume(consumed);
+                    frame?
+                }
+                Err(PcapError::Eof) => return Ok(None),
+                Err(PcapError::Incomplete(_)) => {
+                    self.refill()?;
+                    continue;
+                }
+                Err(PcapError::ReadError) => {
+                    return Err(CaptureError::Io(self.source.take_error()))
+                }
+                Err(_) => return Err(self.corrupt("a block does not parse")),
+            };
+            if let Some(frame) = frame {
+                self.frames += 1;
+                return Ok(Some(frame));
+            }
+        }
+    }
+
+    /// Reads more of the file, growing the buffer for a block larger than
+    /// it.
+    fn refill(&mut self) -> Result<(), CaptureError> {
+        if self.parser.reader_exhausted() {
+            return Err(self.corrupt("the file ends inside a block (truncated?)"));
+        }
+        let before = self.parser.data().len();
+        self.parser
+            .refill()
+            .map_err(|_| CaptureError::Io(self.source.take_error()))?;
+        if self.parser.data().len() == before && !self.parser.reader_exhausted() {
+            // The buffer is full and still holds less than one block.
+            let size = (before * 2).max(BUFFER_BYTES);
+            if size > MAX_BLOCK_BYTES || !self.parser.grow(size) {
+                return Err(self.corrupt("a block is larger than 256 MiB"));
+            }
+        }
+        Ok(())
+    }
+
+    fn corrupt(&self, reason: &str) -> CaptureError {
+        CaptureError::Corrupt {
+            frame: self.frames + 1,
+            offset: self.parser.consumed() as u64,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl ReadSide {
+    fn take_error(&self) -> std::io::Error {
+        let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        slot.take()
+            .unwrap_or_else(|| std::io::Error::other("the capture could not be read"))
+    }
+}
+
+/// Reads one block: a frame, or a header that says how to decode frames.
+fn read_block(
+    links: &mut Vec<Linktype>,
+    block: PcapBlockOwned<'_>,
+) -> Result<Option<Frame>, CaptureError> {
+    let (link, data) = match block {
+        PcapBlockOwned::LegacyHeader(header) => {
+            *links = vec![header.network];
+            return Ok(None);
+        }
+        PcapBlockOwned::Legacy(packet) => (first_link(links)?, packet.data),
+        PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+            links.clear(); // interface numbers start again in a new section
+            return Ok(None);
+        }
+        PcapBlockOwned::NG(Block::InterfaceDescription(interface)) => {
+            links.push(interface.linktype);
+            return Ok(None);
+        }
+        PcapBlockOwned::NG(Block::EnhancedPacket(packet)) => {
+            let link = links.get(packet.if_id as usize).copied().ok_or(
+                CaptureError::UnknownInterface {
+                    interface: packet.if_id,
+                },
+            )?;
+            (link, captured(packet.data, packet.caplen))
+        }
+        PcapBlockOwned::NG(Block::SimplePacket(packet)) => {
+            (first_link(links)?, captured(packet.data, packet.origlen))
+        }
+        PcapBlockOwned::NG(_) => return Ok(None), // statistics, names, ...
+    };
+    Ok(Some(match decode(link, data) {
+        Ok(segment) => Frame::Segment(segment),
+        Err(skip) => Frame::Skipped(skip),
+    }))
+}
+
+/// A pcapng packet's bytes without the block's padding.
+fn captured(data: &[u8], length: u32) -> &[u8] {
+    &data[..(length as usize).min(data.len())]
+}
+
+fn first_link(links: &[Linktype]) -> Result<Linktype, CaptureError> {
+    links
+        .first()
+        .copied()
+        .ok_or(CaptureError::UnknownInterface { interface: 0 })
+}

@@ -1,0 +1,236 @@
+//! `yaraflow pcap` on the bundled captures (see `data/pcap/README.md`),
+//! checked against an independent path: each direction's bytes as
+//! tshark's "follow TCP stream" extracts them (tshark's own output, kept
+//! beside each capture as `<capture>.follow` and checked against a live
+//! tshark when one is installed), scanned whole by YARA-X.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+
+use yaraflow::RuleSet;
+
+const CAPTURES: [&str; 3] = [
+    "data/pcap/http-loopback.pcapng",
+    "data/pcap/lossy-link.pcap",
+    "data/pcap/lossy-link-any.pcapng",
+];
+
+/// The bytes of each direction (sender, receiver) of each connection.
+type Directions = HashMap<(SocketAddr, SocketAddr), Vec<u8>>;
+
+/// Parses tshark's `-z follow,tcp,raw` output: per connection, two
+/// `Node` lines, then one hex line per segment, indented with a tab when
+/// node 1 sent it.
+fn parse_follow(text: &str) -> Directions {
+    let mut directions = Directions::new();
+    let mut nodes: Vec<SocketAddr> = Vec::new();
+    for line in text.lines() {
+        if let Some(node) = line.strip_prefix("Node ") {
+            if node.starts_with('0') {
+                nodes.clear();
+            }
+            nodes.push(node[3..].trim().parse().expect("a node address"));
+            if nodes.len() == 2 {
+                directions.entry((nodes[0], nodes[1])).or_default();
+                directions.entry((nodes[1], nodes[0])).or_default();
+            }
+            continue;
+        }
+        let hex = line.trim_start_matches('\t');
+        let is_data = !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        if nodes.len() != 2 || !is_data {
+            continue;
+        }
+        let from_node_1 = line.starts_with('\t');
+        let (src, dst) = match from_node_1 {
+            true => (nodes[1], nodes[0]),
+            false => (nodes[0], nodes[1]),
+        };
+        let bytes = directions.entry((src, dst)).or_default();
+        for pair in hex.as_bytes().chunks(2) {
+            let digits = std::str::from_utf8(pair).unwrap();
+            bytes.push(u8::from_str_radix(digits, 16).unwrap());
+        }
+    }
+    directions
+}
+
+fn extraction(capture: &str) -> Directions {
+    parse_follow(&std::fs::read_to_string(format!("{capture}.follow")).unwrap())
+}
+
+fn yaraflow(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_yaraflow"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn address(line: &serde_json::Value, field: &str) -> SocketAddr {
+    line["flow"][field].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn every_direction_gets_the_verdict_of_its_bytes_scanned_whole() {
+    let rules = RuleSet::from_paths(&["data/rules"], 1024).unwrap();
+    let mut matched = 0;
+    for capture in CAPTURES {
+        let expected = extraction(capture);
+        let out = yaraflow(&["pcap", "--rules", "data/rules", "--shards", "2", capture]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines = json_lines(&out);
+        assert_eq!(
+            lines.len(),
+            expected.len(),
+            "{capture}: one line per direction"
+        );
+        for line in &lines {
+            let key = (address(line, "src"), address(line, "dst"));
+            let data = &expected[&key];
+            assert_eq!(
+                line["bytes"].as_u64(),
+                Some(data.len() as u64),
+                "{capture} {key:?}"
+            );
+            assert_eq!(line["flow"]["missing_bytes"], 0, "{capture} {key:?}");
+            assert_eq!(line["capture"], capture);
+            assert_eq!(
+                common::printed(&rules, line),
+                common::reference(&rules, data),
+                "{capture} {key:?}"
+            );
+            matched += line["rules"].as_array().unwrap().len();
+        }
+    }
+    assert!(
+        matched >= 8,
+        "the captures exercise the bundled rules ({matched})"
+    );
+}
+
+#[test]
+fn the_lossy_captures_hold_reordered_and_retransmitted_segments() {
+    // What makes them worth having: the client saw segments after holes
+    // and the retransmissions after them; the server saw its own
+    // retransmissions. Both reassemble to the same bytes.
+    let (client, server) = (
+        extraction("data/pcap/lossy-link.pcap"),
+        extraction("data/pcap/lossy-link-any.pcapng"),
+    );
+    assert_eq!(client, server);
+    let out = yaraflow(&["pcap", "data/pcap/lossy-link.pcap"]);
+    let lines = json_lines(&out);
+    let packets: u64 = lines
+        .iter()
+        .map(|l| l["flow"]["packets"].as_u64().unwrap())
+        .sum();
+    let ends: Vec<&str> = lines
+        .iter()
+        .map(|l| l["flow"]["end"].as_str().unwrap())
+        .collect();
+    assert!(
+        ends.contains(&"fin") && ends.contains(&"rst") && ends.contains(&"open"),
+        "{ends:?}"
+    );
+    assert!(packets > 250, "{packets} segments");
+}
+
+#[test]
+fn stream_ids_are_uuid_v5_of_the_documented_name() {
+    let out = yaraflow(&["pcap", "--quiet", "data/pcap/http-loopback.pcapng"]);
+    for line in json_lines(&out) {
+        let name = format!(
+            "tcp {} > {}",
+            line["flow"]["src"].as_str().unwrap(),
+            line["flow"]["dst"].as_str().unwrap()
+        );
+        let id = yaraflow::Uuid::new_v5(&yaraflow::pcap::flow_namespace(), name.as_bytes());
+        assert_eq!(line["stream"], id.to_string());
+    }
+}
+
+#[test]
+fn the_extractions_are_tsharks_own_output() {
+    let tshark = Command::new("tshark").arg("--version").output();
+    if tshark.is_err() {
+        // `.ci/run` installs tshark and sets this, so CI always compares.
+        assert!(
+            std::env::var_os("YARAFLOW_REQUIRE_TSHARK").is_none(),
+            "tshark is required (YARAFLOW_REQUIRE_TSHARK is set) but not installed"
+        );
+        eprintln!("tshark not installed: the committed extractions are not re-checked");
+        return;
+    }
+    for capture in CAPTURES {
+        let live = Command::new("data/pcap/follow.sh")
+            .arg(capture)
+            .output()
+            .unwrap();
+        assert!(
+            live.status.success(),
+            "{}",
+            String::from_utf8_lossy(&live.stderr)
+        );
+        assert_eq!(
+            parse_follow(&String::from_utf8_lossy(&live.stdout)),
+            extraction(capture),
+            "{capture}: tshark disagrees with {capture}.follow"
+        );
+    }
+}
+
+#[test]
+fn a_truncated_capture_reports_where_and_still_closes_its_flows() {
+    let whole = std::fs::read("data/pcap/lossy-link.pcap").unwrap();
+    let dir = std::env::temp_dir().join(format!("yaraflow-pcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cut = dir.join("cut.pcap");
+    std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+    let out = yaraflow(&["pcap", "--quiet", cut.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("corrupt capture at frame"), "{stderr}");
+    let lines = json_lines(&out);
+    assert!(!lines.is_empty());
+    // Directions that ended before the damage are as they were; those
+    // still open are closed and marked.
+    let marked: Vec<_> = lines
+        .iter()
+        .filter(|l| l["capture_error"] == true)
+        .collect();
+    assert!(!marked.is_empty());
+    assert!(marked.iter().all(|l| l["flow"]["end"] == "open"));
+
+    let garbage = dir.join("garbage.pcap");
+    std::fs::write(&garbage, b"this is not a capture at all, just text").unwrap();
+    let empty = dir.join("empty.pcap");
+    std::fs::write(&empty, b"").unwrap();
+    let missing = dir.join("missing.pcap");
+    for (path, message) in [
+        (&garbage, "not a pcap or pcapng capture"),
+        (&empty, "the capture is empty"),
+        (&missing, "No such file"),
+    ] {
+        // A bad capture among good ones: the good ones are still scanned.
+        let out = yaraflow(&["pcap", "--quiet", path.to_str().unwrap(), CAPTURES[0]]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(message), "{path:?}: {stderr}");
+        assert_eq!(json_lines(&out).len(), extraction(CAPTURES[0]).len());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
