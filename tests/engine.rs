@@ -496,6 +496,55 @@ fn bad_input_gets_clear_errors_and_other_streams_go_on() {
 }
 
 #[test]
+fn closing_many_streams_at_once_gives_each_its_own_verdict_in_order() {
+    let rules = compile(RULES);
+    let engine = engine(2, compile(RULES));
+    let handle = engine.handle().blocking();
+    let data: Vec<(Uuid, Vec<u8>)> = (0..200)
+        .map(|i| {
+            let text = match i % 3 {
+                0 => format!("abc {i} cab cab cab"),
+                1 => format!("xx {i} aab bba ca"),
+                _ => format!("ab {i}"),
+            };
+            (Uuid::new_v4(), text.into_bytes())
+        })
+        .collect();
+    for (id, bytes) in &data {
+        for chunk in bytes.chunks(3) {
+            handle.scan_chunk(*id, chunk.to_vec()).unwrap();
+        }
+    }
+    let never_opened = Uuid::new_v4();
+    let mut ids: Vec<Uuid> = data.iter().map(|(id, _)| *id).collect();
+    ids.insert(100, never_opened);
+    let closed = handle.close_streams(&ids);
+    assert_eq!(closed.len(), ids.len());
+    assert!(
+        matches!(closed[100], Ok(None)),
+        "an unknown stream has no verdict"
+    );
+    let verdicts = closed.iter().filter(|c| !matches!(c, Ok(None)));
+    for ((id, bytes), verdict) in data.iter().zip(verdicts) {
+        let verdict = verdict.as_ref().unwrap().as_ref().unwrap();
+        assert_eq!(verdict.stream, *id);
+        assert_eq!(ours(&rules, verdict), reference(&rules, bytes));
+    }
+    assert!(handle.active_streams().unwrap().is_empty());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let async_handle = engine.handle();
+    runtime.block_on(async {
+        async_handle.scan_chunk(ids[0], &b"abc"[..]).await.unwrap();
+        let closed = async_handle.close_streams(&[ids[0], never_opened]).await;
+        let verdict = closed[0].as_ref().unwrap().as_ref().unwrap();
+        assert_eq!(ours(&rules, verdict), reference(&rules, b"abc"));
+        assert!(matches!(closed[1], Ok(None)));
+    });
+}
+
+#[test]
 fn the_async_handle_works_from_a_tokio_runtime() {
     let rules = compile(RULES);
     let engine = engine(2, rules);

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use yaraflow::pcap::{CaptureReader, FlowEvent, FlowSummary, FlowTable, Frame};
-use yaraflow::{BlockingHandle, Engine, EngineConfig, Uuid};
+use yaraflow::{BlockingHandle, Engine, EngineConfig, EngineError, StreamResults, Uuid};
 
 /// Arguments of `yaraflow pcap`.
 #[derive(Debug, clap::Args)]
@@ -47,7 +47,7 @@ pub struct PcapArgs {
     captures: Vec<PathBuf>,
 }
 
-/// Directions' chunks gathered before they go to the engine.
+/// Chunks (or ended directions) gathered before they go to the engine.
 const BURST_CHUNKS: usize = 64;
 /// Largest chunk handed to the engine (reassembly can release more at once).
 const MAX_CHUNK: usize = 64 << 10;
@@ -65,6 +65,7 @@ pub fn run(args: PcapArgs) -> anyhow::Result<ExitCode> {
         let mut feed = Feed {
             handle: engine.handle().blocking(),
             burst: Vec::new(),
+            ended: Vec::new(),
             capture: path,
             capture_error: false,
             out: std::io::stdout().lock(),
@@ -118,6 +119,7 @@ fn read_capture(args: &PcapArgs, path: &Path, feed: &mut Feed<'_>) -> anyhow::Re
         progress.set_position(reader.bytes_read());
     };
     // Directions that end now end because the capture did (or broke).
+    feed.flush()?;
     feed.capture_error = outcome.is_err();
     table.finish(&mut events);
     tally.directions += feed.take(&mut events, &progress)?;
@@ -167,6 +169,8 @@ fn progress_bar(quiet: bool, total: u64) -> ProgressBar {
 struct Feed<'a> {
     handle: BlockingHandle,
     burst: Vec<(Uuid, Bytes)>,
+    /// Directions ended, to close after the burst is sent.
+    ended: Vec<FlowSummary>,
     capture: &'a Path,
     capture_error: bool,
     out: std::io::StdoutLock<'static>,
@@ -190,29 +194,39 @@ impl Feed<'_> {
                     }
                 }
                 FlowEvent::Ended(summary) => {
-                    self.flush()?;
-                    progress.suspend(|| self.close(&summary))?;
+                    self.ended.push(summary);
                     ended += 1;
                 }
             }
-            if self.burst.len() >= BURST_CHUNKS {
-                self.flush()?;
+            if self.burst.len() >= BURST_CHUNKS || self.ended.len() >= BURST_CHUNKS {
+                progress.suspend(|| self.flush())?;
             }
         }
         Ok(ended)
     }
 
-    /// Hands the gathered chunks to the engine.
+    /// Hands the gathered chunks to the engine, then closes the ended
+    /// directions (all closes sent before the first answer is awaited) and
+    /// prints their lines.
     fn flush(&mut self) -> anyhow::Result<()> {
         if !self.burst.is_empty() {
             self.handle.scan_chunks(std::mem::take(&mut self.burst))?;
         }
+        let ended = std::mem::take(&mut self.ended);
+        let streams: Vec<Uuid> = ended.iter().map(|s| s.stream).collect();
+        for (summary, closed) in ended.iter().zip(self.handle.close_streams(&streams)) {
+            self.print(summary, closed)?;
+        }
         Ok(())
     }
 
-    /// Closes a direction's stream and prints its line.
-    fn close(&mut self, summary: &FlowSummary) -> anyhow::Result<()> {
-        let results = match self.handle.close_stream(summary.stream) {
+    /// Prints a closed direction's line.
+    fn print(
+        &mut self,
+        summary: &FlowSummary,
+        closed: Result<Option<StreamResults>, EngineError>,
+    ) -> anyhow::Result<()> {
+        let results = match closed {
             Ok(Some(results)) => results,
             Ok(None) => anyhow::bail!("stream {} of a flow vanished", summary.stream),
             Err(err) => {

@@ -285,6 +285,25 @@ async fn answer<T>(receiver: oneshot::Receiver<Result<T, EngineError>>) -> Resul
     receiver.await.unwrap_or(Err(EngineError::ShuttingDown))
 }
 
+/// A verdict that closes its stream, on its way.
+type ClosingVerdict = oneshot::Receiver<Result<Option<StreamResults>, EngineError>>;
+
+impl EngineShared {
+    /// Asks the shards to close `streams`, without waiting.
+    fn ask_to_close(&self, streams: &[Uuid]) -> Vec<Result<ClosingVerdict, EngineError>> {
+        streams
+            .iter()
+            .map(|&stream| {
+                self.ask_shard(&stream, |reply| ShardCommand::Verdict {
+                    stream,
+                    close: true,
+                    reply,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Waits for an answer (blocking).
 fn answer_blocking<T>(
     receiver: oneshot::Receiver<Result<T, EngineError>>,
@@ -438,6 +457,23 @@ impl EngineHandle {
         answer(receiver).await
     }
 
+    /// Closes many streams at once: every close is sent before the first
+    /// answer is awaited, so the shards work on them together instead of
+    /// one round trip each. One result per stream, in order.
+    pub async fn close_streams(
+        &self,
+        streams: &[Uuid],
+    ) -> Vec<Result<Option<StreamResults>, EngineError>> {
+        let mut results = Vec::with_capacity(streams.len());
+        for receiver in self.inner.ask_to_close(streams) {
+            results.push(match receiver {
+                Ok(receiver) => answer(receiver).await,
+                Err(err) => Err(err),
+            });
+        }
+        results
+    }
+
     /// Puts a stream back at offset 0 with no matches. On a lost or failed
     /// stream it acknowledges the error: the stream opens anew on its next
     /// chunk.
@@ -568,6 +604,18 @@ impl BlockingHandle {
                     reply,
                 })?,
         )
+    }
+
+    /// See [`EngineHandle::close_streams`].
+    pub fn close_streams(
+        &self,
+        streams: &[Uuid],
+    ) -> Vec<Result<Option<StreamResults>, EngineError>> {
+        let receivers = self.inner.ask_to_close(streams);
+        receivers
+            .into_iter()
+            .map(|receiver| receiver.and_then(answer_blocking))
+            .collect()
     }
 
     /// See [`EngineHandle::reset_stream`].
