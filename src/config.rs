@@ -78,6 +78,12 @@ pub struct EngineConfig {
     /// How often each shard checks whether its batch is due
     /// (`ScannerConfig::max_batch_delay`) and refreshes its gauges.
     pub tick: Duration,
+    /// Also count rule matches per rule, in
+    /// `yaraflow_rule_matches_by_rule_total{rule="namespace.identifier"}`
+    /// (for "top rules" panels). One series per rule that ever matched:
+    /// off by default, since a set of tens of thousands of rules could
+    /// make that many series.
+    pub rule_metrics: bool,
 }
 
 impl Default for EngineConfig {
@@ -90,6 +96,7 @@ impl Default for EngineConfig {
             overload_after: Some(Duration::from_secs(10)),
             event_capacity: 65_536,
             tick: Duration::from_millis(20),
+            rule_metrics: false,
         }
     }
 }

@@ -6,8 +6,12 @@
 //! recorder installed every call is a no-op.
 //!
 //! Names follow Prometheus conventions: prefix `yaraflow_`, base units in
-//! the name, counters end in `_total`. The only labels are `shard` (the
-//! shard's index) and `kind` (an error kind): both of low cardinality.
+//! the name, counters end in `_total`. The engine's labels are `shard` (the
+//! shard's index) and `kind` (an error kind), both of low cardinality, and
+//! `rule` on the opt-in per-rule counter; the service's are `route` and
+//! `status` (a class: `2xx`). Process metrics (`process_cpu_seconds_total`,
+//! `process_resident_memory_bytes`, ...) come from `metrics-process`,
+//! collected when `/metrics` is scraped.
 //! Handles are registered once per shard, so recording costs an atomic add.
 
 use std::time::Duration;
@@ -32,6 +36,9 @@ pub const STREAMS_LOST: &str = "yaraflow_streams_lost_total";
 pub const OPEN_STREAMS: &str = "yaraflow_open_streams";
 /// Rules found matching a stream (each rule once per stream).
 pub const RULE_MATCHES: &str = "yaraflow_rule_matches_total";
+/// Counter, label `rule` (`namespace.identifier`): the same, per rule; only
+/// with `EngineConfig::rule_metrics`.
+pub const RULE_MATCHES_BY_RULE: &str = "yaraflow_rule_matches_by_rule_total";
 /// Batches searched.
 pub const BATCH_FLUSHES: &str = "yaraflow_batch_flushes_total";
 /// Bytes searched per batch.
@@ -76,6 +83,11 @@ pub const ALL: &[(&str, &str, &str)] = &[
     ),
     (OPEN_STREAMS, "gauge", "Streams open now"),
     (RULE_MATCHES, "counter", "Rules found matching a stream"),
+    (
+        RULE_MATCHES_BY_RULE,
+        "counter",
+        "Rules found matching a stream, per rule (opt-in)",
+    ),
     (BATCH_FLUSHES, "counter", "Batches searched"),
     (BATCH_SIZE, "histogram", "Bytes searched per batch"),
     (SCAN_LATENCY, "histogram", "Chunk submission to search"),
@@ -157,7 +169,7 @@ impl ShardMetrics {
     pub fn new(index: usize) -> ShardMetrics {
         let shard = index.to_string();
         let label = || [("shard", shard.clone())];
-        ShardMetrics {
+        let metrics = ShardMetrics {
             bytes: counter!(SCANNED_BYTES, &label()),
             chunks: counter!(SCANNED_CHUNKS, &label()),
             lines: counter!(SCANNED_LINES, &label()),
@@ -174,8 +186,15 @@ impl ShardMetrics {
             evaluation: histogram!(EVALUATION_TIME, &label()),
             empty_verdicts: counter!(EMPTY_VERDICT_REUSES, &label()),
             restarts: counter!(SHARD_RESTARTS, &label()),
-            shard,
+            shard: shard.clone(),
+        };
+        // Series that count rare things exist from the start, at 0, so
+        // that `rate()` and `increase()` (dashboards, alerts) see them.
+        let _ = counter!(OVERLOAD_REJECTIONS, &label());
+        for kind in SCAN_ERROR_KINDS {
+            let _ = counter!(SCAN_ERRORS, "shard" => metrics.shard.clone(), "kind" => *kind);
         }
+        metrics
     }
 
     /// Counts one error of the given kind.
@@ -189,9 +208,30 @@ impl ShardMetrics {
     }
 }
 
+/// The values of the `kind` label of [`SCAN_ERRORS`].
+pub const SCAN_ERROR_KINDS: &[&str] = &[
+    "too_many_streams",
+    "chunk_too_large",
+    "mode_mismatch",
+    "unknown_stream",
+    "timeout",
+    "yara",
+];
+
+/// Registers the engine-wide series at 0 (see [`ShardMetrics::new`]).
+pub(crate) fn register_engine() {
+    let _ = counter!(EVENTS_DROPPED);
+    let _ = counter!(RULE_RELOADS);
+}
+
 /// Counts dropped match events.
 pub(crate) fn events_dropped(count: u64) {
     counter!(EVENTS_DROPPED).increment(count);
+}
+
+/// Counts a rule's first match in a stream, in the per-rule counter.
+pub(crate) fn rule_matched(namespace: &str, identifier: &str) {
+    counter!(RULE_MATCHES_BY_RULE, "rule" => format!("{namespace}.{identifier}")).increment(1);
 }
 
 /// Counts a rule reload.

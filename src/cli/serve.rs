@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// overrides its `shards`.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Count rule matches per rule too (`yaraflow_rule_matches_by_rule_total`,
+    /// one series per rule that matched).
+    #[arg(long)]
+    rule_metrics: bool,
     /// File holding the bearer token `/v1` routes require.
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -55,6 +59,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         engine.shards = args.shards;
     }
     engine.scanner.max_pattern_len = args.rule_args.max_pattern_len;
+    engine.rule_metrics |= args.rule_metrics;
     let token = match &args.token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)

@@ -144,9 +144,19 @@ impl EventHub {
 #[derive(Default)]
 pub(crate) struct Reported {
     rules: std::collections::HashMap<Uuid, Vec<(String, String)>, foldhash::fast::RandomState>,
+    /// Count each new match in the per-rule metric too.
+    per_rule: bool,
 }
 
 impl Reported {
+    /// Nothing reported yet; `per_rule` counts matches per rule too.
+    pub fn new(per_rule: bool) -> Reported {
+        Reported {
+            per_rule,
+            ..Reported::default()
+        }
+    }
+
     /// Reports the rules of a verdict not reported before for this stream,
     /// and returns how many were new.
     pub fn report(
@@ -168,6 +178,9 @@ impl Reported {
             }
             known.push(key);
             new += 1;
+            if self.per_rule {
+                crate::metrics::rule_matched(&rule.namespace, &rule.identifier);
+            }
             if hub.has_subscribers() {
                 let event =
                     MatchEvent::new(results.stream, shard, rule, results.stats.bytes, at_close);

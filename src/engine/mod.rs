@@ -77,6 +77,7 @@ impl Engine {
     /// Starts the supervisor and `config.shard_count()` shards on `rules`.
     pub fn start(rules: RuleSet, config: EngineConfig) -> Result<Engine, EngineError> {
         let rules = Arc::new(rules);
+        crate::metrics::register_engine();
         let shards = config.shard_count();
         let shared: Vec<Arc<ShardShared>> = (0..shards)
             .map(|index| Arc::new(ShardShared::new(index, &config)))

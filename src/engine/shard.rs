@@ -212,11 +212,11 @@ impl ShardActor {
         let metrics = ShardMetrics::new(shared.index);
         ShardActor {
             generations: Some(Generations::new(rules.clone(), config.scanner.clone())),
+            reported: Reported::new(config.rule_metrics),
             shared,
             config,
             rules,
             events,
-            reported: Reported::default(),
             supervisor,
             metrics,
             bytes: 0,
@@ -640,7 +640,7 @@ fn sync_metrics(generation: &mut Generation, metrics: &ShardMetrics) {
     generation.seen = now;
 }
 
-/// A short name of a scanner error, for the `kind` label.
+/// The `kind` label of an error (one of [`crate::metrics::SCAN_ERROR_KINDS`]).
 fn error_kind(error: &ScanError) -> &'static str {
     match error {
         ScanError::TooManyStreams { .. } => "too_many_streams",

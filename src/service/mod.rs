@@ -116,6 +116,7 @@ pub fn prometheus() -> Option<PrometheusHandle> {
                 .install_recorder()
                 .ok()?;
             crate::metrics::describe();
+            metrics_process::Collector::default().describe();
             Some(handle)
         })
         .clone()
@@ -274,6 +275,8 @@ struct Metrics(Option<PrometheusHandle>);
 async fn render_metrics(metrics: web::Data<Metrics>) -> HttpResponse {
     match &metrics.0 {
         Some(handle) => {
+            // Process CPU, memory, threads and file descriptors, read now.
+            metrics_process::Collector::default().collect();
             handle.run_upkeep();
             HttpResponse::Ok()
                 .content_type("text/plain; version=0.0.4")
