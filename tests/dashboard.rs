@@ -1,0 +1,218 @@
+//! The Grafana dashboard and the alert rules against a running service:
+//! every metric name their PromQL uses is exposed by `/metrics` after some
+//! traffic, so no panel shows "No data" because of a misspelt name, and
+//! every metric yaraflow publishes has a panel.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use yaraflow::service::{framing, Service, ServiceConfig};
+use yaraflow::{EngineConfig, ScannerConfig, Uuid};
+
+const DASHBOARD: &str = "grafana/dashboards/yaraflow.json";
+const ALERTS: &str = "grafana/alerts.yml";
+
+/// Metric names in a PromQL expression: identifiers that start with one of
+/// the prefixes yaraflow's metrics have.
+fn metric_names(expr: &str, names: &mut BTreeSet<String>) {
+    for prefix in ["yaraflow_", "process_"] {
+        let mut rest = expr;
+        while let Some(at) = rest.find(prefix) {
+            let preceded = rest[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            if !preceded {
+                names.insert(tail[..end].to_string());
+            }
+            rest = &tail[end..];
+        }
+    }
+}
+
+/// Every PromQL expression of the dashboard: panel targets (rows
+/// included) and variable queries, with the panel title each comes from.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(DASHBOARD).unwrap()).unwrap();
+    let mut queries = Vec::new();
+    let mut panels: Vec<&serde_json::Value> =
+        dashboard["panels"].as_array().unwrap().iter().collect();
+    while let Some(panel) = panels.pop() {
+        panels.extend(panel["panels"].as_array().into_iter().flatten());
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap().to_string();
+            queries.push((title, target["expr"].as_str().unwrap().to_string()));
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(query) = variable["query"]["query"].as_str() {
+            queries.push((format!("variable {}", variable["name"]), query.to_string()));
+        }
+    }
+    queries
+}
+
+/// The `expr:` of every alert rule (each on one line).
+fn alert_queries() -> Vec<String> {
+    std::fs::read_to_string(ALERTS)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("expr:"))
+        .map(|expr| {
+            let expr = expr.trim();
+            assert!(
+                !expr.is_empty() && expr != "|",
+                "keep each expr on its line"
+            );
+            expr.to_string()
+        })
+        .collect()
+}
+
+/// A service with per-rule metrics on the bundled rules.
+fn start() -> Service {
+    let config = ServiceConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        metrics_listen: Some(([127, 0, 0, 1], 0).into()),
+        rule_paths: vec!["data/rules".into()],
+        engine: EngineConfig {
+            shards: 2,
+            rule_metrics: true,
+            scanner: ScannerConfig {
+                max_batch_delay: Duration::from_millis(5),
+                ..ScannerConfig::default()
+            },
+            ..EngineConfig::default()
+        },
+        ..ServiceConfig::default()
+    };
+    let rules = yaraflow::RuleSet::from_paths(&["data/rules"], 1024).unwrap();
+    Service::start(rules, config).expect("service starts")
+}
+
+/// Chunks, lines, a burst, queries, a reset and a close.
+fn traffic(service: &Service) {
+    let api = |path: &str| format!("http://{}{path}", service.api_addr());
+    let session = std::fs::read("data/samples/http_session.txt").unwrap();
+    let chunks = Uuid::new_v4();
+    ureq::post(&api(&format!("/v1/streams/{chunks}/chunks")))
+        .send_bytes(&session)
+        .unwrap();
+    let lines = Uuid::new_v4();
+    ureq::post(&api(&format!("/v1/streams/{lines}/lines")))
+        .send_bytes(&std::fs::read("data/samples/app.log").unwrap())
+        .unwrap();
+    let ids: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
+    let body = framing::encode(ids.iter().map(|id| (*id, session.as_slice())));
+    ureq::post(&api("/v1/chunks")).send_bytes(&body).unwrap();
+    ureq::get(&api(&format!("/v1/streams/{chunks}")))
+        .call()
+        .unwrap();
+    ureq::post(&api(&format!("/v1/streams/{lines}/reset")))
+        .send_bytes(b"")
+        .unwrap();
+    ureq::delete(&api(&format!("/v1/streams/{chunks}")))
+        .call()
+        .unwrap();
+}
+
+/// Names of the series `/metrics` exposes.
+fn exposed(service: &Service) -> BTreeSet<String> {
+    let url = format!("http://{}/metrics", service.metrics_addr().unwrap());
+    let text = ureq::get(&url).call().unwrap().into_string().unwrap();
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| line.split(['{', ' ']).next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn every_metric_the_dashboard_and_alerts_use_is_exposed() {
+    let service = start();
+    traffic(&service);
+    let exposed = exposed(&service);
+    let mut used = BTreeSet::new();
+    for (_, expr) in dashboard_queries() {
+        metric_names(&expr, &mut used);
+    }
+    for expr in alert_queries() {
+        metric_names(&expr, &mut used);
+    }
+    assert!(used.len() > 20, "{used:?}");
+    let missing: Vec<&String> = used.iter().filter(|n| !exposed.contains(*n)).collect();
+    assert!(missing.is_empty(), "used but not exposed: {missing:?}");
+    service.stop().unwrap();
+}
+
+#[test]
+fn every_published_metric_has_a_panel() {
+    let mut used = BTreeSet::new();
+    for (_, expr) in dashboard_queries() {
+        metric_names(&expr, &mut used);
+    }
+    let shown = |name: &str| {
+        used.iter().any(|u| {
+            u == name
+                || ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .any(|s| *u == format!("{name}{s}"))
+        })
+    };
+    let published = yaraflow::metrics::ALL.iter().map(|(name, _, _)| *name);
+    let process = ["process_resident_memory_bytes", "process_cpu_seconds_total"];
+    let unshown: Vec<&str> = published.chain(process).filter(|n| !shown(n)).collect();
+    assert!(unshown.is_empty(), "no panel shows {unshown:?}");
+}
+
+#[test]
+fn the_dashboard_has_its_variables_and_well_formed_panels() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(DASHBOARD).unwrap()).unwrap();
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(variables, ["datasource", "instance", "shard"]);
+    let mut ids = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "panel ids are unique"
+        );
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{}",
+            panel["title"]
+        );
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{}", panel["title"]);
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap();
+            assert!(expr.contains("instance=~\"$instance\""), "{expr}");
+        }
+    }
+}
+
+#[test]
+fn metric_names_are_found_in_promql() {
+    let mut names = BTreeSet::new();
+    metric_names(
+        "histogram_quantile(0.5, sum by (le) (rate(yaraflow_scan_latency_seconds_bucket{a=\"b\"}[5m]))) / process_threads + my_process_x",
+        &mut names,
+    );
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["process_threads", "yaraflow_scan_latency_seconds_bucket"]
+    );
+}
