@@ -149,12 +149,6 @@ pub enum CaptureError {
         /// What is wrong.
         reason: String,
     },
-    /// A pcapng packet names an interface its section did not describe.
-    #[error("corrupt capture: a packet names interface {interface}, which was never described")]
-    UnknownInterface {
-        /// The interface number.
-        interface: u32,
-    },
     /// Reading the file failed.
     #[error("cannot read the capture: {0}")]
     Io(#[source] std::io::Error),

@@ -56,6 +56,9 @@ pub fn run(args: PcapArgs) -> anyhow::Result<ExitCode> {
     let rules = super::load_rules(&args.rules, &args.rule_args)?;
     let mut config = EngineConfig {
         shards: args.shards,
+        // A capture is read as fast as the shards take it: waiting for
+        // room is the pace, never an error.
+        overload_after: None,
         ..EngineConfig::default()
     };
     config.scanner.max_pattern_len = args.rule_args.max_pattern_len;
@@ -228,8 +231,11 @@ impl Feed<'_> {
     ) -> anyhow::Result<()> {
         let results = match closed {
             Ok(Some(results)) => results,
-            Ok(None) => anyhow::bail!("stream {} of a flow vanished", summary.stream),
-            Err(err) => {
+            closed => {
+                let err = match closed {
+                    Err(err) => err.to_string(),
+                    _ => "its stream was not open (lost?)".to_string(),
+                };
                 eprintln!(
                     "error: {} flow {} > {}: {err}",
                     self.capture.display(),

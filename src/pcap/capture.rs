@@ -19,8 +19,10 @@ use crate::error::CaptureError;
 
 /// Initial size of the read buffer.
 const BUFFER_BYTES: usize = 1 << 20;
-/// Largest block accepted (a pcapng block can be up to 4 GiB; no frame is).
-const MAX_BLOCK_BYTES: usize = 256 << 20;
+/// Largest block accepted: a pcapng block can claim up to 4 GiB, no frame
+/// is larger than 256 KiB, and a corrupt length must not make the reader
+/// buffer the whole file.
+const MAX_BLOCK_BYTES: usize = 16 << 20;
 
 /// What one frame of the capture gave.
 #[derive(Debug)]
@@ -109,12 +111,23 @@ impl CaptureReader {
                 Ok((consumed, block)) => {
                     let frame = read_block(&mut self.links, block);
                     self.parser.consume(consumed);
-                    frame?
+                    frame.map_err(|interface| {
+                        self.corrupt(&format!(
+                            "a packet names interface {interface}, which its section never described"
+                        ))
+                    })?
                 }
                 Err(PcapError::Eof) => return Ok(None),
                 Err(PcapError::Incomplete(_)) => {
                     self.refill()?;
                     continue;
+                }
+                Err(PcapError::BufferTooSmall) => {
+                    self.grow()?;
+                    continue;
+                }
+                Err(PcapError::UnexpectedEof) => {
+                    return Err(self.corrupt("the file ends inside a block (truncated?)"))
                 }
                 Err(PcapError::ReadError) => {
                     return Err(CaptureError::Io(self.source.take_error()))
@@ -140,10 +153,16 @@ impl CaptureReader {
             .map_err(|_| CaptureError::Io(self.source.take_error()))?;
         if self.parser.data().len() == before && !self.parser.reader_exhausted() {
             // The buffer is full and still holds less than one block.
-            let size = (before * 2).max(BUFFER_BYTES);
-            if size > MAX_BLOCK_BYTES || !self.parser.grow(size) {
-                return Err(self.corrupt("a block is larger than 256 MiB"));
-            }
+            self.grow()?;
+        }
+        Ok(())
+    }
+
+    /// Doubles the buffer, up to the largest block accepted.
+    fn grow(&mut self) -> Result<(), CaptureError> {
+        let size = (self.parser.data().len() * 2).max(2 * BUFFER_BYTES);
+        if size > MAX_BLOCK_BYTES || !self.parser.grow(size) {
+            return Err(self.corrupt("a block claims more than 16 MiB (corrupt?)"));
         }
         Ok(())
     }
@@ -166,10 +185,8 @@ impl ReadSide {
 }
 
 /// Reads one block: a frame, or a header that says how to decode frames.
-fn read_block(
-    links: &mut Vec<Linktype>,
-    block: PcapBlockOwned<'_>,
-) -> Result<Option<Frame>, CaptureError> {
+/// Fails with the number of an interface never described.
+fn read_block(links: &mut Vec<Linktype>, block: PcapBlockOwned<'_>) -> Result<Option<Frame>, u32> {
     let (link, data) = match block {
         PcapBlockOwned::LegacyHeader(header) => {
             *links = vec![header.network];
@@ -185,11 +202,10 @@ fn read_block(
             return Ok(None);
         }
         PcapBlockOwned::NG(Block::EnhancedPacket(packet)) => {
-            let link = links.get(packet.if_id as usize).copied().ok_or(
-                CaptureError::UnknownInterface {
-                    interface: packet.if_id,
-                },
-            )?;
+            let link = links
+                .get(packet.if_id as usize)
+                .copied()
+                .ok_or(packet.if_id)?;
             (link, captured(packet.data, packet.caplen))
         }
         PcapBlockOwned::NG(Block::SimplePacket(packet)) => {
@@ -208,9 +224,97 @@ fn captured(data: &[u8], length: u32) -> &[u8] {
     &data[..(length as usize).min(data.len())]
 }
 
-fn first_link(links: &[Linktype]) -> Result<Linktype, CaptureError> {
-    links
-        .first()
-        .copied()
-        .ok_or(CaptureError::UnknownInterface { interface: 0 })
+fn first_link(links: &[Linktype]) -> Result<Linktype, u32> {
+    links.first().copied().ok_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A legacy pcap header (little-endian, Ethernet) and records.
+    fn legacy(records: &[(u32, &[u8])]) -> Vec<u8> {
+        let mut file = Vec::new();
+        for word in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+            file.extend_from_slice(&word.to_le_bytes());
+        }
+        for (caplen, data) in records {
+            for word in [0u32, 0, *caplen, *caplen] {
+                file.extend_from_slice(&word.to_le_bytes());
+            }
+            file.extend_from_slice(data);
+        }
+        file
+    }
+
+    fn read_all(file: Vec<u8>) -> Result<u64, CaptureError> {
+        let mut reader = CaptureReader::new(std::io::Cursor::new(file))?;
+        while reader.next_frame()?.is_some() {}
+        Ok(reader.frames())
+    }
+
+    fn message(result: Result<u64, CaptureError>) -> String {
+        result.expect_err("an error").to_string()
+    }
+
+    #[test]
+    fn frames_are_read_and_undecodable_ones_skipped() {
+        let file = legacy(&[(4, b"abcd"), (3, b"xyz")]);
+        assert_eq!(read_all(file).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_truncated_record_says_so_with_its_place() {
+        let mut file = legacy(&[(4, b"abcd"), (100, b"")]);
+        file.extend_from_slice(&[0; 10]);
+        let text = message(read_all(file));
+        assert!(text.contains("corrupt capture at frame 2"), "{text}");
+        assert!(text.contains("truncated"), "{text}");
+    }
+
+    #[test]
+    fn a_record_claiming_gigabytes_is_refused_not_buffered() {
+        let mut file = legacy(&[(0x7fff_ffff, b"")]);
+        file.extend_from_slice(&vec![0; 3 << 20]);
+        let text = message(read_all(file));
+        assert!(text.contains("corrupt capture at frame 1"), "{text}");
+    }
+
+    #[test]
+    fn a_packet_of_an_undescribed_interface_is_corrupt() {
+        let mut file = Vec::new();
+        // Section header block, little-endian, no options.
+        for word in [
+            0x0a0d_0d0au32,
+            28,
+            0x1a2b_3c4d,
+            1,
+            0xffff_ffff,
+            0xffff_ffff,
+            28,
+        ] {
+            file.extend_from_slice(&word.to_le_bytes());
+        }
+        // An enhanced packet block on interface 3 (never described).
+        for word in [6u32, 36, 3, 0, 0, 4, 4] {
+            file.extend_from_slice(&word.to_le_bytes());
+        }
+        file.extend_from_slice(b"abcd");
+        file.extend_from_slice(&36u32.to_le_bytes());
+        let text = message(read_all(file));
+        assert!(text.contains("interface 3"), "{text}");
+        assert!(text.contains("at frame 1"), "{text}");
+    }
+
+    #[test]
+    fn garbage_and_empty_files_are_named() {
+        assert!(matches!(
+            CaptureReader::new(std::io::Cursor::new(b"GET / HTTP/1.1\r\n".to_vec())),
+            Err(CaptureError::NotACapture)
+        ));
+        assert!(matches!(
+            CaptureReader::new(std::io::Cursor::new(Vec::new())),
+            Err(CaptureError::Empty)
+        ));
+    }
 }

@@ -14,10 +14,13 @@
 //! ready in stream order, a direction ended (FIN, RST), with its summary.
 //! [`FlowTable::finish`] ends what is still open when the capture ends.
 //!
-//! Ended directions keep a small entry (no buffers) so that late
-//! retransmissions are recognised and dropped instead of opening a stream
-//! of stray bytes; a capture of millions of connections costs tens of
-//! bytes per direction for that.
+//! Ended directions keep their entry (without buffers, about 200 bytes) so
+//! that late retransmissions are recognised and dropped instead of opening
+//! a stream of stray bytes. A RST ends both directions of its connection;
+//! a SYN that is not the open direction's own starts a new connection on
+//! the same 4-tuple (the old direction's FIN or RST was not captured).
+//! Left out: an idle timeout in capture time, and a bound on the table as
+//! a whole (each direction's reordering buffer is bounded).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -105,8 +108,11 @@ struct FlowState {
 #[derive(Debug)]
 pub struct FlowTable {
     flows: HashMap<FlowKey, FlowState>,
-    /// Keys of the open directions, in the order they opened.
+    /// Keys of the open directions, in the order they opened (and of
+    /// some ended ones, dropped lazily).
     order: Vec<FlowKey>,
+    /// Directions open now.
+    open: usize,
     max_pending: usize,
 }
 
@@ -117,28 +123,36 @@ impl FlowTable {
         FlowTable {
             flows: HashMap::new(),
             order: Vec::new(),
+            open: 0,
             max_pending,
         }
     }
 
     /// Directions open now.
     pub fn open_flows(&self) -> usize {
-        self.flows
-            .values()
-            .filter(|f| f.reassembly.is_some())
-            .count()
+        self.open
     }
 
     /// Takes one segment; appends what happened to `events`.
     pub fn segment(&mut self, segment: TcpSegment, events: &mut Vec<FlowEvent>) {
         let key = segment.key;
-        let reuse = match self.flows.get(&key) {
-            Some(state) if state.reassembly.is_some() => None,
-            // The 4-tuple is reused by a new connection.
-            Some(state) if segment.syn => Some(state.reuse + 1),
-            Some(_) => return, // a late segment of an ended direction
-            None => Some(0),
+        let (reuse, superseded) = match self.flows.get(&key) {
+            Some(state) => match &state.reassembly {
+                // A SYN that is not this connection's: the 4-tuple is
+                // reused while the old direction looked open (its FIN or
+                // RST was not captured).
+                Some(r) if r.is_new_connection(segment.syn, segment.seq) => {
+                    (Some(state.reuse + 1), true)
+                }
+                Some(_) => (None, false),
+                None if segment.syn => (Some(state.reuse + 1), false),
+                None => return, // a late segment of an ended direction
+            },
+            None => (Some(0), false),
         };
+        if superseded {
+            self.end(&key, false, events);
+        }
         if let Some(reuse) = reuse {
             self.open(key, &segment, reuse, events);
         }
@@ -159,8 +173,12 @@ impl FlowTable {
             events.push(FlowEvent::Data(state.stream, ready));
         }
         if reassembly.end().is_some() {
-            events.push(FlowEvent::Ended(summary(&key, state)));
-            state.reassembly = None;
+            retire(&key, state, events);
+            self.open -= 1;
+        }
+        if segment.rst {
+            // A reset ends the connection: the other direction too.
+            self.end(&key.reverse(), true, events);
         }
     }
 
@@ -168,20 +186,29 @@ impl FlowTable {
     /// opened; bytes waiting behind holes are handed out first.
     pub fn finish(&mut self, events: &mut Vec<FlowEvent>) {
         for key in std::mem::take(&mut self.order) {
-            let Some(state) = self.flows.get_mut(&key) else {
-                continue;
-            };
-            let Some(reassembly) = state.reassembly.as_mut() else {
-                continue;
-            };
-            let ready = reassembly.finish();
-            if !ready.is_empty() {
-                state.bytes += ready.len() as u64;
-                events.push(FlowEvent::Data(state.stream, ready));
-            }
-            events.push(FlowEvent::Ended(summary(&key, state)));
-            state.reassembly = None;
+            self.end(&key, false, events);
         }
+    }
+
+    /// Ends a direction if it is open: by a reset of its connection, or
+    /// because the capture ended (or a new connection took its 4-tuple).
+    fn end(&mut self, key: &FlowKey, reset: bool, events: &mut Vec<FlowEvent>) {
+        let Some(state) = self.flows.get_mut(key) else {
+            return;
+        };
+        let Some(reassembly) = state.reassembly.as_mut() else {
+            return;
+        };
+        let ready = match reset {
+            true => reassembly.reset(),
+            false => reassembly.finish(),
+        };
+        if !ready.is_empty() {
+            state.bytes += ready.len() as u64;
+            events.push(FlowEvent::Data(state.stream, ready));
+        }
+        retire(key, state, events);
+        self.open -= 1;
     }
 
     fn open(&mut self, key: FlowKey, first: &TcpSegment, reuse: u32, events: &mut Vec<FlowEvent>) {
@@ -193,7 +220,7 @@ impl FlowTable {
         let stream = flow_uuid(&key, reuse);
         events.push(FlowEvent::Opened(stream));
         // Ended directions leave `order` lazily: drop them when it doubles.
-        if self.order.len() >= 64 && self.order.len() > 2 * self.open_flows() {
+        if self.order.len() >= 64 && self.order.len() > 2 * self.open {
             let flows = &self.flows;
             self.order
                 .retain(|k| flows.get(k).is_some_and(|f| f.reassembly.is_some()));
@@ -208,7 +235,14 @@ impl FlowTable {
             reassembly: Some(Direction::new(self.max_pending)),
         };
         self.flows.insert(key, state);
+        self.open += 1;
     }
+}
+
+/// Reports an ended direction and drops its buffers.
+fn retire(key: &FlowKey, state: &mut FlowState, events: &mut Vec<FlowEvent>) {
+    events.push(FlowEvent::Ended(summary(key, state)));
+    state.reassembly = None;
 }
 
 fn summary(key: &FlowKey, state: &FlowState) -> FlowSummary {
@@ -309,6 +343,47 @@ mod tests {
                 FlowEvent::Data(second, b"again".to_vec()),
             ]
         );
+        assert_eq!(table.open_flows(), 1);
+    }
+
+    #[test]
+    fn a_reset_ends_both_directions() {
+        let mut table = FlowTable::new(1 << 16);
+        let mut events = Vec::new();
+        table.segment(segment(C, S, 1, "S", b""), &mut events);
+        table.segment(segment(S, C, 9, "SA", b""), &mut events);
+        table.segment(segment(C, S, 2, "A", b"req"), &mut events);
+        table.segment(segment(S, C, 10, "AR", b""), &mut events);
+        let ends: Vec<(SocketAddr, End)> = events
+            .iter()
+            .filter_map(|e| match e {
+                FlowEvent::Ended(s) => Some((s.src, s.end)),
+                _ => None,
+            })
+            .collect();
+        let (c, s): (SocketAddr, SocketAddr) = (C.parse().unwrap(), S.parse().unwrap());
+        assert_eq!(ends, [(s, End::Rst), (c, End::Rst)]);
+        assert_eq!(table.open_flows(), 0);
+    }
+
+    #[test]
+    fn a_new_syn_on_an_open_direction_starts_a_new_stream() {
+        // The first connection's FIN was never captured; the client port is
+        // reused with a new initial sequence number.
+        let mut table = FlowTable::new(1 << 16);
+        let mut events = Vec::new();
+        table.segment(segment(C, S, 100, "S", b""), &mut events);
+        table.segment(segment(C, S, 101, "A", b"first"), &mut events);
+        table.segment(segment(C, S, 100, "S", b""), &mut events); // a repeated SYN
+        table.segment(segment(C, S, 5, "S", b""), &mut events);
+        table.segment(segment(C, S, 6, "A", b"EVIL"), &mut events);
+        let key = segment(C, S, 0, "", b"").key;
+        let (first, second) = (flow_uuid(&key, 0), flow_uuid(&key, 1));
+        assert!(events.contains(&FlowEvent::Data(first, b"first".to_vec())));
+        assert!(events.contains(&FlowEvent::Data(second, b"EVIL".to_vec())));
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, FlowEvent::Ended(s) if s.stream == first)));
         assert_eq!(table.open_flows(), 1);
     }
 

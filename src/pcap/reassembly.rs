@@ -16,6 +16,11 @@
 
 use std::collections::BTreeMap;
 
+/// Bytes of bookkeeping counted for each waiting segment, on top of its
+/// payload, against the buffer's bound (a flood of 1-byte segments must
+/// not hold 80 times the bound).
+const ENTRY_COST: usize = 64;
+
 /// How a direction ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -47,7 +52,8 @@ pub struct Direction {
 }
 
 impl Direction {
-    /// A direction that buffers at most `max_pending` out-of-order bytes.
+    /// A direction that buffers at most `max_pending` bytes behind a hole
+    /// (each waiting segment counts its payload plus 64 bytes).
     pub fn new(max_pending: usize) -> Direction {
         Direction {
             base: None,
@@ -103,12 +109,22 @@ impl Direction {
         }
         // The SYN takes one sequence number; data starts after it.
         let data_seq = if syn { seq.wrapping_add(1) } else { seq };
+        if self.base.is_none() && !syn && !fin && payload.is_empty() {
+            // A bare ACK or keepalive (whose sequence number can be one
+            // before the next byte) says nothing about where data starts.
+            return Vec::new();
+        }
         let base = *self.base.get_or_insert(data_seq);
         let start = self.offset(base, data_seq);
-        if fin {
+        if fin && self.fin_at.is_none() {
             self.fin_at = Some((start + payload.len() as i64).max(0) as u64);
         }
-        self.store(start, payload);
+        // Nothing follows the FIN.
+        let keep = match self.fin_at {
+            Some(fin_at) => (fin_at as i64 - start).clamp(0, payload.len() as i64) as usize,
+            None => payload.len(),
+        };
+        self.store(start, &payload[..keep]);
         let mut ready = self.drain();
         while self.pending_bytes > self.max_pending {
             // Too much waits behind a hole: give up on the hole.
@@ -128,14 +144,16 @@ impl Direction {
         if fresh.is_empty() {
             return; // a retransmission of bytes already handed out
         }
-        let at = start as u64 + skip as u64;
+        // `start + skip` is at least `next`, so not negative.
+        let at = (start + skip as i64) as u64;
         let longer = self
             .pending
             .get(&at)
             .is_none_or(|old| old.len() < fresh.len());
         if longer {
             let old = self.pending.insert(at, fresh.to_vec());
-            self.pending_bytes += fresh.len() - old.map_or(0, |o| o.len());
+            self.pending_bytes += fresh.len() + ENTRY_COST;
+            self.pending_bytes -= old.map_or(0, |o| o.len() + ENTRY_COST);
         }
     }
 
@@ -148,7 +166,7 @@ impl Direction {
                 break;
             }
             let bytes = entry.remove();
-            self.pending_bytes -= bytes.len();
+            self.pending_bytes -= bytes.len() + ENTRY_COST;
             let skip = (self.next - at) as usize;
             if skip < bytes.len() {
                 ready.extend_from_slice(&bytes[skip..]);
@@ -166,6 +184,18 @@ impl Direction {
                 self.next = at;
             }
         }
+    }
+
+    /// Whether a SYN with this sequence number starts a new connection
+    /// (the 4-tuple reused) rather than repeating this one's SYN.
+    pub fn is_new_connection(&self, syn: bool, seq: u32) -> bool {
+        syn && self.base.is_some_and(|base| seq.wrapping_add(1) != base)
+    }
+
+    /// The connection was reset (by the other side): hands out what waits
+    /// behind holes and ends the direction with [`End::Rst`].
+    pub fn reset(&mut self) -> Vec<u8> {
+        self.segment(false, false, true, 0, b"")
     }
 
     /// Hands out everything that waits, skipping (and counting) holes.
@@ -257,11 +287,75 @@ mod tests {
     }
 
     #[test]
+    fn bytes_before_the_first_seen_sequence_number_are_dropped() {
+        // A capture that starts mid-connection, then an old retransmission
+        // reaching back before the first byte seen.
+        let mut direction = Direction::new(1024);
+        assert_eq!(direction.segment(false, false, false, 1000, b"abc"), b"abc");
+        assert_eq!(
+            direction.segment(false, false, false, 995, b"xxxxxabcde"),
+            b"de"
+        );
+        // A SYN, then data at the SYN's own sequence number.
+        let mut direction = Direction::new(1024);
+        assert!(direction.segment(true, false, false, 50, b"").is_empty());
+        assert_eq!(
+            direction.segment(false, false, false, 50, b"Zhello"),
+            b"hello"
+        );
+    }
+
+    #[test]
+    fn a_keepalive_first_does_not_set_where_data_starts() {
+        let mut direction = Direction::new(1024);
+        assert!(direction.segment(false, false, false, 99, b"").is_empty());
+        assert_eq!(
+            direction.segment(false, false, false, 100, b"data"),
+            b"data"
+        );
+    }
+
+    #[test]
+    fn nothing_follows_the_first_fin() {
+        let mut direction = Direction::new(1024);
+        direction.segment(true, false, false, 0, b"");
+        // Bytes 1..3 are missing; the FIN comes at 6; junk after it.
+        assert!(direction.segment(false, true, false, 4, b"def").is_empty());
+        assert!(direction
+            .segment(false, true, false, 7, b"later")
+            .is_empty());
+        assert!(direction.segment(false, false, false, 7, b"zz").is_empty());
+        assert_eq!(direction.segment(false, false, false, 1, b"abc"), b"abcdef");
+        assert_eq!(direction.end(), Some(End::Fin));
+    }
+
+    #[test]
+    fn a_different_syn_is_a_new_connection() {
+        let mut direction = Direction::new(1024);
+        direction.segment(true, false, false, 7, b"");
+        assert!(!direction.is_new_connection(true, 7), "a repeated SYN");
+        assert!(direction.is_new_connection(true, 7000));
+        assert!(!direction.is_new_connection(false, 7000));
+    }
+
+    #[test]
+    fn a_flood_of_tiny_segments_counts_their_bookkeeping() {
+        let mut direction = Direction::new(1000);
+        direction.segment(true, false, false, 0, b"");
+        // Twenty 1-byte segments behind a hole count 1300 bytes, not 20.
+        for i in 0..20u32 {
+            direction.segment(false, false, false, 100 + 2 * i, b"x");
+        }
+        assert!(direction.missing_bytes() > 0, "the hole was given up on");
+    }
+
+    #[test]
     fn a_full_buffer_gives_up_on_the_hole() {
-        let mut direction = Direction::new(4);
+        let mut direction = Direction::new(4 + 2 * ENTRY_COST);
         direction.segment(true, false, false, 0, b"");
         assert!(direction.segment(false, false, false, 11, b"ab").is_empty());
-        // Four bytes wait: one more and the hole (10 bytes) is skipped.
+        // Two bytes wait (and one entry): one more segment and the hole
+        // (10 bytes) is skipped.
         assert_eq!(direction.segment(false, false, false, 13, b"cde"), b"abcde");
         assert_eq!(direction.missing_bytes(), 10);
     }
