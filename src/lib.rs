@@ -40,6 +40,7 @@
 //! handles, events), [`metrics`] the metric names, [`results`] what a
 //! verdict looks like.
 
+pub mod bench;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -1,52 +1,60 @@
-//! `yaraflow bench`: the figures that matter, measured side by side in one
-//! run so that a noisy machine affects both sides alike.
-//!
-//! * memory and open time per stream: a yaraflow stream context next to one
-//!   `yara_x::blocks::Scanner` per stream (the simple design);
-//! * throughput on interleaved packet-sized chunks of many streams, as a
-//!   ratio to YARA-X scanning the same bytes as one whole buffer, and as
-//!   one whole buffer per stream;
-//! * the actor engine with N shards on the same chunks, as a ratio to N
-//!   threads each scanning 1/N of the bytes as one whole buffer;
-//! * the cost of the actor hop on an empty rule set: a chunk sent without
-//!   waiting, and a query's round trip.
-//!
-//! Rules are random 10-byte hex strings (as in the design notes); data is
-//! random bytes, so almost nothing matches and the figures are the cost of
-//! the search itself.
+//! `yaraflow bench`: yaraflow against what a user would otherwise pick, on
+//! the same generated workload, in one run (see `yaraflow::bench`): YARA-X
+//! scanning each stream as one whole buffer (the ceiling and the reference
+//! verdicts), one `blocks::Scanner` per stream, yaraflow's single-threaded
+//! scanner, and its engine with N shards. Prints a table, or with `--json`
+//! one JSON object; `--hop` adds the cost of the actor hop.
 
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Instant;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use yaraflow::bench::{contenders, synthetic_rules, Report, ReportHeader, Workload, WorkloadSpec};
 use yaraflow::{Engine, EngineConfig, MultiStreamScanner, RuleSet, ScannerConfig, Uuid};
 
 /// Arguments of `yaraflow bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Rule counts to measure, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "100,10000")]
-    rules: Vec<usize>,
     /// Concurrent streams.
     #[arg(long, default_value_t = 10_000)]
     streams: usize,
-    /// Bytes per stream.
-    #[arg(long, default_value_t = 14_600)]
-    stream_bytes: usize,
     /// Chunk size in bytes.
     #[arg(long, default_value_t = 1460)]
     chunk_size: usize,
-    /// Blocks scanners created for the per-stream-scanner comparison.
-    #[arg(long, default_value_t = 2000)]
-    scanners: usize,
+    /// Bytes over all streams (default: 10 chunks per stream).
+    #[arg(long)]
+    bytes: Option<u64>,
+    /// Many short streams (5 to 20 chunks each, closed as they end)
+    /// instead of all streams as long; `--bytes` is then ignored.
+    #[arg(long)]
+    short_streams: bool,
+    /// Random rules: this many 10-byte hex patterns.
+    #[arg(long, default_value_t = 1000, conflicts_with = "rules")]
+    synthetic_rules: usize,
+    /// Rule files or directories instead of synthetic rules (repeatable).
+    #[arg(long)]
+    rules: Vec<PathBuf>,
+    /// Files whose bytes are planted in the data (default with `--rules`:
+    /// the files of data/samples up to 64 KiB; with synthetic rules: their
+    /// patterns).
+    #[arg(long)]
+    plant: Vec<PathBuf>,
+    /// Fraction of streams that hold a planted pattern.
+    #[arg(long, default_value_t = 0.1)]
+    match_fraction: f64,
     /// Shard counts of the engine runs, comma-separated (empty: none).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     shards: Vec<usize>,
-    /// Chunks per call in the engine runs (`scan_chunks`); 1 sends each
-    /// chunk on its own (`scan_chunk`'s cost).
-    #[arg(long, default_value_t = 64)]
-    burst: usize,
-    /// Seed of the random rules and data.
+    /// Most streams given a `blocks::Scanner` each (each is a WASM
+    /// instance; 0 skips that contender).
+    #[arg(long, default_value_t = 2000)]
+    blocks_cap: usize,
+    /// Also measure the actor hop (chunk sent, query round trip).
+    #[arg(long)]
+    hop: bool,
+    /// One JSON object on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Seed of the rules, the data and the interleaving.
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
@@ -56,250 +64,224 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         args.streams > 0 && args.chunk_size > 0,
         "--streams and --chunk-size must be positive"
     );
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let data: Vec<u8> = (0..args.streams * args.stream_bytes)
-        .map(|_| rng.gen())
-        .collect();
-    println!(
-        "yaraflow bench: {} streams x {} bytes ({:.1} MiB) in {}-byte chunks, interleaved",
-        args.streams,
-        args.stream_bytes,
-        data.len() as f64 / (1 << 20) as f64,
-        args.chunk_size
+    let (source, plants, label) = rule_source(&args)?;
+    let compile = || -> anyhow::Result<RuleSet> {
+        Ok(match &source {
+            Some(source) => RuleSet::from_source(source, 1024)?,
+            None => RuleSet::from_paths(&args.rules, 1024)?,
+        })
+    };
+    let rules = compile()?;
+    let spec = WorkloadSpec {
+        streams: args.streams,
+        chunk_size: args.chunk_size,
+        total_bytes: args
+            .bytes
+            .unwrap_or(args.streams as u64 * 10 * args.chunk_size as u64),
+        short_streams: args.short_streams,
+        match_fraction: args.match_fraction,
+        seed: args.seed,
+    };
+    let started = Instant::now();
+    let workload = Workload::generate(&spec, &plants);
+    progress(
+        &args,
+        &format!(
+            "workload: {} streams, {:.1} MiB, {} chunks of up to {} bytes, generated in {:.1?}",
+            workload.streams(),
+            workload.bytes() as f64 / (1 << 20) as f64,
+            workload.schedule().len(),
+            args.chunk_size,
+            started.elapsed()
+        ),
     );
-    for &count in &args.rules {
-        let started = Instant::now();
-        let source = random_rules(count, &mut rng);
-        let rules = RuleSet::from_source(&source, 1024)?;
-        println!("\n{count} rules (compiled in {:.2?})", started.elapsed());
-        stream_costs(&rules, &args)?;
-        throughput(&rules, &args, &data)?;
-        for &shards in &args.shards {
-            engine_throughput(&rules, &args, &data, &source, shards)?;
-        }
+    let outcomes = run_contenders(&args, &rules, &compile, &workload)?;
+    let report = Report::new(
+        ReportHeader {
+            streams: workload.streams(),
+            chunk_size: args.chunk_size,
+            rules: label,
+            rule_count: rules.rules().iter().count(),
+            bytes: workload.bytes(),
+            workload: if args.short_streams {
+                "short_streams"
+            } else {
+                "interleaved"
+            }
+            .into(),
+        },
+        &outcomes,
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
     }
-    if !args.shards.is_empty() {
+    if args.hop {
         actor_hop(&args)?;
     }
-    Ok(std::process::ExitCode::SUCCESS)
-}
-
-fn random_rules(count: usize, rng: &mut StdRng) -> String {
-    (0..count)
-        .map(|i| {
-            let hex: Vec<String> = (0..10)
-                .map(|_| format!("{:02x}", rng.gen::<u8>()))
-                .collect();
-            format!(
-                "rule r{i} {{ strings: $a = {{ {} }} condition: $a }}\n",
-                hex.join(" ")
-            )
-        })
-        .collect()
-}
-
-/// Resident and virtual memory of this process, in bytes.
-fn memory() -> (u64, u64) {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let mut fields = statm
-        .split_whitespace()
-        .map(|f| f.parse::<u64>().unwrap_or(0) * 4096);
-    let virt = fields.next().unwrap_or(0);
-    (fields.next().unwrap_or(0), virt)
-}
-
-/// Memory and open time of a stream, next to a blocks scanner per stream.
-fn stream_costs(rules: &RuleSet, args: &BenchArgs) -> anyhow::Result<()> {
-    let packet = vec![0x5au8; args.chunk_size];
-    let (rss0, virt0) = memory();
-    let started = Instant::now();
-    let mut scanners = Vec::with_capacity(args.scanners);
-    for _ in 0..args.scanners {
-        let mut scanner = yara_x::blocks::Scanner::new(rules.rules());
-        scanner.scan(0, &packet)?;
-        scanners.push(scanner);
-    }
-    let per_scanner_time = started.elapsed() / args.scanners.max(1) as u32;
-    let (rss1, virt1) = memory();
-    drop(scanners);
-    let n = args.scanners.max(1) as u64;
-    println!(
-        "  one blocks::Scanner per stream: {} B resident, {} KiB virtual, open + first scan {:.1?} (over {} scanners)",
-        (rss1.saturating_sub(rss0)) / n,
-        (virt1.saturating_sub(virt0)) / n / 1024,
-        per_scanner_time,
-        args.scanners
-    );
-
-    let mut scanner = MultiStreamScanner::new(rules, ScannerConfig::default());
-    let ids: Vec<Uuid> = (0..args.streams).map(|_| Uuid::new_v4()).collect();
-    let (rss0, _) = memory();
-    let started = Instant::now();
-    for id in &ids {
-        scanner.scan_chunk(*id, &packet)?;
-    }
-    let open_time = started.elapsed() / args.streams as u32;
-    scanner.flush()?;
-    let (rss1, _) = memory();
-    let context: usize = ids
+    let all_equal = report
+        .contenders
         .iter()
-        .filter_map(|id| scanner.stream_context(id))
-        .map(|c| c.memory_bytes())
-        .sum();
-    println!(
-        "  yaraflow stream context:        {} B (counted; {} B resident incl. map), open + first chunk {:.1?} (over {} streams)",
-        context / args.streams,
-        (rss1.saturating_sub(rss0)) / args.streams as u64,
-        open_time,
-        args.streams
-    );
-    Ok(())
+        .all(|c| c.verdicts_equal_whole_buffer);
+    Ok(match all_equal {
+        true => std::process::ExitCode::SUCCESS,
+        false => std::process::ExitCode::FAILURE,
+    })
 }
 
-/// Throughput on interleaved chunks, against whole-buffer scans.
-fn throughput(rules: &RuleSet, args: &BenchArgs, data: &[u8]) -> anyhow::Result<()> {
-    let streams: Vec<&[u8]> = data.chunks(args.stream_bytes).collect();
-    let ids: Vec<Uuid> = (0..streams.len()).map(|_| Uuid::new_v4()).collect();
-    let mut scanner = MultiStreamScanner::new(rules, ScannerConfig::default());
-    let started = Instant::now();
-    for offset in (0..args.stream_bytes).step_by(args.chunk_size) {
-        for (id, stream) in ids.iter().zip(&streams) {
-            let end = (offset + args.chunk_size).min(stream.len());
-            scanner.scan_chunk(*id, &stream[offset..end])?;
+/// The synthetic rules' source (or `None` for rule files), the bytes to
+/// plant, and how to name the rules in the report.
+fn rule_source(args: &BenchArgs) -> anyhow::Result<(Option<String>, Vec<Vec<u8>>, String)> {
+    let mut plants = Vec::new();
+    let planted: Vec<PathBuf> = match (args.plant.is_empty(), args.rules.is_empty()) {
+        (false, _) => args.plant.clone(),
+        (true, false) if std::path::Path::new("data/samples").is_dir() => {
+            vec!["data/samples".into()]
         }
-    }
-    let closed = scanner.close_streams(&ids)?;
-    let ours = started.elapsed();
-    anyhow::ensure!(
-        closed.len() == ids.len(),
-        "every stream closes with a verdict"
-    );
-
-    let mut whole = yara_x::Scanner::new(rules.rules());
-    let started = Instant::now();
-    whole.scan(data)?;
-    let one_buffer = started.elapsed();
-    let started = Instant::now();
-    for stream in &streams {
-        whole.scan(stream)?;
-    }
-    let per_stream = started.elapsed();
-
-    let rate = |d: Duration| data.len() as f64 / d.as_secs_f64() / 1e9;
-    println!(
-        "  yaraflow, interleaved chunks:   {:.2?} ({:.2} GB/s), {} batches, {} verdict evaluations",
-        ours,
-        rate(ours),
-        scanner.stats().batches,
-        scanner.stats().evaluations
-    );
-    println!(
-        "  yara-x, one whole buffer:       {one_buffer:.2?} ({:.2} GB/s)",
-        rate(one_buffer)
-    );
-    println!(
-        "  yara-x, whole buffer per stream: {per_stream:.2?} ({:.2} GB/s)",
-        rate(per_stream)
-    );
-    println!(
-        "  ratio yaraflow / whole buffer:  {:.2} (one buffer), {:.2} (buffer per stream)",
-        one_buffer.as_secs_f64() / ours.as_secs_f64(),
-        per_stream.as_secs_f64() / ours.as_secs_f64()
-    );
-    Ok(())
-}
-
-/// The engine with `shards` shards on the same interleaved chunks, against
-/// `shards` threads scanning whole buffers side by side.
-fn engine_throughput(
-    rules: &RuleSet,
-    args: &BenchArgs,
-    data: &[u8],
-    source: &str,
-    shards: usize,
-) -> anyhow::Result<()> {
-    let engine_rules = RuleSet::from_source(source, 1024)?;
-    let bytes = bytes::Bytes::copy_from_slice(data);
-    let config = EngineConfig {
-        shards,
-        overload_after: None,
-        ..EngineConfig::default()
+        _ => Vec::new(),
     };
-    let engine = Engine::start(engine_rules, config)?;
-    let handle = engine.handle().blocking();
-    let ids: Vec<Uuid> = (0..data.len().div_ceil(args.stream_bytes))
-        .map(|_| Uuid::new_v4())
-        .collect();
-    let mut burst = Vec::with_capacity(args.burst);
-    let started = Instant::now();
-    for offset in (0..args.stream_bytes).step_by(args.chunk_size) {
-        for (index, id) in ids.iter().enumerate() {
-            let start = (index * args.stream_bytes + offset).min(data.len());
-            let end = (start + args.chunk_size)
-                .min((index + 1) * args.stream_bytes)
-                .min(data.len());
-            burst.push((*id, bytes.slice(start..end)));
-            if burst.len() >= args.burst {
-                handle.scan_chunks(std::mem::take(&mut burst))?;
+    for path in planted {
+        let files: Vec<PathBuf> = match path.is_dir() {
+            true => std::fs::read_dir(&path)?
+                .map(|e| Ok(e?.path()))
+                .collect::<std::io::Result<_>>()?,
+            false => vec![path],
+        };
+        for file in files {
+            if file
+                .metadata()
+                .map(|m| m.len() <= 64 << 10)
+                .unwrap_or(false)
+            {
+                plants.push(std::fs::read(&file)?);
             }
         }
     }
-    handle.scan_chunks(burst)?;
-    let report = engine.shutdown()?;
-    let ours = started.elapsed();
-    anyhow::ensure!(
-        report.results.len() == ids.len() && report.failed.is_empty(),
-        "every stream closes with a verdict"
-    );
-    let parallel = parallel_whole_buffers(rules, &bytes, shards)?;
-    let rate = |d: Duration| data.len() as f64 / d.as_secs_f64() / 1e9;
-    println!(
-        "  engine, {shards} shard(s), bursts of {}: {ours:.2?} ({:.2} GB/s); {shards} thread(s) of whole-buffer yara-x: {parallel:.2?} ({:.2} GB/s); ratio {:.2}",
-        args.burst,
-        rate(ours),
-        rate(parallel),
-        parallel.as_secs_f64() / ours.as_secs_f64()
-    );
-    Ok(())
+    if !args.rules.is_empty() {
+        let label = args
+            .rules
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        return Ok((None, plants, label));
+    }
+    let (source, patterns) = synthetic_rules(args.synthetic_rules, args.seed);
+    plants.extend(patterns);
+    Ok((
+        Some(source),
+        plants,
+        format!("{} synthetic", args.synthetic_rules),
+    ))
 }
 
-/// Time for `threads` threads to scan one part of `data` each, as one
-/// whole buffer, with their own YARA-X scanners of the same rules.
-fn parallel_whole_buffers(
+/// Runs every contender, the reference first.
+fn run_contenders(
+    args: &BenchArgs,
     rules: &RuleSet,
-    data: &[u8],
-    threads: usize,
-) -> anyhow::Result<Duration> {
-    let part = data.len().div_ceil(threads.max(1)).max(1);
-    let parts: Vec<&[u8]> = data.chunks(part).collect();
-    let start_line = std::sync::Barrier::new(parts.len() + 1);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = parts
-            .iter()
-            .map(|part| {
-                let start_line = &start_line;
-                scope.spawn(move || -> Result<(), yara_x::ScanError> {
-                    let mut scanner = yara_x::Scanner::new(rules.rules());
-                    start_line.wait();
-                    scanner.scan(part).map(|_| ())
-                })
-            })
-            .collect();
-        start_line.wait();
-        let started = Instant::now();
-        for worker in workers {
-            worker
-                .join()
-                .map_err(|_| anyhow::anyhow!("a scanning thread panicked"))??;
+    compile: &dyn Fn() -> anyhow::Result<RuleSet>,
+    workload: &Workload,
+) -> anyhow::Result<Vec<contenders::Outcome>> {
+    // Once untimed first: the first pass pays for cold caches and pages.
+    contenders::whole_buffer(rules, workload)?;
+    let mut outcomes = vec![contenders::whole_buffer(rules, workload)?];
+    progress(
+        args,
+        &format!("  {}: {:.0} MB/s", outcomes[0].name, outcomes[0].mb_per_s()),
+    );
+    if args.blocks_cap > 0 {
+        let overlap = rules.analysis().window.saturating_sub(1);
+        outcomes.push(contenders::blocks_per_stream(
+            rules,
+            workload,
+            args.blocks_cap,
+            overlap,
+        )?);
+    }
+    outcomes.push(contenders::multi_stream(rules, workload)?);
+    for &shards in &args.shards {
+        let engine_rules = compile()?;
+        let mut outcome = contenders::engine(|| engine_rules, workload, shards)?;
+        let parallel = contenders::parallel_whole_buffers(rules, workload, shards)?;
+        let note = outcome.note.take().unwrap_or_default();
+        outcome.note = Some(format!(
+            "{note}; {shards} thread(s) of whole-buffer scans: {parallel:.0} MB/s, engine / that = {:.2}",
+            outcome.mb_per_s() / parallel
+        ));
+        outcomes.push(outcome);
+    }
+    for outcome in &outcomes[1..] {
+        progress(
+            args,
+            &format!("  {}: {:.0} MB/s", outcome.name, outcome.mb_per_s()),
+        );
+    }
+    Ok(outcomes)
+}
+
+/// A line on stderr about the work in progress (never with `--json`'s
+/// stdout).
+fn progress(args: &BenchArgs, line: &str) {
+    let _ = args;
+    eprintln!("{line}");
+}
+
+fn print_table(report: &Report) {
+    println!(
+        "yaraflow bench: {} streams, {} workload, {:.1} MiB in chunks of up to {} bytes; rules: {} ({} compiled)",
+        report.streams,
+        report.workload,
+        report.bytes as f64 / (1 << 20) as f64,
+        report.chunk_size,
+        report.rules,
+        report.rule_count
+    );
+    println!(
+        "{:<44} {:>8} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "contender",
+        "streams",
+        "MB/s",
+        "ratio",
+        "RSS/strm",
+        "open ns",
+        "close ns",
+        "p99 us",
+        "verdicts"
+    );
+    let figure = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+    for c in &report.contenders {
+        println!(
+            "{:<44} {:>8} {:>9.0} {:>7.2} {:>10} {:>9} {:>9} {:>9} {:>8}",
+            c.name,
+            c.streams,
+            c.mb_per_s,
+            c.ratio_to_whole_buffer,
+            figure(c.rss_bytes_per_stream),
+            figure(c.open_ns_per_stream),
+            figure(c.close_ns_per_stream),
+            c.p99_chunk_latency_us
+                .map_or("-".to_string(), |v| format!("{v:.1}")),
+            match c.verdicts_equal_whole_buffer {
+                true => "equal".to_string(),
+                false => format!("{} DIFFER", c.verdicts_differing),
+            }
+        );
+    }
+    for c in &report.contenders {
+        if let Some(note) = &c.note {
+            println!("  {}: {note}", c.name);
         }
-        Ok(started.elapsed())
-    })
+    }
+    let matching = report.contenders[0].streams_matching;
+    println!("  streams with a matching rule (reference): {matching}");
 }
 
 /// The cost of the actor hop, on an empty rule set: chunks sent without
 /// waiting (against the same chunks given to a scanner directly), and the
 /// round trip of a query.
 fn actor_hop(args: &BenchArgs) -> anyhow::Result<()> {
+    let _ = &args.rules;
     const CHUNKS: usize = 200_000;
     const QUERIES: usize = 20_000;
     let chunk = bytes::Bytes::from_static(&[0x5a; 64]);

@@ -1,0 +1,406 @@
+//! The contenders of `yaraflow bench`, each run on the same [`Workload`]:
+//!
+//! 1. [`whole_buffer`]: one `yara_x::Scanner` scanning each stream's whole
+//!    data at once: the ceiling (and the reference verdicts);
+//! 2. [`blocks_per_stream`]: one `yara_x::blocks::Scanner` per stream fed
+//!    each chunk with the bytes before it as overlap (the simple design);
+//!    each holds a WASM instance, so it runs on at most `cap` streams;
+//! 3. [`multi_stream`]: yaraflow's single-threaded [`MultiStreamScanner`];
+//! 4. [`engine`]: yaraflow's actor engine with N shards, fed in bursts.
+//!
+//! Each returns an [`Outcome`]: time, memory per open stream, open and
+//! close cost, chunk latency where it applies, and a fingerprint of each
+//! stream's verdict (the names of the matching rules) to compare with the
+//! reference. Closes are grouped 64 at a time where the API allows, as a
+//! caller closing many streams would.
+
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::workload::{Step, Workload};
+use crate::{Engine, EngineConfig, MultiStreamScanner, RuleSet, ScannerConfig, StreamResults};
+
+/// Chunks between two latency samples (timing every call would cost more
+/// than some calls).
+const SAMPLE_EVERY: usize = 16;
+/// Streams closed together, and chunks sent together to the engine.
+const GROUP: usize = 64;
+/// Streams opened and closed one by one for the open and close costs.
+const COST_STREAMS: usize = 10_000;
+
+/// What a contender measured.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Its name.
+    pub name: String,
+    /// Streams it ran on (fewer than the workload's when capped).
+    pub streams: usize,
+    /// Bytes it scanned.
+    pub bytes: u64,
+    /// Time it took.
+    pub seconds: f64,
+    /// Resident bytes per open stream, halfway through.
+    pub rss_bytes_per_stream: Option<f64>,
+    /// Cost of opening a stream.
+    pub open_ns_per_stream: Option<f64>,
+    /// Cost of closing a stream that matched nothing.
+    pub close_ns_per_stream: Option<f64>,
+    /// 99th percentile of the time a chunk call took.
+    pub p99_chunk_latency_us: Option<f64>,
+    /// A fingerprint of each stream's verdict, by stream index.
+    pub verdicts: Vec<u64>,
+    /// What the reader should know (a cap, what a figure means).
+    pub note: Option<String>,
+}
+
+impl Outcome {
+    /// Megabytes (10^6 bytes) per second.
+    pub fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / self.seconds.max(1e-9) / 1e6
+    }
+}
+
+/// Gives the memory freed by earlier contenders back to the system, so
+/// that the next contender's growth in resident memory is its own (glibc
+/// keeps freed pages otherwise, and reuses them without growing).
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the system; it
+    // takes no pointer and has no precondition.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Resident memory of this process, in bytes (0 where unknown).
+pub fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let resident = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|f| f.parse::<u64>().ok());
+    resident.unwrap_or(0) * 4096
+}
+
+/// A verdict's fingerprint: FNV-1a over the sorted names of its rules.
+pub fn fingerprint<'a>(rules: impl Iterator<Item = &'a str>) -> u64 {
+    let mut names: Vec<&str> = rules.collect();
+    names.sort_unstable();
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for byte in names.join("\0").bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+fn fingerprint_of(results: &StreamResults) -> u64 {
+    fingerprint(results.rules.iter().map(|r| r.identifier.as_str()))
+}
+
+/// The id of stream `index` (its index, recoverable from the id).
+fn stream_id(index: usize) -> Uuid {
+    Uuid::from_u128(0x7961_7261_666c_6f77_0000_0000_0000_0000 | index as u128)
+}
+
+fn stream_index(id: &Uuid) -> usize {
+    (id.as_u128() & 0xffff_ffff_ffff_ffff) as usize
+}
+
+/// Chunk call durations, sampled.
+#[derive(Default)]
+struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    fn p99_us(mut self) -> Option<f64> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.sort_unstable();
+        let at = (self.0.len() * 99 / 100).min(self.0.len() - 1);
+        Some(self.0[at].as_secs_f64() * 1e6)
+    }
+}
+
+/// Resident bytes per open stream, taken once, halfway through the
+/// schedule.
+struct MemoryProbe {
+    before: u64,
+    halfway: usize,
+    per_stream: Option<f64>,
+}
+
+impl MemoryProbe {
+    fn new(steps: usize) -> MemoryProbe {
+        release_freed_memory();
+        MemoryProbe {
+            before: resident_bytes(),
+            halfway: steps / 2,
+            per_stream: None,
+        }
+    }
+
+    fn at(&mut self, step: usize, open: impl FnOnce() -> usize) {
+        if step == self.halfway && self.per_stream.is_none() {
+            let grown = resident_bytes().saturating_sub(self.before);
+            self.per_stream = Some(grown as f64 / open().max(1) as f64);
+        }
+    }
+}
+
+/// 1. Each stream's whole data scanned at once: the ceiling.
+pub fn whole_buffer(rules: &RuleSet, workload: &Workload) -> Result<Outcome, yara_x::ScanError> {
+    let mut scanner = yara_x::Scanner::new(rules.rules());
+    let mut verdicts = Vec::with_capacity(workload.streams());
+    let started = Instant::now();
+    for index in 0..workload.streams() {
+        let results = scanner.scan(workload.stream(index))?;
+        verdicts.push(fingerprint(
+            results.matching_rules().map(|r| r.identifier()),
+        ));
+    }
+    Ok(Outcome {
+        name: "yara-x whole buffer per stream".into(),
+        streams: workload.streams(),
+        bytes: workload.bytes(),
+        seconds: started.elapsed().as_secs_f64(),
+        verdicts,
+        note: Some("the reference: each stream's bytes scanned as one buffer".into()),
+        ..Outcome::default()
+    })
+}
+
+/// 2. One `blocks::Scanner` per stream, on the first `cap` streams; each
+///    chunk is scanned with up to `overlap` bytes before it, so that a
+///    pattern of up to `overlap + 1` bytes is found across chunks.
+pub fn blocks_per_stream(
+    rules: &RuleSet,
+    workload: &Workload,
+    cap: usize,
+    overlap: usize,
+) -> Result<Outcome, yara_x::ScanError> {
+    let covered = workload.streams().min(cap);
+    let steps: Vec<&Step> = workload
+        .schedule()
+        .iter()
+        .filter(|s| (s.stream as usize) < covered)
+        .collect();
+    let mut scanners: Vec<Option<yara_x::blocks::Scanner>> = (0..covered).map(|_| None).collect();
+    let mut verdicts = vec![0; covered];
+    let (mut open_time, mut close_time, mut open) = (Duration::ZERO, Duration::ZERO, 0usize);
+    let mut latencies = Latencies::default();
+    let mut memory = MemoryProbe::new(steps.len());
+    let started = Instant::now();
+    for (n, step) in steps.iter().enumerate() {
+        let index = step.stream as usize;
+        if scanners[index].is_none() {
+            let opening = Instant::now();
+            scanners[index] = Some(yara_x::blocks::Scanner::new(rules.rules()));
+            open_time += opening.elapsed();
+            open += 1;
+        }
+        let scanner = scanners[index].as_mut().expect("opened above");
+        let from = (step.offset as usize).saturating_sub(overlap);
+        let end = (step.offset + step.len) as usize;
+        let timed = (n % SAMPLE_EVERY == 0).then(Instant::now);
+        scanner.scan(from, &workload.stream(index)[from..end])?;
+        latencies.0.extend(timed.map(|t| t.elapsed()));
+        memory.at(n, || open);
+        if step.last {
+            let closing = Instant::now();
+            let results = scanner.finish()?;
+            verdicts[index] = fingerprint(results.matching_rules().map(|r| r.identifier()));
+            scanners[index] = None;
+            close_time += closing.elapsed();
+            open -= 1;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let bytes = (0..covered).map(|i| workload.stream(i).len() as u64).sum();
+    Ok(Outcome {
+        name: "yara-x blocks::Scanner per stream".into(),
+        streams: covered,
+        bytes,
+        seconds,
+        rss_bytes_per_stream: memory.per_stream,
+        open_ns_per_stream: Some(open_time.as_nanos() as f64 / covered.max(1) as f64),
+        close_ns_per_stream: Some(close_time.as_nanos() as f64 / covered.max(1) as f64),
+        p99_chunk_latency_us: latencies.p99_us(),
+        verdicts,
+        note: (covered < workload.streams()).then(|| {
+            format!(
+                "capped at {covered} of {} streams (each scanner is a WASM instance with its own memory mappings; --blocks-cap)",
+                workload.streams()
+            )
+        }),
+    })
+}
+
+/// 3. yaraflow's single-threaded scanner.
+pub fn multi_stream(rules: &RuleSet, workload: &Workload) -> Result<Outcome, crate::ScanError> {
+    let mut scanner = MultiStreamScanner::new(rules, ScannerConfig::default());
+    let mut verdicts = vec![0; workload.streams()];
+    let mut ended = Vec::with_capacity(GROUP);
+    let mut latencies = Latencies::default();
+    let mut memory = MemoryProbe::new(workload.schedule().len());
+    let started = Instant::now();
+    for (n, step) in workload.schedule().iter().enumerate() {
+        let id = stream_id(step.stream as usize);
+        let timed = (n % SAMPLE_EVERY == 0).then(Instant::now);
+        scanner.scan_chunk(id, workload.chunk(step))?;
+        latencies.0.extend(timed.map(|t| t.elapsed()));
+        memory.at(n, || scanner.stats().open_streams);
+        if step.last {
+            ended.push(id);
+        }
+        if ended.len() >= GROUP || n + 1 == workload.schedule().len() {
+            for results in scanner.close_streams(&ended)? {
+                verdicts[stream_index(&results.stream)] = fingerprint_of(&results);
+            }
+            ended.clear();
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (open_ns, close_ns) = open_and_close_costs(rules, workload)?;
+    Ok(Outcome {
+        name: "yaraflow multi-stream scanner (1 thread)".into(),
+        streams: workload.streams(),
+        bytes: workload.bytes(),
+        seconds,
+        rss_bytes_per_stream: memory.per_stream,
+        open_ns_per_stream: Some(open_ns),
+        close_ns_per_stream: Some(close_ns),
+        p99_chunk_latency_us: latencies.p99_us(),
+        verdicts,
+        note: Some(format!(
+            "closes {GROUP} at a time; open/close costs: {} streams opened, given one chunk, searched, then closed one by one",
+            COST_STREAMS.min(workload.streams())
+        )),
+    })
+}
+
+/// The cost of opening a stream, and of closing one that matched nothing
+/// (its bytes already searched), one call at a time.
+fn open_and_close_costs(
+    rules: &RuleSet,
+    workload: &Workload,
+) -> Result<(f64, f64), crate::ScanError> {
+    let mut scanner = MultiStreamScanner::new(rules, ScannerConfig::default());
+    let count = COST_STREAMS.min(workload.streams());
+    let ids: Vec<Uuid> = (0..count)
+        .map(|i| stream_id(workload.streams() + i))
+        .collect();
+    let started = Instant::now();
+    for id in &ids {
+        scanner.open_stream(*id, crate::StreamMode::Chunks)?;
+    }
+    let open = started.elapsed();
+    // One chunk each, from streams that matched nothing in the reference
+    // when the caller knows them; here: the workload's first chunks.
+    for (n, id) in ids.iter().enumerate() {
+        let step = &workload.schedule()[n % workload.schedule().len()];
+        scanner.scan_chunk(*id, workload.chunk(step))?;
+    }
+    scanner.flush()?;
+    let mut closing = Duration::ZERO;
+    let mut matched_nothing = 0usize;
+    for id in &ids {
+        let started = Instant::now();
+        let results = scanner.close_stream(id)?;
+        let took = started.elapsed();
+        if results.is_some_and(|r| r.rules.is_empty()) {
+            closing += took;
+            matched_nothing += 1;
+        }
+    }
+    Ok((
+        open.as_nanos() as f64 / count.max(1) as f64,
+        closing.as_nanos() as f64 / matched_nothing.max(1) as f64,
+    ))
+}
+
+/// 4. yaraflow's engine with `shards` shards, fed in bursts of 64 chunks.
+///    `rules` makes the engine's own copy of the rules.
+pub fn engine(
+    rules: impl FnOnce() -> RuleSet,
+    workload: &Workload,
+    shards: usize,
+) -> Result<Outcome, crate::EngineError> {
+    let config = EngineConfig {
+        shards,
+        overload_after: None,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(rules(), config)?;
+    let handle = engine.handle().blocking();
+    let mut verdicts = vec![0; workload.streams()];
+    let mut burst = Vec::with_capacity(GROUP);
+    let mut ended = Vec::with_capacity(GROUP);
+    let mut memory = MemoryProbe::new(workload.schedule().len());
+    let started = Instant::now();
+    for (n, step) in workload.schedule().iter().enumerate() {
+        let id = stream_id(step.stream as usize);
+        burst.push((id, workload.chunk_bytes(step)));
+        if step.last {
+            ended.push(id);
+        }
+        let end = n + 1 == workload.schedule().len();
+        if burst.len() >= GROUP || ended.len() >= GROUP || end {
+            handle.scan_chunks(std::mem::take(&mut burst))?;
+        }
+        if ended.len() >= GROUP || end {
+            for closed in handle.close_streams(&ended) {
+                let results = closed?.ok_or(crate::EngineError::ShuttingDown)?;
+                verdicts[stream_index(&results.stream)] = fingerprint_of(&results);
+            }
+            ended.clear();
+        }
+        memory.at(n, || handle.stats().map_or(0, |s| s.open_streams()));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    engine.shutdown()?;
+    Ok(Outcome {
+        name: format!("yaraflow engine, {shards} shard(s)"),
+        streams: workload.streams(),
+        bytes: workload.bytes(),
+        seconds,
+        rss_bytes_per_stream: memory.per_stream,
+        verdicts,
+        note: Some(format!(
+            "bursts of {GROUP} chunks (scan_chunks), closes {GROUP} at a time; the producer is this thread"
+        )),
+        ..Outcome::default()
+    })
+}
+
+/// `threads` threads each scanning whole streams (a share of them): the
+/// ceiling the engine with as many shards is measured against.
+pub fn parallel_whole_buffers(
+    rules: &RuleSet,
+    workload: &Workload,
+    threads: usize,
+) -> Result<f64, yara_x::ScanError> {
+    let threads = threads.max(1);
+    let start_line = std::sync::Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let start_line = &start_line;
+                scope.spawn(move || -> Result<(), yara_x::ScanError> {
+                    let mut scanner = yara_x::Scanner::new(rules.rules());
+                    start_line.wait();
+                    for index in (t..workload.streams()).step_by(threads) {
+                        scanner.scan(workload.stream(index))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        start_line.wait();
+        let started = Instant::now();
+        for worker in workers {
+            worker.join().expect("a scanning thread panicked")?;
+        }
+        Ok(workload.bytes() as f64 / started.elapsed().as_secs_f64().max(1e-9) / 1e6)
+    })
+}

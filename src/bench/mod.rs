@@ -1,0 +1,224 @@
+//! Benchmarks of yaraflow against what a user would otherwise pick,
+//! measured side by side in one run so that the ratios hold on a noisy
+//! machine (`yaraflow bench` prints them; `benches/` has the criterion
+//! micro-benchmarks).
+//!
+//! [`workload`] generates the streams and the order of their chunks;
+//! [`contenders`] runs each way of scanning them; [`Report`] puts the
+//! figures side by side, each as a ratio to YARA-X scanning every stream
+//! as one whole buffer, with whether its verdicts equal that reference.
+//!
+//! This lives in the library rather than the command so that the
+//! criterion benchmarks and tests use the same workload.
+
+pub mod contenders;
+pub mod workload;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+pub use contenders::Outcome;
+pub use workload::{Step, Workload, WorkloadSpec};
+
+/// `count` rules, each one random 10-byte hex string (as in the design
+/// notes), and their pattern bytes (to plant in the workload).
+pub fn synthetic_rules(count: usize, seed: u64) -> (String, Vec<Vec<u8>>) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let patterns: Vec<Vec<u8>> = (0..count)
+        .map(|_| (0..10).map(|_| rng.gen()).collect())
+        .collect();
+    let source = patterns
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            format!(
+                "rule r{i} {{ strings: $a = {{ {} }} condition: $a }}\n",
+                hex.join(" ")
+            )
+        })
+        .collect();
+    (source, patterns)
+}
+
+/// One contender's line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContenderReport {
+    /// What ran.
+    pub name: String,
+    /// Streams it ran on.
+    pub streams: usize,
+    /// Throughput, in megabytes (10^6 bytes) per second.
+    pub mb_per_s: f64,
+    /// Its throughput over the whole-buffer scan's.
+    pub ratio_to_whole_buffer: f64,
+    /// Resident bytes per open stream (halfway through the run).
+    pub rss_bytes_per_stream: Option<f64>,
+    /// Cost of opening a stream.
+    pub open_ns_per_stream: Option<f64>,
+    /// Cost of closing a stream that matched nothing.
+    pub close_ns_per_stream: Option<f64>,
+    /// 99th percentile of a chunk call's duration.
+    pub p99_chunk_latency_us: Option<f64>,
+    /// Whether every stream's matching rules equal the whole-buffer scan's
+    /// (for the streams it ran on).
+    pub verdicts_equal_whole_buffer: bool,
+    /// Streams whose verdict differs.
+    pub verdicts_differing: usize,
+    /// Streams with at least one matching rule.
+    pub streams_matching: usize,
+    /// What the reader should know.
+    pub note: Option<String>,
+}
+
+/// A benchmark run: the workload and every contender's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Concurrent streams.
+    pub streams: usize,
+    /// Chunk size.
+    pub chunk_size: usize,
+    /// The rules, as given (`1000 synthetic` or the paths).
+    pub rules: String,
+    /// How many rules compiled.
+    pub rule_count: usize,
+    /// Bytes over all streams.
+    pub bytes: u64,
+    /// `interleaved` (all streams as long) or `short_streams`.
+    pub workload: String,
+    /// The contenders, the reference first.
+    pub contenders: Vec<ContenderReport>,
+}
+
+impl Report {
+    /// A report of `outcomes`, the first of which is the reference.
+    pub fn new(header: ReportHeader, outcomes: &[Outcome]) -> Report {
+        let reference = &outcomes[0];
+        let contenders = outcomes
+            .iter()
+            .map(|outcome| {
+                let differing = outcome
+                    .verdicts
+                    .iter()
+                    .zip(&reference.verdicts)
+                    .filter(|(a, b)| a != b)
+                    .count();
+                let empty = contenders::fingerprint(std::iter::empty());
+                ContenderReport {
+                    name: outcome.name.clone(),
+                    streams: outcome.streams,
+                    mb_per_s: outcome.mb_per_s(),
+                    ratio_to_whole_buffer: outcome.mb_per_s() / reference.mb_per_s().max(1e-9),
+                    rss_bytes_per_stream: outcome.rss_bytes_per_stream,
+                    open_ns_per_stream: outcome.open_ns_per_stream,
+                    close_ns_per_stream: outcome.close_ns_per_stream,
+                    p99_chunk_latency_us: outcome.p99_chunk_latency_us,
+                    verdicts_equal_whole_buffer: differing == 0
+                        && outcome.verdicts.len() == outcome.streams,
+                    verdicts_differing: differing,
+                    streams_matching: outcome.verdicts.iter().filter(|v| **v != empty).count(),
+                    note: outcome.note.clone(),
+                }
+            })
+            .collect();
+        Report {
+            streams: header.streams,
+            chunk_size: header.chunk_size,
+            rules: header.rules,
+            rule_count: header.rule_count,
+            bytes: header.bytes,
+            workload: header.workload,
+            contenders,
+        }
+    }
+}
+
+/// The workload's description, for [`Report::new`].
+#[derive(Debug, Clone)]
+pub struct ReportHeader {
+    /// See [`Report::streams`].
+    pub streams: usize,
+    /// See [`Report::chunk_size`].
+    pub chunk_size: usize,
+    /// See [`Report::rules`].
+    pub rules: String,
+    /// See [`Report::rule_count`].
+    pub rule_count: usize,
+    /// See [`Report::bytes`].
+    pub bytes: u64,
+    /// See [`Report::workload`].
+    pub workload: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every contender on a small workload with planted patterns: the
+    /// verdicts of each equal the whole-buffer scan's, and some match.
+    #[test]
+    fn every_contender_agrees_with_the_whole_buffer_scan() {
+        let (source, patterns) = synthetic_rules(50, 3);
+        let rules = crate::RuleSet::from_source(&source, 1024).unwrap();
+        for short_streams in [false, true] {
+            let spec = WorkloadSpec {
+                streams: 400,
+                chunk_size: 300,
+                total_bytes: 400 * 3000,
+                short_streams,
+                match_fraction: 0.3,
+                seed: 5,
+            };
+            let workload = Workload::generate(&spec, &patterns);
+            let outcomes = vec![
+                contenders::whole_buffer(&rules, &workload).unwrap(),
+                contenders::blocks_per_stream(&rules, &workload, 100, 9).unwrap(),
+                contenders::multi_stream(&rules, &workload).unwrap(),
+                contenders::engine(
+                    || crate::RuleSet::from_source(&source, 1024).unwrap(),
+                    &workload,
+                    2,
+                )
+                .unwrap(),
+            ];
+            let header = ReportHeader {
+                streams: workload.streams(),
+                chunk_size: spec.chunk_size,
+                rules: "50 synthetic".into(),
+                rule_count: 50,
+                bytes: workload.bytes(),
+                workload: "test".into(),
+            };
+            let report = Report::new(header, &outcomes);
+            for contender in &report.contenders {
+                assert!(contender.verdicts_equal_whole_buffer, "{contender:?}");
+                assert!(contender.mb_per_s > 0.0);
+            }
+            assert_eq!(report.contenders[1].streams, 100, "the blocks cap");
+            let matching = report.contenders[0].streams_matching;
+            assert!(matching > 40 && matching < 300, "{matching} streams match");
+        }
+    }
+
+    #[test]
+    fn a_wrong_verdict_is_reported() {
+        let mut outcomes = vec![Outcome::default(), Outcome::default()];
+        outcomes[0].verdicts = vec![1, 2, 3];
+        outcomes[0].streams = 3;
+        outcomes[1].verdicts = vec![1, 9, 3];
+        outcomes[1].streams = 3;
+        let header = ReportHeader {
+            streams: 3,
+            chunk_size: 1,
+            rules: String::new(),
+            rule_count: 0,
+            bytes: 0,
+            workload: String::new(),
+        };
+        let report = Report::new(header, &outcomes);
+        assert!(report.contenders[0].verdicts_equal_whole_buffer);
+        assert!(!report.contenders[1].verdicts_equal_whole_buffer);
+        assert_eq!(report.contenders[1].verdicts_differing, 1);
+    }
+}
