@@ -3,10 +3,12 @@
 //! `scan` feeds files to the multi-stream scanner as streams and prints one
 //! JSON line per stream; `check` prints what rule analysis says about rules;
 //! `bench` measures yaraflow against plain YARA-X; `pcap` scans the TCP
-//! flows of captures; `serve` runs the HTTP service.
+//! flows of captures; `serve` runs the HTTP service; `loadtest` drives a
+//! running service.
 
 mod bench;
 mod check;
+mod loadtest;
 mod pcap;
 mod scan;
 mod serve;
@@ -34,6 +36,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Scan the TCP flows of pcap/pcapng captures, one JSON line per direction.
     Pcap(pcap::PcapArgs),
+    /// Drive a running `yaraflow serve` on loopback with concurrent streams.
+    Loadtest(loadtest::LoadtestArgs),
     /// Serve the HTTP API (and Prometheus metrics) until SIGINT/SIGTERM.
     Serve(serve::ServeArgs),
 }
@@ -58,6 +62,7 @@ pub fn run() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Pcap(args) => pcap::run(args),
+        Command::Loadtest(args) => loadtest::run(args),
         Command::Serve(args) => serve::run(args),
     };
     match result {

@@ -1,0 +1,146 @@
+//! `yaraflow loadtest` against a real service on loopback: it sends what
+//! it says, counts errors, closes what it opened, and refuses other hosts.
+
+use std::process::Command;
+use std::time::Duration;
+
+use yaraflow::service::{Service, ServiceConfig};
+use yaraflow::EngineConfig;
+
+fn start() -> Service {
+    let config = ServiceConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        metrics_listen: None,
+        engine: EngineConfig {
+            shards: 2,
+            ..EngineConfig::default()
+        },
+        ..ServiceConfig::default()
+    };
+    let rules = yaraflow::RuleSet::from_paths(&["data/rules"], 1024).unwrap();
+    Service::start(rules, config).expect("service starts")
+}
+
+fn loadtest(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_yaraflow"))
+        .arg("loadtest")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_bounded_run_sends_counts_and_cleans_up() {
+    let service = start();
+    let url = format!("http://{}", service.api_addr());
+    let out = loadtest(&[
+        "--url",
+        &url,
+        "--requests",
+        "40",
+        "--duration",
+        "30",
+        "--connections",
+        "2",
+        "--streams",
+        "100",
+        "--frames",
+        "8",
+        "--match-fraction",
+        "0.5",
+        "--close",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["requests_ok"], 40);
+    assert_eq!(report["errors"], serde_json::json!({}));
+    assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    let stats = ureq::get(&format!("{url}/v1/streams"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let streams: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(
+        streams["streams"],
+        serde_json::json!([]),
+        "--close closed them: {streams}"
+    );
+    service.stop().unwrap();
+}
+
+#[test]
+fn a_rate_is_kept_and_the_duration_bounds_the_run() {
+    let service = start();
+    let url = format!("http://{}", service.api_addr());
+    let started = std::time::Instant::now();
+    let out = loadtest(&[
+        "--url",
+        &url,
+        "--rate",
+        "50",
+        "--duration",
+        "1",
+        "--connections",
+        "2",
+        "--json",
+    ]);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sent = report["requests_ok"].as_u64().unwrap();
+    assert!(
+        (30..=70).contains(&sent),
+        "about 50 requests in 1 s at 50/s, got {sent}"
+    );
+    service.stop().unwrap();
+}
+
+#[test]
+fn errors_are_counted_by_code_and_other_hosts_refused() {
+    let service = start();
+    let url = format!("http://{}", service.api_addr());
+    // 64 frames of 1 MiB each exceed the default body limit: every request
+    // is refused with 413, and the run says so.
+    let out = loadtest(&[
+        "--url",
+        &url,
+        "--requests",
+        "3",
+        "--connections",
+        "1",
+        "--chunk-size",
+        "1048576",
+        "--frames",
+        "20",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = report["errors"].as_object().unwrap();
+    assert!(
+        errors.keys().any(|k| k.starts_with("HTTP 413")),
+        "{errors:?}"
+    );
+    service.stop().unwrap();
+
+    for bad in [
+        "http://example.com:8080",
+        "https://127.0.0.1:8080",
+        "http://10.0.0.1",
+    ] {
+        let out = loadtest(&["--url", bad, "--requests", "1"]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("loopback"), "{bad}: {stderr}");
+    }
+}
