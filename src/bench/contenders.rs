@@ -170,6 +170,20 @@ pub fn whole_buffer(rules: &RuleSet, workload: &Workload) -> Result<Outcome, yar
     })
 }
 
+/// Scans the first `streams` streams whole, untimed: the first pass over
+/// the pool pays for cold caches and pages, which no contender should.
+pub fn warm_up(
+    rules: &RuleSet,
+    workload: &Workload,
+    streams: usize,
+) -> Result<(), yara_x::ScanError> {
+    let mut scanner = yara_x::Scanner::new(rules.rules());
+    for index in 0..workload.streams().min(streams) {
+        scanner.scan(workload.stream(index))?;
+    }
+    Ok(())
+}
+
 /// 2. One `blocks::Scanner` per stream, on the first `cap` streams; each
 ///    chunk is scanned with up to `overlap` bytes before it, so that a
 ///    pattern of up to `overlap + 1` bytes is found across chunks.

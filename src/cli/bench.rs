@@ -183,8 +183,7 @@ fn run_contenders(
     compile: &dyn Fn() -> anyhow::Result<RuleSet>,
     workload: &Workload,
 ) -> anyhow::Result<Vec<contenders::Outcome>> {
-    // Once untimed first: the first pass pays for cold caches and pages.
-    contenders::whole_buffer(rules, workload)?;
+    contenders::warm_up(rules, workload, 20_000)?;
     let mut outcomes = vec![contenders::whole_buffer(rules, workload)?];
     progress(
         args,
