@@ -291,16 +291,30 @@ type ClosingVerdict = oneshot::Receiver<Result<Option<StreamResults>, EngineErro
 impl EngineShared {
     /// Asks the shards to close `streams`, without waiting.
     fn ask_to_close(&self, streams: &[Uuid]) -> Vec<Result<ClosingVerdict, EngineError>> {
-        streams
+        // One message per shard, so that the shard searches the tails of
+        // all its streams at once.
+        let mut per_shard: Vec<(Vec<Uuid>, Vec<Reply<Option<StreamResults>>>)> =
+            (0..self.shards.len()).map(|_| Default::default()).collect();
+        let receivers = streams
             .iter()
-            .map(|&stream| {
-                self.ask_shard(&stream, |reply| ShardCommand::Verdict {
-                    stream,
-                    close: true,
-                    reply,
-                })
+            .map(|stream| {
+                let shard = self.shard_of(stream);
+                if self.shards[shard].shared.gate.is_closed() {
+                    return Err(EngineError::ShuttingDown);
+                }
+                let (reply, receiver) = oneshot::channel();
+                per_shard[shard].0.push(*stream);
+                per_shard[shard].1.push(reply);
+                Ok(receiver)
             })
-            .collect()
+            .collect();
+        for (link, (streams, replies)) in self.shards.iter().zip(per_shard) {
+            if !streams.is_empty() {
+                link.addr
+                    .do_send(ShardCommand::CloseMany { streams, replies });
+            }
+        }
+        receivers
     }
 }
 

@@ -66,6 +66,12 @@ pub(crate) enum ShardCommand {
         close: bool,
         reply: Reply<Option<StreamResults>>,
     },
+    /// Close several streams, searching their tails together; one reply
+    /// per stream, in order.
+    CloseMany {
+        streams: Vec<Uuid>,
+        replies: Vec<Reply<Option<StreamResults>>>,
+    },
     /// Put a stream back at offset 0.
     Reset { stream: Uuid, reply: Reply<()> },
     /// Ids of the shard's open streams.
@@ -327,6 +333,22 @@ impl ShardActor {
         }
     }
 
+    /// Searches what the verdicts of `streams` need in one search per rule
+    /// generation, so that the verdicts that follow need none. A failure
+    /// here is left for each verdict to meet (and report) on its own.
+    fn prepare_verdicts(&mut self, streams: &[Uuid]) {
+        for generation in self.generations().iter_mut() {
+            let held: Vec<Uuid> = streams
+                .iter()
+                .filter(|s| generation.holds(s))
+                .copied()
+                .collect();
+            if !held.is_empty() {
+                let _ = generation.with(|scanner| scanner.prepare_verdicts(&held));
+            }
+        }
+    }
+
     fn verdict(&mut self, stream: Uuid, close: bool) -> Result<Option<StreamResults>, EngineError> {
         if let Some(failure) = self.shared.failure(&stream) {
             if close {
@@ -554,6 +576,13 @@ impl ShardActor {
             } => {
                 let result = self.guarded(ctx, |shard| shard.verdict(stream, close));
                 let _ = reply.send(result.unwrap_or_else(|| Err(self.lost(stream))));
+            }
+            ShardCommand::CloseMany { streams, replies } => {
+                self.guarded(ctx, |shard| shard.prepare_verdicts(&streams));
+                for (stream, reply) in streams.into_iter().zip(replies) {
+                    let result = self.guarded(ctx, |shard| shard.verdict(stream, true));
+                    let _ = reply.send(result.unwrap_or_else(|| Err(self.lost(stream))));
+                }
             }
             ShardCommand::Reset { stream, reply } => {
                 let result = self.guarded(ctx, |shard| shard.reset(stream));

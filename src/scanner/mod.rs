@@ -365,6 +365,19 @@ impl<'r> MultiStreamScanner<'r> {
     /// them (see [`Self::get_matches`]). Streams that are not open are
     /// skipped.
     pub fn verdicts(&mut self, streams: &[Uuid]) -> Result<Vec<StreamResults>, ScanError> {
+        self.prepare_verdicts(streams)?;
+        let mut all = Vec::with_capacity(streams.len());
+        for stream in streams {
+            all.extend(self.get_matches(stream)?);
+        }
+        Ok(all)
+    }
+
+    /// Does, in one search, what the verdicts of `streams` need searched
+    /// (their batched bytes and their tails as the end of the data), so
+    /// that asking for them one by one afterwards searches nothing. Streams
+    /// that are not open are skipped.
+    pub fn prepare_verdicts(&mut self, streams: &[Uuid]) -> Result<(), ScanError> {
         let wanted: HashSet<Uuid> = streams
             .iter()
             .filter(|s| self.needs_search(s))
@@ -373,11 +386,7 @@ impl<'r> MultiStreamScanner<'r> {
         if !wanted.is_empty() {
             self.flush_for(&wanted)?;
         }
-        let mut all = Vec::with_capacity(streams.len());
-        for stream in streams {
-            all.extend(self.get_matches(stream)?);
-        }
-        Ok(all)
+        Ok(())
     }
 
     /// The streams that found pattern matches (final or provisional) since
