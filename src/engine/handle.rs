@@ -285,6 +285,9 @@ async fn answer<T>(receiver: oneshot::Receiver<Result<T, EngineError>>) -> Resul
     receiver.await.unwrap_or(Err(EngineError::ShuttingDown))
 }
 
+/// The streams one shard is asked to close, and where each answer goes.
+type ClosingGroup = (Vec<Uuid>, Vec<Reply<Option<StreamResults>>>);
+
 /// A verdict that closes its stream, on its way.
 type ClosingVerdict = oneshot::Receiver<Result<Option<StreamResults>, EngineError>>;
 
@@ -293,7 +296,7 @@ impl EngineShared {
     fn ask_to_close(&self, streams: &[Uuid]) -> Vec<Result<ClosingVerdict, EngineError>> {
         // One message per shard, so that the shard searches the tails of
         // all its streams at once.
-        let mut per_shard: Vec<(Vec<Uuid>, Vec<Reply<Option<StreamResults>>>)> =
+        let mut per_shard: Vec<ClosingGroup> =
             (0..self.shards.len()).map(|_| Default::default()).collect();
         let receivers = streams
             .iter()
