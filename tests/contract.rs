@@ -385,3 +385,38 @@ fn matches_are_counted_once() {
     scanner.scan_chunk(id, &[b'.'; 100]).unwrap();
     assert_eq!(scanner.close_stream(&id).unwrap().unwrap().stats.matches, 1);
 }
+
+/// Closing a stream needs no search when the rules have no
+/// context-sensitive pattern and nothing was found near the stream's end;
+/// with a `$` pattern (or a match near the end) the tail is searched as the
+/// end of the data. Either way the verdict is the whole-buffer one.
+#[test]
+fn closing_searches_the_tail_only_when_it_can_matter() {
+    let plain = compile(r#"rule lit { strings: $a = "needle" condition: $a }"#);
+    let anchored = compile(r#"rule end { strings: $a = /needle$/ condition: $a }"#);
+    let filler = vec![b'.'; 3000];
+    let mut near_end = filler.clone();
+    near_end.extend_from_slice(b"needle");
+    for (rules, data, searched_at_close) in [
+        (&plain, &filler, false),
+        (&plain, &near_end, true),
+        (&anchored, &filler, true),
+        (&anchored, &near_end, true),
+    ] {
+        let mut scanner = MultiStreamScanner::new(rules, ScannerConfig::default());
+        let id = Uuid::new_v4();
+        for chunk in data.chunks(1000) {
+            scanner.scan_chunk(id, chunk).unwrap();
+        }
+        scanner.flush().unwrap();
+        let before = scanner.stats().batches;
+        let results = scanner.close_stream(&id).unwrap().unwrap();
+        assert_eq!(
+            scanner.stats().batches > before,
+            searched_at_close,
+            "{}",
+            String::from_utf8_lossy(&data[data.len() - 6..])
+        );
+        assert_eq!(ours(rules, &results), reference(rules, data));
+    }
+}

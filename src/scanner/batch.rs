@@ -129,6 +129,32 @@ impl Segment {
     }
 }
 
+impl Segment {
+    /// Whether a search of this chunk segment, the last of its stream so
+    /// far, leaves nothing for a search of the stream's tail as the end of
+    /// the data to find: every match it found starts early enough to have
+    /// settled here. Only for rule sets without context-sensitive patterns
+    /// (`end_insensitive`: no `^`, `$`, `\b`, `\B` or `fullword`): for
+    /// those, a match YARA-X finds in the tail alone it also finds in the
+    /// tail followed by other bytes (more bytes after a match can make it
+    /// longer, never remove it), so a tail where nothing was found holds
+    /// nothing, and closing the stream needs no search.
+    pub fn leaves_tail_settled(
+        &self,
+        ranges: &[std::ops::Range<usize>],
+        window: &Window,
+        end_insensitive: bool,
+    ) -> bool {
+        let context = SPAN_CONTEXT as u64;
+        end_insensitive
+            && self.line.is_none()
+            && ranges.iter().all(|range| {
+                self.start + range.start as u64 + window.longest_match as u64 + context
+                    <= self.end()
+            })
+    }
+}
+
 /// Scanner address of the packed block: far above every standalone block
 /// (a batch holds far less than 2^40 bytes).
 const PACKED_BASE: usize = 1 << 40;

@@ -288,7 +288,11 @@ impl<'r> MultiStreamScanner<'r> {
             }
             let at_stream_end =
                 segment.line.is_none() && !segment.packed && segment.end() == ctx.stats.bytes;
-            if at_stream_end {
+            let ends_stream = segment.end() == ctx.stats.bytes;
+            if at_stream_end
+                || (ends_stream
+                    && segment.leaves_tail_settled(&ranges, &self.window, guard.is_empty()))
+            {
                 ctx.tail_unsettled = false;
             }
             for range in ranges {
