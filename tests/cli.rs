@@ -83,3 +83,60 @@ fn scan_reads_standard_input_for_a_dash() {
     assert_eq!(line["rules"][0]["identifier"], "http_basic_auth");
     assert_eq!(line["lines"], 2);
 }
+
+#[test]
+fn bench_json_has_every_figure_for_every_contender() {
+    let out = Command::new(env!("CARGO_BIN_EXE_yaraflow"))
+        .args([
+            "bench",
+            "--streams",
+            "300",
+            "--synthetic-rules",
+            "20",
+            "--shards",
+            "1,2",
+        ])
+        .args([
+            "--blocks-cap",
+            "40",
+            "--match-fraction",
+            "0.3",
+            "--json",
+            "--hop",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in ["streams", "chunk_size", "rules", "bytes"] {
+        assert!(!report[field].is_null(), "{field}");
+    }
+    let contenders = report["contenders"].as_array().unwrap();
+    let names: Vec<&str> = contenders
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    for contender in contenders {
+        assert_eq!(
+            contender["verdicts_equal_whole_buffer"], true,
+            "{contender}"
+        );
+        assert!(contender["mb_per_s"].as_f64().unwrap() > 0.0);
+        for field in [
+            "ratio_to_whole_buffer",
+            "rss_bytes_per_stream",
+            "open_ns_per_stream",
+            "close_ns_per_stream",
+            "p99_chunk_latency_us",
+        ] {
+            assert!(contender.get(field).is_some(), "{field} in {contender}");
+        }
+    }
+    assert_eq!(contenders[1]["streams"], 40, "blocks scanners are capped");
+    assert!(report["actor_hop"]["query_round_trip_us"].as_f64().unwrap() > 0.0);
+}

@@ -418,3 +418,60 @@ pub fn parallel_whole_buffers(
         Ok(workload.bytes() as f64 / started.elapsed().as_secs_f64().max(1e-9) / 1e6)
     })
 }
+
+/// What an actor hop costs (see [`actor_hop`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ActorHop {
+    /// A 64-byte chunk given to a scanner directly.
+    pub direct_ns_per_chunk: f64,
+    /// The same chunk sent through a one-shard engine (no reply).
+    pub engine_ns_per_chunk: f64,
+    /// A blocking query's round trip (`get_matches`).
+    pub query_round_trip_us: f64,
+}
+
+/// The cost of the actor hop, on an empty rule set: 64-byte chunks sent
+/// without waiting (against the same chunks given to a scanner directly),
+/// and the round trip of a query; over up to 10,000 streams.
+pub fn actor_hop(streams: usize) -> Result<ActorHop, crate::EngineError> {
+    const CHUNKS: usize = 200_000;
+    const QUERIES: usize = 20_000;
+    let chunk = bytes::Bytes::from_static(&[0x5a; 64]);
+    let ids: Vec<Uuid> = (0..streams.clamp(1, 10_000)).map(stream_id).collect();
+    let empty = || RuleSet::from_source("", 1024).expect("an empty rule set compiles");
+
+    let rules = empty();
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let started = Instant::now();
+    for i in 0..CHUNKS {
+        scanner.scan_chunk(ids[i % ids.len()], &chunk)?;
+    }
+    scanner.flush()?;
+    let direct = started.elapsed();
+
+    let config = EngineConfig {
+        shards: 1,
+        overload_after: None,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(empty(), config)?;
+    let handle = engine.handle().blocking();
+    let started = Instant::now();
+    for i in 0..CHUNKS {
+        handle.scan_chunk(ids[i % ids.len()], chunk.clone())?;
+    }
+    // A query queues behind every chunk: when it answers, all were scanned.
+    handle.stats()?;
+    let through_engine = started.elapsed();
+    let started = Instant::now();
+    for i in 0..QUERIES {
+        handle.get_matches(ids[i % ids.len()])?;
+    }
+    let queries = started.elapsed();
+    engine.shutdown()?;
+    Ok(ActorHop {
+        direct_ns_per_chunk: direct.as_nanos() as f64 / CHUNKS as f64,
+        engine_ns_per_chunk: through_engine.as_nanos() as f64 / CHUNKS as f64,
+        query_round_trip_us: queries.as_secs_f64() * 1e6 / QUERIES as f64,
+    })
+}

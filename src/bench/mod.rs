@@ -89,6 +89,9 @@ pub struct Report {
     pub workload: String,
     /// The contenders, the reference first.
     pub contenders: Vec<ContenderReport>,
+    /// The cost of the actor hop, when measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor_hop: Option<contenders::ActorHop>,
 }
 
 impl Report {
@@ -130,6 +133,7 @@ impl Report {
             bytes: header.bytes,
             workload: header.workload,
             contenders,
+            actor_hop: None,
         }
     }
 }

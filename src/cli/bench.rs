@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use yaraflow::bench::{contenders, synthetic_rules, Report, ReportHeader, Workload, WorkloadSpec};
-use yaraflow::{Engine, EngineConfig, MultiStreamScanner, RuleSet, ScannerConfig, Uuid};
+use yaraflow::RuleSet;
 
 /// Arguments of `yaraflow bench`.
 #[derive(Debug, clap::Args)]
@@ -84,19 +84,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     let started = Instant::now();
     let workload = Workload::generate(&spec, &plants);
-    progress(
-        &args,
-        &format!(
-            "workload: {} streams, {:.1} MiB, {} chunks of up to {} bytes, generated in {:.1?}",
-            workload.streams(),
-            workload.bytes() as f64 / (1 << 20) as f64,
-            workload.schedule().len(),
-            args.chunk_size,
-            started.elapsed()
-        ),
-    );
+    progress(&format!(
+        "workload: {} streams, {:.1} MiB, {} chunks of up to {} bytes, generated in {:.1?}",
+        workload.streams(),
+        workload.bytes() as f64 / (1 << 20) as f64,
+        workload.schedule().len(),
+        args.chunk_size,
+        started.elapsed()
+    ));
     let outcomes = run_contenders(&args, &rules, &compile, &workload)?;
-    let report = Report::new(
+    let mut report = Report::new(
         ReportHeader {
             streams: workload.streams(),
             chunk_size: args.chunk_size,
@@ -112,13 +109,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         },
         &outcomes,
     );
+    if args.hop {
+        report.actor_hop = Some(contenders::actor_hop(args.streams)?);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_table(&report);
-    }
-    if args.hop {
-        actor_hop(&args)?;
     }
     let all_equal = report
         .contenders
@@ -185,10 +182,11 @@ fn run_contenders(
 ) -> anyhow::Result<Vec<contenders::Outcome>> {
     contenders::warm_up(rules, workload, 20_000)?;
     let mut outcomes = vec![contenders::whole_buffer(rules, workload)?];
-    progress(
-        args,
-        &format!("  {}: {:.0} MB/s", outcomes[0].name, outcomes[0].mb_per_s()),
-    );
+    progress(&format!(
+        "  {}: {:.0} MB/s",
+        outcomes[0].name,
+        outcomes[0].mb_per_s()
+    ));
     if args.blocks_cap > 0 {
         let overlap = rules.analysis().window.saturating_sub(1);
         outcomes.push(contenders::blocks_per_stream(
@@ -211,18 +209,17 @@ fn run_contenders(
         outcomes.push(outcome);
     }
     for outcome in &outcomes[1..] {
-        progress(
-            args,
-            &format!("  {}: {:.0} MB/s", outcome.name, outcome.mb_per_s()),
-        );
+        progress(&format!(
+            "  {}: {:.0} MB/s",
+            outcome.name,
+            outcome.mb_per_s()
+        ));
     }
     Ok(outcomes)
 }
 
-/// A line on stderr about the work in progress (never with `--json`'s
-/// stdout).
-fn progress(args: &BenchArgs, line: &str) {
-    let _ = args;
+/// A line on stderr about the work in progress (stdout holds the report).
+fn progress(line: &str) {
     eprintln!("{line}");
 }
 
@@ -274,54 +271,17 @@ fn print_table(report: &Report) {
     }
     let matching = report.contenders[0].streams_matching;
     println!("  streams with a matching rule (reference): {matching}");
-}
-
-/// The cost of the actor hop, on an empty rule set: chunks sent without
-/// waiting (against the same chunks given to a scanner directly), and the
-/// round trip of a query.
-fn actor_hop(args: &BenchArgs) -> anyhow::Result<()> {
-    let _ = &args.rules;
-    const CHUNKS: usize = 200_000;
-    const QUERIES: usize = 20_000;
-    let chunk = bytes::Bytes::from_static(&[0x5a; 64]);
-    let ids: Vec<Uuid> = (0..args.streams.clamp(1, 10_000))
-        .map(|_| Uuid::new_v4())
-        .collect();
-
-    let rules = RuleSet::from_source("", 1024)?;
-    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
-    let started = Instant::now();
-    for i in 0..CHUNKS {
-        scanner.scan_chunk(ids[i % ids.len()], &chunk)?;
+    if let Some(hop) = &report.actor_hop {
+        println!("\nactor hop, empty rules, 64-byte chunks, 1 shard:");
+        println!(
+            "  chunk to a scanner directly: {:.0} ns; through the engine (do_send, no reply): {:.0} ns; hop cost {:.0} ns per chunk",
+            hop.direct_ns_per_chunk,
+            hop.engine_ns_per_chunk,
+            hop.engine_ns_per_chunk - hop.direct_ns_per_chunk
+        );
+        println!(
+            "  query round trip (get_matches, blocking): {:.1} us",
+            hop.query_round_trip_us
+        );
     }
-    scanner.flush()?;
-    let direct = started.elapsed() / CHUNKS as u32;
-
-    let config = EngineConfig {
-        shards: 1,
-        overload_after: None,
-        ..EngineConfig::default()
-    };
-    let engine = Engine::start(RuleSet::from_source("", 1024)?, config)?;
-    let handle = engine.handle().blocking();
-    let started = Instant::now();
-    for i in 0..CHUNKS {
-        handle.scan_chunk(ids[i % ids.len()], chunk.clone())?;
-    }
-    // A query queues behind every chunk: when it answers, all were scanned.
-    handle.stats()?;
-    let hop = started.elapsed() / CHUNKS as u32;
-    let started = Instant::now();
-    for i in 0..QUERIES {
-        handle.get_matches(ids[i % ids.len()])?;
-    }
-    let round_trip = started.elapsed() / QUERIES as u32;
-    engine.shutdown()?;
-    println!("\nactor hop, empty rules, 64-byte chunks, 1 shard:");
-    println!(
-        "  chunk to a scanner directly: {direct:.2?}; through the engine (do_send, no reply): {hop:.2?}; hop cost {:.2?} per chunk",
-        hop.saturating_sub(direct)
-    );
-    println!("  query round trip (get_matches, blocking): {round_trip:.2?}");
-    Ok(())
 }
