@@ -133,6 +133,32 @@ impl Workload {
         self.pool.slice(start..start + step.len as usize)
     }
 
+    /// Writes the workload for a peer outside Rust (`benches/peer/`):
+    /// `pool.bin` (the bytes), `streams.bin` (per stream: start, length;
+    /// u64 and u32, little-endian) and `schedule.bin` (per chunk: stream,
+    /// offset, length as u32 little-endian, then 1 if it is the stream's
+    /// last chunk, else 0).
+    pub fn dump(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("pool.bin"), &self.pool)?;
+        let mut streams = std::io::BufWriter::new(std::fs::File::create(dir.join("streams.bin"))?);
+        for &(start, len) in &self.streams {
+            streams.write_all(&(start as u64).to_le_bytes())?;
+            streams.write_all(&len.to_le_bytes())?;
+        }
+        streams.flush()?;
+        let mut schedule =
+            std::io::BufWriter::new(std::fs::File::create(dir.join("schedule.bin"))?);
+        for step in &self.schedule {
+            for word in [step.stream, step.offset, step.len] {
+                schedule.write_all(&word.to_le_bytes())?;
+            }
+            schedule.write_all(&[u8::from(step.last)])?;
+        }
+        schedule.flush()
+    }
+
     /// Every chunk, in arrival order.
     pub fn schedule(&self) -> &[Step] {
         &self.schedule

@@ -51,6 +51,10 @@ pub struct BenchArgs {
     /// Also measure the actor hop (chunk sent, query round trip).
     #[arg(long)]
     hop: bool,
+    /// Also write the workload (bytes, streams, schedule, patterns) to this
+    /// folder, for the peer in benches/peer (synthetic rules only).
+    #[arg(long, value_name = "DIR")]
+    dump_workload: Option<PathBuf>,
     /// One JSON object on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -92,6 +96,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         args.chunk_size,
         started.elapsed()
     ));
+    if let Some(dir) = &args.dump_workload {
+        dump(dir, &workload, &args)?;
+    }
     let outcomes = run_contenders(&args, &rules, &compile, &workload)?;
     let mut report = Report::new(
         ReportHeader {
@@ -171,6 +178,23 @@ fn rule_source(args: &BenchArgs) -> anyhow::Result<(Option<String>, Vec<Vec<u8>>
         plants,
         format!("{} synthetic", args.synthetic_rules),
     ))
+}
+
+/// Writes the workload and the synthetic rules' patterns (one hex line
+/// each) for a peer.
+fn dump(dir: &std::path::Path, workload: &Workload, args: &BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.rules.is_empty(),
+        "--dump-workload needs synthetic rules (a peer gets their patterns as literals)"
+    );
+    workload.dump(dir)?;
+    let (_, patterns) = synthetic_rules(args.synthetic_rules, args.seed);
+    let hex: Vec<String> = patterns
+        .iter()
+        .map(|p| p.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    std::fs::write(dir.join("patterns.txt"), hex.join("\n") + "\n")?;
+    Ok(())
 }
 
 /// Runs every contender, the reference first.
