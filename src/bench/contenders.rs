@@ -250,9 +250,19 @@ pub fn blocks_per_stream(
     })
 }
 
+/// The default configuration, with room for every stream of the workload
+/// open at once (the default caps a scanner at a million).
+fn scanner_config(workload: &Workload) -> ScannerConfig {
+    let config = ScannerConfig::default();
+    ScannerConfig {
+        max_open_streams: config.max_open_streams.max(workload.streams()),
+        ..config
+    }
+}
+
 /// 3. yaraflow's single-threaded scanner.
 pub fn multi_stream(rules: &RuleSet, workload: &Workload) -> Result<Outcome, crate::ScanError> {
-    let mut scanner = MultiStreamScanner::new(rules, ScannerConfig::default());
+    let mut scanner = MultiStreamScanner::new(rules, scanner_config(workload));
     let mut verdicts = vec![0; workload.streams()];
     let mut ended = Vec::with_capacity(GROUP);
     let mut latencies = Latencies::default();
@@ -343,6 +353,7 @@ pub fn engine(
     let config = EngineConfig {
         shards,
         overload_after: None,
+        scanner: scanner_config(workload),
         ..EngineConfig::default()
     };
     let engine = Engine::start(rules(), config)?;
