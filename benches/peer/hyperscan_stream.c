@@ -24,8 +24,9 @@ static void *slurp(const char *dir, const char *name, size_t *len) {
     fseek(f, 0, SEEK_END);
     *len = (size_t)ftell(f);
     fseek(f, 0, SEEK_SET);
-    void *data = malloc(*len ? *len : 1);
+    char *data = malloc(*len + 1); /* NUL-terminated, for the text file */
     if (*len && fread(data, 1, *len, f) != *len) { fprintf(stderr, "cannot read %s\n", path); exit(2); }
+    data[*len] = 0;
     fclose(f);
     return data;
 }
