@@ -130,10 +130,20 @@ impl Segment {
 }
 
 impl Segment {
+    /// Whether a match found in this segment runs past its end, into the
+    /// bytes that followed it in the block: not a match of the stream as
+    /// it is (it is dropped, and found again by a later search).
+    pub fn crosses_end(&self, range: &std::ops::Range<usize>) -> bool {
+        range.end > self.bytes.len()
+    }
+
     /// Whether a search of this chunk segment, the last of its stream so
     /// far, leaves nothing for a search of the stream's tail as the end of
     /// the data to find: every match it found starts early enough to have
-    /// settled here. Only for rule sets without context-sensitive patterns
+    /// settled here, and none ran past its end (in a packed block the bytes
+    /// after a segment are another stream's, so a match running into them,
+    /// for example `c.?` on a final `c`, would be found again, shorter, at
+    /// the stream's real end). Only for rule sets without context-sensitive patterns
     /// (`end_insensitive`: no `^`, `$`, `\b`, `\B` or `fullword`): for
     /// those, a match YARA-X finds in the tail alone it also finds in the
     /// tail followed by other bytes (more bytes after a match can make it
@@ -149,8 +159,9 @@ impl Segment {
         end_insensitive
             && self.line.is_none()
             && ranges.iter().all(|range| {
-                self.start + range.start as u64 + window.longest_match as u64 + context
-                    <= self.end()
+                !self.crosses_end(range)
+                    && self.start + range.start as u64 + window.longest_match as u64 + context
+                        <= self.end()
             })
     }
 }
@@ -334,7 +345,9 @@ impl Batch {
         Ok(found)
     }
 
-    /// The segment holding an address range, and the range within it.
+    /// The segment where an address range starts, and the range within it.
+    /// The range may end past the segment (a match that ran into the bytes
+    /// that follow it in the packed block): see [`Segment::crosses_end`].
     fn locate(&self, by_addr: &[usize], addrs: Range<usize>) -> Option<(usize, Range<usize>)> {
         let at = by_addr
             .partition_point(|&i| self.segments[i].addr <= addrs.start)
@@ -342,7 +355,7 @@ impl Batch {
         let index = by_addr[at];
         let segment = &self.segments[index];
         let range = addrs.start - segment.addr..addrs.end - segment.addr;
-        (range.end <= segment.bytes.len()).then_some((index, range))
+        (range.start < segment.bytes.len()).then_some((index, range))
     }
 
     /// The replay span of a match: the match grown to quiet edges.

@@ -296,6 +296,9 @@ impl<'r> MultiStreamScanner<'r> {
                 ctx.tail_unsettled = false;
             }
             for range in ranges {
+                if segment.crosses_end(&range) {
+                    continue; // not this stream's bytes; a later search sees it
+                }
                 let start = segment.start + range.start as u64;
                 match segment.accept(start, &self.window, at_stream_end) {
                     Acceptance::Settled => {
