@@ -112,15 +112,7 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
         "--streams, --frames, --connections and --chunk-size must be positive"
     );
     let duration = Duration::from_secs_f64(args.duration.max(0.0)).min(MAX_DURATION);
-    let token = match &args.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the token file {}", path.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
-    };
+    let token = super::read_token(args.token_file.as_deref())?;
     let ids = stream_ids(&args);
     let plan = Arc::new(Plan {
         url: format!("{}/v1/chunks", args.url.trim_end_matches('/')),

@@ -54,6 +54,40 @@ fn load_rules(paths: &[PathBuf], args: &RuleArgs) -> anyhow::Result<yaraflow::Ru
     Ok(yaraflow::RuleSet::from_paths(paths, args.max_pattern_len)?)
 }
 
+/// A bar on stderr over `total` bytes (a spinner when the total is not
+/// known, as for standard input); drawn only when stderr is a terminal,
+/// never with `quiet`.
+fn byte_progress(quiet: bool, total: Option<u64>) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let (bar, template) = match total {
+        Some(total) => (
+            ProgressBar::new(total),
+            "{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+        ),
+        None => (
+            ProgressBar::new_spinner(),
+            "{spinner} {bytes} ({bytes_per_sec})",
+        ),
+    };
+    bar.set_draw_target(ProgressDrawTarget::stderr());
+    bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
+    bar
+}
+
+/// The bearer token kept in `path` (surrounding whitespace trimmed), if a
+/// token file was given.
+fn read_token(path: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", path.display()))?;
+    Ok(Some(text.trim().to_string()))
+}
+
 /// Parses the arguments and runs the command.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use bytes::Bytes;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use yaraflow::pcap::{CaptureReader, FlowEvent, FlowSummary, FlowTable, Frame};
 use yaraflow::{BlockingHandle, Engine, EngineConfig, EngineError, StreamResults, Uuid};
 
@@ -100,7 +100,7 @@ struct Tally {
 /// capture still has its directions closed and printed.
 fn read_capture(args: &PcapArgs, path: &Path, feed: &mut Feed<'_>) -> anyhow::Result<()> {
     let file = File::open(path)?;
-    let progress = progress_bar(args.quiet, file.metadata()?.len());
+    let progress = super::byte_progress(args.quiet, Some(file.metadata()?.len()));
     let mut reader = CaptureReader::new(file)?;
     let mut table = FlowTable::new(args.max_pending);
     let mut events = Vec::new();
@@ -150,22 +150,6 @@ fn print_tally(path: &Path, frames: u64, tally: &Tally) {
             false => format!("; skipped: {}", skipped.join(", ")),
         }
     );
-}
-
-/// A bar over the capture's bytes, on stderr when it is a terminal.
-fn progress_bar(quiet: bool, total: u64) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total);
-    bar.set_draw_target(ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
-        )
-        .expect("a valid template"),
-    );
-    bar
 }
 
 /// Flow events into the engine, results out.

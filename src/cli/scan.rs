@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use yaraflow::{MultiStreamScanner, ScannerConfig, StreamMode, StreamResults, Uuid};
@@ -153,12 +153,8 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// A bar on stderr over the bytes of every file (a spinner when one is
-/// standard input); drawn only when stderr is a terminal, never with
-/// `--quiet`.
+/// standard input).
 fn progress_bar(args: &ScanArgs) -> ProgressBar {
-    if args.quiet {
-        return ProgressBar::hidden();
-    }
     let sizes: Option<u64> = args
         .files
         .iter()
@@ -167,19 +163,7 @@ fn progress_bar(args: &ScanArgs) -> ProgressBar {
             false => std::fs::metadata(path).ok().map(|m| m.len()),
         })
         .sum();
-    let (bar, template) = match sizes {
-        Some(total) => (
-            ProgressBar::new(total),
-            "{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
-        ),
-        None => (
-            ProgressBar::new_spinner(),
-            "{spinner} {bytes} ({bytes_per_sec})",
-        ),
-    };
-    bar.set_draw_target(ProgressDrawTarget::stderr());
-    bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
-    bar
+    super::byte_progress(args.quiet, sizes)
 }
 
 /// How the files are fed: cut, in which mode, with progress shown.

@@ -60,15 +60,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     engine.scanner.max_pattern_len = args.rule_args.max_pattern_len;
     engine.rule_metrics |= args.rule_metrics;
-    let token = match &args.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", path.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
-    };
+    let token = super::read_token(args.token_file.as_deref())?;
     let rules = super::load_rules(&args.rules, &args.rule_args)?;
     let config = ServiceConfig {
         listen: args.listen,
