@@ -75,6 +75,19 @@ pub struct ContenderReport {
 /// A benchmark run: the workload and every contender's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// What ran (its fields appear at the top level of the JSON).
+    #[serde(flatten)]
+    pub header: ReportHeader,
+    /// The contenders, the reference first.
+    pub contenders: Vec<ContenderReport>,
+    /// The cost of the actor hop, when measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor_hop: Option<contenders::ActorHop>,
+}
+
+/// The workload a report is about.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportHeader {
     /// Concurrent streams.
     pub streams: usize,
     /// Chunk size.
@@ -87,17 +100,13 @@ pub struct Report {
     pub bytes: u64,
     /// `interleaved` (all streams as long) or `short_streams`.
     pub workload: String,
-    /// The contenders, the reference first.
-    pub contenders: Vec<ContenderReport>,
-    /// The cost of the actor hop, when measured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub actor_hop: Option<contenders::ActorHop>,
 }
 
 impl Report {
     /// A report of `outcomes`, the first of which is the reference.
     pub fn new(header: ReportHeader, outcomes: &[Outcome]) -> Report {
         let reference = &outcomes[0];
+        let empty = contenders::fingerprint(std::iter::empty());
         let contenders = outcomes
             .iter()
             .map(|outcome| {
@@ -107,7 +116,6 @@ impl Report {
                     .zip(&reference.verdicts)
                     .filter(|(a, b)| a != b)
                     .count();
-                let empty = contenders::fingerprint(std::iter::empty());
                 ContenderReport {
                     name: outcome.name.clone(),
                     streams: outcome.streams,
@@ -126,33 +134,11 @@ impl Report {
             })
             .collect();
         Report {
-            streams: header.streams,
-            chunk_size: header.chunk_size,
-            rules: header.rules,
-            rule_count: header.rule_count,
-            bytes: header.bytes,
-            workload: header.workload,
+            header,
             contenders,
             actor_hop: None,
         }
     }
-}
-
-/// The workload's description, for [`Report::new`].
-#[derive(Debug, Clone)]
-pub struct ReportHeader {
-    /// See [`Report::streams`].
-    pub streams: usize,
-    /// See [`Report::chunk_size`].
-    pub chunk_size: usize,
-    /// See [`Report::rules`].
-    pub rules: String,
-    /// See [`Report::rule_count`].
-    pub rule_count: usize,
-    /// See [`Report::bytes`].
-    pub bytes: u64,
-    /// See [`Report::workload`].
-    pub workload: String,
 }
 
 #[cfg(test)]

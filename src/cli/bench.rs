@@ -250,12 +250,12 @@ fn progress(line: &str) {
 fn print_table(report: &Report) {
     println!(
         "yaraflow bench: {} streams, {} workload, {:.1} MiB in chunks of up to {} bytes; rules: {} ({} compiled)",
-        report.streams,
-        report.workload,
-        report.bytes as f64 / (1 << 20) as f64,
-        report.chunk_size,
-        report.rules,
-        report.rule_count
+        report.header.streams,
+        report.header.workload,
+        report.header.bytes as f64 / (1 << 20) as f64,
+        report.header.chunk_size,
+        report.header.rules,
+        report.header.rule_count
     );
     println!(
         "{:<44} {:>8} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>8}",
