@@ -3,11 +3,12 @@
 //! traffic, so no panel shows "No data" because of a misspelt name, and
 //! every metric yaraflow publishes has a panel.
 
-use std::collections::BTreeSet;
-use std::time::Duration;
+mod common;
 
-use yaraflow::service::{framing, Service, ServiceConfig};
-use yaraflow::{EngineConfig, ScannerConfig, Uuid};
+use std::collections::BTreeSet;
+
+use yaraflow::service::{framing, Service};
+use yaraflow::Uuid;
 
 const DASHBOARD: &str = "grafana/dashboards/yaraflow.json";
 const ALERTS: &str = "grafana/alerts.yml";
@@ -39,16 +40,7 @@ fn metric_names(expr: &str, names: &mut BTreeSet<String>) {
 fn dashboard_queries() -> Vec<(String, String)> {
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(DASHBOARD).unwrap()).unwrap();
-    let mut queries = Vec::new();
-    let mut panels: Vec<&serde_json::Value> =
-        dashboard["panels"].as_array().unwrap().iter().collect();
-    while let Some(panel) = panels.pop() {
-        panels.extend(panel["panels"].as_array().into_iter().flatten());
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            let title = panel["title"].as_str().unwrap().to_string();
-            queries.push((title, target["expr"].as_str().unwrap().to_string()));
-        }
-    }
+    let mut queries = common::dashboard_panel_queries();
     for variable in dashboard["templating"]["list"].as_array().unwrap() {
         if let Some(query) = variable["query"]["query"].as_str() {
             queries.push((format!("variable {}", variable["name"]), query.to_string()));
@@ -72,27 +64,6 @@ fn alert_queries() -> Vec<String> {
             expr.to_string()
         })
         .collect()
-}
-
-/// A service with per-rule metrics on the bundled rules.
-fn start() -> Service {
-    let config = ServiceConfig {
-        listen: ([127, 0, 0, 1], 0).into(),
-        metrics_listen: Some(([127, 0, 0, 1], 0).into()),
-        rule_paths: vec!["data/rules".into()],
-        engine: EngineConfig {
-            shards: 2,
-            rule_metrics: true,
-            scanner: ScannerConfig {
-                max_batch_delay: Duration::from_millis(5),
-                ..ScannerConfig::default()
-            },
-            ..EngineConfig::default()
-        },
-        ..ServiceConfig::default()
-    };
-    let rules = yaraflow::RuleSet::from_paths(&["data/rules"], 1024).unwrap();
-    Service::start(rules, config).expect("service starts")
 }
 
 /// Chunks, lines, a burst, queries, a reset and a close.
@@ -133,7 +104,7 @@ fn exposed(service: &Service) -> BTreeSet<String> {
 
 #[test]
 fn every_metric_the_dashboard_and_alerts_use_is_exposed() {
-    let service = start();
+    let service = common::start_bundled_service();
     traffic(&service);
     let exposed = exposed(&service);
     let mut used = BTreeSet::new();

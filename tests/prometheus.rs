@@ -7,11 +7,13 @@
 //! installed, unless `YARAFLOW_REQUIRE_PROMETHEUS` is set (`.ci/run` sets
 //! it).
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use yaraflow::service::{framing, Service, ServiceConfig};
-use yaraflow::{EngineConfig, ScannerConfig, Uuid};
+use yaraflow::service::{framing, Service};
+use yaraflow::Uuid;
 
 /// Kills Prometheus when the test ends, however it ends.
 struct Running(Child);
@@ -38,26 +40,6 @@ fn prometheus_installed() -> bool {
         eprintln!("prometheus not installed: skipped");
     }
     found
-}
-
-fn start_service() -> Service {
-    let config = ServiceConfig {
-        listen: ([127, 0, 0, 1], 0).into(),
-        metrics_listen: Some(([127, 0, 0, 1], 0).into()),
-        rule_paths: vec!["data/rules".into()],
-        engine: EngineConfig {
-            shards: 2,
-            rule_metrics: true,
-            scanner: ScannerConfig {
-                max_batch_delay: Duration::from_millis(5),
-                ..ScannerConfig::default()
-            },
-            ..EngineConfig::default()
-        },
-        ..ServiceConfig::default()
-    };
-    let rules = yaraflow::RuleSet::from_paths(&["data/rules"], 1024).unwrap();
-    Service::start(rules, config).expect("service starts")
 }
 
 /// A free loopback port for Prometheus's own listener.
@@ -149,7 +131,7 @@ fn prometheus_gets_rates_quantiles_and_every_dashboard_query() {
     }
     let dir = std::env::temp_dir().join(format!("yaraflow-prometheus-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let service = start_service();
+    let service = common::start_bundled_service();
     let port = free_port();
     let _prometheus = start_prometheus(&dir, service.metrics_addr().unwrap(), port);
     eventually("prometheus ready", || query(port, "up").ok());
@@ -169,25 +151,18 @@ fn prometheus_gets_rates_quantiles_and_every_dashboard_query() {
     eprintln!("{rate} = {bytes_per_second:.0} B/s; {p99} = {latency} s");
     assert!(latency > 0.0 && latency < 10.0);
 
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string("grafana/dashboards/yaraflow.json").unwrap())
-            .unwrap();
     let mut with_data = 0;
     let mut queries = 0;
-    for panel in dashboard["panels"].as_array().unwrap() {
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            let expr = target["expr"]
-                .as_str()
-                .unwrap()
-                .replace("$instance", ".*")
-                .replace("$shard", ".*")
-                .replace("$__rate_interval", "2s");
-            let result = query(port, &expr).unwrap_or_else(|e| panic!("{}: {e}", panel["title"]));
-            queries += 1;
-            with_data += usize::from(!result.is_empty());
-            if result.is_empty() {
-                eprintln!("no data (yet): {expr}");
-            }
+    for (title, expr) in common::dashboard_panel_queries() {
+        let expr = expr
+            .replace("$instance", ".*")
+            .replace("$shard", ".*")
+            .replace("$__rate_interval", "2s");
+        let result = query(port, &expr).unwrap_or_else(|e| panic!("{title}: {e}"));
+        queries += 1;
+        with_data += usize::from(!result.is_empty());
+        if result.is_empty() {
+            eprintln!("no data (yet): {expr}");
         }
     }
     eprintln!("{with_data} of {queries} dashboard queries returned data");

@@ -129,3 +129,45 @@ pub fn compile(src: &str) -> RuleSet {
 pub fn compile_opt(src: &str) -> Option<RuleSet> {
     RuleSet::from_source(src, yaraflow::ScannerConfig::default().max_pattern_len).ok()
 }
+
+/// A service on ephemeral loopback ports with the bundled rules, two
+/// shards, per-rule metrics and a 5 ms batch delay (the dashboard tests').
+pub fn start_bundled_service() -> yaraflow::service::Service {
+    use yaraflow::service::{Service, ServiceConfig};
+    let config = ServiceConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        metrics_listen: Some(([127, 0, 0, 1], 0).into()),
+        rule_paths: vec!["data/rules".into()],
+        engine: yaraflow::EngineConfig {
+            shards: 2,
+            rule_metrics: true,
+            scanner: yaraflow::ScannerConfig {
+                max_batch_delay: std::time::Duration::from_millis(5),
+                ..yaraflow::ScannerConfig::default()
+            },
+            ..yaraflow::EngineConfig::default()
+        },
+        ..ServiceConfig::default()
+    };
+    let rules = RuleSet::from_paths(&["data/rules"], 1024).unwrap();
+    Service::start(rules, config).expect("service starts")
+}
+
+/// The PromQL of every panel target of the bundled Grafana dashboard (rows
+/// included), with the title of its panel.
+pub fn dashboard_panel_queries() -> Vec<(String, String)> {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("grafana/dashboards/yaraflow.json").unwrap())
+            .unwrap();
+    let mut queries = Vec::new();
+    let mut panels: Vec<&serde_json::Value> =
+        dashboard["panels"].as_array().unwrap().iter().collect();
+    while let Some(panel) = panels.pop() {
+        panels.extend(panel["panels"].as_array().into_iter().flatten());
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap().to_string();
+            queries.push((title, target["expr"].as_str().unwrap().to_string()));
+        }
+    }
+    queries
+}
