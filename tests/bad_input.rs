@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{compile, ours, reference};
 use yaraflow::{
     MultiStreamScanner, RuleError, RuleIssue, RuleSet, ScanError, ScannerConfig, StreamMode, Uuid,
@@ -157,12 +155,7 @@ fn malformed_rules_name_the_problem() {
     assert!(err.to_string().contains("$missing"), "{err}");
 }
 
-fn yaraflow(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_yaraflow"))
-        .args(args)
-        .output()
-        .expect("run yaraflow")
-}
+use common::run_yaraflow as yaraflow;
 
 #[test]
 fn cli_rejects_bad_rules_with_file_and_line() {

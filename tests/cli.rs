@@ -29,19 +29,13 @@ fn scan_prints_the_whole_buffer_verdict_of_every_file() {
         let mut args = vec!["scan", "--rules", "data/rules"];
         args.extend_from_slice(extra);
         args.extend(files.iter().map(String::as_str));
-        let out = Command::new(env!("CARGO_BIN_EXE_yaraflow"))
-            .args(&args)
-            .output()
-            .unwrap();
+        let out = common::run_yaraflow(&args);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = common::json_lines(&out);
         assert_eq!(lines.len(), files.len());
         for line in &lines {
             let file = line["file"].as_str().unwrap();
@@ -86,26 +80,21 @@ fn scan_reads_standard_input_for_a_dash() {
 
 #[test]
 fn bench_json_has_every_figure_for_every_contender() {
-    let out = Command::new(env!("CARGO_BIN_EXE_yaraflow"))
-        .args([
-            "bench",
-            "--streams",
-            "300",
-            "--synthetic-rules",
-            "20",
-            "--shards",
-            "1,2",
-        ])
-        .args([
-            "--blocks-cap",
-            "40",
-            "--match-fraction",
-            "0.3",
-            "--json",
-            "--hop",
-        ])
-        .output()
-        .unwrap();
+    let out = common::run_yaraflow(&[
+        "bench",
+        "--streams",
+        "300",
+        "--synthetic-rules",
+        "20",
+        "--shards",
+        "1,2",
+        "--blocks-cap",
+        "40",
+        "--match-fraction",
+        "0.3",
+        "--json",
+        "--hop",
+    ]);
     assert!(
         out.status.success(),
         "{}",

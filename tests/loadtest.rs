@@ -1,7 +1,8 @@
 //! `yaraflow loadtest` against a real service on loopback: it sends what
 //! it says, counts errors, closes what it opened, and refuses other hosts.
 
-use std::process::Command;
+mod common;
+
 use std::time::Duration;
 
 use yaraflow::service::{Service, ServiceConfig};
@@ -22,11 +23,9 @@ fn start() -> Service {
 }
 
 fn loadtest(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_yaraflow"))
-        .arg("loadtest")
-        .args(args)
-        .output()
-        .unwrap()
+    let mut all = vec!["loadtest"];
+    all.extend_from_slice(args);
+    common::run_yaraflow(&all)
 }
 
 #[test]

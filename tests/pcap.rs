@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use yaraflow::RuleSet;
 
@@ -62,19 +62,7 @@ fn extraction(capture: &str) -> Directions {
     parse_follow(&std::fs::read_to_string(format!("{capture}.follow")).unwrap())
 }
 
-fn yaraflow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_yaraflow"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn json_lines(out: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use common::{json_lines, run_yaraflow as yaraflow};
 
 fn address(line: &serde_json::Value, field: &str) -> SocketAddr {
     line["flow"][field].as_str().unwrap().parse().unwrap()

@@ -171,3 +171,19 @@ pub fn dashboard_panel_queries() -> Vec<(String, String)> {
     }
     queries
 }
+
+/// Runs the `yaraflow` binary with `args`; its exit status and output.
+pub fn run_yaraflow(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_yaraflow"))
+        .args(args)
+        .output()
+        .expect("run yaraflow")
+}
+
+/// The JSON lines a command printed on stdout.
+pub fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
