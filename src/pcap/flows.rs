@@ -168,10 +168,7 @@ impl FlowTable {
             segment.seq,
             &segment.payload,
         );
-        if !ready.is_empty() {
-            state.bytes += ready.len() as u64;
-            events.push(FlowEvent::Data(state.stream, ready));
-        }
+        hand_out(&mut state.bytes, state.stream, ready, events);
         if reassembly.end().is_some() {
             retire(&key, state, events);
             self.open -= 1;
@@ -203,10 +200,7 @@ impl FlowTable {
             true => reassembly.reset(),
             false => reassembly.finish(),
         };
-        if !ready.is_empty() {
-            state.bytes += ready.len() as u64;
-            events.push(FlowEvent::Data(state.stream, ready));
-        }
+        hand_out(&mut state.bytes, state.stream, ready, events);
         retire(key, state, events);
         self.open -= 1;
     }
@@ -236,6 +230,15 @@ impl FlowTable {
         };
         self.flows.insert(key, state);
         self.open += 1;
+    }
+}
+
+/// Reports bytes of a direction now in order, if any.
+/// (Counted in `bytes`; the caller may hold its reassembly borrowed.)
+fn hand_out(bytes: &mut u64, stream: Uuid, ready: Vec<u8>, events: &mut Vec<FlowEvent>) {
+    if !ready.is_empty() {
+        *bytes += ready.len() as u64;
+        events.push(FlowEvent::Data(stream, ready));
     }
 }
 
