@@ -3,7 +3,8 @@
 //! scanning each stream as one whole buffer (the ceiling and the reference
 //! verdicts), one `blocks::Scanner` per stream, yaraflow's single-threaded
 //! scanner, and its engine with N shards. Prints a table, or with `--json`
-//! one JSON object; `--hop` adds the cost of the actor hop.
+//! one JSON object; `--hop` adds the cost of the actor hop. Progress lines
+//! go to stderr, the report to stdout.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -88,14 +89,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     };
     let started = Instant::now();
     let workload = Workload::generate(&spec, &plants);
-    progress(&format!(
+    eprintln!(
         "workload: {} streams, {:.1} MiB, {} chunks of up to {} bytes, generated in {:.1?}",
         workload.streams(),
         workload.bytes() as f64 / (1 << 20) as f64,
         workload.schedule().len(),
         args.chunk_size,
         started.elapsed()
-    ));
+    );
     if let Some(dir) = &args.dump_workload {
         dump(dir, &workload, &args)?;
     }
@@ -206,11 +207,7 @@ fn run_contenders(
 ) -> anyhow::Result<Vec<contenders::Outcome>> {
     contenders::warm_up(rules, workload, 20_000)?;
     let mut outcomes = vec![contenders::whole_buffer(rules, workload)?];
-    progress(&format!(
-        "  {}: {:.0} MB/s",
-        outcomes[0].name,
-        outcomes[0].mb_per_s()
-    ));
+    eprintln!("  {}: {:.0} MB/s", outcomes[0].name, outcomes[0].mb_per_s());
     if args.blocks_cap > 0 {
         let overlap = rules.analysis().window.saturating_sub(1);
         outcomes.push(contenders::blocks_per_stream(
@@ -233,18 +230,9 @@ fn run_contenders(
         outcomes.push(outcome);
     }
     for outcome in &outcomes[1..] {
-        progress(&format!(
-            "  {}: {:.0} MB/s",
-            outcome.name,
-            outcome.mb_per_s()
-        ));
+        eprintln!("  {}: {:.0} MB/s", outcome.name, outcome.mb_per_s());
     }
     Ok(outcomes)
-}
-
-/// A line on stderr about the work in progress (stdout holds the report).
-fn progress(line: &str) {
-    eprintln!("{line}");
 }
 
 fn print_table(report: &Report) {
