@@ -62,6 +62,9 @@ pub enum ScanError {
     /// The stream is not open (never opened, or already closed).
     #[error("stream {0} is not open")]
     UnknownStream(Uuid),
+    /// A stored context was restored for a stream that is open already.
+    #[error("stream {0} is open already; a stored context for it cannot be restored")]
+    AlreadyOpen(Uuid),
     /// YARA-X failed while scanning (for example, the scan timed out).
     #[error("YARA-X scan failed: {0}")]
     Yara(#[from] yara_x::ScanError),
@@ -122,12 +125,61 @@ pub enum EngineError {
     /// The engine could not start.
     #[error("cannot start the engine: {0}")]
     Start(String),
+    /// The stream store failed (see [`StoreError`]).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl From<ScanError> for EngineError {
     fn from(err: ScanError) -> Self {
         EngineError::Scan(std::sync::Arc::new(err))
     }
+}
+
+/// Errors of the stream store ([`crate::store`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store's file could not be opened or created.
+    #[error("cannot open the stream store {path}: {reason}")]
+    Open {
+        /// The store's file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// The store holds streams made with other rules.
+    #[error("the stream store {path} holds {streams} streams scanned with other rules (fingerprint {stored}, these rules are {current}); start with the rules it was written with, or discard the stored streams (`--discard-stored-streams`), whose producers then resend from offset 0")]
+    RulesChanged {
+        /// The store's file.
+        path: PathBuf,
+        /// Streams it holds.
+        streams: u64,
+        /// Fingerprint of the rules it was written with (prefix).
+        stored: String,
+        /// Fingerprint of the rules given (prefix).
+        current: String,
+    },
+    /// The store was written by a yaraflow with another entry format.
+    #[error("the stream store {path} has entry format {found}; this yaraflow reads format {supported}; close its streams with the yaraflow that wrote it, or move the file away")]
+    Version {
+        /// The store's file.
+        path: PathBuf,
+        /// The format found.
+        found: String,
+        /// The format this build reads.
+        supported: u16,
+    },
+    /// One stream's entry is damaged; no other stream is affected.
+    #[error("the stored context of stream {stream} is damaged ({reason}); the stream is dropped: reset it and resend from offset 0")]
+    Corrupt {
+        /// The stream.
+        stream: Uuid,
+        /// What is wrong with the entry.
+        reason: String,
+    },
+    /// Reading or writing the store failed.
+    #[error("stream store I/O failed: {0}")]
+    Io(String),
 }
 
 /// Errors raised while reading a capture file (`yaraflow pcap`).

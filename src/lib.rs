@@ -37,8 +37,9 @@
 //! Layout: [`rules`] loads and analyses rules, [`stream`] holds the
 //! per-stream context, [`scanner`] the multi-stream scanner (search batches
 //! and verdict evaluation), [`engine`] the actors (supervisor, shards,
-//! handles, events), [`metrics`] the metric names, [`results`] what a
-//! verdict looks like.
+//! handles, events, residency), [`store`] the on-disk stream store
+//! (eviction and checkpoints), [`metrics`] the metric names, [`results`]
+//! what a verdict looks like.
 
 pub mod bench;
 pub mod config;
@@ -50,11 +51,12 @@ pub mod results;
 pub mod rules;
 pub mod scanner;
 pub mod service;
+pub mod store;
 pub mod stream;
 
 pub use config::{EngineConfig, ScannerConfig};
 pub use engine::{BlockingHandle, Engine, EngineHandle, MatchEvent, ShutdownReport, Subscription};
-pub use error::{CaptureError, EngineError, RuleError, ScanError};
+pub use error::{CaptureError, EngineError, RuleError, ScanError, StoreError};
 pub use results::{MatchInfo, PatternMatches, RuleMatch, StreamResults};
 pub use rules::{RuleIssue, RuleSet};
 pub use scanner::{MultiStreamScanner, ScannerStats};

@@ -214,8 +214,10 @@ pub const SCAN_ERROR_KINDS: &[&str] = &[
     "chunk_too_large",
     "mode_mismatch",
     "unknown_stream",
+    "already_open",
     "timeout",
     "yara",
+    "store",
 ];
 
 /// Registers the engine-wide series at 0 (see [`ShardMetrics::new`]).

@@ -3,6 +3,9 @@
 //! random data, random chunkings (1-byte chunks included), random
 //! interleavings of several streams, and random batch sizes. Verdicts asked
 //! in the middle of a stream must equal a whole-buffer scan of the prefix.
+//! Streams are also evicted to their stored form and restored (into the
+//! same scanner, or all into a new one, as after a restart) at random
+//! points: that must change nothing either.
 
 mod common;
 
@@ -11,6 +14,7 @@ use std::cell::Cell;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
+use yaraflow::store::codec;
 use yaraflow::{MultiStreamScanner, RuleSet, ScannerConfig, StreamMode, Uuid};
 
 /// Bytes the data and the patterns are drawn from: word and non-word bytes,
@@ -302,6 +306,12 @@ struct Case {
     /// Ask for a verdict after this many chunks (cycled over streams).
     probe_every: usize,
     batch_bytes: usize,
+    /// Evict the stream just fed to its serialized form and restore it,
+    /// every this many chunks (0: never).
+    evict_every: usize,
+    /// Move every stream to a new scanner through its serialized form (as
+    /// a restart from a checkpoint does), every this many chunks (0: never).
+    restart_every: usize,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -320,15 +330,19 @@ fn case() -> impl Strategy<Value = Case> {
             proptest::collection::vec(any::<proptest::sample::Index>(), 1..16),
             1usize..12,
             prop_oneof![Just(1usize), 1usize..64, Just(1 << 20)],
+            prop_oneof![2 => Just(0usize), 1 => 1usize..4],
+            prop_oneof![2 => Just(0usize), 1 => 1usize..8],
         )
             .prop_map(
-                |(rules, streams, cuts, order, probe_every, batch_bytes)| Case {
+                |(rules, streams, cuts, order, probe_every, batch_bytes, evict, restart)| Case {
                     rules,
                     streams,
                     cuts,
                     order,
                     probe_every,
                     batch_bytes,
+                    evict_every: evict,
+                    restart_every: restart,
                 },
             )
     })
@@ -366,22 +380,69 @@ fn compile_case(case: &Case) -> Result<(String, RuleSet), TestCaseError> {
     Ok((src, rules))
 }
 
+fn new_scanner<'r>(case: &Case, rules: &'r RuleSet) -> MultiStreamScanner<'r> {
+    let config = ScannerConfig {
+        max_batch_bytes: case.batch_bytes,
+        ..ScannerConfig::default()
+    };
+    MultiStreamScanner::new(rules, config)
+}
+
 /// A scanner with the case's batch size and its streams open.
 fn open_streams<'r>(
     case: &Case,
     rules: &'r RuleSet,
     mode: StreamMode,
 ) -> (MultiStreamScanner<'r>, Vec<Uuid>) {
-    let config = ScannerConfig {
-        max_batch_bytes: case.batch_bytes,
-        ..ScannerConfig::default()
-    };
-    let mut scanner = MultiStreamScanner::new(rules, config);
+    let mut scanner = new_scanner(case, rules);
     let ids: Vec<Uuid> = case.streams.iter().map(|_| Uuid::new_v4()).collect();
     for id in &ids {
         scanner.open_stream(*id, mode).unwrap();
     }
     (scanner, ids)
+}
+
+/// Takes `streams` out of `scanner` through their stored form (as the
+/// engine's eviction does) and restores them into `into`.
+fn move_through_store<'r>(
+    scanner: &mut MultiStreamScanner<'r>,
+    into: Option<&mut MultiStreamScanner<'r>>,
+    streams: &[Uuid],
+) {
+    let decoded: Vec<_> = scanner
+        .evict_streams(streams)
+        .unwrap()
+        .into_iter()
+        .map(|context| {
+            let mut entry = Vec::new();
+            codec::encode(&context, &mut entry);
+            codec::decode(context.id, &entry).unwrap()
+        })
+        .collect();
+    let into = into.unwrap_or(scanner);
+    for context in decoded {
+        into.restore_stream(context).unwrap();
+    }
+}
+
+/// Evicts and restores streams as the case says, after step `step` (which
+/// fed `stream`).
+fn shuffle_residency<'r>(
+    case: &Case,
+    rules: &'r RuleSet,
+    scanner: &mut MultiStreamScanner<'r>,
+    ids: &[Uuid],
+    step: usize,
+    stream: usize,
+) {
+    if case.evict_every > 0 && step % case.evict_every == 0 {
+        move_through_store(scanner, None, &ids[stream..=stream]);
+    }
+    if case.restart_every > 0 && step % case.restart_every == 0 {
+        let mut restarted = new_scanner(case, rules);
+        move_through_store(scanner, Some(&mut restarted), ids);
+        *scanner = restarted;
+    }
 }
 
 fn run_chunks(case: &Case) -> Result<(), TestCaseError> {
@@ -391,6 +452,7 @@ fn run_chunks(case: &Case) -> Result<(), TestCaseError> {
         scanner
             .scan_chunk(ids[stream], &case.streams[stream][range.clone()])
             .unwrap();
+        shuffle_residency(case, &rules, &mut scanner, &ids, step, stream);
         if step % case.probe_every == 0 {
             let got = scanner.get_matches(&ids[stream]).unwrap().unwrap();
             let prefix = &case.streams[stream][..range.end];
@@ -435,9 +497,10 @@ fn run_lines(case: &Case) -> Result<(), TestCaseError> {
     let (src, rules) = compile_case(case)?;
     let (mut scanner, ids) = open_streams(case, &rules, StreamMode::Lines);
     let mut lines: Vec<Vec<Vec<u8>>> = vec![Vec::new(); case.streams.len()];
-    for (stream, range) in schedule(case) {
+    for (step, (stream, range)) in schedule(case).into_iter().enumerate() {
         let line = case.streams[stream][range].to_vec();
         scanner.scan_line(ids[stream], &line).unwrap();
+        shuffle_residency(case, &rules, &mut scanner, &ids, step, stream);
         lines[stream].push(line);
     }
     for (stream, id) in ids.iter().enumerate() {

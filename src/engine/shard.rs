@@ -676,6 +676,7 @@ fn error_kind(error: &ScanError) -> &'static str {
         ScanError::ChunkTooLarge { .. } => "chunk_too_large",
         ScanError::ModeMismatch { .. } => "mode_mismatch",
         ScanError::UnknownStream(_) => "unknown_stream",
+        ScanError::AlreadyOpen(_) => "already_open",
         ScanError::Yara(yara_x::ScanError::Timeout) => "timeout",
         ScanError::Yara(_) => "yara",
     }

@@ -23,6 +23,7 @@ pub struct RuleSet {
     analysis: RuleAnalysis,
     exact_rules: HashSet<(String, String)>,
     edge_guard: EdgeGuard,
+    fingerprint: [u8; 32],
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -83,6 +84,7 @@ impl RuleSet {
             return Err(RuleError::Compile(errors.join("\n")));
         }
         let rules = compiler.build();
+        let fingerprint = fingerprint(&sources, max_pattern_len);
         let trees: Vec<_> = sources
             .iter()
             .map(|(origin, text)| (origin.clone(), yara_x_parser::ast::AST::from(text.as_str())))
@@ -100,7 +102,16 @@ impl RuleSet {
             analysis,
             exact_rules,
             edge_guard,
+            fingerprint,
         })
+    }
+
+    /// A digest of the rule texts (in order) and `max_pattern_len`: two
+    /// rule sets with the same fingerprint make the same stream contexts,
+    /// so a context stored under one can be restored under the other.
+    /// File names are not part of it (moving the rules changes nothing).
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
     }
 
     /// The compiled YARA-X rules.
@@ -164,4 +175,15 @@ fn walk_rule_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), RuleError> 
         }
     }
     Ok(())
+}
+
+/// See [`RuleSet::fingerprint`].
+fn fingerprint(sources: &[(String, String)], max_pattern_len: usize) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&(max_pattern_len as u64).to_le_bytes());
+    for (_, text) in sources {
+        hasher.update(&(text.len() as u64).to_le_bytes());
+        hasher.update(text.as_bytes());
+    }
+    *hasher.finalize().as_bytes()
 }

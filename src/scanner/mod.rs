@@ -96,6 +96,9 @@ pub struct MultiStreamScanner<'r> {
     /// Streams that found matches since [`Self::take_streams_with_new_matches`]
     /// was last called.
     with_new_matches: HashSet<Uuid, RandomState>,
+    /// Sum of the open contexts' [`StreamContext::memory_bytes`], kept up
+    /// to date as they change (for bounds on resident memory).
+    context_bytes: usize,
     stats: ScannerStats,
 }
 
@@ -121,6 +124,7 @@ impl<'r> MultiStreamScanner<'r> {
             batch_started: None,
             epochs: Epochs::default(),
             with_new_matches: HashSet::default(),
+            context_bytes: 0,
             stats: ScannerStats::default(),
         }
     }
@@ -161,8 +165,10 @@ impl<'r> MultiStreamScanner<'r> {
         if self.batch_bytes + data.len() > self.config.max_batch_bytes || self.batch_overdue() {
             self.flush()?;
         }
+        let before = self.streams.get(&stream).map_or(0, |c| c.memory_bytes());
         let ctx = open_context(&mut self.streams, &mut self.epochs, stream, mode);
         if data.is_empty() && mode == StreamMode::Chunks {
+            self.context_bytes += ctx.memory_bytes() - before;
             return Ok(());
         }
         match mode {
@@ -170,6 +176,7 @@ impl<'r> MultiStreamScanner<'r> {
             StreamMode::Lines => self.batch.add_line(ctx, data),
         }
         ctx.record(data, self.window.tail_len, self.window.head_keep());
+        self.context_bytes = self.context_bytes + ctx.memory_bytes() - before;
         if !ctx.in_batch {
             ctx.in_batch = true;
             self.batch_streams.push(stream);
@@ -201,7 +208,10 @@ impl<'r> MultiStreamScanner<'r> {
     /// line). Opening an open stream of the same mode changes nothing.
     pub fn open_stream(&mut self, stream: Uuid, mode: StreamMode) -> Result<(), ScanError> {
         self.check_mode(stream, mode)?;
-        open_context(&mut self.streams, &mut self.epochs, stream, mode);
+        if !self.streams.contains_key(&stream) {
+            let ctx = open_context(&mut self.streams, &mut self.epochs, stream, mode);
+            self.context_bytes += ctx.memory_bytes();
+        }
         Ok(())
     }
 
@@ -279,6 +289,7 @@ impl<'r> MultiStreamScanner<'r> {
             if ctx.epoch != segment.epoch {
                 continue; // the stream was reset, or closed and reopened, since
             }
+            let before = ctx.memory_bytes();
             if segment.line.is_none() {
                 // New bytes (or a tail rescan) void what was provisional. A
                 // stream's segments come in order, so the one that ends the
@@ -325,6 +336,7 @@ impl<'r> MultiStreamScanner<'r> {
                 ctx.settled
                     .insert(batch.span_of(segment, 0..len, true, guard));
             }
+            self.context_bytes = self.context_bytes + ctx.memory_bytes() - before;
         }
     }
 
@@ -354,7 +366,7 @@ impl<'r> MultiStreamScanner<'r> {
     /// not open. On error the stream stays open.
     pub fn close_stream(&mut self, stream: &Uuid) -> Result<Option<StreamResults>, ScanError> {
         let results = self.get_matches(stream)?;
-        self.streams.remove(stream);
+        self.remove_context(stream);
         Ok(results)
     }
 
@@ -363,7 +375,7 @@ impl<'r> MultiStreamScanner<'r> {
     pub fn close_streams(&mut self, streams: &[Uuid]) -> Result<Vec<StreamResults>, ScanError> {
         let all = self.verdicts(streams)?;
         for results in &all {
-            self.streams.remove(&results.stream);
+            self.remove_context(&results.stream);
         }
         Ok(all)
     }
@@ -408,7 +420,62 @@ impl<'r> MultiStreamScanner<'r> {
     /// Forgets a stream without computing its verdict (for callers that
     /// know it is worthless); whether it was open.
     pub fn discard_stream(&mut self, stream: &Uuid) -> bool {
-        self.streams.remove(stream).is_some()
+        self.remove_context(stream).is_some()
+    }
+
+    /// Takes the contexts of `streams` out of the scanner, to be kept
+    /// elsewhere (an on-disk store, see `crate::store`). Their buffered
+    /// bytes are searched first, so that each context is complete: given
+    /// back to [`Self::restore_stream`] (of this scanner or of another on
+    /// the same rules), a stream goes on exactly as if it had never left.
+    /// Streams that are not open are skipped. On error no stream is taken.
+    pub fn evict_streams(&mut self, streams: &[Uuid]) -> Result<Vec<StreamContext>, ScanError> {
+        let buffered = streams
+            .iter()
+            .any(|s| self.streams.get(s).is_some_and(|c| c.in_batch));
+        if buffered {
+            self.flush()?;
+        }
+        Ok(streams
+            .iter()
+            .filter_map(|s| self.remove_context(s))
+            .collect())
+    }
+
+    /// Opens a stream from a context taken by [`Self::evict_streams`] (or
+    /// decoded from a store written with the same rules). Fails, taking
+    /// nothing, if the stream is open already or the scanner is full.
+    pub fn restore_stream(&mut self, mut context: StreamContext) -> Result<(), ScanError> {
+        let stream = context.id;
+        if self.streams.contains_key(&stream) {
+            return Err(ScanError::AlreadyOpen(stream));
+        }
+        if self.streams.len() >= self.config.max_open_streams {
+            return Err(ScanError::TooManyStreams {
+                stream,
+                limit: self.config.max_open_streams,
+            });
+        }
+        // Its bytes were all searched before it left; a fresh epoch keeps
+        // it clear of whatever the batch holds under its id.
+        self.epochs.last += 1;
+        context.epoch = self.epochs.last;
+        context.in_batch = false;
+        self.context_bytes += context.memory_bytes();
+        self.streams.insert(stream, context);
+        Ok(())
+    }
+
+    fn remove_context(&mut self, stream: &Uuid) -> Option<StreamContext> {
+        let ctx = self.streams.remove(stream)?;
+        self.context_bytes -= ctx.memory_bytes();
+        Some(ctx)
+    }
+
+    /// Bytes held by the open streams' contexts (see
+    /// [`StreamContext::memory_bytes`]); the batch is not counted.
+    pub fn context_bytes(&self) -> usize {
+        self.context_bytes
     }
 
     /// Puts a stream back at offset 0 with no matches, keeping its id, mode
@@ -421,6 +488,7 @@ impl<'r> MultiStreamScanner<'r> {
         // Its bytes still in the batch belong to the old epoch and are ignored.
         let mut fresh = new_context(*stream, ctx.mode, &mut self.epochs);
         fresh.stats.opened_at_ms = ctx.stats.opened_at_ms;
+        self.context_bytes = self.context_bytes + fresh.memory_bytes() - ctx.memory_bytes();
         *ctx = fresh;
         Ok(())
     }
@@ -438,6 +506,17 @@ impl<'r> MultiStreamScanner<'r> {
     /// The context of an open stream (plain data).
     pub fn stream_context(&self, stream: &Uuid) -> Option<&StreamContext> {
         self.streams.get(stream)
+    }
+
+    /// The open streams' contexts, in no particular order.
+    pub fn stream_contexts(&self) -> impl Iterator<Item = &StreamContext> {
+        self.streams.values()
+    }
+
+    /// The open streams' contexts, for the engine's bookkeeping of what is
+    /// durable (nothing a search depends on may change through it).
+    pub(crate) fn stream_contexts_mut(&mut self) -> impl Iterator<Item = &mut StreamContext> {
+        self.streams.values_mut()
     }
 
     /// Counters of the scanner.

@@ -71,6 +71,7 @@ impl From<EngineError> for ApiError {
             EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             EngineError::Start(_) => (StatusCode::INTERNAL_SERVER_ERROR, "engine_failed"),
             EngineError::Scan(scan) => scan_status(scan),
+            EngineError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_failed"),
         };
         ApiError::new(status, code, message)
     }
@@ -82,6 +83,7 @@ fn scan_status(error: &ScanError) -> (StatusCode, &'static str) {
         ScanError::ChunkTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "chunk_too_large"),
         ScanError::ModeMismatch { .. } => (StatusCode::CONFLICT, "mode_mismatch"),
         ScanError::UnknownStream(_) => (StatusCode::NOT_FOUND, "unknown_stream"),
+        ScanError::AlreadyOpen(_) => (StatusCode::CONFLICT, "already_open"),
         ScanError::Yara(yara_x::ScanError::Timeout) => {
             (StatusCode::GATEWAY_TIMEOUT, "scan_timeout")
         }

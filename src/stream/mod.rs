@@ -94,6 +94,11 @@ pub struct StreamContext {
     /// Spans of matches that touch the end of the data seen so far: right
     /// if the stream ends here, re-derived when more bytes come.
     pub(crate) provisional: SpanSet,
+    /// The offset (`stats.bytes`) of this stream's copy in the engine's
+    /// store, once one was written durably: what a producer need not send
+    /// again after a crash. Kept by the engine, not stored.
+    #[serde(skip)]
+    pub(crate) durable_bytes: Option<u64>,
 }
 
 impl StreamContext {
@@ -115,6 +120,7 @@ impl StreamContext {
             tail_unsettled: false,
             settled: SpanSet::default(),
             provisional: SpanSet::default(),
+            durable_bytes: None,
         }
     }
 

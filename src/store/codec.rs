@@ -1,0 +1,156 @@
+//! The serialized form of a [`StreamContext`]: versioned and checksummed.
+//!
+//! An entry is a fixed header followed by the context in `postcard` (a
+//! compact serde format):
+//!
+//! ```text
+//! 0..4    magic "YFSC"
+//! 4..6    format version, u16 little-endian (FORMAT_VERSION)
+//! 6..14   checksum: the first 8 bytes of BLAKE3 over bytes 14..
+//! 14..22  stats.bytes, u64 LE         } readable without decoding the body,
+//! 22..30  stats.last_seen_ms, u64 LE  } for the index built at start
+//! 30..    postcard body
+//! ```
+//!
+//! The checksum makes a damaged entry an error rather than a context that
+//! decodes into wrong values: a stream whose entry is damaged is reported
+//! as such, and no other stream is affected. The version is bumped
+//! whenever the meaning of a context changes; an entry of another version
+//! is refused, never guessed at.
+
+use uuid::Uuid;
+
+use crate::stream::StreamContext;
+
+/// The version of the entry layout and of the context it holds.
+pub const FORMAT_VERSION: u16 = 1;
+
+const MAGIC: &[u8; 4] = b"YFSC";
+const HEADER_LEN: usize = 30;
+
+/// What an entry's header says about its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryHeader {
+    /// The stream's offset (`stats.bytes`) when it was written.
+    pub bytes: u64,
+    /// When the stream last received data, in milliseconds since the epoch.
+    pub last_seen_ms: u64,
+}
+
+/// Appends the entry of `context` to `out`.
+pub fn encode(context: &StreamContext, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&context.stats.bytes.to_le_bytes());
+    out.extend_from_slice(&context.stats.last_seen_ms.to_le_bytes());
+    // Writing into a Vec cannot fail, and every field serializes.
+    let body = postcard::to_extend(context, Vec::new()).expect("a stream context serializes");
+    out.extend_from_slice(&body);
+    let sum = checksum(&out[start + 14..]);
+    out[start + 6..start + 14].copy_from_slice(&sum);
+}
+
+/// Reads and checks an entry's header (and its checksum).
+pub fn header(entry: &[u8]) -> Result<EntryHeader, String> {
+    if entry.len() < HEADER_LEN {
+        return Err(format!(
+            "truncated: {} bytes, shorter than the {HEADER_LEN}-byte header",
+            entry.len()
+        ));
+    }
+    if &entry[..4] != MAGIC {
+        return Err("not a yaraflow stream context (bad magic)".into());
+    }
+    let version = u16::from_le_bytes([entry[4], entry[5]]);
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "format version {version}, this yaraflow reads version {FORMAT_VERSION}"
+        ));
+    }
+    if entry[6..14] != checksum(&entry[14..]) {
+        return Err("checksum mismatch (damaged or truncated)".into());
+    }
+    let word = |at: usize| u64::from_le_bytes(entry[at..at + 8].try_into().expect("8 bytes"));
+    Ok(EntryHeader {
+        bytes: word(14),
+        last_seen_ms: word(22),
+    })
+}
+
+/// Decodes the entry of `stream`, checking that it is whole and is that
+/// stream's.
+pub fn decode(stream: Uuid, entry: &[u8]) -> Result<StreamContext, String> {
+    let header = header(entry)?;
+    let context: StreamContext =
+        postcard::from_bytes(&entry[HEADER_LEN..]).map_err(|e| format!("does not decode: {e}"))?;
+    if context.id != stream {
+        return Err(format!("holds the context of stream {}", context.id));
+    }
+    if context.stats.bytes != header.bytes {
+        return Err("header and body disagree on the offset".into());
+    }
+    Ok(context)
+}
+
+fn checksum(bytes: &[u8]) -> [u8; 8] {
+    let hash = blake3::hash(bytes);
+    hash.as_bytes()[..8].try_into().expect("8 bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::StreamMode;
+
+    fn sample() -> StreamContext {
+        let mut context = StreamContext::new(Uuid::from_u128(7), StreamMode::Chunks, 3);
+        context.record(b"hello\nworld", 8, 4);
+        context
+    }
+
+    fn entry() -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(&sample(), &mut out);
+        out
+    }
+
+    #[test]
+    fn an_entry_decodes_to_the_same_context() {
+        let decoded = decode(Uuid::from_u128(7), &entry()).unwrap();
+        assert_eq!(decoded, sample());
+        let header = header(&entry()).unwrap();
+        assert_eq!(header.bytes, 11);
+        assert_eq!(header.last_seen_ms, sample().stats.last_seen_ms);
+    }
+
+    #[test]
+    fn every_single_byte_flip_is_caught() {
+        let good = entry();
+        for at in 0..good.len() {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            assert!(decode(Uuid::from_u128(7), &bad).is_err(), "flip at {at}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_caught() {
+        let good = entry();
+        for len in 0..good.len() {
+            let err = decode(Uuid::from_u128(7), &good[..len]).unwrap_err();
+            assert!(err.contains("truncated") || err.contains("checksum"), "{err}");
+        }
+    }
+
+    #[test]
+    fn another_version_or_stream_is_refused() {
+        let mut other = entry();
+        other[4] = 9;
+        let err = decode(Uuid::from_u128(7), &other).unwrap_err();
+        assert!(err.contains("format version 9"), "{err}");
+        let err = decode(Uuid::from_u128(8), &entry()).unwrap_err();
+        assert!(err.contains("holds the context of stream"), "{err}");
+    }
+}

@@ -1,0 +1,261 @@
+//! The stream store: stream contexts on disk, for eviction and restarts.
+//!
+//! A [`ContextStore`] is one `redb` database file holding one entry per
+//! stored stream (its [`StreamContext`], serialized by [`codec`]) and the
+//! fingerprint of the rules the contexts were made with. The engine's
+//! shards share it: they write the contexts they evict from memory and, at
+//! checkpoints, the contexts that changed; they read a stream's entry back
+//! when a chunk or a query for it arrives.
+//!
+//! Why `redb`: a pure-Rust embedded key-value store (no C library to build),
+//! a single file, ACID transactions with a choice of durability per
+//! commit, copy-on-write B-trees that survive a crash at any point (a
+//! commit is either whole or absent), and a page cache whose size we set
+//! (so the store's memory counts against the resident bound and does not
+//! grow behind it). An LSM store (`fjall`) would take small writes faster,
+//! but its background compaction threads and write amplification buy
+//! little here: eviction and checkpoints write in large batches, one
+//! transaction each.
+//!
+//! Durability: every write is one transaction committed with
+//! `Durability::Immediate` (fsync). What a committed transaction holds is
+//! what a producer may count on after a crash of yaraflow, or of the
+//! machine: its streams' *durable offsets*.
+//!
+//! A context is only meaningful with the rules it was made with (its tail
+//! length, head and replay spans depend on them). The store records the
+//! rules' [`RuleSet::fingerprint`]; opening it with other rules fails with
+//! [`StoreError::RulesChanged`] unless told to discard the stored streams.
+//! A damaged entry fails that stream alone ([`StoreError::Corrupt`]).
+
+pub mod codec;
+
+use std::path::{Path, PathBuf};
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::rules::RuleSet;
+use crate::stream::StreamContext;
+
+const CONTEXTS: TableDefinition<u128, &[u8]> = TableDefinition::new("contexts");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const RULES_KEY: &str = "rules_fingerprint";
+const FORMAT_KEY: &str = "format_version";
+
+/// What to do with stored streams made with other rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnRulesChange {
+    /// Refuse to open the store ([`StoreError::RulesChanged`]).
+    #[default]
+    Refuse,
+    /// Drop the stored streams (their producers resend from offset 0).
+    Discard,
+}
+
+/// A stored stream, as listed by [`ContextStore::entries`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// The stream.
+    pub stream: Uuid,
+    /// Its offset when written: its durable offset.
+    pub bytes: u64,
+    /// When it last received data, in milliseconds since the epoch.
+    pub last_seen_ms: u64,
+}
+
+/// What [`ContextStore::open`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Streams dropped because they were made with other rules.
+    pub discarded: u64,
+}
+
+/// The on-disk store of stream contexts (see the module docs).
+pub struct ContextStore {
+    db: redb::Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for ContextStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContextStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ContextStore {
+    /// Opens (or creates) the store at `path` for contexts made with
+    /// `rules`, with a page cache of `cache_bytes`.
+    pub fn open(
+        path: &Path,
+        rules: &RuleSet,
+        on_change: OnRulesChange,
+        cache_bytes: usize,
+    ) -> Result<(ContextStore, OpenReport), StoreError> {
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        let store = ContextStore {
+            db,
+            path: path.to_path_buf(),
+        };
+        let report = store.check_rules(rules, on_change)?;
+        Ok((store, report))
+    }
+
+    /// The file the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the tables, and checks (or records) the rules and format.
+    fn check_rules(
+        &self,
+        rules: &RuleSet,
+        on_change: OnRulesChange,
+    ) -> Result<OpenReport, StoreError> {
+        let current = rules.fingerprint();
+        let txn = self.db.begin_write().map_err(failed)?;
+        let mut report = OpenReport::default();
+        {
+            let mut meta = txn.open_table(META).map_err(failed)?;
+            let mut contexts = txn.open_table(CONTEXTS).map_err(failed)?;
+            let format = meta.get(FORMAT_KEY).map_err(failed)?.map(|v| v.value().to_vec());
+            if let Some(format) = format {
+                if format != codec::FORMAT_VERSION.to_le_bytes() {
+                    return Err(StoreError::Version {
+                        path: self.path.clone(),
+                        found: format!("{format:?}"),
+                        supported: codec::FORMAT_VERSION,
+                    });
+                }
+            }
+            let stored = meta.get(RULES_KEY).map_err(failed)?.map(|v| v.value().to_vec());
+            let held = contexts.len().map_err(failed)?;
+            if stored.as_deref().is_some_and(|s| s != current) && held > 0 {
+                if on_change == OnRulesChange::Refuse {
+                    return Err(StoreError::RulesChanged {
+                        path: self.path.clone(),
+                        streams: held,
+                        stored: hex(stored.as_deref().unwrap_or_default()),
+                        current: hex(&current),
+                    });
+                }
+                contexts.retain(|_, _| false).map_err(failed)?;
+                report.discarded = held;
+            }
+            meta.insert(RULES_KEY, current.as_slice()).map_err(failed)?;
+            let version = codec::FORMAT_VERSION.to_le_bytes();
+            meta.insert(FORMAT_KEY, version.as_slice()).map_err(failed)?;
+        }
+        txn.commit().map_err(failed)?;
+        Ok(report)
+    }
+
+    /// Every stored stream, from the entries' headers, and the entries
+    /// that are damaged (with why).
+    pub fn entries(&self) -> Result<(Vec<StoredEntry>, Vec<(Uuid, StoreError)>), StoreError> {
+        let txn = self.db.begin_read().map_err(failed)?;
+        let table = txn.open_table(CONTEXTS).map_err(failed)?;
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for item in table.iter().map_err(failed)? {
+            let (key, value) = item.map_err(failed)?;
+            let stream = Uuid::from_u128(key.value());
+            match codec::header(value.value()) {
+                Ok(header) => good.push(StoredEntry {
+                    stream,
+                    bytes: header.bytes,
+                    last_seen_ms: header.last_seen_ms,
+                }),
+                Err(reason) => bad.push((stream, StoreError::Corrupt { stream, reason })),
+            }
+        }
+        Ok((good, bad))
+    }
+
+    /// Writes `contexts` (replacing their earlier entries) and removes the
+    /// entries of `removed`, in one durable transaction. Returns the bytes
+    /// of the entries written.
+    pub fn write<'a>(
+        &self,
+        contexts: impl IntoIterator<Item = &'a StreamContext>,
+        removed: &[Uuid],
+    ) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(failed)?;
+        let mut written = 0;
+        {
+            let mut table = txn.open_table(CONTEXTS).map_err(failed)?;
+            let mut entry = Vec::new();
+            for context in contexts {
+                entry.clear();
+                codec::encode(context, &mut entry);
+                written += entry.len() as u64;
+                table
+                    .insert(context.id.as_u128(), entry.as_slice())
+                    .map_err(failed)?;
+            }
+            for stream in removed {
+                table.remove(stream.as_u128()).map_err(failed)?;
+            }
+        }
+        txn.commit().map_err(failed)?;
+        Ok(written)
+    }
+
+    /// The stored context of `stream`, if there is one. The entry stays
+    /// (it is the stream's durable state until a newer one is written).
+    pub fn read(&self, stream: Uuid) -> Result<Option<StreamContext>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed)?;
+        let table = txn.open_table(CONTEXTS).map_err(failed)?;
+        let Some(value) = table.get(stream.as_u128()).map_err(failed)? else {
+            return Ok(None);
+        };
+        codec::decode(stream, value.value())
+            .map(Some)
+            .map_err(|reason| StoreError::Corrupt { stream, reason })
+    }
+
+    /// Streams stored now.
+    pub fn len(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(failed)?;
+        let table = txn.open_table(CONTEXTS).map_err(failed)?;
+        table.len().map_err(failed)
+    }
+
+    /// Whether no stream is stored.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Size of the store's file.
+    pub fn file_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
+    /// Overwrites the raw entry of `stream` (tests of damaged entries).
+    #[doc(hidden)]
+    pub fn write_raw(&self, stream: Uuid, entry: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(failed)?;
+        txn.open_table(CONTEXTS)
+            .map_err(failed)?
+            .insert(stream.as_u128(), entry)
+            .map_err(failed)?;
+        txn.commit().map_err(failed)
+    }
+}
+
+/// A failed store operation.
+fn failed(error: impl Into<redb::Error>) -> StoreError {
+    StoreError::Io(error.into().to_string())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
