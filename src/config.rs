@@ -3,7 +3,10 @@
 //! Every limit is enforced with a typed [`crate::ScanError`]: going over one
 //! rejects the offending call and leaves every stream's state as it was.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::store::OnRulesChange;
 
 /// Configuration of a [`crate::MultiStreamScanner`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -84,6 +87,53 @@ pub struct EngineConfig {
     /// off by default, since a set of tens of thousands of rules could
     /// make that many series.
     pub rule_metrics: bool,
+    /// Keep stream contexts in an on-disk store: streams past the resident
+    /// bounds are evicted to it, checkpoints write to it, and the next
+    /// start resumes the streams it holds. `None`: streams live in memory
+    /// only, and a shutdown closes them.
+    pub store: Option<StoreConfig>,
+    /// Close streams that received no data for this long (checked about
+    /// every second, or every quarter of the timeout if shorter), and
+    /// deliver their final verdicts as [`crate::engine::ClosedEvent`]s.
+    /// `None`: streams stay open until closed.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// The stream store of an engine (see [`crate::store`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The store's file (created if missing).
+    pub path: PathBuf,
+    /// Most stream contexts held in memory, over all shards; past it the
+    /// least recently fed streams are evicted to the store.
+    pub max_resident_streams: usize,
+    /// Most bytes of stream contexts held in memory, over all shards
+    /// ([`crate::StreamContext::memory_bytes`]; batches and the store's
+    /// cache come on top).
+    pub max_resident_bytes: usize,
+    /// Write the contexts that changed every this long, so that a crash
+    /// loses at most this much of each stream (see
+    /// [`crate::StreamResults::durable_offset`]). `None`: only at
+    /// shutdown and eviction.
+    pub checkpoint_interval: Option<Duration>,
+    /// What to do at start with stored streams of other rules.
+    pub on_rules_change: OnRulesChange,
+    /// The store's page cache.
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("yaraflow-streams.redb"),
+            max_resident_streams: 1_000_000,
+            max_resident_bytes: 1 << 30,
+            checkpoint_interval: None,
+            on_rules_change: OnRulesChange::Refuse,
+            cache_bytes: 64 << 20,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -97,6 +147,8 @@ impl Default for EngineConfig {
             event_capacity: 65_536,
             tick: Duration::from_millis(20),
             rule_metrics: false,
+            store: None,
+            idle_timeout: None,
         }
     }
 }

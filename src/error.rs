@@ -148,16 +148,12 @@ pub enum StoreError {
         reason: String,
     },
     /// The store holds streams made with other rules.
-    #[error("the stream store {path} holds {streams} streams scanned with other rules (fingerprint {stored}, these rules are {current}); start with the rules it was written with, or discard the stored streams (`--discard-stored-streams`), whose producers then resend from offset 0")]
+    #[error("the stream store {path} holds {streams} streams scanned with other rules than these; start with the rules they were scanned with, or discard them (`--discard-stored-streams`), and their producers resend them from offset 0")]
     RulesChanged {
         /// The store's file.
         path: PathBuf,
-        /// Streams it holds.
-        streams: u64,
-        /// Fingerprint of the rules it was written with (prefix).
-        stored: String,
-        /// Fingerprint of the rules given (prefix).
-        current: String,
+        /// Streams of other rules it holds.
+        streams: usize,
     },
     /// The store was written by a yaraflow with another entry format.
     #[error("the stream store {path} has entry format {found}; this yaraflow reads format {supported}; close its streams with the yaraflow that wrote it, or move the file away")]

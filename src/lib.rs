@@ -54,7 +54,7 @@ pub mod service;
 pub mod store;
 pub mod stream;
 
-pub use config::{EngineConfig, ScannerConfig};
+pub use config::{EngineConfig, ScannerConfig, StoreConfig};
 pub use engine::{BlockingHandle, Engine, EngineHandle, MatchEvent, ShutdownReport, Subscription};
 pub use error::{CaptureError, EngineError, RuleError, ScanError, StoreError};
 pub use results::{MatchInfo, PatternMatches, RuleMatch, StreamResults};

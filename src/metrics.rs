@@ -58,6 +58,18 @@ pub const EMPTY_VERDICT_REUSES: &str = "yaraflow_empty_verdict_reuses_total";
 pub const SHARD_RESTARTS: &str = "yaraflow_shard_restarts_total";
 /// Errors of the shards, by `kind`.
 pub const SCAN_ERRORS: &str = "yaraflow_scan_errors_total";
+/// Streams closed because they were idle longer than the idle timeout.
+pub const IDLE_CLOSES: &str = "yaraflow_idle_closes_total";
+/// Stream contexts evicted from memory to the stream store.
+pub const EVICTIONS: &str = "yaraflow_evictions_total";
+/// Stream contexts read back from the stream store.
+pub const RESTORES: &str = "yaraflow_restores_total";
+/// Open streams whose context is in the stream store only.
+pub const STORED_STREAMS: &str = "yaraflow_stored_streams";
+/// Size of the stream store's file (no `shard` label: one file).
+pub const STORE_BYTES: &str = "yaraflow_store_bytes";
+/// Time a checkpoint takes (search of the buffered bytes included).
+pub const CHECKPOINT_TIME: &str = "yaraflow_checkpoint_seconds";
 /// Match events dropped because a subscriber's channel was full.
 pub const EVENTS_DROPPED: &str = "yaraflow_events_dropped_total";
 /// Rule reloads.
@@ -162,6 +174,31 @@ pub(crate) struct ShardMetrics {
     pub evaluation: Histogram,
     pub empty_verdicts: Counter,
     pub restarts: Counter,
+    pub idle_closes: Counter,
+}
+
+/// The stream store's handles of one shard.
+#[derive(Clone)]
+pub(crate) struct ResidencyMetrics {
+    pub evictions: Counter,
+    pub restores: Counter,
+    pub stored: Gauge,
+    pub store_bytes: Gauge,
+    pub checkpoint: Histogram,
+}
+
+impl ResidencyMetrics {
+    /// Registers the handles of shard `index`.
+    pub fn new(index: usize) -> ResidencyMetrics {
+        let label = [("shard", index.to_string())];
+        ResidencyMetrics {
+            evictions: counter!(EVICTIONS, &label),
+            restores: counter!(RESTORES, &label),
+            stored: gauge!(STORED_STREAMS, &label),
+            store_bytes: gauge!(STORE_BYTES),
+            checkpoint: histogram!(CHECKPOINT_TIME, &label),
+        }
+    }
 }
 
 impl ShardMetrics {
@@ -186,6 +223,7 @@ impl ShardMetrics {
             evaluation: histogram!(EVALUATION_TIME, &label()),
             empty_verdicts: counter!(EMPTY_VERDICT_REUSES, &label()),
             restarts: counter!(SHARD_RESTARTS, &label()),
+            idle_closes: counter!(IDLE_CLOSES, &label()),
             shard: shard.clone(),
         };
         // Series that count rare things exist from the start, at 0, so

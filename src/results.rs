@@ -25,6 +25,13 @@ pub struct StreamResults {
     /// The stream's counters.
     #[serde(flatten)]
     pub stats: StreamStats,
+    /// With an engine that keeps a stream store: the offset up to which the
+    /// stream's state is durable (written by a checkpoint or an eviction).
+    /// After a crash of yaraflow the stream resumes from there, so a
+    /// producer need keep only the bytes past it. `None` without a store,
+    /// or before the stream was first written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durable_offset: Option<u64>,
 }
 
 /// One matching rule.

@@ -415,8 +415,8 @@ fn move_through_store<'r>(
         .into_iter()
         .map(|context| {
             let mut entry = Vec::new();
-            codec::encode(&context, &mut entry);
-            codec::decode(context.id, &entry).unwrap()
+            codec::encode(&context, *b"testrule", &mut entry);
+            codec::decode(context.id, &entry).unwrap().0
         })
         .collect();
     let into = into.unwrap_or(scanner);
@@ -435,10 +435,10 @@ fn shuffle_residency<'r>(
     step: usize,
     stream: usize,
 ) {
-    if case.evict_every > 0 && step % case.evict_every == 0 {
+    if case.evict_every > 0 && step.is_multiple_of(case.evict_every) {
         move_through_store(scanner, None, &ids[stream..=stream]);
     }
-    if case.restart_every > 0 && step % case.restart_every == 0 {
+    if case.restart_every > 0 && step.is_multiple_of(case.restart_every) {
         let mut restarted = new_scanner(case, rules);
         move_through_store(scanner, Some(&mut restarted), ids);
         *scanner = restarted;

@@ -61,26 +61,53 @@ impl MatchEvent {
     }
 }
 
-struct Subscriber {
-    sender: async_channel::Sender<MatchEvent>,
+/// Why the engine closed a stream on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// It received no data for longer than `EngineConfig::idle_timeout`.
+    IdleTimeout,
+}
+
+/// A stream the engine closed on its own, with its final verdict (the
+/// only place that verdict goes: nobody asked for it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClosedEvent {
+    /// Why it was closed.
+    pub reason: CloseReason,
+    /// The shard that held it.
+    pub shard: usize,
+    /// The final verdict.
+    #[serde(flatten)]
+    pub results: crate::StreamResults,
+}
+
+struct Subscriber<T> {
+    sender: async_channel::Sender<T>,
     dropped: Arc<AtomicU64>,
 }
 
-/// The subscribers of one engine, shared by its shards.
-#[derive(Default)]
-pub(crate) struct EventHub {
-    subscribers: Mutex<Vec<Subscriber>>,
+/// One kind of event and its subscribers.
+struct Broadcast<T> {
+    subscribers: Mutex<Vec<Subscriber<T>>>,
     count: AtomicUsize,
-    closed: std::sync::atomic::AtomicBool,
 }
 
-impl EventHub {
-    /// A new subscription with room for `capacity` events.
-    pub fn subscribe(&self, capacity: usize) -> Subscription {
+impl<T> Default for Broadcast<T> {
+    fn default() -> Self {
+        Broadcast {
+            subscribers: Mutex::new(Vec::new()),
+            count: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl<T: Clone> Broadcast<T> {
+    fn subscribe(&self, capacity: usize, ended: &std::sync::atomic::AtomicBool) -> Subscription<T> {
         let (sender, receiver) = async_channel::bounded(capacity.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
         let mut subscribers = self.lock();
-        if self.closed.load(Ordering::Acquire) {
+        if ended.load(Ordering::Acquire) {
             // The engine has shut down: an ended subscription.
             sender.close();
             return Subscription { receiver, dropped };
@@ -93,17 +120,16 @@ impl EventHub {
         Subscription { receiver, dropped }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Subscriber>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Subscriber<T>>> {
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether anyone listens (shards skip the work of events otherwise).
-    pub fn has_subscribers(&self) -> bool {
+    fn has_subscribers(&self) -> bool {
         self.count.load(Ordering::Acquire) > 0
     }
 
     /// Sends an event to every subscriber, never waiting.
-    fn publish(&self, event: MatchEvent) {
+    fn publish(&self, event: T) {
         let mut subscribers = self.lock();
         subscribers.retain(|s| match s.sender.try_send(event.clone()) {
             Ok(()) => true,
@@ -118,7 +144,7 @@ impl EventHub {
     }
 
     /// Ends the current subscriptions.
-    pub fn end_all(&self) {
+    fn end_all(&self) {
         let mut subscribers = self.lock();
         subscribers.iter().for_each(|s| {
             s.sender.close();
@@ -126,17 +152,56 @@ impl EventHub {
         subscribers.clear();
         self.count.store(0, Ordering::Release);
     }
+}
+
+/// The subscribers of one engine, shared by its shards.
+#[derive(Default)]
+pub(crate) struct EventHub {
+    matches: Broadcast<MatchEvent>,
+    closes: Broadcast<ClosedEvent>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl EventHub {
+    /// A new subscription to match events with room for `capacity`.
+    pub fn subscribe(&self, capacity: usize) -> Subscription {
+        self.matches.subscribe(capacity, &self.closed)
+    }
+
+    /// A new subscription to the streams the engine closes on its own.
+    pub fn subscribe_closes(&self, capacity: usize) -> Subscription<ClosedEvent> {
+        self.closes.subscribe(capacity, &self.closed)
+    }
+
+    /// Whether anyone listens to match events (shards skip the work of
+    /// events otherwise).
+    pub fn has_subscribers(&self) -> bool {
+        self.matches.has_subscribers()
+    }
+
+    fn publish(&self, event: MatchEvent) {
+        self.matches.publish(event);
+    }
+
+    /// Sends a closed stream's final verdict to every subscriber.
+    pub fn publish_closed(&self, event: ClosedEvent) {
+        self.closes.publish(event);
+    }
+
+    /// Ends the current subscriptions.
+    pub fn end_all(&self) {
+        self.matches.end_all();
+        self.closes.end_all();
+    }
 
     /// Closes every subscription (at shutdown): receivers see the end once
     /// they have drained what was sent.
     pub fn close(&self) {
-        let mut subscribers = self.lock();
+        // Under the lock, so that no subscription slips in after it.
+        let _guard = (self.matches.lock(), self.closes.lock());
         self.closed.store(true, Ordering::Release);
-        subscribers.iter().for_each(|s| {
-            s.sender.close();
-        });
-        subscribers.clear();
-        self.count.store(0, Ordering::Release);
+        drop(_guard);
+        self.end_all();
     }
 }
 
@@ -201,27 +266,29 @@ impl Reported {
     }
 }
 
-/// A subscription to match events. Dropping it unsubscribes.
-pub struct Subscription {
-    receiver: async_channel::Receiver<MatchEvent>,
+/// A subscription to match events (or, with
+/// [`crate::EngineHandle::subscribe_closes`], to closed streams). Dropping
+/// it unsubscribes.
+pub struct Subscription<T = MatchEvent> {
+    receiver: async_channel::Receiver<T>,
     dropped: Arc<AtomicU64>,
 }
 
-impl Subscription {
+impl<T> Subscription<T> {
     /// The next event; `None` once the engine has shut down and every event
     /// was received.
-    pub async fn recv(&self) -> Option<MatchEvent> {
+    pub async fn recv(&self) -> Option<T> {
         self.receiver.recv().await.ok()
     }
 
     /// The next event, blocking the thread; `None` as for [`Self::recv`].
     /// Do not call it from async code.
-    pub fn recv_blocking(&self) -> Option<MatchEvent> {
+    pub fn recv_blocking(&self) -> Option<T> {
         self.receiver.recv_blocking().ok()
     }
 
     /// The next event if one is waiting.
-    pub fn try_recv(&self) -> Option<MatchEvent> {
+    pub fn try_recv(&self) -> Option<T> {
         self.receiver.try_recv().ok()
     }
 

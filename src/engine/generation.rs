@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::config::ScannerConfig;
 use crate::rules::RuleSet;
 use crate::scanner::{MultiStreamScanner, ScannerStats};
+use crate::store::{rules_tag, RulesTag};
 
 type BorrowedScanner<'r> = MultiStreamScanner<'r>;
 
@@ -61,6 +62,11 @@ impl Generation {
     pub fn stats(&self) -> ScannerStats {
         self.scanner.with_dependent(|_, scanner| scanner.stats())
     }
+
+    /// The tag of the rules' fingerprint (as stored with contexts).
+    pub fn rules_tag(&self) -> RulesTag {
+        rules_tag(&self.scanner.borrow_owner().fingerprint())
+    }
 }
 
 /// The generations of one shard, oldest first; the last is current.
@@ -78,10 +84,9 @@ impl Generations {
         }
     }
 
-    /// Makes `rules` current for new streams.
+    /// Makes `rules` current for new streams (prune afterwards).
     pub fn reload(&mut self, rules: Arc<RuleSet>) {
         self.list.push(Generation::new(rules, &self.config));
-        self.prune();
     }
 
     /// The generation that holds `stream`, or the current one.
@@ -109,13 +114,26 @@ impl Generations {
         self.list.iter()
     }
 
-    /// Drops old generations that hold no stream and have nothing buffered.
-    pub fn prune(&mut self) {
+    /// The generation of the rules tagged `tag`, if it is loaded.
+    pub fn with_rules(&mut self, tag: RulesTag) -> Option<&mut Generation> {
+        self.list.iter_mut().rev().find(|g| g.rules_tag() == tag)
+    }
+
+    /// The current generation (new streams open on it).
+    pub fn current(&mut self) -> &mut Generation {
+        self.list
+            .last_mut()
+            .expect("there is always a current generation")
+    }
+
+    /// Drops old generations that hold no stream, unless `keep` says their
+    /// rules are still needed (by stored streams).
+    pub fn prune(&mut self, keep: impl Fn(&RulesTag) -> bool) {
         let last = self.list.len() - 1;
         let mut index = 0;
         self.list.retain(|g| {
             index += 1;
-            index - 1 == last || g.stats().open_streams > 0
+            index - 1 == last || g.stats().open_streams > 0 || keep(&g.rules_tag())
         });
     }
 

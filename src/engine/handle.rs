@@ -26,9 +26,11 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::events::{EventHub, Subscription};
+use super::events::{ClosedEvent, EventHub, Subscription};
 use super::gate::{Admission, Refusal};
-use super::shard::{Reply, ShardActor, ShardCommand, ShardReport, ShardShared, ShardStats};
+use super::shard::{
+    Reply, ShardActor, ShardCommand, ShardReport, ShardShared, ShardStats, StreamOffsets,
+};
 use super::supervisor::{ShardFailure, SupervisorActor, SupervisorCommand};
 use crate::config::EngineConfig;
 use crate::error::{EngineError, ScanError};
@@ -70,6 +72,9 @@ pub struct ShutdownReport {
     /// Streams without a final verdict, and why (lost in a shard fault,
     /// refused a chunk, or their verdict failed).
     pub failed: Vec<(Uuid, EngineError)>,
+    /// With a stream store: streams left open in it rather than closed;
+    /// the next start with the same store and rules resumes them.
+    pub kept: usize,
 }
 
 /// Data bound for one shard.
@@ -271,6 +276,7 @@ impl EngineShared {
                 Ok(report) => {
                     merged.results.extend(report.results);
                     merged.failed.extend(report.failed);
+                    merged.kept += report.kept;
                 }
                 // The shard failed while closing: its streams are lost.
                 Err(_) => merged.failed.extend(link.shared.take_failures()),
@@ -501,9 +507,29 @@ impl EngineHandle {
         answer(receiver).await
     }
 
+    /// Where a stream stands: its offset, and (with a stream store) the
+    /// offset up to which its state is durable, from which it would resume
+    /// after a crash of yaraflow. `None` if the stream is not open: a
+    /// producer resumes it from offset 0. Cheap: no verdict is computed.
+    pub async fn stream_offsets(&self, stream: Uuid) -> Result<Option<StreamOffsets>, EngineError> {
+        let receiver = self
+            .inner
+            .ask_shard(&stream, |reply| ShardCommand::Offsets { stream, reply })?;
+        answer(receiver).await
+    }
+
     /// Ids of the open streams of every shard.
     pub async fn active_streams(&self) -> Result<Vec<Uuid>, EngineError> {
         answer(self.inner.ask_supervisor(SupervisorCommand::Active)?).await
+    }
+
+    /// With a stream store: writes every stream context that changed since
+    /// it was last written, now (as `StoreConfig::checkpoint_interval` does
+    /// periodically), and applies the resident bounds. Returns the streams
+    /// written; afterwards every stream's durable offset is its offset as
+    /// of the call. Without a store it does nothing and returns 0.
+    pub async fn checkpoint(&self) -> Result<usize, EngineError> {
+        answer(self.inner.ask_supervisor(SupervisorCommand::Checkpoint)?).await
     }
 
     /// Counters of every shard.
@@ -529,6 +555,15 @@ impl EngineHandle {
         self.inner
             .events
             .subscribe(self.inner.config.event_capacity)
+    }
+
+    /// Subscribes to the streams the engine closes on its own (idle
+    /// timeout, see `EngineConfig::idle_timeout`): each event carries the
+    /// stream's final verdict. Bounded like [`Self::subscribe`].
+    pub fn subscribe_closes(&self) -> Subscription<ClosedEvent> {
+        self.inner
+            .events
+            .subscribe_closes(self.inner.config.event_capacity)
     }
 
     /// Ends every event subscription now (their receivers see the end after
@@ -643,6 +678,19 @@ impl BlockingHandle {
         )
     }
 
+    /// See [`EngineHandle::stream_offsets`].
+    pub fn stream_offsets(&self, stream: Uuid) -> Result<Option<StreamOffsets>, EngineError> {
+        answer_blocking(
+            self.inner
+                .ask_shard(&stream, |reply| ShardCommand::Offsets { stream, reply })?,
+        )
+    }
+
+    /// See [`EngineHandle::checkpoint`].
+    pub fn checkpoint(&self) -> Result<usize, EngineError> {
+        answer_blocking(self.inner.ask_supervisor(SupervisorCommand::Checkpoint)?)
+    }
+
     /// See [`EngineHandle::active_streams`].
     pub fn active_streams(&self) -> Result<Vec<Uuid>, EngineError> {
         answer_blocking(self.inner.ask_supervisor(SupervisorCommand::Active)?)
@@ -669,6 +717,13 @@ impl BlockingHandle {
         self.inner
             .events
             .subscribe(self.inner.config.event_capacity)
+    }
+
+    /// See [`EngineHandle::subscribe_closes`].
+    pub fn subscribe_closes(&self) -> Subscription<ClosedEvent> {
+        self.inner
+            .events
+            .subscribe_closes(self.inner.config.event_capacity)
     }
 
     /// See [`EngineHandle::shutdown`].

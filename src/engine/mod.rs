@@ -46,22 +46,27 @@ mod events;
 mod gate;
 mod generation;
 mod handle;
+mod residency;
 mod shard;
 mod supervisor;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-pub use events::{MatchEvent, Subscription};
+pub use events::{CloseReason, ClosedEvent, MatchEvent, Subscription};
 pub use handle::{BlockingHandle, EngineHandle, EngineStats, ShutdownReport};
 pub use shard::ShardStats;
+pub use shard::StreamOffsets;
 pub use supervisor::ShardFailure;
 
 use crate::config::EngineConfig;
 use crate::error::EngineError;
+use crate::error::StoreError;
 use crate::rules::RuleSet;
+use crate::store::{rules_tag, ContextStore, Listing, OnRulesChange, StoredEntry};
 use handle::{EngineShared, ShardLink};
 use shard::ShardShared;
+use uuid::Uuid;
 
 /// A running engine: its actor system thread and a handle on it.
 ///
@@ -71,6 +76,9 @@ use shard::ShardShared;
 pub struct Engine {
     handle: EngineHandle,
     system: Option<(actix::System, JoinHandle<()>)>,
+    /// The stream store: the engine lets go of it last, when it stops, so
+    /// that the file is closed (and unlocked) when `stop` returns.
+    store: Option<Arc<ContextStore>>,
 }
 
 impl Engine {
@@ -83,6 +91,13 @@ impl Engine {
             .map(|index| Arc::new(ShardShared::new(index, &config)))
             .collect();
         let events = Arc::new(events::EventHub::default());
+        let hasher = foldhash::fast::FixedState::with_seed(0x5ca1_ab1e);
+        let residencies = open_store(&rules, &config, &hasher, &shared)?;
+        let store = residencies
+            .iter()
+            .flatten()
+            .next()
+            .map(|r| r.store().clone());
         let (started, on_start) = std::sync::mpsc::channel();
         let thread = {
             let (shared, config, events) = (shared.clone(), config.clone(), events.clone());
@@ -91,8 +106,13 @@ impl Engine {
                 .spawn(move || {
                     let system = actix::System::new();
                     system.block_on(async {
-                        let actors =
-                            supervisor::SupervisorActor::start(rules, &config, events, &shared);
+                        let actors = supervisor::SupervisorActor::start(
+                            rules,
+                            &config,
+                            events,
+                            &shared,
+                            residencies,
+                        );
                         let _ = started.send((actix::System::current(), actors));
                     });
                     let _ = system.run();
@@ -112,11 +132,12 @@ impl Engine {
             supervisor,
             events,
             config,
-            hasher: foldhash::fast::FixedState::with_seed(0x5ca1_ab1e),
+            hasher,
         };
         Ok(Engine {
             handle: EngineHandle::new(Arc::new(inner)),
             system: Some((system, thread)),
+            store,
         })
     }
 
@@ -142,7 +163,73 @@ impl Engine {
             system.stop();
             let _ = thread.join();
         }
+        // The shards' threads drop their share of the store as they end;
+        // then ours is the last, and dropping it closes the file here.
+        if let Some(store) = self.store.take() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while Arc::strong_count(&store) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            drop(store);
+        }
     }
+}
+
+/// Opens the stream store, if the config has one, and hands each shard the
+/// stored streams that hash to it. Streams of other rules are refused or
+/// discarded (`StoreConfig::on_rules_change`); damaged entries fail their
+/// stream alone (its caller learns it) and are deleted.
+fn open_store(
+    rules: &RuleSet,
+    config: &EngineConfig,
+    hasher: &foldhash::fast::FixedState,
+    shared: &[Arc<ShardShared>],
+) -> Result<Vec<Option<residency::Residency>>, EngineError> {
+    use std::hash::BuildHasher;
+    let Some(store_config) = &config.store else {
+        return Ok(shared.iter().map(|_| None).collect());
+    };
+    let store = ContextStore::open(&store_config.path, store_config.cache_bytes)?;
+    let Listing { entries, damaged } = store.entries()?;
+    let tag = rules_tag(&rules.fingerprint());
+    let (ours, others): (Vec<StoredEntry>, Vec<StoredEntry>) =
+        entries.into_iter().partition(|e| e.rules == tag);
+    if !others.is_empty() && store_config.on_rules_change == OnRulesChange::Refuse {
+        return Err(StoreError::RulesChanged {
+            path: store_config.path.clone(),
+            streams: others.len(),
+        }
+        .into());
+    }
+    let mut dropped: Vec<Uuid> = others.iter().map(|e| e.stream).collect();
+    let shard_of = |stream: &Uuid| (hasher.hash_one(stream) % shared.len() as u64) as usize;
+    for (stream, error) in damaged {
+        shared[shard_of(&stream)].record_failure(
+            stream,
+            EngineError::StreamFailed {
+                stream,
+                reason: error.to_string(),
+            },
+        );
+        dropped.push(stream);
+    }
+    if !dropped.is_empty() {
+        store.write(std::iter::empty(), tag, &dropped)?;
+    }
+    let mut per_shard: Vec<Vec<StoredEntry>> = shared.iter().map(|_| Vec::new()).collect();
+    for entry in ours {
+        per_shard[shard_of(&entry.stream)].push(entry);
+    }
+    let store = Arc::new(store);
+    Ok(per_shard
+        .into_iter()
+        .enumerate()
+        .map(|(index, stored)| {
+            let residency =
+                residency::Residency::new(store.clone(), store_config, shared.len(), index, stored);
+            Some(residency)
+        })
+        .collect())
 }
 
 impl Drop for Engine {

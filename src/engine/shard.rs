@@ -26,16 +26,18 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::events::{CloseReason, ClosedEvent};
 use super::events::{EventHub, Reported};
 use super::gate::MailboxGate;
 use super::generation::{Generation, Generations};
+use super::residency::Residency;
 use super::supervisor::{ShardFailed, SupervisorActor};
 use crate::config::EngineConfig;
 use crate::error::{EngineError, ScanError};
@@ -43,7 +45,7 @@ use crate::metrics::ShardMetrics;
 use crate::results::StreamResults;
 use crate::rules::RuleSet;
 use crate::scanner::ScannerStats;
-use crate::stream::StreamMode;
+use crate::stream::{now_ms, StreamMode};
 
 /// A reply channel.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
@@ -74,6 +76,14 @@ pub(crate) enum ShardCommand {
     },
     /// Put a stream back at offset 0.
     Reset { stream: Uuid, reply: Reply<()> },
+    /// Write a checkpoint now and enforce the resident bounds; replies
+    /// with the streams written.
+    Checkpoint { reply: Reply<usize> },
+    /// A stream's offset and durable offset.
+    Offsets {
+        stream: Uuid,
+        reply: Reply<Option<StreamOffsets>>,
+    },
     /// Ids of the shard's open streams.
     Active { reply: Reply<Vec<Uuid>> },
     /// The shard's counters.
@@ -120,6 +130,9 @@ pub struct ShardStats {
     /// Rule sets in use (more than one after a reload, until the streams
     /// of the older rules close).
     pub generations: usize,
+    /// Open streams whose context is in the stream store only (counted in
+    /// `open_streams` too).
+    pub stored_streams: usize,
 }
 
 /// What a shard hands back at shutdown.
@@ -129,6 +142,19 @@ pub struct ShardReport {
     pub results: Vec<StreamResults>,
     /// Streams that could not be closed cleanly, with why.
     pub failed: Vec<(Uuid, EngineError)>,
+    /// Streams left open in the stream store, to resume at the next start.
+    pub kept: usize,
+}
+
+/// Where a stream stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StreamOffsets {
+    /// Bytes appended so far: where the next chunk starts.
+    pub offset: u64,
+    /// Bytes whose effect is durable in the stream store: after a crash of
+    /// yaraflow the stream resumes here. `None` without a store, or before
+    /// the stream was first written to it.
+    pub durable_offset: Option<u64>,
 }
 
 /// What a shard shares with the handles: its queue bound and the errors
@@ -162,7 +188,7 @@ impl ShardShared {
         self.lock().get(stream).cloned()
     }
 
-    fn record_failure(&self, stream: Uuid, error: EngineError) {
+    pub(crate) fn record_failure(&self, stream: Uuid, error: EngineError) {
         let mut failures = self.lock();
         failures.entry(stream).or_insert(error);
         self.failure_count.store(failures.len(), Ordering::Release);
@@ -205,6 +231,10 @@ pub(crate) struct ShardActor {
     last_fault: Option<String>,
     /// The report of a shutdown in progress.
     closing: ShardReport,
+    /// The stream store's side of the shard, if there is a store.
+    residency: Option<Residency>,
+    /// When idle streams were last looked for.
+    idle_checked: Instant,
 }
 
 impl ShardActor {
@@ -214,6 +244,7 @@ impl ShardActor {
         rules: Arc<RuleSet>,
         events: Arc<EventHub>,
         supervisor: Addr<SupervisorActor>,
+        residency: Option<Residency>,
     ) -> ShardActor {
         let metrics = ShardMetrics::new(shared.index);
         ShardActor {
@@ -231,6 +262,48 @@ impl ShardActor {
             lost_streams: 0,
             last_fault: None,
             closing: ShardReport::default(),
+            residency,
+            idle_checked: Instant::now(),
+        }
+    }
+
+    /// Drops old rule generations that no stream needs any more.
+    fn prune(&mut self) {
+        let residency = self.residency.as_ref();
+        if let Some(generations) = self.generations.as_mut() {
+            generations.prune(|tag| residency.is_some_and(|r| r.holds_rules(tag)));
+        }
+    }
+
+    /// Reads a stored stream back into memory, if it is stored; a failure
+    /// (a damaged entry) is kept for the stream's caller.
+    fn make_resident(&mut self, stream: Uuid) {
+        let Some(tag) = self.residency.as_ref().and_then(|r| r.rules_of(&stream)) else {
+            return;
+        };
+        self.generations();
+        let (Some(generations), Some(residency)) =
+            (self.generations.as_mut(), self.residency.as_mut())
+        else {
+            return;
+        };
+        let result = match generations.with_rules(tag) {
+            Some(generation) => generation.with(|scanner| residency.restore(scanner, stream)),
+            None => Err(EngineError::StreamFailed {
+                stream,
+                reason: "the rules it was scanned with are no longer loaded".into(),
+            }),
+        };
+        if let Err(error) = result {
+            self.metrics.error("store");
+            let failure = match error {
+                failure @ EngineError::StreamFailed { .. } => failure,
+                other => EngineError::StreamFailed {
+                    stream,
+                    reason: other.to_string(),
+                },
+            };
+            self.shared.record_failure(stream, failure);
         }
     }
 
@@ -300,6 +373,7 @@ impl ShardActor {
         if data == super::tests::PANIC_CHUNK {
             panic!("injected fault in a chunk");
         }
+        self.make_resident(stream);
         if self.shared.failure(&stream).is_some() {
             self.metrics.error("stream_failed");
             return;
@@ -350,6 +424,7 @@ impl ShardActor {
     }
 
     fn verdict(&mut self, stream: Uuid, close: bool) -> Result<Option<StreamResults>, EngineError> {
+        self.make_resident(stream);
         if let Some(failure) = self.shared.failure(&stream) {
             if close {
                 self.shared.clear_failure(&stream);
@@ -382,8 +457,9 @@ impl ShardActor {
         }
         if close {
             self.metrics.closed.increment(1);
-            self.forget(&stream);
-            self.generations().prune();
+            let durable = results.as_ref().is_some_and(|r| r.durable_offset.is_some());
+            self.forget(&stream, durable);
+            self.prune();
         }
         Ok(results)
     }
@@ -399,23 +475,71 @@ impl ShardActor {
         Ok(bytes.unwrap_or(0))
     }
 
-    fn forget(&mut self, stream: &Uuid) {
+    /// A stream's offsets; `None` if it is not open.
+    fn offsets(&mut self, stream: Uuid) -> Result<Option<StreamOffsets>, EngineError> {
+        if let Some(failure) = self.shared.failure(&stream) {
+            return Err(failure);
+        }
+        if let Some(entry) = self.residency.as_ref().and_then(|r| r.stored(&stream)) {
+            return Ok(Some(StreamOffsets {
+                offset: entry.bytes,
+                durable_offset: Some(entry.bytes),
+            }));
+        }
+        let offsets = self.generations().holding(&stream).and_then(|generation| {
+            generation.with(|scanner| {
+                scanner.stream_context(&stream).map(|c| StreamOffsets {
+                    offset: c.stats.bytes,
+                    durable_offset: c.durable_bytes,
+                })
+            })
+        });
+        Ok(offsets)
+    }
+
+    /// Ids of the open streams, resident or stored.
+    fn active_streams(&mut self) -> Vec<Uuid> {
+        let mut streams = self.generations().active_streams();
+        if let Some(residency) = &self.residency {
+            streams.extend(residency.stored_streams());
+        }
+        streams
+    }
+
+    /// Forgets what the shard keeps about a stream besides its context;
+    /// `durable` says whether its context has a copy in the store.
+    fn forget(&mut self, stream: &Uuid, durable: bool) {
         self.reported.forget(stream);
+        if let Some(residency) = self.residency.as_mut() {
+            residency.forget(stream, durable);
+        }
     }
 
     /// Closes a stream without a verdict (it has a hole).
     fn discard(&mut self, stream: &Uuid) {
-        self.forget(stream);
+        let durable = self
+            .generations()
+            .holding(stream)
+            .is_some_and(|generation| {
+                generation.with(|scanner| {
+                    scanner
+                        .stream_context(stream)
+                        .is_some_and(|c| c.durable_bytes.is_some())
+                })
+            });
+        self.forget(stream, durable);
         if let Some(generation) = self.generations().holding(stream) {
             generation.with(|scanner| scanner.discard_stream(stream));
             self.metrics.closed.increment(1);
-            self.generations().prune();
+            self.prune();
         }
     }
 
     fn reset(&mut self, stream: Uuid) -> Result<(), EngineError> {
+        self.make_resident(stream);
         let acknowledged = self.shared.clear_failure(&stream);
-        self.forget(&stream);
+        // Its stored copy, if any, is of the old bytes.
+        self.forget(&stream, true);
         let Some(generation) = self.generations().holding(&stream) else {
             // A lost stream is gone already: it opens anew on its next chunk.
             return match acknowledged {
@@ -444,12 +568,15 @@ impl ShardActor {
             stats.scanner += &generation.stats();
             stats.generations += 1;
         }
+        stats.stored_streams = self.residency.as_ref().map_or(0, |r| r.stored_count());
+        stats.scanner.open_streams += stats.stored_streams;
         stats
     }
 
     fn reload(&mut self, rules: Arc<RuleSet>) {
         self.rules = rules.clone();
         self.generations().reload(rules);
+        self.prune();
     }
 
     /// Closes every stream; the final verdicts and the streams that failed.
@@ -461,6 +588,9 @@ impl ShardActor {
             self.discard(stream);
         }
         self.closing.failed.extend(failed);
+        if self.residency.is_some() {
+            self.keep_in_store();
+        }
         let metrics = self.metrics.clone();
         self.generations();
         let (generations, closing) = (self.generations.as_mut(), &mut self.closing);
@@ -483,8 +613,46 @@ impl ShardActor {
         }
         self.metrics.open.set(0.0);
         self.reported.clear();
-        self.generations().prune();
+        self.prune();
+        // The engine stops: let go of the store (its file lock).
+        self.residency = None;
         std::mem::take(&mut self.closing)
+    }
+
+    /// At shutdown with a store: writes the current rules' streams to the
+    /// store (they resume at the next start) and takes them out of the
+    /// scanner, so that only older rules' streams are closed. Stored
+    /// streams of older rules are read back to be closed. If the write
+    /// fails, the streams are closed instead (their verdicts are not lost).
+    fn keep_in_store(&mut self) {
+        let current = self.generations().current().rules_tag();
+        let older: Vec<Uuid> = self.residency.as_ref().map_or_else(Vec::new, |r| {
+            r.stored_streams()
+                .filter(|s| r.rules_of(s) != Some(current))
+                .copied()
+                .collect()
+        });
+        older
+            .into_iter()
+            .for_each(|stream| self.make_resident(stream));
+        let (Some(generations), Some(residency)) =
+            (self.generations.as_mut(), self.residency.as_mut())
+        else {
+            return;
+        };
+        let generation = generations.current();
+        let written = generation.with(|scanner| {
+            residency.checkpoint(scanner)?;
+            let streams = scanner.active_streams();
+            scanner.evict_streams(&streams).map_err(EngineError::from)
+        });
+        match written {
+            Ok(kept) => self.closing.kept = kept.len() + residency.stored_count(),
+            Err(error) => {
+                self.metrics.error("store");
+                self.last_fault = Some(format!("checkpoint at shutdown failed: {error}"));
+            }
+        }
     }
 
     /// Searches due batches and refreshes the gauges.
@@ -499,10 +667,102 @@ impl ShardActor {
             sync_metrics(generation, &metrics);
             open += generation.seen.open_streams; // just synced
         }
+        open += self.residency.as_ref().map_or(0, |r| r.stored_count());
         self.metrics.open.set(open as f64);
         self.metrics
             .mailbox_depth
             .set(self.shared.gate.depth() as f64);
+    }
+
+    /// The timed work besides searching: idle streams are closed, a due
+    /// checkpoint is written, and the resident bounds are enforced.
+    fn maintain(&mut self) {
+        self.close_idle_if_due();
+        let metrics = self.metrics.clone();
+        let (Some(generations), Some(residency)) =
+            (self.generations.as_mut(), self.residency.as_mut())
+        else {
+            return;
+        };
+        let generation = generations.current();
+        if residency.checkpoint_due() {
+            if let Err(error) = generation.with(|scanner| residency.checkpoint(scanner)) {
+                metrics.error("store");
+                self.last_fault = Some(format!("checkpoint failed: {error}"));
+            }
+        }
+        if let Err(error) = generation.with(|scanner| residency.enforce_bounds(scanner)) {
+            metrics.error("store");
+            self.last_fault = Some(format!("eviction failed: {error}"));
+        }
+        if let Err(error) = residency.write_removals() {
+            metrics.error("store");
+            self.last_fault = Some(format!("removing closed streams failed: {error}"));
+        }
+        sync_metrics(generation, &metrics);
+    }
+
+    /// A checkpoint asked for by a caller, then the resident bounds; the
+    /// streams written. Without a store, nothing to do.
+    fn checkpoint_now(&mut self) -> Result<usize, EngineError> {
+        self.generations();
+        let (Some(generations), Some(residency)) =
+            (self.generations.as_mut(), self.residency.as_mut())
+        else {
+            return Ok(0);
+        };
+        let generation = generations.current();
+        let written = generation.with(|scanner| residency.checkpoint(scanner));
+        let bounded = generation.with(|scanner| residency.enforce_bounds(scanner));
+        sync_metrics(generation, &self.metrics);
+        bounded?;
+        Ok(written?.streams)
+    }
+
+    /// Closes the streams idle longer than the idle timeout, if it is time
+    /// to look for them.
+    fn close_idle_if_due(&mut self) {
+        let Some(timeout) = self.config.idle_timeout else {
+            return;
+        };
+        let every = (timeout / 4).clamp(self.config.tick, Duration::from_secs(1));
+        if self.idle_checked.elapsed() < every {
+            return;
+        }
+        self.idle_checked = Instant::now();
+        let cutoff = now_ms().saturating_sub(timeout.as_millis() as u64);
+        let mut idle = Vec::new();
+        for generation in self.generations().iter_mut() {
+            generation.with(|scanner| {
+                let old = scanner
+                    .stream_contexts()
+                    .filter(|c| c.stats.last_seen_ms < cutoff);
+                idle.extend(old.map(|c| c.id));
+            });
+        }
+        if let Some(residency) = &self.residency {
+            idle.extend(residency.stored_idle(cutoff));
+        }
+        for group in idle.chunks(1024) {
+            self.close_idle(group);
+        }
+    }
+
+    /// Closes idle streams; their final verdicts go out as events. A
+    /// stream waiting for its caller to learn of a failure is dropped.
+    fn close_idle(&mut self, streams: &[Uuid]) {
+        streams.iter().for_each(|s| self.make_resident(*s));
+        self.prepare_verdicts(streams);
+        for stream in streams {
+            self.metrics.idle_closes.increment(1);
+            if let Ok(Some(results)) = self.verdict(*stream, true) {
+                self.events.publish_closed(ClosedEvent {
+                    reason: CloseReason::IdleTimeout,
+                    shard: self.shared.index,
+                    results,
+                });
+            }
+        }
     }
 
     /// While anyone subscribes to events: evaluates the streams that found
@@ -578,7 +838,10 @@ impl ShardActor {
                 let _ = reply.send(result.unwrap_or_else(|| Err(self.lost(stream))));
             }
             ShardCommand::CloseMany { streams, replies } => {
-                self.guarded(ctx, |shard| shard.prepare_verdicts(&streams));
+                self.guarded(ctx, |shard| {
+                    streams.iter().for_each(|s| shard.make_resident(*s));
+                    shard.prepare_verdicts(&streams);
+                });
                 for (stream, reply) in streams.into_iter().zip(replies) {
                     let result = self.guarded(ctx, |shard| shard.verdict(stream, true));
                     let _ = reply.send(result.unwrap_or_else(|| Err(self.lost(stream))));
@@ -588,8 +851,16 @@ impl ShardActor {
                 let result = self.guarded(ctx, |shard| shard.reset(stream));
                 let _ = reply.send(result.unwrap_or_else(|| Err(self.lost(stream))));
             }
+            ShardCommand::Checkpoint { reply } => {
+                let result = self.guarded(ctx, |shard| shard.checkpoint_now());
+                let _ = reply.send(result.unwrap_or_else(|| Err(self.panicked())));
+            }
+            ShardCommand::Offsets { stream, reply } => {
+                let result = self.guarded(ctx, |shard| shard.offsets(stream));
+                let _ = reply.send(result.unwrap_or_else(|| Err(self.lost(stream))));
+            }
             ShardCommand::Active { reply } => {
-                let result = self.guarded(ctx, |shard| shard.generations().active_streams());
+                let result = self.guarded(ctx, |shard| shard.active_streams());
                 let _ = reply.send(result.ok_or_else(|| self.panicked()));
             }
             ShardCommand::Stats { reply } => {
@@ -702,6 +973,7 @@ impl Actor for ShardActor {
             shard.guarded(ctx, |shard| {
                 shard.tick();
                 shard.report_new_matches();
+                shard.maintain();
             });
         });
     }

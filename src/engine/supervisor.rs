@@ -18,6 +18,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::events::EventHub;
+use super::residency::Residency;
 use super::shard::{Reply, ShardActor, ShardCommand, ShardReport, ShardShared, ShardStats};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
@@ -53,6 +54,8 @@ pub(crate) enum SupervisorCommand {
     Stats(Reply<(Vec<ShardStats>, Vec<ShardFailure>)>),
     /// New streams use these rules from now on.
     Reload(Arc<RuleSet>, Reply<()>),
+    /// Every shard writes a checkpoint now; streams written, summed.
+    Checkpoint(Reply<usize>),
     /// Every shard closes its streams; then the engine stops.
     Shutdown(oneshot::Sender<Vec<Result<ShardReport, EngineError>>>),
 }
@@ -79,18 +82,19 @@ impl SupervisorActor {
         config: &EngineConfig,
         events: Arc<EventHub>,
         shared: &[Arc<ShardShared>],
+        residencies: Vec<Option<Residency>>,
     ) -> (Addr<SupervisorActor>, Vec<Addr<ShardActor>>) {
         let mut shards = Vec::new();
         let supervisor = SupervisorActor::create(|ctx| {
             let mut arbiters = Vec::new();
-            for shard in shared {
+            for (shard, residency) in shared.iter().zip(residencies) {
                 let arbiter = Arbiter::new();
                 let (shard, config, rules, events) =
                     (shard.clone(), config.clone(), rules.clone(), events.clone());
                 let supervisor = ctx.address();
                 let addr = actix::Supervisor::start_in_arbiter(&arbiter.handle(), move |ctx| {
                     ctx.set_mailbox_capacity(config.mailbox_messages.max(16));
-                    ShardActor::new(shard, config, rules, events, supervisor)
+                    ShardActor::new(shard, config, rules, events, supervisor, residency)
                 });
                 shards.push(addr);
                 arbiters.push(arbiter);
@@ -167,6 +171,12 @@ impl Handler<SupervisorCommand> for SupervisorActor {
                     let _ = reply.send(all.await.map(|ids| ids.concat()));
                 });
             }
+            SupervisorCommand::Checkpoint(reply) => {
+                let all = self.ask_all(|reply| ShardCommand::Checkpoint { reply });
+                actix::spawn(async move {
+                    let _ = reply.send(all.await.map(|counts| counts.into_iter().sum()));
+                });
+            }
             SupervisorCommand::Stats(reply) => {
                 let all = self.ask_all(|reply| ShardCommand::Stats { reply });
                 // The faults are read once the shards have answered.
@@ -195,10 +205,25 @@ impl Handler<SupervisorCommand> for SupervisorActor {
                     for arbiter in &arbiters {
                         arbiter.stop();
                     }
+                    // The shards' threads end, and with them what they hold
+                    // (the stream store's file lock), before the answer.
+                    for arbiter in arbiters {
+                        let _ = arbiter.join();
+                    }
                     let _ = reply.send(reports);
                     System::current().stop();
                 });
             }
+        }
+    }
+}
+
+impl Drop for SupervisorActor {
+    /// An engine dropped without a shutdown: the shards' threads stop too
+    /// (dropping their streams, and their share of the stream store).
+    fn drop(&mut self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
         }
     }
 }

@@ -359,6 +359,7 @@ impl<'r> MultiStreamScanner<'r> {
             rules: verdict.rules,
             exact: verdict.exact,
             stats: ctx.stats.clone(),
+            durable_offset: ctx.durable_bytes,
         }))
     }
 

@@ -7,10 +7,15 @@
 //! 0..4    magic "YFSC"
 //! 4..6    format version, u16 little-endian (FORMAT_VERSION)
 //! 6..14   checksum: the first 8 bytes of BLAKE3 over bytes 14..
-//! 14..22  stats.bytes, u64 LE         } readable without decoding the body,
-//! 22..30  stats.last_seen_ms, u64 LE  } for the index built at start
-//! 30..    postcard body
+//! 14..22  stats.bytes, u64 LE         } readable without decoding the
+//! 22..30  stats.last_seen_ms, u64 LE  } body, for the index built at
+//! 30..38  rules fingerprint (prefix)  } start
+//! 38..    postcard body
 //! ```
+//!
+//! The rules fingerprint ([`crate::RuleSet::fingerprint`]) ties each
+//! context to the rules it was made with: its tail length, head and
+//! replay spans depend on them, so it must never be restored under others.
 //!
 //! The checksum makes a damaged entry an error rather than a context that
 //! decodes into wrong values: a stream whose entry is damaged is reported
@@ -26,7 +31,15 @@ use crate::stream::StreamContext;
 pub const FORMAT_VERSION: u16 = 1;
 
 const MAGIC: &[u8; 4] = b"YFSC";
-const HEADER_LEN: usize = 30;
+const HEADER_LEN: usize = 38;
+
+/// The prefix of a rules fingerprint kept in each entry.
+pub type RulesTag = [u8; 8];
+
+/// The tag of a rule set's fingerprint.
+pub fn rules_tag(fingerprint: &[u8; 32]) -> RulesTag {
+    fingerprint[..8].try_into().expect("8 bytes")
+}
 
 /// What an entry's header says about its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,16 +48,20 @@ pub struct EntryHeader {
     pub bytes: u64,
     /// When the stream last received data, in milliseconds since the epoch.
     pub last_seen_ms: u64,
+    /// The rules the context was made with.
+    pub rules: RulesTag,
 }
 
-/// Appends the entry of `context` to `out`.
-pub fn encode(context: &StreamContext, out: &mut Vec<u8>) {
+/// Appends the entry of `context`, made with the rules tagged `rules`, to
+/// `out`.
+pub fn encode(context: &StreamContext, rules: RulesTag, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&[0; 8]);
     out.extend_from_slice(&context.stats.bytes.to_le_bytes());
     out.extend_from_slice(&context.stats.last_seen_ms.to_le_bytes());
+    out.extend_from_slice(&rules);
     // Writing into a Vec cannot fail, and every field serializes.
     let body = postcard::to_extend(context, Vec::new()).expect("a stream context serializes");
     out.extend_from_slice(&body);
@@ -76,12 +93,13 @@ pub fn header(entry: &[u8]) -> Result<EntryHeader, String> {
     Ok(EntryHeader {
         bytes: word(14),
         last_seen_ms: word(22),
+        rules: entry[30..38].try_into().expect("8 bytes"),
     })
 }
 
 /// Decodes the entry of `stream`, checking that it is whole and is that
-/// stream's.
-pub fn decode(stream: Uuid, entry: &[u8]) -> Result<StreamContext, String> {
+/// stream's; returns the context and the tag of its rules.
+pub fn decode(stream: Uuid, entry: &[u8]) -> Result<(StreamContext, RulesTag), String> {
     let header = header(entry)?;
     let context: StreamContext =
         postcard::from_bytes(&entry[HEADER_LEN..]).map_err(|e| format!("does not decode: {e}"))?;
@@ -91,7 +109,7 @@ pub fn decode(stream: Uuid, entry: &[u8]) -> Result<StreamContext, String> {
     if context.stats.bytes != header.bytes {
         return Err("header and body disagree on the offset".into());
     }
-    Ok(context)
+    Ok((context, header.rules))
 }
 
 fn checksum(bytes: &[u8]) -> [u8; 8] {
@@ -110,18 +128,21 @@ mod tests {
         context
     }
 
+    const TAG: RulesTag = *b"rulesTag";
+
     fn entry() -> Vec<u8> {
         let mut out = Vec::new();
-        encode(&sample(), &mut out);
+        encode(&sample(), TAG, &mut out);
         out
     }
 
     #[test]
     fn an_entry_decodes_to_the_same_context() {
         let decoded = decode(Uuid::from_u128(7), &entry()).unwrap();
-        assert_eq!(decoded, sample());
+        assert_eq!(decoded, (sample(), TAG));
         let header = header(&entry()).unwrap();
         assert_eq!(header.bytes, 11);
+        assert_eq!(header.rules, TAG);
         assert_eq!(header.last_seen_ms, sample().stats.last_seen_ms);
     }
 
@@ -140,7 +161,10 @@ mod tests {
         let good = entry();
         for len in 0..good.len() {
             let err = decode(Uuid::from_u128(7), &good[..len]).unwrap_err();
-            assert!(err.contains("truncated") || err.contains("checksum"), "{err}");
+            assert!(
+                err.contains("truncated") || err.contains("checksum"),
+                "{err}"
+            );
         }
     }
 

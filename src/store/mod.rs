@@ -23,10 +23,11 @@
 //! machine: its streams' *durable offsets*.
 //!
 //! A context is only meaningful with the rules it was made with (its tail
-//! length, head and replay spans depend on them). The store records the
-//! rules' [`RuleSet::fingerprint`]; opening it with other rules fails with
-//! [`StoreError::RulesChanged`] unless told to discard the stored streams.
-//! A damaged entry fails that stream alone ([`StoreError::Corrupt`]).
+//! length, head and replay spans depend on them): each entry carries a tag
+//! of the rules' [`crate::RuleSet::fingerprint`], and the engine refuses
+//! to start on a store that holds streams of other rules
+//! ([`StoreError::RulesChanged`]) unless told to discard them. A damaged
+//! entry fails that stream alone ([`StoreError::Corrupt`]).
 
 pub mod codec;
 
@@ -36,21 +37,21 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefiniti
 use uuid::Uuid;
 
 use crate::error::StoreError;
-use crate::rules::RuleSet;
 use crate::stream::StreamContext;
+pub use codec::{rules_tag, RulesTag};
 
 const CONTEXTS: TableDefinition<u128, &[u8]> = TableDefinition::new("contexts");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const RULES_KEY: &str = "rules_fingerprint";
 const FORMAT_KEY: &str = "format_version";
 
-/// What to do with stored streams made with other rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What to do, at start, with stored streams made with other rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnRulesChange {
-    /// Refuse to open the store ([`StoreError::RulesChanged`]).
+    /// Refuse to start ([`StoreError::RulesChanged`]).
     #[default]
     Refuse,
-    /// Drop the stored streams (their producers resend from offset 0).
+    /// Drop those streams (their producers resend them from offset 0).
     Discard,
 }
 
@@ -63,13 +64,17 @@ pub struct StoredEntry {
     pub bytes: u64,
     /// When it last received data, in milliseconds since the epoch.
     pub last_seen_ms: u64,
+    /// The rules it was made with.
+    pub rules: RulesTag,
 }
 
-/// What [`ContextStore::open`] found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OpenReport {
-    /// Streams dropped because they were made with other rules.
-    pub discarded: u64,
+/// What [`ContextStore::entries`] found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The stored streams whose entries are whole.
+    pub entries: Vec<StoredEntry>,
+    /// The streams whose entries are damaged, with why.
+    pub damaged: Vec<(Uuid, StoreError)>,
 }
 
 /// The on-disk store of stream contexts (see the module docs).
@@ -87,14 +92,10 @@ impl std::fmt::Debug for ContextStore {
 }
 
 impl ContextStore {
-    /// Opens (or creates) the store at `path` for contexts made with
-    /// `rules`, with a page cache of `cache_bytes`.
-    pub fn open(
-        path: &Path,
-        rules: &RuleSet,
-        on_change: OnRulesChange,
-        cache_bytes: usize,
-    ) -> Result<(ContextStore, OpenReport), StoreError> {
+    /// Opens (or creates) the store at `path`, with a page cache of
+    /// `cache_bytes`. Fails if another process has it open, or if it was
+    /// written in another entry format.
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<ContextStore, StoreError> {
         let db = redb::Builder::new()
             .set_cache_size(cache_bytes)
             .create(path)
@@ -106,8 +107,8 @@ impl ContextStore {
             db,
             path: path.to_path_buf(),
         };
-        let report = store.check_rules(rules, on_change)?;
-        Ok((store, report))
+        store.check_format()?;
+        Ok(store)
     }
 
     /// The file the store lives in.
@@ -115,53 +116,38 @@ impl ContextStore {
         &self.path
     }
 
-    /// Creates the tables, and checks (or records) the rules and format.
-    fn check_rules(
-        &self,
-        rules: &RuleSet,
-        on_change: OnRulesChange,
-    ) -> Result<OpenReport, StoreError> {
-        let current = rules.fingerprint();
+    /// Creates the tables, and checks (or records) the entry format.
+    fn check_format(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(failed)?;
-        let mut report = OpenReport::default();
         {
             let mut meta = txn.open_table(META).map_err(failed)?;
-            let mut contexts = txn.open_table(CONTEXTS).map_err(failed)?;
-            let format = meta.get(FORMAT_KEY).map_err(failed)?.map(|v| v.value().to_vec());
-            if let Some(format) = format {
-                if format != codec::FORMAT_VERSION.to_le_bytes() {
+            txn.open_table(CONTEXTS).map_err(failed)?;
+            let version = codec::FORMAT_VERSION.to_le_bytes();
+            let format = meta
+                .get(FORMAT_KEY)
+                .map_err(failed)?
+                .map(|v| v.value().to_vec());
+            match format {
+                Some(format) if format != version => {
                     return Err(StoreError::Version {
                         path: self.path.clone(),
                         found: format!("{format:?}"),
                         supported: codec::FORMAT_VERSION,
-                    });
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert(FORMAT_KEY, version.as_slice())
+                        .map_err(failed)?;
                 }
             }
-            let stored = meta.get(RULES_KEY).map_err(failed)?.map(|v| v.value().to_vec());
-            let held = contexts.len().map_err(failed)?;
-            if stored.as_deref().is_some_and(|s| s != current) && held > 0 {
-                if on_change == OnRulesChange::Refuse {
-                    return Err(StoreError::RulesChanged {
-                        path: self.path.clone(),
-                        streams: held,
-                        stored: hex(stored.as_deref().unwrap_or_default()),
-                        current: hex(&current),
-                    });
-                }
-                contexts.retain(|_, _| false).map_err(failed)?;
-                report.discarded = held;
-            }
-            meta.insert(RULES_KEY, current.as_slice()).map_err(failed)?;
-            let version = codec::FORMAT_VERSION.to_le_bytes();
-            meta.insert(FORMAT_KEY, version.as_slice()).map_err(failed)?;
         }
-        txn.commit().map_err(failed)?;
-        Ok(report)
+        txn.commit().map_err(failed)
     }
 
     /// Every stored stream, from the entries' headers, and the entries
     /// that are damaged (with why).
-    pub fn entries(&self) -> Result<(Vec<StoredEntry>, Vec<(Uuid, StoreError)>), StoreError> {
+    pub fn entries(&self) -> Result<Listing, StoreError> {
         let txn = self.db.begin_read().map_err(failed)?;
         let table = txn.open_table(CONTEXTS).map_err(failed)?;
         let (mut good, mut bad) = (Vec::new(), Vec::new());
@@ -173,45 +159,53 @@ impl ContextStore {
                     stream,
                     bytes: header.bytes,
                     last_seen_ms: header.last_seen_ms,
+                    rules: header.rules,
                 }),
                 Err(reason) => bad.push((stream, StoreError::Corrupt { stream, reason })),
             }
         }
-        Ok((good, bad))
+        Ok(Listing {
+            entries: good,
+            damaged: bad,
+        })
     }
 
-    /// Writes `contexts` (replacing their earlier entries) and removes the
-    /// entries of `removed`, in one durable transaction. Returns the bytes
-    /// of the entries written.
+    /// Writes `contexts`, made with the rules tagged `rules` (replacing
+    /// their earlier entries), and removes the entries of `removed`, in one
+    /// durable transaction. Returns the bytes of the entries written.
     pub fn write<'a>(
         &self,
         contexts: impl IntoIterator<Item = &'a StreamContext>,
+        rules: RulesTag,
         removed: &[Uuid],
     ) -> Result<u64, StoreError> {
         let txn = self.db.begin_write().map_err(failed)?;
         let mut written = 0;
         {
             let mut table = txn.open_table(CONTEXTS).map_err(failed)?;
+            // Removals first: a stream closed and opened again since the
+            // last write is removed, then written anew.
+            for stream in removed {
+                table.remove(stream.as_u128()).map_err(failed)?;
+            }
             let mut entry = Vec::new();
             for context in contexts {
                 entry.clear();
-                codec::encode(context, &mut entry);
+                codec::encode(context, rules, &mut entry);
                 written += entry.len() as u64;
                 table
                     .insert(context.id.as_u128(), entry.as_slice())
                     .map_err(failed)?;
-            }
-            for stream in removed {
-                table.remove(stream.as_u128()).map_err(failed)?;
             }
         }
         txn.commit().map_err(failed)?;
         Ok(written)
     }
 
-    /// The stored context of `stream`, if there is one. The entry stays
-    /// (it is the stream's durable state until a newer one is written).
-    pub fn read(&self, stream: Uuid) -> Result<Option<StreamContext>, StoreError> {
+    /// The stored context of `stream` and the tag of its rules, if there is
+    /// one. The entry stays (it is the stream's durable state until a newer
+    /// one is written).
+    pub fn read(&self, stream: Uuid) -> Result<Option<(StreamContext, RulesTag)>, StoreError> {
         let txn = self.db.begin_read().map_err(failed)?;
         let table = txn.open_table(CONTEXTS).map_err(failed)?;
         let Some(value) = table.get(stream.as_u128()).map_err(failed)? else {
@@ -254,8 +248,4 @@ impl ContextStore {
 /// A failed store operation.
 fn failed(error: impl Into<redb::Error>) -> StoreError {
     StoreError::Io(error.into().to_string())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }

@@ -1,0 +1,309 @@
+//! Residency: which of a shard's streams live in memory, which only in the
+//! stream store, and the work that moves them.
+//!
+//! With a store ([`crate::store`]), a shard's open streams are either
+//! *resident* (their context in a scanner) or *stored* (their context only
+//! on disk, indexed here by id with its offset and last-seen time: about
+//! 60 bytes each in memory). [`Residency`] moves them:
+//!
+//! * **Eviction.** When the current rules' scanner holds more contexts, or
+//!   more context bytes, than the shard's share of the bounds, the least
+//!   recently fed contexts are written to the store in one transaction and
+//!   dropped from memory, down to 90% of the bound (so that eviction runs
+//!   now and then, in bulk, not at every new stream). Finding them sorts
+//!   the resident streams by last-seen time: `O(n log n)` per eviction
+//!   round, which the 10% of slack amortises.
+//! * **Restore.** A chunk, query, close or reset for a stored stream reads
+//!   its context back into the scanner of the rules it was made with,
+//!   first. Its entry stays in the store: it is the stream's durable state
+//!   until a newer one is written.
+//! * **Checkpoints.** Every context of the current rules that changed since
+//!   it was last written is written, in one transaction, after a search of
+//!   the buffered bytes (a context is only complete once its bytes are
+//!   searched). The offset each stream had then is its *durable offset*.
+//! * **Removal.** Entries of closed streams are deleted with the next
+//!   write.
+//!
+//! Trade-offs: only the current rules' streams are evicted and
+//! checkpointed; after a rule reload, streams still on the older rules stay
+//! resident until they close (and a shutdown closes them). Every write is
+//! durable (an fsync), so eviction and checkpoints are batched rather than
+//! per stream. The bounds are checked at each shard tick (20 ms by
+//! default), so a burst of new streams can overshoot them until then.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use foldhash::fast::RandomState;
+use uuid::Uuid;
+
+use crate::config::StoreConfig;
+use crate::error::{EngineError, StoreError};
+use crate::metrics::ResidencyMetrics;
+use crate::scanner::MultiStreamScanner;
+use crate::store::{rules_tag, ContextStore, RulesTag, StoredEntry};
+
+/// What a checkpoint wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    /// Contexts written.
+    pub streams: usize,
+    /// Bytes of the entries written.
+    pub bytes: u64,
+}
+
+/// The stored streams of one shard and its share of the bounds.
+pub(crate) struct Residency {
+    store: Arc<ContextStore>,
+    max_streams: usize,
+    max_bytes: usize,
+    checkpoint_every: Option<Duration>,
+    last_checkpoint: Instant,
+    /// Streams whose context is in the store only.
+    stored: HashMap<Uuid, StoredEntry, RandomState>,
+    /// Stored streams per rules, so that their rules are kept loaded.
+    stored_per_rules: HashMap<RulesTag, usize>,
+    /// Streams closed since the last write that have an entry to delete.
+    removals: Vec<Uuid>,
+    metrics: ResidencyMetrics,
+}
+
+impl Residency {
+    /// The residency of shard `index` of `shards`, holding the `stored`
+    /// streams found in the store at start.
+    pub fn new(
+        store: Arc<ContextStore>,
+        config: &StoreConfig,
+        shards: usize,
+        index: usize,
+        stored: Vec<StoredEntry>,
+    ) -> Residency {
+        let mut residency = Residency {
+            store,
+            max_streams: (config.max_resident_streams / shards).max(1),
+            max_bytes: (config.max_resident_bytes / shards).max(1),
+            checkpoint_every: config.checkpoint_interval,
+            last_checkpoint: Instant::now(),
+            stored: HashMap::default(),
+            stored_per_rules: HashMap::new(),
+            removals: Vec::new(),
+            metrics: ResidencyMetrics::new(index),
+        };
+        for entry in stored {
+            residency.insert(entry);
+        }
+        residency.metrics.stored.set(residency.stored.len() as f64);
+        residency
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<ContextStore> {
+        &self.store
+    }
+
+    fn insert(&mut self, entry: StoredEntry) {
+        if self.stored.insert(entry.stream, entry).is_none() {
+            *self.stored_per_rules.entry(entry.rules).or_default() += 1;
+        }
+    }
+
+    fn take(&mut self, stream: &Uuid) -> Option<StoredEntry> {
+        let entry = self.stored.remove(stream)?;
+        if let Some(count) = self.stored_per_rules.get_mut(&entry.rules) {
+            *count -= 1;
+            if *count == 0 {
+                self.stored_per_rules.remove(&entry.rules);
+            }
+        }
+        Some(entry)
+    }
+
+    /// The entry of a stored (not resident) stream.
+    pub fn stored(&self, stream: &Uuid) -> Option<&StoredEntry> {
+        self.stored.get(stream)
+    }
+
+    /// Ids of the stored streams.
+    pub fn stored_streams(&self) -> impl Iterator<Item = &Uuid> {
+        self.stored.keys()
+    }
+
+    /// Stored streams last fed before `cutoff_ms`.
+    pub fn stored_idle(&self, cutoff_ms: u64) -> Vec<Uuid> {
+        self.stored
+            .values()
+            .filter(|e| e.last_seen_ms < cutoff_ms)
+            .map(|e| e.stream)
+            .collect()
+    }
+
+    /// Streams stored now.
+    pub fn stored_count(&self) -> usize {
+        self.stored.len()
+    }
+
+    /// Whether stored streams were made with these rules (which must then
+    /// stay loaded).
+    pub fn holds_rules(&self, tag: &RulesTag) -> bool {
+        self.stored_per_rules.contains_key(tag)
+    }
+
+    /// The rules a stored stream was made with, if it is stored.
+    pub fn rules_of(&self, stream: &Uuid) -> Option<RulesTag> {
+        self.stored.get(stream).map(|e| e.rules)
+    }
+
+    /// Reads a stored stream back into `scanner` (which must use the rules
+    /// it was made with). A damaged entry is dropped, and reported.
+    pub fn restore(
+        &mut self,
+        scanner: &mut MultiStreamScanner<'_>,
+        stream: Uuid,
+    ) -> Result<(), EngineError> {
+        let Some(entry) = self.stored.get(&stream).copied() else {
+            return Ok(());
+        };
+        let read = match self.store.read(stream) {
+            Ok(Some((context, _))) => Ok(context),
+            Ok(None) => Err(StoreError::Corrupt {
+                stream,
+                reason: "the entry is missing from the store".into(),
+            }),
+            Err(error) => Err(error),
+        };
+        let mut context = match read {
+            Ok(context) => context,
+            Err(error @ StoreError::Corrupt { .. }) => {
+                self.take(&stream);
+                self.removals.push(stream);
+                self.metrics.stored.set(self.stored.len() as f64);
+                return Err(error.into());
+            }
+            Err(error) => return Err(error.into()),
+        };
+        context.durable_bytes = Some(entry.bytes);
+        scanner.restore_stream(context)?;
+        self.take(&stream);
+        self.metrics.restores.increment(1);
+        self.metrics.stored.set(self.stored.len() as f64);
+        Ok(())
+    }
+
+    /// A stream closed (or dropped): its entry, if it has one, goes with
+    /// the next write. `durable` says whether its resident context was
+    /// written.
+    pub fn forget(&mut self, stream: &Uuid, durable: bool) {
+        if self.take(stream).is_some() || durable {
+            self.removals.push(*stream);
+        }
+        self.metrics.stored.set(self.stored.len() as f64);
+    }
+
+    /// Evicts the least recently fed streams of `scanner` while it is over
+    /// the bounds; how many were evicted. On error nothing is evicted.
+    pub fn enforce_bounds(
+        &mut self,
+        scanner: &mut MultiStreamScanner<'_>,
+    ) -> Result<usize, EngineError> {
+        let chosen = self.eviction_candidates(scanner);
+        if chosen.is_empty() {
+            return Ok(0);
+        }
+        let tag = rules_tag(&scanner.rules().fingerprint());
+        let contexts = scanner.evict_streams(&chosen)?;
+        if let Err(error) = self.store.write(&contexts, tag, &self.removals) {
+            for context in contexts {
+                // Back where they were: nothing is lost, the bound waits.
+                let _ = scanner.restore_stream(context);
+            }
+            return Err(error.into());
+        }
+        self.removals.clear();
+        for context in &contexts {
+            self.insert(StoredEntry {
+                stream: context.id,
+                bytes: context.stats.bytes,
+                last_seen_ms: context.stats.last_seen_ms,
+                rules: tag,
+            });
+        }
+        self.metrics.evictions.increment(contexts.len() as u64);
+        self.metrics.stored.set(self.stored.len() as f64);
+        self.metrics.store_bytes.set(self.store.file_bytes() as f64);
+        Ok(contexts.len())
+    }
+
+    /// The streams to evict to get 10% under both bounds, oldest first.
+    fn eviction_candidates(&self, scanner: &MultiStreamScanner<'_>) -> Vec<Uuid> {
+        let (mut count, mut bytes) = (scanner.stats().open_streams, scanner.context_bytes());
+        if count <= self.max_streams && bytes <= self.max_bytes {
+            return Vec::new();
+        }
+        let (count_goal, bytes_goal) = (self.max_streams / 10 * 9, self.max_bytes / 10 * 9);
+        let mut by_age: Vec<(u64, Uuid, usize)> = scanner
+            .stream_contexts()
+            .map(|c| (c.stats.last_seen_ms, c.id, c.memory_bytes()))
+            .collect();
+        by_age.sort_unstable_by_key(|&(seen, _, _)| seen);
+        let mut chosen = Vec::new();
+        for (_, stream, size) in by_age {
+            if count <= count_goal && bytes <= bytes_goal {
+                break;
+            }
+            chosen.push(stream);
+            count -= 1;
+            bytes = bytes.saturating_sub(size);
+        }
+        chosen
+    }
+
+    /// Deletes the entries of the streams closed since the last write, if
+    /// any (done at each tick: a closed stream must not come back after a
+    /// crash).
+    pub fn write_removals(&mut self) -> Result<(), EngineError> {
+        if self.removals.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .write(std::iter::empty(), [0; 8], &self.removals)?;
+        self.removals.clear();
+        Ok(())
+    }
+
+    /// Whether a periodic checkpoint is due.
+    pub fn checkpoint_due(&self) -> bool {
+        self.checkpoint_every
+            .is_some_and(|every| self.last_checkpoint.elapsed() >= every)
+    }
+
+    /// Writes every context of `scanner` that changed since it was last
+    /// written (searching the buffered bytes first), and deletes the
+    /// entries of closed streams, in one durable transaction.
+    pub fn checkpoint(
+        &mut self,
+        scanner: &mut MultiStreamScanner<'_>,
+    ) -> Result<Checkpoint, EngineError> {
+        let started = Instant::now();
+        self.last_checkpoint = started;
+        scanner.flush()?;
+        let tag = rules_tag(&scanner.rules().fingerprint());
+        let changed = scanner
+            .stream_contexts()
+            .filter(|c| c.durable_bytes != Some(c.stats.bytes));
+        let streams = scanner
+            .stream_contexts()
+            .filter(|c| c.durable_bytes != Some(c.stats.bytes))
+            .count();
+        let bytes = self.store.write(changed, tag, &self.removals)?;
+        self.removals.clear();
+        for context in scanner.stream_contexts_mut() {
+            context.durable_bytes = Some(context.stats.bytes);
+        }
+        self.metrics
+            .checkpoint
+            .record(started.elapsed().as_secs_f64());
+        self.metrics.store_bytes.set(self.store.file_bytes() as f64);
+        Ok(Checkpoint { streams, bytes })
+    }
+}

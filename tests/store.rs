@@ -1,0 +1,346 @@
+//! The stream store: eviction past the resident bounds, checkpoints and
+//! restarts, idle timeouts, rules that changed, damaged entries. Verdicts
+//! must equal whole-buffer scans whether a stream stayed in memory, was
+//! evicted and restored any number of times, or crossed a restart.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{compile, ours, reference};
+use proptest::prelude::*;
+use yaraflow::store::{ContextStore, OnRulesChange};
+use yaraflow::{
+    BlockingHandle, Engine, EngineConfig, EngineError, RuleSet, StoreConfig, StoreError, Uuid,
+};
+
+/// Context-sensitive, anchored and counting rules: a context restored
+/// wrong (tail, head, spans, counters) changes their verdicts.
+const RULES: &str = r#"
+rule word { strings: $a = "abc" fullword condition: $a }
+rule starts { strings: $a = /^ab/ condition: $a }
+rule ends { strings: $a = /ca$/ condition: $a }
+rule at_two { strings: $a = "ba" condition: $a at 2 }
+rule many { strings: $a = "cab" condition: #a >= 3 }
+rule spans { strings: $a = /b[a-c]{2,6}c/ condition: $a }
+rule both { strings: $a = "aab" $b = "bba" condition: $a and @b[1] > @a[1] }
+"#;
+
+fn store_config(path: &Path, max_resident_streams: usize) -> StoreConfig {
+    StoreConfig {
+        path: path.to_path_buf(),
+        max_resident_streams,
+        ..StoreConfig::default()
+    }
+}
+
+fn start(path: &Path, max_resident_streams: usize, shards: usize) -> Result<Engine, EngineError> {
+    let config = EngineConfig {
+        shards,
+        store: Some(store_config(path, max_resident_streams)),
+        tick: Duration::from_millis(1),
+        ..EngineConfig::default()
+    };
+    Engine::start(compile(RULES), config)
+}
+
+/// Closes every stream and checks each verdict against a whole-buffer scan.
+fn assert_verdicts(handle: &BlockingHandle, rules: &RuleSet, streams: &[(Uuid, Vec<u8>)]) {
+    let ids: Vec<Uuid> = streams.iter().map(|(id, _)| *id).collect();
+    let closed = handle.close_streams(&ids);
+    for ((id, data), result) in streams.iter().zip(closed) {
+        let results = result.unwrap().unwrap_or_else(|| panic!("{id} is open"));
+        assert_eq!(results.stats.bytes, data.len() as u64);
+        assert_eq!(
+            ours(rules, &results),
+            reference(rules, data),
+            "stream {id}: \"{}\"",
+            data.escape_ascii()
+        );
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    streams: Vec<Vec<u8>>,
+    chunk: usize,
+    /// Ask for a checkpoint (and so an eviction round) every this many
+    /// chunks.
+    checkpoint_every: usize,
+    /// Restart the engine after this many chunks (0: never).
+    restart_after: usize,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    let data = proptest::collection::vec(proptest::sample::select(b"abc \n".to_vec()), 0..120);
+    (
+        proptest::collection::vec(data, 1..8),
+        1usize..9,
+        1usize..6,
+        prop_oneof![Just(0usize), 1usize..40],
+    )
+        .prop_map(|(streams, chunk, checkpoint_every, restart_after)| Case {
+            streams,
+            chunk,
+            checkpoint_every,
+            restart_after,
+        })
+}
+
+/// Feeds the case's streams round-robin through an engine that may hold one
+/// context per shard in memory, with checkpoints (evicting all but one) and
+/// maybe a restart on the way.
+fn run(case: &Case) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("streams.redb");
+    let rules = compile(RULES);
+    let mut engine = start(&path, 2, 2).unwrap();
+    let streams: Vec<(Uuid, Vec<u8>)> = case
+        .streams
+        .iter()
+        .map(|data| (Uuid::new_v4(), data.clone()))
+        .collect();
+    for (id, _) in &streams {
+        engine
+            .handle()
+            .blocking()
+            .scan_chunk(*id, Vec::new())
+            .unwrap();
+    }
+    let (mut step, mut offset) = (0usize, 0);
+    while streams.iter().any(|(_, data)| offset < data.len()) {
+        for (id, data) in &streams {
+            let end = (offset + case.chunk).min(data.len());
+            if offset >= end {
+                continue;
+            }
+            let handle = engine.handle().blocking();
+            handle.scan_chunk(*id, data[offset..end].to_vec()).unwrap();
+            step += 1;
+            if step.is_multiple_of(case.checkpoint_every) {
+                handle.checkpoint().unwrap();
+            }
+            if step == case.restart_after {
+                let report = engine.shutdown().unwrap();
+                prop_assert!(report.results.is_empty() && report.failed.is_empty());
+                engine = start(&path, 2, 2).unwrap();
+            }
+        }
+        offset += case.chunk;
+    }
+    let handle = engine.handle().blocking();
+    assert_verdicts(&handle, &rules, &streams);
+    prop_assert!(handle.active_streams().unwrap().is_empty());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64).min(128),
+        ..ProptestConfig::default()
+    })]
+
+    /// The differential property with a tiny resident bound: the contract
+    /// holds whatever was evicted, restored or carried across a restart.
+    #[test]
+    fn evicted_and_restored_streams_match_whole_buffer_scans(case in case()) {
+        run(&case)?;
+    }
+}
+
+#[test]
+fn eviction_keeps_the_bound_and_restores_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("streams.redb");
+    let rules = compile(RULES);
+    let engine = start(&path, 10, 1).unwrap();
+    let handle = engine.handle().blocking();
+    let streams: Vec<(Uuid, Vec<u8>)> = (0..100)
+        .map(|i| {
+            (
+                Uuid::new_v4(),
+                format!("ab cab cab {i} cab abc ca").into_bytes(),
+            )
+        })
+        .collect();
+    for (id, data) in &streams {
+        handle.scan_chunk(*id, data[..7].to_vec()).unwrap();
+    }
+    handle.checkpoint().unwrap();
+    let stats = handle.stats().unwrap();
+    let stored = stats.shards[0].stored_streams;
+    assert!(
+        stored >= 90,
+        "{stored} of 100 streams stored with a bound of 10"
+    );
+    assert_eq!(stats.open_streams(), 100);
+    assert_eq!(handle.active_streams().unwrap().len(), 100);
+    // A stored stream's offsets come from the store, without a restore.
+    let offsets = handle.stream_offsets(streams[0].0).unwrap().unwrap();
+    assert_eq!((offsets.offset, offsets.durable_offset), (7, Some(7)));
+    for (id, data) in &streams {
+        handle.scan_chunk(*id, data[7..].to_vec()).unwrap();
+    }
+    assert_verdicts(&handle, &rules, &streams);
+    engine.shutdown().unwrap();
+    let store = ContextStore::open(&path, 1 << 20).unwrap();
+    assert_eq!(store.len().unwrap(), 0, "closed streams leave no entry");
+}
+
+#[test]
+fn a_restart_resumes_every_stream_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("streams.redb");
+    let rules = compile(RULES);
+    let streams: Vec<(Uuid, Vec<u8>)> = (0..50)
+        .map(|i| {
+            (
+                Uuid::new_v4(),
+                format!("ab{i} cab cab abc cab ca").into_bytes(),
+            )
+        })
+        .collect();
+    let engine = start(&path, 1_000, 2).unwrap();
+    let handle = engine.handle().blocking();
+    for (id, data) in &streams {
+        handle.scan_chunk(*id, data[..9].to_vec()).unwrap();
+    }
+    let offsets = handle.stream_offsets(streams[0].0).unwrap().unwrap();
+    assert_eq!((offsets.offset, offsets.durable_offset), (9, None));
+    let report = engine.shutdown().unwrap();
+    assert_eq!((report.kept, report.results.len()), (50, 0));
+
+    let engine = start(&path, 1_000, 3).unwrap(); // another shard count
+    let handle = engine.handle().blocking();
+    assert_eq!(handle.active_streams().unwrap().len(), 50);
+    for (id, data) in &streams {
+        let offsets = handle.stream_offsets(*id).unwrap().unwrap();
+        assert_eq!((offsets.offset, offsets.durable_offset), (9, Some(9)));
+        handle.scan_chunk(*id, data[9..].to_vec()).unwrap();
+    }
+    assert_verdicts(&handle, &rules, &streams);
+}
+
+#[test]
+fn other_rules_are_refused_unless_told_to_discard() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("streams.redb");
+    let engine = start(&path, 1_000, 1).unwrap();
+    let stream = Uuid::new_v4();
+    engine
+        .handle()
+        .blocking()
+        .scan_chunk(stream, &b"abc"[..])
+        .unwrap();
+    assert_eq!(engine.shutdown().unwrap().kept, 1);
+
+    let other = compile(r#"rule other { strings: $a = "zz" condition: $a }"#);
+    let config = |on_rules_change| EngineConfig {
+        shards: 1,
+        store: Some(StoreConfig {
+            on_rules_change,
+            ..store_config(&path, 1_000)
+        }),
+        ..EngineConfig::default()
+    };
+    let refused = Engine::start(
+        compile(r#"rule other { strings: $a = "zz" condition: $a }"#),
+        config(OnRulesChange::Refuse),
+    );
+    match refused {
+        Err(EngineError::Store(StoreError::RulesChanged { streams: 1, .. })) => {}
+        other => panic!("expected RulesChanged, got {:?}", other.map(|_| ())),
+    }
+    let message = StoreError::RulesChanged {
+        path: path.clone(),
+        streams: 1,
+    }
+    .to_string();
+    assert!(message.contains("--discard-stored-streams"), "{message}");
+    let engine = Engine::start(other, config(OnRulesChange::Discard)).unwrap();
+    let handle = engine.handle().blocking();
+    assert!(handle.active_streams().unwrap().is_empty());
+    assert_eq!(handle.stream_offsets(stream).unwrap(), None);
+}
+
+#[test]
+fn a_damaged_entry_fails_its_stream_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("streams.redb");
+    let rules = compile(RULES);
+    let (damaged, truncated, good) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let engine = start(&path, 1_000, 2).unwrap();
+    let handle = engine.handle().blocking();
+    for id in [damaged, truncated, good] {
+        handle.scan_chunk(id, &b"ab cab "[..]).unwrap();
+    }
+    assert_eq!(engine.shutdown().unwrap().kept, 3);
+    {
+        let store = ContextStore::open(&path, 1 << 20).unwrap();
+        store
+            .write_raw(
+                damaged,
+                b"YFSC\x01\x00garbage that is long enough to have a header",
+            )
+            .unwrap();
+        store.write_raw(truncated, b"YFSC\x01").unwrap();
+    }
+    let engine = start(&path, 1_000, 2).unwrap();
+    let handle = engine.handle().blocking();
+    for id in [damaged, truncated] {
+        let error = handle.close_stream(id).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("stored context of stream {id} is damaged")),
+            "{error}"
+        );
+        // Acknowledged: the stream is gone and opens anew.
+        assert_eq!(handle.stream_offsets(id).unwrap(), None);
+    }
+    handle.scan_chunk(good, &b"cab abc ca"[..]).unwrap();
+    assert_verdicts(&handle, &rules, &[(good, b"ab cab cab abc ca".to_vec())]);
+}
+
+#[test]
+fn idle_streams_close_with_their_final_verdict_as_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("streams.redb");
+    let rules = compile(RULES);
+    let config = EngineConfig {
+        shards: 2,
+        store: Some(store_config(&path, 2)),
+        idle_timeout: Some(Duration::from_millis(300)),
+        tick: Duration::from_millis(5),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(compile(RULES), config).unwrap();
+    let handle = engine.handle().blocking();
+    let closes = handle.subscribe_closes();
+    let streams: Vec<(Uuid, Vec<u8>)> = (0..20)
+        .map(|i| (Uuid::new_v4(), format!("ab cab {i} cab cab").into_bytes()))
+        .collect();
+    for (id, data) in &streams {
+        handle.scan_chunk(*id, data.clone()).unwrap();
+    }
+    handle.checkpoint().unwrap(); // most of them are stored now
+    let mut seen = std::collections::HashMap::new();
+    while seen.len() < streams.len() {
+        let event = closes.recv_blocking().expect("a closed stream");
+        assert_eq!(event.reason, yaraflow::engine::CloseReason::IdleTimeout);
+        seen.insert(event.results.stream, event.results);
+    }
+    for (id, data) in &streams {
+        assert_eq!(ours(&rules, &seen[id]), reference(&rules, data));
+    }
+    assert!(handle.active_streams().unwrap().is_empty());
+    let stats = handle.stats().unwrap();
+    assert_eq!(stats.open_streams(), 0);
+    handle.checkpoint().unwrap(); // a write barrier: pending deletions are done
+    drop(engine);
+    let store = ContextStore::open(&path, 1 << 20).unwrap();
+    assert_eq!(
+        store.len().unwrap(),
+        0,
+        "idle-closed streams leave no entry"
+    );
+}
