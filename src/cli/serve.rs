@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use yaraflow::service::{Service, ServiceConfig};
-use yaraflow::EngineConfig;
+use yaraflow::store::OnRulesChange;
+use yaraflow::{EngineConfig, StoreConfig};
 
 /// Arguments of `yaraflow serve`.
 #[derive(Debug, clap::Args)]
@@ -40,6 +41,31 @@ pub struct ServeArgs {
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 16 << 20)]
     max_body_bytes: usize,
+    /// Keep stream contexts in this store file (created if missing): idle
+    /// streams past the resident bounds go to disk, a shutdown keeps every
+    /// open stream there, and the next start resumes them.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// With --store: most stream contexts held in memory, over all shards.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_resident_streams: usize,
+    /// With --store: most bytes of stream contexts held in memory, over all
+    /// shards (e.g. 512MiB, 1GiB).
+    #[arg(long, default_value = "1GiB")]
+    max_resident_bytes: bytesize::ByteSize,
+    /// With --store: also write the streams that changed this often (e.g.
+    /// 1s, 500ms), so that a crash loses at most that much; each stream's
+    /// durable offset is at `GET /v1/streams/{id}/offset`.
+    #[arg(long)]
+    checkpoint_interval: Option<humantime::Duration>,
+    /// With --store: drop stored streams scanned with other rules instead
+    /// of refusing to start (their producers resend them from offset 0).
+    #[arg(long)]
+    discard_stored_streams: bool,
+    /// Close streams that received nothing for this long (e.g. 5m), with
+    /// their final verdicts sent to `GET /v1/events/closed`.
+    #[arg(long)]
+    idle_timeout: Option<humantime::Duration>,
     #[command(flatten)]
     rule_args: super::RuleArgs,
 }
@@ -60,6 +86,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     engine.scanner.max_pattern_len = args.rule_args.max_pattern_len;
     engine.rule_metrics |= args.rule_metrics;
+    apply_store_args(&args, &mut engine)?;
     let token = super::read_token(args.token_file.as_deref())?;
     let rules = super::load_rules(&args.rules, &args.rule_args)?;
     let config = ServiceConfig {
@@ -80,12 +107,37 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     let report = service.wait()?;
     eprintln!(
-        "stopped: {} streams closed, {} without a verdict",
+        "stopped: {} streams closed, {} without a verdict, {} kept in the store",
         report.results.len(),
-        report.failed.len()
+        report.failed.len(),
+        report.kept
     );
     for results in &report.results {
         println!("{}", serde_json::to_string(results)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store and idle-timeout flags, over what `--config` said.
+fn apply_store_args(args: &ServeArgs, engine: &mut EngineConfig) -> anyhow::Result<()> {
+    if let Some(timeout) = args.idle_timeout {
+        engine.idle_timeout = Some(timeout.into());
+    }
+    let Some(path) = &args.store else {
+        if args.checkpoint_interval.is_some() || args.discard_stored_streams {
+            anyhow::bail!("--checkpoint-interval and --discard-stored-streams need --store PATH");
+        }
+        return Ok(());
+    };
+    let store = engine.store.get_or_insert_with(StoreConfig::default);
+    store.path = path.clone();
+    store.max_resident_streams = args.max_resident_streams;
+    store.max_resident_bytes = usize::try_from(args.max_resident_bytes.as_u64())?;
+    if let Some(interval) = args.checkpoint_interval {
+        store.checkpoint_interval = Some(interval.into());
+    }
+    if args.discard_stored_streams {
+        store.on_rules_change = OnRulesChange::Discard;
+    }
+    Ok(())
 }

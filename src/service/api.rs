@@ -43,8 +43,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/v1/streams/{stream}/chunks", web::post().to(append_chunk))
         .route("/v1/streams/{stream}/lines", web::post().to(append_lines))
         .route("/v1/streams/{stream}/reset", web::post().to(reset_stream))
+        .route("/v1/streams/{stream}/offset", web::get().to(stream_offset))
+        .route("/v1/checkpoint", web::post().to(checkpoint))
         .route("/v1/chunks", web::post().to(append_frames))
         .route("/v1/events", web::get().to(super::events::events))
+        .route("/v1/events/closed", web::get().to(super::events::closed))
         .route("/v1/rules/reload", web::post().to(reload_rules));
 }
 
@@ -163,6 +166,22 @@ async fn reset_stream(state: State, path: web::Path<String>) -> Result<HttpRespo
     let stream = stream_id(&path)?;
     state.engine.reset_stream(stream).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+async fn stream_offset(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let stream = stream_id(&path)?;
+    let offsets = state.engine.stream_offsets(stream).await?;
+    let offsets = offsets.ok_or_else(|| unknown(stream))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "stream": stream,
+        "offset": offsets.offset,
+        "durable_offset": offsets.durable_offset,
+    })))
+}
+
+async fn checkpoint(state: State) -> Result<HttpResponse, ApiError> {
+    let written = state.engine.checkpoint().await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "written_streams": written })))
 }
 
 /// Paging of `GET /v1/streams`.
