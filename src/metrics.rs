@@ -131,6 +131,20 @@ pub const ALL: &[(&str, &str, &str)] = &[
         "Match events dropped (subscriber full)",
     ),
     (RULE_RELOADS, "counter", "Rule reloads"),
+    (IDLE_CLOSES, "counter", "Streams closed by the idle timeout"),
+    (EVICTIONS, "counter", "Stream contexts evicted to the store"),
+    (
+        RESTORES,
+        "counter",
+        "Stream contexts read back from the store",
+    ),
+    (
+        STORED_STREAMS,
+        "gauge",
+        "Open streams held in the store only",
+    ),
+    (STORE_BYTES, "gauge", "Size of the stream store's file"),
+    (CHECKPOINT_TIME, "histogram", "Time a checkpoint takes"),
     (
         HTTP_REQUESTS,
         "counter",
@@ -229,6 +243,10 @@ impl ShardMetrics {
         // Series that count rare things exist from the start, at 0, so
         // that `rate()` and `increase()` (dashboards, alerts) see them.
         let _ = counter!(OVERLOAD_REJECTIONS, &label());
+        // The store's series too (0 without a store), so that its panels
+        // show 0 rather than no data.
+        let residency = ResidencyMetrics::new(index);
+        residency.stored.set(0.0);
         for kind in SCAN_ERROR_KINDS {
             let _ = counter!(SCAN_ERRORS, "shard" => metrics.shard.clone(), "kind" => *kind);
         }
