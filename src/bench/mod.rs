@@ -12,6 +12,7 @@
 //! criterion benchmarks and tests use the same workload.
 
 pub mod contenders;
+pub mod store;
 pub mod workload;
 
 use rand::rngs::StdRng;

@@ -7,6 +7,7 @@
 //! running service.
 
 mod bench;
+mod bench_store;
 mod check;
 mod loadtest;
 mod pcap;
@@ -34,6 +35,9 @@ enum Command {
     Check(check::CheckArgs),
     /// Measure memory, open time and throughput against plain YARA-X.
     Bench(bench::BenchArgs),
+    /// Measure the stream store: streams held under a resident bound,
+    /// restore cost, checkpoint, shutdown and restart times.
+    BenchStore(bench_store::BenchStoreArgs),
     /// Scan the TCP flows of pcap/pcapng captures, one JSON line per direction.
     Pcap(pcap::PcapArgs),
     /// Drive a running `yaraflow serve` on loopback with concurrent streams.
@@ -95,6 +99,7 @@ pub fn run() -> ExitCode {
         Command::Scan(args) => scan::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchStore(args) => bench_store::run(args),
         Command::Pcap(args) => pcap::run(args),
         Command::Loadtest(args) => loadtest::run(args),
         Command::Serve(args) => serve::run(args),

@@ -212,7 +212,11 @@ impl Residency {
         }
         let tag = rules_tag(&scanner.rules().fingerprint());
         let contexts = scanner.evict_streams(&chosen)?;
-        if let Err(error) = self.store.write(&contexts, tag, &self.removals) {
+        // A context unchanged since it was written is in the store already.
+        let changed = contexts
+            .iter()
+            .filter(|c| c.durable_bytes != Some(c.stats.bytes));
+        if let Err(error) = self.store.write(changed, tag, &self.removals) {
             for context in contexts {
                 // Back where they were: nothing is lost, the bound waits.
                 let _ = scanner.restore_stream(context);
@@ -234,12 +238,18 @@ impl Residency {
         Ok(contexts.len())
     }
 
+    /// Whether `scanner` holds more than the bounds allow (cheap: for a
+    /// check after every message).
+    pub fn over_bounds(&self, scanner: &MultiStreamScanner<'_>) -> bool {
+        scanner.stats().open_streams > self.max_streams || scanner.context_bytes() > self.max_bytes
+    }
+
     /// The streams to evict to get 10% under both bounds, oldest first.
     fn eviction_candidates(&self, scanner: &MultiStreamScanner<'_>) -> Vec<Uuid> {
-        let (mut count, mut bytes) = (scanner.stats().open_streams, scanner.context_bytes());
-        if count <= self.max_streams && bytes <= self.max_bytes {
+        if !self.over_bounds(scanner) {
             return Vec::new();
         }
+        let (mut count, mut bytes) = (scanner.stats().open_streams, scanner.context_bytes());
         let (count_goal, bytes_goal) = (self.max_streams / 10 * 9, self.max_bytes / 10 * 9);
         let mut by_age: Vec<(u64, Uuid, usize)> = scanner
             .stream_contexts()

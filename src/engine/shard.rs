@@ -800,6 +800,26 @@ impl ShardActor {
         }
     }
 
+    /// After data arrived: evicts at once if the current rules' scanner is
+    /// over the resident bounds (the tick would, but a fast producer can
+    /// open many streams between two ticks).
+    fn enforce_bounds_if_over(&mut self) {
+        let (Some(generations), Some(residency)) =
+            (self.generations.as_mut(), self.residency.as_mut())
+        else {
+            return;
+        };
+        let generation = generations.current();
+        if !generation.with(|scanner| residency.over_bounds(scanner)) {
+            return;
+        }
+        if let Err(error) = generation.with(|scanner| residency.enforce_bounds(scanner)) {
+            self.metrics.error("store");
+            self.last_fault = Some(format!("eviction failed: {error}"));
+        }
+        sync_metrics(generation, &self.metrics);
+    }
+
     fn run(&mut self, command: ShardCommand, ctx: &mut Context<Self>) {
         match command {
             ShardCommand::Append {
@@ -814,6 +834,7 @@ impl ShardActor {
                     for (stream, data) in &items {
                         shard.append(*stream, data, mode, submitted);
                     }
+                    shard.enforce_bounds_if_over();
                 });
                 if done.is_none() {
                     // Streams this message would have opened were not open

@@ -8,7 +8,12 @@
 //! *starts* at a block's first byte looks at what comes before, and only
 //! one that *ends* at its last byte looks at what comes after. So an edge is
 //! safe when no context-sensitive pattern can match starting (or ending)
-//! exactly there.
+//! exactly there, with one more case at a block's end: a match that would
+//! run past it is cut short, and for a `fullword` regex that can make one
+//! up (YARA-X checks `fullword` only on the match its VM picks at an offset,
+//! the longest: a shorter one that the block's end leaves may pass where
+//! the stream's longer one fails). An end is also unsafe where such a match
+//! could be cut.
 //!
 //! The guard holds every context-sensitive pattern of a rule set: regexes
 //! with `^`, `$`, `\b` or `\B`, and `fullword` strings and regexes. It
@@ -19,8 +24,12 @@
 //! look-around as satisfied, so it may call a safe edge unsafe (the span
 //! just grows), never the reverse.
 
+use regex_automata::dfa::{dense, Automaton, StartKind};
 use regex_automata::meta::Regex;
-use regex_automata::{Anchored, Input};
+use regex_automata::nfa::thompson;
+use regex_automata::util::primitives::StateID;
+use regex_automata::util::start;
+use regex_automata::{Anchored, Input, MatchKind};
 use regex_syntax::hir::{Hir, HirKind, Look};
 use yara_x_parser::ast::{self, Pattern};
 
@@ -34,6 +43,37 @@ struct RegexGuard {
     wide: bool,
     /// Bytes a match can span (wide forms included), to bound searches.
     reach: usize,
+    /// For a `fullword` regex whose matches vary in length: where a block
+    /// end could cut one of its matches short (see [`Truncation`]).
+    truncation: Option<Truncation>,
+}
+
+/// Where a block's end could shorten a `fullword` regex's match.
+///
+/// YARA-X verifies a regex at an offset by taking the one match its VM
+/// picks there (the longest, for greedy regexes) and checking `fullword`
+/// on that match only: when it fails, nothing matches at that offset, even
+/// if a shorter match would pass. A block that ends inside that match
+/// makes the VM pick a shorter one, which may pass. `/A[^a]{1,3}./
+/// fullword` on `Abb\na`: the match is `Abb\na`, followed by `a`, so no
+/// match; a block ending after the `\n` holds `Abb`, followed by `\n`: a
+/// match the stream does not have. Such a made-up match would be replayed
+/// and believed, so an edge is unsafe wherever a match could start before
+/// it, end before it (what the block would find) and also go on past it.
+///
+/// The relaxed regex (look-arounds removed) as an anchored DFA reporting
+/// every match, not only the first, walked from every start before the
+/// edge: a start whose walk passed a match and is still alive at the edge
+/// makes the edge unsafe. Starts whose walks are in the same DFA state
+/// behave alike from there on, so the walks are merged by state: the cost
+/// is linear in the bytes looked at.
+#[derive(Debug, Clone)]
+struct Truncation {
+    /// `None` when the DFA would be too big: then a cruder test stands in
+    /// (see [`Truncation::cuts`]).
+    dfa: Option<(dense::DFA<Vec<u32>>, StateID)>,
+    /// Longest match, in characters (bytes, or pairs of a wide form).
+    max_len: usize,
 }
 
 /// A `fullword` string.
@@ -63,6 +103,92 @@ impl RegexGuard {
         let mut chars = every_other(data.iter().rev().skip(1));
         chars.reverse();
         self.wide && self.ends.is_match(&chars)
+    }
+
+    /// Whether a block ending at the end of `data` could cut a match of
+    /// this regex short (see [`Truncation`]).
+    fn truncated_at(&self, data: &[u8]) -> bool {
+        let Some(truncation) = &self.truncation else {
+            return false;
+        };
+        let bytes = &data[data.len().saturating_sub(truncation.max_len)..];
+        if truncation.cuts(bytes, &self.starts) {
+            return true;
+        }
+        // A wide form: its characters are every other byte, on either
+        // parity (the zeros are ignored, as elsewhere: conservative).
+        let data = &data[data.len().saturating_sub(2 * truncation.max_len)..];
+        self.wide
+            && (0..2).any(|parity| {
+                let chars = every_other(data.get(parity..).unwrap_or_default().iter());
+                truncation.cuts(&chars, &self.starts)
+            })
+    }
+}
+
+impl Truncation {
+    /// Limit on the DFA's size (and on the memory building it takes).
+    const DFA_LIMIT: usize = 8 << 20;
+
+    fn new(relaxed: &Hir, max_len: usize) -> Truncation {
+        let dfa = thompson::Compiler::new()
+            .configure(thompson::Config::new().which_captures(thompson::WhichCaptures::None))
+            .build_from_hir(relaxed)
+            .ok()
+            .and_then(|nfa| {
+                dense::Builder::new()
+                    .configure(
+                        dense::Config::new()
+                            .match_kind(MatchKind::All)
+                            .start_kind(StartKind::Anchored)
+                            .dfa_size_limit(Some(Self::DFA_LIMIT))
+                            .determinize_size_limit(Some(Self::DFA_LIMIT)),
+                    )
+                    .build_from_nfa(&nfa)
+                    .ok()
+            })
+            .and_then(|dfa| {
+                let start = dfa
+                    .start_state(&start::Config::new().anchored(Anchored::Yes))
+                    .ok()?;
+                Some((dfa, start))
+            });
+        Truncation { dfa, max_len }
+    }
+
+    /// Whether a match could start in `chars`, end inside it (before its
+    /// last character) and also go on past its end. `relaxed` is the same
+    /// regex as a [`Regex`].
+    fn cuts(&self, chars: &[u8], relaxed: &Regex) -> bool {
+        let Some((dfa, start)) = &self.dfa else {
+            // No DFA: any start with a match before the last character, and
+            // close enough to the end for a longer match to run past it.
+            let before_last = &chars[..chars.len().saturating_sub(1)];
+            return (0..before_last.len()).any(|from| {
+                chars.len() - from < self.max_len
+                    && relaxed.is_match(Input::new(&before_last[from..]).anchored(Anchored::Yes))
+            });
+        };
+        // Live walks: their DFA state, and whether they passed a match.
+        let mut walks: Vec<(StateID, bool)> = Vec::new();
+        for &c in chars {
+            walks.push((*start, false));
+            for (state, matched) in &mut walks {
+                *state = dfa.next_state(*state, c);
+                // Match states come one byte late: this one says a match
+                // ended before `c`.
+                *matched |= dfa.is_match_state(*state);
+            }
+            walks.retain(|(state, _)| !dfa.is_dead_state(*state));
+            walks.sort_unstable();
+            walks.dedup();
+        }
+        // Alive at the end: some next byte keeps the walk going. (It may
+        // only report a match ending exactly at the edge; such an edge is
+        // unsafe anyway, see `ends_at`.)
+        walks.iter().any(|&(state, matched)| {
+            matched && (0..=255u8).any(|c| !dfa.is_dead_state(dfa.next_state(state, c)))
+        })
     }
 }
 
@@ -124,9 +250,12 @@ impl EdgeGuard {
                         continue;
                     };
                     if fullword || !hir.properties().look_set().is_empty() {
-                        guard
-                            .regexes
-                            .extend(regex_guard(&hir, modifiers.wide().is_some(), cap));
+                        guard.regexes.extend(regex_guard(
+                            &hir,
+                            modifiers.wide().is_some(),
+                            fullword,
+                            cap,
+                        ));
                     }
                 }
                 Pattern::Text(text) if fullword => guard
@@ -157,7 +286,8 @@ impl EdgeGuard {
     }
 
     /// Whether a context-sensitive pattern could match ending at the end of
-    /// `data` (or, for `wide` ones, a byte before it).
+    /// `data` (or, for `wide` ones, a byte before it), or a `fullword`
+    /// regex's match be cut short there.
     pub fn blocks_end(&self, data: &[u8]) -> bool {
         let but_last = &data[..data.len().saturating_sub(1)];
         self.regexes
@@ -167,19 +297,25 @@ impl EdgeGuard {
                 .literals
                 .iter()
                 .any(|l| l.ends_at(data) || (l.wide && l.ends_at(but_last)))
+            || self.regexes.iter().any(|r| r.truncated_at(data))
     }
 }
 
-fn regex_guard(hir: &Hir, wide: bool, cap: usize) -> Option<RegexGuard> {
+fn regex_guard(hir: &Hir, wide: bool, fullword: bool, cap: usize) -> Option<RegexGuard> {
     let relaxed = without_looks(hir);
     let at_end = Hir::concat(vec![relaxed.clone(), Hir::look(Look::End)]);
     let build = |hir: &Hir| Regex::builder().build_from_hir(hir).ok();
     let max_len = hir.properties().maximum_len().unwrap_or(cap);
+    // Only `fullword` depends on which match YARA-X picks at an offset (a
+    // look-around holds or not whatever the match's length), and a match
+    // of a fixed length cannot be cut short, only lost.
+    let varies = hir.properties().minimum_len() != Some(max_len);
     Some(RegexGuard {
         starts: build(&relaxed)?,
         ends: build(&at_end)?,
         wide,
         reach: 2 * max_len + 2,
+        truncation: (fullword && varies).then(|| Truncation::new(&relaxed, max_len)),
     })
 }
 
@@ -282,6 +418,52 @@ mod tests {
         assert!(g.blocks_start(&[b'x' ^ 2, b'y' ^ 2]));
         assert!(!g.blocks_start(&[b'x' ^ 3, b'y' ^ 3]));
         assert!(!g.blocks_start(b"..ab"));
+    }
+
+    #[test]
+    fn ends_that_would_cut_a_fullword_regex_match_short_are_guarded() {
+        // `Abb\na` is the match at 2, and fails fullword (an `a` follows); a
+        // block ending after the `\n` would find `Abb`, which passes.
+        let g = guard(r#"rule r { strings: $a = /A[^a]{1,3}./ fullword condition: $a }"#);
+        assert!(g.blocks_end(b"A Abb\n"));
+        // No match can run on past `.`, and none ends before it.
+        assert!(!g.blocks_end(b"A Abb\n.x"));
+        // A match of a fixed length can be lost at an edge, never shortened.
+        let g = guard(r#"rule r { strings: $a = /A[^a]./ fullword condition: $a }"#);
+        assert!(!g.blocks_end(b"A Abb\n"));
+        // The same through a wide form.
+        let g = guard(r#"rule r { strings: $a = /A[^a]{1,3}./ fullword wide condition: $a }"#);
+        assert!(g.blocks_end(b"A\0 \0A\0b\0b\0\n\0"));
+        assert!(!g.blocks_end(b"A\0b\0\n\0"));
+    }
+
+    #[test]
+    fn without_a_dfa_truncation_is_judged_more_crudely_never_more_laxly() {
+        let g = guard(r#"rule r { strings: $a = /A[^a]{1,3}./ fullword condition: $a }"#);
+        let r = &g.regexes[0];
+        let exact = r
+            .truncation
+            .clone()
+            .expect("a variable-length fullword regex");
+        assert!(exact.dfa.is_some());
+        let crude = Truncation {
+            dfa: None,
+            ..exact.clone()
+        };
+        let cases: [&[u8]; 7] = [
+            b"A Abb\n",
+            b"A Abb\n.x",
+            b"xAbcd",
+            b"Ab",
+            b"...",
+            b"Abc\n",
+            b"AAAA",
+        ];
+        for data in cases {
+            assert!(!exact.cuts(data, &r.starts) || crude.cuts(data, &r.starts));
+        }
+        assert!(exact.cuts(b"A Abb\n", &r.starts) && crude.cuts(b"A Abb\n", &r.starts));
+        assert!(!crude.cuts(b"A Abb\n.x", &r.starts));
     }
 
     #[test]

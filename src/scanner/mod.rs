@@ -437,10 +437,16 @@ impl<'r> MultiStreamScanner<'r> {
         if buffered {
             self.flush()?;
         }
-        Ok(streams
+        let taken: Vec<StreamContext> = streams
             .iter()
             .filter_map(|s| self.remove_context(s))
-            .collect())
+            .collect();
+        // A map emptied by eviction gives its room back (it never shrinks
+        // on its own, and its slots are a good part of a context's cost).
+        if self.streams.len() < self.streams.capacity() / 4 {
+            self.streams.shrink_to_fit();
+        }
+        Ok(taken)
     }
 
     /// Opens a stream from a context taken by [`Self::evict_streams`] (or

@@ -188,6 +188,9 @@ impl ContextStore {
             for stream in removed {
                 table.remove(stream.as_u128()).map_err(failed)?;
             }
+            // In key order: B-tree inserts then touch each page once.
+            let mut contexts: Vec<&StreamContext> = contexts.into_iter().collect();
+            contexts.sort_unstable_by_key(|c| c.id.as_u128());
             let mut entry = Vec::new();
             for context in contexts {
                 entry.clear();

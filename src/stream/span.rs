@@ -10,8 +10,9 @@
 //! `fullword`, `\b` and `\B` all see them. A span therefore takes at least
 //! one byte of context each side, then grows (by up to [`SPAN_CONTEXT`]
 //! bytes each side) until its edges are *quiet*: no context-sensitive
-//! pattern can start or end there ([`EdgeGuard`]), so that a replayed block
-//! finds exactly the matches the real stream has. An edge that is a real
+//! pattern can start or end there, nor have a `fullword` regex match cut
+//! short by the end ([`EdgeGuard`]), so that a replayed block finds exactly
+//! the matches the real stream has. An edge that is a real
 //! edge of the data (stream start, line edges, the end of what was seen so
 //! far) is quiet.
 //!
