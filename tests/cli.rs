@@ -129,3 +129,40 @@ fn bench_json_has_every_figure_for_every_contender() {
     assert_eq!(contenders[1]["streams"], 40, "blocks scanners are capped");
     assert!(report["actor_hop"]["query_round_trip_us"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn bench_store_evicts_restores_and_keeps_every_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("bench.redb");
+    let out = common::run_yaraflow(&[
+        "bench-store",
+        "--streams",
+        "3000",
+        "--synthetic-rules",
+        "20",
+        "--max-resident-bytes",
+        "200KiB",
+        "--sample",
+        "200",
+        "--shards",
+        "2",
+        "--json",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let field = |name: &str| report[name].as_u64().unwrap_or_else(|| panic!("{name}"));
+    assert_eq!(field("streams"), 3000);
+    assert!(field("stored_streams") > 1000, "{report}");
+    assert_eq!(field("stored_streams") + field("resident_streams"), 3000);
+    assert_eq!(field("verdicts_checked"), 400);
+    assert_eq!(field("verdicts_differing"), 0);
+    assert_eq!(field("kept_streams"), 2600);
+    assert_eq!(field("restarted_streams"), 2600);
+    assert!(!store.exists(), "the bench removes its store");
+}

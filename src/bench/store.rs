@@ -87,7 +87,8 @@ pub struct StoreReport {
     pub checkpoint_seconds: f64,
     /// Streams the checkpoint wrote.
     pub checkpoint_streams: usize,
-    /// Nanoseconds per stream to append a chunk to a resident stream.
+    /// Nanoseconds per stream to append a chunk to a resident stream (0
+    /// when nothing was stored, so that there was no sample).
     pub resident_chunk_ns: f64,
     /// Nanoseconds per stream to append a chunk to a stored stream.
     pub stored_chunk_ns: f64,
@@ -171,7 +172,11 @@ pub fn run(spec: &StoreBenchSpec, progress: &dyn Fn(&str)) -> Result<StoreReport
         stored_time += timed(|| send(&handle, &workload, &ids, from_stored, 1))?;
         resident_time += timed(|| send(&handle, &workload, &ids, from_resident, 1))?;
     }
-    let per = |d: Duration| d.as_nanos() as f64 / sample.max(1) as f64;
+    // No sample (nothing stored, say): no figure rather than a wrong one.
+    let per = |d: Duration| match sample {
+        0 => 0.0,
+        n => d.as_nanos() as f64 / n as f64,
+    };
     report.stored_chunk_ns = per(stored_time);
     report.resident_chunk_ns = per(resident_time);
     report.restore_ns_per_stream = report.stored_chunk_ns - report.resident_chunk_ns;
