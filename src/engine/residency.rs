@@ -250,7 +250,10 @@ impl Residency {
             return Vec::new();
         }
         let (mut count, mut bytes) = (scanner.stats().open_streams, scanner.context_bytes());
-        let (count_goal, bytes_goal) = (self.max_streams / 10 * 9, self.max_bytes / 10 * 9);
+        let (count_goal, bytes_goal) = (
+            self.max_streams - self.max_streams / 10,
+            self.max_bytes - self.max_bytes / 10,
+        );
         let mut by_age: Vec<(u64, Uuid, usize)> = scanner
             .stream_contexts()
             .map(|c| (c.stats.last_seen_ms, c.id, c.memory_bytes()))

@@ -337,6 +337,13 @@ impl ShardActor {
         let lost = held.unwrap_or_default();
         self.last_fault = Some(reason.clone());
         self.mark_lost(&lost);
+        if let Some(residency) = self.residency.as_mut() {
+            // Their stored copies (if any) are older than what was lost:
+            // they must not come back at the next start. Stored streams
+            // were not in memory, and survive the fault.
+            lost.iter()
+                .for_each(|stream| residency.forget(stream, true));
+        }
         self.reported.clear();
         self.metrics.open.set(0.0);
         self.metrics.error("panic");

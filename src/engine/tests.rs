@@ -171,3 +171,46 @@ fn a_fault_in_a_burst_loses_the_streams_it_would_have_opened() {
     assert_eq!(report.failed.len(), 4);
     assert!(report.results.is_empty());
 }
+
+/// With a stream store, a fault loses the shard's resident streams only:
+/// the stored ones were on disk, and come back with their whole state.
+#[test]
+fn stored_streams_survive_a_fault_of_their_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        shards: 1,
+        store: Some(crate::StoreConfig {
+            path: dir.path().join("streams.redb"),
+            max_resident_streams: 4,
+            ..crate::StoreConfig::default()
+        }),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(rules(), config).unwrap();
+    let handle = engine.handle().blocking();
+    let streams = streams_on(&handle, 0, 12);
+    let (first, second, third) = (CHUNKS[0], CHUNKS[1], CHUNKS[2]);
+    for stream in &streams {
+        handle.scan_chunk(*stream, first.to_vec()).unwrap();
+        handle.scan_chunk(*stream, second.to_vec()).unwrap();
+    }
+    handle.checkpoint().unwrap();
+    let stored = handle.stats().unwrap().shards[0].stored_streams;
+    assert_eq!(stored, 8, "4 of 12 streams resident");
+    handle.inject_panic(0);
+    let (mut lost, mut kept) = (0, 0);
+    for stream in &streams {
+        match handle
+            .scan_chunk(*stream, third.to_vec())
+            .and_then(|()| handle.close_stream(*stream))
+        {
+            Ok(Some(results)) => {
+                assert_eq!(rule_names(&results), expected(*stream));
+                kept += 1;
+            }
+            Err(EngineError::StreamLost { .. }) => lost += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((kept, lost), (8, 4));
+}
