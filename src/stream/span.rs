@@ -137,6 +137,18 @@ impl SpanSet {
         self.spans.iter().map(|s| s.bytes.len()).sum()
     }
 
+    /// Heap bytes the set holds: the list of spans and each span's bytes,
+    /// as allocations (see [`crate::stream::allocation_bytes`]).
+    pub fn heap_bytes(&self) -> usize {
+        let list = self.spans.capacity() * std::mem::size_of::<ReplaySpan>();
+        let bytes: usize = self
+            .spans
+            .iter()
+            .map(|s| super::allocation_bytes(s.bytes.capacity()))
+            .sum();
+        super::allocation_bytes(list) + bytes
+    }
+
     /// The union of several sets.
     pub fn union<'a>(sets: impl IntoIterator<Item = &'a SpanSet>) -> SpanSet {
         let mut all = SpanSet::default();
