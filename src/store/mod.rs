@@ -252,3 +252,89 @@ impl ContextStore {
 fn failed(error: impl Into<redb::Error>) -> StoreError {
     StoreError::Io(error.into().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::StreamMode;
+
+    const TAG: RulesTag = *b"rules-01";
+
+    fn context(id: u128, data: &[u8]) -> StreamContext {
+        let mut context = StreamContext::new(Uuid::from_u128(id), StreamMode::Chunks, 1);
+        context.record(data, 8, 4);
+        context
+    }
+
+    fn open(dir: &tempfile::TempDir) -> ContextStore {
+        ContextStore::open(&dir.path().join("s.redb"), 1 << 20).unwrap()
+    }
+
+    #[test]
+    fn written_contexts_read_back_and_removals_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let (a, b) = (context(1, b"first"), context(2, b"second one"));
+        let written = store.write([&a, &b], TAG, &[]).unwrap();
+        assert!(written > 0);
+        assert_eq!(store.read(a.id).unwrap(), Some((a.clone(), TAG)));
+        let listing = store.entries().unwrap();
+        let mut offsets: Vec<(Uuid, u64)> = listing
+            .entries
+            .iter()
+            .map(|e| (e.stream, e.bytes))
+            .collect();
+        offsets.sort();
+        assert_eq!(offsets, [(a.id, 5), (b.id, 10)]);
+        // A removal and a rewrite of the same stream in one write: the
+        // rewrite wins.
+        store.write([&b], TAG, &[a.id, b.id]).unwrap();
+        assert_eq!(store.read(a.id).unwrap(), None);
+        assert_eq!(store.len().unwrap(), 1);
+    }
+
+    #[test]
+    fn damaged_entries_are_listed_apart_and_fail_their_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let good = context(1, b"good");
+        store.write([&good], TAG, &[]).unwrap();
+        let bad = Uuid::from_u128(2);
+        store
+            .write_raw(bad, b"YFSC\x01\x00 not a real entry at all, long enough")
+            .unwrap();
+        let listing = store.entries().unwrap();
+        assert_eq!(listing.entries.len(), 1);
+        assert_eq!(listing.damaged.len(), 1);
+        assert_eq!(listing.damaged[0].0, bad);
+        let error = store.read(bad).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("stream {bad} is damaged")),
+            "{error}"
+        );
+        assert!(store.read(good.id).unwrap().is_some());
+    }
+
+    #[test]
+    fn another_format_or_a_non_store_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store = ContextStore::open(&path, 1 << 20).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(FORMAT_KEY, [9u8, 0].as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let error = ContextStore::open(&path, 1 << 20).unwrap_err().to_string();
+        assert!(error.contains("entry format"), "{error}");
+        let garbage = dir.path().join("garbage");
+        std::fs::write(&garbage, vec![0x5a; 8192]).unwrap();
+        let error = ContextStore::open(&garbage, 1 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("cannot open the stream store"), "{error}");
+    }
+}
