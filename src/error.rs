@@ -148,7 +148,7 @@ pub enum StoreError {
         reason: String,
     },
     /// The store holds streams made with other rules.
-    #[error("the stream store {path} holds {streams} streams scanned with other rules than these; start with the rules they were scanned with, or discard them (`--discard-stored-streams`), and their producers resend them from offset 0")]
+    #[error("the stream store {path} holds {streams} stream(s) scanned with other rules than these; start with the rules they were scanned with, or discard them (`--discard-stored-streams`), and their producers resend them from offset 0")]
     RulesChanged {
         /// The store's file.
         path: PathBuf,
