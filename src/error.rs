@@ -173,6 +173,14 @@ pub enum StoreError {
         /// What is wrong with the entry.
         reason: String,
     },
+    /// The store's file is damaged beyond one entry.
+    #[error("the stream store {path} is damaged ({reason}); move it away to start without its streams (their producers resend them from offset 0), or restore it from a copy")]
+    Damaged {
+        /// The store's file.
+        path: PathBuf,
+        /// What the reader met.
+        reason: String,
+    },
     /// Reading or writing the store failed.
     #[error("stream store I/O failed: {0}")]
     Io(String),

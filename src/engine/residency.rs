@@ -172,6 +172,11 @@ impl Residency {
         self.stored.get(stream).map(|e| e.rules)
     }
 
+    /// The context of a stored stream, read without restoring it.
+    pub fn peek(&self, stream: Uuid) -> Result<Option<crate::StreamContext>, EngineError> {
+        Ok(self.store.read(stream)?.map(|(context, _)| context))
+    }
+
     /// Reads a stored stream back into `scanner` (which must use the rules
     /// it was made with). A damaged entry is dropped, and reported.
     pub fn restore(
@@ -179,9 +184,9 @@ impl Residency {
         scanner: &mut MultiStreamScanner<'_>,
         stream: Uuid,
     ) -> Result<(), EngineError> {
-        let Some(entry) = self.stored.get(&stream).copied() else {
+        if !self.stored.contains_key(&stream) {
             return Ok(());
-        };
+        }
         let read = match self.store.read(stream) {
             Ok(Some((context, _))) => Ok(context),
             Ok(None) => Err(StoreError::Corrupt {
@@ -200,7 +205,8 @@ impl Residency {
             }
             Err(error) => return Err(error.into()),
         };
-        context.durable_bytes = Some(entry.bytes);
+        // Its entry is what it holds: durable as it stands.
+        context.durable = Some(context.mark());
         scanner.restore_stream(context)?;
         self.take(&stream);
         self.metrics.restores.increment(1);
@@ -231,9 +237,7 @@ impl Residency {
         let tag = rules_tag(&scanner.rules().fingerprint());
         let contexts = scanner.evict_streams(&chosen)?;
         // A context unchanged since it was written is in the store already.
-        let changed = contexts
-            .iter()
-            .filter(|c| c.durable_bytes != Some(c.stats.bytes));
+        let changed = contexts.iter().filter(|c| c.changed_since_written());
         if let Err(error) = self.store.write(changed, tag, &self.removals) {
             for context in contexts {
                 // Back where they were: nothing is lost, the bound waits.
@@ -321,15 +325,15 @@ impl Residency {
         let tag = rules_tag(&scanner.rules().fingerprint());
         let changed = scanner
             .stream_contexts()
-            .filter(|c| c.durable_bytes != Some(c.stats.bytes));
+            .filter(|c| c.changed_since_written());
         let streams = scanner
             .stream_contexts()
-            .filter(|c| c.durable_bytes != Some(c.stats.bytes))
+            .filter(|c| c.changed_since_written())
             .count();
         let bytes = self.store.write(changed, tag, &self.removals)?;
         self.removals.clear();
         for context in scanner.stream_contexts_mut() {
-            context.durable_bytes = Some(context.stats.bytes);
+            context.durable = Some(context.mark());
         }
         self.metrics
             .checkpoint

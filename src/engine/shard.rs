@@ -151,10 +151,16 @@ pub struct ShardReport {
 pub struct StreamOffsets {
     /// Bytes appended so far: where the next chunk starts.
     pub offset: u64,
+    /// Lines appended so far (line streams; newlines seen, for chunk
+    /// streams).
+    pub lines: u64,
     /// Bytes whose effect is durable in the stream store: after a crash of
     /// yaraflow the stream resumes here. `None` without a store, or before
     /// the stream was first written to it.
     pub durable_offset: Option<u64>,
+    /// The same in lines: where a line stream resumes (an empty line moves
+    /// no offset, so a line producer resumes by line count).
+    pub durable_lines: Option<u64>,
 }
 
 /// What a shard shares with the handles: its queue bound and the errors
@@ -473,33 +479,34 @@ impl ShardActor {
 
     /// Bytes appended to a stream so far, or the error waiting for it.
     fn offset(&mut self, stream: Uuid) -> Result<u64, EngineError> {
-        if let Some(failure) = self.shared.failure(&stream) {
-            return Err(failure);
-        }
-        let bytes = self.generations().holding(&stream).and_then(|generation| {
-            generation.with(|scanner| scanner.stream_stats(&stream).map(|s| s.bytes))
-        });
-        Ok(bytes.unwrap_or(0))
+        Ok(self.offsets(stream)?.map_or(0, |o| o.offset))
     }
 
-    /// A stream's offsets; `None` if it is not open.
+    /// A stream's offsets; `None` if it is not open. A stored stream's are
+    /// read from its entry (it stays stored).
     fn offsets(&mut self, stream: Uuid) -> Result<Option<StreamOffsets>, EngineError> {
         if let Some(failure) = self.shared.failure(&stream) {
             return Err(failure);
         }
-        if let Some(entry) = self.residency.as_ref().and_then(|r| r.stored(&stream)) {
-            return Ok(Some(StreamOffsets {
-                offset: entry.bytes,
-                durable_offset: Some(entry.bytes),
+        let of = |c: &crate::StreamContext| StreamOffsets {
+            offset: c.stats.bytes,
+            lines: c.stats.lines,
+            durable_offset: c.durable.map(|d| d.bytes),
+            durable_lines: c.durable.map(|d| d.lines),
+        };
+        if let Some(residency) = self
+            .residency
+            .as_ref()
+            .filter(|r| r.stored(&stream).is_some())
+        {
+            return Ok(residency.peek(stream)?.map(|c| StreamOffsets {
+                durable_offset: Some(c.stats.bytes),
+                durable_lines: Some(c.stats.lines),
+                ..of(&c)
             }));
         }
         let offsets = self.generations().holding(&stream).and_then(|generation| {
-            generation.with(|scanner| {
-                scanner.stream_context(&stream).map(|c| StreamOffsets {
-                    offset: c.stats.bytes,
-                    durable_offset: c.durable_bytes,
-                })
-            })
+            generation.with(|scanner| scanner.stream_context(&stream).map(of))
         });
         Ok(offsets)
     }
@@ -531,7 +538,7 @@ impl ShardActor {
                 generation.with(|scanner| {
                     scanner
                         .stream_context(stream)
-                        .is_some_and(|c| c.durable_bytes.is_some())
+                        .is_some_and(|c| c.durable.is_some())
                 })
             });
         self.forget(stream, durable);
@@ -590,6 +597,10 @@ impl ShardActor {
     /// The report grows in `self.closing`, so that a fault half-way loses
     /// none of what was closed before it.
     fn shutdown(&mut self) -> ShardReport {
+        if self.residency.is_some() {
+            // Before the failures are taken: reading one back may fail.
+            self.restore_older_rules();
+        }
         let failed = self.shared.take_failures();
         for (stream, _) in &failed {
             self.discard(stream);
@@ -617,21 +628,28 @@ impl ShardActor {
                 .reported
                 .report(&self.events, self.shared.index, results, true);
             self.metrics.rule_matches.increment(new);
+            if let Some(residency) = self.residency.as_mut() {
+                residency.forget(&results.stream, results.durable_offset.is_some());
+            }
         }
         self.metrics.open.set(0.0);
         self.reported.clear();
         self.prune();
-        // The engine stops: let go of the store (its file lock).
-        self.residency = None;
+        // The engine stops: the closed streams' entries go, and the store
+        // is let go of (its file lock).
+        if let Some(mut residency) = self.residency.take() {
+            if let Err(error) = residency.write_removals() {
+                self.metrics.error("store");
+                self.last_fault = Some(format!("removing closed streams failed: {error}"));
+            }
+        }
         std::mem::take(&mut self.closing)
     }
 
-    /// At shutdown with a store: writes the current rules' streams to the
-    /// store (they resume at the next start) and takes them out of the
-    /// scanner, so that only older rules' streams are closed. Stored
-    /// streams of older rules are read back to be closed. If the write
-    /// fails, the streams are closed instead (their verdicts are not lost).
-    fn keep_in_store(&mut self) {
+    /// At shutdown with a store: stored streams of older rules (than the
+    /// current ones) are read back, to be closed with their final verdicts
+    /// (a restart could not restore them: their rules are gone).
+    fn restore_older_rules(&mut self) {
         let current = self.generations().current().rules_tag();
         let older: Vec<Uuid> = self.residency.as_ref().map_or_else(Vec::new, |r| {
             r.stored_streams()
@@ -642,6 +660,13 @@ impl ShardActor {
         older
             .into_iter()
             .for_each(|stream| self.make_resident(stream));
+    }
+
+    /// At shutdown with a store: writes the current rules' streams to the
+    /// store (they resume at the next start) and takes them out of the
+    /// scanner, so that only older rules' streams are closed. If the write
+    /// fails, the streams are closed instead (their verdicts are not lost).
+    fn keep_in_store(&mut self) {
         let (Some(generations), Some(residency)) =
             (self.generations.as_mut(), self.residency.as_mut())
         else {

@@ -359,7 +359,7 @@ impl<'r> MultiStreamScanner<'r> {
             rules: verdict.rules,
             exact: verdict.exact,
             stats: ctx.stats.clone(),
-            durable_offset: ctx.durable_bytes,
+            durable_offset: ctx.durable.map(|d| d.bytes),
         }))
     }
 

@@ -175,7 +175,9 @@ async fn stream_offset(state: State, path: web::Path<String>) -> Result<HttpResp
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "stream": stream,
         "offset": offsets.offset,
+        "lines": offsets.lines,
         "durable_offset": offsets.durable_offset,
+        "durable_lines": offsets.durable_lines,
     })))
 }
 

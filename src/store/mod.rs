@@ -11,8 +11,8 @@
 //! a single file, ACID transactions with a choice of durability per
 //! commit, copy-on-write B-trees that survive a crash at any point (a
 //! commit is either whole or absent), and a page cache whose size we set
-//! (so the store's memory counts against the resident bound and does not
-//! grow behind it). An LSM store (`fjall`) would take small writes faster,
+//! (`StoreConfig::cache_bytes`, 64 MiB by default: it comes on top of the
+//! resident bound, and does not grow behind it). An LSM store (`fjall`) would take small writes faster,
 //! but its background compaction threads and write amplification buy
 //! little here: eviction and checkpoints write in large batches, one
 //! transaction each.
@@ -96,6 +96,10 @@ impl ContextStore {
     /// `cache_bytes`. Fails if another process has it open, or if it was
     /// written in another entry format.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<ContextStore, StoreError> {
+        guarded(path, || Self::open_unguarded(path, cache_bytes))
+    }
+
+    fn open_unguarded(path: &Path, cache_bytes: usize) -> Result<ContextStore, StoreError> {
         let db = redb::Builder::new()
             .set_cache_size(cache_bytes)
             .create(path)
@@ -148,6 +152,10 @@ impl ContextStore {
     /// Every stored stream, from the entries' headers, and the entries
     /// that are damaged (with why).
     pub fn entries(&self) -> Result<Listing, StoreError> {
+        guarded(&self.path, || self.entries_unguarded())
+    }
+
+    fn entries_unguarded(&self) -> Result<Listing, StoreError> {
         let txn = self.db.begin_read().map_err(failed)?;
         let table = txn.open_table(CONTEXTS).map_err(failed)?;
         let (mut good, mut bad) = (Vec::new(), Vec::new());
@@ -174,6 +182,17 @@ impl ContextStore {
     /// their earlier entries), and removes the entries of `removed`, in one
     /// durable transaction. Returns the bytes of the entries written.
     pub fn write<'a>(
+        &self,
+        contexts: impl IntoIterator<Item = &'a StreamContext>,
+        rules: RulesTag,
+        removed: &[Uuid],
+    ) -> Result<u64, StoreError> {
+        guarded(&self.path, || {
+            self.write_unguarded(contexts, rules, removed)
+        })
+    }
+
+    fn write_unguarded<'a>(
         &self,
         contexts: impl IntoIterator<Item = &'a StreamContext>,
         rules: RulesTag,
@@ -209,6 +228,17 @@ impl ContextStore {
     /// one. The entry stays (it is the stream's durable state until a newer
     /// one is written).
     pub fn read(&self, stream: Uuid) -> Result<Option<(StreamContext, RulesTag)>, StoreError> {
+        // A damaged page fails this stream's read alone.
+        guarded(&self.path, || self.read_unguarded(stream)).map_err(|error| match error {
+            StoreError::Damaged { reason, .. } => StoreError::Corrupt { stream, reason },
+            other => other,
+        })
+    }
+
+    fn read_unguarded(
+        &self,
+        stream: Uuid,
+    ) -> Result<Option<(StreamContext, RulesTag)>, StoreError> {
         let txn = self.db.begin_read().map_err(failed)?;
         let table = txn.open_table(CONTEXTS).map_err(failed)?;
         let Some(value) = table.get(stream.as_u128()).map_err(failed)? else {
@@ -246,6 +276,24 @@ impl ContextStore {
             .map_err(failed)?;
         txn.commit().map_err(failed)
     }
+}
+
+/// Runs a store operation, turning a panic into [`StoreError::Damaged`]:
+/// redb 4 panics on some damaged files ("Malformed allocator state", a
+/// slice index out of range) where an error would be due, and a damaged
+/// file must not take the process (or a shard and its streams) down.
+fn guarded<T>(path: &Path, work: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+        let reason = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the store's reader failed".into());
+        Err(StoreError::Damaged {
+            path: path.to_path_buf(),
+            reason,
+        })
+    })
 }
 
 /// A failed store operation.

@@ -94,11 +94,23 @@ pub struct StreamContext {
     /// Spans of matches that touch the end of the data seen so far: right
     /// if the stream ends here, re-derived when more bytes come.
     pub(crate) provisional: SpanSet,
-    /// The offset (`stats.bytes`) of this stream's copy in the engine's
-    /// store, once one was written durably: what a producer need not send
-    /// again after a crash. Kept by the engine, not stored.
+    /// Where the stream stood when its copy in the engine's store was last
+    /// written durably: what a producer need not send again after a
+    /// crash. Kept by the engine, not stored.
     #[serde(skip)]
-    pub(crate) durable_bytes: Option<u64>,
+    pub(crate) durable: Option<DurableMark>,
+}
+
+/// Where a stream stood when it was last written to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DurableMark {
+    /// `stats.bytes` then.
+    pub bytes: u64,
+    /// `stats.lines` then.
+    pub lines: u64,
+    /// `stats.chunks` then: an empty line changes a stream without changing
+    /// its offset, and this tells it.
+    pub chunks: u64,
 }
 
 impl StreamContext {
@@ -120,7 +132,7 @@ impl StreamContext {
             tail_unsettled: false,
             settled: SpanSet::default(),
             provisional: SpanSet::default(),
-            durable_bytes: None,
+            durable: None,
         }
     }
 
@@ -144,6 +156,21 @@ impl StreamContext {
                 self.tail = tail;
             }
         }
+    }
+
+    /// Where the stream stands now, as a [`DurableMark`].
+    pub(crate) fn mark(&self) -> DurableMark {
+        DurableMark {
+            bytes: self.stats.bytes,
+            lines: self.stats.lines,
+            chunks: self.stats.chunks,
+        }
+    }
+
+    /// Whether the stream changed since it was last written to the store
+    /// (or was never written).
+    pub(crate) fn changed_since_written(&self) -> bool {
+        self.durable != Some(self.mark())
     }
 
     /// Stream offset of the first byte of the tail.
