@@ -3,9 +3,9 @@
 //!
 //! With a store ([`crate::store`]), a shard's open streams are either
 //! *resident* (their context in a scanner) or *stored* (their context only
-//! on disk, indexed here by id with its offset, last-seen time and rules:
-//! a 41-byte slot, 47 to 94 bytes in memory with the map's spare room;
-//! this index is not counted by the bounds). [`Residency`] moves them:
+//! on disk, indexed here by id with its last-seen time and rules: a
+//! 24-byte slot, 29 to 57 bytes in memory with the map's spare room; this
+//! index is not counted by the bounds). [`Residency`] moves them:
 //!
 //! * **Eviction.** When the current rules' scanner holds more contexts, or
 //!   more context bytes, than the shard's share of the bounds, the least
@@ -54,16 +54,30 @@ pub(crate) struct Checkpoint {
     pub bytes: u64,
 }
 
-/// What the index keeps of a stored stream (its id is the key): 24 bytes,
-/// so that a slot of the index is 41 bytes.
+/// What the index keeps of a stored stream besides its id, in one word
+/// (so that a slot of the index is 24 bytes): when it was last fed, in
+/// milliseconds since the epoch (the low 48 bits, enough until the year
+/// 10889), and which rules it was made with (the high 16 bits: an index
+/// into [`Residency`]'s table of rule tags). Its offset and everything
+/// else are read from its entry when needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stored {
-    /// Its offset when written: its durable offset.
-    pub bytes: u64,
-    /// When it last received data, in milliseconds since the epoch.
-    pub last_seen_ms: u64,
-    /// The rules it was made with.
-    pub rules: RulesTag,
+struct Stored(u64);
+
+impl Stored {
+    const TIME_BITS: u32 = 48;
+
+    fn new(last_seen_ms: u64, rules: u16) -> Stored {
+        let time = last_seen_ms & ((1 << Self::TIME_BITS) - 1);
+        Stored(time | (u64::from(rules) << Self::TIME_BITS))
+    }
+
+    fn last_seen_ms(self) -> u64 {
+        self.0 & ((1 << Self::TIME_BITS) - 1)
+    }
+
+    fn rules(self) -> usize {
+        (self.0 >> Self::TIME_BITS) as usize
+    }
 }
 
 /// The stored streams of one shard and its share of the bounds.
@@ -75,8 +89,10 @@ pub(crate) struct Residency {
     last_checkpoint: Instant,
     /// Streams whose context is in the store only.
     stored: HashMap<Uuid, Stored, RandomState>,
-    /// Stored streams per rules, so that their rules are kept loaded.
-    stored_per_rules: HashMap<RulesTag, usize>,
+    /// The rules of stored streams, each with how many streams were made
+    /// with it (so that their rules are kept loaded): a handful of entries
+    /// (one per rule set since the start that still has stored streams).
+    rules: Vec<(RulesTag, usize)>,
     /// Streams closed since the last write that have an entry to delete.
     removals: Vec<Uuid>,
     metrics: ResidencyMetrics,
@@ -99,7 +115,7 @@ impl Residency {
             checkpoint_every: config.checkpoint_interval,
             last_checkpoint: Instant::now(),
             stored: HashMap::default(),
-            stored_per_rules: HashMap::new(),
+            rules: Vec::new(),
             removals: Vec::new(),
             metrics: ResidencyMetrics::new(index),
         };
@@ -116,30 +132,35 @@ impl Residency {
     }
 
     fn insert(&mut self, entry: StoredEntry) {
-        let stored = Stored {
-            bytes: entry.bytes,
-            last_seen_ms: entry.last_seen_ms,
-            rules: entry.rules,
-        };
-        if self.stored.insert(entry.stream, stored).is_none() {
-            *self.stored_per_rules.entry(entry.rules).or_default() += 1;
-        }
-    }
-
-    fn take(&mut self, stream: &Uuid) -> Option<Stored> {
-        let entry = self.stored.remove(stream)?;
-        if let Some(count) = self.stored_per_rules.get_mut(&entry.rules) {
-            *count -= 1;
-            if *count == 0 {
-                self.stored_per_rules.remove(&entry.rules);
+        let rules = match self.rules.iter().position(|(tag, _)| *tag == entry.rules) {
+            Some(index) => index,
+            None => {
+                // Reuse a slot no stream needs any more; rule sets are few.
+                let free = self.rules.iter().position(|(_, count)| *count == 0);
+                let index = free.unwrap_or(self.rules.len());
+                if index == self.rules.len() {
+                    self.rules.push((entry.rules, 0));
+                }
+                self.rules[index] = (entry.rules, 0);
+                index
             }
+        };
+        let index = u16::try_from(rules).expect("fewer than 65,536 rule sets with stored streams");
+        let stored = Stored::new(entry.last_seen_ms, index);
+        if self.stored.insert(entry.stream, stored).is_none() {
+            self.rules[rules].1 += 1;
         }
-        Some(entry)
     }
 
-    /// The entry of a stored (not resident) stream.
-    pub fn stored(&self, stream: &Uuid) -> Option<&Stored> {
-        self.stored.get(stream)
+    fn take(&mut self, stream: &Uuid) -> Option<()> {
+        let entry = self.stored.remove(stream)?;
+        self.rules[entry.rules()].1 -= 1;
+        Some(())
+    }
+
+    /// Whether a stream is stored (and not resident).
+    pub fn is_stored(&self, stream: &Uuid) -> bool {
+        self.stored.contains_key(stream)
     }
 
     /// Ids of the stored streams.
@@ -151,7 +172,7 @@ impl Residency {
     pub fn stored_idle(&self, cutoff_ms: u64) -> Vec<Uuid> {
         self.stored
             .iter()
-            .filter(|(_, e)| e.last_seen_ms < cutoff_ms)
+            .filter(|(_, e)| e.last_seen_ms() < cutoff_ms)
             .map(|(stream, _)| *stream)
             .collect()
     }
@@ -164,12 +185,12 @@ impl Residency {
     /// Whether stored streams were made with these rules (which must then
     /// stay loaded).
     pub fn holds_rules(&self, tag: &RulesTag) -> bool {
-        self.stored_per_rules.contains_key(tag)
+        self.rules.iter().any(|(t, count)| t == tag && *count > 0)
     }
 
     /// The rules a stored stream was made with, if it is stored.
     pub fn rules_of(&self, stream: &Uuid) -> Option<RulesTag> {
-        self.stored.get(stream).map(|e| e.rules)
+        self.stored.get(stream).map(|e| self.rules[e.rules()].0)
     }
 
     /// The context of a stored stream, read without restoring it.

@@ -494,11 +494,7 @@ impl ShardActor {
             durable_offset: c.durable.map(|d| d.bytes),
             durable_lines: c.durable.map(|d| d.lines),
         };
-        if let Some(residency) = self
-            .residency
-            .as_ref()
-            .filter(|r| r.stored(&stream).is_some())
-        {
+        if let Some(residency) = self.residency.as_ref().filter(|r| r.is_stored(&stream)) {
             return Ok(residency.peek(stream)?.map(|c| StreamOffsets {
                 durable_offset: Some(c.stats.bytes),
                 durable_lines: Some(c.stats.lines),
