@@ -138,12 +138,17 @@ mod tests {
 
     #[test]
     fn an_entry_decodes_to_the_same_context() {
-        let decoded = decode(Uuid::from_u128(7), &entry()).unwrap();
-        assert_eq!(decoded, (sample(), TAG));
-        let header = header(&entry()).unwrap();
+        // One context, encoded once (contexts carry the time they were
+        // made: two calls of `sample` may differ by a millisecond).
+        let context = sample();
+        let mut entry = Vec::new();
+        encode(&context, TAG, &mut entry);
+        let decoded = decode(Uuid::from_u128(7), &entry).unwrap();
+        assert_eq!(decoded, (context.clone(), TAG));
+        let header = header(&entry).unwrap();
         assert_eq!(header.bytes, 11);
         assert_eq!(header.rules, TAG);
-        assert_eq!(header.last_seen_ms, sample().stats.last_seen_ms);
+        assert_eq!(header.last_seen_ms, context.stats.last_seen_ms);
     }
 
     #[test]
