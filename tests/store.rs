@@ -557,3 +557,56 @@ fn a_damaged_store_file_gives_errors_not_panics() {
         &panics[..panics.len().min(5)]
     );
 }
+
+/// The scanner's `context_bytes` (what the resident bounds count) equals
+/// the sum of its contexts' `memory_bytes` after every operation, in chunk
+/// and line mode, through evictions and restores.
+#[test]
+fn resident_bytes_never_drift_from_the_contexts() {
+    use yaraflow::{MultiStreamScanner, ScannerConfig};
+    let rules = compile(RULES);
+    let mut seed = 0xdead_beef_cafe_f00du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..30 {
+        let cfg = ScannerConfig {
+            max_batch_bytes: 1 + (next() % 200) as usize,
+            ..ScannerConfig::default()
+        };
+        let mut s = MultiStreamScanner::new(&rules, cfg);
+        let ids: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+        let mut kept = Vec::new();
+        for step in 0..400 {
+            let id = ids[(next() % 6) as usize];
+            let lines = ids.iter().position(|i| *i == id).unwrap() >= 4;
+            let data: Vec<u8> = (0..(next() % 30))
+                .map(|_| b"abc \n"[(next() % 5) as usize])
+                .collect();
+            let _ = match next() % 12 {
+                0..=4 if lines => s.scan_line(id, &data).map(|_| ()),
+                0..=4 => s.scan_chunk(id, &data).map(|_| ()),
+                5 => s.get_matches(&id).map(|_| ()),
+                6 => s.close_stream(&id).map(|_| ()),
+                7 => s.reset_stream(&id).map(|_| ()),
+                8 => {
+                    s.discard_stream(&id);
+                    Ok(())
+                }
+                9 => s.evict_streams(&[id]).map(|mut c| kept.append(&mut c)),
+                10 => {
+                    for c in kept.drain(..) {
+                        let _ = s.restore_stream(c);
+                    }
+                    Ok(())
+                }
+                _ => s.flush(),
+            };
+            let sum: usize = s.stream_contexts().map(|c| c.memory_bytes()).sum();
+            assert_eq!(s.context_bytes(), sum, "step {step}");
+        }
+    }
+}

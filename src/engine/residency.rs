@@ -344,13 +344,11 @@ impl Residency {
         self.last_checkpoint = started;
         scanner.flush()?;
         let tag = rules_tag(&scanner.rules().fingerprint());
-        let changed = scanner
-            .stream_contexts()
-            .filter(|c| c.changed_since_written());
-        let streams = scanner
+        let changed: Vec<&crate::StreamContext> = scanner
             .stream_contexts()
             .filter(|c| c.changed_since_written())
-            .count();
+            .collect();
+        let streams = changed.len();
         let bytes = self.store.write(changed, tag, &self.removals)?;
         self.removals.clear();
         for context in scanner.stream_contexts_mut() {

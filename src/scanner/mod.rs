@@ -165,18 +165,25 @@ impl<'r> MultiStreamScanner<'r> {
         if self.batch_bytes + data.len() > self.config.max_batch_bytes || self.batch_overdue() {
             self.flush()?;
         }
-        let before = self.streams.get(&stream).map_or(0, |c| c.memory_bytes());
-        let ctx = open_context(&mut self.streams, &mut self.epochs, stream, mode);
+        let ctx = open_context(
+            &mut self.streams,
+            &mut self.epochs,
+            &mut self.context_bytes,
+            stream,
+            mode,
+        );
         if data.is_empty() && mode == StreamMode::Chunks {
-            self.context_bytes += ctx.memory_bytes() - before;
             return Ok(());
         }
         match mode {
             StreamMode::Chunks => self.batch.add_chunk(ctx, data, self.pack_starts),
             StreamMode::Lines => self.batch.add_line(ctx, data),
         }
+        // Recording moves the tail and grows the head, nothing else that
+        // `memory_bytes` counts.
+        let before = ctx.buffer_bytes();
         ctx.record(data, self.window.tail_len, self.window.head_keep());
-        self.context_bytes = self.context_bytes + ctx.memory_bytes() - before;
+        self.context_bytes = self.context_bytes + ctx.buffer_bytes() - before;
         if !ctx.in_batch {
             ctx.in_batch = true;
             self.batch_streams.push(stream);
@@ -208,10 +215,13 @@ impl<'r> MultiStreamScanner<'r> {
     /// line). Opening an open stream of the same mode changes nothing.
     pub fn open_stream(&mut self, stream: Uuid, mode: StreamMode) -> Result<(), ScanError> {
         self.check_mode(stream, mode)?;
-        if !self.streams.contains_key(&stream) {
-            let ctx = open_context(&mut self.streams, &mut self.epochs, stream, mode);
-            self.context_bytes += ctx.memory_bytes();
-        }
+        open_context(
+            &mut self.streams,
+            &mut self.epochs,
+            &mut self.context_bytes,
+            stream,
+            mode,
+        );
         Ok(())
     }
 
@@ -536,17 +546,21 @@ impl<'r> MultiStreamScanner<'r> {
     }
 }
 
-/// The context of a stream, opened (and counted) if needed. A free function
-/// so that callers may go on using the scanner's other fields.
+/// The context of a stream, opened (and counted, in `epochs` and in
+/// `context_bytes`) if needed. A free function so that callers may go on
+/// using the scanner's other fields.
 fn open_context<'a>(
     streams: &'a mut HashMap<Uuid, StreamContext, RandomState>,
     epochs: &mut Epochs,
+    context_bytes: &mut usize,
     stream: Uuid,
     mode: StreamMode,
 ) -> &'a mut StreamContext {
     streams.entry(stream).or_insert_with(|| {
         epochs.opened += 1;
-        new_context(stream, mode, epochs)
+        let ctx = new_context(stream, mode, epochs);
+        *context_bytes += ctx.memory_bytes();
+        ctx
     })
 }
 

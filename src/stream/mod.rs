@@ -192,10 +192,13 @@ impl StreamContext {
     pub fn memory_bytes(&self) -> usize {
         const SLOT: usize =
             (std::mem::size_of::<Uuid>() + std::mem::size_of::<StreamContext>() + 1) * 3 / 2;
-        SLOT + allocation_bytes(self.tail.capacity())
-            + allocation_bytes(self.head.capacity())
-            + self.settled.heap_bytes()
-            + self.provisional.heap_bytes()
+        SLOT + self.buffer_bytes() + self.settled.heap_bytes() + self.provisional.heap_bytes()
+    }
+
+    /// The part of [`Self::memory_bytes`] that [`Self::record`] changes:
+    /// the tail's and the head's allocations.
+    pub(crate) fn buffer_bytes(&self) -> usize {
+        allocation_bytes(self.tail.capacity()) + allocation_bytes(self.head.capacity())
     }
 }
 
