@@ -313,6 +313,31 @@ impl ShardActor {
         }
     }
 
+    /// With a store: runs `work` on the current rules' generation and the
+    /// residency, then syncs the generation's metrics. `None` without a
+    /// store.
+    fn with_current_store<R>(
+        &mut self,
+        work: impl FnOnce(&mut Generation, &mut Residency) -> R,
+    ) -> Option<R> {
+        self.generations();
+        let (Some(generations), Some(residency)) =
+            (self.generations.as_mut(), self.residency.as_mut())
+        else {
+            return None;
+        };
+        let generation = generations.current();
+        let result = work(generation, residency);
+        sync_metrics(generation, &self.metrics);
+        Some(result)
+    }
+
+    /// A store operation failed: counted, and kept as the last fault.
+    fn store_failed(&mut self, what: &str, error: EngineError) {
+        self.metrics.error("store");
+        self.last_fault = Some(format!("{what} failed: {error}"));
+    }
+
     fn generations(&mut self) -> &mut Generations {
         let (rules, config) = (&self.rules, &self.config);
         self.generations
@@ -633,11 +658,8 @@ impl ShardActor {
         self.prune();
         // The engine stops: the closed streams' entries go, and the store
         // is let go of (its file lock).
-        if let Some(mut residency) = self.residency.take() {
-            if let Err(error) = residency.write_removals() {
-                self.metrics.error("store");
-                self.last_fault = Some(format!("removing closed streams failed: {error}"));
-            }
+        if let Some(Err(error)) = self.residency.take().map(|mut r| r.write_removals()) {
+            self.store_failed("removing closed streams", error);
         }
         std::mem::take(&mut self.closing)
     }
@@ -663,23 +685,18 @@ impl ShardActor {
     /// scanner, so that only older rules' streams are closed. If the write
     /// fails, the streams are closed instead (their verdicts are not lost).
     fn keep_in_store(&mut self) {
-        let (Some(generations), Some(residency)) =
-            (self.generations.as_mut(), self.residency.as_mut())
-        else {
-            return;
-        };
-        let generation = generations.current();
-        let written = generation.with(|scanner| {
-            residency.checkpoint(scanner)?;
-            let streams = scanner.active_streams();
-            scanner.evict_streams(&streams).map_err(EngineError::from)
+        let kept = self.with_current_store(|generation, residency| {
+            let kept = generation.with(|scanner| {
+                residency.checkpoint(scanner)?;
+                let streams = scanner.active_streams();
+                scanner.evict_streams(&streams).map_err(EngineError::from)
+            });
+            kept.map(|kept| kept.len() + residency.stored_count())
         });
-        match written {
-            Ok(kept) => self.closing.kept = kept.len() + residency.stored_count(),
-            Err(error) => {
-                self.metrics.error("store");
-                self.last_fault = Some(format!("checkpoint at shutdown failed: {error}"));
-            }
+        match kept {
+            Some(Ok(kept)) => self.closing.kept = kept,
+            Some(Err(error)) => self.store_failed("checkpoint at shutdown", error),
+            None => {}
         }
     }
 
@@ -706,45 +723,37 @@ impl ShardActor {
     /// checkpoint is written, and the resident bounds are enforced.
     fn maintain(&mut self) {
         self.close_idle_if_due();
-        let metrics = self.metrics.clone();
-        let (Some(generations), Some(residency)) =
-            (self.generations.as_mut(), self.residency.as_mut())
-        else {
-            return;
-        };
-        let generation = generations.current();
-        if residency.checkpoint_due() {
-            if let Err(error) = generation.with(|scanner| residency.checkpoint(scanner)) {
-                metrics.error("store");
-                self.last_fault = Some(format!("checkpoint failed: {error}"));
+        let failures = self.with_current_store(|generation, residency| {
+            let checkpoint = match residency.checkpoint_due() {
+                true => generation
+                    .with(|scanner| residency.checkpoint(scanner))
+                    .err(),
+                false => None,
+            };
+            let eviction = generation.with(|scanner| residency.enforce_bounds(scanner));
+            [
+                ("checkpoint", checkpoint),
+                ("eviction", eviction.err()),
+                ("removing closed streams", residency.write_removals().err()),
+            ]
+        });
+        for (what, error) in failures.into_iter().flatten() {
+            if let Some(error) = error {
+                self.store_failed(what, error);
             }
         }
-        if let Err(error) = generation.with(|scanner| residency.enforce_bounds(scanner)) {
-            metrics.error("store");
-            self.last_fault = Some(format!("eviction failed: {error}"));
-        }
-        if let Err(error) = residency.write_removals() {
-            metrics.error("store");
-            self.last_fault = Some(format!("removing closed streams failed: {error}"));
-        }
-        sync_metrics(generation, &metrics);
     }
 
     /// A checkpoint asked for by a caller, then the resident bounds; the
     /// streams written. Without a store, nothing to do.
     fn checkpoint_now(&mut self) -> Result<usize, EngineError> {
-        self.generations();
-        let (Some(generations), Some(residency)) =
-            (self.generations.as_mut(), self.residency.as_mut())
-        else {
-            return Ok(0);
-        };
-        let generation = generations.current();
-        let written = generation.with(|scanner| residency.checkpoint(scanner));
-        let bounded = generation.with(|scanner| residency.enforce_bounds(scanner));
-        sync_metrics(generation, &self.metrics);
-        bounded?;
-        Ok(written?.streams)
+        let done = self.with_current_store(|generation, residency| {
+            let written = generation.with(|scanner| residency.checkpoint(scanner));
+            let bounded = generation.with(|scanner| residency.enforce_bounds(scanner));
+            bounded?;
+            Ok(written?.streams)
+        });
+        done.unwrap_or(Ok(0))
     }
 
     /// Closes the streams idle longer than the idle timeout, if it is time
@@ -832,20 +841,13 @@ impl ShardActor {
     /// over the resident bounds (the tick would, but a fast producer can
     /// open many streams between two ticks).
     fn enforce_bounds_if_over(&mut self) {
-        let (Some(generations), Some(residency)) =
-            (self.generations.as_mut(), self.residency.as_mut())
-        else {
-            return;
-        };
-        let generation = generations.current();
-        if !generation.with(|scanner| residency.over_bounds(scanner)) {
-            return;
+        let evicted = self.with_current_store(|generation, residency| {
+            // Cheap when under the bounds: the check comes first.
+            generation.with(|scanner| residency.enforce_bounds(scanner))
+        });
+        if let Some(Err(error)) = evicted {
+            self.store_failed("eviction", error);
         }
-        if let Err(error) = generation.with(|scanner| residency.enforce_bounds(scanner)) {
-            self.metrics.error("store");
-            self.last_fault = Some(format!("eviction failed: {error}"));
-        }
-        sync_metrics(generation, &self.metrics);
     }
 
     fn run(&mut self, command: ShardCommand, ctx: &mut Context<Self>) {
