@@ -155,6 +155,7 @@ impl Residency {
     fn take(&mut self, stream: &Uuid) -> Option<()> {
         let entry = self.stored.remove(stream)?;
         self.rules[entry.rules()].1 -= 1;
+        self.metrics.stored.set(self.stored.len() as f64);
         Some(())
     }
 
@@ -208,21 +209,13 @@ impl Residency {
         if !self.stored.contains_key(&stream) {
             return Ok(());
         }
-        let read = match self.store.read(stream) {
-            Ok(Some((context, _))) => Ok(context),
-            Ok(None) => Err(StoreError::Corrupt {
-                stream,
-                reason: "the entry is missing from the store".into(),
-            }),
-            Err(error) => Err(error),
-        };
-        let mut context = match read {
-            Ok(context) => context,
-            Err(error @ StoreError::Corrupt { .. }) => {
-                self.take(&stream);
-                self.removals.push(stream);
-                self.metrics.stored.set(self.stored.len() as f64);
-                return Err(error.into());
+        let mut context = match self.store.read(stream) {
+            Ok(Some((context, _))) => context,
+            Ok(None) => {
+                return Err(self.drop_damaged(stream, "the entry is missing from the store".into()))
+            }
+            Err(StoreError::Corrupt { reason, .. }) => {
+                return Err(self.drop_damaged(stream, reason))
             }
             Err(error) => return Err(error.into()),
         };
@@ -231,8 +224,15 @@ impl Residency {
         scanner.restore_stream(context)?;
         self.take(&stream);
         self.metrics.restores.increment(1);
-        self.metrics.stored.set(self.stored.len() as f64);
         Ok(())
+    }
+
+    /// A stored stream whose entry is damaged: dropped (its entry deleted
+    /// with the next write), and the error for its caller.
+    fn drop_damaged(&mut self, stream: Uuid, reason: String) -> EngineError {
+        self.take(&stream);
+        self.removals.push(stream);
+        StoreError::Corrupt { stream, reason }.into()
     }
 
     /// A stream closed (or dropped): its entry, if it has one, goes with
@@ -242,7 +242,6 @@ impl Residency {
         if self.take(stream).is_some() || durable {
             self.removals.push(*stream);
         }
-        self.metrics.stored.set(self.stored.len() as f64);
     }
 
     /// Evicts the least recently fed streams of `scanner` while it is over
