@@ -16,11 +16,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use uuid::Uuid;
 
 use super::contenders::{fingerprint, release_freed_memory, resident_bytes};
-use super::workload::{Workload, WorkloadSpec};
+use super::workload::{Step, Workload, WorkloadSpec};
 use crate::config::{EngineConfig, StoreConfig};
 use crate::engine::{BlockingHandle, Engine};
 use crate::error::{EngineError, RuleError};
@@ -227,10 +226,15 @@ fn send(
     let size = workload.chunk_size();
     let mut burst = Vec::with_capacity(1024);
     for index in range {
-        let data = workload.stream(index);
-        let start = (chunk * size).min(data.len());
-        let end = ((chunk + 1) * size).min(data.len());
-        burst.push((ids[index], Bytes::copy_from_slice(&data[start..end])));
+        let len = workload.stream(index).len();
+        let (start, end) = ((chunk * size).min(len), ((chunk + 1) * size).min(len));
+        let step = Step {
+            stream: index as u32,
+            offset: start as u32,
+            len: (end - start) as u32,
+            last: false,
+        };
+        burst.push((ids[index], workload.chunk_bytes(&step)));
         if burst.len() == 1024 {
             handle.scan_chunks(std::mem::take(&mut burst))?;
         }
