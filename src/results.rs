@@ -91,12 +91,18 @@ fn escaped<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error
 }
 
 impl RuleMatch {
-    /// Converts a YARA-X matching rule. `locate` gives the line of an offset.
+    /// Converts a YARA-X matching rule. `locate` gives the line of an
+    /// offset, `snippet` the bytes of a match's range (at most
+    /// `snippet_cap` of them). The bytes come from the caller, not from
+    /// YARA-X's `Match::data`: YARA-X 1.22 can report a `base64` match
+    /// running past the end of the block it was found in, and its
+    /// `Match::data` then panics.
     pub(crate) fn from_yara(
         rule: &yara_x::Rule<'_, '_>,
         exact: bool,
         snippet_cap: usize,
         locate: &dyn Fn(u64) -> u64,
+        snippet: &dyn Fn(std::ops::Range<u64>, usize) -> Vec<u8>,
     ) -> RuleMatch {
         let patterns = rule
             .patterns()
@@ -105,13 +111,13 @@ impl RuleMatch {
                 matches: pattern
                     .matches()
                     .map(|m| {
-                        let data = m.data();
+                        let range = m.range().start as u64..m.range().end as u64;
                         MatchInfo {
-                            offset: m.range().start as u64,
+                            offset: range.start,
                             length: m.range().len(),
-                            line: locate(m.range().start as u64),
+                            line: locate(range.start),
                             xor_key: m.xor_key(),
-                            data: data[..data.len().min(snippet_cap)].to_vec(),
+                            data: snippet(range, snippet_cap),
                         }
                     })
                     .collect(),

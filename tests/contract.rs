@@ -448,3 +448,49 @@ fn fullword_variable_length_regex_across_a_boundary() {
     data.extend_from_slice(b"zA Ab\n Abb\naa");
     assert_all_cuts(&rules, &data);
 }
+
+/// Issue 14: a `base64` match reached the search but not the verdict, since
+/// the replayed span cut the range YARA-X decodes around it.
+#[test]
+fn base64_matches_reach_the_verdict() {
+    let rules = compile(
+        r#"rule b { strings: $a = "hello" base64 condition: $a }
+           rule w { strings: $a = "hello" base64wide condition: $a }"#,
+    );
+    let wide = |text: &[u8]| -> Vec<u8> { text.iter().flat_map(|&b| [b, 0]).collect() };
+    let middle = [vec![b'A'; 3000], b" eGhlbGxv ".to_vec(), vec![b'B'; 3000]].concat();
+    let cases: Vec<Vec<u8>> = vec![
+        middle.clone(),
+        b"eGhlbGxv".to_vec(),
+        b"eGhlbGxv tail".to_vec(),
+        b"x aGVsbG8= y".to_vec(),
+        b"AAeGhlbGxvBB".to_vec(),
+        [b"..".to_vec(), wide(b"eGhlbGxv"), b"..".to_vec()].concat(),
+    ];
+    for data in &cases {
+        let (_, want) = verdicts(&rules, data, &[]);
+        if data.len() < 64 {
+            assert_all_cuts(&rules, data);
+        }
+        for chunk in [1, 7, 1460] {
+            let cuts: Vec<usize> = (chunk..data.len()).step_by(chunk).collect();
+            let (got, _) = verdicts(&rules, data, &cuts);
+            assert_eq!(
+                got,
+                want,
+                "{chunk}-byte chunks of {:?}",
+                data.escape_ascii().to_string()
+            );
+        }
+    }
+    // The issue's cases (and the wide one) do match: the test tests something.
+    for data in cases[..4].iter().chain(&cases[5..]) {
+        assert!(!matching(&reference(&rules, data)).is_empty());
+    }
+    let (got, _) = verdicts(&rules, &middle, &[1460, 2920]);
+    assert_eq!(
+        got[0].1[0].1,
+        vec![(3003, 6)],
+        "offset + 2, length 6, as YARA-X says"
+    );
+}

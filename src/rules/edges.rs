@@ -221,11 +221,101 @@ fn every_other<'a>(bytes: impl Iterator<Item = &'a u8>) -> Vec<u8> {
     bytes.step_by(2).copied().collect()
 }
 
+/// Where a block edge could cut the range YARA-X decodes around a
+/// `base64` or `base64wide` match.
+///
+/// YARA-X searches for the characters of a pattern's base64 forms that the
+/// pattern alone determines (one form per alignment: after 0, 1 or 2
+/// bytes), then verifies a find by decoding a range around it: up to three
+/// characters before it and three after (twice as many bytes for
+/// `base64wide`), truncated at the end of the block. A block edge inside
+/// that range changes the verdict both ways: a range cut at the start is
+/// not decoded at all (the match is lost), one cut at the end decodes
+/// where the whole range would not (a match is made up, or its trailing
+/// bits fail). So an edge is unsafe where a form occurs within that reach
+/// of it: starting just after a block's start, or ending just before its
+/// end.
+#[derive(Debug, Clone, Default)]
+struct Base64Guard {
+    /// The searched forms, and whether each is wide.
+    forms: Vec<(Vec<u8>, bool)>,
+}
+
+impl Base64Guard {
+    /// The standard alphabet (YARA-X's default).
+    const STANDARD: &'static [u8] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    /// Characters a decode range reaches past the searched form.
+    const REACH: usize = 3;
+
+    fn add(&mut self, text: &[u8], alphabet: Option<Vec<u8>>, wide: bool) {
+        let alphabet = alphabet.as_deref().unwrap_or(Self::STANDARD);
+        for padding in 0..3 {
+            let form = determined_base64(text, padding, alphabet);
+            let form = match wide {
+                true => form.iter().flat_map(|&c| [c, 0]).collect(),
+                false => form,
+            };
+            if !form.is_empty() {
+                self.forms.push((form, wide));
+            }
+        }
+    }
+
+    fn reach(wide: bool) -> usize {
+        if wide {
+            2 * Self::REACH + 1
+        } else {
+            Self::REACH
+        }
+    }
+
+    /// Whether a form starts within reach after the start of `data`.
+    fn blocks_start(&self, data: &[u8]) -> bool {
+        self.forms.iter().any(|(form, wide)| {
+            (0..=Self::reach(*wide)).any(|at| data.get(at..).is_some_and(|d| d.starts_with(form)))
+        })
+    }
+
+    /// Whether a form ends within reach before the end of `data`.
+    fn blocks_end(&self, data: &[u8]) -> bool {
+        self.forms.iter().any(|(form, wide)| {
+            (0..=Self::reach(*wide)).any(|back| {
+                data.len()
+                    .checked_sub(back)
+                    .is_some_and(|end| data[..end].ends_with(form))
+            })
+        })
+    }
+}
+
+/// The base64 characters of `text` placed after `padding` bytes that
+/// depend on `text` alone (what YARA-X searches for that alignment).
+fn determined_base64(text: &[u8], padding: usize, alphabet: &[u8]) -> Vec<u8> {
+    let bits = |i: usize| -> u32 {
+        // Bit `i` of the padding (zeros) followed by the text.
+        let byte = match i / 8 {
+            b if b < padding => 0,
+            b => text[b - padding],
+        };
+        u32::from(byte >> (7 - i % 8) & 1)
+    };
+    let (first, end) = (8 * padding, 8 * (padding + text.len()));
+    let chars = first.div_ceil(6)..end / 6;
+    chars
+        .map(|c| {
+            let value = (0..6).fold(0, |v, b| v << 1 | bits(6 * c + b));
+            alphabet.get(value as usize).copied().unwrap_or(b'=')
+        })
+        .collect()
+}
+
 /// The context-sensitive patterns of a rule set.
 #[derive(Debug, Clone, Default)]
 pub struct EdgeGuard {
     regexes: Vec<RegexGuard>,
     literals: Vec<LiteralGuard>,
+    base64: Base64Guard,
 }
 
 impl EdgeGuard {
@@ -263,22 +353,27 @@ impl EdgeGuard {
                     .push(literal_guard(&text.text.value, modifiers)),
                 _ => {}
             }
+            if let Pattern::Text(text) = pattern {
+                add_base64_forms(&mut guard.base64, &text.text.value, modifiers);
+            }
         }
         guard
     }
 
     /// Whether the rule set has no context-sensitive pattern at all.
     pub fn is_empty(&self) -> bool {
-        self.regexes.is_empty() && self.literals.is_empty()
+        self.regexes.is_empty() && self.literals.is_empty() && self.base64.forms.is_empty()
     }
 
     /// Whether a context-sensitive pattern could match starting at `data[0]`
     /// (or, for `wide` ones, which look two bytes back, at `data[1]`).
     pub fn blocks_start(&self, data: &[u8]) -> bool {
         let second = data.get(1..).unwrap_or_default();
-        self.regexes
-            .iter()
-            .any(|r| r.starts_at(data) || (r.wide && r.starts_at(second)))
+        self.base64.blocks_start(data)
+            || self
+                .regexes
+                .iter()
+                .any(|r| r.starts_at(data) || (r.wide && r.starts_at(second)))
             || self
                 .literals
                 .iter()
@@ -290,9 +385,11 @@ impl EdgeGuard {
     /// regex's match be cut short there.
     pub fn blocks_end(&self, data: &[u8]) -> bool {
         let but_last = &data[..data.len().saturating_sub(1)];
-        self.regexes
-            .iter()
-            .any(|r| r.ends_at(data) || (r.wide && r.ends_at(but_last)))
+        self.base64.blocks_end(data)
+            || self
+                .regexes
+                .iter()
+                .any(|r| r.ends_at(data) || (r.wide && r.ends_at(but_last)))
             || self
                 .literals
                 .iter()
@@ -317,6 +414,24 @@ fn regex_guard(hir: &Hir, wide: bool, fullword: bool, cap: usize) -> Option<Rege
         reach: 2 * max_len + 2,
         truncation: (fullword && varies).then(|| Truncation::new(&relaxed, max_len)),
     })
+}
+
+/// The searched forms of a text pattern's `base64` and `base64wide`
+/// modifiers, if it has them.
+fn add_base64_forms(guard: &mut Base64Guard, text: &[u8], modifiers: &ast::PatternModifiers<'_>) {
+    let alphabet = |a: &Option<ast::LiteralString<'_>>| a.as_ref().map(|a| a.value.to_vec());
+    for modifier in [modifiers.base64(), modifiers.base64wide()]
+        .into_iter()
+        .flatten()
+    {
+        match modifier {
+            ast::PatternModifier::Base64 { alphabet: a, .. } => guard.add(text, alphabet(a), false),
+            ast::PatternModifier::Base64Wide { alphabet: a, .. } => {
+                guard.add(text, alphabet(a), true)
+            }
+            _ => {}
+        }
+    }
 }
 
 fn literal_guard(value: &[u8], modifiers: &ast::PatternModifiers<'_>) -> LiteralGuard {
@@ -470,5 +585,51 @@ mod tests {
     fn context_free_patterns_are_not_guarded() {
         let g = guard(r#"rule r { strings: $a = /ab/ $b = "cd" condition: any of them }"#);
         assert!(!g.blocks_start(b"ab") && !g.blocks_end(b"cd"));
+    }
+
+    #[test]
+    fn base64_forms_are_the_characters_the_text_determines() {
+        // YARA-X's own table (`verify_base64`): "foobar" after 0, 1 and 2
+        // bytes is searched as these.
+        let forms: Vec<Vec<u8>> = (0..3)
+            .map(|p| determined_base64(b"foobar", p, Base64Guard::STANDARD))
+            .collect();
+        assert_eq!(
+            forms,
+            [
+                b"Zm9vYmFy".to_vec(),
+                b"Zvb2Jhc".to_vec(),
+                b"mb29iYX".to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn base64_forms_near_an_edge_are_guarded() {
+        let g = guard(r#"rule r { strings: $a = "hello" base64 condition: $a }"#);
+        // "eGhlbGxv" is "xhello": its searched form "hlbGxv" starts at 2.
+        assert!(g.blocks_start(b"eGhlbGxv") && g.blocks_end(b" eGhlbGxv"));
+        assert!(
+            g.blocks_end(b"eGhlbGxvAB"),
+            "the decode range reaches past it"
+        );
+        // Away from a form, in base64 text or not, edges are quiet.
+        assert!(!g.blocks_start(b"AAAAAAAAAAAA") && !g.blocks_end(b"AAAAAAAAAAAA"));
+        assert!(!g.blocks_start(b"AAAAeGhlbGxv") && !g.blocks_end(b"eGhlbGxvAAAAA"));
+        // Wide forms, with their zeros.
+        let g = guard(r#"rule r { strings: $a = "hello" base64wide condition: $a }"#);
+        let wide: Vec<u8> = b"eGhlbGxv".iter().flat_map(|&c| [c, 0]).collect();
+        assert!(g.blocks_start(&wide) && g.blocks_end(&wide));
+        assert!(!g.blocks_end(b"eGhlbGxv"));
+        // A custom alphabet's forms.
+        let g = guard(
+            r#"rule r { strings: $a = "hello" base64("!#ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") condition: $a }"#,
+        );
+        let form = determined_base64(
+            b"hello",
+            0,
+            b"!#ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+        );
+        assert!(g.blocks_start(&form) && !g.blocks_start(b"aGVsbG8"));
     }
 }

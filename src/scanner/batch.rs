@@ -367,6 +367,9 @@ impl Batch {
         guard: &EdgeGuard,
     ) -> ReplaySpan {
         let data = self.data(segment);
+        // A match may run past the block's end (see `settle`): its span
+        // ends with the data.
+        let range = range.start.min(data.len())..range.end.min(data.len());
         let real_start = segment.start == 0 || segment.line.is_some();
         let real_end = real_end || segment.line.is_some();
         let grown = replay_range(data, range, real_start, real_end, guard);

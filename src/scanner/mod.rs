@@ -317,9 +317,13 @@ impl<'r> MultiStreamScanner<'r> {
                 ctx.tail_unsettled = false;
             }
             for range in ranges {
-                if segment.crosses_end(&range) {
+                if segment.packed && segment.crosses_end(&range) {
                     continue; // not this stream's bytes; a later search sees it
                 }
+                // In a block of its own, a match running past the end is
+                // YARA-X's own doing (a `base64wide` match can claim the
+                // zero after its last character), as in a whole-buffer
+                // scan: it settles as any other.
                 let start = segment.start + range.start as u64;
                 match segment.accept(start, &self.window, at_stream_end) {
                     Acceptance::Settled => {

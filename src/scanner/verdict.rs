@@ -97,12 +97,13 @@ impl<'r> Evaluator<'r> {
         }
         let results = self.scanner.finish()?;
         let locate = |offset: u64| line_of(spans, offset, line_mode);
+        let snippet = |range, cap| snippet_of(spans, range, cap);
         let rules = self.rules;
         Ok(results
             .matching_rules()
             .map(|rule| {
                 let exact = rules.is_exact(rule.namespace(), rule.identifier());
-                RuleMatch::from_yara(&rule, exact, self.snippet_cap, &locate)
+                RuleMatch::from_yara(&rule, exact, self.snippet_cap, &locate, &snippet)
             })
             .collect())
     }
@@ -129,6 +130,21 @@ fn head_span(ctx: &StreamContext, head_len: usize, guard: &EdgeGuard) -> Option<
         quiet_start: grown.quiet_start,
         quiet_end: grown.quiet_end,
     })
+}
+
+/// The replayed bytes of a match's range, at most `cap` of them (a range
+/// running past its span is cut where the span ends).
+fn snippet_of(spans: &SpanSet, range: std::ops::Range<u64>, cap: usize) -> Vec<u8> {
+    let spans = spans.as_slice();
+    let index = spans
+        .partition_point(|s| s.start <= range.start)
+        .saturating_sub(1);
+    let Some(span) = spans.get(index).filter(|s| s.end() > range.start) else {
+        return Vec::new();
+    };
+    let from = (range.start - span.start) as usize;
+    let to = (range.end.min(span.end()) - span.start) as usize;
+    span.bytes[from..to.min(from + cap)].to_vec()
 }
 
 /// The line of a replayed offset.
