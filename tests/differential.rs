@@ -10,7 +10,8 @@
 mod common;
 
 use common::{compile_opt, ours, reference, reference_lines};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -79,22 +80,110 @@ impl PatternSpec {
         }
     }
 
-    /// Bytes worth planting in the data so that the pattern matches.
-    fn plant(&self) -> Vec<u8> {
+    /// Bytes worth planting in the data so that the pattern matches: every
+    /// form its modifiers make it match (the wide form, other cases, each
+    /// xor key's form, each base64 alignment), so that each modifier is
+    /// seen matching (see [`Tally`]).
+    fn plants(&self) -> Vec<Vec<u8>> {
         match self {
-            PatternSpec::Text { text, modifiers } if modifiers.contains(&"wide") => {
-                text.iter().flat_map(|&b| [b, 0]).collect()
-            }
-            PatternSpec::Text { text, .. } => text.clone(),
-            PatternSpec::Hex(hex) => hex
+            PatternSpec::Text { text, modifiers } => text_forms(text, modifiers),
+            PatternSpec::Hex(hex) => vec![hex
                 .split_whitespace()
                 .filter_map(|t| u8::from_str_radix(t, 16).ok())
-                .collect(),
-            PatternSpec::Regex { body, .. } => {
-                body.bytes().filter(|b| b.is_ascii_lowercase()).collect()
+                .collect()],
+            PatternSpec::Regex { body, modifiers } => {
+                let plain: Vec<u8> = body.bytes().filter(|b| b.is_ascii_lowercase()).collect();
+                let mut forms = vec![plain.clone()];
+                if modifiers.contains(&"wide") {
+                    forms.push(widen(&plain));
+                }
+                forms
             }
         }
     }
+
+    /// The modifiers and kinds this pattern exercises, for [`Tally`].
+    fn features(&self) -> Vec<&'static str> {
+        match self {
+            PatternSpec::Text { modifiers, .. } => {
+                let mut features = vec!["text"];
+                features.extend(modifiers.iter().map(|m| m.split('(').next().unwrap_or(m)));
+                features
+            }
+            PatternSpec::Hex(hex) => {
+                let mut features = vec!["hex"];
+                if hex.contains('?') {
+                    features.push("hex wildcard");
+                }
+                if hex.contains('|') {
+                    features.push("hex alternative");
+                }
+                if hex.contains('[') {
+                    features.push("hex jump");
+                }
+                features
+            }
+            PatternSpec::Regex { body, modifiers } => {
+                let mut features = vec!["regex"];
+                for (look, name) in [
+                    ("^", "regex ^"),
+                    ("$", "regex $"),
+                    ("\\b", "regex \\b"),
+                    ("\\B", "regex \\B"),
+                ] {
+                    if body.contains(look) {
+                        features.push(name);
+                    }
+                }
+                features.extend(modifiers.iter().map(|m| match *m {
+                    "wide" => "regex wide",
+                    "nocase" => "regex nocase",
+                    _ => "regex fullword",
+                }));
+                features
+            }
+        }
+    }
+}
+
+fn widen(bytes: &[u8]) -> Vec<u8> {
+    bytes.iter().flat_map(|&b| [b, 0]).collect()
+}
+
+/// Every form a text pattern matches, as [`PatternSpec::plants`] says.
+fn text_forms(text: &[u8], modifiers: &[&str]) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let has = |m: &str| modifiers.iter().any(|x| x.starts_with(m));
+    let mut forms = Vec::new();
+    if has("base64") {
+        // The text after 0, 1 and 2 bytes: the three alignments.
+        for prefix in [&b""[..], b"x", b"xy"] {
+            let plain = [prefix, text].concat();
+            let encoded = base64::engine::general_purpose::STANDARD
+                .encode(plain)
+                .into_bytes();
+            forms.push(if has("base64wide") {
+                widen(&encoded)
+            } else {
+                encoded
+            });
+        }
+        return forms;
+    }
+    if has("xor") {
+        let hi = if has("xor(") { 3 } else { 255 };
+        for key in [1u8, 2, hi] {
+            forms.push(text.iter().map(|b| b ^ key).collect());
+        }
+    }
+    forms.push(text.to_vec());
+    if has("nocase") {
+        forms.push(text.to_ascii_uppercase());
+    }
+    if has("wide") {
+        forms.extend(forms.clone().iter().map(|f| widen(f)));
+    }
+    forms
 }
 
 fn text_pattern() -> impl Strategy<Value = PatternSpec> {
@@ -250,6 +339,8 @@ fn rules_source(rules: &[RuleSpec]) -> String {
 thread_local! {
     /// Verdicts seen by this test thread, and those not claimed exact.
     static VERDICTS: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    /// How often each feature of the generator matched (see [`Tally`]).
+    static TALLY: RefCell<BTreeMap<&'static str, usize>> = const { RefCell::new(BTreeMap::new()) };
 }
 
 /// Counts verdicts, and those that claim no exactness.
@@ -258,6 +349,119 @@ fn count_verdict(exact: bool) {
         let (all, inexact) = v.get();
         v.set((all + 1, inexact + usize::from(!exact)));
     });
+}
+
+/// What the generator claims to exercise, counted where it actually
+/// happened: a pattern kind or modifier counts when a pattern of that kind
+/// matched in a reference verdict, a condition form or rule kind when a
+/// rule using it matched, and a match spanning a chunk cut when one did.
+/// [`every_listed_feature_happens`] fails on any that never does.
+struct Tally;
+
+impl Tally {
+    /// Everything the generator lists.
+    const LISTED: &'static [&'static str] = &[
+        "text",
+        "nocase",
+        "wide",
+        "ascii",
+        "fullword",
+        "xor",
+        "base64",
+        "base64wide",
+        "hex",
+        "hex wildcard",
+        "hex alternative",
+        "hex jump",
+        "regex",
+        "regex ^",
+        "regex $",
+        "regex \\b",
+        "regex \\B",
+        "regex wide",
+        "regex nocase",
+        "regex fullword",
+        "cond $",
+        "cond count",
+        "cond offset",
+        "cond length",
+        "cond at",
+        "cond in",
+        "cond not",
+        "cond for",
+        "cond of",
+        "global rule",
+        "match spanning a cut",
+    ];
+
+    fn add(feature: &'static str) {
+        TALLY.with(|t| *t.borrow_mut().entry(feature).or_default() += 1);
+    }
+
+    /// Counts what a reference verdict of `case`'s rules shows.
+    fn verdict(case: &Case, verdict: &common::Verdict) {
+        for (rule, patterns) in verdict {
+            let Some(spec) = rule
+                .strip_prefix('r')
+                .and_then(|r| r.parse::<usize>().ok())
+                .and_then(|r| case.rules.get(r))
+            else {
+                continue;
+            };
+            if spec.global {
+                Self::add("global rule");
+            }
+            for term in spec.terms.iter().map(String::as_str).chain(spec.quantifier) {
+                Self::add(term_kind(term));
+            }
+            for (pattern, matches) in patterns {
+                let index = pattern
+                    .strip_prefix("$p")
+                    .and_then(|i| i.parse::<usize>().ok());
+                match index.and_then(|i| spec.patterns.get(i)) {
+                    Some(p) if !matches.is_empty() => p.features().into_iter().for_each(Self::add),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Counts the matches of `verdict` that a cut of `cuts` (chunk end
+    /// offsets) falls inside.
+    fn cuts(verdict: &common::Verdict, cuts: &[usize]) {
+        let spanning = verdict
+            .iter()
+            .flat_map(|(_, patterns)| patterns.iter().flat_map(|(_, m)| m.iter()))
+            .filter(|(offset, len)| {
+                let (start, end) = (*offset as usize, *offset as usize + len);
+                cuts.iter().any(|&cut| start < cut && cut < end)
+            })
+            .count();
+        (0..spanning).for_each(|_| Self::add("match spanning a cut"));
+    }
+}
+
+/// The feature a condition term exercises.
+fn term_kind(term: &str) -> &'static str {
+    if term.contains(" of them") {
+        "cond of"
+    } else if term.starts_with("for ") {
+        "cond for"
+    } else if term.starts_with("not ") {
+        "cond not"
+    } else if term.contains(" at ") {
+        "cond at"
+    } else if term.contains(" in (") {
+        "cond in"
+    } else if term.starts_with('#') {
+        "cond count"
+    } else if term.starts_with('@') {
+        "cond offset"
+    } else if term.starts_with('!') {
+        "cond length"
+    } else {
+        "cond $"
+    }
 }
 
 /// Filler: random bytes, sometimes with long runs of one byte (where every
@@ -318,7 +522,7 @@ fn case() -> impl Strategy<Value = Case> {
     proptest::collection::vec(rule(), 1..4).prop_flat_map(|rules| {
         let plants: Vec<Vec<u8>> = rules
             .iter()
-            .flat_map(|r| r.patterns.iter().map(PatternSpec::plant))
+            .flat_map(|r| r.patterns.iter().flat_map(PatternSpec::plants))
             .collect();
         (
             Just(rules),
@@ -448,7 +652,9 @@ fn shuffle_residency<'r>(
 fn run_chunks(case: &Case) -> Result<(), TestCaseError> {
     let (src, rules) = compile_case(case)?;
     let (mut scanner, ids) = open_streams(case, &rules, StreamMode::Chunks);
+    let mut cuts = vec![Vec::new(); ids.len()];
     for (step, (stream, range)) in schedule(case).into_iter().enumerate() {
+        cuts[stream].push(range.end);
         scanner
             .scan_chunk(ids[stream], &case.streams[stream][range.clone()])
             .unwrap();
@@ -476,12 +682,15 @@ fn run_chunks(case: &Case) -> Result<(), TestCaseError> {
         let got = scanner.close_stream(id).unwrap().unwrap();
         prop_assert_eq!(got.stats.bytes, case.streams[stream].len() as u64);
         count_verdict(got.exact);
+        let expected = reference(&rules, &case.streams[stream]);
+        Tally::verdict(case, &expected);
+        Tally::cuts(&expected, &cuts[stream]);
         if !got.exact {
             continue;
         }
         prop_assert_eq!(
             ours(&rules, &got),
-            reference(&rules, &case.streams[stream]),
+            expected,
             "stream {}: \"{}\" cuts {:?}\n{}",
             stream,
             case.streams[stream].escape_ascii(),
@@ -507,12 +716,14 @@ fn run_lines(case: &Case) -> Result<(), TestCaseError> {
         let got = scanner.close_stream(id).unwrap().unwrap();
         prop_assert_eq!(got.stats.lines, lines[stream].len() as u64);
         count_verdict(got.exact);
+        let expected = reference_lines(&rules, &lines[stream]);
+        Tally::verdict(case, &expected);
         if !got.exact {
             continue;
         }
         prop_assert_eq!(
             ours(&rules, &got),
-            reference_lines(&rules, &lines[stream]),
+            expected,
             "stream {}: {:?}\n{}",
             stream,
             lines[stream]
@@ -543,17 +754,40 @@ proptest! {
     }
 }
 
-/// Verdicts that claim no exactness (a span edge the edge guard could not
-/// make quiet) must stay rare, even on this adversarial data (tiny chunks,
-/// small alphabet, long runs of one byte).
-#[test]
-fn inexact_verdicts_are_rare() {
+/// Runs 300 deterministic cases, chunked and by lines, on this thread.
+fn run_deterministic_cases() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     for _ in 0..300 {
         let case = case().new_tree(&mut runner).unwrap().current();
         let _ = run_chunks(&case);
         let _ = run_lines(&case);
     }
+}
+
+/// Every pattern kind, modifier, condition form and edge case the
+/// generator lists must actually match in the reference verdicts of a run:
+/// a generator that never makes one happen tests nothing about it.
+#[test]
+fn every_listed_feature_happens() {
+    run_deterministic_cases();
+    let tally = TALLY.with(|t| t.borrow().clone());
+    eprintln!("features matched: {tally:?}");
+    let missing: Vec<_> = Tally::LISTED
+        .iter()
+        .filter(|f| tally.get(*f).copied().unwrap_or(0) == 0)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "never matched: {missing:?} (tally {tally:?})"
+    );
+}
+
+/// Verdicts that claim no exactness (a span edge the edge guard could not
+/// make quiet) must stay rare, even on this adversarial data (tiny chunks,
+/// small alphabet, long runs of one byte).
+#[test]
+fn inexact_verdicts_are_rare() {
+    run_deterministic_cases();
     let (all, inexact) = VERDICTS.with(Cell::get);
     eprintln!("{inexact} of {all} verdicts not claimed exact");
     assert!(
