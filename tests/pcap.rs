@@ -12,19 +12,30 @@ use std::process::Command;
 
 use yaraflow::RuleSet;
 
-const CAPTURES: [&str; 3] = [
+const CAPTURES: [&str; 4] = [
     "data/pcap/http-loopback.pcapng",
     "data/pcap/lossy-link.pcap",
     "data/pcap/lossy-link-any.pcapng",
+    "data/pcap/offload-loopback.pcapng",
 ];
 
 /// The bytes of each direction (sender, receiver) of each connection.
 type Directions = HashMap<(SocketAddr, SocketAddr), Vec<u8>>;
 
+/// Bytes tshark says are missing from each direction (`[N bytes missing
+/// in capture file]`, indented like the data of that direction).
+type Missing = HashMap<(SocketAddr, SocketAddr), u64>;
+
 /// Parses tshark's `-z follow,tcp,raw` output: per connection, two
 /// `Node` lines, then one hex line per segment, indented with a tab when
 /// node 1 sent it.
 fn parse_follow(text: &str) -> Directions {
+    parse_follow_with_gaps(text).0
+}
+
+/// [`parse_follow`], and the bytes missing per direction.
+fn parse_follow_with_gaps(text: &str) -> (Directions, Missing) {
+    let mut missing = Missing::new();
     let mut directions = Directions::new();
     let mut nodes: Vec<SocketAddr> = Vec::new();
     for line in text.lines() {
@@ -40,26 +51,56 @@ fn parse_follow(text: &str) -> Directions {
             continue;
         }
         let hex = line.trim_start_matches('\t');
-        let is_data = !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit());
-        if nodes.len() != 2 || !is_data {
+        let from_node_1 = line.starts_with('\t');
+        if nodes.len() != 2 {
             continue;
         }
-        let from_node_1 = line.starts_with('\t');
         let (src, dst) = match from_node_1 {
             true => (nodes[1], nodes[0]),
             false => (nodes[0], nodes[1]),
         };
+        if let Some(gap) = missing_bytes(hex) {
+            *missing.entry((src, dst)).or_default() += gap;
+            continue;
+        }
+        let is_data = !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_data {
+            continue;
+        }
         let bytes = directions.entry((src, dst)).or_default();
         for pair in hex.as_bytes().chunks(2) {
             let digits = std::str::from_utf8(pair).unwrap();
             bytes.push(u8::from_str_radix(digits, 16).unwrap());
         }
     }
-    directions
+    (directions, missing)
+}
+
+/// The N of tshark's `[N bytes missing in capture file]` line.
+fn missing_bytes(line: &str) -> Option<u64> {
+    line.strip_prefix('[')?
+        .strip_suffix(" bytes missing in capture file]")?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn the_follow_parser_counts_bytes_tshark_says_are_missing() {
+    let text = "Node 0: 10.0.0.1:1\nNode 1: 10.0.0.2:2\n6162\n[3 bytes missing in capture file]\n\t[5 bytes missing in capture file]\n\t63\n";
+    let (directions, missing) = parse_follow_with_gaps(text);
+    let (a, b): (SocketAddr, SocketAddr) =
+        ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap());
+    assert_eq!(directions[&(a, b)], b"ab");
+    assert_eq!(directions[&(b, a)], b"c");
+    assert_eq!((missing[&(a, b)], missing[&(b, a)]), (3, 5));
 }
 
 fn extraction(capture: &str) -> Directions {
-    parse_follow(&std::fs::read_to_string(format!("{capture}.follow")).unwrap())
+    extraction_with_gaps(capture).0
+}
+
+fn extraction_with_gaps(capture: &str) -> (Directions, Missing) {
+    parse_follow_with_gaps(&std::fs::read_to_string(format!("{capture}.follow")).unwrap())
 }
 
 use common::{json_lines, run_yaraflow as yaraflow};
@@ -73,7 +114,7 @@ fn every_direction_gets_the_verdict_of_its_bytes_scanned_whole() {
     let rules = RuleSet::from_paths(&["data/rules"], 1024).unwrap();
     let mut matched = 0;
     for capture in CAPTURES {
-        let expected = extraction(capture);
+        let (expected, missing) = extraction_with_gaps(capture);
         let out = yaraflow(&["pcap", "--rules", "data/rules", "--shards", "2", capture]);
         assert!(
             out.status.success(),
@@ -94,7 +135,8 @@ fn every_direction_gets_the_verdict_of_its_bytes_scanned_whole() {
                 Some(data.len() as u64),
                 "{capture} {key:?}"
             );
-            assert_eq!(line["flow"]["missing_bytes"], 0, "{capture} {key:?}");
+            let gap = missing.get(&key).copied().unwrap_or(0);
+            assert_eq!(line["flow"]["missing_bytes"], gap, "{capture} {key:?}");
             assert_eq!(line["capture"], capture);
             assert_eq!(
                 common::printed(&rules, line),
@@ -221,4 +263,37 @@ fn a_truncated_capture_reports_where_and_still_closes_its_flows() {
         assert_eq!(json_lines(&out).len(), extraction(CAPTURES[0]).len());
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The offload capture (see `data/pcap/offload.py`) is worth having only
+/// if it holds what segmentation offload leaves: IPv4 frames whose total
+/// length is 0, carrying TCP payload.
+#[test]
+fn the_offload_capture_holds_frames_with_an_ipv4_total_length_of_zero() {
+    use pcap_parser::traits::PcapReaderIterator;
+    use pcap_parser::{Block, PcapBlockOwned, PcapError, PcapNGReader};
+    let file = std::fs::File::open("data/pcap/offload-loopback.pcapng").unwrap();
+    let mut reader = PcapNGReader::new(1 << 20, file).unwrap();
+    let mut zero_length = 0;
+    loop {
+        match reader.next() {
+            Ok((size, block)) => {
+                if let PcapBlockOwned::NG(Block::EnhancedPacket(packet)) = block {
+                    let frame = packet.data;
+                    let ipv4 = frame.len() > 54 && frame[12..14] == [8, 0];
+                    if ipv4 && frame[16..18] == [0, 0] && frame[23] == 6 {
+                        zero_length += 1;
+                    }
+                }
+                reader.consume(size);
+            }
+            Err(PcapError::Eof) => break,
+            Err(PcapError::Incomplete(_)) => reader.refill().unwrap(),
+            Err(err) => panic!("{err:?}"),
+        }
+    }
+    assert!(
+        zero_length >= 10,
+        "{zero_length} frames with total length 0"
+    );
 }

@@ -10,6 +10,7 @@
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{Block, Linktype, PcapBlockOwned, PcapError};
@@ -36,9 +37,9 @@ pub enum Frame {
 /// A capture file read frame by frame.
 pub struct CaptureReader {
     parser: Box<dyn PcapReaderIterator + Send>,
-    /// Link type of each interface of the current pcapng section (one entry
-    /// for a legacy pcap file).
-    links: Vec<Linktype>,
+    /// Each interface of the current pcapng section (one entry for a legacy
+    /// pcap file).
+    links: Vec<Interface>,
     frames: u64,
     source: ReadSide,
 }
@@ -184,37 +185,84 @@ impl ReadSide {
     }
 }
 
+/// What decoding an interface's frames needs: its link type and how its
+/// timestamps count.
+#[derive(Debug, Clone, Copy)]
+struct Interface {
+    link: Linktype,
+    /// Timestamp units per second.
+    resolution: u64,
+    /// Seconds added to every timestamp (pcapng `if_tsoffset`).
+    offset: i64,
+}
+
+impl Interface {
+    /// The capture time of a timestamp in this interface's units.
+    fn time(&self, units: u64) -> Duration {
+        let resolution = self.resolution.max(1);
+        let since = Duration::from_secs(units / resolution)
+            + Duration::from_nanos(
+                ((units % resolution) as u128 * 1_000_000_000 / resolution as u128) as u64,
+            );
+        match self.offset {
+            0 => since,
+            o if o > 0 => since.saturating_add(Duration::from_secs(o as u64)),
+            o => since.saturating_sub(Duration::from_secs(o.unsigned_abs())),
+        }
+    }
+}
+
 /// Reads one block: a frame, or a header that says how to decode frames.
 /// Fails with the number of an interface never described.
-fn read_block(links: &mut Vec<Linktype>, block: PcapBlockOwned<'_>) -> Result<Option<Frame>, u32> {
-    let (link, data) = match block {
+fn read_block(links: &mut Vec<Interface>, block: PcapBlockOwned<'_>) -> Result<Option<Frame>, u32> {
+    let (interface, data, time) = match block {
         PcapBlockOwned::LegacyHeader(header) => {
-            *links = vec![header.network];
+            let resolution = match header.is_nanosecond_precision() {
+                true => 1_000_000_000,
+                false => 1_000_000,
+            };
+            *links = vec![Interface {
+                link: header.network,
+                resolution,
+                offset: 0,
+            }];
             return Ok(None);
         }
-        PcapBlockOwned::Legacy(packet) => (first_link(links)?, packet.data),
+        PcapBlockOwned::Legacy(packet) => {
+            let interface = first_link(links)?;
+            let units = packet.ts_sec as u64 * interface.resolution + packet.ts_usec as u64;
+            (interface, packet.data, Some(interface.time(units)))
+        }
         PcapBlockOwned::NG(Block::SectionHeader(_)) => {
             links.clear(); // interface numbers start again in a new section
             return Ok(None);
         }
         PcapBlockOwned::NG(Block::InterfaceDescription(interface)) => {
-            links.push(interface.linktype);
+            links.push(Interface {
+                link: interface.linktype,
+                resolution: interface.ts_resolution().unwrap_or(1_000_000),
+                offset: interface.ts_offset(),
+            });
             return Ok(None);
         }
         PcapBlockOwned::NG(Block::EnhancedPacket(packet)) => {
-            let link = links
+            let interface = links
                 .get(packet.if_id as usize)
                 .copied()
                 .ok_or(packet.if_id)?;
-            (link, captured(packet.data, packet.caplen))
+            let units = (packet.ts_high as u64) << 32 | packet.ts_low as u64;
+            let data = captured(packet.data, packet.caplen);
+            (interface, data, Some(interface.time(units)))
         }
-        PcapBlockOwned::NG(Block::SimplePacket(packet)) => {
-            (first_link(links)?, captured(packet.data, packet.origlen))
-        }
+        PcapBlockOwned::NG(Block::SimplePacket(packet)) => (
+            first_link(links)?,
+            captured(packet.data, packet.origlen),
+            None,
+        ),
         PcapBlockOwned::NG(_) => return Ok(None), // statistics, names, ...
     };
-    Ok(Some(match decode(link, data) {
-        Ok(segment) => Frame::Segment(segment),
+    Ok(Some(match decode(interface.link, data) {
+        Ok(segment) => Frame::Segment(TcpSegment { time, ..segment }),
         Err(skip) => Frame::Skipped(skip),
     }))
 }
@@ -224,7 +272,7 @@ fn captured(data: &[u8], length: u32) -> &[u8] {
     &data[..(length as usize).min(data.len())]
 }
 
-fn first_link(links: &[Linktype]) -> Result<Linktype, u32> {
+fn first_link(links: &[Interface]) -> Result<Interface, u32> {
     links.first().copied().ok_or(0)
 }
 

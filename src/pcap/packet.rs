@@ -4,14 +4,20 @@
 //! a Linux "cooked" header, a BSD loopback family word, or the IP header
 //! itself); [`decode`] strips it and lets `etherparse` check and slice the
 //! IP and TCP headers (VLAN tags and IPv6 extension headers included).
-//! Whatever is not a whole TCP segment is skipped with a reason, never
-//! guessed at: a frame cut short by the capture's snapshot length would
-//! hand the scanner bytes that are not the stream's, so it is skipped and
-//! its bytes become a counted hole in the stream instead.
+//!
+//! The IP length fields are read as tshark reads them, with `etherparse`'s
+//! lax slicing: a capture taken on the sending host sees segments before
+//! the network card splits them (TCP segmentation offload), with an IPv4
+//! total length of 0 and more bytes than the MTU; the frame's own length
+//! then gives the payload. What the frame is missing is never guessed at:
+//! a frame cut short by the capture's snapshot length (or one whose IP
+//! length claims more bytes than the frame holds) would hand the scanner
+//! bytes that are not the stream's, so it is skipped and its bytes become
+//! a counted hole in the stream instead.
 
 use std::net::{IpAddr, SocketAddr};
 
-use etherparse::{EtherType, NetSlice, SlicedPacket, TransportSlice};
+use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 use pcap_parser::Linktype;
 
 /// One direction of a TCP connection: from `src` to `dst`.
@@ -44,12 +50,16 @@ pub struct TcpSegment {
     pub syn: bool,
     /// ACK flag.
     pub ack: bool,
+    /// Its acknowledgment number (meaningful with the ACK flag).
+    pub ack_number: u32,
     /// FIN flag.
     pub fin: bool,
     /// RST flag.
     pub rst: bool,
     /// Its payload.
     pub payload: Vec<u8>,
+    /// When it was captured (since the Unix epoch), if the capture says.
+    pub time: Option<std::time::Duration>,
 }
 
 /// Why a frame gave no TCP segment.
@@ -84,41 +94,65 @@ const LOOPBACK_HEADER: usize = 4;
 /// Decodes the TCP segment a frame of link type `link` carries.
 pub fn decode(link: Linktype, frame: &[u8]) -> Result<TcpSegment, Skip> {
     let sliced = match link {
-        Linktype::ETHERNET => SlicedPacket::from_ethernet(frame),
-        Linktype::LINUX_SLL => SlicedPacket::from_linux_sll(frame),
+        Linktype::ETHERNET => LaxSlicedPacket::from_ethernet(frame).map_err(|_| Skip::Malformed)?,
+        Linktype::LINUX_SLL => linux_sll(frame)?,
         Linktype::LINUX_SLL2 => {
             let header = frame.get(..SLL2_HEADER).ok_or(Skip::Malformed)?;
             let ether_type = EtherType(u16::from_be_bytes([header[0], header[1]]));
-            SlicedPacket::from_ether_type(ether_type, &frame[SLL2_HEADER..])
+            LaxSlicedPacket::from_ether_type(ether_type, &frame[SLL2_HEADER..])
         }
         Linktype::NULL | Linktype::LOOP => {
-            SlicedPacket::from_ip(frame.get(LOOPBACK_HEADER..).ok_or(Skip::Malformed)?)
+            ip(frame.get(LOOPBACK_HEADER..).ok_or(Skip::Malformed)?)?
         }
-        Linktype::RAW | Linktype::IPV4 | Linktype::IPV6 => SlicedPacket::from_ip(frame),
+        Linktype::RAW | Linktype::IPV4 | Linktype::IPV6 => ip(frame)?,
         other => return Err(Skip::LinkType(other.0)),
-    }
-    .map_err(|_| Skip::Malformed)?;
+    };
     segment_of(&sliced)
 }
 
-/// The TCP segment of a sliced packet.
-fn segment_of(sliced: &SlicedPacket<'_>) -> Result<TcpSegment, Skip> {
-    let (src_ip, dst_ip): (IpAddr, IpAddr) = match &sliced.net {
-        Some(NetSlice::Ipv4(ip)) => (
+/// Length of a Linux cooked v1 header; its last field is the EtherType.
+const SLL_HEADER: usize = 16;
+
+fn linux_sll(frame: &[u8]) -> Result<LaxSlicedPacket<'_>, Skip> {
+    let header = frame.get(..SLL_HEADER).ok_or(Skip::Malformed)?;
+    let ether_type = EtherType(u16::from_be_bytes([header[14], header[15]]));
+    Ok(LaxSlicedPacket::from_ether_type(
+        ether_type,
+        &frame[SLL_HEADER..],
+    ))
+}
+
+fn ip(frame: &[u8]) -> Result<LaxSlicedPacket<'_>, Skip> {
+    LaxSlicedPacket::from_ip(frame).map_err(|_| Skip::Malformed)
+}
+
+/// The TCP segment of a laxly sliced packet.
+fn segment_of(sliced: &LaxSlicedPacket<'_>) -> Result<TcpSegment, Skip> {
+    let (src_ip, dst_ip, payload): (IpAddr, IpAddr, _) = match &sliced.net {
+        Some(LaxNetSlice::Ipv4(ip)) => (
             ip.header().source_addr().into(),
             ip.header().destination_addr().into(),
+            ip.payload(),
         ),
-        Some(NetSlice::Ipv6(ip)) => (
+        Some(LaxNetSlice::Ipv6(ip)) => (
             ip.header().source_addr().into(),
             ip.header().destination_addr().into(),
+            ip.payload(),
         ),
         _ => return Err(Skip::NotTcp),
     };
-    if sliced.is_ip_payload_fragmented() {
+    if payload.fragmented {
         return Err(Skip::Fragment);
     }
-    let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else {
+    if payload.ip_number != etherparse::IpNumber::TCP {
         return Err(Skip::NotTcp);
+    }
+    // The IP header claims bytes the frame does not hold: cut short.
+    if payload.incomplete {
+        return Err(Skip::Malformed);
+    }
+    let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else {
+        return Err(Skip::Malformed); // TCP, but its header does not parse
     };
     Ok(TcpSegment {
         key: FlowKey {
@@ -128,9 +162,11 @@ fn segment_of(sliced: &SlicedPacket<'_>) -> Result<TcpSegment, Skip> {
         seq: tcp.sequence_number(),
         syn: tcp.syn(),
         ack: tcp.ack(),
+        ack_number: tcp.acknowledgment_number(),
         fin: tcp.fin(),
         rst: tcp.rst(),
         payload: tcp.payload().to_vec(),
+        time: None,
     })
 }
 
@@ -181,6 +217,24 @@ mod tests {
             Err(Skip::Malformed)
         );
         assert_eq!(decode(Linktype::LINUX_SLL2, &[0; 3]), Err(Skip::Malformed));
+    }
+
+    #[test]
+    fn an_ipv4_total_length_of_zero_takes_the_frame_length() {
+        // Segmentation offload: the sender's capture sees the segment
+        // before the card splits it and sets its length.
+        let payload = vec![b'x'; 4096];
+        let mut frame = ipv4_frame(&payload);
+        frame[16..18].copy_from_slice(&[0, 0]);
+        assert_eq!(decode(Linktype::ETHERNET, &frame).unwrap().payload, payload);
+        // A total length that claims more than the frame: cut short.
+        let mut frame = ipv4_frame(b"abc");
+        frame[16..18].copy_from_slice(&200u16.to_be_bytes());
+        assert_eq!(decode(Linktype::ETHERNET, &frame), Err(Skip::Malformed));
+        // Ethernet padding after a real total length is not payload.
+        let mut frame = ipv4_frame(b"ab");
+        frame.extend_from_slice(&[0; 6]);
+        assert_eq!(decode(Linktype::ETHERNET, &frame).unwrap().payload, b"ab");
     }
 
     #[test]
