@@ -19,7 +19,9 @@ use std::process::ExitCode;
 
 use bytes::Bytes;
 use indicatif::ProgressBar;
-use yaraflow::pcap::{CaptureReader, FlowEvent, FlowSummary, FlowTable, Frame};
+use yaraflow::pcap::{
+    CaptureReader, FlowCounters, FlowEvent, FlowLimits, FlowSummary, FlowTable, Frame,
+};
 use yaraflow::{BlockingHandle, Engine, EngineConfig, EngineError, StreamResults, Uuid};
 
 /// Arguments of `yaraflow pcap`.
@@ -36,6 +38,14 @@ pub struct PcapArgs {
     /// (the hole is then counted in `missing_bytes`).
     #[arg(long, default_value_t = 1 << 20)]
     max_pending: usize,
+    /// Most directions open at once; past it the least recently active
+    /// tenth end early (`"end": "evicted"`).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_flows: u64,
+    /// A direction with no segment for this long, in capture time, ends
+    /// (`"end": "idle"`); `0s` never.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    flow_idle_timeout: std::time::Duration,
     /// No progress bar and no summary on stderr (errors are still
     /// reported).
     #[arg(long, short)]
@@ -102,7 +112,11 @@ fn read_capture(args: &PcapArgs, path: &Path, feed: &mut Feed<'_>) -> anyhow::Re
     let file = File::open(path)?;
     let progress = super::byte_progress(args.quiet, Some(file.metadata()?.len()));
     let mut reader = CaptureReader::new(file)?;
-    let mut table = FlowTable::new(args.max_pending);
+    let mut table = FlowTable::new(FlowLimits {
+        max_pending: args.max_pending,
+        max_open: usize::try_from(args.max_flows).unwrap_or(usize::MAX),
+        idle_timeout: Some(args.flow_idle_timeout).filter(|t| !t.is_zero()),
+    });
     let mut events = Vec::new();
     let mut tally = Tally::default();
     let outcome = loop {
@@ -129,19 +143,26 @@ fn read_capture(args: &PcapArgs, path: &Path, feed: &mut Feed<'_>) -> anyhow::Re
     feed.flush()?;
     progress.finish_and_clear();
     if !args.quiet {
-        print_tally(path, reader.frames(), &tally);
+        print_tally(path, reader.frames(), &tally, table.counters());
     }
     Ok(outcome?)
 }
 
-fn print_tally(path: &Path, frames: u64, tally: &Tally) {
+fn print_tally(path: &Path, frames: u64, tally: &Tally, early: FlowCounters) {
     let skipped: Vec<String> = tally
         .skipped
         .iter()
         .map(|(reason, n)| format!("{n} {reason}"))
         .collect();
+    let bounds = match early == FlowCounters::default() {
+        true => String::new(),
+        false => format!(
+            "; ended early: {} idle, {} evicted (table full); {} ended entries forgotten",
+            early.idle_closed, early.evicted, early.forgotten
+        ),
+    };
     eprintln!(
-        "{}: {frames} frames, {} TCP segments, {} directions{}",
+        "{}: {frames} frames, {} TCP segments, {} directions{}{bounds}",
         path.display(),
         tally.segments,
         tally.directions,

@@ -19,11 +19,18 @@
 //! a stream of stray bytes. A RST ends both directions of its connection;
 //! a SYN that is not the open direction's own starts a new connection on
 //! the same 4-tuple (the old direction's FIN or RST was not captured).
-//! Left out: an idle timeout in capture time, and a bound on the table as
-//! a whole (each direction's reordering buffer is bounded).
+//!
+//! The table is bounded ([`FlowLimits`]), since a capture of millions of
+//! half-open connections would otherwise hold an entry and an open stream
+//! for each until it ends: a direction that saw no segment for the idle
+//! timeout, in capture time, ends ([`End::Idle`]), and ended entries that
+//! old are forgotten; past the most open directions, the least recently
+//! active tenth end ([`End::Evicted`]). Both are counted
+//! ([`FlowTable::counters`]) and show in each summary's `end`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -92,6 +99,41 @@ pub enum FlowEvent {
     Ended(FlowSummary),
 }
 
+/// Bounds of a [`FlowTable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowLimits {
+    /// Bytes a direction may hold behind a hole (see [`Direction::new`]).
+    pub max_pending: usize,
+    /// Most directions open at once; past it the least recently active
+    /// tenth end ([`End::Evicted`]).
+    pub max_open: usize,
+    /// A direction with no segment for this long, in capture time, ends
+    /// ([`End::Idle`]); `None`: never.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for FlowLimits {
+    fn default() -> Self {
+        FlowLimits {
+            max_pending: 1 << 20,
+            max_open: 1_000_000,
+            idle_timeout: Some(Duration::from_secs(600)),
+        }
+    }
+}
+
+/// What the table's bounds ended or forgot early.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FlowCounters {
+    /// Directions ended by the idle timeout.
+    pub idle_closed: u64,
+    /// Directions ended because the table was full.
+    pub evicted: u64,
+    /// Entries of ended directions dropped (a late segment of one would
+    /// now open a new stream).
+    pub forgotten: u64,
+}
+
 /// One direction in the table.
 #[derive(Debug)]
 struct FlowState {
@@ -100,6 +142,13 @@ struct FlowState {
     reuse: u32,
     packets: u64,
     bytes: u64,
+    /// Capture time of its last segment.
+    last_seen: Duration,
+    /// Whether the table's bounds ended it (not its FIN or RST).
+    ended_early: bool,
+    /// The highest acknowledgment number its sender sent: the other
+    /// direction's bytes before that were received.
+    ack_sent: Option<u32>,
     /// `None` once ended (the buffers are gone).
     reassembly: Option<Direction>,
 }
@@ -113,18 +162,25 @@ pub struct FlowTable {
     order: Vec<FlowKey>,
     /// Directions open now.
     open: usize,
-    max_pending: usize,
+    limits: FlowLimits,
+    /// The latest capture time seen.
+    now: Duration,
+    /// When the next look for idle directions is due.
+    next_sweep: Duration,
+    counters: FlowCounters,
 }
 
 impl FlowTable {
-    /// A table whose directions each buffer at most `max_pending` bytes
-    /// behind a hole (see [`Direction::new`]).
-    pub fn new(max_pending: usize) -> FlowTable {
+    /// A table with these bounds.
+    pub fn new(limits: FlowLimits) -> FlowTable {
         FlowTable {
             flows: HashMap::new(),
             order: Vec::new(),
             open: 0,
-            max_pending,
+            limits,
+            now: Duration::ZERO,
+            next_sweep: Duration::ZERO,
+            counters: FlowCounters::default(),
         }
     }
 
@@ -133,8 +189,17 @@ impl FlowTable {
         self.open
     }
 
+    /// What the bounds ended or forgot so far.
+    pub fn counters(&self) -> FlowCounters {
+        self.counters
+    }
+
     /// Takes one segment; appends what happened to `events`.
     pub fn segment(&mut self, segment: TcpSegment, events: &mut Vec<FlowEvent>) {
+        if let Some(time) = segment.time {
+            self.now = self.now.max(time);
+            self.sweep_idle(events);
+        }
         let key = segment.key;
         let (reuse, superseded) = match self.flows.get(&key) {
             Some(state) => match &state.reassembly {
@@ -145,7 +210,9 @@ impl FlowTable {
                     (Some(state.reuse + 1), true)
                 }
                 Some(_) => (None, false),
-                None if segment.syn => (Some(state.reuse + 1), false),
+                // After an idle close or an eviction, the connection goes
+                // on as a new stream.
+                None if segment.syn || state.ended_early => (Some(state.reuse + 1), false),
                 None => return, // a late segment of an ended direction
             },
             None => (Some(0), false),
@@ -155,9 +222,23 @@ impl FlowTable {
         }
         if let Some(reuse) = reuse {
             self.open(key, &segment, reuse, events);
+            if self.open > self.limits.max_open.max(1) {
+                self.evict_least_recent(events);
+            }
         }
+        let peer_acked = self.flows.get(&key.reverse()).and_then(|s| s.ack_sent);
         let state = self.flows.get_mut(&key).expect("opened above");
         state.packets += 1;
+        state.last_seen = self.now;
+        if segment.ack {
+            let newer = |old: u32| segment.ack_number.wrapping_sub(old) as i32 > 0;
+            if state.ack_sent.is_none_or(newer) {
+                state.ack_sent = Some(segment.ack_number);
+            }
+        }
+        if is_keepalive(state, peer_acked, &segment) {
+            return;
+        }
         let Some(reassembly) = state.reassembly.as_mut() else {
             return;
         };
@@ -190,19 +271,100 @@ impl FlowTable {
     /// Ends a direction if it is open: by a reset of its connection, or
     /// because the capture ended (or a new connection took its 4-tuple).
     fn end(&mut self, key: &FlowKey, reset: bool, events: &mut Vec<FlowEvent>) {
+        let why = if reset { Ending::Reset } else { Ending::Finish };
+        self.end_as(key, why, events);
+    }
+
+    /// Ends a direction if it is open, as `why` says; returns whether it
+    /// was open.
+    fn end_as(&mut self, key: &FlowKey, why: Ending, events: &mut Vec<FlowEvent>) -> bool {
         let Some(state) = self.flows.get_mut(key) else {
-            return;
+            return false;
         };
         let Some(reassembly) = state.reassembly.as_mut() else {
-            return;
+            return false;
         };
-        let ready = match reset {
-            true => reassembly.reset(),
-            false => reassembly.finish(),
+        let ready = match why {
+            Ending::Reset => reassembly.reset(),
+            Ending::Finish => reassembly.finish(),
+            Ending::Early(end) => reassembly.end_early(end),
         };
         hand_out(&mut state.bytes, state.stream, ready, events);
         retire(key, state, events);
+        state.ended_early = matches!(why, Ending::Early(_));
         self.open -= 1;
+        true
+    }
+
+    /// Ends the directions idle for the timeout and forgets ended entries
+    /// as old; runs at most every quarter of the timeout of capture time.
+    fn sweep_idle(&mut self, events: &mut Vec<FlowEvent>) {
+        let Some(timeout) = self.limits.idle_timeout else {
+            return;
+        };
+        if self.now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = self.now + (timeout / 4).max(Duration::from_millis(1));
+        let Some(cutoff) = self.now.checked_sub(timeout) else {
+            return;
+        };
+        let idle: Vec<FlowKey> = self
+            .order
+            .iter()
+            .filter(|k| self.flows.get(k).is_some_and(|f| f.last_seen <= cutoff))
+            .copied()
+            .collect();
+        for key in idle {
+            if self.end_as(&key, Ending::Early(End::Idle), events) {
+                self.counters.idle_closed += 1;
+            }
+        }
+        // Ended entries are kept for one more timeout, to recognise late
+        // segments (and to number a 4-tuple's next connection).
+        let forget = cutoff.saturating_sub(timeout);
+        let before = self.flows.len();
+        self.flows
+            .retain(|_, f| f.reassembly.is_some() || f.last_seen > forget);
+        self.counters.forgotten += (before - self.flows.len()) as u64;
+        self.drop_ended_from_order();
+    }
+
+    /// Ends the least recently active tenth of the open directions (at
+    /// least one), and forgets every ended entry if they outnumber the
+    /// bound, so that the table's size stays within a few times it.
+    fn evict_least_recent(&mut self, events: &mut Vec<FlowEvent>) {
+        self.drop_ended_from_order();
+        let mut by_age: Vec<(Duration, usize)> = self
+            .order
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (self.flows[k].last_seen, i))
+            .collect();
+        let count = (self.open / 10).max(1);
+        by_age.select_nth_unstable(count - 1);
+        let oldest: Vec<FlowKey> = by_age[..count]
+            .iter()
+            .map(|&(_, i)| self.order[i])
+            .collect();
+        for key in oldest {
+            if self.end_as(&key, Ending::Early(End::Evicted), events) {
+                self.counters.evicted += 1;
+            }
+        }
+        if self.flows.len() > 2 * self.limits.max_open + 1024 {
+            let before = self.flows.len();
+            self.flows.retain(|_, f| f.reassembly.is_some());
+            self.counters.forgotten += (before - self.flows.len()) as u64;
+        }
+        self.drop_ended_from_order();
+    }
+
+    /// Keeps only open directions in `order`.
+    fn drop_ended_from_order(&mut self) {
+        let flows = &self.flows;
+        self.order
+            .retain(|k| flows.get(k).is_some_and(|f| f.reassembly.is_some()));
     }
 
     fn open(&mut self, key: FlowKey, first: &TcpSegment, reuse: u32, events: &mut Vec<FlowEvent>) {
@@ -215,9 +377,7 @@ impl FlowTable {
         events.push(FlowEvent::Opened(stream));
         // Ended directions leave `order` lazily: drop them when it doubles.
         if self.order.len() >= 64 && self.order.len() > 2 * self.open {
-            let flows = &self.flows;
-            self.order
-                .retain(|k| flows.get(k).is_some_and(|f| f.reassembly.is_some()));
+            self.drop_ended_from_order();
         }
         self.order.push(key);
         let state = FlowState {
@@ -226,11 +386,37 @@ impl FlowTable {
             reuse,
             packets: 0,
             bytes: 0,
-            reassembly: Some(Direction::new(self.max_pending)),
+            last_seen: self.now,
+            ended_early: false,
+            ack_sent: None,
+            reassembly: Some(Direction::new(self.limits.max_pending)),
         };
         self.flows.insert(key, state);
         self.open += 1;
     }
+}
+
+/// Whether a segment is a keepalive probe that would place a direction
+/// the capture joined mid-connection in sequence space: one byte, before
+/// any data, that its receiver had already acknowledged (a keepalive
+/// resends the byte before the next one). Later keepalives are found by
+/// reassembly itself (they fall before the bytes handed out).
+fn is_keepalive(state: &FlowState, peer_acked: Option<u32>, segment: &TcpSegment) -> bool {
+    let unplaced = state.reassembly.as_ref().is_some_and(|r| !r.started());
+    let acked =
+        peer_acked.is_some_and(|ack| ack.wrapping_sub(segment.seq.wrapping_add(1)) as i32 >= 0);
+    unplaced && acked && segment.payload.len() == 1 && !(segment.syn || segment.fin || segment.rst)
+}
+
+/// How a direction is ended by the table.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// Its connection was reset.
+    Reset,
+    /// The capture ended, or a new connection took its 4-tuple.
+    Finish,
+    /// The table's bounds end it: [`End::Idle`] or [`End::Evicted`].
+    Early(End),
 }
 
 /// Reports bytes of a direction now in order, if any.
@@ -278,7 +464,113 @@ mod tests {
             fin: flags.contains('F'),
             rst: flags.contains('R'),
             payload: payload.to_vec(),
+            time: None,
+            ack_number: 0,
         }
+    }
+
+    fn limits(max_pending: usize) -> FlowLimits {
+        FlowLimits {
+            max_pending,
+            ..FlowLimits::default()
+        }
+    }
+
+    fn at(seconds: u64, segment: TcpSegment) -> TcpSegment {
+        TcpSegment {
+            time: Some(Duration::from_secs(seconds)),
+            ..segment
+        }
+    }
+
+    fn ends(events: &[FlowEvent]) -> Vec<(SocketAddr, End)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                FlowEvent::Ended(s) => Some((s.src, s.end)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn idle_directions_end_in_capture_time_and_go_on_as_new_streams() {
+        let mut table = FlowTable::new(FlowLimits {
+            idle_timeout: Some(Duration::from_secs(60)),
+            ..limits(1 << 16)
+        });
+        let mut events = Vec::new();
+        table.segment(at(0, segment(C, S, 1, "S", b"")), &mut events);
+        table.segment(at(1, segment(C, S, 2, "A", b"abc")), &mut events);
+        table.segment(at(50, segment("10.0.0.9:1", S, 7, "A", b"x")), &mut events);
+        assert!(ends(&events).is_empty(), "nothing idle for 60 s yet");
+        table.segment(at(100, segment("10.0.0.9:1", S, 8, "A", b"y")), &mut events);
+        assert_eq!(ends(&events), [(C.parse().unwrap(), End::Idle)]);
+        assert_eq!(table.counters().idle_closed, 1);
+        assert_eq!(table.open_flows(), 1);
+        // The idle connection speaks again: a new stream, numbered as a reuse.
+        events.clear();
+        table.segment(at(101, segment(C, S, 5, "A", b"more")), &mut events);
+        let key = segment(C, S, 0, "", b"").key;
+        assert!(events.contains(&FlowEvent::Opened(flow_uuid(&key, 1))));
+        // Ended entries are forgotten one more timeout later.
+        table.segment(at(400, segment("10.0.0.9:1", S, 9, "A", b"z")), &mut events);
+        assert!(table.counters().forgotten >= 1);
+    }
+
+    #[test]
+    fn a_keepalive_joined_mid_connection_is_not_data() {
+        let mut table = FlowTable::new(limits(1 << 16));
+        let mut events = Vec::new();
+        // The server acknowledged the client's bytes up to 1000; the
+        // client's keepalive resends byte 999; then real data at 1000.
+        let ack = TcpSegment {
+            ack_number: 1000,
+            ..segment(S, C, 5000, "A", b"")
+        };
+        table.segment(ack, &mut events);
+        table.segment(segment(C, S, 999, "A", b"\0"), &mut events);
+        table.segment(segment(C, S, 1000, "A", b"GET /"), &mut events);
+        let key = segment(C, S, 0, "", b"").key;
+        let data: Vec<&[u8]> = events
+            .iter()
+            .filter_map(|e| match e {
+                FlowEvent::Data(id, bytes) if *id == flow_uuid(&key, 0) => Some(&bytes[..]),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(data, [b"GET /"]);
+        // One byte nobody acknowledged yet is data.
+        let mut table = FlowTable::new(limits(1 << 16));
+        events.clear();
+        table.segment(segment(C, S, 999, "A", b"x"), &mut events);
+        assert!(events.contains(&FlowEvent::Data(flow_uuid(&key, 0), b"x".to_vec())));
+    }
+
+    #[test]
+    fn past_the_most_open_directions_the_least_recent_end() {
+        let mut table = FlowTable::new(FlowLimits {
+            max_open: 20,
+            ..limits(1 << 16)
+        });
+        let mut events = Vec::new();
+        for port in 0..100u16 {
+            let src = format!("10.0.0.1:{}", 1000 + port);
+            table.segment(
+                at(u64::from(port), segment(&src, S, 1, "S", b"")),
+                &mut events,
+            );
+            assert!(table.open_flows() <= 20);
+        }
+        let evicted: Vec<_> = ends(&events)
+            .into_iter()
+            .filter(|(_, end)| *end == End::Evicted)
+            .collect();
+        assert_eq!(evicted.len() as u64, table.counters().evicted);
+        assert!(evicted.len() >= 80);
+        // The newest directions are still open; the first was evicted.
+        assert_eq!(evicted[0].0, "10.0.0.1:1000".parse().unwrap());
+        assert!(table.flows.len() <= 2 * 20 + 1024);
     }
 
     const C: &str = "10.0.0.1:40000";
@@ -286,7 +578,7 @@ mod tests {
 
     #[test]
     fn a_connection_is_two_streams_with_roles_and_ends() {
-        let mut table = FlowTable::new(1 << 16);
+        let mut table = FlowTable::new(limits(1 << 16));
         let mut events = Vec::new();
         table.segment(segment(C, S, 100, "S", b""), &mut events);
         table.segment(segment(S, C, 500, "SA", b""), &mut events);
@@ -319,7 +611,7 @@ mod tests {
 
     #[test]
     fn a_reused_four_tuple_is_a_new_stream_and_late_segments_are_dropped() {
-        let mut table = FlowTable::new(1 << 16);
+        let mut table = FlowTable::new(limits(1 << 16));
         let mut events = Vec::new();
         table.segment(segment(C, S, 1, "S", b""), &mut events);
         table.segment(segment(C, S, 2, "AR", b""), &mut events);
@@ -351,7 +643,7 @@ mod tests {
 
     #[test]
     fn a_reset_ends_both_directions() {
-        let mut table = FlowTable::new(1 << 16);
+        let mut table = FlowTable::new(limits(1 << 16));
         let mut events = Vec::new();
         table.segment(segment(C, S, 1, "S", b""), &mut events);
         table.segment(segment(S, C, 9, "SA", b""), &mut events);
@@ -373,7 +665,7 @@ mod tests {
     fn a_new_syn_on_an_open_direction_starts_a_new_stream() {
         // The first connection's FIN was never captured; the client port is
         // reused with a new initial sequence number.
-        let mut table = FlowTable::new(1 << 16);
+        let mut table = FlowTable::new(limits(1 << 16));
         let mut events = Vec::new();
         table.segment(segment(C, S, 100, "S", b""), &mut events);
         table.segment(segment(C, S, 101, "A", b"first"), &mut events);

@@ -21,6 +21,8 @@ pub mod packet;
 pub mod reassembly;
 
 pub use capture::{CaptureReader, Frame};
-pub use flows::{flow_namespace, flow_uuid, FlowEvent, FlowSummary, FlowTable, Role};
+pub use flows::{
+    flow_namespace, flow_uuid, FlowCounters, FlowEvent, FlowLimits, FlowSummary, FlowTable, Role,
+};
 pub use packet::{decode, FlowKey, Skip, TcpSegment};
 pub use reassembly::{Direction, End};

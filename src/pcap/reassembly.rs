@@ -32,6 +32,11 @@ pub enum End {
     Rst,
     /// The capture ended first.
     Open,
+    /// No segment came for the flow table's idle timeout (capture time).
+    Idle,
+    /// The flow table was full and this direction was among the least
+    /// recently active.
+    Evicted,
 }
 
 /// One direction of a TCP connection being reassembled.
@@ -70,6 +75,12 @@ impl Direction {
     /// Bytes skipped because they never arrived.
     pub fn missing_bytes(&self) -> u64 {
         self.missing
+    }
+
+    /// Whether a byte of data (or a SYN) has placed the direction in
+    /// sequence space yet.
+    pub fn started(&self) -> bool {
+        self.base.is_some()
     }
 
     /// How the direction ended, if it did.
@@ -205,6 +216,14 @@ impl Direction {
             self.skip_hole();
             ready.extend(self.drain());
         }
+        ready
+    }
+
+    /// Ended early by the flow table's bounds: hands out what waits behind
+    /// holes (counting them as missing) and marks the direction `end`.
+    pub fn end_early(&mut self, end: End) -> Vec<u8> {
+        let ready = self.flush_pending();
+        self.ended.get_or_insert(end);
         ready
     }
 
