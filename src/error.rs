@@ -26,6 +26,36 @@ pub enum RuleError {
     /// and line of every error.
     #[error("rules do not compile:\n{0}")]
     Compile(String),
+    /// YARA-X's parser gave up on a source before its end without an
+    /// error (its effort limit: a rule nested a few thousand levels deep
+    /// exhausts it), which would leave the rules from there on out of the
+    /// rule set in silence.
+    #[error(
+        "{origin}:{line}: YARA-X cannot parse {rule} (nested too deeply?): it would drop it, \
+         and every rule after it in this file, without an error; simplify the rule"
+    )]
+    Unparsed {
+        /// The source (file name, or `<string>`).
+        origin: String,
+        /// The 1-based line where the unparsed part starts.
+        line: usize,
+        /// The first rule left out (`rule NAME`), or what starts there.
+        rule: String,
+    },
+    /// Brackets nest deeper than YARA-X parses (it drops such rules
+    /// without an error: see [`RuleError::Unparsed`]).
+    #[error(
+        "{origin}:{line}: brackets nest more than {limit} levels deep, more than YARA-X parses \
+         (it would drop the rule without an error); simplify the rule"
+    )]
+    TooDeep {
+        /// The source (file name, or `<string>`).
+        origin: String,
+        /// The 1-based line where the nesting passes the limit.
+        line: usize,
+        /// The deepest nesting allowed.
+        limit: usize,
+    },
 }
 
 /// Errors raised by the multi-stream scanner.

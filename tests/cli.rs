@@ -166,3 +166,48 @@ fn bench_store_evicts_restores_and_keeps_every_stream() {
     assert_eq!(field("restarted_streams"), 2600);
     assert!(!store.exists(), "the bench removes its store");
 }
+
+/// Issue 14: a rule nested deeper than YARA-X parses was dropped in
+/// silence (exit 0, "1 rules"); it must fail loudly, naming where.
+#[test]
+fn check_refuses_a_rule_nested_too_deeply_naming_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep.yar");
+    let depth = 10_000;
+    let text = format!(
+        "rule ok {{ condition: true }}\nrule deep {{ condition: {}true{} }}\n",
+        "(".repeat(depth),
+        ")".repeat(depth)
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = common::run_yaraflow(&["check", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("deep.yar:2"), "{stderr}");
+    assert!(stderr.contains("nest"), "{stderr}");
+}
+
+/// Issue 14: the flow table's bounds end directions early, and say so.
+#[test]
+fn pcap_bounds_its_flow_table_and_counts_what_ended_early() {
+    let out = common::run_yaraflow(&["pcap", "--max-flows", "1", "data/pcap/lossy-link.pcap"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let ends: Vec<String> = common::json_lines(&out)
+        .iter()
+        .map(|l| l["flow"]["end"].as_str().unwrap().to_string())
+        .collect();
+    let evicted = ends.iter().filter(|e| *e == "evicted").count();
+    assert!(evicted > 0, "{ends:?}");
+    assert!(stderr.contains(&format!("{evicted} evicted")), "{stderr}");
+    // In capture time: the lossy capture spans seconds, so a 1 ms idle
+    // timeout ends directions between their segments.
+    let out = common::run_yaraflow(&[
+        "pcap",
+        "--flow-idle-timeout",
+        "1ms",
+        "data/pcap/lossy-link.pcap",
+    ]);
+    let lines = common::json_lines(&out);
+    assert!(lines.iter().any(|l| l["flow"]["end"] == "idle"));
+}

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 pub use analysis::{PatternReport, RuleAnalysis, RuleIssue, RuleReport};
 pub use edges::EdgeGuard;
 
+use yara_x_parser::ast;
+
 use crate::error::RuleError;
 
 /// Compiled rules plus what stream scanning needs to know about them.
@@ -72,6 +74,30 @@ impl RuleSet {
         sources: Vec<(String, String)>,
         max_pattern_len: usize,
     ) -> Result<RuleSet, RuleError> {
+        for (origin, text) in &sources {
+            check_nesting(origin, text)?;
+        }
+        // YARA-X's parser and compiler recurse once or more per level of
+        // nesting: a thread of its own with a large stack (mostly never
+        // touched) keeps even the deepest rule allowed from overflowing
+        // the caller's (a test thread has 2 MiB).
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("rule-compiler".into())
+                .stack_size(COMPILER_STACK)
+                .spawn_scoped(scope, || Self::compile(sources, max_pattern_len))
+                .map_err(|err| {
+                    RuleError::Compile(format!("cannot start the rule compiler: {err}"))
+                })?
+                .join()
+                .unwrap_or_else(|_| Err(RuleError::Compile("the rule compiler panicked".into())))
+        })
+    }
+
+    fn compile(
+        sources: Vec<(String, String)>,
+        max_pattern_len: usize,
+    ) -> Result<RuleSet, RuleError> {
         let mut compiler = yara_x::Compiler::new();
         let mut errors = Vec::new();
         for (origin, text) in &sources {
@@ -89,6 +115,9 @@ impl RuleSet {
             .iter()
             .map(|(origin, text)| (origin.clone(), yara_x_parser::ast::AST::from(text.as_str())))
             .collect();
+        for ((origin, text), (_, tree)) in sources.iter().zip(&trees) {
+            parsed_to_the_end(origin, text, tree)?;
+        }
         let analysis = RuleAnalysis::from_asts(&trees, max_pattern_len);
         let exact_rules = analysis
             .rules
@@ -133,6 +162,119 @@ impl RuleSet {
     /// The stream-scanning analysis of the rules.
     pub fn analysis(&self) -> &RuleAnalysis {
         &self.analysis
+    }
+}
+
+/// Stack of the thread that parses and compiles rules.
+const COMPILER_STACK: usize = 256 << 20;
+
+/// Deepest nesting of brackets a rule may have. YARA-X parses a thousand
+/// levels and gives up on two thousand without an error; real rules nest
+/// a few levels.
+pub const MAX_NESTING: usize = 1000;
+
+/// Refuses a source whose brackets (`(`, `[`, `{`, outside strings,
+/// regexes and comments) nest deeper than [`MAX_NESTING`], naming where.
+fn check_nesting(origin: &str, text: &str) -> Result<(), RuleError> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut line, mut i) = (0usize, 1usize, 0usize);
+    // Skips a string or regex body opened at `i`, closed by `close`.
+    let skip_quoted = |mut i: usize, close: u8, line: &mut usize| {
+        i += 1;
+        while i < bytes.len() && bytes[i] != close {
+            *line += usize::from(bytes[i] == b'\n');
+            i += if bytes[i] == b'\\' { 2 } else { 1 };
+        }
+        i + 1
+    };
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1)) {
+            (b'/', Some(b'/')) => {
+                i = memchr::memchr(b'\n', &bytes[i..]).map_or(bytes.len(), |n| i + n);
+                continue;
+            }
+            (b'/', Some(b'*')) => {
+                let end = text[i + 2..]
+                    .find("*/")
+                    .map_or(bytes.len(), |e| i + 2 + e + 2);
+                line += text[i..end].matches('\n').count();
+                i = end;
+                continue;
+            }
+            (b'"', _) => i = skip_quoted(i, b'"', &mut line),
+            (b'/', _) => i = skip_quoted(i, b'/', &mut line),
+            (b'(' | b'[' | b'{', _) => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(RuleError::TooDeep {
+                        origin: origin.to_string(),
+                        line,
+                        limit: MAX_NESTING,
+                    });
+                }
+                i += 1;
+            }
+            (b')' | b']' | b'}', _) => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            (b'\n', _) => {
+                line += 1;
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Checks that YARA-X's parser read `text` to its end. When its effort
+/// limit runs out (deep nesting), it stops where it is, with no error, and
+/// the compiler builds the rules before that point alone: what follows the
+/// last item it parsed must then be nothing but blanks and comments (and
+/// the closing brace of the last rule).
+fn parsed_to_the_end(origin: &str, text: &str, tree: &ast::AST<'_>) -> Result<(), RuleError> {
+    use yara_x_parser::ast::WithSpan;
+    let end_of = |item: &ast::Item<'_>| match item {
+        ast::Item::Import(import) => import.span().end(),
+        ast::Item::Include(include) => include.span().end(),
+        ast::Item::Rule(rule) => rule.condition.span().end(),
+    };
+    let parsed = tree.items.iter().map(end_of).max().unwrap_or(0);
+    let rest = text.get(parsed..).unwrap_or_default();
+    let after_brace = match tree.items.last() {
+        Some(ast::Item::Rule(_)) => skip_trivia(rest).strip_prefix('}').unwrap_or(rest),
+        _ => rest,
+    };
+    let left = skip_trivia(after_brace);
+    if left.is_empty() || !tree.errors().is_empty() {
+        return Ok(()); // whole, or with errors the compiler reports
+    }
+    let at = text.len() - left.len();
+    let line = text[..at].matches('\n').count() + 1;
+    let rule = left
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    Err(RuleError::Unparsed {
+        origin: origin.to_string(),
+        line,
+        rule: rule.chars().take(80).collect(),
+    })
+}
+
+/// `text` without its leading blanks and comments.
+fn skip_trivia(mut text: &str) -> &str {
+    loop {
+        text = text.trim_start();
+        if let Some(rest) = text.strip_prefix("//") {
+            text = rest.find('\n').map_or("", |nl| &rest[nl..]);
+        } else if let Some(rest) = text.strip_prefix("/*") {
+            text = rest.find("*/").map_or("", |end| &rest[end + 2..]);
+        } else {
+            return text;
+        }
     }
 }
 
@@ -186,4 +328,61 @@ fn fingerprint(sources: &[(String, String)], max_pattern_len: usize) -> [u8; 32]
         hasher.update(text.as_bytes());
     }
     *hasher.finalize().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> String {
+        format!(
+            "rule ok {{ condition: true }}\n// a comment\nrule deep {{ condition: {}true{} }}\nrule after {{ condition: true }}\n",
+            "(".repeat(depth),
+            ")".repeat(depth)
+        )
+    }
+
+    #[test]
+    fn a_rule_nested_too_deeply_is_refused_with_its_place() {
+        for depth in [MAX_NESTING, 2000, 10_000] {
+            let err = RuleSet::from_source(&nested(depth), 64).unwrap_err();
+            assert!(matches!(err, RuleError::TooDeep { line: 3, .. }), "{err}");
+            assert!(err.to_string().contains("<string>:3"), "{err}");
+        }
+        // Brackets in strings, regexes and comments do not count.
+        let quoted = format!(
+            "rule q {{ strings: $a = \"{0}\" $b = /a{1}/ condition: /* {0} */ any of them }}",
+            "(".repeat(2 * MAX_NESTING),
+            "\\(".repeat(2 * MAX_NESTING)
+        );
+        RuleSet::from_source(&quoted, 64 << 10).unwrap();
+    }
+
+    #[test]
+    fn the_deepest_rule_allowed_loads() {
+        let rules = RuleSet::from_source(&nested(MAX_NESTING - 2), 64).unwrap();
+        assert_eq!(rules.rules().iter().count(), 3);
+    }
+
+    #[test]
+    fn a_source_the_parser_gives_up_on_is_refused_by_name() {
+        let text = "rule ok { condition: true }\n\nrule deep { condition: 1 ";
+        let tree = ast::AST::from(text);
+        match parsed_to_the_end("f.yar", text, &tree) {
+            Ok(()) => assert!(
+                !tree.errors().is_empty(),
+                "a syntax error, left to the compiler"
+            ),
+            Err(err) => assert!(err.to_string().contains("f.yar:3"), "{err}"),
+        }
+    }
+
+    #[test]
+    fn rules_the_parser_reads_whole_load_with_trailing_comments() {
+        let rules =
+            RuleSet::from_source(&format!("{}/* end */ // bye\n", nested(100)), 64).unwrap();
+        assert_eq!(rules.rules().iter().count(), 3);
+        let rules = RuleSet::from_source("import \"math\"\n", 64).unwrap();
+        assert_eq!(rules.rules().iter().count(), 0);
+    }
 }
