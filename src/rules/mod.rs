@@ -243,7 +243,7 @@ fn parsed_to_the_end(origin: &str, text: &str, tree: &ast::AST<'_>) -> Result<()
     let parsed = tree.items.iter().map(end_of).max().unwrap_or(0);
     let rest = text.get(parsed..).unwrap_or_default();
     let after_brace = match tree.items.last() {
-        Some(ast::Item::Rule(_)) => skip_trivia(rest).strip_prefix('}').unwrap_or(rest),
+        Some(ast::Item::Rule(_)) => close_rule(rest).unwrap_or(rest),
         _ => rest,
     };
     let left = skip_trivia(after_brace);
@@ -262,6 +262,16 @@ fn parsed_to_the_end(origin: &str, text: &str, tree: &ast::AST<'_>) -> Result<()
         line,
         rule: rule.chars().take(80).collect(),
     })
+}
+
+/// What follows the closing brace of a rule whose condition ends `rest`
+/// (a condition's span leaves out its outer parentheses).
+fn close_rule(rest: &str) -> Option<&str> {
+    let mut rest = skip_trivia(rest);
+    while let Some(after) = rest.strip_prefix(')') {
+        rest = skip_trivia(after);
+    }
+    rest.strip_prefix('}')
 }
 
 /// `text` without its leading blanks and comments.
