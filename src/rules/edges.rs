@@ -24,6 +24,7 @@
 //! look-around as satisfied, so it may call a safe edge unsafe (the span
 //! just grows), never the reverse.
 
+use aho_corasick::AhoCorasick;
 use regex_automata::dfa::{dense, Automaton, StartKind};
 use regex_automata::meta::Regex;
 use regex_automata::nfa::thompson;
@@ -74,16 +75,6 @@ struct Truncation {
     dfa: Option<(dense::DFA<Vec<u32>>, StateID)>,
     /// Longest match, in characters (bytes, or pairs of a wide form).
     max_len: usize,
-}
-
-/// A `fullword` string.
-#[derive(Debug, Clone)]
-struct LiteralGuard {
-    /// The ascii and/or wide forms.
-    forms: Vec<Vec<u8>>,
-    wide: bool,
-    nocase: bool,
-    xor: Option<(u8, u8)>,
 }
 
 impl RegexGuard {
@@ -192,28 +183,115 @@ impl Truncation {
     }
 }
 
-impl LiteralGuard {
-    fn starts_at(&self, data: &[u8]) -> bool {
-        self.forms
-            .iter()
-            .any(|form| data.get(..form.len()).is_some_and(|d| self.equal(d, form)))
+/// Every form of the rule set's `fullword` strings, searched at an edge
+/// all at once.
+///
+/// Real rule sets hold thousands of `fullword` strings; trying each at
+/// every candidate edge made span edges cost most of a stream's search
+/// time. The forms (ascii and wide, every key of an `xor` range) go into
+/// anchored Aho-Corasick automata instead: one for forms read forwards from
+/// an edge (could one start here?), one for the reversed forms read
+/// backwards (could one end here?), per kind (case-sensitive or not, wide
+/// or not: wide forms are also tried one byte in, as YARA-X looks two
+/// bytes around them).
+#[derive(Debug, Clone, Default)]
+struct LiteralSet {
+    groups: Vec<LiteralGroup>,
+}
+
+/// The forms of one kind (see [`LiteralSet`]).
+#[derive(Debug, Clone)]
+struct LiteralGroup {
+    starts: AhoCorasick,
+    ends: AhoCorasick,
+    wide: bool,
+    /// Longest form, to bound what an end search reverses.
+    max_len: usize,
+}
+
+/// Forms gathered per kind before the automata are built.
+#[derive(Debug, Default)]
+struct LiteralForms {
+    /// Keyed by (nocase, wide).
+    forms: std::collections::BTreeMap<(bool, bool), Vec<Vec<u8>>>,
+}
+
+impl LiteralForms {
+    /// The forms of a `fullword` string.
+    fn add(&mut self, value: &[u8], modifiers: &ast::PatternModifiers<'_>) {
+        let wide = modifiers.wide().is_some();
+        let mut forms = Vec::new();
+        if !wide || modifiers.ascii().is_some() {
+            forms.push(value.to_vec());
+        }
+        if wide {
+            forms.push(value.iter().flat_map(|&b| [b, 0]).collect());
+        }
+        if let Some(ast::PatternModifier::Xor { start, end, .. }) = modifiers.xor() {
+            let keys = *start..=*end;
+            forms = forms
+                .iter()
+                .flat_map(|f| keys.clone().map(move |k| f.iter().map(|b| b ^ k).collect()))
+                .collect();
+        }
+        let kind = (modifiers.nocase().is_some(), wide);
+        self.forms.entry(kind).or_default().extend(forms);
     }
 
-    fn ends_at(&self, data: &[u8]) -> bool {
-        self.forms.iter().any(|form| {
-            data.len() >= form.len() && self.equal(&data[data.len() - form.len()..], form)
+    fn build(self) -> LiteralSet {
+        let groups = self
+            .forms
+            .into_iter()
+            .filter_map(|((nocase, wide), forms)| {
+                let build = |patterns: &[Vec<u8>]| {
+                    AhoCorasick::builder()
+                        .start_kind(aho_corasick::StartKind::Anchored)
+                        .ascii_case_insensitive(nocase)
+                        .build(patterns)
+                        .ok()
+                };
+                let reversed: Vec<Vec<u8>> = forms
+                    .iter()
+                    .map(|f| f.iter().rev().copied().collect())
+                    .collect();
+                Some(LiteralGroup {
+                    starts: build(&forms)?,
+                    ends: build(&reversed)?,
+                    wide,
+                    max_len: forms.iter().map(Vec::len).max().unwrap_or(0),
+                })
+            })
+            .collect();
+        LiteralSet { groups }
+    }
+}
+
+impl LiteralSet {
+    fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    fn starts_at(&self, data: &[u8]) -> bool {
+        let anchored = |hay| aho_corasick::Input::new(hay).anchored(aho_corasick::Anchored::Yes);
+        self.groups.iter().any(|g| {
+            g.starts.is_match(anchored(data))
+                || (g.wide
+                    && g.starts
+                        .is_match(anchored(data.get(1..).unwrap_or_default())))
         })
     }
 
-    fn equal(&self, data: &[u8], form: &[u8]) -> bool {
-        match self.xor {
-            Some((lo, hi)) => {
-                let key = data[0] ^ form[0];
-                (lo..=hi).contains(&key) && data.iter().zip(form).all(|(d, f)| d ^ key == *f)
-            }
-            None if self.nocase => data.eq_ignore_ascii_case(form),
-            None => data == form,
-        }
+    fn ends_at(&self, data: &[u8]) -> bool {
+        self.groups.iter().any(|g| {
+            let ends_here = |data: &[u8]| {
+                let tail = &data[data.len().saturating_sub(g.max_len)..];
+                let reversed: Vec<u8> = tail.iter().rev().copied().collect();
+                let input =
+                    aho_corasick::Input::new(&reversed).anchored(aho_corasick::Anchored::Yes);
+                g.ends.is_match(input)
+            };
+            ends_here(data) || (g.wide && ends_here(&data[..data.len().saturating_sub(1)]))
+        })
     }
 }
 
@@ -314,7 +392,7 @@ fn determined_base64(text: &[u8], padding: usize, alphabet: &[u8]) -> Vec<u8> {
 #[derive(Debug, Clone, Default)]
 pub struct EdgeGuard {
     regexes: Vec<RegexGuard>,
-    literals: Vec<LiteralGuard>,
+    literals: LiteralSet,
     base64: Base64Guard,
 }
 
@@ -326,6 +404,7 @@ impl EdgeGuard {
         cap: usize,
     ) -> EdgeGuard {
         let mut guard = EdgeGuard::default();
+        let mut literals = LiteralForms::default();
         let patterns = trees
             .into_iter()
             .flat_map(|t| t.rules())
@@ -348,15 +427,14 @@ impl EdgeGuard {
                         ));
                     }
                 }
-                Pattern::Text(text) if fullword => guard
-                    .literals
-                    .push(literal_guard(&text.text.value, modifiers)),
+                Pattern::Text(text) if fullword => literals.add(&text.text.value, modifiers),
                 _ => {}
             }
             if let Pattern::Text(text) = pattern {
                 add_base64_forms(&mut guard.base64, &text.text.value, modifiers);
             }
         }
+        guard.literals = literals.build();
         guard
     }
 
@@ -374,10 +452,7 @@ impl EdgeGuard {
                 .regexes
                 .iter()
                 .any(|r| r.starts_at(data) || (r.wide && r.starts_at(second)))
-            || self
-                .literals
-                .iter()
-                .any(|l| l.starts_at(data) || (l.wide && l.starts_at(second)))
+            || self.literals.starts_at(data)
     }
 
     /// Whether a context-sensitive pattern could match ending at the end of
@@ -390,10 +465,7 @@ impl EdgeGuard {
                 .regexes
                 .iter()
                 .any(|r| r.ends_at(data) || (r.wide && r.ends_at(but_last)))
-            || self
-                .literals
-                .iter()
-                .any(|l| l.ends_at(data) || (l.wide && l.ends_at(but_last)))
+            || self.literals.ends_at(data)
             || self.regexes.iter().any(|r| r.truncated_at(data))
     }
 }
@@ -431,27 +503,6 @@ fn add_base64_forms(guard: &mut Base64Guard, text: &[u8], modifiers: &ast::Patte
             }
             _ => {}
         }
-    }
-}
-
-fn literal_guard(value: &[u8], modifiers: &ast::PatternModifiers<'_>) -> LiteralGuard {
-    let wide = modifiers.wide().is_some();
-    let mut forms = Vec::new();
-    if !wide || modifiers.ascii().is_some() {
-        forms.push(value.to_vec());
-    }
-    if wide {
-        forms.push(value.iter().flat_map(|&b| [b, 0]).collect());
-    }
-    let xor = modifiers.xor().map(|m| match m {
-        ast::PatternModifier::Xor { start, end, .. } => (*start, *end),
-        _ => (0, 255),
-    });
-    LiteralGuard {
-        forms,
-        wide,
-        nocase: modifiers.nocase().is_some(),
-        xor,
     }
 }
 
