@@ -631,8 +631,10 @@ fn bulk_load(server: &Server, seconds: u64) -> u64 {
 }
 
 /// Histogram samples of chunks (about 8 bytes each) piled up between
-/// scrapes: at this load, about 6 MB/s on 7743e89 (+90 MB in 15 s); flat
-/// within a few MB with the upkeep thread.
+/// scrapes: at this load, about 3 MB/s on 7743e89. With the upkeep thread
+/// memory plateaus once the first upkeeps have run (samples of up to one
+/// upkeep period are pending at any time, and the allocator keeps that
+/// much), so the warm-up covers more than one period.
 #[test]
 fn memory_stays_flat_under_load_with_no_scraper() {
     // A small mailbox, so that the queued chunks (which cost far more than
@@ -645,15 +647,15 @@ fn memory_stays_flat_under_load_with_no_scraper() {
     .unwrap();
     let config = config.to_str().unwrap();
     let server = Server::start(&["--max-body-bytes", "1000000", "--config", config]);
-    bulk_load(&server, 5);
+    bulk_load(&server, 12);
     let warm = server.rss_kib();
     let sent = bulk_load(&server, 15);
     let after = server.rss_kib();
     eprintln!(
-        "RSS {warm} KiB after 5 s of load, {after} KiB after 15 s more ({sent} requests of 4000 chunks)"
+        "RSS {warm} KiB after 12 s of load, {after} KiB after 15 s more ({sent} requests of 4000 chunks)"
     );
     assert!(
-        after.saturating_sub(warm) < 24 * 1024,
+        after.saturating_sub(warm) < 20 * 1024,
         "RSS grew by {} KiB with nobody scraping /metrics",
         after - warm
     );
