@@ -27,6 +27,7 @@ struct Server {
     child: Child,
     api: SocketAddr,
     dir: PathBuf,
+    stderr: Option<mpsc::Receiver<String>>,
 }
 
 impl Server {
@@ -71,6 +72,7 @@ impl Server {
             child,
             api: ([127, 0, 0, 1], 0).into(),
             dir,
+            stderr: None,
         };
         let (lines, seen) = mpsc::channel();
         std::thread::spawn(move || {
@@ -84,6 +86,19 @@ impl Server {
                 .expect("yaraflow serve says where it listens");
             if let Some(rest) = line.split("serving the API on http://").nth(1) {
                 server.api = rest.split_whitespace().next().unwrap().parse().unwrap();
+                server.stderr = Some(seen);
+                // Both servers' workers start after that line: wait until
+                // each answers (a worker that starts with no file handle
+                // left panics inside actix-server).
+                let metrics = rest.split("metrics on ").nth(1).unwrap();
+                let metrics = metrics.split_whitespace().next().unwrap().to_string();
+                for url in [server.url("/healthz"), metrics] {
+                    let started = Instant::now();
+                    while ureq::get(&url).call().is_err() {
+                        assert!(started.elapsed() < WAIT, "{url} does not answer");
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
                 return server;
             }
         }
@@ -98,6 +113,15 @@ impl Server {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .expect("VmRSS")
+    }
+
+    /// What the server wrote on stderr since it started listening.
+    fn stderr(&self) -> String {
+        let lines = self
+            .stderr
+            .as_ref()
+            .map(|r| r.try_iter().collect::<Vec<_>>());
+        lines.unwrap_or_default().join("\n")
     }
 
     fn url(&self, path: &str) -> String {
@@ -435,6 +459,18 @@ fn stalled_bodies_and_idle_connections_are_let_go() {
             "chunked {chunked}: the connection is closed after the 408"
         );
     }
+    // A route that reads no body, and a refusal, with a chunked body that
+    // stops: answered, then let go (actix would drain it forever).
+    for path in ["/healthz", "/v1/nope"] {
+        let mut stream = TcpStream::connect(server.api).unwrap();
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n"
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let (raw, closed) = read_until_closed(&mut stream, WAIT);
+        assert!(Answer::parse(&raw).is_some(), "{path}: no answer");
+        assert!(closed, "{path}: a stalled unread body holds the connection");
+    }
     // A connection that sends nothing, and one idle after an answer.
     let mut silent = TcpStream::connect(server.api).unwrap();
     assert!(
@@ -482,8 +518,9 @@ fn stalled_clients_cannot_exhaust_the_file_handles() {
     assert_eq!(
         answer.map(|a| a.status),
         Some(200),
-        "after {:?}",
-        started.elapsed()
+        "after {:?}; the server said: {}",
+        started.elapsed(),
+        server.stderr()
     );
     drop(stalls);
 }

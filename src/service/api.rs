@@ -216,8 +216,8 @@ async fn read_body(
     Ok(decoded.into())
 }
 
-/// How long a refused body's payload is kept after the refusal.
-const HOLD_REFUSED_PAYLOAD: Duration = Duration::from_secs(1);
+/// How long an unread body's payload is kept after the answer.
+pub(crate) const HOLD_REFUSED_PAYLOAD: Duration = Duration::from_secs(1);
 
 /// A refusal sent before the body was read: the connection closes after
 /// it. The payload is held a moment instead of dropped with the handler:

@@ -31,8 +31,10 @@ mod error;
 mod events;
 pub mod framing;
 
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -282,6 +284,7 @@ fn bind(
             .app_data(state.clone())
             .app_data(token.clone())
             .app_data(api_metrics.clone())
+            .wrap(actix_web::middleware::from_fn(hold_unread_body))
             .wrap(actix_web::middleware::from_fn(count_request))
             .configure(api::routes)
             .default_service(web::to(api::not_found));
@@ -383,6 +386,64 @@ pub(crate) async fn authorize(
         }
     }
     Ok(next.call(request).await?.map_into_left_body())
+}
+
+/// A request's payload, shared between the handler (which reads it) and
+/// [`hold_unread_body`] (which keeps it past the answer if unread).
+struct Tracked {
+    inner: Rc<RefCell<Option<actix_web::dev::Payload>>>,
+    finished: Rc<Cell<bool>>,
+}
+
+impl futures_util::Stream for Tracked {
+    type Item = Result<bytes::Bytes, actix_web::error::PayloadError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let mut inner = self.inner.borrow_mut();
+        let Some(payload) = inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let polled = std::pin::Pin::new(payload).poll_next(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.finished.set(true);
+        }
+        polled
+    }
+}
+
+/// Keeps a request's body from holding its connection: when the handler
+/// answered without reading the body to its end (a route that takes no
+/// body, a refusal), the payload is held a moment past the answer, so
+/// that actix closes the connection. Dropped at once, actix would drain
+/// a chunked body before the next request, without any timeout: a client
+/// stalling mid-body would keep its connection (and a file handle)
+/// forever.
+async fn hold_unread_body(
+    mut request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    use actix_web::HttpMessage;
+    let inner = Rc::new(RefCell::new(Some(request.take_payload())));
+    let finished = Rc::new(Cell::new(false));
+    let tracked = Tracked {
+        inner: inner.clone(),
+        finished: finished.clone(),
+    };
+    request.set_payload(actix_web::dev::Payload::Stream {
+        payload: Box::pin(tracked),
+    });
+    let response = next.call(request).await;
+    if !finished.get() {
+        let held = inner.borrow_mut().take();
+        actix_web::rt::spawn(async move {
+            actix_web::rt::time::sleep(api::HOLD_REFUSED_PAYLOAD).await;
+            drop(held);
+        });
+    }
+    response
 }
 
 /// Counts every request by route pattern and status class, with latency.
