@@ -421,11 +421,20 @@ impl futures_util::Stream for Tracked {
 /// a chunked body before the next request, without any timeout: a client
 /// stalling mid-body would keep its connection (and a file handle)
 /// forever.
-async fn hold_unread_body(
+async fn hold_unread_body<B: MessageBody>(
     mut request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, actix_web::Error> {
     use actix_web::HttpMessage;
+    let headers = request.headers();
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() != "0");
+    if !declared && !headers.contains_key("transfer-encoding") {
+        // No body: nothing to hold (and no timer to start).
+        return next.call(request).await;
+    }
     let inner = Rc::new(RefCell::new(Some(request.take_payload())));
     let finished = Rc::new(Cell::new(false));
     let tracked = Tracked {
