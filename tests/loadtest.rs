@@ -227,6 +227,8 @@ fn flows_churn_and_a_soak_reports_its_samples() {
     let samples = report["soak"]["samples"].as_array().unwrap();
     assert!(!samples.is_empty(), "{report}");
     assert!(samples[0]["rss_bytes"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["soak"]["rss_mb_per_min"].is_f64(), "{report}");
+    assert!(report["soak"]["second_half"].is_object(), "{report}");
     // Closed flows are gone: at most the flows still open remain.
     let listed = ureq::get(&format!("{url}/v1/streams"))
         .call()

@@ -21,8 +21,9 @@
 //! with `--server-pid`, else from `process_resident_memory_bytes` at
 //! `--metrics-url`) and its open streams are sampled every
 //! `--sample-interval` seconds, and the report gives each sample and the
-//! slope of both (least squares, per minute): a server that leaks shows a
-//! slope that does not fall as the run grows longer. Scraping `/metrics`
+//! slope of both (least squares, per minute), over the whole run and over
+//! its second half (past the warm-up): a server that leaks shows a slope
+//! that stays in the second half. Scraping `/metrics`
 //! runs its upkeep, so `--server-pid` is the better witness of memory
 //! when nobody else scrapes.
 
@@ -605,10 +606,17 @@ fn soak(tally: &Tally) -> serde_json::Value {
         .iter()
         .filter_map(|s| s.open_streams.map(|n| (s.seconds, n as f64)))
         .collect();
+    // The first half holds the warm-up (streams opening, caches filling):
+    // a leak is a slope that stays in the second half.
+    let later = |points: &[(f64, f64)]| slope_per_minute(&points[points.len() / 2..]);
     serde_json::json!({
         "samples": samples,
         "rss_mb_per_min": slope_per_minute(&rss),
         "open_streams_per_min": slope_per_minute(&open),
+        "second_half": {
+            "rss_mb_per_min": later(&rss),
+            "open_streams_per_min": later(&open),
+        },
     })
 }
 
@@ -675,15 +683,15 @@ fn report(args: &LoadtestArgs, tally: &Tally, elapsed: Duration) -> anyhow::Resu
         }
         if args.soak {
             let soak = &summary["soak"];
+            let show =
+                |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |v| format!("{v:.2}"));
             println!(
-                "soak: {} samples; RSS slope {} MB/min, open streams slope {} per min",
+                "soak: {} samples; RSS slope {} MB/min ({} in the second half), open streams slope {} per min ({} in the second half)",
                 soak["samples"].as_array().map_or(0, Vec::len),
-                soak["rss_mb_per_min"]
-                    .as_f64()
-                    .map_or("-".to_string(), |v| format!("{v:.2}")),
-                soak["open_streams_per_min"]
-                    .as_f64()
-                    .map_or("-".to_string(), |v| format!("{v:.0}")),
+                show(&soak["rss_mb_per_min"]),
+                show(&soak["second_half"]["rss_mb_per_min"]),
+                show(&soak["open_streams_per_min"]),
+                show(&soak["second_half"]["open_streams_per_min"]),
             );
         }
     }
