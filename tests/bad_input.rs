@@ -246,3 +246,101 @@ fn cli_reports_files_it_cannot_scan_and_scans_the_rest() {
     assert_eq!(lines[0]["rules"][0]["identifier"], "http_basic_auth");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `yaraflow ARGS...` in `dir` (the crate's root if `None`), with a bound
+/// on how long it may take.
+fn run_in(dir: Option<&std::path::Path>, args: &[&str]) -> (Option<i32>, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_yaraflow"));
+    command.args(args);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let out = command.output().expect("run yaraflow");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn scratch() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("yaraflow-settings-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn serve_refuses_settings_it_cannot_honour_with_the_remedy() {
+    let dir = scratch();
+    let rules = std::env::current_dir().unwrap().join("data/rules");
+    let rules = rules.to_str().unwrap();
+    let serve = |extra: &[&str]| {
+        let mut args = vec!["serve", "--rules", rules, "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(&["--metrics-listen", "127.0.0.1:0"]);
+        args.extend_from_slice(extra);
+        run_in(None, &args)
+    };
+    // Far more shards than file handles or sense allow: refused, no panic.
+    let (code, stderr) = serve(&["--shards", "100000"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--shards 100000") && stderr.contains("at most"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // A window too small for exact verdicts.
+    let (code, stderr) = serve(&["--max-pattern-len", "0"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("too small to keep verdicts exact"),
+        "{stderr}"
+    );
+    // An empty token file would check nothing.
+    let empty = dir.join("token");
+    std::fs::write(&empty, "\n").unwrap();
+    let (code, stderr) = serve(&["--token-file", empty.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("is empty"), "{stderr}");
+    // A non-loopback address without a token.
+    let (code, stderr) = run_in(None, &["serve", "--rules", rules, "--listen", "0.0.0.0:0"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--allow-no-token"), "{stderr}");
+    // The default rules, missing from the current directory: where it
+    // looked and what to pass.
+    let (code, stderr) = run_in(Some(&dir), &["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--rules") && stderr.contains(dir.to_str().unwrap()),
+        "{stderr}"
+    );
+    // An address in use: its cause said once.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = run_in(
+        None,
+        &[
+            "serve",
+            "--rules",
+            rules,
+            "--listen",
+            &listen,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains(&listen), "{stderr}");
+    assert_eq!(stderr.matches("os error").count(), 1, "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn empty_rule_files_are_warned_about() {
+    let dir = scratch();
+    let empty = dir.join("empty.yar");
+    std::fs::write(&empty, "").unwrap();
+    let (code, stderr) = run_in(None, &["check", empty.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("warning: the rule file"), "{stderr}");
+    assert!(stderr.contains("define no rule"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -143,3 +143,99 @@ fn errors_are_counted_by_code_and_other_hosts_refused() {
         assert!(stderr.contains("loopback"), "{bad}: {stderr}");
     }
 }
+
+#[test]
+fn the_host_checked_is_the_host_connected_to() {
+    for bad in [
+        "http://127.0.0.1:8080@example.com",
+        "http://localhost@10.0.0.1:8080",
+        "http://[::1]:80@example.com/",
+    ] {
+        let out = loadtest(&["--url", bad, "--requests", "1"]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("loopback") || stderr.contains("credentials"),
+            "{bad}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_gone_server_gets_a_few_attempts_not_thousands() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = loadtest(&[
+        "--url",
+        &format!("http://127.0.0.1:{port}"),
+        "--duration",
+        "2",
+        "--connections",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let attempts: u64 = report["errors"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    // With back-off from 50 ms doubling to 2 s: about 6 per connection.
+    assert!((1..=100).contains(&attempts), "{attempts} attempts in 2 s");
+}
+
+#[test]
+fn flows_churn_and_a_soak_reports_its_samples() {
+    let service = start();
+    let url = format!("http://{}", service.api_addr());
+    let pid = std::process::id().to_string();
+    let out = loadtest(&[
+        "--url",
+        &url,
+        "--requests",
+        "60",
+        "--duration",
+        "30",
+        "--connections",
+        "2",
+        "--frames",
+        "4",
+        "--flow-chunks",
+        "3",
+        "--soak",
+        "--sample-interval",
+        "0.2",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 60 requests of 4 flows, about 3 chunks each: about 80 flows closed.
+    let closed = report["flows_closed"].as_u64().unwrap();
+    assert!(closed >= 20, "{report}");
+    let samples = report["soak"]["samples"].as_array().unwrap();
+    assert!(!samples.is_empty(), "{report}");
+    assert!(samples[0]["rss_bytes"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["soak"]["rss_mb_per_min"].is_f64(), "{report}");
+    assert!(report["soak"]["second_half"].is_object(), "{report}");
+    // Closed flows are gone: at most the flows still open remain.
+    let listed = ureq::get(&format!("{url}/v1/streams"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert!(listed["total"].as_u64().unwrap() <= 8, "{listed}");
+    service.stop().unwrap();
+}

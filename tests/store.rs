@@ -610,3 +610,83 @@ fn resident_bytes_never_drift_from_the_contexts() {
         }
     }
 }
+
+/// Store-library panics (redb on some damaged files) are caught into
+/// errors naming the damage, and print nothing: the damage loop runs in a
+/// child process (this test binary again, output not captured), whose
+/// stderr must hold no panic text while it reports that panics were caught.
+#[test]
+fn store_library_panics_are_caught_without_a_word_on_stderr() {
+    const NAME: &str = "store_library_panics_are_caught_without_a_word_on_stderr";
+    if std::env::var_os("YARAFLOW_DAMAGE_CHILD").is_some() {
+        return damage_child();
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--nocapture", "--test-threads", "1"])
+        .env("YARAFLOW_DAMAGE_CHILD", "1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let caught: usize = stdout
+        .lines()
+        .find_map(|l| l.split("caught store panics: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .parse()
+        .unwrap();
+    assert!(
+        caught > 0,
+        "no damage made the store library panic: {stdout}"
+    );
+    assert!(
+        !stderr.contains("panicked at"),
+        "{caught} caught panics printed: {}",
+        stderr.chars().take(2000).collect::<String>()
+    );
+}
+
+/// The child of the test above: damages a store in many ways, prints how
+/// many store operations panicked (each a `StoreError::Damaged`).
+fn damage_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    {
+        let cfg = config(&path, StoreConfig::default(), Duration::from_millis(1));
+        let engine = Engine::start(compile(R1), cfg).unwrap();
+        let h = engine.handle().blocking();
+        for i in 0..200u32 {
+            h.scan_chunk(Uuid::new_v4(), format!("abc {i} abc").into_bytes())
+                .unwrap();
+        }
+        engine.shutdown().unwrap();
+    }
+    let good = std::fs::read(&path).unwrap();
+    let mut caught = 0;
+    let step = (good.len() / 300).max(1);
+    for at in (0..good.len()).step_by(step) {
+        for how in 0..2 {
+            let mut bad = good.clone();
+            match how {
+                0 => bad[at] ^= 0xff,
+                _ => bad.truncate(at),
+            }
+            let p = dir.path().join("bad.redb");
+            std::fs::write(&p, &bad).unwrap();
+            let outcome = ContextStore::open(&p, 1 << 20).and_then(|store| {
+                let listing = store.entries()?;
+                for entry in &listing.entries {
+                    store.read(entry.stream)?;
+                }
+                Ok(())
+            });
+            if let Err(yaraflow::StoreError::Damaged { .. }) = outcome {
+                caught += 1;
+            }
+        }
+    }
+    println!("caught store panics: {caught}");
+}

@@ -49,13 +49,64 @@ enum Command {
 /// Rule locations and the window cap, shared by the commands.
 #[derive(Debug, clap::Args)]
 struct RuleArgs {
-    /// Longest match (bytes) the scanner guarantees across chunk boundaries.
-    #[arg(long, default_value_t = yaraflow::ScannerConfig::default().max_pattern_len)]
+    /// Longest match (bytes) the scanner guarantees across chunk boundaries
+    /// (at least 16).
+    #[arg(long, default_value_t = yaraflow::ScannerConfig::default().max_pattern_len,
+          value_parser = parse_pattern_len)]
     max_pattern_len: usize,
 }
 
+/// Smallest `--max-pattern-len` accepted. A window shorter than YARA-X's
+/// atoms (4 bytes) misses matches that cross a chunk boundary while the
+/// results say `exact: true`: on 7743e89, caps 0 to 3 missed an HTTP Basic
+/// credential fed in 3-byte chunks, 4 found it. From 4 up, rule analysis
+/// reports every rule whose patterns are longer than the window as
+/// inexact; 16 leaves a margin and costs nothing worth saving.
+const MIN_PATTERN_LEN: usize = 16;
+
+fn parse_pattern_len(text: &str) -> Result<usize, String> {
+    let value: usize = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a byte count: {e}"))?;
+    if value < MIN_PATTERN_LEN {
+        return Err(format!(
+            "{value} is too small to keep verdicts exact: matches across chunk boundaries would be missed; use at least {MIN_PATTERN_LEN} (the default is {})",
+            yaraflow::ScannerConfig::default().max_pattern_len
+        ));
+    }
+    Ok(value)
+}
+
+/// Compiles the rules at `paths`, saying where it looked when a path is
+/// missing (relative paths are relative to the current directory), and
+/// warning on stderr about empty rule files and a rule set with no rule.
 fn load_rules(paths: &[PathBuf], args: &RuleArgs) -> anyhow::Result<yaraflow::RuleSet> {
-    Ok(yaraflow::RuleSet::from_paths(paths, args.max_pattern_len)?)
+    for path in paths {
+        if !path.exists() {
+            let full = std::env::current_dir().map_or_else(|_| path.clone(), |dir| dir.join(path));
+            anyhow::bail!(
+                "no rules at {} (looked for {}; relative paths are relative to the current directory): pass --rules PATH, a .yar file or a directory of them",
+                path.display(),
+                full.display()
+            );
+        }
+        let empty = std::fs::read_to_string(path).is_ok_and(|text| text.trim().is_empty());
+        if path.is_file() && empty {
+            eprintln!("warning: the rule file {} is empty", path.display());
+        }
+    }
+    let rules = yaraflow::RuleSet::from_paths(paths, args.max_pattern_len)?;
+    if rules.analysis().rules.is_empty() {
+        eprintln!(
+            "warning: the rules at {} define no rule: nothing will ever match",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(rules)
 }
 
 /// A bar on stderr over `total` bytes (a spinner when the total is not
@@ -89,7 +140,31 @@ fn read_token(path: Option<&std::path::Path>) -> anyhow::Result<Option<String>> 
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", path.display()))?;
-    Ok(Some(text.trim().to_string()))
+    let token = text.trim();
+    // An empty token would let `Authorization: Bearer ` through: refuse it
+    // rather than start with a check that checks nothing.
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty: write a token into it (e.g. `openssl rand -hex 32 > {}`) or drop --token-file",
+        path.display(),
+        path.display()
+    );
+    Ok(Some(token.to_string()))
+}
+
+/// An error and its causes on one line, each cause once: a message that
+/// already quotes its cause (`cannot listen on X: address in use`) is not
+/// followed by it again.
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// Parses the arguments and runs the command.
@@ -107,7 +182,7 @@ pub fn run() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_chain(&err));
             ExitCode::from(2)
         }
     }

@@ -1,4 +1,8 @@
 //! `yaraflow serve`: the engine behind the HTTP API, until SIGINT/SIGTERM.
+//!
+//! Settings are checked before anything starts: a non-loopback `--listen`
+//! needs a token (or `--allow-no-token`), and `--shards` must fit in the
+//! file handles the process may open.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +16,7 @@ use yaraflow::{EngineConfig, StoreConfig};
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Rules: `.yar`/`.yara` files or directories (default: the bundled
-    /// rules in `data/rules`).
+    /// rules in `data/rules`, relative to the current directory).
     #[arg(long, default_value = "data/rules")]
     rules: Vec<PathBuf>,
     /// Address of the HTTP API.
@@ -35,12 +39,29 @@ pub struct ServeArgs {
     /// one series per rule that matched).
     #[arg(long)]
     rule_metrics: bool,
-    /// File holding the bearer token `/v1` routes require.
+    /// File holding the bearer token `/v1` routes require (not empty).
     #[arg(long)]
     token_file: Option<PathBuf>,
-    /// Largest request body, in bytes.
+    /// Serve a non-loopback `--listen` address without a token (refused
+    /// otherwise: anyone who reaches it could read every stream).
+    #[arg(long)]
+    allow_no_token: bool,
+    /// Largest request body, in bytes (after decoding gzip/deflate).
     #[arg(long, default_value_t = 16 << 20)]
     max_body_bytes: usize,
+    /// Longest time a client may take to send a request's head.
+    #[arg(long, default_value = "5s")]
+    request_timeout: humantime::Duration,
+    /// Longest time a request's body may take to arrive (408 past it).
+    #[arg(long, default_value = "30s")]
+    body_timeout: humantime::Duration,
+    /// How long an idle keep-alive connection stays open.
+    #[arg(long, default_value = "5s")]
+    keep_alive: humantime::Duration,
+    /// Most event subscriptions (`/v1/events`, `/v1/events/closed`) open at
+    /// once (503 past it).
+    #[arg(long, default_value_t = 64)]
+    max_event_subscribers: usize,
     /// Keep stream contexts in this store file (created if missing): idle
     /// streams past the resident bounds go to disk, a shutdown keeps every
     /// open stream there, and the next start resumes them.
@@ -87,7 +108,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     engine.scanner.max_pattern_len = args.rule_args.max_pattern_len;
     engine.rule_metrics |= args.rule_metrics;
     apply_store_args(&args, &mut engine)?;
+    check_shards(engine.shards)?;
     let token = super::read_token(args.token_file.as_deref())?;
+    anyhow::ensure!(
+        token.is_some() || args.listen.ip().is_loopback() || args.allow_no_token,
+        "--listen {} is not a loopback address and no --token-file was given: anyone who reaches it could read and feed every stream; give --token-file FILE, or --allow-no-token if something in front of yaraflow authenticates",
+        args.listen
+    );
     let rules = super::load_rules(&args.rules, &args.rule_args)?;
     let config = ServiceConfig {
         listen: args.listen,
@@ -95,6 +122,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         metrics_on_api: args.metrics_on_api,
         max_body_bytes: args.max_body_bytes,
         token,
+        request_timeout: args.request_timeout.into(),
+        body_timeout: args.body_timeout.into(),
+        keep_alive: args.keep_alive.into(),
+        max_event_subscribers: args.max_event_subscribers,
         rule_paths: args.rules.clone(),
         engine,
         ..ServiceConfig::default()
@@ -116,6 +147,40 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(results)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Most shards accepted whatever the machine: far more than cores buys
+/// nothing, and each shard is a thread with its own runtime.
+const MAX_SHARDS: usize = 1024;
+
+/// File handles a shard takes (its runtime's event loop and wakers), with
+/// room to spare.
+const HANDLES_PER_SHARD: u64 = 4;
+
+/// File handles kept for everything else: listeners, connections, the
+/// store, rule files.
+const HANDLES_RESERVED: u64 = 256;
+
+/// Refuses a shard count the machine cannot hold (it would fail half-way
+/// with "too many open files") or that makes no sense.
+fn check_shards(shards: usize) -> anyhow::Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    let handles = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } {
+        0 => limit.rlim_cur,
+        _ => libc::RLIM_INFINITY,
+    };
+    let by_handles = handles.saturating_sub(HANDLES_RESERVED) / HANDLES_PER_SHARD;
+    let most = (MAX_SHARDS as u64).min(by_handles).max(1);
+    anyhow::ensure!(
+        shards as u64 <= most,
+        "--shards {shards} is more than this machine can hold: at most {most} (the cap is {MAX_SHARDS}, and each shard takes about {HANDLES_PER_SHARD} of the {handles} file handles `ulimit -n` allows); use --shards 0 for one per core ({})",
+        num_cpus::get()
+    );
+    Ok(())
 }
 
 /// The store and idle-timeout flags, over what `--config` said.

@@ -10,11 +10,19 @@
 //! matches only at the end of a stream (or only because of `not $a`) is
 //! reported at the latest at close, with `at_close` set.
 //!
-//! Each subscription is a bounded channel (`async-channel`: one receiver
-//! usable from async code and from plain threads). A shard never waits for
-//! a subscriber: an event that finds a subscription full is dropped and
+//! Each subscription is a channel (`async-channel`: one receiver usable
+//! from async code and from plain threads) holding at most
+//! `EngineConfig::event_capacity` events. A shard never waits for a
+//! subscriber: an event that finds a subscription full is dropped and
 //! counted on that subscription and in `yaraflow_events_dropped_total`.
 //! Size the capacity for the bursts you expect.
+//!
+//! The channel is unbounded and the capacity is counted at send, not a
+//! bounded channel: a bounded one allocates every slot up front (65,536
+//! events of about 110 bytes: 7 MB per subscriber, idle or not), while an
+//! unbounded one grows in blocks of 31 events as they queue and frees
+//! them as they are received. A dropped subscription closes and empties
+//! its channel at once, and the next subscribe or publish forgets it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,6 +93,7 @@ pub struct ClosedEvent {
 struct Subscriber<T> {
     sender: async_channel::Sender<T>,
     dropped: Arc<AtomicU64>,
+    capacity: usize,
 }
 
 /// One kind of event and its subscribers.
@@ -104,9 +113,10 @@ impl<T> Default for Broadcast<T> {
 
 impl<T: Clone> Broadcast<T> {
     fn subscribe(&self, capacity: usize, ended: &std::sync::atomic::AtomicBool) -> Subscription<T> {
-        let (sender, receiver) = async_channel::bounded(capacity.max(1));
+        let (sender, receiver) = async_channel::unbounded();
         let dropped = Arc::new(AtomicU64::new(0));
         let mut subscribers = self.lock();
+        subscribers.retain(|s| !s.sender.is_closed());
         if ended.load(Ordering::Acquire) {
             // The engine has shut down: an ended subscription.
             sender.close();
@@ -115,6 +125,7 @@ impl<T: Clone> Broadcast<T> {
         subscribers.push(Subscriber {
             sender,
             dropped: dropped.clone(),
+            capacity: capacity.max(1),
         });
         self.count.store(subscribers.len(), Ordering::Release);
         Subscription { receiver, dropped }
@@ -131,14 +142,13 @@ impl<T: Clone> Broadcast<T> {
     /// Sends an event to every subscriber, never waiting.
     fn publish(&self, event: T) {
         let mut subscribers = self.lock();
-        subscribers.retain(|s| match s.sender.try_send(event.clone()) {
-            Ok(()) => true,
-            Err(async_channel::TrySendError::Full(_)) => {
+        subscribers.retain(|s| {
+            if s.sender.len() >= s.capacity && !s.sender.is_closed() {
                 s.dropped.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::events_dropped(1);
-                true
+                return true;
             }
-            Err(async_channel::TrySendError::Closed(_)) => false,
+            s.sender.try_send(event.clone()).is_ok()
         });
         self.count.store(subscribers.len(), Ordering::Release);
     }
@@ -295,5 +305,39 @@ impl<T> Subscription<T> {
     /// Events dropped because this subscription was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl<T> Drop for Subscription<T> {
+    /// Closes the channel and frees the events still queued in it now,
+    /// rather than when a shard next publishes.
+    fn drop(&mut self) {
+        self.receiver.close();
+        while self.receiver.try_recv().is_ok() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_subscription_drops_and_counts_and_a_dropped_one_is_forgotten() {
+        let hub = Broadcast::<u32>::default();
+        let ended = std::sync::atomic::AtomicBool::new(false);
+        let subscription = hub.subscribe(2, &ended);
+        (0..3).for_each(|n| hub.publish(n));
+        assert_eq!(subscription.try_recv(), Some(0));
+        assert_eq!(subscription.try_recv(), Some(1));
+        assert_eq!(subscription.try_recv(), None);
+        assert_eq!(subscription.dropped(), 1);
+        hub.publish(7);
+        drop(subscription);
+        assert!(hub.has_subscribers());
+        hub.publish(8);
+        assert!(
+            !hub.has_subscribers(),
+            "a dropped subscription is forgotten"
+        );
     }
 }

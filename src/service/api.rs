@@ -2,10 +2,23 @@
 //!
 //! Each handler reads and checks its input (stream ids, body size,
 //! framing), makes one engine call, and answers JSON; every failure goes
-//! through [`ApiError`]. Bodies are read up to the configured limit and no
-//! further, so an oversized request costs at most that much memory.
+//! through [`ApiError`], including unknown routes (404) and wrong methods
+//! (405 with `Allow`). Bodies are read up to the configured limit and no
+//! further, so an oversized request costs at most that much memory: a
+//! declared `Content-Length` past the limit is refused before any of the
+//! body is read, a body that stops arriving is refused after
+//! [`ApiState::body_timeout`], and a `gzip` or `deflate` body is decoded
+//! under the same limit (other encodings get 415).
+//!
+//! The `/v1` routes are one scope behind the token check (`super::authorize`):
+//! the check runs on whatever the router matched, so no spelling of a path
+//! (percent-encoded, `/v%31`, ...) reaches a handler without it.
 
+use std::io::Read;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -22,33 +35,70 @@ use crate::rules::RuleSet;
 pub struct ApiState {
     /// The engine.
     pub engine: EngineHandle,
-    /// Largest request body accepted, in bytes.
+    /// Largest request body accepted, in bytes (after decoding).
     pub max_body_bytes: usize,
+    /// Longest time a request body may take to arrive.
+    pub body_timeout: Duration,
     /// Where `POST /v1/rules/reload` reads rules from.
     pub rule_paths: Vec<PathBuf>,
     /// The window cap rules are compiled with.
     pub max_pattern_len: usize,
+    /// Event subscriptions open now (both kinds).
+    pub subscribers: Arc<AtomicUsize>,
+    /// Most event subscriptions open at once.
+    pub max_subscribers: usize,
 }
 
 type State = web::Data<ApiState>;
 
-/// Registers the `/v1` routes and the health checks.
+/// Registers the health checks and the `/v1` routes (behind `authorize`).
 pub fn routes(config: &mut web::ServiceConfig) {
+    let v1 = web::scope("/v1")
+        .wrap(actix_web::middleware::from_fn(super::authorize))
+        .service(resource("/streams", "GET").route(web::get().to(list_streams)))
+        .service(
+            resource("/streams/{stream}", "GET, DELETE")
+                .route(web::get().to(get_stream))
+                .route(web::delete().to(close_stream)),
+        )
+        .service(resource("/streams/{stream}/chunks", "POST").route(web::post().to(append_chunk)))
+        .service(resource("/streams/{stream}/lines", "POST").route(web::post().to(append_lines)))
+        .service(resource("/streams/{stream}/reset", "POST").route(web::post().to(reset_stream)))
+        .service(resource("/streams/{stream}/offset", "GET").route(web::get().to(stream_offset)))
+        .service(resource("/checkpoint", "POST").route(web::post().to(checkpoint)))
+        .service(resource("/chunks", "POST").route(web::post().to(append_frames)))
+        .service(resource("/events", "GET").route(web::get().to(super::events::events)))
+        .service(resource("/events/closed", "GET").route(web::get().to(super::events::closed)))
+        .service(resource("/rules/reload", "POST").route(web::post().to(reload_rules)))
+        .default_service(web::to(not_found));
     config
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/v1/streams", web::get().to(list_streams))
-        .route("/v1/streams/{stream}", web::get().to(get_stream))
-        .route("/v1/streams/{stream}", web::delete().to(close_stream))
-        .route("/v1/streams/{stream}/chunks", web::post().to(append_chunk))
-        .route("/v1/streams/{stream}/lines", web::post().to(append_lines))
-        .route("/v1/streams/{stream}/reset", web::post().to(reset_stream))
-        .route("/v1/streams/{stream}/offset", web::get().to(stream_offset))
-        .route("/v1/checkpoint", web::post().to(checkpoint))
-        .route("/v1/chunks", web::post().to(append_frames))
-        .route("/v1/events", web::get().to(super::events::events))
-        .route("/v1/events/closed", web::get().to(super::events::closed))
-        .route("/v1/rules/reload", web::post().to(reload_rules));
+        .service(resource("/healthz", "GET").route(web::get().to(healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(readyz)))
+        .service(v1);
+}
+
+/// A resource whose other methods get 405 with `Allow: allow`.
+pub(crate) fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<HttpResponse, _>(ApiError {
+            allow: Some(allow),
+            ..ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("this route takes {allow}"),
+            )
+        })
+    }))
+}
+
+/// The answer to a path no route matches.
+pub(crate) async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let path: String = request.path().chars().take(200).collect();
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route {path:?}; the routes are in docs/openapi.yaml"),
+    ))
 }
 
 fn stream_id(text: &str) -> Result<Uuid, ApiError> {
@@ -56,23 +106,131 @@ fn stream_id(text: &str) -> Result<Uuid, ApiError> {
         .map_err(|e| ApiError::bad_request("bad_stream_id", format!("{text:?} is not a UUID: {e}")))
 }
 
-/// Reads a request body, refusing it as soon as it passes `limit` bytes.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+/// How a request body is encoded (`Content-Encoding`).
+#[derive(Clone, Copy)]
+enum Encoding {
+    Identity,
+    Gzip,
+    Deflate,
+}
+
+fn too_large(limit: usize, what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body{what} exceeds the limit of {limit} bytes (max_body_bytes); send smaller requests"),
+    )
+}
+
+fn encoding(request: &HttpRequest) -> Result<Encoding, ApiError> {
+    let Some(value) = request.headers().get("content-encoding") else {
+        return Ok(Encoding::Identity);
+    };
+    let text = value
+        .to_str()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match text.as_str() {
+        "" | "identity" => Ok(Encoding::Identity),
+        "gzip" | "x-gzip" => Ok(Encoding::Gzip),
+        "deflate" => Ok(Encoding::Deflate),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("Content-Encoding {text:?} is not supported; send gzip, deflate or identity"),
+        )),
+    }
+}
+
+/// Reads a request body: refused before reading when its declared length
+/// passes the limit, as soon as it passes the limit, when it takes longer
+/// than the body timeout, and decoded (under the same limit) when it is
+/// `gzip` or `deflate`.
+async fn read_body(
+    state: &ApiState,
+    request: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<Bytes, ApiError> {
+    let limit = state.max_body_bytes;
+    let encoding = match encoding(request) {
+        Ok(encoding) => encoding,
+        Err(refusal) => return Err(let_go(payload, refusal)),
+    };
+    let declared = request
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(let_go(payload, too_large(limit, " (its Content-Length)")));
+    }
+    let deadline = tokio::time::Instant::now() + state.body_timeout;
     let mut body = BytesMut::new();
-    while let Some(piece) = payload.next().await {
-        let piece = piece.map_err(|e| ApiError::bad_request("bad_body", e.to_string()))?;
+    loop {
+        let piece = match tokio::time::timeout_at(deadline, payload.next()).await {
+            Ok(Some(piece)) => piece,
+            Ok(None) => break,
+            Err(_) => {
+                let refusal = ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the request body did not arrive within {} s (body_timeout); send it at once",
+                        state.body_timeout.as_secs_f64()
+                    ),
+                );
+                return Err(let_go(payload, refusal));
+            }
+        };
+        let piece = match piece {
+            Ok(piece) => piece,
+            Err(e) => {
+                return Err(let_go(
+                    payload,
+                    ApiError::bad_request("bad_body", e.to_string()),
+                ))
+            }
+        };
         if body.len() + piece.len() > limit {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!(
-                    "the request body exceeds the limit of {limit} bytes; send smaller requests"
-                ),
-            ));
+            return Err(let_go(payload, too_large(limit, "")));
         }
         body.extend_from_slice(&piece);
     }
-    Ok(body.freeze())
+    let body = body.freeze();
+    let decoder: Box<dyn Read> = match encoding {
+        Encoding::Identity => return Ok(body),
+        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
+        Encoding::Deflate => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
+    };
+    let mut decoded = Vec::new();
+    decoder
+        .take(limit as u64 + 1)
+        .read_to_end(&mut decoded)
+        .map_err(|e| {
+            ApiError::bad_request("bad_encoding", format!("cannot decode the body: {e}"))
+        })?;
+    if decoded.len() > limit {
+        return Err(too_large(limit, " (decoded)"));
+    }
+    Ok(decoded.into())
+}
+
+/// How long an unread body's payload is kept after the answer.
+pub(crate) const HOLD_REFUSED_PAYLOAD: Duration = Duration::from_secs(1);
+
+/// A refusal sent before the body was read: the connection closes after
+/// it. The payload is held a moment instead of dropped with the handler:
+/// actix-web drains a dropped chunked body before the connection's next
+/// request, with no timeout, so a client that stalls mid-body would keep
+/// the connection; a payload still held when the answer goes out makes
+/// actix close the connection instead.
+fn let_go(payload: web::Payload, refusal: ApiError) -> ApiError {
+    actix_web::rt::spawn(async move {
+        actix_web::rt::time::sleep(HOLD_REFUSED_PAYLOAD).await;
+        drop(payload);
+    });
+    refusal.closing()
 }
 
 fn unknown(stream: Uuid) -> ApiError {
@@ -87,22 +245,21 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
+/// Ready when every shard answers. It says no more than that: it is not
+/// behind the token, and counts of streams are for `/v1` and `/metrics`.
 async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
-    let stats = state.engine.stats().await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "status": "ready",
-        "shards": stats.shards.len(),
-        "open_streams": stats.open_streams(),
-    })))
+    state.engine.stats().await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
 }
 
 async fn append_chunk(
     state: State,
+    request: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let stream = stream_id(&path)?;
-    let body = read_body(payload, state.max_body_bytes).await?;
+    let body = read_body(&state, &request, payload).await?;
     let len = body.len();
     let offset = state.engine.scan_chunk_acked(stream, body).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
@@ -112,11 +269,12 @@ async fn append_chunk(
 
 async fn append_lines(
     state: State,
+    request: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let stream = stream_id(&path)?;
-    let body = read_body(payload, state.max_body_bytes).await?;
+    let body = read_body(&state, &request, payload).await?;
     if !body.is_empty() && !body.ends_with(b"\n") {
         return Err(ApiError::bad_request(
             "unterminated_line",
@@ -136,8 +294,12 @@ async fn append_lines(
     })))
 }
 
-async fn append_frames(state: State, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, state.max_body_bytes).await?;
+async fn append_frames(
+    state: State,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&state, &request, payload).await?;
     let frames =
         framing::parse(&body).map_err(|e| ApiError::bad_request("bad_frame", e.to_string()))?;
     let (chunks, bytes) = (
@@ -224,8 +386,47 @@ async fn reload_rules(state: State) -> Result<HttpResponse, ApiError> {
                 e.to_string(),
             )
         })?
-        .map_err(|e| ApiError::bad_request("bad_rules", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request("bad_rules", without_source(&e.to_string())))?;
     let count = rules.analysis().rules.len();
+    if count == 0 {
+        return Err(ApiError::bad_request(
+            "empty_rules",
+            "the rule files define no rule; the current rules stay (a reload to nothing would match nothing)",
+        ));
+    }
     state.engine.reload_rules(rules).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "reloaded": true, "rules": count })))
+}
+
+/// A compiler report without its source excerpts: the title and location
+/// (`--> file:line:column`) of each error, never the lines of the files
+/// (an `include` can name any file the server can read).
+fn without_source(report: &str) -> String {
+    let kept: Vec<&str> = report
+        .lines()
+        .map(str::trim)
+        .filter(|line| {
+            line.starts_with("error")
+                || line.starts_with("warning")
+                || line.starts_with("rules do not compile")
+                || line.starts_with("cannot read")
+                || line.starts_with("no .yar")
+                || line.starts_with("-->")
+        })
+        .collect();
+    kept.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_source;
+
+    #[test]
+    fn compiler_reports_lose_their_source_lines() {
+        let report = "rules do not compile:\nerror[E001]: syntax error\n --> /etc/shadow:1:5\n  |\n1 | root:$6$secret\n  |     ^ expected rule";
+        let kept = without_source(report);
+        assert!(kept.contains("/etc/shadow:1:5"), "{kept}");
+        assert!(kept.contains("syntax error"), "{kept}");
+        assert!(!kept.contains("secret"), "{kept}");
+    }
 }

@@ -18,6 +18,12 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong and, where it helps, what to do.
     pub message: String,
+    /// Close the connection after the answer (`Connection: close`): for
+    /// refusals sent before the request's body was read, so that the
+    /// server does not read (or wait for) the rest of it.
+    pub close: bool,
+    /// The `Allow` header of a 405.
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -27,6 +33,16 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            close: false,
+            allow: None,
+        }
+    }
+
+    /// The same error, closing the connection after the answer.
+    pub fn closing(self) -> Self {
+        ApiError {
+            close: true,
+            ..self
         }
     }
 
@@ -53,6 +69,12 @@ impl ResponseError for ApiError {
             || self.status == StatusCode::TOO_MANY_REQUESTS
         {
             response.insert_header(("Retry-After", "1"));
+        }
+        if let Some(allow) = self.allow {
+            response.insert_header(("Allow", allow));
+        }
+        if self.close {
+            response.force_close();
         }
         response.json(serde_json::json!({
             "error": { "code": self.code, "message": self.message }

@@ -8,19 +8,38 @@
 //!
 //! Every request is counted by route pattern and status class, with its
 //! latency; `/v1` routes need `Authorization: Bearer TOKEN` when a token is
-//! configured. The Prometheus recorder is process-wide: the first service
-//! of a process installs it, later ones share it.
+//! configured. The token is checked by the `/v1` scope itself, after the
+//! router has decoded and matched the path, never by comparing the raw
+//! path: `/%761/streams` and `/v%31/streams` are `/v1/streams` to the
+//! router, so they are to the check too.
+//!
+//! Limits of a connection, so that a stalled or hostile client holds
+//! nothing for long: request heads must arrive within
+//! [`ServiceConfig::request_timeout`], bodies within
+//! [`ServiceConfig::body_timeout`] (408), idle keep-alive connections close
+//! after [`ServiceConfig::keep_alive`], a client that closes its side ends
+//! its event stream at once (half-closed connections are not kept), and at
+//! most [`ServiceConfig::max_event_subscribers`] event streams are open.
+//!
+//! The Prometheus recorder is process-wide: the first service of a process
+//! installs it, later ones share it. Its upkeep (folding histogram samples
+//! into their buckets) runs on a thread of its own every
+//! [`METRICS_UPKEEP`], so memory stays flat when nobody scrapes.
 
 mod api;
 mod error;
 mod events;
 pub mod framing;
 
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
@@ -51,6 +70,17 @@ pub struct ServiceConfig {
     pub rule_paths: Vec<PathBuf>,
     /// HTTP worker threads.
     pub workers: usize,
+    /// Longest time a client may take to send a request's head (line and
+    /// headers); past it the connection is closed (408).
+    pub request_timeout: Duration,
+    /// Longest time a request's body may take to arrive; past it the
+    /// request gets 408 `body_timeout` and the connection is closed.
+    pub body_timeout: Duration,
+    /// How long an idle keep-alive connection stays open.
+    pub keep_alive: Duration,
+    /// Most event subscriptions (`GET /v1/events`, `/v1/events/closed`)
+    /// open at once; past it, 503 `too_many_subscribers`.
+    pub max_event_subscribers: usize,
     /// The engine behind the API.
     pub engine: EngineConfig,
 }
@@ -65,6 +95,10 @@ impl Default for ServiceConfig {
             token: None,
             rule_paths: Vec::new(),
             workers: 2,
+            request_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(5),
+            max_event_subscribers: 64,
             engine: EngineConfig::default(),
         }
     }
@@ -117,9 +151,29 @@ pub fn prometheus() -> Option<PrometheusHandle> {
                 .ok()?;
             crate::metrics::describe();
             metrics_process::Collector::default().describe();
+            spawn_upkeep(handle.clone());
             Some(handle)
         })
         .clone()
+}
+
+/// How often the recorder's upkeep runs without a scrape.
+pub const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// Runs the recorder's upkeep every [`METRICS_UPKEEP`], for the life of the
+/// process (the recorder lives as long). Without it, histogram samples
+/// pile up until the next scrape: about a gigabyte a minute at full load
+/// when Prometheus is down.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("yaraflow-metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(METRICS_UPKEEP);
+            handle.run_upkeep();
+        });
+    if let Err(error) = spawned {
+        eprintln!("warning: no metrics upkeep thread ({error}); scrape /metrics to bound memory");
+    }
 }
 
 impl Service {
@@ -130,8 +184,11 @@ impl Service {
         let state = web::Data::new(api::ApiState {
             engine: engine.handle(),
             max_body_bytes: config.max_body_bytes,
+            body_timeout: config.body_timeout,
             rule_paths: config.rule_paths.clone(),
             max_pattern_len: config.engine.scanner.max_pattern_len,
+            subscribers: Arc::new(AtomicUsize::new(0)),
+            max_subscribers: config.max_event_subscribers,
         });
         let (started, on_start) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -227,15 +284,23 @@ fn bind(
             .app_data(state.clone())
             .app_data(token.clone())
             .app_data(api_metrics.clone())
-            .wrap(actix_web::middleware::from_fn(authorize))
+            .wrap(actix_web::middleware::from_fn(hold_unread_body))
             .wrap(actix_web::middleware::from_fn(count_request))
-            .configure(api::routes);
+            .configure(api::routes)
+            .default_service(web::to(api::not_found));
         match metrics_on_api {
-            true => app.route("/metrics", web::get().to(render_metrics)),
+            true => {
+                app.service(api::resource("/metrics", "GET").route(web::get().to(render_metrics)))
+            }
             false => app,
         }
     })
     .workers(config.workers.max(1))
+    .client_request_timeout(config.request_timeout)
+    .keep_alive(config.keep_alive)
+    // A client that closes its side is gone: end its response (an event
+    // stream would otherwise be noticed only when a write fails).
+    .h1_allow_half_closed(false)
     // Event streams end only with the engine: do not wait 30 s for them.
     .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
     .bind(config.listen)
@@ -251,9 +316,12 @@ fn bind(
             App::new()
                 .app_data(metrics.clone())
                 .wrap(actix_web::middleware::from_fn(count_request))
-                .route("/metrics", web::get().to(render_metrics))
+                .service(api::resource("/metrics", "GET").route(web::get().to(render_metrics)))
+                .default_service(web::to(api::not_found))
         })
         .workers(1)
+        .client_request_timeout(config.request_timeout)
+        .keep_alive(config.keep_alive)
         .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
         .bind(listen)
         .map_err(|source| ServiceError::Bind {
@@ -291,21 +359,23 @@ async fn render_metrics(metrics: web::Data<Metrics>) -> HttpResponse {
     }
 }
 
-/// Refuses `/v1` requests without the configured bearer token.
-async fn authorize(
+/// Refuses requests without the configured bearer token. It wraps the
+/// `/v1` scope, so it runs on every request the router sends there, however
+/// its path was spelled.
+pub(crate) async fn authorize(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
     let expected = request
         .app_data::<web::Data<Token>>()
         .and_then(|t| t.0.clone());
-    if let Some(expected) = expected.filter(|_| request.path().starts_with("/v1")) {
+    if let Some(expected) = expected {
         let given = request
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(expected.as_str()) {
+        if !given.is_some_and(|given| same_secret(given.as_bytes(), expected.as_bytes())) {
             let refusal = ApiError::new(
                 actix_web::http::StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -316,6 +386,73 @@ async fn authorize(
         }
     }
     Ok(next.call(request).await?.map_into_left_body())
+}
+
+/// A request's payload, shared between the handler (which reads it) and
+/// [`hold_unread_body`] (which keeps it past the answer if unread).
+struct Tracked {
+    inner: Rc<RefCell<Option<actix_web::dev::Payload>>>,
+    finished: Rc<Cell<bool>>,
+}
+
+impl futures_util::Stream for Tracked {
+    type Item = Result<bytes::Bytes, actix_web::error::PayloadError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let mut inner = self.inner.borrow_mut();
+        let Some(payload) = inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let polled = std::pin::Pin::new(payload).poll_next(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.finished.set(true);
+        }
+        polled
+    }
+}
+
+/// Keeps a request's body from holding its connection: when the handler
+/// answered without reading the body to its end (a route that takes no
+/// body, a refusal), the payload is held a moment past the answer, so
+/// that actix closes the connection. Dropped at once, actix would drain
+/// a chunked body before the next request, without any timeout: a client
+/// stalling mid-body would keep its connection (and a file handle)
+/// forever.
+async fn hold_unread_body<B: MessageBody>(
+    mut request: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, actix_web::Error> {
+    use actix_web::HttpMessage;
+    let headers = request.headers();
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() != "0");
+    if !declared && !headers.contains_key("transfer-encoding") {
+        // No body: nothing to hold (and no timer to start).
+        return next.call(request).await;
+    }
+    let inner = Rc::new(RefCell::new(Some(request.take_payload())));
+    let finished = Rc::new(Cell::new(false));
+    let tracked = Tracked {
+        inner: inner.clone(),
+        finished: finished.clone(),
+    };
+    request.set_payload(actix_web::dev::Payload::Stream {
+        payload: Box::pin(tracked),
+    });
+    let response = next.call(request).await;
+    if !finished.get() {
+        let held = inner.borrow_mut().take();
+        actix_web::rt::spawn(async move {
+            actix_web::rt::time::sleep(api::HOLD_REFUSED_PAYLOAD).await;
+            drop(held);
+        });
+    }
+    response
 }
 
 /// Counts every request by route pattern and status class, with latency.
@@ -331,4 +468,15 @@ async fn count_request(
     let status = response.status().as_u16();
     crate::metrics::http_request(&route, status, started.elapsed());
     Ok(response)
+}
+
+/// Compares a given token with the expected one in time that does not
+/// depend on where they differ.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }

@@ -282,8 +282,17 @@ impl ContextStore {
 /// redb 4 panics on some damaged files ("Malformed allocator state", a
 /// slice index out of range) where an error would be due, and a damaged
 /// file must not take the process (or a shard and its streams) down.
+///
+/// Such a panic is expected and becomes an error that names the damage, so
+/// its text and backtrace are not printed: a panic hook, installed on first
+/// use, stays silent while this thread is inside `guarded` and hands every
+/// other panic to the hook it replaced.
 fn guarded<T>(path: &Path, work: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+    quiet_guarded_panics();
+    let outer = GUARDED.with(|g| g.replace(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    GUARDED.with(|g| g.set(outer));
+    outcome.unwrap_or_else(|payload| {
         let reason = payload
             .downcast_ref::<String>()
             .cloned()
@@ -294,6 +303,24 @@ fn guarded<T>(path: &Path, work: impl FnOnce() -> Result<T, StoreError>) -> Resu
             reason,
         })
     })
+}
+
+thread_local! {
+    /// Whether this thread runs a store operation under [`guarded`].
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs, once per process, the panic hook [`guarded`] relies on.
+fn quiet_guarded_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(|g| g.get()) {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// A failed store operation.
