@@ -428,7 +428,10 @@ impl EngineHandle {
     }
 
     /// Appends a chunk to a stream, opening it on first use; returns once
-    /// the chunk is queued for the stream's shard.
+    /// the chunk is queued for the stream's shard. A chunk for a line
+    /// stream is dropped by the shard (counted as a `mode_mismatch` error)
+    /// and the stream goes on as it was; use [`Self::scan_chunk_acked`] to
+    /// be told.
     pub async fn scan_chunk(
         &self,
         stream: Uuid,

@@ -17,10 +17,14 @@
 //! lost streams are refused, new streams open normally). Other shards never
 //! notice.
 //!
-//! Errors that concern one chunk after its sender has returned (a mode
-//! mismatch, the per-shard stream limit, a failed search) are recorded
-//! against the stream in [`ShardShared`], so that its next caller learns
-//! of them instead of getting a verdict over a stream with a hole.
+//! Errors that concern one chunk after its sender has returned (the
+//! per-shard stream limit, a failed search) are recorded against the
+//! stream in [`ShardShared`], so that its next caller learns of them
+//! instead of getting a verdict over a stream with a hole. Data of the
+//! wrong mode leaves no hole: it is dropped and counted, and the stream
+//! goes on. Acknowledged appends, and requests admitted whole
+//! ([`ShardCommand::Admit`]), are checked before anything is applied, so
+//! their caller gets the refusal and no stream changes.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
