@@ -29,13 +29,29 @@ pub struct ScannerConfig {
     /// Most matches kept per pattern per stream (as YARA-X's
     /// `max_matches_per_pattern`).
     pub max_matches_per_pattern: usize,
+    /// Most pattern matches kept per stream for its verdict (and listed in
+    /// its results). A stream's verdict replays the matches it kept, and
+    /// YARA-X's work for that grows with (matches x blocks); the cap keeps
+    /// one match-heavy stream from holding its shard for seconds or
+    /// minutes. Matches past it are still counted
+    /// (`StreamResults::matches`), but not kept: the results then say
+    /// `matches_cut: true` and `exact: false` (a condition on counts or
+    /// offsets past the cut may differ from a whole-buffer scan). Raise it
+    /// for rules whose conditions count more matches than this.
+    pub max_stream_matches: usize,
     /// Most matched bytes reported per match in results.
     pub max_snippet_bytes: usize,
     /// Cap on the window: the longest match the scanner guarantees to find
     /// across chunk boundaries. Patterns that can match more bytes (or have
     /// no bound) make their rule inexact, as reported by rule analysis.
     pub max_pattern_len: usize,
-    /// Timeout of one verdict evaluation, if any.
+    /// Timeout of every YARA-X call of the scanner: each batch search and
+    /// each verdict evaluation (YARA-X counts it in whole seconds). A batch
+    /// search that times out fails the streams with bytes in it (their
+    /// callers get the error, as for a failed chunk); a verdict that times
+    /// out fails that call only (`ScanError::Yara(Timeout)`). `None`: no
+    /// limit, so a costly stream can hold its shard for as long as it
+    /// takes.
     pub scan_timeout: Option<Duration>,
 }
 
@@ -47,9 +63,10 @@ impl Default for ScannerConfig {
             max_batch_bytes: 4 << 20,
             max_batch_delay: Duration::from_millis(100),
             max_matches_per_pattern: 1_000_000,
+            max_stream_matches: 10_000,
             max_snippet_bytes: 64,
             max_pattern_len: 1024,
-            scan_timeout: None,
+            scan_timeout: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -97,6 +114,12 @@ pub struct EngineConfig {
     /// deliver their final verdicts as [`crate::engine::ClosedEvent`]s.
     /// `None`: streams stay open until closed.
     pub idle_timeout: Option<Duration>,
+    /// Longest a shard spends closing its streams at shutdown; the streams
+    /// it has not closed by then are reported without a verdict
+    /// ([`crate::EngineError::ShutdownTimedOut`]). With
+    /// `ScannerConfig::scan_timeout`, this bounds how long a shutdown takes
+    /// whatever the streams hold.
+    pub shutdown_timeout: Duration,
 }
 
 /// The stream store of an engine (see [`crate::store`]).
@@ -149,6 +172,7 @@ impl Default for EngineConfig {
             rule_metrics: false,
             store: None,
             idle_timeout: None,
+            shutdown_timeout: Duration::from_secs(20),
         }
     }
 }

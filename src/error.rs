@@ -95,6 +95,18 @@ pub enum ScanError {
     /// A stored context was restored for a stream that is open already.
     #[error("stream {0} is open already; a stored context for it cannot be restored")]
     AlreadyOpen(Uuid),
+    /// A batch search that held the stream's bytes failed (YARA-X took
+    /// longer than `ScannerConfig::scan_timeout`): the bytes were not all
+    /// searched, so the stream takes no more data and has no verdict.
+    #[error("stream {stream} lost bytes that were never searched: the search of its batch failed ({reason}; scan_timeout is {limit:?}); reset or close it, and raise scan_timeout or send fewer matching bytes per stream")]
+    SearchFailed {
+        /// The stream.
+        stream: Uuid,
+        /// What YARA-X reported.
+        reason: String,
+        /// The configured timeout.
+        limit: Option<std::time::Duration>,
+    },
     /// YARA-X failed while scanning (for example, the scan timed out).
     #[error("YARA-X scan failed: {0}")]
     Yara(#[from] yara_x::ScanError),
@@ -148,6 +160,27 @@ pub enum EngineError {
     ShardFailed {
         /// The shard.
         shard: usize,
+    },
+    /// A request's item was refused before any of the request was taken
+    /// (`EngineHandle::scan_chunks_admitted`): nothing of it was applied.
+    #[error("item {index} of the request was refused, and no item was taken: {source}")]
+    Refused {
+        /// Index of the refused item (a frame of `POST /v1/chunks`) in the
+        /// request, from 0.
+        index: usize,
+        /// Why.
+        #[source]
+        source: Box<EngineError>,
+    },
+    /// The shutdown's time limit (`EngineConfig::shutdown_timeout`) passed
+    /// before this stream's final verdict was computed: it was dropped
+    /// without one.
+    #[error("stream {stream} has no final verdict: the shutdown's limit of {limit_ms} ms passed first (raise shutdown_timeout, or close match-heavy streams before stopping)")]
+    ShutdownTimedOut {
+        /// The stream.
+        stream: Uuid,
+        /// The limit, in milliseconds.
+        limit_ms: u64,
     },
     /// The engine is shutting down or stopped: no new work is taken.
     #[error("the engine is shutting down and takes no more work")]

@@ -22,6 +22,11 @@ pub struct StreamResults {
     /// hundreds of bytes where one could): then no rule's verdict is
     /// claimed exact, and every rule says `exact: false`.
     pub exact: bool,
+    /// True when the stream had more pattern matches than
+    /// `ScannerConfig::max_stream_matches`: only the first ones were kept,
+    /// so the rules list only those (`matches` still counts them all) and
+    /// the verdict is not claimed exact.
+    pub matches_cut: bool,
     /// The stream's counters.
     #[serde(flatten)]
     pub stats: StreamStats,

@@ -451,15 +451,16 @@ fn bad_input_gets_clear_errors_and_other_streams_go_on() {
         "{err}"
     );
 
-    // A line sent to a chunk stream is refused by the shard after the call
-    // returned: the stream's next call says so.
+    // A line sent to a chunk stream is no part of it: its shard refuses it
+    // alone (and counts it), and the stream goes on as it was (issue 13;
+    // the acknowledged and admitted appends tell their caller, see
+    // tests/refusals.rs).
     let mixed = Uuid::new_v4();
     handle.scan_chunk(mixed, b"abc".to_vec()).unwrap();
     handle.scan_line(mixed, b"a line".to_vec()).unwrap();
-    let err = handle.get_matches(mixed).unwrap_err();
-    assert!(matches!(err, EngineError::StreamFailed { .. }), "{err}");
-    assert!(err.to_string().contains("cannot take line"), "{err}");
-    assert!(handle.scan_chunk(mixed, b"x".to_vec()).is_err());
+    let results = handle.get_matches(mixed).unwrap().unwrap();
+    assert_eq!((results.stats.bytes, results.stats.chunks), (3, 1));
+    handle.scan_chunk(mixed, b"x".to_vec()).unwrap();
     handle.reset_stream(mixed).unwrap();
     handle.scan_chunk(mixed, b"abc".to_vec()).unwrap();
     assert_eq!(handle.close_stream(mixed).unwrap().unwrap().stats.bytes, 3);
@@ -473,10 +474,10 @@ fn bad_input_gets_clear_errors_and_other_streams_go_on() {
         "{err}"
     );
 
-    // Closing a failed stream closes it: the id starts afresh.
+    // Closing a stream closes it: the id starts afresh, in any mode.
     handle.scan_chunk(mixed, b"abc".to_vec()).unwrap();
     handle.scan_line(mixed, b"a line".to_vec()).unwrap();
-    assert!(handle.close_stream(mixed).is_err());
+    assert_eq!(handle.close_stream(mixed).unwrap().unwrap().stats.bytes, 3);
     handle.scan_line(mixed, b"abc".to_vec()).unwrap();
     assert_eq!(handle.close_stream(mixed).unwrap().unwrap().stats.lines, 1);
 

@@ -146,6 +146,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     for results in &report.results {
         println!("{}", serde_json::to_string(results)?);
     }
+    // Every open stream gets a line: those without a final verdict (failed,
+    // or not closed within the shutdown's time limit) say why.
+    for (stream, error) in &report.failed {
+        let line = serde_json::json!({ "stream": stream, "error": error.to_string() });
+        println!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -83,6 +83,9 @@ struct Parcel<'e> {
     first: Uuid,
     items: Vec<(Uuid, Bytes)>,
     bytes: usize,
+    /// Each stream of the parcel once, with the index of its first item in
+    /// the caller's request.
+    streams: Vec<(Uuid, usize)>,
 }
 
 impl<'e> Parcel<'e> {
@@ -92,9 +95,13 @@ impl<'e> Parcel<'e> {
             first,
             items: Vec::new(),
             bytes: 0,
+            streams: Vec::new(),
         }
     }
 }
+
+/// The streams `Admit` opened on one shard, or its refusal.
+type Admitted<'e> = (&'e ShardLink, Result<Vec<Uuid>, EngineError>);
 
 /// One shard as the handles see it.
 pub(crate) struct ShardLink {
@@ -134,7 +141,8 @@ impl EngineShared {
     fn route(&self, items: Vec<(Uuid, Bytes)>) -> Result<Vec<Parcel<'_>>, EngineError> {
         let limit = self.config.scanner.max_chunk_bytes;
         let mut parcels: Vec<Parcel<'_>> = Vec::new();
-        for (stream, data) in items {
+        let mut seen = std::collections::HashSet::new();
+        for (index, (stream, data)) in items.into_iter().enumerate() {
             if data.len() > limit {
                 let len = data.len();
                 return Err(ScanError::ChunkTooLarge { stream, len, limit }.into());
@@ -152,8 +160,59 @@ impl EngineShared {
             };
             parcel.bytes += data.len();
             parcel.items.push((stream, data));
+            if seen.insert(stream) {
+                parcel.streams.push((stream, index));
+            }
         }
         Ok(parcels)
+    }
+
+    /// Asks every parcel's shard to admit its streams (see
+    /// `ShardCommand::Admit`); the receivers of their answers.
+    fn ask_admission<'e>(
+        parcels: &[Parcel<'e>],
+        mode: StreamMode,
+    ) -> Result<Vec<(&'e ShardLink, AdmitAnswer)>, EngineError> {
+        let mut asked = Vec::with_capacity(parcels.len());
+        for parcel in parcels {
+            if !parcel.link.addr.connected() {
+                return Err(EngineError::ShuttingDown);
+            }
+            let (reply, receiver) = oneshot::channel();
+            parcel.link.addr.do_send(ShardCommand::Admit {
+                streams: parcel.streams.clone(),
+                mode,
+                reply,
+            });
+            asked.push((parcel.link, receiver));
+        }
+        Ok(asked)
+    }
+
+    /// All admitted, or the refusal of the lowest item: the shards that
+    /// admitted close the streams they opened for it.
+    fn admission_outcome(answers: Vec<Admitted<'_>>) -> Result<(), EngineError> {
+        let index = |e: &EngineError| match e {
+            EngineError::Refused { index, .. } => *index,
+            _ => 0,
+        };
+        let refusal = answers
+            .iter()
+            .filter_map(|(_, answer)| answer.as_ref().err())
+            .min_by_key(|e| index(e))
+            .cloned();
+        let Some(refusal) = refusal else {
+            return Ok(());
+        };
+        for (link, answer) in answers {
+            match answer {
+                Ok(opened) if !opened.is_empty() => {
+                    link.addr.do_send(ShardCommand::Release { streams: opened })
+                }
+                _ => {}
+            }
+        }
+        Err(refusal)
     }
 
     /// [`Self::route`], and with an acknowledged stream, a parcel for it
@@ -286,6 +345,9 @@ impl EngineShared {
     }
 }
 
+/// The answer to an `Admit`.
+type AdmitAnswer = oneshot::Receiver<Result<Vec<Uuid>, EngineError>>;
+
 /// Waits for an answer (async).
 async fn answer<T>(receiver: oneshot::Receiver<Result<T, EngineError>>) -> Result<T, EngineError> {
     receiver.await.unwrap_or(Err(EngineError::ShuttingDown))
@@ -366,7 +428,10 @@ impl EngineHandle {
     }
 
     /// Appends a chunk to a stream, opening it on first use; returns once
-    /// the chunk is queued for the stream's shard.
+    /// the chunk is queued for the stream's shard. A chunk for a line
+    /// stream is dropped by the shard (counted as a `mode_mismatch` error)
+    /// and the stream goes on as it was; use [`Self::scan_chunk_acked`] to
+    /// be told.
     pub async fn scan_chunk(
         &self,
         stream: Uuid,
@@ -385,7 +450,12 @@ impl EngineHandle {
     /// Appends chunks to several streams at once: one message per shard
     /// instead of one per chunk, which is what a producer with bursts of
     /// chunks should use. The chunks of a stream are scanned in the order
-    /// given. All or nothing: on error no chunk was taken.
+    /// given. All or nothing as far as the call can tell: on error no
+    /// chunk was taken. What only the shards can check (a stream's mode,
+    /// the per-shard stream limit) is checked when they take the chunks,
+    /// after the call returned: a chunk for a line stream is dropped, and
+    /// a stream over the limit is failed for its next caller. Use
+    /// [`Self::scan_chunks_admitted`] to have those refuse the call.
     pub async fn scan_chunks(&self, chunks: Vec<(Uuid, Bytes)>) -> Result<(), EngineError> {
         self.append(chunks, StreamMode::Chunks, None).await
     }
@@ -394,6 +464,56 @@ impl EngineHandle {
     /// [`Self::scan_chunks`]).
     pub async fn scan_lines(&self, lines: Vec<(Uuid, Bytes)>) -> Result<(), EngineError> {
         self.append(lines, StreamMode::Lines, None).await
+    }
+
+    /// [`Self::scan_chunks`], admitted whole by the shards before any chunk
+    /// is sent: a chunk for a line stream ([`ScanError::ModeMismatch`]),
+    /// for a failed stream, or for a new stream past a shard's
+    /// `max_open_streams` ([`ScanError::TooManyStreams`]) refuses the whole
+    /// request with [`EngineError::Refused`], which names the item, and no
+    /// stream changes. `scan_chunks` finds those only once the chunks
+    /// are taken (and fails the stream). Costs one round trip to each
+    /// shard the chunks go to (tens of microseconds): for requests from
+    /// outside (`POST /v1/chunks`), not for a producer's every burst.
+    pub async fn scan_chunks_admitted(
+        &self,
+        chunks: Vec<(Uuid, Bytes)>,
+    ) -> Result<(), EngineError> {
+        self.append_admitted(chunks, StreamMode::Chunks).await
+    }
+
+    /// [`Self::scan_lines`], admitted whole first (see
+    /// [`Self::scan_chunks_admitted`]).
+    pub async fn scan_lines_admitted(&self, lines: Vec<(Uuid, Bytes)>) -> Result<(), EngineError> {
+        self.append_admitted(lines, StreamMode::Lines).await
+    }
+
+    async fn append_admitted(
+        &self,
+        items: Vec<(Uuid, Bytes)>,
+        mode: StreamMode,
+    ) -> Result<(), EngineError> {
+        let parcels = self.inner.route(items)?;
+        let since = Instant::now();
+        let patience = self.inner.config.overload_after;
+        let mut admissions = Vec::with_capacity(parcels.len());
+        for parcel in &parcels {
+            let admission = parcel
+                .link
+                .shared
+                .gate
+                .admit_async(parcel.bytes, patience)
+                .await;
+            EngineShared::admitted(&mut admissions, parcel, admission, since)?;
+        }
+        // The mailbox places are held while the shards check: on refusal
+        // they are given back, and nothing was sent.
+        let mut answers = Vec::with_capacity(parcels.len());
+        for (link, receiver) in EngineShared::ask_admission(&parcels, mode)? {
+            answers.push((link, answer(receiver).await));
+        }
+        EngineShared::admission_outcome(answers)?;
+        EngineShared::deliver(parcels, admissions, mode, None)
     }
 
     /// Appends a chunk and waits until the stream's shard has taken it:

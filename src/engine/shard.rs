@@ -17,10 +17,14 @@
 //! lost streams are refused, new streams open normally). Other shards never
 //! notice.
 //!
-//! Errors that concern one chunk after its sender has returned (a mode
-//! mismatch, the per-shard stream limit, a failed search) are recorded
-//! against the stream in [`ShardShared`], so that its next caller learns
-//! of them instead of getting a verdict over a stream with a hole.
+//! Errors that concern one chunk after its sender has returned (the
+//! per-shard stream limit, a failed search) are recorded against the
+//! stream in [`ShardShared`], so that its next caller learns of them
+//! instead of getting a verdict over a stream with a hole. Data of the
+//! wrong mode leaves no hole: it is dropped and counted, and the stream
+//! goes on. Acknowledged appends, and requests admitted whole
+//! ([`ShardCommand::Admit`]), are checked before anything is applied, so
+//! their caller gets the refusal and no stream changes.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -62,6 +66,20 @@ pub(crate) enum ShardCommand {
         submitted: Instant,
         ack: Option<(Uuid, Reply<u64>)>,
     },
+    /// Checks, before any of a request's data is sent, that it can all be
+    /// taken: each stream (with the index of its first item in the
+    /// request) is not failed, not open in the other mode, and the new
+    /// ones fit under `max_open_streams`. If so, the new streams are
+    /// opened (the data follows in an `Append`) and sent back; if not,
+    /// nothing changes and the refusal names the item.
+    Admit {
+        streams: Vec<(Uuid, usize)>,
+        mode: StreamMode,
+        reply: Reply<Vec<Uuid>>,
+    },
+    /// Closes streams an `Admit` opened, if they still hold no data (the
+    /// request was refused by another shard).
+    Release { streams: Vec<Uuid> },
     /// The verdict of a stream so far, closing it if `close`.
     Verdict {
         stream: Uuid,
@@ -406,6 +424,67 @@ impl ShardActor {
         self.metrics.lost.increment(newly);
     }
 
+    /// See [`ShardCommand::Admit`]; with `open`, the new streams are
+    /// opened. A refusal comes with the index of the item it concerns.
+    fn admit(
+        &mut self,
+        streams: &[(Uuid, usize)],
+        mode: StreamMode,
+        open: bool,
+    ) -> Result<Vec<Uuid>, (usize, EngineError)> {
+        streams.iter().for_each(|(s, _)| self.make_resident(*s));
+        let mut new = Vec::new();
+        for &(stream, index) in streams {
+            if let Some(failure) = self.shared.failure(&stream) {
+                return Err((index, failure));
+            }
+            let held = self
+                .generations()
+                .holding(&stream)
+                .map(|generation| generation.with(|scanner| scanner.check_append(stream, mode)));
+            match held {
+                Some(Err(error)) => return Err((index, error.into())),
+                Some(Ok(())) => {}
+                None => new.push((stream, index)),
+            }
+        }
+        let limit = self.config.scanner.max_open_streams;
+        let current = self.generations().current();
+        let open_now = current.stats().open_streams;
+        if open_now + new.len() > limit {
+            let (stream, index) = new[limit.saturating_sub(open_now)];
+            return Err((index, ScanError::TooManyStreams { stream, limit }.into()));
+        }
+        if open {
+            for &(stream, index) in &new {
+                current
+                    .with(|scanner| scanner.open_stream(stream, mode))
+                    .map_err(|error| (index, error.into()))?;
+            }
+        }
+        Ok(new.into_iter().map(|(stream, _)| stream).collect())
+    }
+
+    /// Closes the streams a refused request opened, if they still hold
+    /// nothing (another request may have sent them data since).
+    fn release(&mut self, streams: &[Uuid]) {
+        for stream in streams {
+            let empty = self
+                .generations()
+                .holding(stream)
+                .is_some_and(|generation| {
+                    generation.with(|scanner| {
+                        scanner
+                            .stream_stats(stream)
+                            .is_some_and(|stats| stats.chunks == 0)
+                    })
+                });
+            if empty {
+                self.discard(stream);
+            }
+        }
+    }
+
     fn append(&mut self, stream: Uuid, data: &[u8], mode: StreamMode, submitted: Instant) {
         #[cfg(test)]
         if data == super::tests::PANIC_CHUNK {
@@ -433,6 +512,13 @@ impl ShardActor {
                     StreamMode::Chunks => self.metrics.chunks.increment(1),
                     StreamMode::Lines => self.metrics.lines.increment(1),
                 }
+            }
+            Err(error @ ScanError::ModeMismatch { .. }) => {
+                // Data of the other mode is no part of the stream: refused
+                // alone, the stream has no hole and goes on as it was.
+                // (Callers that must learn it use the acknowledged or
+                // admitted appends, which check before sending.)
+                self.metrics.error(error_kind(&error));
             }
             Err(error) => {
                 self.metrics.error(error_kind(&error));
@@ -631,13 +717,15 @@ impl ShardActor {
             self.keep_in_store();
         }
         let metrics = self.metrics.clone();
+        let limit = self.config.shutdown_timeout;
+        let deadline = Instant::now() + limit;
         self.generations();
         let (generations, closing) = (self.generations.as_mut(), &mut self.closing);
         for generation in generations.into_iter().flat_map(|g| g.iter_mut()) {
             let streams = generation.with(|scanner| scanner.active_streams());
             let started = Instant::now();
             let closed_before = closing.results.len();
-            close_all(generation, &streams, closing);
+            close_all(generation, &streams, closing, deadline, limit);
             ShardMetrics::seconds(&metrics.evaluation, started.elapsed());
             sync_metrics(generation, &metrics);
             metrics
@@ -860,6 +948,26 @@ impl ShardActor {
                 ack,
             } => {
                 self.shared.gate.release(bytes);
+                // An acknowledged append is checked whole first: a refusal
+                // (a mode mismatch, the stream limit) is its caller's
+                // answer, and leaves the stream as it was.
+                let ack = match ack {
+                    Some((stream, reply)) => {
+                        let firsts = first_items(&items);
+                        match self.guarded(ctx, |shard| shard.admit(&firsts, mode, false)) {
+                            Some(Ok(_)) => Some((stream, reply)),
+                            Some(Err((_, refusal))) => {
+                                let _ = reply.send(Err(refusal));
+                                return;
+                            }
+                            None => {
+                                let _ = reply.send(Err(self.lost(stream)));
+                                return;
+                            }
+                        }
+                    }
+                    None => None,
+                };
                 let done = self.guarded(ctx, |shard| {
                     for (stream, data) in &items {
                         shard.append(*stream, data, mode, submitted);
@@ -879,6 +987,25 @@ impl ShardActor {
                     };
                     let _ = reply.send(offset.unwrap_or_else(|| Err(self.lost(stream))));
                 }
+            }
+            ShardCommand::Admit {
+                streams,
+                mode,
+                reply,
+            } => {
+                let result = self.guarded(ctx, |shard| shard.admit(&streams, mode, true));
+                let answer = match result {
+                    Some(Ok(opened)) => Ok(opened),
+                    Some(Err((index, refusal))) => Err(EngineError::Refused {
+                        index,
+                        source: Box::new(refusal),
+                    }),
+                    None => Err(self.panicked()),
+                };
+                let _ = reply.send(answer);
+            }
+            ShardCommand::Release { streams } => {
+                self.guarded(ctx, |shard| shard.release(&streams));
             }
             ShardCommand::Verdict {
                 stream,
@@ -953,17 +1080,46 @@ impl ShardActor {
     }
 }
 
-/// Closes `streams` with one flush; if that fails, one by one, so that one
-/// stream's error costs no other stream its verdict.
-fn close_all(generation: &mut Generation, streams: &[Uuid], report: &mut ShardReport) {
-    if let Ok(all) = generation.with(|scanner| scanner.close_streams(streams)) {
-        report.results.extend(all);
-        return;
-    }
+/// Each stream once, with the index of its first item.
+fn first_items(items: &[(Uuid, Bytes)]) -> Vec<(Uuid, usize)> {
+    let mut seen = std::collections::HashSet::new();
+    items
+        .iter()
+        .enumerate()
+        .filter(|(_, (stream, _))| seen.insert(*stream))
+        .map(|(index, (stream, _))| (*stream, index))
+        .collect()
+}
+
+/// Closes `streams` after one search for all of them, one by one, so that
+/// one stream's error costs no other stream its verdict. Past `deadline`
+/// the streams left are dropped and reported as such: a shutdown ends in
+/// bounded time whatever the streams hold.
+fn close_all(
+    generation: &mut Generation,
+    streams: &[Uuid],
+    report: &mut ShardReport,
+    deadline: Instant,
+    limit: Duration,
+) {
+    // A failed search marks its streams broken; each close reports it.
+    let _ = generation.with(|scanner| scanner.prepare_verdicts(streams));
     for stream in streams {
+        if Instant::now() >= deadline {
+            generation.with(|scanner| scanner.discard_stream(stream));
+            let error = EngineError::ShutdownTimedOut {
+                stream: *stream,
+                limit_ms: limit.as_millis() as u64,
+            };
+            report.failed.push((*stream, error));
+            continue;
+        }
         match generation.with(|scanner| scanner.close_stream(stream)) {
             Ok(results) => report.results.extend(results),
-            Err(error) => report.failed.push((*stream, error.into())),
+            Err(error) => {
+                generation.with(|scanner| scanner.discard_stream(stream));
+                report.failed.push((*stream, error.into()));
+            }
         }
     }
 }
@@ -999,7 +1155,7 @@ fn error_kind(error: &ScanError) -> &'static str {
         ScanError::ModeMismatch { .. } => "mode_mismatch",
         ScanError::UnknownStream(_) => "unknown_stream",
         ScanError::AlreadyOpen(_) => "already_open",
-        ScanError::Yara(yara_x::ScanError::Timeout) => "timeout",
+        ScanError::Yara(yara_x::ScanError::Timeout) | ScanError::SearchFailed { .. } => "timeout",
         ScanError::Yara(_) => "yara",
     }
 }

@@ -186,7 +186,16 @@ pub(crate) struct Batch {
     packed: Vec<u8>,
     pub segments: Vec<Segment>,
     next_addr: usize,
+    /// Segments scanned as blocks of their own.
+    standalone_segments: usize,
 }
+
+/// Most standalone segments (lines, streams' first chunks, tails) in one
+/// batch. YARA-X's block scanner walks every match of the batch found so
+/// far on each `scan()` call, so a batch of many blocks that finds many
+/// matches (short lines full of matches, say) costs (blocks x matches):
+/// the batch is searched before it holds more blocks than this.
+pub(crate) const MAX_STANDALONE_SEGMENTS: usize = 1024;
 
 impl Batch {
     /// Adds a chunk of a chunk stream, before the context counts it: the
@@ -228,16 +237,9 @@ impl Batch {
         self.segments.is_empty()
     }
 
-    /// A point to [`Batch::truncate`] back to.
-    pub fn mark(&self) -> (usize, usize, usize) {
-        (self.segments.len(), self.standalone.len(), self.next_addr)
-    }
-
-    /// Drops the standalone segments added since `mark` (tail rescans).
-    pub fn truncate(&mut self, (segments, standalone, next_addr): (usize, usize, usize)) {
-        self.segments.truncate(segments);
-        self.standalone.truncate(standalone);
-        self.next_addr = next_addr;
+    /// Segments the batch scans as blocks of their own.
+    pub fn standalone_segments(&self) -> usize {
+        self.standalone_segments
     }
 
     /// Empties the batch, keeping its buffers for the next one.
@@ -246,6 +248,7 @@ impl Batch {
         self.packed.clear();
         self.segments.clear();
         self.next_addr = 0;
+        self.standalone_segments = 0;
     }
 
     /// Bytes searched by this batch, tails included.
@@ -277,6 +280,7 @@ impl Batch {
             PACKED_BASE + bytes.start
         } else {
             // Address 0 is never used, and a gap keeps blocks apart.
+            self.standalone_segments += 1;
             let addr = self.next_addr.max(1);
             self.next_addr = addr + bytes.len() + 1;
             addr
@@ -317,7 +321,31 @@ impl Batch {
             .filter(|s| !s.packed)
             .map(|s| (s.addr, self.data(s)));
         let packed = (!self.packed.is_empty()).then_some((PACKED_BASE, self.packed.as_slice()));
-        for (addr, data) in standalone.chain(packed) {
+        self.search_blocks(scanner, standalone.chain(packed))
+    }
+
+    /// Searches only the segments at `indices` (of one stream, after the
+    /// whole batch's search failed), each as a block of its own; the same
+    /// answer as [`Self::search`], with nothing for the other segments. A
+    /// packed segment alone is a block whose edges are seams, as it was.
+    pub fn search_segments(
+        &self,
+        scanner: &mut yara_x::blocks::Scanner<'_>,
+        indices: &[usize],
+    ) -> Result<Vec<Vec<Range<usize>>>, ScanError> {
+        let blocks = indices.iter().map(|&i| {
+            let segment = &self.segments[i];
+            (segment.addr, self.data(segment))
+        });
+        self.search_blocks(scanner, blocks)
+    }
+
+    fn search_blocks<'d>(
+        &'d self,
+        scanner: &mut yara_x::blocks::Scanner<'_>,
+        blocks: impl Iterator<Item = (usize, &'d [u8])>,
+    ) -> Result<Vec<Vec<Range<usize>>>, ScanError> {
+        for (addr, data) in blocks {
             if let Err(err) = scanner.scan(addr, data) {
                 // Reset the scanner so the next batch starts clean.
                 let _ = scanner.finish();
@@ -358,13 +386,15 @@ impl Batch {
         (range.start < segment.bytes.len()).then_some((index, range))
     }
 
-    /// The replay span of a match: the match grown to quiet edges.
+    /// The replay span of a match: the match grown to quiet edges. `lines`
+    /// is the segment's line cursor (see [`LineCursor`]).
     pub fn span_of(
         &self,
         segment: &Segment,
         range: Range<usize>,
         real_end: bool,
         guard: &EdgeGuard,
+        lines: &mut LineCursor,
     ) -> ReplaySpan {
         let data = self.data(segment);
         // A match may run past the block's end (see `settle`): its span
@@ -377,13 +407,92 @@ impl Batch {
         ReplaySpan {
             start: segment.start + from as u64,
             segment: segment.line.unwrap_or(0),
-            line: segment.line.map_or_else(
-                || segment.first_line + count_newlines(&data[..from]),
-                |index| index + 1,
-            ),
+            line: segment
+                .line
+                .map_or_else(|| lines.line_at(data, from), |index| index + 1),
             bytes: data[grown.range].to_vec(),
             quiet_start: grown.quiet_start,
             quiet_end: grown.quiet_end,
         }
+    }
+
+    /// `span` (of a match settled in `segment`), extended back over the
+    /// real bytes between it and `previous` (the stream's last settled
+    /// span) when the gap is at most [`BRIDGE_GAP`] bytes and the segment
+    /// holds it: the two then merge into one span. Chunk mode only (lines
+    /// never merge).
+    ///
+    /// Why: YARA-X's block scanner walks every match found so far on each
+    /// `scan()` call, so replaying a verdict costs (spans x matches); a
+    /// stream with matches every few bytes (a repeated header, say) kept
+    /// one span per match and its verdict was quadratic in its matches.
+    /// Bridged, dense matches replay as a few long blocks. It is exact:
+    /// the bridge is real bytes, and the merged span's edges are the two
+    /// spans' outer edges, quiet as before.
+    pub fn bridge(
+        &self,
+        segment: &Segment,
+        previous: Option<&ReplaySpan>,
+        mut span: ReplaySpan,
+    ) -> ReplaySpan {
+        let Some(previous) = previous else {
+            return span;
+        };
+        let gap_start = previous.end();
+        if segment.line.is_some()
+            || previous.segment != span.segment
+            || gap_start >= span.start
+            || span.start - gap_start > BRIDGE_GAP as u64
+            || gap_start < segment.start
+        {
+            return span;
+        }
+        let data = self.data(segment);
+        let from = (gap_start - segment.start) as usize;
+        let to = (span.start - segment.start) as usize;
+        let mut bytes = Vec::with_capacity(to - from + span.bytes.len());
+        bytes.extend_from_slice(&data[from..to]);
+        bytes.extend_from_slice(&span.bytes);
+        span.line = previous.line_at(gap_start, false);
+        span.start = gap_start;
+        span.bytes = bytes;
+        span
+    }
+}
+
+/// Most real bytes between two settled spans of a chunk stream that are
+/// kept to merge them (see [`Batch::bridge`]): at most this much more
+/// memory per kept match, for far fewer replay blocks.
+pub(crate) const BRIDGE_GAP: usize = 64;
+
+/// The line numbers of a segment's offsets, counted incrementally: the
+/// matches of a segment come by offset, so each counts only the newlines
+/// since the previous one (counting from the segment's start for each
+/// made one large chunk with many matches quadratic).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LineCursor {
+    at: usize,
+    line: u64,
+}
+
+impl LineCursor {
+    /// A cursor at the start of `segment`.
+    pub fn new(segment: &Segment) -> LineCursor {
+        LineCursor {
+            at: 0,
+            line: segment.first_line,
+        }
+    }
+
+    /// 1-based line of `data[offset]`; moves the cursor there.
+    fn line_at(&mut self, data: &[u8], offset: usize) -> u64 {
+        if offset >= self.at {
+            self.line += count_newlines(&data[self.at..offset]);
+        } else {
+            // Grown spans may start a little before the previous one.
+            self.line -= count_newlines(&data[offset..self.at]);
+        }
+        self.at = offset;
+        self.line
     }
 }

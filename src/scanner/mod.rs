@@ -41,7 +41,7 @@ use crate::error::ScanError;
 use crate::results::StreamResults;
 use crate::rules::RuleSet;
 use crate::stream::{StreamContext, StreamMode, StreamStats};
-use batch::{Acceptance, Batch, Window};
+use batch::{Acceptance, Batch, LineCursor, Window};
 use verdict::Evaluator;
 
 /// Counters of the scanner as a whole.
@@ -110,6 +110,9 @@ impl<'r> MultiStreamScanner<'r> {
         // A batch holds many streams' matches: the per-pattern cap applies
         // per stream, in the evaluation scanner.
         search.max_matches_per_pattern(usize::MAX);
+        if let Some(timeout) = config.scan_timeout {
+            search.set_timeout(timeout);
+        }
         MultiStreamScanner {
             rules,
             window: Window::new(analysis.window, analysis.head_len),
@@ -162,8 +165,13 @@ impl<'r> MultiStreamScanner<'r> {
             });
         }
         self.check_mode(stream, mode)?;
-        if self.batch_bytes + data.len() > self.config.max_batch_bytes || self.batch_overdue() {
+        if self.batch_bytes + data.len() > self.config.max_batch_bytes
+            || self.batch.standalone_segments() >= batch::MAX_STANDALONE_SEGMENTS
+            || self.batch_overdue()
+        {
             self.flush()?;
+            // The search may have broken this very stream.
+            self.check_broken(&stream)?;
         }
         let ctx = open_context(
             &mut self.streams,
@@ -193,7 +201,15 @@ impl<'r> MultiStreamScanner<'r> {
         Ok(())
     }
 
+    /// Whether data in `mode` for `stream` would be taken now (as far as
+    /// the stream goes: a chunk's size is checked on its own): the error
+    /// an append would meet, without appending. Changes nothing.
+    pub fn check_append(&self, stream: Uuid, mode: StreamMode) -> Result<(), ScanError> {
+        self.check_mode(stream, mode)
+    }
+
     fn check_mode(&self, stream: Uuid, mode: StreamMode) -> Result<(), ScanError> {
+        self.check_broken(&stream)?;
         match self.streams.get(&stream) {
             Some(ctx) if ctx.mode != mode => Err(ScanError::ModeMismatch {
                 stream,
@@ -248,25 +264,28 @@ impl<'r> MultiStreamScanner<'r> {
     /// are asked for) get blocks of their own, so that the end of what they
     /// have seen looks like the end of the data, and those whose last search
     /// was packed get their tail rescanned alone.
+    ///
+    /// A search that fails (YARA-X timed out) would fail again if tried
+    /// again, holding the shard each time: the batch is dropped, and every
+    /// stream with a segment in it is marked broken (its bytes were not
+    /// all searched), so that its next append or verdict fails with
+    /// [`ScanError::SearchFailed`]. The other streams go on.
     fn flush_for(&mut self, wanted: &HashSet<Uuid>) -> Result<(), ScanError> {
-        let mark = self.batch.mark();
         for id in wanted {
             if let Some(ctx) = self.streams.get(id) {
-                if ctx.mode == StreamMode::Chunks && !ctx.tail.is_empty() {
+                if ctx.mode == StreamMode::Chunks && !ctx.tail.is_empty() && ctx.broken.is_none() {
                     self.batch.add_tail(ctx);
                 }
             }
         }
         if !self.batch.is_empty() {
-            let found = match self.batch.search(&mut self.search) {
-                Ok(found) => found,
+            match self.batch.search(&mut self.search) {
+                Ok(found) => self.settle(found),
                 Err(err) => {
-                    // Keep the streams' bytes for the next try, not the rescans.
-                    self.batch.truncate(mark);
-                    return Err(err);
+                    let found = self.search_streams_alone(&err);
+                    self.settle(found);
                 }
-            };
-            self.settle(found);
+            }
             self.stats.batches += 1;
             self.stats.searched_bytes += self.batch.len() as u64;
         }
@@ -279,6 +298,73 @@ impl<'r> MultiStreamScanner<'r> {
         self.batch_bytes = 0;
         self.batch_started = None;
         Ok(())
+    }
+
+    /// After the batch's search failed: searches each stream's segments
+    /// alone, smallest first, so that the streams that did not cause it
+    /// go on; a stream whose own search fails, or that is left when the
+    /// retries have taken `scan_timeout`, is marked broken. What was found,
+    /// per segment (nothing for broken streams').
+    fn search_streams_alone(&mut self, error: &ScanError) -> Vec<Vec<std::ops::Range<usize>>> {
+        let segments = &self.batch.segments;
+        let mut found = vec![Vec::new(); segments.len()];
+        let mut streams: Vec<(Vec<usize>, usize)> = Vec::new();
+        let mut position: HashMap<Uuid, usize, RandomState> = HashMap::default();
+        for (index, segment) in segments.iter().enumerate() {
+            let at = *position.entry(segment.stream).or_insert_with(|| {
+                streams.push((Vec::new(), 0));
+                streams.len() - 1
+            });
+            streams[at].0.push(index);
+            streams[at].1 += segment.bytes.len();
+        }
+        if streams.len() == 1 {
+            self.mark_broken(&streams[0].0, error);
+            return found;
+        }
+        streams.sort_by_key(|(_, bytes)| *bytes);
+        let started = Instant::now();
+        let budget = self.config.scan_timeout.unwrap_or_default();
+        for (indices, _) in &streams {
+            if started.elapsed() > budget {
+                self.mark_broken(indices, error);
+                continue;
+            }
+            match self.batch.search_segments(&mut self.search, indices) {
+                Ok(mut ranges) => {
+                    for &index in indices {
+                        found[index] = std::mem::take(&mut ranges[index]);
+                    }
+                }
+                Err(own) => self.mark_broken(indices, &own),
+            }
+        }
+        found
+    }
+
+    /// Marks the streams of these batch segments broken by `error`.
+    fn mark_broken(&mut self, segments: &[usize], error: &ScanError) {
+        let reason: std::sync::Arc<str> = error.to_string().into();
+        for &index in segments {
+            let segment = &self.batch.segments[index];
+            if let Some(ctx) = self.streams.get_mut(&segment.stream) {
+                if ctx.epoch == segment.epoch {
+                    ctx.broken.get_or_insert_with(|| reason.clone());
+                }
+            }
+        }
+    }
+
+    /// The error of a stream a failed search broke, if it is one.
+    fn check_broken(&self, stream: &Uuid) -> Result<(), ScanError> {
+        match self.streams.get(stream).and_then(|c| c.broken.as_ref()) {
+            Some(reason) => Err(ScanError::SearchFailed {
+                stream: *stream,
+                reason: reason.to_string(),
+                limit: self.config.scan_timeout,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Whether a stream's verdict needs a search first.
@@ -296,8 +382,10 @@ impl<'r> MultiStreamScanner<'r> {
             let Some(ctx) = self.streams.get_mut(&segment.stream) else {
                 continue;
             };
-            if ctx.epoch != segment.epoch {
-                continue; // the stream was reset, or closed and reopened, since
+            if ctx.epoch != segment.epoch || ctx.broken.is_some() {
+                // The stream was reset, or closed and reopened, since; or
+                // its search failed.
+                continue;
             }
             let before = ctx.memory_bytes();
             if segment.line.is_none() {
@@ -316,6 +404,8 @@ impl<'r> MultiStreamScanner<'r> {
             {
                 ctx.tail_unsettled = false;
             }
+            let mut lines = LineCursor::new(segment);
+            let cap = self.config.max_stream_matches as u64;
             for range in ranges {
                 if segment.packed && segment.crosses_end(&range) {
                     continue; // not this stream's bytes; a later search sees it
@@ -329,13 +419,19 @@ impl<'r> MultiStreamScanner<'r> {
                     Acceptance::Settled => {
                         self.with_new_matches.insert(segment.stream);
                         ctx.stats.matches += 1;
-                        ctx.settled
-                            .insert(batch.span_of(segment, range, false, guard));
+                        if ctx.stats.matches > cap {
+                            continue; // counted, not kept: see `matches_cut`
+                        }
+                        let span = batch.span_of(segment, range, false, guard, &mut lines);
+                        let span = batch.bridge(segment, ctx.settled.last(), span);
+                        ctx.settled.insert(span);
                     }
                     Acceptance::Provisional => {
+                        // Kept whatever the cap: they lie in the tail, so
+                        // there are few of them.
                         self.with_new_matches.insert(segment.stream);
                         ctx.provisional
-                            .insert(batch.span_of(segment, range, true, guard));
+                            .insert(batch.span_of(segment, range, true, guard, &mut lines));
                     }
                     Acceptance::Ignored => {}
                 }
@@ -347,8 +443,9 @@ impl<'r> MultiStreamScanner<'r> {
                     .data(segment)
                     .len()
                     .min((self.window.head_len as u64 - segment.start) as usize);
+                let mut lines = LineCursor::new(segment);
                 ctx.settled
-                    .insert(batch.span_of(segment, 0..len, true, guard));
+                    .insert(batch.span_of(segment, 0..len, true, guard, &mut lines));
             }
             self.context_bytes = self.context_bytes + ctx.memory_bytes() - before;
         }
@@ -360,18 +457,22 @@ impl<'r> MultiStreamScanner<'r> {
         if !self.streams.contains_key(stream) {
             return Ok(None);
         }
+        self.check_broken(stream)?;
         if self.needs_search(stream) {
             self.flush_for(&HashSet::from([*stream]))?;
+            self.check_broken(stream)?;
         }
         let ctx = &self.streams[stream];
         self.stats.verdicts += 1;
-        let verdict = self.evaluator.verdict(ctx, self.window.head_len);
+        let cut = ctx.stats.matches > self.config.max_stream_matches as u64;
+        let verdict = self.evaluator.verdict(ctx, self.window.head_len, cut);
         self.stats.evaluations = self.evaluator.evaluations;
         let verdict = verdict?;
         Ok(Some(StreamResults {
             stream: *stream,
             rules: verdict.rules,
             exact: verdict.exact,
+            matches_cut: cut,
             stats: ctx.stats.clone(),
             durable_offset: ctx.durable.map(|d| d.bytes),
         }))
@@ -451,7 +552,13 @@ impl<'r> MultiStreamScanner<'r> {
         if buffered {
             self.flush()?;
         }
-        let taken: Vec<StreamContext> = streams
+        // A broken stream stays, so that its caller learns it.
+        let healthy: Vec<Uuid> = streams
+            .iter()
+            .filter(|s| self.streams.get(s).is_some_and(|c| c.broken.is_none()))
+            .copied()
+            .collect();
+        let taken: Vec<StreamContext> = healthy
             .iter()
             .filter_map(|s| self.remove_context(s))
             .collect();

@@ -51,19 +51,36 @@ impl<'r> Evaluator<'r> {
     }
 
     /// The verdict over everything the stream has searched so far.
-    pub fn verdict(&mut self, ctx: &StreamContext, head_len: usize) -> Result<Verdict, ScanError> {
-        let mut spans = SpanSet::union([&ctx.settled, &ctx.provisional]);
+    /// `cut`: the stream kept only some of its matches (see
+    /// `ScannerConfig::max_stream_matches`).
+    pub fn verdict(
+        &mut self,
+        ctx: &StreamContext,
+        head_len: usize,
+        cut: bool,
+    ) -> Result<Verdict, ScanError> {
+        // Cut: the first matches only, not those at the end of the data.
+        let mut spans = match cut {
+            true => ctx.settled.clone(),
+            false => SpanSet::union([&ctx.settled, &ctx.provisional]),
+        };
         if let Some(head) = head_span(ctx, head_len, self.rules.edge_guard()) {
             spans.insert(head);
         }
         if spans.is_empty() {
-            return self.empty_verdict();
+            let mut verdict = self.empty_verdict()?;
+            if cut {
+                verdict.exact = false;
+                verdict.rules.iter_mut().for_each(|rule| rule.exact = false);
+            }
+            return Ok(verdict);
         }
         self.evaluations += 1;
         let mut rules = self.evaluate(&spans, ctx.mode == StreamMode::Lines)?;
         // A span edge the replay could not make quiet: a match there may be
-        // made up or lost, so nothing here is claimed exact.
-        let exact = spans.iter().all(ReplaySpan::is_quiet);
+        // made up or lost, so nothing here is claimed exact. Nor is it when
+        // matches past the cap were not kept.
+        let exact = !cut && spans.iter().all(ReplaySpan::is_quiet);
         if !exact {
             rules.iter_mut().for_each(|rule| rule.exact = false);
         }

@@ -306,7 +306,9 @@ async fn append_frames(
         frames.len(),
         frames.iter().map(|(_, c)| c.len()).sum::<usize>(),
     );
-    state.engine.scan_chunks(frames).await?;
+    // All or nothing: the shards check every frame (modes, stream limits)
+    // before any is taken.
+    state.engine.scan_chunks_admitted(frames).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({
         "accepted_chunks": chunks, "accepted_bytes": bytes
     })))

@@ -85,7 +85,14 @@ impl ResponseError for ApiError {
 impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> Self {
         let message = error.to_string();
-        let (status, code) = match &error {
+        let (status, code) = engine_status(&error);
+        ApiError::new(status, code, message)
+    }
+}
+
+fn engine_status(error: &EngineError) -> (StatusCode, &'static str) {
+    {
+        match error {
             EngineError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             EngineError::StreamLost { .. } => (StatusCode::GONE, "stream_lost"),
             EngineError::StreamFailed { .. } => (StatusCode::CONFLICT, "stream_failed"),
@@ -94,8 +101,12 @@ impl From<EngineError> for ApiError {
             EngineError::Start(_) => (StatusCode::INTERNAL_SERVER_ERROR, "engine_failed"),
             EngineError::Scan(scan) => scan_status(scan),
             EngineError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_failed"),
-        };
-        ApiError::new(status, code, message)
+            // A bulk request's refused frame answers as its cause would.
+            EngineError::Refused { source, .. } => engine_status(source),
+            EngineError::ShutdownTimedOut { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+            }
+        }
     }
 }
 
@@ -109,6 +120,7 @@ fn scan_status(error: &ScanError) -> (StatusCode, &'static str) {
         ScanError::Yara(yara_x::ScanError::Timeout) => {
             (StatusCode::GATEWAY_TIMEOUT, "scan_timeout")
         }
+        ScanError::SearchFailed { .. } => (StatusCode::CONFLICT, "stream_failed"),
         ScanError::Yara(_) => (StatusCode::INTERNAL_SERVER_ERROR, "scan_failed"),
     }
 }

@@ -99,6 +99,12 @@ pub struct StreamContext {
     /// crash. Kept by the engine, not stored.
     #[serde(skip)]
     pub(crate) durable: Option<DurableMark>,
+    /// Why a search of the stream's bytes failed (YARA-X timed out over
+    /// its batch), if one did: its bytes were not all searched, so it
+    /// takes no more data and has no verdict. Never stored (a broken
+    /// stream is not evicted).
+    #[serde(skip)]
+    pub(crate) broken: Option<std::sync::Arc<str>>,
 }
 
 /// Where a stream stood when it was last written to the store.
@@ -133,6 +139,7 @@ impl StreamContext {
             settled: SpanSet::default(),
             provisional: SpanSet::default(),
             durable: None,
+            broken: None,
         }
     }
 

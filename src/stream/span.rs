@@ -88,9 +88,48 @@ impl ReplaySpan {
 }
 
 /// A sorted set of disjoint spans, merged on insertion.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// It keeps the sum of its spans' allocations as they change, so that
+/// [`SpanSet::heap_bytes`] costs O(1): a stream with many spans that
+/// receives many chunks must not recount them all for each (that made a
+/// match-heavy stream quadratic in its matches).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(from = "SpanList")]
 pub struct SpanSet {
     spans: Vec<ReplaySpan>,
+    /// Sum of `allocation_bytes` of every span's bytes.
+    #[serde(skip)]
+    span_heap: usize,
+}
+
+/// The serialized form of a [`SpanSet`] (the same as its fields').
+#[derive(Deserialize)]
+struct SpanList {
+    spans: Vec<ReplaySpan>,
+}
+
+impl From<SpanList> for SpanSet {
+    fn from(list: SpanList) -> SpanSet {
+        let span_heap = list.spans.iter().map(span_heap).sum();
+        SpanSet {
+            spans: list.spans,
+            span_heap,
+        }
+    }
+}
+
+impl PartialEq for SpanSet {
+    /// Equal spans (allocations may differ).
+    fn eq(&self, other: &SpanSet) -> bool {
+        self.spans == other.spans
+    }
+}
+
+impl Eq for SpanSet {}
+
+/// What a span's bytes cost as an allocation.
+fn span_heap(span: &ReplaySpan) -> usize {
+    super::allocation_bytes(span.bytes.capacity())
 }
 
 impl SpanSet {
@@ -99,7 +138,9 @@ impl SpanSet {
         let key = |s: &ReplaySpan| (s.segment, s.start);
         let at = self.spans.partition_point(|s| key(s) < key(&span));
         // Merge with the previous span when it reaches this one.
+        // `span_heap` leaves out the span at `at` until it is final.
         let at = if at > 0 && self.spans[at - 1].joins(&span) {
+            self.span_heap -= span_heap(&self.spans[at - 1]);
             self.spans[at - 1].absorb(span);
             at - 1
         } else {
@@ -108,8 +149,20 @@ impl SpanSet {
         };
         while at + 1 < self.spans.len() && self.spans[at].joins(&self.spans[at + 1]) {
             let next = self.spans.remove(at + 1);
+            self.span_heap -= span_heap(&next);
             self.spans[at].absorb(next);
         }
+        self.span_heap += span_heap(&self.spans[at]);
+    }
+
+    /// The last span (the one with the highest segment and offset).
+    pub fn last(&self) -> Option<&ReplaySpan> {
+        self.spans.last()
+    }
+
+    /// Spans held.
+    pub fn len(&self) -> usize {
+        self.spans.len()
     }
 
     /// The spans, sorted by segment and offset.
@@ -129,7 +182,8 @@ impl SpanSet {
 
     /// Removes every span.
     pub fn clear(&mut self) {
-        self.spans.clear()
+        self.spans.clear();
+        self.span_heap = 0;
     }
 
     /// Bytes held by the spans.
@@ -141,12 +195,7 @@ impl SpanSet {
     /// as allocations (see [`crate::stream::allocation_bytes`]).
     pub fn heap_bytes(&self) -> usize {
         let list = self.spans.capacity() * std::mem::size_of::<ReplaySpan>();
-        let bytes: usize = self
-            .spans
-            .iter()
-            .map(|s| super::allocation_bytes(s.bytes.capacity()))
-            .sum();
-        super::allocation_bytes(list) + bytes
+        super::allocation_bytes(list) + self.span_heap
     }
 
     /// The union of several sets.
@@ -261,6 +310,34 @@ mod tests {
         set.insert(span(12, b"mnop"));
         let spans: Vec<_> = set.iter().cloned().collect();
         assert_eq!(spans, vec![span(0, b"abcdefghijklmnop")]);
+    }
+
+    #[test]
+    fn heap_bytes_follow_inserts_and_merges() {
+        let mut set = SpanSet::default();
+        for (start, bytes) in [
+            (10, &b"klmn"[..]),
+            (0, b"abc"),
+            (40, b"xy"),
+            (3, b"defghij"),
+        ] {
+            set.insert(span(start, bytes));
+            let recount: usize = set.iter().map(span_heap).sum();
+            assert_eq!(set.span_heap, recount);
+        }
+        let copy: SpanSet = SpanList {
+            spans: set.spans.clone(),
+        }
+        .into();
+        assert_eq!(copy, set);
+        assert_eq!(copy.span_heap, copy.iter().map(span_heap).sum::<usize>());
+        set.clear();
+        assert_eq!(
+            set.heap_bytes(),
+            super::super::allocation_bytes(
+                set.spans.capacity() * std::mem::size_of::<ReplaySpan>()
+            )
+        );
     }
 
     #[test]
