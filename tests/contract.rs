@@ -494,3 +494,14 @@ fn base64_matches_reach_the_verdict() {
         "offset + 2, length 6, as YARA-X says"
     );
 }
+
+/// YARA-X reports a `base64wide` match that lacks the zero after its last
+/// character as running one byte past the end of the data; a stream's
+/// verdict must say the same, whatever the cuts.
+#[test]
+fn base64wide_matches_running_past_the_data_end() {
+    let rules = compile(r#"rule r { strings: $a = " a-a" base64wide condition: $a in (1..14) }"#);
+    let data = b"e\x00E\x00I\x00g\x00Y\x00S\x001\x00h";
+    assert_eq!(reference(&rules, data)[0].1[0].1, vec![(6, 10)]);
+    assert_all_cuts(&rules, data);
+}

@@ -330,8 +330,14 @@ impl Base64Guard {
         let alphabet = alphabet.as_deref().unwrap_or(Self::STANDARD);
         for padding in 0..3 {
             let form = determined_base64(text, padding, alphabet);
+            // Wide: the zero after the last character is not searched
+            // (YARA-X finds a match without it, then claims it).
             let form = match wide {
-                true => form.iter().flat_map(|&c| [c, 0]).collect(),
+                true => {
+                    let mut wide: Vec<u8> = form.iter().flat_map(|&c| [c, 0]).collect();
+                    wide.pop();
+                    wide
+                }
                 false => form,
             };
             if !form.is_empty() {
