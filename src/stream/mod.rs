@@ -45,8 +45,13 @@ pub struct StreamStats {
     pub lines: u64,
     /// Calls that appended data.
     pub chunks: u64,
-    /// Pattern matches found so far (final ones; the matches still waiting
-    /// for more bytes are counted when they settle).
+    /// Matches the search settled so far, of every pattern: private ones
+    /// and those of rules that do not match count too. Not counted: the
+    /// matches of patterns anchored with `at N` (found by replaying the
+    /// head, not by the search), and the last ones near the end of the data
+    /// (they settle when more bytes come, or stay provisional at close). So
+    /// it is the search's work, not the verdict's matches: those are listed
+    /// under each matching rule's patterns.
     pub matches: u64,
     /// When the stream was opened, in milliseconds since the Unix epoch.
     pub opened_at_ms: u64,
