@@ -69,7 +69,10 @@ impl RuleSet {
         Self::from_sources(sources, max_pattern_len)
     }
 
-    /// Compiles `(origin, text)` sources into one rule set.
+    /// Compiles `(origin, text)` sources into one rule set. When an origin
+    /// names a file, the `include`s of its source are found relative to
+    /// that file's folder (as files included by it find theirs), not to
+    /// the current directory.
     pub fn from_sources(
         sources: Vec<(String, String)>,
         max_pattern_len: usize,
@@ -101,6 +104,7 @@ impl RuleSet {
         let mut compiler = yara_x::Compiler::new();
         let mut errors = Vec::new();
         for (origin, text) in &sources {
+            let text = includes_from_folder_of(origin, text);
             let code = yara_x::SourceCode::from(text.as_str()).with_origin(origin.as_str());
             if let Err(err) = compiler.add_source(code) {
                 errors.push(err.to_string());
@@ -163,6 +167,38 @@ impl RuleSet {
     pub fn analysis(&self) -> &RuleAnalysis {
         &self.analysis
     }
+}
+
+/// `text` with its relative `include` paths made relative to the folder
+/// of the file `origin` names (unchanged when `origin` is not a file).
+/// Only the path inside each include's quotes changes, so lines stay put.
+fn includes_from_folder_of(origin: &str, text: &str) -> String {
+    use yara_x_parser::ast::WithSpan;
+    let Some(folder) = Path::new(origin)
+        .parent()
+        .filter(|_| Path::new(origin).is_file())
+    else {
+        return text.to_string();
+    };
+    let tree = ast::AST::from(text);
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for include in tree.items.iter().filter_map(|item| match item {
+        ast::Item::Include(include) => Some(include),
+        _ => None,
+    }) {
+        if Path::new(include.file_name).is_absolute() {
+            continue;
+        }
+        let span = include.span().range();
+        let path = folder.join(include.file_name).display().to_string();
+        let quoted = path.replace('\\', "\\\\").replace('"', "\\\"");
+        out.push_str(&text[copied..span.start]);
+        out.push_str(&format!("include \"{quoted}\""));
+        copied = span.end;
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// Stack of the thread that parses and compiles rules.
@@ -366,6 +402,37 @@ mod tests {
             "\\(".repeat(2 * MAX_NESTING)
         );
         RuleSet::from_source(&quoted, 64 << 10).unwrap();
+    }
+
+    #[test]
+    fn includes_are_found_next_to_the_including_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules");
+        std::fs::create_dir_all(rules.join("sub")).unwrap();
+        std::fs::write(
+            rules.join("sub/common.yar"),
+            "rule common { condition: true }",
+        )
+        .unwrap();
+        std::fs::write(rules.join("sub/more.yar"), "rule more { condition: true }").unwrap();
+        // `main.yar` includes `sub/common.yar`, which includes `more.yar`
+        // beside itself; the current directory is elsewhere.
+        std::fs::write(
+            rules.join("main.yar"),
+            "include \"sub/common.yar\"\nrule main { condition: common }",
+        )
+        .unwrap();
+        std::fs::write(
+            rules.join("sub/common.yar"),
+            "include \"more.yar\"\nrule common { condition: more }",
+        )
+        .unwrap();
+        let set = RuleSet::from_paths(&[rules.join("main.yar")], 64).unwrap();
+        assert_eq!(set.rules().iter().count(), 3);
+        assert_eq!(
+            includes_from_folder_of("<string>", "include \"x.yar\""),
+            "include \"x.yar\""
+        );
     }
 
     #[test]
