@@ -488,16 +488,16 @@ impl EngineHandle {
         self.append_admitted(lines, StreamMode::Lines).await
     }
 
-    async fn append_admitted(
-        &self,
-        items: Vec<(Uuid, Bytes)>,
-        mode: StreamMode,
-    ) -> Result<(), EngineError> {
-        let parcels = self.inner.route(items)?;
+    /// Waits for mailbox room for every parcel, in turn (each within the
+    /// overload patience); on a refusal the places taken are given back.
+    async fn admit_all<'e>(
+        &'e self,
+        parcels: &[Parcel<'e>],
+    ) -> Result<Vec<Admission<'e>>, EngineError> {
         let since = Instant::now();
         let patience = self.inner.config.overload_after;
         let mut admissions = Vec::with_capacity(parcels.len());
-        for parcel in &parcels {
+        for parcel in parcels {
             let admission = parcel
                 .link
                 .shared
@@ -506,6 +506,16 @@ impl EngineHandle {
                 .await;
             EngineShared::admitted(&mut admissions, parcel, admission, since)?;
         }
+        Ok(admissions)
+    }
+
+    async fn append_admitted(
+        &self,
+        items: Vec<(Uuid, Bytes)>,
+        mode: StreamMode,
+    ) -> Result<(), EngineError> {
+        let parcels = self.inner.route(items)?;
+        let admissions = self.admit_all(&parcels).await?;
         // The mailbox places are held while the shards check: on refusal
         // they are given back, and nothing was sent.
         let mut answers = Vec::with_capacity(parcels.len());
@@ -560,18 +570,7 @@ impl EngineHandle {
         let parcels = self
             .inner
             .parcels(items, ack.as_ref().map(|(stream, _)| *stream))?;
-        let since = Instant::now();
-        let patience = self.inner.config.overload_after;
-        let mut admissions = Vec::with_capacity(parcels.len());
-        for parcel in &parcels {
-            let admission = parcel
-                .link
-                .shared
-                .gate
-                .admit_async(parcel.bytes, patience)
-                .await;
-            EngineShared::admitted(&mut admissions, parcel, admission, since)?;
-        }
+        let admissions = self.admit_all(&parcels).await?;
         EngineShared::deliver(parcels, admissions, mode, ack)
     }
 
