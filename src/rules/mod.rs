@@ -174,10 +174,10 @@ impl RuleSet {
 /// Only the path inside each include's quotes changes, so lines stay put.
 fn includes_from_folder_of(origin: &str, text: &str) -> String {
     use yara_x_parser::ast::WithSpan;
-    let Some(folder) = Path::new(origin)
-        .parent()
-        .filter(|_| Path::new(origin).is_file())
-    else {
+    // Most files include nothing: no second parse (nor stat) for them.
+    let includes = memchr::memmem::find(text.as_bytes(), b"include").is_some();
+    let folder = Path::new(origin).parent();
+    let Some(folder) = folder.filter(|_| includes && Path::new(origin).is_file()) else {
         return text.to_string();
     };
     let tree = ast::AST::from(text);
