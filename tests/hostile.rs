@@ -590,6 +590,16 @@ fn two_hundred_subscribers_cost_little_and_the_limit_holds() {
     }
 }
 
+/// Asks the server to reload its rules.
+fn reload(server: &Server) -> Answer {
+    exchange(
+        server.api,
+        &request("POST", "/v1/rules/reload", &[], b""),
+        WAIT,
+    )
+    .unwrap()
+}
+
 #[test]
 fn reload_errors_name_the_file_but_never_echo_it() {
     let server = Server::start(&[]);
@@ -600,12 +610,7 @@ fn reload_errors_name_the_file_but_never_echo_it() {
         format!("include \"{}\"\n", secret.display()),
     )
     .unwrap();
-    let answer = exchange(
-        server.api,
-        &request("POST", "/v1/rules/reload", &[], b""),
-        WAIT,
-    )
-    .unwrap();
+    let answer = reload(&server);
     assert_eq!(
         (answer.status, answer.code().as_str()),
         (400, "bad_rules"),
@@ -623,12 +628,7 @@ fn reload_errors_name_the_file_but_never_echo_it() {
     // A reload to no rule at all is refused; the rules in force stay.
     std::fs::remove_file(server.dir.join("evil.yar")).unwrap();
     std::fs::write(server.dir.join("rules.yar"), "// nothing\n").unwrap();
-    let answer = exchange(
-        server.api,
-        &request("POST", "/v1/rules/reload", &[], b""),
-        WAIT,
-    )
-    .unwrap();
+    let answer = reload(&server);
     assert_eq!(
         (answer.status, answer.code().as_str()),
         (400, "empty_rules"),

@@ -137,11 +137,17 @@ fn errors_are_counted_by_code_and_other_hosts_refused() {
         "https://127.0.0.1:8080",
         "http://10.0.0.1",
     ] {
-        let out = loadtest(&["--url", bad, "--requests", "1"]);
-        assert_eq!(out.status.code(), Some(2), "{bad}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = refused_url(bad);
         assert!(stderr.contains("loopback"), "{bad}: {stderr}");
     }
+}
+
+/// Runs the load test against `url`, which it must refuse (exit status
+/// 2); returns what it said.
+fn refused_url(url: &str) -> String {
+    let out = loadtest(&["--url", url, "--requests", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{url}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
@@ -151,9 +157,7 @@ fn the_host_checked_is_the_host_connected_to() {
         "http://localhost@10.0.0.1:8080",
         "http://[::1]:80@example.com/",
     ] {
-        let out = loadtest(&["--url", bad, "--requests", "1"]);
-        assert_eq!(out.status.code(), Some(2), "{bad}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = refused_url(bad);
         assert!(
             stderr.contains("loopback") || stderr.contains("credentials"),
             "{bad}: {stderr}"

@@ -491,23 +491,26 @@ fn an_empty_line_survives_a_checkpoint_and_an_eviction() {
     assert_eq!(resident, evicted);
 }
 
+/// Writes a store of 200 streams at `path` and returns its bytes.
+fn filled_store(path: &std::path::Path) -> Vec<u8> {
+    let cfg = config(path, StoreConfig::default(), Duration::from_millis(1));
+    let engine = Engine::start(compile(R1), cfg).unwrap();
+    let h = engine.handle().blocking();
+    for i in 0..200u32 {
+        h.scan_chunk(Uuid::new_v4(), format!("abc {i} abc").into_bytes())
+            .unwrap();
+    }
+    engine.shutdown().unwrap();
+    std::fs::read(path).unwrap()
+}
+
 /// A damaged store file (byte flips and truncations all over it): errors,
 /// never a panic. (Found by review: redb panics on some damaged files.)
 #[test]
 fn a_damaged_store_file_gives_errors_not_panics() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.redb");
-    {
-        let cfg = config(&path, StoreConfig::default(), Duration::from_millis(1));
-        let engine = Engine::start(compile(R1), cfg).unwrap();
-        let h = engine.handle().blocking();
-        for i in 0..200u32 {
-            h.scan_chunk(Uuid::new_v4(), format!("abc {i} abc").into_bytes())
-                .unwrap();
-        }
-        engine.shutdown().unwrap();
-    }
-    let good = std::fs::read(&path).unwrap();
+    let good = filled_store(&path);
     let mut panics = Vec::new();
     let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
     let step = (good.len() / 300).max(1);
@@ -654,17 +657,7 @@ fn store_library_panics_are_caught_without_a_word_on_stderr() {
 fn damage_child() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.redb");
-    {
-        let cfg = config(&path, StoreConfig::default(), Duration::from_millis(1));
-        let engine = Engine::start(compile(R1), cfg).unwrap();
-        let h = engine.handle().blocking();
-        for i in 0..200u32 {
-            h.scan_chunk(Uuid::new_v4(), format!("abc {i} abc").into_bytes())
-                .unwrap();
-        }
-        engine.shutdown().unwrap();
-    }
-    let good = std::fs::read(&path).unwrap();
+    let good = filled_store(&path);
     let mut caught = 0;
     let step = (good.len() / 300).max(1);
     for at in (0..good.len()).step_by(step) {
