@@ -53,6 +53,15 @@ pub struct ScannerConfig {
     /// limit, so a costly stream can hold its shard for as long as it
     /// takes.
     pub scan_timeout: Option<Duration>,
+    /// Most bytes a chunk stream retains for whole-data rules (rules that
+    /// read the header, `filesize` or modules: see `yaraflow check`). Past
+    /// it the stream keeps only its first bytes (for the rules' gates), and
+    /// whole-data rules whose gate it passes are reported undecided.
+    pub max_retained_stream_bytes: usize,
+    /// Most bytes all streams of the scanner (in the engine: of each shard)
+    /// retain together for whole-data rules; a stream that would go past
+    /// it stops retaining, as at its own cap.
+    pub max_retained_bytes: usize,
 }
 
 impl Default for ScannerConfig {
@@ -67,6 +76,8 @@ impl Default for ScannerConfig {
             max_snippet_bytes: 64,
             max_pattern_len: 1024,
             scan_timeout: Some(Duration::from_secs(10)),
+            max_retained_stream_bytes: 4 << 20,
+            max_retained_bytes: 128 << 20,
         }
     }
 }

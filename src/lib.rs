@@ -57,8 +57,10 @@ pub mod stream;
 pub use config::{EngineConfig, ScannerConfig, StoreConfig};
 pub use engine::{BlockingHandle, Engine, EngineHandle, MatchEvent, ShutdownReport, Subscription};
 pub use error::{CaptureError, EngineError, RuleError, ScanError, StoreError};
-pub use results::{MatchInfo, PatternMatches, RuleMatch, StreamResults};
+pub use results::{
+    MatchInfo, PatternMatches, RuleMatch, StreamResults, WholeDataState, WholeDataVerdict,
+};
 pub use rules::{RuleIssue, RuleSet};
 pub use scanner::{MultiStreamScanner, ScannerStats};
-pub use stream::{StreamContext, StreamMode, StreamStats};
+pub use stream::{Retention, RetentionLimit, StreamContext, StreamMode, StreamStats};
 pub use uuid::Uuid;

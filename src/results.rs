@@ -27,6 +27,12 @@ pub struct StreamResults {
     /// so the rules list only those (`matches` still counts them all) and
     /// the verdict is not claimed exact.
     pub matches_cut: bool,
+    /// How whole-data rules (those stream scanning cannot evaluate
+    /// exactly; see `yaraflow check`) were decided for this stream. `None`
+    /// when the rules have none, or for a line stream (whose whole-data
+    /// rules are evaluated on its lines and say `exact: false`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whole_data: Option<WholeDataVerdict>,
     /// The stream's counters.
     #[serde(flatten)]
     pub stats: StreamStats,
@@ -37,6 +43,55 @@ pub struct StreamResults {
     /// or before the stream was first written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub durable_offset: Option<u64>,
+}
+
+/// How a chunk stream's whole-data rules were decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WholeDataVerdict {
+    /// `scanned`: the stream kept every byte, and every rule's verdict is
+    /// a whole-buffer scan of them (exact). `gated`: no whole-data rule can
+    /// match its first bytes or its length, so all are false (exact).
+    /// `cut`: a retention limit stopped it; whole-data rules whose gate
+    /// fails are false, the others are `undecided`.
+    pub state: WholeDataState,
+    /// Bytes the stream retained.
+    pub retained_bytes: u64,
+    /// How many whole-data rules are undecided (`cut` only).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub undecided_rules: usize,
+    /// The first [`MAX_UNDECIDED_LISTED`] of them, as `namespace.identifier`,
+    /// sorted. A matching rule among them says `exact: false`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undecided: Vec<String>,
+}
+
+/// Most undecided rules named in a [`WholeDataVerdict`] (a rule set can
+/// have thousands).
+pub const MAX_UNDECIDED_LISTED: usize = 100;
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl WholeDataVerdict {
+    /// Whether the verdict came from a whole-buffer scan.
+    pub fn scanned(&self) -> bool {
+        self.state == WholeDataState::Scanned
+    }
+}
+
+/// See [`WholeDataVerdict::state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WholeDataState {
+    /// Retained bytes scanned whole.
+    Scanned,
+    /// Every gate failed.
+    Gated,
+    /// The per-stream cap stopped the retention.
+    CutAtStreamCap,
+    /// The scanner's budget stopped the retention.
+    CutAtBudget,
 }
 
 /// One matching rule.

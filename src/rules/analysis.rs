@@ -32,6 +32,8 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use yara_x_parser::ast::{self, Expr, HexSubPattern, HexToken, MatchAnchor, OfItems, Pattern};
 
+use super::gates::{gate_of, Gate};
+
 /// Why a rule cannot be evaluated exactly by stream scanning.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -175,6 +177,12 @@ pub struct RuleReport {
     /// Largest literal `at` anchor used by its condition, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_anchor: Option<u64>,
+    /// For a rule that is not stream-exact (a *whole-data* rule, evaluated
+    /// by a whole-buffer scan of the bytes its stream retained): what a
+    /// stream must satisfy early for it to match (see [`Gate`]). `None`:
+    /// no gate, every chunk stream retains its bytes for it up to the cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Gate>,
     #[serde(skip)]
     is_global: bool,
     #[serde(skip)]
@@ -201,12 +209,23 @@ impl RuleAnalysis {
             .iter()
             .flat_map(|(_, tree)| tree.imports().map(|i| i.module_name))
             .collect();
+        let mut gates = HashMap::new();
         let mut rules: Vec<RuleReport> = sources
             .iter()
             .flat_map(|(origin, tree)| tree.rules().map(move |r| (origin, r)))
-            .map(|(origin, rule)| analyse_rule(origin, rule, &modules, cap))
+            .map(|(origin, rule)| {
+                let mut report = analyse_rule(origin, rule, &modules, cap);
+                report.gate = gate_of(&rule.condition, &gates);
+                if let Some(gate) = &report.gate {
+                    gates.insert(report.identifier.clone(), gate.clone());
+                }
+                report
+            })
             .collect();
         propagate_unsupported(&mut rules);
+        for rule in rules.iter_mut().filter(|r| r.supported) {
+            rule.gate = None;
+        }
         let longest = rules
             .iter()
             .flat_map(|r| &r.patterns)
@@ -269,6 +288,7 @@ fn analyse_rule(
         issues,
         patterns,
         max_anchor,
+        gate: None,
         is_global: rule.flags.contains(ast::RuleFlags::Global),
         rule_refs,
     }

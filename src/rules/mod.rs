@@ -8,12 +8,16 @@
 
 pub mod analysis;
 pub mod edges;
+pub mod gates;
+pub mod whole_data;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 pub use analysis::{PatternReport, RuleAnalysis, RuleIssue, RuleReport};
 pub use edges::EdgeGuard;
+pub use gates::Gate;
+pub use whole_data::WholeDataPlan;
 
 use yara_x_parser::ast;
 
@@ -25,6 +29,7 @@ pub struct RuleSet {
     analysis: RuleAnalysis,
     exact_rules: HashSet<(String, String)>,
     edge_guard: EdgeGuard,
+    whole_data: WholeDataPlan,
     fingerprint: [u8; 32],
 }
 
@@ -130,11 +135,13 @@ impl RuleSet {
             .map(|r| (r.namespace.clone(), r.identifier.clone()))
             .collect();
         let edge_guard = EdgeGuard::from_asts(trees.iter().map(|(_, t)| t), max_pattern_len);
+        let whole_data = WholeDataPlan::new(&analysis.rules);
         Ok(RuleSet {
             rules,
             analysis,
             exact_rules,
             edge_guard,
+            whole_data,
             fingerprint,
         })
     }
@@ -161,6 +168,11 @@ impl RuleSet {
     /// The anchored regexes that replayed spans must not cut.
     pub fn edge_guard(&self) -> &EdgeGuard {
         &self.edge_guard
+    }
+
+    /// The whole-data rules (those not exact on streams) and their gates.
+    pub fn whole_data(&self) -> &WholeDataPlan {
+        &self.whole_data
     }
 
     /// The stream-scanning analysis of the rules.

@@ -40,7 +40,7 @@ use crate::config::ScannerConfig;
 use crate::error::ScanError;
 use crate::results::StreamResults;
 use crate::rules::RuleSet;
-use crate::stream::{StreamContext, StreamMode, StreamStats};
+use crate::stream::{Retention, RetentionRoom, StreamContext, StreamMode, StreamStats};
 use batch::{Acceptance, Batch, LineCursor, Window};
 use verdict::Evaluator;
 
@@ -60,6 +60,11 @@ pub struct ScannerStats {
     /// Verdicts computed by replaying spans (the others reused the verdict
     /// of the empty stream).
     pub evaluations: u64,
+    /// Verdicts whose whole-data rules came from a whole-buffer scan of
+    /// the stream's retained bytes.
+    pub whole_scans: u64,
+    /// Bytes the open streams retain for whole-data rules now.
+    pub retained_bytes: usize,
 }
 
 impl std::ops::AddAssign<&ScannerStats> for ScannerStats {
@@ -71,6 +76,8 @@ impl std::ops::AddAssign<&ScannerStats> for ScannerStats {
         self.streams_opened += other.streams_opened;
         self.verdicts += other.verdicts;
         self.evaluations += other.evaluations;
+        self.whole_scans += other.whole_scans;
+        self.retained_bytes += other.retained_bytes;
     }
 }
 
@@ -99,6 +106,12 @@ pub struct MultiStreamScanner<'r> {
     /// Sum of the open contexts' [`StreamContext::memory_bytes`], kept up
     /// to date as they change (for bounds on resident memory).
     context_bytes: usize,
+    /// Sum of the open contexts' retained bytes (for
+    /// `ScannerConfig::max_retained_bytes`).
+    retained_bytes: usize,
+    /// What a new chunk stream retains: `Retaining` when the rules have
+    /// whole-data rules.
+    retention: Retention,
     stats: ScannerStats,
 }
 
@@ -128,6 +141,11 @@ impl<'r> MultiStreamScanner<'r> {
             epochs: Epochs::default(),
             with_new_matches: HashSet::default(),
             context_bytes: 0,
+            retained_bytes: 0,
+            retention: match rules.whole_data().is_empty() {
+                true => Retention::Off,
+                false => Retention::Retaining,
+            },
             stats: ScannerStats::default(),
         }
     }
@@ -177,8 +195,7 @@ impl<'r> MultiStreamScanner<'r> {
             &mut self.streams,
             &mut self.epochs,
             &mut self.context_bytes,
-            stream,
-            mode,
+            (stream, mode, self.retention),
         );
         if data.is_empty() && mode == StreamMode::Chunks {
             return Ok(());
@@ -189,9 +206,18 @@ impl<'r> MultiStreamScanner<'r> {
         }
         // Recording moves the tail and grows the head, nothing else that
         // `memory_bytes` counts.
-        let before = ctx.buffer_bytes();
+        let (before, retained) = (ctx.buffer_bytes(), ctx.retained.len());
         ctx.record(data, self.window.tail_len, self.window.head_keep());
+        let room = RetentionRoom {
+            stream_cap: self.config.max_retained_stream_bytes,
+            budget_left: self
+                .config
+                .max_retained_bytes
+                .saturating_sub(self.retained_bytes),
+        };
+        ctx.retain(data, self.rules.whole_data(), room);
         self.context_bytes = self.context_bytes + ctx.buffer_bytes() - before;
+        self.retained_bytes = self.retained_bytes + ctx.retained.len() - retained;
         if !ctx.in_batch {
             ctx.in_batch = true;
             self.batch_streams.push(stream);
@@ -235,8 +261,7 @@ impl<'r> MultiStreamScanner<'r> {
             &mut self.streams,
             &mut self.epochs,
             &mut self.context_bytes,
-            stream,
-            mode,
+            (stream, mode, self.retention),
         );
         Ok(())
     }
@@ -465,14 +490,19 @@ impl<'r> MultiStreamScanner<'r> {
         let ctx = &self.streams[stream];
         self.stats.verdicts += 1;
         let cut = ctx.stats.matches > self.config.max_stream_matches as u64;
-        let verdict = self.evaluator.verdict(ctx, self.window.head_len, cut);
+        let verdict = match ctx.scans_whole(self.rules.whole_data()) {
+            true => self.evaluator.whole_verdict(ctx),
+            false => self.evaluator.verdict(ctx, self.window.head_len, cut),
+        };
         self.stats.evaluations = self.evaluator.evaluations;
+        self.stats.whole_scans = self.evaluator.whole_scans;
         let verdict = verdict?;
         Ok(Some(StreamResults {
             stream: *stream,
             rules: verdict.rules,
             exact: verdict.exact,
-            matches_cut: cut,
+            matches_cut: cut && verdict.whole_data.as_ref().is_none_or(|w| !w.scanned()),
+            whole_data: verdict.whole_data,
             stats: ctx.stats.clone(),
             durable_offset: ctx.durable.map(|d| d.bytes),
         }))
@@ -590,6 +620,7 @@ impl<'r> MultiStreamScanner<'r> {
         context.epoch = self.epochs.last;
         context.in_batch = false;
         self.context_bytes += context.memory_bytes();
+        self.retained_bytes += context.retained.len();
         self.streams.insert(stream, context);
         Ok(())
     }
@@ -597,6 +628,7 @@ impl<'r> MultiStreamScanner<'r> {
     fn remove_context(&mut self, stream: &Uuid) -> Option<StreamContext> {
         let ctx = self.streams.remove(stream)?;
         self.context_bytes -= ctx.memory_bytes();
+        self.retained_bytes -= ctx.retained.len();
         Some(ctx)
     }
 
@@ -614,9 +646,10 @@ impl<'r> MultiStreamScanner<'r> {
             .get_mut(stream)
             .ok_or(ScanError::UnknownStream(*stream))?;
         // Its bytes still in the batch belong to the old epoch and are ignored.
-        let mut fresh = new_context(*stream, ctx.mode, &mut self.epochs);
+        let mut fresh = new_context((*stream, ctx.mode, self.retention), &mut self.epochs);
         fresh.stats.opened_at_ms = ctx.stats.opened_at_ms;
         self.context_bytes = self.context_bytes + fresh.memory_bytes() - ctx.memory_bytes();
+        self.retained_bytes -= ctx.retained.len();
         *ctx = fresh;
         Ok(())
     }
@@ -652,6 +685,7 @@ impl<'r> MultiStreamScanner<'r> {
         ScannerStats {
             open_streams: self.streams.len(),
             streams_opened: self.epochs.opened,
+            retained_bytes: self.retained_bytes,
             ..self.stats.clone()
         }
     }
@@ -664,21 +698,23 @@ fn open_context<'a>(
     streams: &'a mut HashMap<Uuid, StreamContext, RandomState>,
     epochs: &mut Epochs,
     context_bytes: &mut usize,
-    stream: Uuid,
-    mode: StreamMode,
+    kind: (Uuid, StreamMode, Retention),
 ) -> &'a mut StreamContext {
-    streams.entry(stream).or_insert_with(|| {
+    streams.entry(kind.0).or_insert_with(|| {
         epochs.opened += 1;
-        let ctx = new_context(stream, mode, epochs);
+        let ctx = new_context(kind, epochs);
         *context_bytes += ctx.memory_bytes();
         ctx
     })
 }
 
 /// A new context with the next epoch.
-fn new_context(stream: Uuid, mode: StreamMode, epochs: &mut Epochs) -> StreamContext {
+fn new_context(
+    (stream, mode, retention): (Uuid, StreamMode, Retention),
+    epochs: &mut Epochs,
+) -> StreamContext {
     epochs.last += 1;
-    StreamContext::new(stream, mode, epochs.last)
+    StreamContext::new(stream, mode, epochs.last, retention)
 }
 
 /// Tells incarnations of streams apart.

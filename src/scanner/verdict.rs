@@ -10,28 +10,40 @@
 //! A stream with nothing to replay has the same verdict as the empty
 //! stream, computed once per rule set: closing a stream that matched nothing
 //! evaluates no condition.
+//!
+//! Whole-data rules (see `rules::whole_data`) are settled here too: a
+//! stream that retained every byte and may match one gets its whole
+//! verdict from a whole-buffer `yara_x::Scanner` scan of them (one scanner,
+//! made on first use); for the others, the verdict from spans drops the
+//! whole-data rules whose gates failed and lists the undecided ones.
 
 use crate::error::ScanError;
-use crate::results::RuleMatch;
+use crate::results::{RuleMatch, WholeDataState, WholeDataVerdict, MAX_UNDECIDED_LISTED};
 use crate::rules::{EdgeGuard, RuleSet};
-use crate::stream::span::replay_range;
-use crate::stream::{ReplaySpan, SpanSet, StreamContext, StreamMode};
+use crate::stream::span::{count_newlines, replay_range};
+use crate::stream::{ReplaySpan, Retention, RetentionLimit, SpanSet, StreamContext, StreamMode};
 
 /// A stream's matching rules, and whether every span edge was quiet (the
 /// verdict is exact for every rule analysis supports).
 pub(crate) struct Verdict {
     pub rules: Vec<RuleMatch>,
     pub exact: bool,
+    pub whole_data: Option<WholeDataVerdict>,
 }
 
 /// Evaluates stream verdicts with one YARA-X block scanner.
 pub(crate) struct Evaluator<'r> {
     rules: &'r RuleSet,
     scanner: yara_x::blocks::Scanner<'r>,
+    /// For whole-buffer scans of retained bytes, made on first use.
+    whole: Option<yara_x::Scanner<'r>>,
+    config: crate::ScannerConfig,
     empty_verdict: Option<Vec<RuleMatch>>,
     snippet_cap: usize,
     /// Verdicts computed by replaying spans (the rest used the empty one).
     pub evaluations: u64,
+    /// Verdicts computed by a whole-buffer scan of retained bytes.
+    pub whole_scans: u64,
 }
 
 impl<'r> Evaluator<'r> {
@@ -44,10 +56,50 @@ impl<'r> Evaluator<'r> {
         Evaluator {
             rules,
             scanner,
+            whole: None,
+            config: config.clone(),
             empty_verdict: None,
             snippet_cap: config.max_snippet_bytes,
             evaluations: 0,
+            whole_scans: 0,
         }
+    }
+
+    /// The verdict of a stream that retained every byte: a whole-buffer
+    /// scan of them, exact for every rule.
+    pub fn whole_verdict(&mut self, ctx: &StreamContext) -> Result<Verdict, ScanError> {
+        let (rules, config) = (self.rules, &self.config);
+        let scanner = self.whole.get_or_insert_with(|| {
+            let mut scanner = yara_x::Scanner::new(rules.rules());
+            scanner.max_matches_per_pattern(config.max_matches_per_pattern);
+            if let Some(timeout) = config.scan_timeout {
+                scanner.set_timeout(timeout);
+            }
+            scanner
+        });
+        self.whole_scans += 1;
+        let data = ctx.retained.as_slice();
+        let results = scanner.scan(data)?;
+        let locate = |offset: u64| 1 + count_newlines(&data[..(offset as usize).min(data.len())]);
+        let snippet = |range: std::ops::Range<u64>, cap: usize| {
+            let start = (range.start as usize).min(data.len());
+            let end = (range.end as usize).min(data.len()).min(start + cap);
+            data[start..end].to_vec()
+        };
+        let rules = results
+            .matching_rules()
+            .map(|rule| RuleMatch::from_yara(&rule, true, self.snippet_cap, &locate, &snippet))
+            .collect();
+        Ok(Verdict {
+            rules,
+            exact: true,
+            whole_data: Some(WholeDataVerdict {
+                state: WholeDataState::Scanned,
+                retained_bytes: data.len() as u64,
+                undecided_rules: 0,
+                undecided: Vec::new(),
+            }),
+        })
     }
 
     /// The verdict over everything the stream has searched so far.
@@ -73,6 +125,7 @@ impl<'r> Evaluator<'r> {
                 verdict.exact = false;
                 verdict.rules.iter_mut().for_each(|rule| rule.exact = false);
             }
+            verdict.whole_data = settle_whole_data(&mut verdict.rules, ctx, self.rules);
             return Ok(verdict);
         }
         self.evaluations += 1;
@@ -84,7 +137,12 @@ impl<'r> Evaluator<'r> {
         if !exact {
             rules.iter_mut().for_each(|rule| rule.exact = false);
         }
-        Ok(Verdict { rules, exact })
+        let whole_data = settle_whole_data(&mut rules, ctx, self.rules);
+        Ok(Verdict {
+            rules,
+            exact,
+            whole_data,
+        })
     }
 
     fn empty_verdict(&mut self) -> Result<Verdict, ScanError> {
@@ -97,6 +155,7 @@ impl<'r> Evaluator<'r> {
         Ok(Verdict {
             rules: self.empty_verdict.clone().unwrap_or_default(),
             exact: true,
+            whole_data: None,
         })
     }
 
@@ -124,6 +183,50 @@ impl<'r> Evaluator<'r> {
             })
             .collect())
     }
+}
+
+/// The whole-data rules of a verdict from spans, for a stream that does not
+/// scan whole: those whose gate failed are dropped (false, exactly); when a
+/// limit cut the retention, the others are undecided.
+fn settle_whole_data(
+    rules: &mut Vec<RuleMatch>,
+    ctx: &StreamContext,
+    set: &RuleSet,
+) -> Option<WholeDataVerdict> {
+    let plan = set.whole_data();
+    let state = match ctx.retention {
+        Retention::Off => return None,
+        Retention::Retaining | Retention::Gated => WholeDataState::Gated,
+        Retention::Cut {
+            limit: RetentionLimit::StreamCap,
+        } => WholeDataState::CutAtStreamCap,
+        Retention::Cut {
+            limit: RetentionLimit::Budget,
+        } => WholeDataState::CutAtBudget,
+    };
+    let (prefix, len) = (ctx.retained.as_slice(), ctx.stats.bytes);
+    let fails =
+        |ns: &str, id: &str| state == WholeDataState::Gated || plan.gate_fails(ns, id, prefix, len);
+    rules.retain(|r| {
+        !plan.contains(&r.namespace, &r.identifier) || !fails(&r.namespace, &r.identifier)
+    });
+    let mut undecided: Vec<String> = match state {
+        WholeDataState::Gated => Vec::new(),
+        _ => plan
+            .rules()
+            .filter(|(ns, id)| !fails(ns, id))
+            .map(|(ns, id)| format!("{ns}.{id}"))
+            .collect(),
+    };
+    undecided.sort_unstable();
+    let undecided_rules = undecided.len();
+    undecided.truncate(MAX_UNDECIDED_LISTED);
+    Some(WholeDataVerdict {
+        state,
+        retained_bytes: prefix.len() as u64,
+        undecided_rules,
+        undecided,
+    })
 }
 
 /// The head of a chunk stream, when rules anchor patterns.

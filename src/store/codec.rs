@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::stream::StreamContext;
 
 /// The version of the entry layout and of the context it holds.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 const MAGIC: &[u8; 4] = b"YFSC";
 const HEADER_LEN: usize = 38;
@@ -120,11 +120,17 @@ fn checksum(bytes: &[u8]) -> [u8; 8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::StreamMode;
+    use crate::stream::{Retention, StreamMode};
 
     fn sample() -> StreamContext {
-        let mut context = StreamContext::new(Uuid::from_u128(7), StreamMode::Chunks, 3);
+        let mut context = StreamContext::new(
+            Uuid::from_u128(7),
+            StreamMode::Chunks,
+            3,
+            Retention::Retaining,
+        );
         context.record(b"hello\nworld", 8, 4);
+        context.retained = b"hello\nworld".to_vec();
         context
     }
 

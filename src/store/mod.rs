@@ -331,12 +331,13 @@ fn failed(error: impl Into<redb::Error>) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::StreamMode;
+    use crate::stream::{Retention, StreamMode};
 
     const TAG: RulesTag = *b"rules-01";
 
     fn context(id: u128, data: &[u8]) -> StreamContext {
-        let mut context = StreamContext::new(Uuid::from_u128(id), StreamMode::Chunks, 1);
+        let mut context =
+            StreamContext::new(Uuid::from_u128(id), StreamMode::Chunks, 1, Retention::Off);
         context.record(data, 8, 4);
         context
     }

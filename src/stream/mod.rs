@@ -4,9 +4,12 @@
 //! the tail of the stream (the last bytes, rescanned with the next chunk so
 //! that matches can span chunks), the head (the first bytes, for patterns
 //! anchored at fixed offsets), the bytes buffered for the next batch, and
-//! the replay spans of the matches found so far. It owns no YARA-X object:
-//! opening a stream allocates a few small vectors and nothing else.
+//! the replay spans of the matches found so far, and, while a whole-data
+//! rule may still match it, every byte it received (see [`Retention`]). It
+//! owns no YARA-X object: opening a stream allocates a few small vectors
+//! and nothing else.
 
+mod retention;
 pub mod span;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub(crate) use retention::RetentionRoom;
 pub use span::{ReplaySpan, SpanSet};
 
 /// How a stream is fed.
@@ -34,6 +38,40 @@ impl StreamMode {
             StreamMode::Lines => "line",
         }
     }
+}
+
+/// Whether a chunk stream keeps its bytes for whole-data rules (rules that
+/// stream scanning cannot evaluate exactly; see
+/// [`crate::rules::WholeDataPlan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retention {
+    /// No whole-data rule applies: the rule set has none, or the stream is a
+    /// line stream (whose verdicts scan each line alone).
+    Off,
+    /// Every byte is kept: the verdict of whole-data rules is a whole-buffer
+    /// scan of them.
+    Retaining,
+    /// Every whole-data rule's gate failed: all of them are false, exactly,
+    /// and nothing is kept.
+    Gated,
+    /// A limit stopped the retention: the per-stream cap or the scanner's
+    /// budget. Only the first bytes the gates read are kept; whole-data
+    /// rules whose gate passes are undecided.
+    Cut {
+        /// Which limit.
+        limit: RetentionLimit,
+    },
+}
+
+/// The limit that stopped a stream's retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionLimit {
+    /// `ScannerConfig::max_retained_stream_bytes`.
+    StreamCap,
+    /// `ScannerConfig::max_retained_bytes`, over all streams.
+    Budget,
 }
 
 /// Counters of one stream.
@@ -94,6 +132,11 @@ pub struct StreamContext {
     /// Whether the end of the stream was last searched inside a packed
     /// block, so that `provisional` is not known.
     pub(crate) tail_unsettled: bool,
+    /// Whether the stream keeps its bytes for whole-data rules.
+    pub(crate) retention: Retention,
+    /// Its bytes from offset 0 while `retention` is `Retaining`; the first
+    /// ones the gates read when it is `Cut`; nothing otherwise.
+    pub(crate) retained: Vec<u8>,
     /// Spans of settled matches.
     pub(crate) settled: SpanSet,
     /// Spans of matches that touch the end of the data seen so far: right
@@ -125,8 +168,14 @@ pub(crate) struct DurableMark {
 }
 
 impl StreamContext {
-    /// A new, empty stream.
-    pub(crate) fn new(id: Uuid, mode: StreamMode, epoch: u64) -> StreamContext {
+    /// A new, empty stream; `retention` is `Retaining` when the rules have
+    /// whole-data rules, `Off` otherwise (and always for a line stream).
+    pub(crate) fn new(
+        id: Uuid,
+        mode: StreamMode,
+        epoch: u64,
+        retention: Retention,
+    ) -> StreamContext {
         let now = now_ms();
         StreamContext {
             id,
@@ -141,6 +190,11 @@ impl StreamContext {
             head: Vec::new(),
             in_batch: false,
             tail_unsettled: false,
+            retention: match mode {
+                StreamMode::Lines => Retention::Off,
+                StreamMode::Chunks => retention,
+            },
+            retained: Vec::new(),
             settled: SpanSet::default(),
             provisional: SpanSet::default(),
             durable: None,
@@ -207,10 +261,12 @@ impl StreamContext {
         SLOT + self.buffer_bytes() + self.settled.heap_bytes() + self.provisional.heap_bytes()
     }
 
-    /// The part of [`Self::memory_bytes`] that [`Self::record`] changes:
-    /// the tail's and the head's allocations.
+    /// The part of [`Self::memory_bytes`] that appending changes: the
+    /// tail's, the head's and the retained bytes' allocations.
     pub(crate) fn buffer_bytes(&self) -> usize {
-        allocation_bytes(self.tail.capacity()) + allocation_bytes(self.head.capacity())
+        allocation_bytes(self.tail.capacity())
+            + allocation_bytes(self.head.capacity())
+            + allocation_bytes(self.retained.capacity())
     }
 }
 

@@ -20,10 +20,21 @@ pub fn reference(rules: &RuleSet, data: &[u8]) -> Verdict {
     verdict_of(rules, &results)
 }
 
+/// Whole-buffer YARA-X scan of `data`, every rule (whole-data ones too).
+pub fn reference_all(rules: &RuleSet, data: &[u8]) -> Verdict {
+    let mut scanner = yara_x::Scanner::new(rules.rules());
+    let results = scanner.scan(data).expect("reference scan");
+    verdict_where(&results, |_| true)
+}
+
 fn verdict_of(rules: &RuleSet, results: &yara_x::ScanResults<'_, '_>) -> Verdict {
+    verdict_where(results, |identifier| keep(rules, identifier))
+}
+
+fn verdict_where(results: &yara_x::ScanResults<'_, '_>, keep: impl Fn(&str) -> bool) -> Verdict {
     let mut verdict: Verdict = results
         .matching_rules()
-        .filter(|r| keep(rules, r.identifier()))
+        .filter(|r| keep(r.identifier()))
         .map(|r| {
             let patterns = r
                 .patterns()
@@ -62,10 +73,19 @@ pub fn reference_lines(rules: &RuleSet, lines: &[Vec<u8>]) -> Verdict {
 
 /// Our verdict in the same form.
 pub fn ours(rules: &RuleSet, results: &StreamResults) -> Verdict {
+    ours_where(results, |identifier| keep(rules, identifier))
+}
+
+/// Our verdict of every rule, in the same form.
+pub fn ours_all(results: &StreamResults) -> Verdict {
+    ours_where(results, |_| true)
+}
+
+fn ours_where(results: &StreamResults, keep: impl Fn(&str) -> bool) -> Verdict {
     let mut verdict: Verdict = results
         .rules
         .iter()
-        .filter(|r| keep(rules, &r.identifier))
+        .filter(|r| keep(&r.identifier))
         .map(|r| {
             let patterns = r
                 .patterns

@@ -1,0 +1,418 @@
+//! Gates of whole-data rules: what a stream's first bytes and length must
+//! satisfy for such a rule to match.
+//!
+//! A *whole-data* rule (one that stream scanning cannot evaluate exactly:
+//! it reads `filesize`, bytes at offsets, modules, ...) gets its verdict
+//! from a whole-buffer YARA-X scan of the bytes its stream retained.
+//! Retaining every stream's bytes would cost memory for nothing: most such
+//! rules test the header (`uint16(0) == 0x5A4D`) or the size
+//! (`filesize < 1MB`) first, and a stream that fails the test can never
+//! match them. A [`Gate`] is such a necessary condition, read off the
+//! rule's top-level conjuncts (`and`):
+//!
+//! * **header tests**: `uintN(K) == V` (also `intN`, the `be` forms, and
+//!   either side of `==`), an `or` of such tests (or of `and`s holding
+//!   one), and the magic that a module's fields imply: `MZ` for `pe` and
+//!   `dotnet`, `\x7fELF` for `elf`. YARA-X's parsers of those modules
+//!   require it, and on other data they leave every field undefined but
+//!   `is_pe`/`is_dotnet` (false), so a conjunct that compares a field, reads
+//!   it bare, anchors a pattern at it (`$a at pe.entry_point`) or calls one
+//!   of [`MODULE_PREDICATES`] bare is false there.
+//! * **size limits**: `filesize < N`, `filesize <= N` (either side).
+//! * **rule references**: a conjunct naming another rule with a gate holds
+//!   only where that gate does.
+//!
+//! A rule with none of these has no gate: streams keep their bytes for it
+//! up to the retention cap. Gates are sound, not complete: a stream that
+//! passes one still gets the whole-buffer verdict.
+
+use std::collections::HashMap;
+
+use serde::{Serialize, Serializer};
+use yara_x_parser::ast::{self, Expr, MatchAnchor};
+
+/// Farthest header byte a gate reads: a stream that stops retaining keeps
+/// this much of its start for the gates.
+pub const MAX_GATE_OFFSET: u64 = 4096;
+
+/// Functions of modules that are false (or zero, or undefined) on data
+/// their module does not parse, when called bare as a condition.
+pub const MODULE_PREDICATES: &[&str] = &["imports", "exports", "is_dll", "is_32bit", "is_64bit"];
+
+/// Bytes that must be at an offset of the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ByteTest {
+    /// Where they start.
+    pub offset: u64,
+    /// The bytes, in stream order.
+    #[serde(serialize_with = "hex")]
+    pub bytes: Vec<u8>,
+}
+
+/// What must hold for a whole-data rule to match: every header group
+/// (each: one of its tests) and the size limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct Gate {
+    /// The stream must pass one test of each group.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub header: Vec<Vec<ByteTest>>,
+    /// The stream may not be longer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+}
+
+impl Gate {
+    /// Whether a stream whose first bytes are `prefix` (all of them, or at
+    /// least [`Gate::prefix_len`]) and whose length is `len` fails the gate
+    /// for good. `complete`: the stream ends at `len` (for a verdict of the
+    /// bytes seen so far), so a test beyond its end fails, as `uintN` past
+    /// the end of the data is undefined.
+    pub fn fails(&self, prefix: &[u8], len: u64, complete: bool) -> bool {
+        self.max_size.is_some_and(|max| len > max)
+            || self
+                .header
+                .iter()
+                .any(|group| group.iter().all(|test| test.fails(prefix, len, complete)))
+    }
+
+    /// How many first bytes the gate reads.
+    pub fn prefix_len(&self) -> usize {
+        self.header
+            .iter()
+            .flatten()
+            .map(|t| t.offset as usize + t.bytes.len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.header.is_empty() && self.max_size.is_none()
+    }
+
+    fn and(&mut self, other: &Gate) {
+        self.header.extend(other.header.iter().cloned());
+        if let Some(max) = other.max_size {
+            self.limit_size(max);
+        }
+    }
+
+    fn limit_size(&mut self, max: u64) {
+        self.max_size = Some(self.max_size.map_or(max, |m| m.min(max)));
+    }
+}
+
+impl ByteTest {
+    fn fails(&self, prefix: &[u8], len: u64, complete: bool) -> bool {
+        let end = self.offset as usize + self.bytes.len();
+        match prefix.get(self.offset as usize..end) {
+            Some(bytes) => bytes != self.bytes.as_slice(),
+            None => complete && len < end as u64,
+        }
+    }
+}
+
+/// The gate of a rule's condition, if it has one. `known`: the gates of
+/// the rules before it (a rule refers only to earlier ones).
+pub fn gate_of(condition: &Expr<'_>, known: &HashMap<String, Gate>) -> Option<Gate> {
+    let mut gate = Gate::default();
+    for conjunct in conjuncts(condition) {
+        if let Some(group) = header_group(conjunct) {
+            gate.header.push(group);
+        } else if let Some(max) = size_limit(conjunct) {
+            gate.limit_size(max);
+        } else if let Expr::Ident(ident) = conjunct {
+            if let Some(other) = known.get(ident.name) {
+                gate.and(other);
+            }
+        }
+    }
+    (!gate.is_empty()).then_some(gate)
+}
+
+/// The top-level operands of `and`s.
+fn conjuncts<'a, 'src>(expr: &'a Expr<'src>) -> Vec<&'a Expr<'src>> {
+    match expr {
+        Expr::And(and) => and.operands().flat_map(conjuncts).collect(),
+        other => vec![other],
+    }
+}
+
+/// The tests one of which a conjunct implies.
+fn header_group(expr: &Expr<'_>) -> Option<Vec<ByteTest>> {
+    match expr {
+        Expr::Or(or) => or
+            .operands()
+            .map(|branch| conjuncts(branch).into_iter().find_map(header_group))
+            .collect::<Option<Vec<_>>>()
+            .map(|groups| groups.into_iter().flatten().collect()),
+        Expr::Eq(eq) => data_test(&eq.lhs, &eq.rhs)
+            .or_else(|| data_test(&eq.rhs, &eq.lhs))
+            .or_else(|| module_magic(expr))
+            .map(|test| vec![test]),
+        other => module_magic(other).map(|test| vec![test]),
+    }
+}
+
+/// `uintN(K) == V`, as the bytes it reads.
+fn data_test(call: &Expr<'_>, value: &Expr<'_>) -> Option<ByteTest> {
+    let Expr::FuncCall(call) = call else {
+        return None;
+    };
+    let [Expr::LiteralInteger(offset)] = call.args.as_slice() else {
+        return None;
+    };
+    let name = call.identifier.name;
+    let (signed, rest) = match name.strip_prefix('u') {
+        Some(rest) => (false, rest),
+        None => (true, name),
+    };
+    let rest = rest.strip_prefix("int")?;
+    let (bits, big_endian) = match rest.strip_suffix("be") {
+        Some(bits) => (bits, true),
+        None => (rest, false),
+    };
+    let width: u32 = match bits {
+        "8" | "16" | "32" => bits.parse::<u32>().ok()? / 8,
+        _ => return None,
+    };
+    let value = literal_integer(value)?;
+    let fits = match signed {
+        false => (0..1i64 << (8 * width)).contains(&value),
+        true => (-(1i64 << (8 * width - 1))..1i64 << (8 * width - 1)).contains(&value),
+    };
+    if call.object.is_some() || !fits || !(0..=MAX_GATE_OFFSET as i64).contains(&offset.value) {
+        return None;
+    }
+    let mut bytes = (value as u64).to_le_bytes()[..width as usize].to_vec();
+    if big_endian {
+        bytes.reverse();
+    }
+    Some(ByteTest {
+        offset: offset.value as u64,
+        bytes,
+    })
+}
+
+fn literal_integer(expr: &Expr<'_>) -> Option<i64> {
+    match expr {
+        Expr::LiteralInteger(int) => Some(int.value),
+        Expr::Minus(minus) => literal_integer(&minus.operand).and_then(i64::checked_neg),
+        _ => None,
+    }
+}
+
+/// `filesize < N` or `filesize <= N`: the largest size allowed.
+fn size_limit(expr: &Expr<'_>) -> Option<u64> {
+    let (size, limit, strict) = match expr {
+        Expr::Lt(e) => (&e.lhs, &e.rhs, true),
+        Expr::Le(e) => (&e.lhs, &e.rhs, false),
+        Expr::Gt(e) => (&e.rhs, &e.lhs, true),
+        Expr::Ge(e) => (&e.rhs, &e.lhs, false),
+        _ => return None,
+    };
+    if !matches!(size, Expr::Filesize { .. }) {
+        return None;
+    }
+    let limit = u64::try_from(literal_integer(limit)?).ok()?;
+    match strict {
+        true => limit.checked_sub(1),
+        false => Some(limit),
+    }
+}
+
+/// The magic a conjunct on a module's fields implies (see the module doc).
+fn module_magic(expr: &Expr<'_>) -> Option<ByteTest> {
+    let module = match expr {
+        Expr::FieldAccess(_) => bare_module_read(expr)?,
+        Expr::FuncCall(call) if MODULE_PREDICATES.contains(&call.identifier.name) => {
+            match &call.object {
+                Some(Expr::Ident(module)) => module.name,
+                _ => return None,
+            }
+        }
+        Expr::Eq(e) | Expr::Ne(e) | Expr::Lt(e) | Expr::Gt(e) | Expr::Le(e) | Expr::Ge(e) => {
+            compared_field(&e.lhs, &e.rhs).or_else(|| compared_field(&e.rhs, &e.lhs))?
+        }
+        Expr::BitwiseAnd(e) => module_field(&e.lhs).or_else(|| module_field(&e.rhs))?,
+        Expr::PatternMatch(m) => match &m.anchor {
+            Some(MatchAnchor::At(at)) => offset_field(&at.expr)?,
+            Some(MatchAnchor::In(within)) => offset_field(&within.range.lower_bound)
+                .or_else(|| offset_field(&within.range.upper_bound))?,
+            None => return None,
+        },
+        _ => return None,
+    };
+    let (offset, bytes): (u64, &[u8]) = match module {
+        "pe" | "dotnet" => (0, b"MZ"),
+        "elf" => (0, b"\x7fELF"),
+        _ => return None,
+    };
+    Some(ByteTest {
+        offset,
+        bytes: bytes.to_vec(),
+    })
+}
+
+/// `module.field` or `module.predicate(...)` read bare as a condition.
+fn bare_module_read<'src>(expr: &Expr<'src>) -> Option<&'src str> {
+    let Expr::FieldAccess(access) = expr else {
+        return None;
+    };
+    match access.last() {
+        Expr::FuncCall(call) if MODULE_PREDICATES.contains(&call.identifier.name) => {
+            module_root(access)
+        }
+        Expr::FuncCall(_) => None,
+        _ => module_root(access),
+    }
+}
+
+/// The module of a field (not a function, not a constant) compared with a
+/// literal or a constant.
+fn compared_field<'src>(field: &Expr<'src>, other: &Expr<'_>) -> Option<&'src str> {
+    let constant = matches!(
+        other,
+        Expr::LiteralInteger(_) | Expr::LiteralFloat(_) | Expr::LiteralString(_)
+    ) || is_module_constant(other);
+    constant.then(|| module_field(field)).flatten()
+}
+
+/// The module of an expression that reads a field of it (not `is_pe`,
+/// which is defined on every input; not a constant; not a function).
+fn module_field<'src>(expr: &Expr<'src>) -> Option<&'src str> {
+    let Expr::FieldAccess(access) = expr else {
+        return None;
+    };
+    let last = match access.last() {
+        Expr::Ident(ident) => ident.name,
+        Expr::Lookup(_) => "[]",
+        _ => return None,
+    };
+    let defined_everywhere = matches!(last, "is_pe" | "is_dotnet") || is_constant_name(last);
+    (!defined_everywhere).then(|| module_root(access)).flatten()
+}
+
+/// An anchor computed from a module field with literals only.
+fn offset_field<'src>(expr: &Expr<'src>) -> Option<&'src str> {
+    match expr {
+        Expr::FieldAccess(_) => module_field(expr),
+        Expr::Add(sum) => sum.operands().find_map(offset_field).filter(|_| {
+            sum.operands()
+                .all(|e| matches!(e, Expr::LiteralInteger(_)) || offset_field(e).is_some())
+        }),
+        _ => None,
+    }
+}
+
+fn is_module_constant(expr: &Expr<'_>) -> bool {
+    let Expr::FieldAccess(access) = expr else {
+        return false;
+    };
+    matches!(access.last(), Expr::Ident(ident) if is_constant_name(ident.name))
+        && module_root(access).is_some()
+}
+
+/// Module constants are written in capitals (`pe.DLL`, `pe.MACHINE_I386`).
+fn is_constant_name(name: &str) -> bool {
+    name.bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn module_root<'src>(access: &ast::NAryExpr<'src>) -> Option<&'src str> {
+    match access.first() {
+        Expr::Ident(ident) if matches!(ident.name, "pe" | "dotnet" | "elf") => Some(ident.name),
+        _ => None,
+    }
+}
+
+fn hex<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    serializer.serialize_str(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gates(src: &str) -> Vec<Option<Gate>> {
+        let tree = ast::AST::from(src);
+        assert!(tree.errors().is_empty(), "{:?}", tree.errors());
+        let mut known = HashMap::new();
+        tree.rules()
+            .map(|rule| {
+                let gate = gate_of(&rule.condition, &known);
+                if let Some(gate) = &gate {
+                    known.insert(rule.identifier.name.to_string(), gate.clone());
+                }
+                gate
+            })
+            .collect()
+    }
+
+    fn test(offset: u64, bytes: &[u8]) -> ByteTest {
+        ByteTest {
+            offset,
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    #[test]
+    fn header_tests_become_bytes() {
+        let g = gates(
+            r#"rule a { condition: uint16(0) == 0x5A4D and uint32be(4) == 0xCAFEBABE }
+               rule b { condition: 0x464c457f == uint32(0) or (uint8(2) == 0x41 and filesize > 3) }
+               rule c { condition: int16(8) == -2 }
+               rule d { condition: uint8(0) == 0x1ff or uint16(0) != 1 }"#,
+        );
+        let a = g[0].as_ref().unwrap();
+        assert_eq!(
+            a.header,
+            vec![
+                vec![test(0, b"MZ")],
+                vec![test(4, &[0xCA, 0xFE, 0xBA, 0xBE])]
+            ]
+        );
+        let b = g[1].as_ref().unwrap();
+        assert_eq!(b.header, vec![vec![test(0, b"\x7fELF"), test(2, b"A")]]);
+        assert_eq!(
+            g[2].as_ref().unwrap().header,
+            vec![vec![test(8, &[0xFE, 0xFF])]]
+        );
+        assert_eq!(g[3], None, "no sound gate");
+    }
+
+    #[test]
+    fn sizes_modules_and_references() {
+        let g = gates(
+            r#"import "pe"
+               rule s { condition: filesize < 100 and 50 >= filesize }
+               rule p { strings: $a = "x" condition: $a at pe.entry_point }
+               rule q { condition: pe.number_of_sections == 1 and pe.characteristics & pe.DLL }
+               rule r { condition: p and s }
+               rule n { condition: not pe.is_dll() and pe.is_pe == 0 }
+               rule f { condition: pe.imports("k.dll") and pe.imphash() == "x" }"#,
+        );
+        assert_eq!(g[0].as_ref().unwrap().max_size, Some(50));
+        let mz = vec![test(0, b"MZ")];
+        assert_eq!(g[1].as_ref().unwrap().header, vec![mz.clone()]);
+        assert_eq!(g[2].as_ref().unwrap().header, vec![mz.clone(), mz.clone()]);
+        let r = g[3].as_ref().unwrap();
+        assert_eq!((r.header.clone(), r.max_size), (vec![mz.clone()], Some(50)));
+        assert_eq!(g[4], None, "negations and is_pe comparisons gate nothing");
+        assert_eq!(g[5].as_ref().unwrap().header, vec![mz]);
+    }
+
+    #[test]
+    fn a_gate_fails_on_a_mismatch_a_short_stream_or_a_long_one() {
+        let gate = Gate {
+            header: vec![vec![test(0, b"MZ"), test(0, b"\x7fELF")]],
+            max_size: Some(10),
+        };
+        assert!(!gate.fails(b"MZ", 2, false));
+        assert!(!gate.fails(b"\x7fEL", 3, false), "pending");
+        assert!(gate.fails(b"\x7fEL", 3, true), "too short at the end");
+        assert!(gate.fails(b"ZM..", 4, false));
+        assert!(gate.fails(b"MZ", 11, false));
+        assert_eq!(gate.prefix_len(), 4);
+    }
+}

@@ -1,0 +1,95 @@
+//! The whole-data rules of a rule set, as chunk streams need them.
+//!
+//! A rule that stream scanning cannot evaluate exactly is a *whole-data*
+//! rule: a chunk stream that may still match one retains its bytes, and
+//! its verdict for such rules comes from a whole-buffer YARA-X scan of
+//! them. [`WholeDataPlan`] tells a stream when it may stop retaining: when
+//! every whole-data rule's [`Gate`] fails on its first bytes or its length
+//! (then every whole-data rule is false, exactly). The gates are kept
+//! once each (thousands of `pe` rules share the one `MZ` gate), so that
+//! checking them costs little per chunk.
+
+use std::collections::HashMap;
+
+use super::analysis::RuleReport;
+use super::gates::Gate;
+
+/// The whole-data rules of a rule set, and their distinct gates.
+#[derive(Debug, Default)]
+pub struct WholeDataPlan {
+    /// `(namespace, identifier)` of each whole-data rule, with the index of
+    /// its gate in `gates` (`None`: no gate).
+    rules: HashMap<(String, String), Option<usize>>,
+    gates: Vec<Gate>,
+    ungated: usize,
+    prefix_len: usize,
+}
+
+impl WholeDataPlan {
+    /// The plan of the rules analysis found inexact on streams.
+    pub fn new(reports: &[RuleReport]) -> WholeDataPlan {
+        let mut plan = WholeDataPlan::default();
+        let mut index: HashMap<&Gate, usize> = HashMap::new();
+        for report in reports.iter().filter(|r| !r.supported) {
+            let gate = report.gate.as_ref().map(|gate| {
+                *index.entry(gate).or_insert_with(|| {
+                    plan.gates.push(gate.clone());
+                    plan.gates.len() - 1
+                })
+            });
+            plan.ungated += usize::from(gate.is_none());
+            let key = (report.namespace.clone(), report.identifier.clone());
+            plan.rules.insert(key, gate);
+        }
+        plan.prefix_len = plan.gates.iter().map(Gate::prefix_len).max().unwrap_or(0);
+        plan
+    }
+
+    /// Whether the rule set has no whole-data rule.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// How many whole-data rules there are.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// How many of them have no gate.
+    pub fn ungated(&self) -> usize {
+        self.ungated
+    }
+
+    /// How many first bytes the gates read: a stream that stops retaining
+    /// keeps that many.
+    pub fn prefix_len(&self) -> usize {
+        self.prefix_len
+    }
+
+    /// Whether a rule is a whole-data rule.
+    pub fn contains(&self, namespace: &str, identifier: &str) -> bool {
+        self.rules
+            .contains_key(&(namespace.to_string(), identifier.to_string()))
+    }
+
+    /// Whether some whole-data rule may still match a stream whose first
+    /// bytes are `prefix` and whose length is `len` (see [`Gate::fails`]).
+    pub fn may_match(&self, prefix: &[u8], len: u64, complete: bool) -> bool {
+        self.ungated > 0 || self.gates.iter().any(|g| !g.fails(prefix, len, complete))
+    }
+
+    /// Whether a whole-data rule's gate fails on a stream that ends at
+    /// `len` (false for a rule without a gate, or not whole-data).
+    pub fn gate_fails(&self, namespace: &str, identifier: &str, prefix: &[u8], len: u64) -> bool {
+        let key = (namespace.to_string(), identifier.to_string());
+        match self.rules.get(&key) {
+            Some(Some(gate)) => self.gates[*gate].fails(prefix, len, true),
+            _ => false,
+        }
+    }
+
+    /// The whole-data rules, as `(namespace, identifier)`, in no order.
+    pub fn rules(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.rules.keys().map(|(ns, id)| (ns.as_str(), id.as_str()))
+    }
+}

@@ -1,0 +1,64 @@
+//! What a chunk stream keeps for whole-data rules, and when it stops.
+//!
+//! A stream retains every byte while some whole-data rule may still match
+//! it; it drops them as soon as every such rule's gate fails on its first
+//! bytes or its length (those rules are then false, exactly), and keeps
+//! only the first bytes the gates read when a limit stops it (the gates
+//! still tell which rules are false; the others are undecided).
+
+use super::{Retention, RetentionLimit, StreamContext};
+use crate::rules::WholeDataPlan;
+
+/// How much a stream may retain now.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RetentionRoom {
+    /// Its own cap (`ScannerConfig::max_retained_stream_bytes`).
+    pub stream_cap: usize,
+    /// What the scanner's budget has left.
+    pub budget_left: usize,
+}
+
+impl StreamContext {
+    /// Retains `data`, the bytes just recorded, as the stream's retention
+    /// and the gates of `plan` say.
+    pub(crate) fn retain(&mut self, data: &[u8], plan: &WholeDataPlan, room: RetentionRoom) {
+        match self.retention {
+            Retention::Off | Retention::Gated => return,
+            Retention::Retaining if self.retained.len() + data.len() > room.stream_cap => {
+                self.stop_retaining(data, plan, RetentionLimit::StreamCap)
+            }
+            Retention::Retaining if data.len() > room.budget_left => {
+                self.stop_retaining(data, plan, RetentionLimit::Budget)
+            }
+            Retention::Retaining => self.retained.extend_from_slice(data),
+            Retention::Cut { .. } => self.keep_prefix(data, plan),
+        }
+        if !plan.may_match(&self.retained, self.stats.bytes, false) {
+            self.retention = Retention::Gated;
+            self.retained = Vec::new();
+        }
+    }
+
+    /// Whether the stream's verdict for whole-data rules is a whole-buffer
+    /// scan of its retained bytes: it kept them all, and some whole-data
+    /// rule may match them.
+    pub(crate) fn scans_whole(&self, plan: &WholeDataPlan) -> bool {
+        self.retention == Retention::Retaining
+            && plan.may_match(&self.retained, self.stats.bytes, true)
+    }
+
+    fn stop_retaining(&mut self, data: &[u8], plan: &WholeDataPlan, limit: RetentionLimit) {
+        self.retention = Retention::Cut { limit };
+        self.keep_prefix(data, plan);
+        self.retained.shrink_to_fit();
+    }
+
+    /// Keeps the stream's first `plan.prefix_len()` bytes: `retained` holds
+    /// the stream's bytes before `data` up to that length.
+    fn keep_prefix(&mut self, data: &[u8], plan: &WholeDataPlan) {
+        let want = plan.prefix_len().saturating_sub(self.retained.len());
+        self.retained
+            .extend_from_slice(&data[..want.min(data.len())]);
+        self.retained.truncate(plan.prefix_len());
+    }
+}
