@@ -1,0 +1,292 @@
+//! Whole-data rules (header reads, `filesize`, modules): under any chunking
+//! and interleaving, the verdict of every rule equals a whole-buffer YARA-X
+//! scan of the same bytes, whether the stream retained its bytes, was let
+//! go by the gates, or was cut by a retention limit (then only the rules it
+//! lists as undecided may differ). The tallies check that each rule kind
+//! matched, and each retention state happened, in the cases run.
+
+mod common;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use common::{ours_all, reference_all, Verdict};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use yaraflow::{MultiStreamScanner, RuleSet, ScannerConfig, StreamResults, Uuid, WholeDataState};
+
+/// One rule of each kind, with the marker pattern `$m`.
+const RULES: &str = r#"
+import "pe"
+import "math"
+import "hash"
+rule plain { strings: $m = "MARK" condition: $m }
+rule mz_and_mark { strings: $m = "MARK" condition: uint16(0) == 0x5A4D and $m }
+rule elf_or_mz { condition: uint32(0) == 0x464c457f or uint16(0) == 0x5A4D }
+rule big_endian_magic { condition: uint32be(0) == 0x7f454c46 and filesize > 10 }
+rule small { strings: $m = "MARK" condition: filesize < 600 and $m }
+rule entry_mark { strings: $m = "MARK" condition: $m at pe.entry_point }
+rule one_section { condition: pe.number_of_sections == 1 and pe.is_32bit() }
+rule pe_signature { condition: uint32(uint32(0x3C)) == 0x00004550 }
+rule refers { condition: entry_mark and filesize > 100 }
+rule entropy { condition: math.entropy(0, filesize) > 7.5 }
+rule md5_head { condition: hash.md5(0, 2) == "ac6ad5d9b99757c3a878f2d275ace198" }
+"#;
+
+/// The rules' names.
+const NAMES: &[&str] = &[
+    "plain",
+    "mz_and_mark",
+    "elf_or_mz",
+    "big_endian_magic",
+    "small",
+    "entry_mark",
+    "one_section",
+    "pe_signature",
+    "refers",
+    "entropy",
+    "md5_head",
+];
+
+/// A minimal 32-bit PE file: DOS header, `PE\0\0`, file and optional
+/// headers, one `.text` section whose raw data (at 0x200) holds the entry
+/// point, `code` written there, `len` bytes long in all (at least 0x400).
+fn pe_file(code: &[u8], len: usize) -> Vec<u8> {
+    let mut pe = vec![0u8; len.max(0x400)];
+    let put =
+        |pe: &mut Vec<u8>, at: usize, bytes: &[u8]| pe[at..at + bytes.len()].copy_from_slice(bytes);
+    put(&mut pe, 0, b"MZ");
+    put(&mut pe, 0x3C, &0x40u32.to_le_bytes());
+    put(&mut pe, 0x40, b"PE\0\0");
+    // File header: i386, one section, optional header of 0xE0 bytes.
+    put(&mut pe, 0x44, &0x14Cu16.to_le_bytes());
+    put(&mut pe, 0x46, &1u16.to_le_bytes());
+    put(&mut pe, 0x54, &0xE0u16.to_le_bytes());
+    put(&mut pe, 0x56, &0x0102u16.to_le_bytes());
+    // Optional header (PE32) at 0x58.
+    let opt = 0x58;
+    put(&mut pe, opt, &0x10Bu16.to_le_bytes());
+    put(&mut pe, opt + 16, &0x1000u32.to_le_bytes()); // entry point RVA
+    put(&mut pe, opt + 28, &0x40_0000u32.to_le_bytes()); // image base
+    put(&mut pe, opt + 32, &0x1000u32.to_le_bytes()); // section alignment
+    put(&mut pe, opt + 36, &0x200u32.to_le_bytes()); // file alignment
+    put(&mut pe, opt + 40, &4u16.to_le_bytes()); // OS version
+    put(&mut pe, opt + 48, &4u16.to_le_bytes()); // subsystem version
+    put(&mut pe, opt + 56, &0x2000u32.to_le_bytes()); // size of image
+    put(&mut pe, opt + 60, &0x200u32.to_le_bytes()); // size of headers
+    put(&mut pe, opt + 68, &3u16.to_le_bytes()); // console
+    put(&mut pe, opt + 92, &16u32.to_le_bytes()); // data directories
+                                                  // Section header after the optional header.
+    let section = opt + 0xE0;
+    put(&mut pe, section, b".text\0\0\0");
+    put(&mut pe, section + 8, &0x200u32.to_le_bytes()); // virtual size
+    put(&mut pe, section + 12, &0x1000u32.to_le_bytes()); // virtual address
+    put(&mut pe, section + 16, &0x200u32.to_le_bytes()); // raw size
+    put(&mut pe, section + 20, &0x200u32.to_le_bytes()); // raw pointer
+    put(&mut pe, section + 36, &0x6000_0020u32.to_le_bytes());
+    put(&mut pe, 0x200, code);
+    pe
+}
+
+/// Stream contents: random bytes, a PE file with or without the marker at
+/// its entry point, an ELF-looking or MZ-only start, text; each followed by
+/// random bytes, with the marker planted or not.
+fn data() -> impl Strategy<Value = Vec<u8>> {
+    let tail = prop::collection::vec(any::<u8>(), 0..1500);
+    let body = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..600),
+        (any::<bool>(), 0usize..0x700)
+            .prop_map(|(mark, len)| { pe_file(if mark { b"MARK" } else { b"\x90\x90" }, len) }),
+        prop::collection::vec(any::<u8>(), 0..200).prop_map(|b| [b"\x7fELF".to_vec(), b].concat()),
+        prop::collection::vec(any::<u8>(), 0..200).prop_map(|b| [b"MZ".to_vec(), b].concat()),
+        "[a-z ]{0,300}".prop_map(String::into_bytes),
+    ];
+    (body, tail, any::<bool>()).prop_map(|(mut body, tail, plant)| {
+        if plant {
+            body.extend_from_slice(b"MARK");
+        }
+        body.extend(tail);
+        body
+    })
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    streams: Vec<Vec<u8>>,
+    /// Chunk sizes, used in turn.
+    cuts: Vec<usize>,
+    /// Per-stream retention cap (small ones cut streams).
+    stream_cap: usize,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        prop::collection::vec(data(), 1..5),
+        // Tiny chunks too: gates then wait for the bytes they read.
+        prop::collection::vec(prop_oneof![1usize..6, 6usize..700], 1..6),
+        prop_oneof![3 => Just(1usize << 20), 1 => 100usize..2000],
+    )
+        .prop_map(|(streams, cuts, stream_cap)| Case {
+            streams,
+            cuts,
+            stream_cap,
+        })
+}
+
+/// Feeds every stream in chunks, interleaved, and closes them all.
+fn run(rules: &RuleSet, case: &Case) -> Vec<StreamResults> {
+    let config = ScannerConfig {
+        max_retained_stream_bytes: case.stream_cap,
+        ..ScannerConfig::default()
+    };
+    let mut scanner = MultiStreamScanner::new(rules, config);
+    let ids: Vec<Uuid> = (0..case.streams.len() as u128)
+        .map(Uuid::from_u128)
+        .collect();
+    let mut offsets = vec![0; case.streams.len()];
+    let mut turn = 0;
+    while offsets.iter().zip(&case.streams).any(|(o, s)| *o < s.len()) {
+        for (index, data) in case.streams.iter().enumerate() {
+            let from = offsets[index];
+            let to = (from + case.cuts[turn % case.cuts.len()]).min(data.len());
+            turn += 1;
+            if from < to {
+                scanner.scan_chunk(ids[index], &data[from..to]).unwrap();
+                offsets[index] = to;
+            }
+        }
+    }
+    ids.iter()
+        .map(|id| scanner.close_stream(id).unwrap().unwrap())
+        .collect()
+}
+
+/// Compares one stream's verdict with the reference, leaving out the rules
+/// it says are undecided (and checking that those say `exact: false`).
+fn check(results: &StreamResults, expected: &Verdict) -> Result<(), TestCaseError> {
+    let whole = results.whole_data.as_ref().expect("whole-data rules");
+    let undecided = |id: &str| {
+        whole
+            .undecided
+            .iter()
+            .any(|u| u == &format!("default.{id}"))
+    };
+    prop_assert_eq!(whole.undecided_rules, whole.undecided.len());
+    for rule in results.rules.iter().filter(|r| undecided(&r.identifier)) {
+        prop_assert!(!rule.exact, "{} is undecided", rule.identifier);
+    }
+    let decided =
+        |v: Verdict| -> Verdict { v.into_iter().filter(|(id, _)| !undecided(id)).collect() };
+    prop_assert_eq!(decided(ours_all(results)), decided(expected.clone()));
+    for rule in results.rules.iter().filter(|r| !undecided(&r.identifier)) {
+        prop_assert!(rule.exact, "{} is decided", rule.identifier);
+    }
+    Ok(())
+}
+
+/// The rules of [`RULES`] but those named: without the ones that have no
+/// gate, streams that fail every gate stop retaining.
+fn rules_without(left_out: &[&str]) -> String {
+    RULES
+        .lines()
+        .filter(|line| {
+            !left_out
+                .iter()
+                .any(|name| line.starts_with(&format!("rule {name} ")))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const UNGATED: &[&str] = &["pe_signature", "entropy", "md5_head"];
+
+#[test]
+fn every_rule_equals_a_whole_buffer_scan() {
+    let rules = RuleSet::from_source(RULES, 1024).unwrap();
+    assert_eq!(rules.whole_data().len(), NAMES.len() - 1, "all but `plain`");
+    assert_eq!(rules.whole_data().ungated(), 3);
+    differential(
+        &rules,
+        &[WholeDataState::Scanned, WholeDataState::CutAtStreamCap],
+    );
+}
+
+#[test]
+fn streams_that_fail_every_gate_retain_nothing_and_stay_exact() {
+    let rules = RuleSet::from_source(&rules_without(UNGATED), 1024).unwrap();
+    assert_eq!(rules.whole_data().ungated(), 0);
+    differential(
+        &rules,
+        &[
+            WholeDataState::Scanned,
+            WholeDataState::Gated,
+            WholeDataState::CutAtStreamCap,
+        ],
+    );
+    // Header gates alone decide at the first bytes (a size gate waits
+    // for the stream to grow past it).
+    let rules =
+        RuleSet::from_source(&rules_without(&[UNGATED, &["small"]].concat()), 1024).unwrap();
+    differential(
+        &rules,
+        &[
+            WholeDataState::Scanned,
+            WholeDataState::Gated,
+            WholeDataState::CutAtStreamCap,
+        ],
+    );
+}
+
+/// Runs [`case`]s on `rules`, checks every verdict, and that every rule
+/// matched and every state in `states` happened.
+fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) {
+    let cases: u32 = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(256)
+        .min(2000);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        ..Config::default()
+    });
+    let names: Vec<&str> = rules.rules().iter().map(|r| r.identifier()).collect();
+    let matched: RefCell<BTreeMap<String, u64>> =
+        RefCell::new(names.iter().map(|n| (n.to_string(), 0)).collect());
+    let states: RefCell<BTreeMap<String, u64>> = RefCell::default();
+    runner
+        .run(&case(), |case| {
+            let all = run(rules, &case);
+            for (results, data) in all.iter().zip(&case.streams) {
+                let expected = reference_all(rules, data);
+                for (rule, _) in &expected {
+                    *matched.borrow_mut().get_mut(rule).unwrap() += 1;
+                }
+                let whole = results.whole_data.as_ref().expect("whole-data rules");
+                *states
+                    .borrow_mut()
+                    .entry(format!("{:?}", whole.state))
+                    .or_default() += 1;
+                if whole.state == WholeDataState::Gated {
+                    prop_assert_eq!(whole.retained_bytes, 0);
+                }
+                check(results, &expected)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let (matched, states) = (matched.into_inner(), states.into_inner());
+    eprintln!("rules matched (streams): {matched:?}\nretention states: {states:?}");
+    for (rule, count) in &matched {
+        assert!(
+            *count > 0,
+            "rule {rule} never matched: the test does not exercise it"
+        );
+    }
+    for state in states_wanted {
+        let seen = states.get(&format!("{state:?}")).copied();
+        assert!(
+            seen.unwrap_or(0) > 0,
+            "no stream ended {state:?}: {states:?}"
+        );
+    }
+}
