@@ -74,6 +74,10 @@ pub const CHECKPOINT_TIME: &str = "yaraflow_checkpoint_seconds";
 pub const EVENTS_DROPPED: &str = "yaraflow_events_dropped_total";
 /// Rule reloads.
 pub const RULE_RELOADS: &str = "yaraflow_rule_reloads_total";
+/// Bytes the open streams retain for whole-data rules.
+pub const RETAINED_BYTES: &str = "yaraflow_retained_bytes";
+/// Verdicts computed by a whole-buffer scan of a stream's retained bytes.
+pub const WHOLE_DATA_SCANS: &str = "yaraflow_whole_data_scans_total";
 
 /// Every metric name with its type and help text, for documentation and
 /// for exporters that want descriptions.
@@ -131,6 +135,16 @@ pub const ALL: &[(&str, &str, &str)] = &[
         "Match events dropped (subscriber full)",
     ),
     (RULE_RELOADS, "counter", "Rule reloads"),
+    (
+        RETAINED_BYTES,
+        "gauge",
+        "Bytes streams retain for whole-data rules",
+    ),
+    (
+        WHOLE_DATA_SCANS,
+        "counter",
+        "Verdicts from a whole-buffer scan of retained bytes",
+    ),
     (IDLE_CLOSES, "counter", "Streams closed by the idle timeout"),
     (EVICTIONS, "counter", "Stream contexts evicted to the store"),
     (
@@ -187,6 +201,8 @@ pub(crate) struct ShardMetrics {
     pub mailbox_depth: Gauge,
     pub evaluation: Histogram,
     pub empty_verdicts: Counter,
+    pub retained: Gauge,
+    pub whole_scans: Counter,
     pub restarts: Counter,
     pub idle_closes: Counter,
 }
@@ -236,6 +252,8 @@ impl ShardMetrics {
             mailbox_depth: gauge!(MAILBOX_DEPTH, &label()),
             evaluation: histogram!(EVALUATION_TIME, &label()),
             empty_verdicts: counter!(EMPTY_VERDICT_REUSES, &label()),
+            retained: gauge!(RETAINED_BYTES, &label()),
+            whole_scans: counter!(WHOLE_DATA_SCANS, &label()),
             restarts: counter!(SHARD_RESTARTS, &label()),
             idle_closes: counter!(IDLE_CLOSES, &label()),
             shard: shard.clone(),

@@ -207,7 +207,8 @@ fn cli_check_explains_inexact_rules() {
     let out = yaraflow(&["check", dir.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(stdout.contains("INEXACT  default:m"), "{stdout}");
+    assert!(stdout.contains("whole    default:m"), "{stdout}");
+    assert!(stdout.contains("no gate"), "{stdout}");
     assert!(stdout.contains("module `math`"), "{stdout}");
     let out = yaraflow(&["check", "--json", dir.to_str().unwrap()]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -1,6 +1,7 @@
 //! `yaraflow check RULES... [--json]`: compiles rules and prints the rule
-//! analysis: per rule, whether stream verdicts are exact and why not; the
-//! window and head the scanner will use.
+//! analysis: per rule, its class (stream-exact, or whole-data: evaluated on
+//! the bytes a chunk stream retains), why, and its gate; the window and
+//! head the scanner will use.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,21 +28,26 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(analysis)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let inexact = analysis.rules.iter().filter(|r| !r.supported).count();
     for rule in &analysis.rules {
-        let verdict = if rule.supported { "exact" } else { "INEXACT" };
+        let class = if rule.supported { "exact" } else { "whole" };
         println!(
-            "{verdict:8} {}:{} ({})",
+            "{class:8} {}:{} ({})",
             rule.namespace, rule.identifier, rule.origin
         );
         for issue in &rule.issues {
             println!("         - {issue}");
         }
+        match &rule.gate {
+            Some(gate) => println!("         gate: {}", serde_json::to_string(gate)?),
+            None if !rule.supported => println!(
+                "         no gate: every chunk stream retains its bytes for it, up to the cap"
+            ),
+            None => {}
+        }
     }
     println!(
-        "{} rules, {} exact on streams, {inexact} not; window {} bytes, head {} bytes",
-        analysis.rules.len(),
-        analysis.rules.len() - inexact,
+        "{}; window {} bytes, head {} bytes",
+        analysis.classes(),
         analysis.window,
         analysis.head_len
     );

@@ -96,6 +96,7 @@ fn load_rules(paths: &[PathBuf], args: &RuleArgs) -> anyhow::Result<yaraflow::Ru
         }
     }
     let rules = yaraflow::RuleSet::from_paths(paths, args.max_pattern_len)?;
+    eprintln!("{}", rules.analysis().classes());
     if rules.analysis().rules.is_empty() {
         eprintln!(
             "warning: the rules at {} define no rule: nothing will ever match",

@@ -791,7 +791,7 @@ impl ShardActor {
     /// Searches due batches and refreshes the gauges.
     fn tick(&mut self) {
         let metrics = self.metrics.clone();
-        let mut open = 0;
+        let (mut open, mut retained) = (0, 0);
         for generation in self.generations().iter_mut() {
             if let Err(error) = generation.with(|scanner| scanner.flush_if_due()) {
                 // The batch is kept and searched again at the next tick.
@@ -799,7 +799,9 @@ impl ShardActor {
             }
             sync_metrics(generation, &metrics);
             open += generation.seen.open_streams; // just synced
+            retained += generation.seen.retained_bytes;
         }
+        self.metrics.retained.set(retained as f64);
         open += self.residency.as_ref().map_or(0, |r| r.stored_count());
         self.metrics.open.set(open as f64);
         self.metrics
@@ -1144,6 +1146,9 @@ fn sync_metrics(generation: &mut Generation, metrics: &ShardMetrics) {
     let reused = now.verdicts.saturating_sub(now.evaluations);
     let reused = reused.saturating_sub(seen.verdicts.saturating_sub(seen.evaluations));
     metrics.empty_verdicts.increment(reused);
+    metrics
+        .whole_scans
+        .increment(now.whole_scans.saturating_sub(seen.whole_scans));
     generation.seen = now;
 }
 

@@ -201,7 +201,49 @@ pub struct RuleAnalysis {
     pub head_len: usize,
 }
 
+/// How many rules of a set fall in each class (see [`RuleAnalysis::classes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RuleClasses {
+    /// Rules whose stream verdicts are exact as the bytes go.
+    pub stream_exact: usize,
+    /// Whole-data rules with a gate: only streams that pass it keep bytes.
+    pub whole_data_gated: usize,
+    /// Whole-data rules without a gate: every chunk stream keeps its bytes
+    /// for them, up to the retention cap.
+    pub whole_data_ungated: usize,
+}
+
+impl std::fmt::Display for RuleClasses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} rules: {} stream-exact, {} whole-data with a gate, {} whole-data without a gate",
+            self.stream_exact + self.whole_data_gated + self.whole_data_ungated,
+            self.stream_exact,
+            self.whole_data_gated,
+            self.whole_data_ungated
+        )?;
+        if self.whole_data_ungated > 0 {
+            write!(
+                f,
+                " (every chunk stream retains its bytes for those, up to the cap)"
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl RuleAnalysis {
+    /// How many rules fall in each class.
+    pub fn classes(&self) -> RuleClasses {
+        let count = |f: &dyn Fn(&RuleReport) -> bool| self.rules.iter().filter(|r| f(r)).count();
+        RuleClasses {
+            stream_exact: count(&|r| r.supported),
+            whole_data_gated: count(&|r| !r.supported && r.gate.is_some()),
+            whole_data_ungated: count(&|r| !r.supported && r.gate.is_none()),
+        }
+    }
+
     /// Analyses parsed sources: `(origin, syntax tree)` pairs, all in the
     /// default namespace. `cap` is the window cap.
     pub fn from_asts(sources: &[(String, ast::AST<'_>)], cap: usize) -> RuleAnalysis {

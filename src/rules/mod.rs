@@ -14,7 +14,7 @@ pub mod whole_data;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-pub use analysis::{PatternReport, RuleAnalysis, RuleIssue, RuleReport};
+pub use analysis::{PatternReport, RuleAnalysis, RuleClasses, RuleIssue, RuleReport};
 pub use edges::EdgeGuard;
 pub use gates::Gate;
 pub use whole_data::WholeDataPlan;
