@@ -40,7 +40,12 @@ impl Server {
             .expect("yaraflow serve starts");
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
-        let banner = lines.next().expect("a banner").unwrap();
+        // The rule classes come first, then the banner with the address.
+        let banner = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|line| line.contains("http://"))
+            .expect("a banner");
         let api = banner
             .split("http://")
             .nth(1)

@@ -290,3 +290,52 @@ fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) {
         );
     }
 }
+
+/// The real rule sets in `../shared/rules` that read headers and use `pe`
+/// (skipped, saying so, when the folder is absent): a PE file, an ELF-like
+/// file, random bytes and text, fed as streams in 1,460-byte chunks, get
+/// the whole-buffer verdict for every rule they do not list as undecided.
+#[test]
+fn real_rule_sets_on_pe_and_other_streams() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/rules");
+    if !root.is_dir() {
+        eprintln!(
+            "SKIPPED: no real rule sets at {} (CI has them)",
+            root.display()
+        );
+        return;
+    }
+    let mut random = vec![0u8; 20_000];
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    for byte in &mut random {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        *byte = seed as u8;
+    }
+    let streams: Vec<Vec<u8>> = vec![
+        pe_file(b"\x55\x8b\xec\x83\xec\x10MARK", 0x2000),
+        [&pe_file(b"\x90", 0x400)[..], &random[..5000]].concat(),
+        [&b"\x7fELF\x02\x01\x01"[..], &random[..3000]].concat(),
+        random.clone(),
+        b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n".repeat(200),
+    ];
+    for set in ["reversinglabs", "bartblaze"] {
+        let rules = RuleSet::from_paths(&[root.join(set)], 1024).unwrap();
+        let classes = rules.analysis().classes();
+        eprintln!("{set}: {classes}");
+        let case = Case {
+            streams: streams.clone(),
+            cuts: vec![1460],
+            stream_cap: 1 << 20,
+        };
+        let mut states = BTreeMap::<String, u64>::new();
+        for (results, data) in run(&rules, &case).iter().zip(&streams) {
+            let whole = results.whole_data.as_ref().unwrap();
+            *states.entry(format!("{:?}", whole.state)).or_default() += 1;
+            check(results, &reference_all(&rules, data)).unwrap();
+        }
+        eprintln!("{set}: retention states {states:?}");
+        assert!(states.contains_key("Scanned"), "{set}: {states:?}");
+    }
+}
