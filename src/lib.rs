@@ -60,7 +60,7 @@ pub use error::{CaptureError, EngineError, RuleError, ScanError, StoreError};
 pub use results::{
     MatchInfo, PatternMatches, RuleMatch, StreamResults, WholeDataState, WholeDataVerdict,
 };
-pub use rules::{RuleIssue, RuleSet};
+pub use rules::{External, ExternalValue, RuleIssue, RuleOptions, RuleSet};
 pub use scanner::{MultiStreamScanner, ScannerStats};
 pub use stream::{Retention, RetentionLimit, StreamContext, StreamMode, StreamStats};
 pub use uuid::Uuid;

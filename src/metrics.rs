@@ -78,6 +78,9 @@ pub const RULE_RELOADS: &str = "yaraflow_rule_reloads_total";
 pub const RETAINED_BYTES: &str = "yaraflow_retained_bytes";
 /// Verdicts computed by a whole-buffer scan of a stream's retained bytes.
 pub const WHOLE_DATA_SCANS: &str = "yaraflow_whole_data_scans_total";
+/// Rules loaded, by `class`: `stream_exact`, `whole_data_gated`,
+/// `whole_data_ungated` (see `yaraflow check`).
+pub const RULES: &str = "yaraflow_rules";
 
 /// Every metric name with its type and help text, for documentation and
 /// for exporters that want descriptions.
@@ -145,6 +148,7 @@ pub const ALL: &[(&str, &str, &str)] = &[
         "counter",
         "Verdicts from a whole-buffer scan of retained bytes",
     ),
+    (RULES, "gauge", "Rules loaded, by class"),
     (IDLE_CLOSES, "counter", "Streams closed by the idle timeout"),
     (EVICTIONS, "counter", "Stream contexts evicted to the store"),
     (
@@ -326,4 +330,15 @@ pub fn http_request(route: &str, status: u16, elapsed: Duration) {
     let class = format!("{}xx", status / 100);
     counter!(HTTP_REQUESTS, "route" => route.to_string(), "status" => class).increment(1);
     histogram!(HTTP_REQUEST_DURATION, "route" => route.to_string()).record(elapsed.as_secs_f64());
+}
+
+/// Sets the [`RULES`] gauges to the classes of the rules now loaded.
+pub fn record_rule_classes(classes: &crate::rules::RuleClasses) {
+    for (class, count) in [
+        ("stream_exact", classes.stream_exact),
+        ("whole_data_gated", classes.whole_data_gated),
+        ("whole_data_ungated", classes.whole_data_ungated),
+    ] {
+        metrics::gauge!(RULES, "class" => class).set(count as f64);
+    }
 }

@@ -232,3 +232,57 @@ fn real_rule_sets_load_whole() {
         assert_eq!(loaded.rules().iter().count(), rules, "{set}");
     }
 }
+
+/// Rules that read external variables load with `--define` (and without
+/// it fail, saying how to define them); `scan` uses the values, and
+/// `check` prints the rule classes and gates.
+#[test]
+fn externals_are_defined_on_the_command_line() {
+    let dir = std::env::temp_dir().join(format!("yaraflow-externals-{}", yaraflow::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("ext.yar");
+    std::fs::write(
+        &rules,
+        "rule named { condition: filename == \"x.exe\" and size_limit > 3 }\n\
+         rule mz { condition: uint16(0) == 0x5A4D }\n",
+    )
+    .unwrap();
+    let sample = dir.join("sample.bin");
+    std::fs::write(&sample, b"MZ and more").unwrap();
+    let (rules, sample) = (rules.to_str().unwrap(), sample.to_str().unwrap());
+    let out = common::run_yaraflow(&["check", rules]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--define NAME=VALUE"), "{stderr}");
+    let defines = ["--define", "filename=x.exe", "-d", "size_limit=10"];
+    let out =
+        common::run_yaraflow(&[&["scan", "--rules", rules][..], &defines, &[sample]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = &common::json_lines(&out)[0];
+    let matched: Vec<&str> = line["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["identifier"].as_str().unwrap())
+        .collect();
+    assert_eq!(matched, ["named", "mz"]);
+    assert_eq!(line["whole_data"]["state"], "scanned");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "2 rules: 1 stream-exact, 1 whole-data with a gate, 0 whole-data without a gate"
+        ),
+        "{stderr}"
+    );
+    let out = common::run_yaraflow(&[&["check", rules][..], &defines].concat());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(r#"gate: {"header":[[{"offset":0,"bytes":"4d5a"}]]}"#),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

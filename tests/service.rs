@@ -260,8 +260,32 @@ fn rules_reload_from_their_files_and_bad_rules_are_refused() {
         r#"rule new { strings: $a = "new" condition: $a }"#,
     )
     .unwrap();
+    let (status, body) = get(&service, "/v1/rules");
+    assert_eq!(
+        (status, body["classes"]["stream_exact"].as_u64()),
+        (200, Some(2))
+    );
+    std::fs::write(
+        dir.join("header.yar"),
+        "rule mz { condition: uint16(0) == 0x5A4D }\nrule big { condition: filesize > 10 }",
+    )
+    .unwrap();
     let (status, body) = post(&service, "/v1/rules/reload", b"");
-    assert_eq!((status, body["rules"].as_u64()), (200, Some(3)));
+    assert_eq!((status, body["rules"].as_u64()), (200, Some(5)));
+    let (_, body) = get(&service, "/v1/rules");
+    let classes = &body["classes"];
+    assert_eq!(
+        (
+            classes["stream_exact"].as_u64(),
+            classes["whole_data_gated"].as_u64(),
+            classes["whole_data_ungated"].as_u64()
+        ),
+        (Some(3), Some(1), Some(1)),
+        "{body}"
+    );
+    assert_eq!(body["ungated"], serde_json::json!(["default.big"]));
+    std::fs::remove_file(dir.join("header.yar")).unwrap();
+    post(&service, "/v1/rules/reload", b"");
     let new = Uuid::new_v4();
     post(
         &service,

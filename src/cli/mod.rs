@@ -54,6 +54,21 @@ struct RuleArgs {
     #[arg(long, default_value_t = yaraflow::ScannerConfig::default().max_pattern_len,
           value_parser = parse_pattern_len)]
     max_pattern_len: usize,
+    /// Defines an external variable the rules read, as `yr --define`
+    /// (`NAME=VALUE`: true/false, an integer, a float, or else a string);
+    /// repeat for several.
+    #[arg(long = "define", short = 'd', value_name = "NAME=VALUE")]
+    defines: Vec<yaraflow::External>,
+}
+
+impl RuleArgs {
+    /// The compile options these arguments ask for.
+    fn options(&self) -> yaraflow::RuleOptions {
+        yaraflow::RuleOptions {
+            max_pattern_len: self.max_pattern_len,
+            externals: self.defines.clone(),
+        }
+    }
 }
 
 /// Smallest `--max-pattern-len` accepted. A window shorter than YARA-X's
@@ -95,7 +110,7 @@ fn load_rules(paths: &[PathBuf], args: &RuleArgs) -> anyhow::Result<yaraflow::Ru
             eprintln!("warning: the rule file {} is empty", path.display());
         }
     }
-    let rules = yaraflow::RuleSet::from_paths(paths, args.max_pattern_len)?;
+    let rules = yaraflow::RuleSet::from_paths_with(paths, &args.options())?;
     eprintln!("{}", rules.analysis().classes());
     if rules.analysis().rules.is_empty() {
         eprintln!(

@@ -127,6 +127,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         keep_alive: args.keep_alive.into(),
         max_event_subscribers: args.max_event_subscribers,
         rule_paths: args.rules.clone(),
+        rule_externals: args.rule_args.defines.clone(),
         engine,
         ..ServiceConfig::default()
     };

@@ -8,6 +8,7 @@
 
 pub mod analysis;
 pub mod edges;
+pub mod externals;
 pub mod gates;
 pub mod whole_data;
 
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 pub use analysis::{PatternReport, RuleAnalysis, RuleClasses, RuleIssue, RuleReport};
 pub use edges::EdgeGuard;
+pub use externals::{External, ExternalValue};
 pub use gates::Gate;
 pub use whole_data::WholeDataPlan;
 
@@ -41,6 +43,25 @@ impl std::fmt::Debug for RuleSet {
     }
 }
 
+/// How rules are compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleOptions {
+    /// Caps the window (see [`crate::ScannerConfig::max_pattern_len`]).
+    pub max_pattern_len: usize,
+    /// External variables the rules may read (see [`External`]).
+    pub externals: Vec<External>,
+}
+
+impl RuleOptions {
+    /// Options with this window cap and no external variable.
+    pub fn new(max_pattern_len: usize) -> RuleOptions {
+        RuleOptions {
+            max_pattern_len,
+            externals: Vec::new(),
+        }
+    }
+}
+
 impl RuleSet {
     /// Compiles rules from source text. `max_pattern_len` caps the window
     /// (see [`crate::ScannerConfig::max_pattern_len`]).
@@ -57,6 +78,14 @@ impl RuleSet {
         paths: &[P],
         max_pattern_len: usize,
     ) -> Result<RuleSet, RuleError> {
+        Self::from_paths_with(paths, &RuleOptions::new(max_pattern_len))
+    }
+
+    /// [`Self::from_paths`], with external variables.
+    pub fn from_paths_with<P: AsRef<Path>>(
+        paths: &[P],
+        options: &RuleOptions,
+    ) -> Result<RuleSet, RuleError> {
         let mut files = Vec::new();
         for path in paths {
             collect_rule_files(path.as_ref(), &mut files)?;
@@ -71,7 +100,7 @@ impl RuleSet {
                 Ok((path.display().to_string(), text))
             })
             .collect::<Result<Vec<_>, RuleError>>()?;
-        Self::from_sources(sources, max_pattern_len)
+        Self::from_sources_with(sources, options)
     }
 
     /// Compiles `(origin, text)` sources into one rule set. When an origin
@@ -81,6 +110,14 @@ impl RuleSet {
     pub fn from_sources(
         sources: Vec<(String, String)>,
         max_pattern_len: usize,
+    ) -> Result<RuleSet, RuleError> {
+        Self::from_sources_with(sources, &RuleOptions::new(max_pattern_len))
+    }
+
+    /// [`Self::from_sources`], with external variables.
+    pub fn from_sources_with(
+        sources: Vec<(String, String)>,
+        options: &RuleOptions,
     ) -> Result<RuleSet, RuleError> {
         for (origin, text) in &sources {
             check_nesting(origin, text)?;
@@ -93,7 +130,7 @@ impl RuleSet {
             std::thread::Builder::new()
                 .name("rule-compiler".into())
                 .stack_size(COMPILER_STACK)
-                .spawn_scoped(scope, || Self::compile(sources, max_pattern_len))
+                .spawn_scoped(scope, || Self::compile(sources, options))
                 .map_err(|err| {
                     RuleError::Compile(format!("cannot start the rule compiler: {err}"))
                 })?
@@ -104,9 +141,11 @@ impl RuleSet {
 
     fn compile(
         sources: Vec<(String, String)>,
-        max_pattern_len: usize,
+        options: &RuleOptions,
     ) -> Result<RuleSet, RuleError> {
+        let max_pattern_len = options.max_pattern_len;
         let mut compiler = yara_x::Compiler::new();
+        externals::define(&mut compiler, &options.externals).map_err(RuleError::Compile)?;
         let mut errors = Vec::new();
         for (origin, text) in &sources {
             let text = includes_from_folder_of(origin, text);
@@ -116,10 +155,14 @@ impl RuleSet {
             }
         }
         if !errors.is_empty() {
-            return Err(RuleError::Compile(errors.join("\n")));
+            let mut message = errors.join("\n");
+            if let Some(hint) = externals::hint(&message) {
+                message = format!("{message}\nhint: {hint}");
+            }
+            return Err(RuleError::Compile(message));
         }
         let rules = compiler.build();
-        let fingerprint = fingerprint(&sources, max_pattern_len);
+        let fingerprint = fingerprint(&sources, options);
         let trees: Vec<_> = sources
             .iter()
             .map(|(origin, text)| (origin.clone(), yara_x_parser::ast::AST::from(text.as_str())))
@@ -377,10 +420,17 @@ fn walk_rule_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), RuleError> 
     Ok(())
 }
 
-/// See [`RuleSet::fingerprint`].
-fn fingerprint(sources: &[(String, String)], max_pattern_len: usize) -> [u8; 32] {
+/// See [`RuleSet::fingerprint`]. External variables count (they change
+/// verdicts); a set without any has the fingerprint it had before they
+/// existed.
+fn fingerprint(sources: &[(String, String)], options: &RuleOptions) -> [u8; 32] {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(&(max_pattern_len as u64).to_le_bytes());
+    hasher.update(&(options.max_pattern_len as u64).to_le_bytes());
+    for external in &options.externals {
+        let text = format!("{}={}", external.name, external.value.describe());
+        hasher.update(&(text.len() as u64).to_le_bytes());
+        hasher.update(text.as_bytes());
+    }
     for (_, text) in sources {
         hasher.update(&(text.len() as u64).to_le_bytes());
         hasher.update(text.as_bytes());

@@ -17,7 +17,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -29,7 +29,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::framing;
 use crate::engine::EngineHandle;
-use crate::rules::RuleSet;
+use crate::rules::{RuleOptions, RuleSet};
 
 /// What every handler shares.
 pub struct ApiState {
@@ -41,8 +41,10 @@ pub struct ApiState {
     pub body_timeout: Duration,
     /// Where `POST /v1/rules/reload` reads rules from.
     pub rule_paths: Vec<PathBuf>,
-    /// The window cap rules are compiled with.
-    pub max_pattern_len: usize,
+    /// How rules are compiled (window cap, external variables).
+    pub rule_options: RuleOptions,
+    /// What `GET /v1/rules` answers about the rules now loaded.
+    pub rules_summary: Arc<RwLock<serde_json::Value>>,
     /// Event subscriptions open now (both kinds).
     pub subscribers: Arc<AtomicUsize>,
     /// Most event subscriptions open at once.
@@ -69,6 +71,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(resource("/chunks", "POST").route(web::post().to(append_frames)))
         .service(resource("/events", "GET").route(web::get().to(super::events::events)))
         .service(resource("/events/closed", "GET").route(web::get().to(super::events::closed)))
+        .service(resource("/rules", "GET").route(web::get().to(rules)))
         .service(resource("/rules/reload", "POST").route(web::post().to(reload_rules)))
         .default_service(web::to(not_found));
     config
@@ -378,8 +381,8 @@ async fn list_streams(state: State, request: HttpRequest) -> Result<HttpResponse
 
 async fn reload_rules(state: State) -> Result<HttpResponse, ApiError> {
     let paths = state.rule_paths.clone();
-    let max = state.max_pattern_len;
-    let rules = web::block(move || RuleSet::from_paths(&paths, max))
+    let options = state.rule_options.clone();
+    let rules = web::block(move || RuleSet::from_paths_with(&paths, &options))
         .await
         .map_err(|e| {
             ApiError::new(
@@ -396,8 +399,46 @@ async fn reload_rules(state: State) -> Result<HttpResponse, ApiError> {
             "the rule files define no rule; the current rules stay (a reload to nothing would match nothing)",
         ));
     }
+    let summary = rules_summary(&rules);
     state.engine.reload_rules(rules).await?;
+    *state
+        .rules_summary
+        .write()
+        .unwrap_or_else(|e| e.into_inner()) = summary;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "reloaded": true, "rules": count })))
+}
+
+/// `GET /v1/rules`: how many rules are loaded, their classes, the window
+/// and head, and the whole-data rules without a gate (every chunk stream
+/// retains its bytes for them), named up to 100.
+async fn rules(state: State) -> HttpResponse {
+    let summary = state
+        .rules_summary
+        .read()
+        .unwrap_or_else(|e| e.into_inner());
+    HttpResponse::Ok().json(&*summary)
+}
+
+/// The answer of `GET /v1/rules` for `rules` (and the [`crate::metrics::RULES`]
+/// gauges, set to its classes).
+pub(crate) fn rules_summary(rules: &RuleSet) -> serde_json::Value {
+    let analysis = rules.analysis();
+    let classes = analysis.classes();
+    crate::metrics::record_rule_classes(&classes);
+    let ungated: Vec<String> = analysis
+        .rules
+        .iter()
+        .filter(|r| !r.supported && r.gate.is_none())
+        .take(100)
+        .map(|r| format!("{}.{}", r.namespace, r.identifier))
+        .collect();
+    serde_json::json!({
+        "rules": analysis.rules.len(),
+        "classes": classes,
+        "window": analysis.window,
+        "head_len": analysis.head_len,
+        "ungated": ungated,
+    })
 }
 
 /// A compiler report without its source excerpts: the title and location

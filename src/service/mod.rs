@@ -68,6 +68,8 @@ pub struct ServiceConfig {
     pub token: Option<String>,
     /// Where rules are (re)loaded from.
     pub rule_paths: Vec<PathBuf>,
+    /// External variables the rules are (re)compiled with.
+    pub rule_externals: Vec<crate::rules::External>,
     /// HTTP worker threads.
     pub workers: usize,
     /// Longest time a client may take to send a request's head (line and
@@ -94,6 +96,7 @@ impl Default for ServiceConfig {
             max_body_bytes: 16 << 20,
             token: None,
             rule_paths: Vec::new(),
+            rule_externals: Vec::new(),
             workers: 2,
             request_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(30),
@@ -180,13 +183,18 @@ impl Service {
     /// Starts the engine on `rules` and the HTTP listeners.
     pub fn start(rules: RuleSet, config: ServiceConfig) -> Result<Service, ServiceError> {
         let prometheus = prometheus();
+        let summary = api::rules_summary(&rules);
         let engine = Engine::start(rules, config.engine.clone())?;
         let state = web::Data::new(api::ApiState {
             engine: engine.handle(),
             max_body_bytes: config.max_body_bytes,
             body_timeout: config.body_timeout,
             rule_paths: config.rule_paths.clone(),
-            max_pattern_len: config.engine.scanner.max_pattern_len,
+            rule_options: crate::rules::RuleOptions {
+                max_pattern_len: config.engine.scanner.max_pattern_len,
+                externals: config.rule_externals.clone(),
+            },
+            rules_summary: Arc::new(std::sync::RwLock::new(summary)),
             subscribers: Arc::new(AtomicUsize::new(0)),
             max_subscribers: config.max_event_subscribers,
         });
