@@ -49,10 +49,11 @@ pub struct StreamResults {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WholeDataVerdict {
     /// `scanned`: the stream kept every byte, and every rule's verdict is
-    /// a whole-buffer scan of them (exact). `gated`: no whole-data rule can
-    /// match its first bytes or its length, so all are false (exact).
-    /// `cut`: a retention limit stopped it; whole-data rules whose gate
-    /// fails are false, the others are `undecided`.
+    /// a whole-buffer scan of them (exact). `gated`: its first bytes or its
+    /// length fail every whole-data rule's gate, so its own verdict decides
+    /// them all (exact; most are simply false). `cut_at_...`: a retention
+    /// limit stopped it; whole-data rules whose gate fails are decided as
+    /// for `gated`, the others are `undecided`.
     pub state: WholeDataState,
     /// Bytes the stream retained.
     pub retained_bytes: u64,

@@ -29,7 +29,10 @@ rule entry_mark { strings: $m = "MARK" condition: $m at pe.entry_point }
 rule one_section { condition: pe.number_of_sections == 1 and pe.is_32bit() }
 rule pe_signature { condition: uint32(uint32(0x3C)) == 0x00004550 }
 rule refers { condition: entry_mark and filesize > 100 }
+rule mz_or_marks { strings: $m = "MARK" condition: (uint16(0) == 0x5A4D and filesize > 700) or #m > 1 }
+rule mark_or_sections { strings: $m = "MARK" condition: $m or pe.number_of_sections == 1 }
 rule entropy { condition: math.entropy(0, filesize) > 7.5 }
+rule mark_or_entropy { strings: $m = "MARKER" condition: $m or math.entropy(0, filesize) > 7.9 }
 rule md5_head { condition: hash.md5(0, 2) == "ac6ad5d9b99757c3a878f2d275ace198" }
 "#;
 
@@ -44,7 +47,10 @@ const NAMES: &[&str] = &[
     "one_section",
     "pe_signature",
     "refers",
+    "mz_or_marks",
+    "mark_or_sections",
     "entropy",
+    "mark_or_entropy",
     "md5_head",
 ];
 
@@ -198,13 +204,13 @@ fn rules_without(left_out: &[&str]) -> String {
         .join("\n")
 }
 
-const UNGATED: &[&str] = &["pe_signature", "entropy", "md5_head"];
+const UNGATED: &[&str] = &["pe_signature", "entropy", "mark_or_entropy", "md5_head"];
 
 #[test]
 fn every_rule_equals_a_whole_buffer_scan() {
     let rules = RuleSet::from_source(RULES, 1024).unwrap();
     assert_eq!(rules.whole_data().len(), NAMES.len() - 1, "all but `plain`");
-    assert_eq!(rules.whole_data().ungated(), 3);
+    assert_eq!(rules.whole_data().ungated(), UNGATED.len());
     differential(
         &rules,
         &[WholeDataState::Scanned, WholeDataState::CutAtStreamCap],
@@ -253,6 +259,9 @@ fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) {
     let matched: RefCell<BTreeMap<String, u64>> =
         RefCell::new(names.iter().map(|n| (n.to_string(), 0)).collect());
     let states: RefCell<BTreeMap<String, u64>> = RefCell::default();
+    // Whole-data rules that matched in a stream that did not scan whole:
+    // decided by its own verdict once their gates failed.
+    let decided_by_stream = std::cell::Cell::new(0u64);
     runner
         .run(&case(), |case| {
             let all = run(rules, &case);
@@ -269,13 +278,31 @@ fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) {
                 if whole.state == WholeDataState::Gated {
                     prop_assert_eq!(whole.retained_bytes, 0);
                 }
+                if !whole.scanned() {
+                    let whole_data = |id: &str| rules.whole_data().contains("default", id);
+                    let decided = results
+                        .rules
+                        .iter()
+                        .filter(|r| r.exact && whole_data(&r.identifier));
+                    decided_by_stream.set(decided_by_stream.get() + decided.count() as u64);
+                }
                 check(results, &expected)?;
             }
             Ok(())
         })
         .unwrap();
     let (matched, states) = (matched.into_inner(), states.into_inner());
-    eprintln!("rules matched (streams): {matched:?}\nretention states: {states:?}");
+    eprintln!(
+        "rules matched (streams): {matched:?}\nretention states: {states:?}\n\
+         whole-data rules decided by the stream's own verdict: {}",
+        decided_by_stream.get()
+    );
+    if states_wanted.contains(&WholeDataState::Gated) {
+        assert!(
+            decided_by_stream.get() > 0,
+            "no whole-data rule matched in a gated stream"
+        );
+    }
     for (rule, count) in &matched {
         assert!(
             *count > 0,

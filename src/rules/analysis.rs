@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use yara_x_parser::ast::{self, Expr, HexSubPattern, HexToken, MatchAnchor, OfItems, Pattern};
 
-use super::gates::{gate_of, Gate};
+use super::gates::{gate_of, Gate, GateContext};
 
 /// Why a rule cannot be evaluated exactly by stream scanning.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -251,22 +251,22 @@ impl RuleAnalysis {
             .iter()
             .flat_map(|(_, tree)| tree.imports().map(|i| i.module_name))
             .collect();
-        let mut gates = HashMap::new();
-        let mut rules: Vec<RuleReport> = sources
-            .iter()
-            .flat_map(|(origin, tree)| tree.rules().map(move |r| (origin, r)))
-            .map(|(origin, rule)| {
-                let mut report = analyse_rule(origin, rule, &modules, cap);
-                report.gate = gate_of(&rule.condition, &gates);
-                if let Some(gate) = &report.gate {
-                    gates.insert(report.identifier.clone(), gate.clone());
-                }
-                report
-            })
+        let asts = || {
+            sources
+                .iter()
+                .flat_map(|(origin, tree)| tree.rules().map(move |r| (origin, r)))
+        };
+        let mut rules: Vec<RuleReport> = asts()
+            .map(|(origin, rule)| analyse_rule(origin, rule, &modules, cap))
             .collect();
         propagate_unsupported(&mut rules);
-        for rule in rules.iter_mut().filter(|r| r.supported) {
-            rule.gate = None;
+        let mut gates = HashMap::new();
+        for (report, (_, rule)) in rules.iter_mut().zip(asts()) {
+            if report.supported {
+                continue;
+            }
+            report.gate = gate_for(report, &rule.condition, &modules, &gates);
+            gates.insert(report.identifier.clone(), report.gate.clone());
         }
         let longest = rules
             .iter()
@@ -334,6 +334,46 @@ fn analyse_rule(
         is_global: rule.flags.contains(ast::RuleFlags::Global),
         rule_refs,
     }
+}
+
+/// The gate of a whole-data rule (see `rules::gates`): subexpressions free
+/// of whole-data features (and of references to whole-data rules) are
+/// evaluated exactly by the stream verdict, unless the rule has a pattern
+/// the stream scanner may miss or mis-place (then only a gate that makes
+/// the rule false holds).
+fn gate_for(
+    report: &RuleReport,
+    condition: &Expr<'_>,
+    modules: &HashSet<&str>,
+    gates: &HashMap<String, Option<Gate>>,
+) -> Option<Gate> {
+    let features_only = report.issues.iter().all(|issue| {
+        matches!(
+            issue,
+            RuleIssue::UsesModule { .. }
+                | RuleIssue::UsesFilesize
+                | RuleIssue::UsesEntrypoint
+                | RuleIssue::ReadsData { .. }
+                | RuleIssue::DependsOnUnsupportedRule { .. }
+        )
+    });
+    let is_free = |expr: &Expr<'_>| {
+        let mut issues = Vec::new();
+        let mut walk = ConditionWalk {
+            modules,
+            issues: &mut issues,
+            max_anchor: None,
+            rule_refs: Vec::new(),
+        };
+        walk.expr(expr);
+        let refs = std::mem::take(&mut walk.rule_refs);
+        features_only && issues.is_empty() && refs.iter().all(|r| !gates.contains_key(r))
+    };
+    let context = GateContext {
+        is_free: &is_free,
+        known: gates,
+    };
+    gate_of(condition, &context)
 }
 
 /// Marks rules that depend on unsupported rules (directly, transitively, or

@@ -1,14 +1,20 @@
 //! Gates of whole-data rules: what a stream's first bytes and length must
-//! satisfy for such a rule to match.
+//! satisfy for such a rule to need the stream's bytes.
 //!
 //! A *whole-data* rule (one that stream scanning cannot evaluate exactly:
 //! it reads `filesize`, bytes at offsets, modules, ...) gets its verdict
 //! from a whole-buffer YARA-X scan of the bytes its stream retained.
 //! Retaining every stream's bytes would cost memory for nothing: most such
 //! rules test the header (`uint16(0) == 0x5A4D`) or the size
-//! (`filesize < 1MB`) first, and a stream that fails the test can never
-//! match them. A [`Gate`] is such a necessary condition, read off the
-//! rule's top-level conjuncts (`and`):
+//! (`filesize < 1MB`) first. Where such a test fails, the `and` holding it
+//! is false both in a whole-buffer scan and in the stream's verdict (block
+//! scanning leaves `uintN`, `filesize` and module fields undefined), so the
+//! stream's own verdict of the rule is exact. A [`Gate`] is a set of
+//! *branches* of such tests: once every branch fails, the stream verdict
+//! decides the rule. An `and` gives one branch (its gate conjuncts); an
+//! `or` the branches of its operands, where an operand free of whole-data
+//! features needs none (`(uint16(0) == 0x5A4D and pe.is_dll()) or $a`
+//! depends on the header alone). Gate conjuncts:
 //!
 //! * **header tests**: `uintN(K) == V` (also `intN`, the `be` forms, and
 //!   either side of `==`), an `or` of such tests (or of `and`s holding
@@ -19,12 +25,13 @@
 //!   it bare, anchors a pattern at it (`$a at pe.entry_point`) or calls one
 //!   of [`MODULE_PREDICATES`] bare is false there.
 //! * **size limits**: `filesize < N`, `filesize <= N` (either side).
-//! * **rule references**: a conjunct naming another rule with a gate holds
-//!   only where that gate does.
+//! * **rule references**: a conjunct naming another rule with a
+//!   one-branch gate holds only where that branch does.
 //!
-//! A rule with none of these has no gate: streams keep their bytes for it
-//! up to the retention cap. Gates are sound, not complete: a stream that
-//! passes one still gets the whole-buffer verdict.
+//! A rule where some whole-data feature is under none of these has no
+//! gate: streams keep their bytes for it up to the retention cap. Gates are
+//! sound, not complete: a stream that passes one still gets the
+//! whole-buffer verdict.
 
 use std::collections::HashMap;
 
@@ -49,10 +56,10 @@ pub struct ByteTest {
     pub bytes: Vec<u8>,
 }
 
-/// What must hold for a whole-data rule to match: every header group
-/// (each: one of its tests) and the size limit.
+/// Tests that all must pass for one branch of a rule to need the bytes:
+/// every header group (each: one of its tests) and the size limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
-pub struct Gate {
+pub struct Branch {
     /// The stream must pass one test of each group.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub header: Vec<Vec<ByteTest>>,
@@ -61,13 +68,40 @@ pub struct Gate {
     pub max_size: Option<u64>,
 }
 
+/// When a whole-data rule needs a stream's bytes: while some branch holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Gate {
+    /// The branches (an `or` of them).
+    pub branches: Vec<Branch>,
+}
+
 impl Gate {
     /// Whether a stream whose first bytes are `prefix` (all of them, or at
-    /// least [`Gate::prefix_len`]) and whose length is `len` fails the gate
-    /// for good. `complete`: the stream ends at `len` (for a verdict of the
-    /// bytes seen so far), so a test beyond its end fails, as `uintN` past
-    /// the end of the data is undefined.
+    /// least [`Gate::prefix_len`]) and whose length is `len` fails every
+    /// branch for good, so that its own verdict decides the rule.
+    /// `complete`: the stream ends at `len` (for a verdict of the bytes
+    /// seen so far), so a test beyond its end fails, as `uintN` past the
+    /// end of the data is undefined.
     pub fn fails(&self, prefix: &[u8], len: u64, complete: bool) -> bool {
+        self.branches
+            .iter()
+            .all(|branch| branch.fails(prefix, len, complete))
+    }
+
+    /// How many first bytes the gate reads.
+    pub fn prefix_len(&self) -> usize {
+        self.branches
+            .iter()
+            .flat_map(|b| b.header.iter().flatten())
+            .map(|t| t.offset as usize + t.bytes.len())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+impl Branch {
+    fn fails(&self, prefix: &[u8], len: u64, complete: bool) -> bool {
         self.max_size.is_some_and(|max| len > max)
             || self
                 .header
@@ -75,24 +109,24 @@ impl Gate {
                 .any(|group| group.iter().all(|test| test.fails(prefix, len, complete)))
     }
 
-    /// How many first bytes the gate reads.
-    pub fn prefix_len(&self) -> usize {
-        self.header
-            .iter()
-            .flatten()
-            .map(|t| t.offset as usize + t.bytes.len())
-            .max()
-            .unwrap_or(0)
-    }
-
     fn is_empty(&self) -> bool {
         self.header.is_empty() && self.max_size.is_none()
     }
 
-    fn and(&mut self, other: &Gate) {
-        self.header.extend(other.header.iter().cloned());
+    fn and(&mut self, other: &Branch) {
+        other
+            .header
+            .iter()
+            .for_each(|group| self.require(group.clone()));
         if let Some(max) = other.max_size {
             self.limit_size(max);
+        }
+    }
+
+    /// Adds a header group, once.
+    fn require(&mut self, group: Vec<ByteTest>) {
+        if !self.header.contains(&group) {
+            self.header.push(group);
         }
     }
 
@@ -111,22 +145,61 @@ impl ByteTest {
     }
 }
 
-/// The gate of a rule's condition, if it has one. `known`: the gates of
-/// the rules before it (a rule refers only to earlier ones).
-pub fn gate_of(condition: &Expr<'_>, known: &HashMap<String, Gate>) -> Option<Gate> {
-    let mut gate = Gate::default();
-    for conjunct in conjuncts(condition) {
+/// What gate derivation needs to know besides the condition.
+pub struct GateContext<'a> {
+    /// Whether a subexpression is free of whole-data features, so that the
+    /// stream verdict evaluates it exactly (always false for a rule whose
+    /// patterns the stream scanner may miss).
+    pub is_free: &'a dyn Fn(&Expr<'_>) -> bool,
+    /// The gates of the rules before this one: `None` for a whole-data rule
+    /// without a gate; stream-exact rules are absent.
+    pub known: &'a HashMap<String, Option<Gate>>,
+}
+
+/// The gate of a whole-data rule's condition, if it has one.
+pub fn gate_of(condition: &Expr<'_>, context: &GateContext<'_>) -> Option<Gate> {
+    need(condition, context).map(|branches| Gate { branches })
+}
+
+/// The branches under which `expr` needs the bytes (none: never), or
+/// `None` when it may always need them.
+fn need(expr: &Expr<'_>, context: &GateContext<'_>) -> Option<Vec<Branch>> {
+    if (context.is_free)(expr) {
+        return Some(Vec::new());
+    }
+    match expr {
+        Expr::Or(or) => or.operands().try_fold(Vec::new(), |mut all, operand| {
+            all.extend(need(operand, context)?);
+            Some(all)
+        }),
+        Expr::Ident(ident) => match context.known.get(ident.name) {
+            Some(gate) => gate.as_ref().map(|g| g.branches.clone()),
+            None => None,
+        },
+        _ => {
+            let branch = conjunct_branch(expr, context);
+            (!branch.is_empty()).then(|| vec![branch])
+        }
+    }
+}
+
+/// The one branch read off the top-level conjuncts of `expr`.
+fn conjunct_branch(expr: &Expr<'_>, context: &GateContext<'_>) -> Branch {
+    let mut branch = Branch::default();
+    for conjunct in conjuncts(expr) {
         if let Some(group) = header_group(conjunct) {
-            gate.header.push(group);
+            branch.require(group);
         } else if let Some(max) = size_limit(conjunct) {
-            gate.limit_size(max);
+            branch.limit_size(max);
         } else if let Expr::Ident(ident) = conjunct {
-            if let Some(other) = known.get(ident.name) {
-                gate.and(other);
+            if let Some(Some(Gate { branches })) = context.known.get(ident.name) {
+                if let [only] = branches.as_slice() {
+                    branch.and(only);
+                }
             }
         }
     }
-    (!gate.is_empty()).then_some(gate)
+    branch
 }
 
 /// The top-level operands of `and`s.
@@ -334,19 +407,32 @@ fn hex<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
 mod tests {
     use super::*;
 
+    /// The gates of the rules of `src`, all taken as whole-data rules, with
+    /// pattern conditions free.
     fn gates(src: &str) -> Vec<Option<Gate>> {
         let tree = ast::AST::from(src);
         assert!(tree.errors().is_empty(), "{:?}", tree.errors());
         let mut known = HashMap::new();
+        let is_free = |e: &Expr<'_>| matches!(e, Expr::PatternMatch(m) if m.anchor.is_none());
         tree.rules()
             .map(|rule| {
-                let gate = gate_of(&rule.condition, &known);
-                if let Some(gate) = &gate {
-                    known.insert(rule.identifier.name.to_string(), gate.clone());
-                }
+                let context = GateContext {
+                    is_free: &is_free,
+                    known: &known,
+                };
+                let gate = gate_of(&rule.condition, &context);
+                known.insert(rule.identifier.name.to_string(), gate.clone());
                 gate
             })
             .collect()
+    }
+
+    /// The header groups of a one-branch gate.
+    fn header(gate: &Option<Gate>) -> Vec<Vec<ByteTest>> {
+        match gate.as_ref().map(|g| g.branches.as_slice()) {
+            Some([only]) => only.header.clone(),
+            other => panic!("not one branch: {other:?}"),
+        }
     }
 
     fn test(offset: u64, bytes: &[u8]) -> ByteTest {
@@ -362,23 +448,26 @@ mod tests {
             r#"rule a { condition: uint16(0) == 0x5A4D and uint32be(4) == 0xCAFEBABE }
                rule b { condition: 0x464c457f == uint32(0) or (uint8(2) == 0x41 and filesize > 3) }
                rule c { condition: int16(8) == -2 }
-               rule d { condition: uint8(0) == 0x1ff or uint16(0) != 1 }"#,
+               rule d { condition: uint8(0) == 0x1ff or uint16(0) != 1 }
+               rule e { condition: (uint16(0) == 1 or uint16(0) == 2) and filesize > 9 }"#,
         );
-        let a = g[0].as_ref().unwrap();
         assert_eq!(
-            a.header,
+            header(&g[0]),
             vec![
                 vec![test(0, b"MZ")],
                 vec![test(4, &[0xCA, 0xFE, 0xBA, 0xBE])]
             ]
         );
         let b = g[1].as_ref().unwrap();
-        assert_eq!(b.header, vec![vec![test(0, b"\x7fELF"), test(2, b"A")]]);
-        assert_eq!(
-            g[2].as_ref().unwrap().header,
-            vec![vec![test(8, &[0xFE, 0xFF])]]
-        );
+        assert_eq!(b.branches.len(), 2);
+        assert_eq!(b.branches[0].header, vec![vec![test(0, b"\x7fELF")]]);
+        assert_eq!(b.branches[1].header, vec![vec![test(2, b"A")]]);
+        assert_eq!(header(&g[2]), vec![vec![test(8, &[0xFE, 0xFF])]]);
         assert_eq!(g[3], None, "no sound gate");
+        assert_eq!(
+            header(&g[4]),
+            vec![vec![test(0, &[1, 0]), test(0, &[2, 0])]]
+        );
     }
 
     #[test]
@@ -392,21 +481,40 @@ mod tests {
                rule n { condition: not pe.is_dll() and pe.is_pe == 0 }
                rule f { condition: pe.imports("k.dll") and pe.imphash() == "x" }"#,
         );
-        assert_eq!(g[0].as_ref().unwrap().max_size, Some(50));
+        assert_eq!(g[0].as_ref().unwrap().branches[0].max_size, Some(50));
         let mz = vec![test(0, b"MZ")];
-        assert_eq!(g[1].as_ref().unwrap().header, vec![mz.clone()]);
-        assert_eq!(g[2].as_ref().unwrap().header, vec![mz.clone(), mz.clone()]);
-        let r = g[3].as_ref().unwrap();
+        assert_eq!(header(&g[1]), vec![mz.clone()]);
+        assert_eq!(header(&g[2]), vec![mz.clone()], "once");
+        let r = &g[3].as_ref().unwrap().branches[0];
         assert_eq!((r.header.clone(), r.max_size), (vec![mz.clone()], Some(50)));
         assert_eq!(g[4], None, "negations and is_pe comparisons gate nothing");
-        assert_eq!(g[5].as_ref().unwrap().header, vec![mz]);
+        assert_eq!(header(&g[5]), vec![mz]);
     }
 
     #[test]
-    fn a_gate_fails_on_a_mismatch_a_short_stream_or_a_long_one() {
+    fn free_operands_of_an_or_need_no_branch() {
+        let g = gates(
+            r#"import "pe"
+               rule w { strings: $a = "x" condition: uint16(0) == 0x5A4D and pe.is_dll() or $a }
+               rule v { strings: $a = "x" condition: $a or w }
+               rule u { strings: $a = "x" condition: $a or pe.number_of_sections > 1 and filesize > 3 }"#,
+        );
+        assert_eq!(header(&g[0]), vec![vec![test(0, b"MZ")]]);
+        assert_eq!(
+            header(&g[1]),
+            vec![vec![test(0, b"MZ")]],
+            "through the reference"
+        );
+        assert_eq!(header(&g[2]), vec![vec![test(0, b"MZ")]]);
+    }
+
+    #[test]
+    fn a_gate_fails_when_every_branch_fails() {
         let gate = Gate {
-            header: vec![vec![test(0, b"MZ"), test(0, b"\x7fELF")]],
-            max_size: Some(10),
+            branches: vec![Branch {
+                header: vec![vec![test(0, b"MZ"), test(0, b"\x7fELF")]],
+                max_size: Some(10),
+            }],
         };
         assert!(!gate.fails(b"MZ", 2, false));
         assert!(!gate.fails(b"\x7fEL", 3, false), "pending");
@@ -414,5 +522,20 @@ mod tests {
         assert!(gate.fails(b"ZM..", 4, false));
         assert!(gate.fails(b"MZ", 11, false));
         assert_eq!(gate.prefix_len(), 4);
+        let two = Gate {
+            branches: vec![
+                gate.branches[0].clone(),
+                Branch {
+                    header: vec![],
+                    max_size: Some(20),
+                },
+            ],
+        };
+        assert!(!two.fails(b"MZ", 11, false), "the second branch holds");
+        assert!(two.fails(b"MZ", 21, false));
+        assert!(
+            Gate::default().fails(b"", 0, false),
+            "no branch: decided from the start"
+        );
     }
 }

@@ -5,9 +5,9 @@
 //! its verdict for such rules comes from a whole-buffer YARA-X scan of
 //! them. [`WholeDataPlan`] tells a stream when it may stop retaining: when
 //! every whole-data rule's [`Gate`] fails on its first bytes or its length
-//! (then every whole-data rule is false, exactly). The gates are kept
-//! once each (thousands of `pe` rules share the one `MZ` gate), so that
-//! checking them costs little per chunk.
+//! (then the stream's own verdict decides every rule exactly: most are
+//! simply false). The gates are kept once each (thousands of `pe` rules
+//! share the one `MZ` gate), so that checking them costs little per chunk.
 
 use std::collections::HashMap;
 
@@ -72,14 +72,16 @@ impl WholeDataPlan {
             .contains_key(&(namespace.to_string(), identifier.to_string()))
     }
 
-    /// Whether some whole-data rule may still match a stream whose first
-    /// bytes are `prefix` and whose length is `len` (see [`Gate::fails`]).
-    pub fn may_match(&self, prefix: &[u8], len: u64, complete: bool) -> bool {
+    /// Whether some whole-data rule still needs the bytes of a stream whose
+    /// first bytes are `prefix` and whose length is `len` (see
+    /// [`Gate::fails`]).
+    pub fn needs_bytes(&self, prefix: &[u8], len: u64, complete: bool) -> bool {
         self.ungated > 0 || self.gates.iter().any(|g| !g.fails(prefix, len, complete))
     }
 
     /// Whether a whole-data rule's gate fails on a stream that ends at
-    /// `len` (false for a rule without a gate, or not whole-data).
+    /// `len`, so that the stream's own verdict decides it (false for a rule
+    /// without a gate, or not whole-data).
     pub fn gate_fails(&self, namespace: &str, identifier: &str, prefix: &[u8], len: u64) -> bool {
         let key = (namespace.to_string(), identifier.to_string());
         match self.rules.get(&key) {

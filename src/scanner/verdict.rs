@@ -125,7 +125,8 @@ impl<'r> Evaluator<'r> {
                 verdict.exact = false;
                 verdict.rules.iter_mut().for_each(|rule| rule.exact = false);
             }
-            verdict.whole_data = settle_whole_data(&mut verdict.rules, ctx, self.rules);
+            verdict.whole_data =
+                settle_whole_data(&mut verdict.rules, ctx, self.rules, verdict.exact);
             return Ok(verdict);
         }
         self.evaluations += 1;
@@ -137,7 +138,7 @@ impl<'r> Evaluator<'r> {
         if !exact {
             rules.iter_mut().for_each(|rule| rule.exact = false);
         }
-        let whole_data = settle_whole_data(&mut rules, ctx, self.rules);
+        let whole_data = settle_whole_data(&mut rules, ctx, self.rules, exact);
         Ok(Verdict {
             rules,
             exact,
@@ -186,12 +187,13 @@ impl<'r> Evaluator<'r> {
 }
 
 /// The whole-data rules of a verdict from spans, for a stream that does not
-/// scan whole: those whose gate failed are dropped (false, exactly); when a
-/// limit cut the retention, the others are undecided.
+/// scan whole: the verdict decides those whose gate failed (exact as the
+/// verdict is); when a limit cut the retention, the others are undecided.
 fn settle_whole_data(
-    rules: &mut Vec<RuleMatch>,
+    rules: &mut [RuleMatch],
     ctx: &StreamContext,
     set: &RuleSet,
+    exact: bool,
 ) -> Option<WholeDataVerdict> {
     let plan = set.whole_data();
     let state = match ctx.retention {
@@ -207,9 +209,11 @@ fn settle_whole_data(
     let (prefix, len) = (ctx.retained.as_slice(), ctx.stats.bytes);
     let fails =
         |ns: &str, id: &str| state == WholeDataState::Gated || plan.gate_fails(ns, id, prefix, len);
-    rules.retain(|r| {
-        !plan.contains(&r.namespace, &r.identifier) || !fails(&r.namespace, &r.identifier)
-    });
+    for rule in rules.iter_mut() {
+        if plan.contains(&rule.namespace, &rule.identifier) {
+            rule.exact = exact && fails(&rule.namespace, &rule.identifier);
+        }
+    }
     let mut undecided: Vec<String> = match state {
         WholeDataState::Gated => Vec::new(),
         _ => plan

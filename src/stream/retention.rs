@@ -1,10 +1,11 @@
 //! What a chunk stream keeps for whole-data rules, and when it stops.
 //!
-//! A stream retains every byte while some whole-data rule may still match
-//! it; it drops them as soon as every such rule's gate fails on its first
-//! bytes or its length (those rules are then false, exactly), and keeps
-//! only the first bytes the gates read when a limit stops it (the gates
-//! still tell which rules are false; the others are undecided).
+//! A stream retains every byte while some whole-data rule may still need
+//! them; it drops them as soon as every such rule's gate fails on its first
+//! bytes or its length (its own verdict then decides those rules exactly),
+//! and keeps only the first bytes the gates read when a limit stops it (the
+//! gates still tell which rules its verdict decides; the others are
+//! undecided).
 
 use super::{Retention, RetentionLimit, StreamContext};
 use crate::rules::WholeDataPlan;
@@ -33,7 +34,7 @@ impl StreamContext {
             Retention::Retaining => self.retained.extend_from_slice(data),
             Retention::Cut { .. } => self.keep_prefix(data, plan),
         }
-        if !plan.may_match(&self.retained, self.stats.bytes, false) {
+        if !plan.needs_bytes(&self.retained, self.stats.bytes, false) {
             self.retention = Retention::Gated;
             self.retained = Vec::new();
         }
@@ -41,10 +42,10 @@ impl StreamContext {
 
     /// Whether the stream's verdict for whole-data rules is a whole-buffer
     /// scan of its retained bytes: it kept them all, and some whole-data
-    /// rule may match them.
+    /// rule needs them.
     pub(crate) fn scans_whole(&self, plan: &WholeDataPlan) -> bool {
         self.retention == Retention::Retaining
-            && plan.may_match(&self.retained, self.stats.bytes, true)
+            && plan.needs_bytes(&self.retained, self.stats.bytes, true)
     }
 
     fn stop_retaining(&mut self, data: &[u8], plan: &WholeDataPlan, limit: RetentionLimit) {
