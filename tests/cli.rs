@@ -281,7 +281,7 @@ fn externals_are_defined_on_the_command_line() {
     let out = common::run_yaraflow(&[&["check", rules][..], &defines].concat());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains(r#"gate: {"header":[[{"offset":0,"bytes":"4d5a"}]]}"#),
+        stdout.contains(r#"gate: [{"header":[[{"offset":0,"bytes":"4d5a"}]]}]"#),
         "{stdout}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
