@@ -31,6 +31,10 @@ rule pe_signature { condition: uint32(uint32(0x3C)) == 0x00004550 }
 rule refers { condition: entry_mark and filesize > 100 }
 rule mz_or_marks { strings: $m = "MARK" condition: (uint16(0) == 0x5A4D and filesize > 700) or #m > 1 }
 rule mark_or_sections { strings: $m = "MARK" condition: $m or pe.number_of_sections == 1 }
+rule loop_sections { condition: for any i in (0..pe.number_of_sections - 1): (pe.sections[i].name == ".text") }
+rule imphash_or_marks { strings: $m = "MARK" condition: pe.imphash() == "d41d8cd98f00b204e9800998ecf8427e" or #m > 2 }
+rule mz_literal { strings: $mz = "MZ" $m = "MARK" condition: $mz at 0 and $m and filesize > 1000 }
+rule section_or_elf { condition: pe.sections[0].name == ".text" or uint32(0) == 0x464c457f }
 rule entropy { condition: math.entropy(0, filesize) > 7.5 }
 rule mark_or_entropy { strings: $m = "MARKER" condition: $m or math.entropy(0, filesize) > 7.9 }
 rule md5_head { condition: hash.md5(0, 2) == "ac6ad5d9b99757c3a878f2d275ace198" }
@@ -49,6 +53,10 @@ const NAMES: &[&str] = &[
     "refers",
     "mz_or_marks",
     "mark_or_sections",
+    "loop_sections",
+    "imphash_or_marks",
+    "mz_literal",
+    "section_or_elf",
     "entropy",
     "mark_or_entropy",
     "md5_head",
@@ -204,7 +212,16 @@ fn rules_without(left_out: &[&str]) -> String {
         .join("\n")
 }
 
-const UNGATED: &[&str] = &["pe_signature", "entropy", "mark_or_entropy", "md5_head"];
+/// The rules without a gate. `imphash_or_marks` has none on purpose: in
+/// YARA-X 1.22 a block scan reads `pe.imphash()` from a cache the last
+/// whole-buffer scan on the thread left, so only whole scans decide it.
+const UNGATED: &[&str] = &[
+    "pe_signature",
+    "imphash_or_marks",
+    "entropy",
+    "mark_or_entropy",
+    "md5_head",
+];
 
 #[test]
 fn every_rule_equals_a_whole_buffer_scan() {

@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use yara_x_parser::ast::{self, Expr, HexSubPattern, HexToken, MatchAnchor, OfItems, Pattern};
 
-use super::gates::{gate_of, Gate, GateContext};
+use super::gates::{gate_of, necessary_branch, pattern_literal, Gate, GateContext};
 
 /// Why a rule cannot be evaluated exactly by stream scanning.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -260,13 +260,20 @@ impl RuleAnalysis {
             .map(|(origin, rule)| analyse_rule(origin, rule, &modules, cap))
             .collect();
         propagate_unsupported(&mut rules);
+        let whole_data: HashSet<String> = rules
+            .iter()
+            .filter(|r| !r.supported)
+            .map(|r| r.identifier.clone())
+            .collect();
         let mut gates = HashMap::new();
         for (report, (_, rule)) in rules.iter_mut().zip(asts()) {
-            if report.supported {
-                continue;
+            let gate = gate_for(report, rule, &modules, (&whole_data, &gates));
+            if !report.supported {
+                report.gate = gate.clone();
             }
-            report.gate = gate_for(report, &rule.condition, &modules, &gates);
-            gates.insert(report.identifier.clone(), report.gate.clone());
+            if !report.supported || gate.is_some() {
+                gates.insert(report.identifier.clone(), gate);
+            }
         }
         let longest = rules
             .iter()
@@ -340,12 +347,13 @@ fn analyse_rule(
 /// of whole-data features (and of references to whole-data rules) are
 /// evaluated exactly by the stream verdict, unless the rule has a pattern
 /// the stream scanner may miss or mis-place (then only a gate that makes
-/// the rule false holds).
+/// the rule false holds). For a stream-exact rule: the one branch its
+/// conjuncts give (for the whole-data rules that refer to it), if any.
 fn gate_for(
     report: &RuleReport,
-    condition: &Expr<'_>,
+    rule: &ast::Rule<'_>,
     modules: &HashSet<&str>,
-    gates: &HashMap<String, Option<Gate>>,
+    (whole_data, gates): (&HashSet<String>, &HashMap<String, Option<Gate>>),
 ) -> Option<Gate> {
     let features_only = report.issues.iter().all(|issue| {
         matches!(
@@ -367,13 +375,23 @@ fn gate_for(
         };
         walk.expr(expr);
         let refs = std::mem::take(&mut walk.rule_refs);
-        features_only && issues.is_empty() && refs.iter().all(|r| !gates.contains_key(r))
+        features_only && issues.is_empty() && refs.iter().all(|r| !whole_data.contains(r))
     };
+    let literals: HashMap<String, Vec<u8>> = rule
+        .patterns
+        .iter()
+        .flatten()
+        .filter_map(|p| Some((p.identifier().name.to_string(), pattern_literal(p)?)))
+        .collect();
     let context = GateContext {
         is_free: &is_free,
         known: gates,
+        literals: &literals,
     };
-    gate_of(condition, &context)
+    match report.supported {
+        true => necessary_branch(&rule.condition, &context),
+        false => gate_of(&rule.condition, &context),
+    }
 }
 
 /// Marks rules that depend on unsupported rules (directly, transitively, or

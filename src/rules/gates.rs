@@ -152,13 +152,52 @@ pub struct GateContext<'a> {
     /// patterns the stream scanner may miss).
     pub is_free: &'a dyn Fn(&Expr<'_>) -> bool,
     /// The gates of the rules before this one: `None` for a whole-data rule
-    /// without a gate; stream-exact rules are absent.
+    /// without a gate. A stream-exact rule appears when its conjuncts give
+    /// it one (its `$mz at 0`), for the rules that refer to it.
     pub known: &'a HashMap<String, Option<Gate>>,
+    /// The rule's patterns that match one fixed byte string (see
+    /// [`pattern_literal`]), by identifier.
+    pub literals: &'a HashMap<String, Vec<u8>>,
+}
+
+/// The bytes a pattern matches when it matches exactly one string: text
+/// without `nocase`, `wide`, `xor` or `base64` (`fullword` only narrows
+/// where it matches), or hex of plain bytes.
+pub fn pattern_literal(pattern: &ast::Pattern<'_>) -> Option<Vec<u8>> {
+    match pattern {
+        ast::Pattern::Text(text) => {
+            let m = &text.modifiers;
+            let plain = m.wide().is_none()
+                && m.nocase().is_none()
+                && m.xor().is_none()
+                && m.base64().is_none()
+                && m.base64wide().is_none();
+            plain.then(|| text.text.value.to_vec())
+        }
+        ast::Pattern::Hex(hex) => hex
+            .sub_patterns
+            .iter()
+            .map(|token| match token {
+                ast::HexToken::Byte(byte) if byte.mask == 0xFF => Some(byte.value),
+                _ => None,
+            })
+            .collect(),
+        ast::Pattern::Regexp(_) => None,
+    }
 }
 
 /// The gate of a whole-data rule's condition, if it has one.
 pub fn gate_of(condition: &Expr<'_>, context: &GateContext<'_>) -> Option<Gate> {
     need(condition, context).map(|branches| Gate { branches })
+}
+
+/// The one branch a condition's conjuncts give, as a gate (for references
+/// to a stream-exact rule: where it fails, the rule is false), if any.
+pub fn necessary_branch(condition: &Expr<'_>, context: &GateContext<'_>) -> Option<Gate> {
+    let branch = conjunct_branch(condition, context);
+    (!branch.is_empty()).then(|| Gate {
+        branches: vec![branch],
+    })
 }
 
 /// The branches under which `expr` needs the bytes (none: never), or
@@ -187,7 +226,7 @@ fn need(expr: &Expr<'_>, context: &GateContext<'_>) -> Option<Vec<Branch>> {
 fn conjunct_branch(expr: &Expr<'_>, context: &GateContext<'_>) -> Branch {
     let mut branch = Branch::default();
     for conjunct in conjuncts(expr) {
-        if let Some(group) = header_group(conjunct) {
+        if let Some(group) = header_group(conjunct, context) {
             branch.require(group);
         } else if let Some(max) = size_limit(conjunct) {
             branch.limit_size(max);
@@ -211,19 +250,44 @@ fn conjuncts<'a, 'src>(expr: &'a Expr<'src>) -> Vec<&'a Expr<'src>> {
 }
 
 /// The tests one of which a conjunct implies.
-fn header_group(expr: &Expr<'_>) -> Option<Vec<ByteTest>> {
+fn header_group(expr: &Expr<'_>, context: &GateContext<'_>) -> Option<Vec<ByteTest>> {
     match expr {
         Expr::Or(or) => or
             .operands()
-            .map(|branch| conjuncts(branch).into_iter().find_map(header_group))
+            .map(|branch| {
+                conjuncts(branch)
+                    .into_iter()
+                    .find_map(|c| header_group(c, context))
+            })
             .collect::<Option<Vec<_>>>()
             .map(|groups| groups.into_iter().flatten().collect()),
         Expr::Eq(eq) => data_test(&eq.lhs, &eq.rhs)
             .or_else(|| data_test(&eq.rhs, &eq.lhs))
             .or_else(|| module_magic(expr))
             .map(|test| vec![test]),
+        Expr::PatternMatch(m) => literal_at(m, context)
+            .or_else(|| module_magic(expr))
+            .map(|test| vec![test]),
         other => module_magic(other).map(|test| vec![test]),
     }
+}
+
+/// `$a at K` for a pattern that matches one byte string: those bytes at
+/// `K` (false where they are not, in a whole-buffer scan and in the
+/// stream's verdict, which replays its head for anchored patterns).
+fn literal_at(m: &ast::PatternMatch<'_>, context: &GateContext<'_>) -> Option<ByteTest> {
+    let Some(MatchAnchor::At(at)) = &m.anchor else {
+        return None;
+    };
+    let Expr::LiteralInteger(offset) = &at.expr else {
+        return None;
+    };
+    let bytes = context.literals.get(m.identifier.name)?;
+    let offset = u64::try_from(offset.value).ok()?;
+    (!bytes.is_empty() && offset + bytes.len() as u64 <= MAX_GATE_OFFSET).then(|| ByteTest {
+        offset,
+        bytes: bytes.clone(),
+    })
 }
 
 /// `uintN(K) == V`, as the bytes it reads.
@@ -303,9 +367,31 @@ fn module_magic(expr: &Expr<'_>) -> Option<ByteTest> {
                 _ => return None,
             }
         }
-        Expr::Eq(e) | Expr::Ne(e) | Expr::Lt(e) | Expr::Gt(e) | Expr::Le(e) | Expr::Ge(e) => {
+        Expr::Eq(e)
+        | Expr::Ne(e)
+        | Expr::Lt(e)
+        | Expr::Gt(e)
+        | Expr::Le(e)
+        | Expr::Ge(e)
+        | Expr::Contains(e)
+        | Expr::IContains(e)
+        | Expr::StartsWith(e)
+        | Expr::IStartsWith(e)
+        | Expr::EndsWith(e)
+        | Expr::IEndsWith(e)
+        | Expr::IEquals(e)
+        | Expr::Matches(e) => {
             compared_field(&e.lhs, &e.rhs).or_else(|| compared_field(&e.rhs, &e.lhs))?
         }
+        // A loop over a range a module's field bounds: on other data the
+        // bound is undefined, and YARA-X makes such a loop false (any
+        // quantifier), in both kinds of scan.
+        Expr::ForIn(for_in) => match &for_in.iterable {
+            ast::Iterable::Range(range) => {
+                offset_field(&range.upper_bound).or_else(|| offset_field(&range.lower_bound))?
+            }
+            _ => return None,
+        },
         Expr::BitwiseAnd(e) => module_field(&e.lhs).or_else(|| module_field(&e.rhs))?,
         Expr::PatternMatch(m) => match &m.anchor {
             Some(MatchAnchor::At(at)) => offset_field(&at.expr)?,
@@ -345,16 +431,23 @@ fn bare_module_read<'src>(expr: &Expr<'src>) -> Option<&'src str> {
 fn compared_field<'src>(field: &Expr<'src>, other: &Expr<'_>) -> Option<&'src str> {
     let constant = matches!(
         other,
-        Expr::LiteralInteger(_) | Expr::LiteralFloat(_) | Expr::LiteralString(_)
+        Expr::LiteralInteger(_) | Expr::LiteralFloat(_) | Expr::LiteralString(_) | Expr::Regexp(_)
     ) || is_module_constant(other);
+    // No function calls: `pe.imphash()` (and `elf` ones) read a
+    // thread-local cache that YARA-X 1.22 resets only when the module
+    // parses data, so a block scan after a whole-buffer scan on the same
+    // thread sees the last file's hash (tests/whole_data.rs found it).
     constant.then(|| module_field(field)).flatten()
 }
 
 /// The module of an expression that reads a field of it (not `is_pe`,
 /// which is defined on every input; not a constant; not a function).
 fn module_field<'src>(expr: &Expr<'src>) -> Option<&'src str> {
-    let Expr::FieldAccess(access) = expr else {
-        return None;
+    let access = match expr {
+        Expr::FieldAccess(access) => access,
+        // An item of an array or map field: undefined where the field is.
+        Expr::Lookup(lookup) => return module_field(&lookup.primary),
+        _ => return None,
     };
     let last = match access.last() {
         Expr::Ident(ident) => ident.name,
@@ -369,7 +462,7 @@ fn module_field<'src>(expr: &Expr<'src>) -> Option<&'src str> {
 fn offset_field<'src>(expr: &Expr<'src>) -> Option<&'src str> {
     match expr {
         Expr::FieldAccess(_) => module_field(expr),
-        Expr::Add(sum) => sum.operands().find_map(offset_field).filter(|_| {
+        Expr::Add(sum) | Expr::Sub(sum) => sum.operands().find_map(offset_field).filter(|_| {
             sum.operands()
                 .all(|e| matches!(e, Expr::LiteralInteger(_)) || offset_field(e).is_some())
         }),
@@ -392,8 +485,15 @@ fn is_constant_name(name: &str) -> bool {
 }
 
 fn module_root<'src>(access: &ast::NAryExpr<'src>) -> Option<&'src str> {
-    match access.first() {
+    root_module(access.first())
+}
+
+/// The module an access starts from (`pe` in `pe.sections[0].name`).
+fn root_module<'src>(expr: &Expr<'src>) -> Option<&'src str> {
+    match expr {
         Expr::Ident(ident) if matches!(ident.name, "pe" | "dotnet" | "elf") => Some(ident.name),
+        Expr::FieldAccess(access) => root_module(access.first()),
+        Expr::Lookup(lookup) => root_module(&lookup.primary),
         _ => None,
     }
 }
@@ -416,9 +516,16 @@ mod tests {
         let is_free = |e: &Expr<'_>| matches!(e, Expr::PatternMatch(m) if m.anchor.is_none());
         tree.rules()
             .map(|rule| {
+                let literals = rule
+                    .patterns
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| Some((p.identifier().name.to_string(), pattern_literal(p)?)))
+                    .collect();
                 let context = GateContext {
                     is_free: &is_free,
                     known: &known,
+                    literals: &literals,
                 };
                 let gate = gate_of(&rule.condition, &context);
                 known.insert(rule.identifier.name.to_string(), gate.clone());
@@ -489,6 +596,33 @@ mod tests {
         assert_eq!((r.header.clone(), r.max_size), (vec![mz.clone()], Some(50)));
         assert_eq!(g[4], None, "negations and is_pe comparisons gate nothing");
         assert_eq!(header(&g[5]), vec![mz]);
+    }
+
+    #[test]
+    fn anchored_literals_lookups_loops_and_string_tests() {
+        let g = gates(
+            r#"import "pe"
+               import "dotnet"
+               rule a { strings: $mz = { 4D 5A } $x = "x" nocase condition: $mz at 0 and $x }
+               rule b { condition: dotnet.guids[0] == "abc" or pe.version_info["X"] contains "y" }
+               rule c { condition: for any i in (0..pe.number_of_sections - 1): (pe.sections[i].name == ".t") }
+               rule d { condition: pe.imphash() == "00" or pe.is_dll() }
+               rule e { strings: $x = "x" nocase condition: $x at 0 }
+               rule f { condition: pe.sections[0].name == ".text" }"#,
+        );
+        let mz = vec![vec![test(0, b"MZ")]];
+        assert_eq!(header(&g[0]), mz);
+        assert_eq!(g[1].as_ref().unwrap().branches.len(), 2);
+        assert!(g[1]
+            .as_ref()
+            .unwrap()
+            .branches
+            .iter()
+            .all(|b| b.header == mz));
+        assert_eq!(header(&g[2]), mz);
+        assert_eq!(g[3], None, "a stale cache in block scans: no gate");
+        assert_eq!(g[4], None, "nocase matches more than one string");
+        assert_eq!(header(&g[5]), mz);
     }
 
     #[test]
