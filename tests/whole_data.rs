@@ -35,6 +35,8 @@ rule loop_sections { condition: for any i in (0..pe.number_of_sections - 1): (pe
 rule imphash_or_marks { strings: $m = "MARK" condition: pe.imphash() == "d41d8cd98f00b204e9800998ecf8427e" or #m > 2 }
 rule mz_literal { strings: $mz = "MZ" $m = "MARK" condition: $mz at 0 and $m and filesize > 1000 }
 rule section_or_elf { condition: pe.sections[0].name == ".text" or uint32(0) == 0x464c457f }
+rule entry_any { strings: $a = "MARK" $b = { 55 8B EC } condition: for any of ($*) : ( $ at pe.entry_point ) }
+rule and_of_exact { strings: $m = "MARK" condition: ($m or pe.exports("x")) and #m >= 1 }
 rule entropy { condition: math.entropy(0, filesize) > 7.5 }
 rule mark_or_entropy { strings: $m = "MARKER" condition: $m or math.entropy(0, filesize) > 7.9 }
 rule md5_head { condition: hash.md5(0, 2) == "ac6ad5d9b99757c3a878f2d275ace198" }
@@ -57,6 +59,8 @@ const NAMES: &[&str] = &[
     "imphash_or_marks",
     "mz_literal",
     "section_or_elf",
+    "entry_any",
+    "and_of_exact",
     "entropy",
     "mark_or_entropy",
     "md5_head",
@@ -109,8 +113,9 @@ fn data() -> impl Strategy<Value = Vec<u8>> {
     let tail = prop::collection::vec(any::<u8>(), 0..1500);
     let body = prop_oneof![
         prop::collection::vec(any::<u8>(), 0..600),
-        (any::<bool>(), 0usize..0x700)
-            .prop_map(|(mark, len)| { pe_file(if mark { b"MARK" } else { b"\x90\x90" }, len) }),
+        (any::<bool>(), 0usize..0x700).prop_map(|(mark, len)| {
+            pe_file(if mark { b"MARK" } else { b"\x55\x8b\xec\x90" }, len)
+        }),
         prop::collection::vec(any::<u8>(), 0..200).prop_map(|b| [b"\x7fELF".to_vec(), b].concat()),
         prop::collection::vec(any::<u8>(), 0..200).prop_map(|b| [b"MZ".to_vec(), b].concat()),
         "[a-z ]{0,300}".prop_map(String::into_bytes),

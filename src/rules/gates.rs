@@ -217,7 +217,18 @@ fn need(expr: &Expr<'_>, context: &GateContext<'_>) -> Option<Vec<Branch>> {
         },
         _ => {
             let branch = conjunct_branch(expr, context);
-            (!branch.is_empty()).then(|| vec![branch])
+            if !branch.is_empty() {
+                return Some(vec![branch]);
+            }
+            // No conjunct makes it false: it is evaluated exactly once
+            // each operand is.
+            let Expr::And(and) = expr else {
+                return None;
+            };
+            and.operands().try_fold(Vec::new(), |mut all, operand| {
+                all.extend(need(operand, context)?);
+                Some(all)
+            })
         }
     }
 }
@@ -383,6 +394,11 @@ fn module_magic(expr: &Expr<'_>) -> Option<ByteTest> {
         | Expr::Matches(e) => {
             compared_field(&e.lhs, &e.rhs).or_else(|| compared_field(&e.rhs, &e.lhs))?
         }
+        // A loop over patterns whose body is false where the magic is not,
+        // with a quantifier that needs at least one true body.
+        Expr::ForOf(for_of) if needs_one(&for_of.quantifier) => {
+            return conjuncts(&for_of.body).into_iter().find_map(module_magic)
+        }
         // A loop over a range a module's field bounds: on other data the
         // bound is undefined, and YARA-X makes such a loop false (any
         // quantifier), in both kinds of scan.
@@ -410,6 +426,18 @@ fn module_magic(expr: &Expr<'_>) -> Option<ByteTest> {
         offset,
         bytes: bytes.to_vec(),
     })
+}
+
+/// Whether a quantifier is false when every item is (`any`, `all` of a
+/// non-empty set, `N` or `N%` with `N > 0`; not `none`, not `0 of`).
+fn needs_one(quantifier: &ast::Quantifier<'_>) -> bool {
+    match quantifier {
+        ast::Quantifier::Any { .. } | ast::Quantifier::All { .. } => true,
+        ast::Quantifier::Percentage(n) | ast::Quantifier::Expr(n) => {
+            literal_integer(n).is_some_and(|n| n > 0)
+        }
+        ast::Quantifier::None { .. } => false,
+    }
 }
 
 /// `module.field` or `module.predicate(...)` read bare as a condition.
@@ -513,7 +541,16 @@ mod tests {
         let tree = ast::AST::from(src);
         assert!(tree.errors().is_empty(), "{:?}", tree.errors());
         let mut known = HashMap::new();
-        let is_free = |e: &Expr<'_>| matches!(e, Expr::PatternMatch(m) if m.anchor.is_none());
+        fn free(e: &Expr<'_>) -> bool {
+            // Rule references in these tests are to whole-data rules.
+            let reads = matches!(
+                e,
+                Expr::FieldAccess(_) | Expr::FuncCall(_) | Expr::Filesize { .. } | Expr::Ident(_)
+            );
+            let anchored = matches!(e, Expr::PatternMatch(m) if m.anchor.is_some());
+            !reads && !anchored && e.children().all(free)
+        }
+        let is_free = |e: &Expr<'_>| free(e);
         tree.rules()
             .map(|rule| {
                 let literals = rule
@@ -608,7 +645,10 @@ mod tests {
                rule c { condition: for any i in (0..pe.number_of_sections - 1): (pe.sections[i].name == ".t") }
                rule d { condition: pe.imphash() == "00" or pe.is_dll() }
                rule e { strings: $x = "x" nocase condition: $x at 0 }
-               rule f { condition: pe.sections[0].name == ".text" }"#,
+               rule f { condition: pe.sections[0].name == ".text" }
+               rule g { strings: $a = "a" $b = "b" condition: for any of ($*) : ( $ at pe.entry_point ) }
+               rule h { strings: $a = "a" $b = "b" condition: for none of ($*) : ( $ at pe.entry_point ) }
+               rule i { strings: $a = "a" $b = "b" condition: ($a or pe.exports("x")) and #b > 2 }"#,
         );
         let mz = vec![vec![test(0, b"MZ")]];
         assert_eq!(header(&g[0]), mz);
@@ -623,6 +663,9 @@ mod tests {
         assert_eq!(g[3], None, "a stale cache in block scans: no gate");
         assert_eq!(g[4], None, "nocase matches more than one string");
         assert_eq!(header(&g[5]), mz);
+        assert_eq!(header(&g[6]), mz);
+        assert_eq!(g[7], None, "`none` of false bodies is true");
+        assert_eq!(header(&g[8]), mz, "an and of exactly evaluated operands");
     }
 
     #[test]
