@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use common::{ours_all, reference_all, Verdict};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use yaraflow::store::codec;
 use yaraflow::{MultiStreamScanner, RuleSet, ScannerConfig, StreamResults, Uuid, WholeDataState};
 
 /// One rule of each kind, with the marker pattern `$m`.
@@ -136,6 +137,11 @@ struct Case {
     cuts: Vec<usize>,
     /// Per-stream retention cap (small ones cut streams).
     stream_cap: usize,
+    /// The scanner's retention budget (small ones cut streams too).
+    budget: usize,
+    /// Every this many chunks, all streams go through the store's entry
+    /// format and back (0: never).
+    store_every: usize,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -144,11 +150,16 @@ fn case() -> impl Strategy<Value = Case> {
         // Tiny chunks too: gates then wait for the bytes they read.
         prop::collection::vec(prop_oneof![1usize..6, 6usize..700], 1..6),
         prop_oneof![3 => Just(1usize << 20), 1 => 100usize..2000],
+        prop_oneof![3 => Just(1usize << 30), 1 => 500usize..5000],
+        // Each trip through the store searches the batch first: a few.
+        prop_oneof![5 => Just(0usize), 1 => 4usize..16],
     )
-        .prop_map(|(streams, cuts, stream_cap)| Case {
+        .prop_map(|(streams, cuts, stream_cap, budget, store_every)| Case {
             streams,
             cuts,
             stream_cap,
+            budget,
+            store_every,
         })
 }
 
@@ -156,6 +167,7 @@ fn case() -> impl Strategy<Value = Case> {
 fn run(rules: &RuleSet, case: &Case) -> Vec<StreamResults> {
     let config = ScannerConfig {
         max_retained_stream_bytes: case.stream_cap,
+        max_retained_bytes: case.budget,
         ..ScannerConfig::default()
     };
     let mut scanner = MultiStreamScanner::new(rules, config);
@@ -173,11 +185,28 @@ fn run(rules: &RuleSet, case: &Case) -> Vec<StreamResults> {
                 scanner.scan_chunk(ids[index], &data[from..to]).unwrap();
                 offsets[index] = to;
             }
+            if case.store_every > 0 && turn % case.store_every == 0 {
+                through_the_store(&mut scanner, &ids);
+            }
         }
     }
     ids.iter()
         .map(|id| scanner.close_stream(id).unwrap().unwrap())
         .collect()
+}
+
+/// Evicts `streams`, encodes and decodes their contexts as the stream store
+/// does, and restores them: retained bytes and retention states included.
+fn through_the_store(scanner: &mut MultiStreamScanner<'_>, streams: &[Uuid]) {
+    let retained = scanner.stats().retained_bytes;
+    for context in scanner.evict_streams(streams).unwrap() {
+        let mut entry = Vec::new();
+        codec::encode(&context, *b"testrule", &mut entry);
+        let (decoded, _) = codec::decode(context.id, &entry).unwrap();
+        assert_eq!(decoded, context);
+        scanner.restore_stream(decoded).unwrap();
+    }
+    assert_eq!(scanner.stats().retained_bytes, retained);
 }
 
 /// Compares one stream's verdict with the reference, leaving out the rules
@@ -235,7 +264,11 @@ fn every_rule_equals_a_whole_buffer_scan() {
     assert_eq!(rules.whole_data().ungated(), UNGATED.len());
     differential(
         &rules,
-        &[WholeDataState::Scanned, WholeDataState::CutAtStreamCap],
+        &[
+            WholeDataState::Scanned,
+            WholeDataState::CutAtStreamCap,
+            WholeDataState::CutAtBudget,
+        ],
     );
 }
 
@@ -272,7 +305,7 @@ fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) {
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(256)
-        .min(2000);
+        .min(1000);
     let mut runner = TestRunner::new(Config {
         cases,
         ..Config::default()
@@ -377,6 +410,8 @@ fn real_rule_sets_on_pe_and_other_streams() {
             streams: streams.clone(),
             cuts: vec![1460],
             stream_cap: 1 << 20,
+            budget: 1 << 30,
+            store_every: 0,
         };
         let mut states = BTreeMap::<String, u64>::new();
         let mut gated_out = 0;
