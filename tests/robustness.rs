@@ -190,6 +190,55 @@ fn mutated_store_files_open_read_or_are_refused() {
     }
 }
 
+/// A store page copied over another (a misdirected write): the file is
+/// refused as damaged, naming the missing entries, or lists every stream
+/// it holds, never fewer in silence (they would restart from 0).
+#[test]
+fn a_page_copied_over_another_never_loses_streams_in_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("streams.redb");
+    let rules = RuleSet::from_paths(&["data/rules"], 1024).unwrap();
+    let template = stored_contexts(&rules).remove(7);
+    let contexts: Vec<yaraflow::StreamContext> = (0..3000u128)
+        .map(|i| {
+            let mut context = template.clone();
+            context.id = Uuid::from_u128(i * 7919 + 1);
+            context
+        })
+        .collect();
+    {
+        let store = ContextStore::open(&path, 1 << 20).unwrap();
+        store.write(contexts.iter(), *b"testrule", &[]).unwrap();
+    }
+    let original = std::fs::read(&path).unwrap();
+    const PAGE: usize = 4096;
+    let pages = original.len() / PAGE;
+    let mut rng = StdRng::seed_from_u64(23);
+    let (mut refused, mut whole) = (0, 0);
+    for case in 0..cases().min(400) {
+        let (from, to) = (rng.gen_range(1..pages), rng.gen_range(1..pages));
+        let mut mutant = original.clone();
+        mutant.copy_within(from * PAGE..(from + 1) * PAGE, to * PAGE);
+        let mutant_path = dir.path().join(format!("page-{case}.redb"));
+        std::fs::write(&mutant_path, &mutant).unwrap();
+        let listing = ContextStore::open(&mutant_path, 1 << 20).and_then(|s| s.entries());
+        match listing {
+            Ok(listing) => {
+                let listed = listing.entries.len() + listing.damaged.len();
+                assert_eq!(listed, contexts.len(), "case {case}: page {from} over {to}");
+                whole += 1;
+            }
+            Err(err) => {
+                assert!(err.to_string().contains("stream store"), "case {case}: {err}");
+                refused += 1;
+            }
+        }
+        std::fs::remove_file(&mutant_path).unwrap();
+    }
+    eprintln!("page copies: {refused} refused as damaged, {whole} listed every stream");
+    assert!(refused > 0, "no page copy damaged the table: the test shows nothing");
+}
+
 /// Opens a store and reads every entry it lists: each step succeeds or
 /// fails with a `StoreError` that says something.
 fn read_store(path: &Path, case: u64) {

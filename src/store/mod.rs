@@ -150,7 +150,10 @@ impl ContextStore {
     }
 
     /// Every stored stream, from the entries' headers, and the entries
-    /// that are damaged (with why).
+    /// that are damaged (with why). A file whose table cannot list every
+    /// entry it records (a page overwritten by another, or lost) is
+    /// refused as damaged: its missing streams would otherwise look like
+    /// streams never seen, and restart from 0 in silence.
     pub fn entries(&self) -> Result<Listing, StoreError> {
         guarded(&self.path, || self.entries_unguarded())
     }
@@ -158,9 +161,15 @@ impl ContextStore {
     fn entries_unguarded(&self) -> Result<Listing, StoreError> {
         let txn = self.db.begin_read().map_err(failed)?;
         let table = txn.open_table(CONTEXTS).map_err(failed)?;
+        let recorded = table.len().map_err(failed)?;
         let (mut good, mut bad) = (Vec::new(), Vec::new());
+        let mut previous = None;
         for item in table.iter().map_err(failed)? {
             let (key, value) = item.map_err(failed)?;
+            if previous.is_some_and(|p| p >= key.value()) {
+                return Err(self.damaged("its stream entries are out of order"));
+            }
+            previous = Some(key.value());
             let stream = Uuid::from_u128(key.value());
             match codec::header(value.value()) {
                 Ok(header) => good.push(StoredEntry {
@@ -172,10 +181,23 @@ impl ContextStore {
                 Err(reason) => bad.push((stream, StoreError::Corrupt { stream, reason })),
             }
         }
+        let listed = (good.len() + bad.len()) as u64;
+        if listed != recorded {
+            return Err(self.damaged(&format!(
+                "it records {recorded} stream entries but {listed} can be read: pages were overwritten or lost"
+            )));
+        }
         Ok(Listing {
             entries: good,
             damaged: bad,
         })
+    }
+
+    fn damaged(&self, reason: &str) -> StoreError {
+        StoreError::Damaged {
+            path: self.path.clone(),
+            reason: reason.to_string(),
+        }
     }
 
     /// Writes `contexts`, made with the rules tagged `rules` (replacing
