@@ -717,3 +717,40 @@ fn memory_stays_flat_under_load_with_no_scraper() {
         "peak RSS grew by {growth} KiB from one window to the next with nobody scraping /metrics"
     );
 }
+
+/// A client that pipelines thousands of requests and never reads the
+/// answers fills its own socket buffers and stalls only itself: other
+/// clients are served meanwhile, and the server goes on after it leaves.
+#[test]
+fn a_client_that_pipelines_without_reading_stalls_only_itself() {
+    let server = Server::start(&["--shards", "1"]);
+    let mut hog = TcpStream::connect(server.api).unwrap();
+    hog.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let chunk = [b'x'; 2048];
+    let path = format!("/v1/streams/{}/chunks", Uuid::new_v4());
+    let one = request("POST", &path, &[], &chunk);
+    // 100 MB of requests: far more than the socket buffers hold, so the
+    // server must stop reading this client (its writes then block until
+    // the timeout, or fail when the server closes the connection).
+    let writer = std::thread::spawn(move || {
+        let mut sent = 0;
+        while sent < 50_000 && hog.write_all(&one).is_ok() {
+            sent += 1;
+        }
+        (hog, sent)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..20 {
+        let answer = exchange(server.api, &request("GET", "/healthz", &[], b""), WAIT);
+        assert_eq!(answer.map(|a| a.status), Some(200), "{}", server.stderr());
+    }
+    let (hog, sent) = writer.join().unwrap();
+    eprintln!("the client pipelined {sent} requests before its writes stopped");
+    assert!(
+        (1000..50_000).contains(&sent),
+        "the server read all {sent} requests of a client that reads nothing"
+    );
+    drop(hog);
+    let answer = exchange(server.api, &request("GET", "/readyz", &[], b""), WAIT);
+    assert_eq!(answer.map(|a| a.status), Some(200), "{}", server.stderr());
+}

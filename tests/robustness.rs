@@ -229,14 +229,20 @@ fn a_page_copied_over_another_never_loses_streams_in_silence() {
                 whole += 1;
             }
             Err(err) => {
-                assert!(err.to_string().contains("stream store"), "case {case}: {err}");
+                assert!(
+                    err.to_string().contains("stream store"),
+                    "case {case}: {err}"
+                );
                 refused += 1;
             }
         }
         std::fs::remove_file(&mutant_path).unwrap();
     }
     eprintln!("page copies: {refused} refused as damaged, {whole} listed every stream");
-    assert!(refused > 0, "no page copy damaged the table: the test shows nothing");
+    assert!(
+        refused > 0,
+        "no page copy damaged the table: the test shows nothing"
+    );
 }
 
 /// Opens a store and reads every entry it lists: each step succeeds or
