@@ -213,6 +213,7 @@ fn cli_check_explains_inexact_rules() {
     let out = yaraflow(&["check", "--json", dir.to_str().unwrap()]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["rules"][0]["supported"], false);
+    assert_eq!(json["classes"]["whole_data_ungated"], 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

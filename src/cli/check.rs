@@ -25,7 +25,13 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let rules = load_rules(&args.rules, &args.rule_args)?;
     let analysis = rules.analysis();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(analysis)?);
+        let report = serde_json::json!({
+            "classes": analysis.classes(),
+            "rules": analysis.rules,
+            "window": analysis.window,
+            "head_len": analysis.head_len,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
     for rule in &analysis.rules {
