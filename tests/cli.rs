@@ -130,6 +130,53 @@ fn bench_json_has_every_figure_for_every_contender() {
     assert!(report["actor_hop"]["query_round_trip_us"].as_f64().unwrap() > 0.0);
 }
 
+/// Real rules' atoms hit text differently from random bytes: the HTTP
+/// workload runs, says so, and every contender agrees with YARA-X on it.
+#[test]
+fn bench_runs_on_http_traffic_and_reports_the_rule_classes() {
+    let out = common::run_yaraflow(&[
+        "bench",
+        "--streams",
+        "200",
+        "--rules",
+        "data/rules",
+        "--workload",
+        "http",
+        "--shards",
+        "1",
+        "--blocks-cap",
+        "0",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["traffic"], "http");
+    assert_eq!(report["rule_sets"], serde_json::json!(["rules"]));
+    let rules = RuleSet::from_paths(&["data/rules"], 1024).unwrap();
+    let exact = rules
+        .analysis()
+        .rules
+        .iter()
+        .filter(|r| r.supported)
+        .count();
+    let classes = &report["rule_classes"];
+    assert_eq!(classes["stream_exact"], exact);
+    assert_eq!(
+        classes["not_stream_exact"],
+        rules.analysis().rules.len() - exact
+    );
+    for contender in report["contenders"].as_array().unwrap() {
+        assert_eq!(
+            contender["verdicts_equal_whole_buffer"], true,
+            "{contender}"
+        );
+    }
+}
+
 #[test]
 fn bench_store_evicts_restores_and_keeps_every_stream() {
     let dir = tempfile::tempdir().unwrap();

@@ -386,10 +386,11 @@ fn matches_are_counted_once() {
     assert_eq!(scanner.close_stream(&id).unwrap().unwrap().stats.matches, 1);
 }
 
-/// Closing a stream needs no search when the rules have no
-/// context-sensitive pattern and nothing was found near the stream's end;
-/// with a `$` pattern (or a match near the end) the tail is searched as the
-/// end of the data. Either way the verdict is the whole-buffer one.
+/// Closing a stream needs no search when nothing was found near the
+/// stream's end and no context-sensitive pattern could match up to it;
+/// where a `$` or `fullword` pattern could (or a match lies near the end)
+/// the tail is searched as the end of the data. Either way the verdict is
+/// the whole-buffer one.
 #[test]
 fn closing_searches_the_tail_only_when_it_can_matter() {
     let plain = compile(r#"rule lit { strings: $a = "needle" condition: $a }"#);
@@ -403,11 +404,17 @@ fn closing_searches_the_tail_only_when_it_can_matter() {
     let greedy = compile(r#"rule g { strings: $a = /c.?/ condition: $a }"#);
     let mut ends_with_c = filler.clone();
     ends_with_c.push(b'c');
+    // `xneedle` holds no fullword match, but one could end there.
+    let fullword = compile(r#"rule w { strings: $a = "needle" fullword condition: $a }"#);
+    let mut glued = filler.clone();
+    glued.extend_from_slice(b"xneedle");
     for (rules, data, searched_at_close) in [
         (&plain, &filler, false),
         (&plain, &near_end, true),
-        (&anchored, &filler, true),
+        (&anchored, &filler, false),
         (&anchored, &near_end, true),
+        (&fullword, &filler, false),
+        (&fullword, &glued, true),
         (&greedy, &filler, false),
         (&greedy, &ends_with_c, true),
     ] {

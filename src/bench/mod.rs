@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 pub use contenders::Outcome;
-pub use workload::{Step, Workload, WorkloadSpec};
+pub use workload::{Step, Traffic, Workload, WorkloadSpec};
 
 /// `count` rules, each one random 10-byte hex string (as in the design
 /// notes), and their pattern bytes (to plant in the workload).
@@ -97,10 +97,40 @@ pub struct ReportHeader {
     pub rules: String,
     /// How many rules compiled.
     pub rule_count: usize,
+    /// The rule sets' names: the last component of each path given (or
+    /// `synthetic`).
+    pub rule_sets: Vec<String>,
+    /// Rules whose verdicts are exact on streams (rule analysis supports
+    /// them), and the others (reported, marked not exact).
+    pub rule_classes: RuleClasses,
     /// Bytes over all streams.
     pub bytes: u64,
     /// `interleaved` (all streams as long) or `short_streams`.
     pub workload: String,
+    /// What the streams' bytes look like.
+    pub traffic: Traffic,
+}
+
+/// How many rules of a set run in each class (see
+/// [`crate::rules::RuleAnalysis`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RuleClasses {
+    /// Verdicts exact on streams.
+    pub stream_exact: usize,
+    /// Loaded and run, but their verdicts are not claimed exact.
+    pub not_stream_exact: usize,
+}
+
+impl RuleClasses {
+    /// The counts of a compiled rule set.
+    pub fn of(rules: &crate::RuleSet) -> RuleClasses {
+        let reports = &rules.analysis().rules;
+        let stream_exact = reports.iter().filter(|r| r.supported).count();
+        RuleClasses {
+            stream_exact,
+            not_stream_exact: reports.len() - stream_exact,
+        }
+    }
 }
 
 impl Report {
@@ -160,6 +190,7 @@ mod tests {
                 short_streams,
                 match_fraction: 0.3,
                 seed: 5,
+                traffic: Traffic::Random,
             };
             let workload = Workload::generate(&spec, &patterns);
             let outcomes = vec![
@@ -178,10 +209,20 @@ mod tests {
                 chunk_size: spec.chunk_size,
                 rules: "50 synthetic".into(),
                 rule_count: 50,
+                rule_sets: vec!["synthetic".into()],
+                rule_classes: RuleClasses::of(&rules),
                 bytes: workload.bytes(),
                 workload: "test".into(),
+                traffic: Traffic::Random,
             };
             let report = Report::new(header, &outcomes);
+            assert_eq!(
+                report.header.rule_classes,
+                RuleClasses {
+                    stream_exact: 50,
+                    not_stream_exact: 0
+                }
+            );
             for contender in &report.contenders {
                 assert!(contender.verdicts_equal_whole_buffer, "{contender:?}");
                 assert!(contender.mb_per_s > 0.0);
@@ -204,8 +245,11 @@ mod tests {
             chunk_size: 1,
             rules: String::new(),
             rule_count: 0,
+            rule_sets: Vec::new(),
+            rule_classes: RuleClasses::default(),
             bytes: 0,
             workload: String::new(),
+            traffic: Traffic::Random,
         };
         let report = Report::new(header, &outcomes);
         assert!(report.contenders[0].verdicts_equal_whole_buffer);

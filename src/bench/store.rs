@@ -119,6 +119,7 @@ pub fn run(spec: &StoreBenchSpec, progress: &dyn Fn(&str)) -> Result<StoreReport
             short_streams: false,
             match_fraction: 0.1,
             seed: spec.seed,
+            traffic: Default::default(),
         },
         &plants,
     );

@@ -10,6 +10,11 @@
 //! those of a search that mostly finds nothing, as in production, plus the
 //! cost of the matches that do happen.
 //!
+//! The pool's bytes are random by default ([`Traffic::Random`]), or
+//! shaped like real traffic ([`Traffic::Http`], [`Traffic::Binary`]): real
+//! rules' atoms are mostly text, and hit text far more often than random
+//! bytes, so a scanner's figures on random bytes alone flatter it.
+//!
 //! The schedule is a uniformly random interleaving of every stream's
 //! chunks that keeps each stream's own order: the scanner sees chunk k of
 //! a stream only after chunk k-1, and between them the chunks of any other
@@ -39,6 +44,194 @@ pub struct WorkloadSpec {
     pub match_fraction: f64,
     /// Seed of everything random.
     pub seed: u64,
+    /// What the streams' bytes look like.
+    pub traffic: Traffic,
+}
+
+/// What the streams' bytes look like.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Traffic {
+    /// Uniformly random bytes.
+    #[default]
+    Random,
+    /// HTTP/1.1 requests and responses: request and status lines, headers,
+    /// and bodies of HTML or JSON text.
+    Http,
+    /// Bytes shaped like executables: runs of zeros, small little-endian
+    /// integers, ASCII and UTF-16 strings (API and file names), and random
+    /// bytes for code.
+    Binary,
+}
+
+impl Traffic {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Traffic::Random => "random",
+            Traffic::Http => "http",
+            Traffic::Binary => "binary",
+        }
+    }
+
+    /// Fills `pool` with this kind of bytes.
+    fn fill(self, pool: &mut [u8], rng: &mut StdRng) {
+        match self {
+            Traffic::Random => rng.fill(pool),
+            Traffic::Http => fill_with(pool, rng, http_message),
+            Traffic::Binary => fill_with(pool, rng, binary_piece),
+        }
+    }
+}
+
+/// Fills `pool` with pieces from `piece` (the last one cut to fit).
+fn fill_with(pool: &mut [u8], rng: &mut StdRng, piece: fn(&mut StdRng, &mut Vec<u8>)) {
+    let mut at = 0;
+    let mut buffer = Vec::new();
+    while at < pool.len() {
+        buffer.clear();
+        piece(rng, &mut buffer);
+        let take = buffer.len().min(pool.len() - at);
+        pool[at..at + take].copy_from_slice(&buffer[..take]);
+        at += take;
+    }
+}
+
+/// Words that HTML and JSON bodies are made of.
+const WORDS: &[&str] = &[
+    "the", "user", "account", "order", "status", "price", "item", "search", "result", "page",
+    "login", "session", "token", "value", "name", "data", "update", "error", "message", "list",
+    "image", "script", "content", "title", "style", "window", "document", "function", "return",
+    "var", "class", "button", "form", "input", "submit", "https", "www", "example", "com", "api",
+];
+
+/// One HTTP request or response, headers and body.
+fn http_message(rng: &mut StdRng, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let word = |rng: &mut StdRng| WORDS[rng.gen_range(0..WORDS.len())];
+    let json = rng.gen_bool(0.4);
+    let mut body = Vec::new();
+    let words = rng.gen_range(20..400);
+    if json {
+        body.push(b'{');
+        for i in 0..words / 4 {
+            let sep = if i == 0 { "" } else { "," };
+            let _ = write!(body, "{sep}\"{}_{}\":", word(rng), word(rng));
+            match rng.gen_range(0..3) {
+                0 => write!(body, "{}", rng.gen_range(0..100_000)),
+                1 => write!(body, "\"{} {}\"", word(rng), word(rng)),
+                _ => write!(body, "{}", rng.gen_bool(0.5)),
+            }
+            .unwrap_or_default();
+        }
+        body.push(b'}');
+    } else {
+        body.extend_from_slice(b"<!DOCTYPE html><html><head><title>");
+        let _ = write!(body, "{} {}</title></head><body>", word(rng), word(rng));
+        for i in 0..words {
+            match i % 16 {
+                0 => body.extend_from_slice(b"<div class=\""),
+                1 => body.extend_from_slice(b"\"><p>"),
+                15 => body.extend_from_slice(b"</p></div>\n"),
+                _ => {}
+            }
+            body.extend_from_slice(word(rng).as_bytes());
+            body.push(b' ');
+        }
+        body.extend_from_slice(b"</body></html>\n");
+    }
+    let kind = if json {
+        "application/json"
+    } else {
+        "text/html; charset=utf-8"
+    };
+    if rng.gen_bool(0.5) {
+        let method = ["GET", "POST", "PUT"][rng.gen_range(0..3)];
+        let _ = write!(
+            out,
+            "{method} /{}/{}?id={} HTTP/1.1\r\nHost: {}.example.com\r\nUser-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64)\r\nAccept: */*\r\nCookie: session={:016x}\r\n",
+            word(rng),
+            word(rng),
+            rng.gen_range(0..1_000_000),
+            word(rng),
+            rng.gen::<u64>()
+        );
+    } else {
+        let _ = write!(
+            out,
+            "HTTP/1.1 200 OK\r\nServer: nginx\r\nCache-Control: no-cache\r\nSet-Cookie: id={:016x}; Path=/\r\n",
+            rng.gen::<u64>()
+        );
+    }
+    let _ = write!(
+        out,
+        "Content-Type: {kind}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    out.extend_from_slice(&body);
+}
+
+/// Names that executables' string tables hold.
+const SYMBOLS: &[&str] = &[
+    "GetProcAddress",
+    "LoadLibraryA",
+    "VirtualAlloc",
+    "CreateFileW",
+    "ReadFile",
+    "WriteFile",
+    "CloseHandle",
+    "kernel32.dll",
+    "user32.dll",
+    "ntdll.dll",
+    "RegOpenKeyExW",
+    "malloc",
+    "free",
+    "memcpy",
+    ".text",
+    ".rdata",
+    ".data",
+    "C:\\Windows\\System32",
+    "Microsoft Corporation",
+    "GetModuleHandleW",
+    "ExitProcess",
+    "MessageBoxW",
+    "InternetOpenA",
+    "HttpSendRequestA",
+];
+
+/// One stretch of an executable-like file.
+fn binary_piece(rng: &mut StdRng, out: &mut Vec<u8>) {
+    match rng.gen_range(0..10) {
+        // Padding and zeroed tables.
+        0..=2 => out.resize(rng.gen_range(4..512), 0),
+        // Small integers: offsets, sizes, counts.
+        3..=4 => {
+            for _ in 0..rng.gen_range(2..64) {
+                out.extend_from_slice(&rng.gen_range(0u32..4096).to_le_bytes());
+            }
+        }
+        // Strings, ASCII or UTF-16, zero-terminated.
+        5..=6 => {
+            let wide = rng.gen_bool(0.3);
+            for _ in 0..rng.gen_range(1..12) {
+                let symbol = SYMBOLS[rng.gen_range(0..SYMBOLS.len())];
+                for &b in symbol.as_bytes() {
+                    out.push(b);
+                    if wide {
+                        out.push(0);
+                    }
+                }
+                out.extend_from_slice(if wide { &[0, 0] } else { &[0] });
+            }
+        }
+        // Code: random bytes.
+        _ => {
+            let len = rng.gen_range(16..1024);
+            let from = out.len();
+            out.resize(from + len, 0);
+            rng.fill(&mut out[from..]);
+        }
+    }
 }
 
 /// One chunk's place in the schedule.
@@ -79,7 +272,7 @@ impl Workload {
         let total: usize = lengths.iter().sum();
         let pool_len = total.clamp(MIN_POOL, MAX_POOL).max(2 * longest);
         let mut pool = vec![0u8; pool_len];
-        rng.fill(pool.as_mut_slice());
+        spec.traffic.fill(&mut pool, &mut rng);
         plant(
             &mut pool,
             plants,
@@ -223,7 +416,47 @@ mod tests {
             short_streams,
             match_fraction: 0.2,
             seed: 9,
+            traffic: Traffic::Random,
         }
+    }
+
+    #[test]
+    fn http_traffic_is_requests_and_responses_and_binary_is_not_random() {
+        let http = Workload::generate(
+            &WorkloadSpec {
+                traffic: Traffic::Http,
+                ..spec(false)
+            },
+            &[],
+        );
+        // A stream is a window of the pool: all of them hold many messages.
+        let data: Vec<u8> = (0..http.streams())
+            .flat_map(|i| http.stream(i).to_vec())
+            .collect();
+        let text = data.iter().filter(|b| b.is_ascii()).count();
+        assert_eq!(text, data.len(), "all text");
+        let has = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"HTTP/1.1") && has(b"\r\n\r\n") && has(b"Content-Length: "));
+        let binary = Workload::generate(
+            &WorkloadSpec {
+                traffic: Traffic::Binary,
+                ..spec(false)
+            },
+            &[],
+        );
+        let data: Vec<u8> = (0..binary.streams())
+            .flat_map(|i| binary.stream(i).to_vec())
+            .collect();
+        let zeros = data.iter().filter(|&&b| b == 0).count();
+        assert!(
+            zeros * 5 > data.len(),
+            "zero runs: {zeros} of {}",
+            data.len()
+        );
+        assert!(data.windows(14).any(|w| w == b"GetProcAddress"));
+        let random = Workload::generate(&spec(false), &[]);
+        let zeros = random.stream(3).iter().filter(|&&b| b == 0).count();
+        assert!(zeros * 50 < random.stream(3).len());
     }
 
     #[test]

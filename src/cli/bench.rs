@@ -9,7 +9,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use yaraflow::bench::{contenders, synthetic_rules, Report, ReportHeader, Workload, WorkloadSpec};
+use yaraflow::bench::{
+    contenders, synthetic_rules, Report, ReportHeader, RuleClasses, Traffic, Workload, WorkloadSpec,
+};
 use yaraflow::RuleSet;
 
 /// Arguments of `yaraflow bench`.
@@ -39,6 +41,10 @@ pub struct BenchArgs {
     /// patterns).
     #[arg(long)]
     plant: Vec<PathBuf>,
+    /// What the streams' bytes look like: random bytes, HTTP-like text
+    /// (headers, HTML and JSON bodies) or executable-like binary.
+    #[arg(long, value_enum, default_value_t = Traffic::Random)]
+    workload: Traffic,
     /// Fraction of streams that hold a planted pattern.
     #[arg(long, default_value_t = 0.1)]
     match_fraction: f64,
@@ -77,6 +83,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         })
     };
     let rules = compile()?;
+    let classes = RuleClasses::of(&rules);
+    eprintln!(
+        "rules: {} stream-exact, {} not (reported, not claimed exact)",
+        classes.stream_exact, classes.not_stream_exact
+    );
     let spec = WorkloadSpec {
         streams: args.streams,
         chunk_size: args.chunk_size,
@@ -86,6 +97,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         short_streams: args.short_streams,
         match_fraction: args.match_fraction,
         seed: args.seed,
+        traffic: args.workload,
     };
     let started = Instant::now();
     let workload = Workload::generate(&spec, &plants);
@@ -107,6 +119,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
             chunk_size: args.chunk_size,
             rules: label,
             rule_count: rules.rules().iter().count(),
+            rule_sets: rule_set_names(&args),
+            rule_classes: RuleClasses::of(&rules),
             bytes: workload.bytes(),
             workload: if args.short_streams {
                 "short_streams"
@@ -114,6 +128,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
                 "interleaved"
             }
             .into(),
+            traffic: args.workload,
         },
         &outcomes,
     );
@@ -133,6 +148,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         true => std::process::ExitCode::SUCCESS,
         false => std::process::ExitCode::FAILURE,
     })
+}
+
+/// The rule sets' names for the report: each path's last component.
+fn rule_set_names(args: &BenchArgs) -> Vec<String> {
+    if args.rules.is_empty() {
+        return vec!["synthetic".into()];
+    }
+    args.rules
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
+        })
+        .collect()
 }
 
 /// The synthetic rules' source (or `None` for rule files), the bytes to
@@ -237,13 +266,19 @@ fn run_contenders(
 
 fn print_table(report: &Report) {
     println!(
-        "yaraflow bench: {} streams, {} workload, {:.1} MiB in chunks of up to {} bytes; rules: {} ({} compiled)",
+        "yaraflow bench: {} streams, {} workload of {} bytes, {:.1} MiB in chunks of up to {} bytes; rules: {} ({} compiled)",
         report.header.streams,
         report.header.workload,
+        report.header.traffic.name(),
         report.header.bytes as f64 / (1 << 20) as f64,
         report.header.chunk_size,
         report.header.rules,
         report.header.rule_count
+    );
+    let classes = &report.header.rule_classes;
+    println!(
+        "rule classes: {} stream-exact, {} not stream-exact",
+        classes.stream_exact, classes.not_stream_exact
     );
     println!(
         "{:<44} {:>8} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>8}",

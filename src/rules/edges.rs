@@ -32,7 +32,7 @@ use regex_automata::nfa::thompson;
 use regex_automata::util::primitives::StateID;
 use regex_automata::util::start;
 use regex_automata::{Anchored, Input, MatchKind};
-use regex_syntax::hir::{Hir, HirKind, Look};
+use regex_syntax::hir::{Class, Hir, HirKind, Look};
 use yara_x_parser::ast::{self, Pattern};
 
 /// A regex that may depend on its surroundings.
@@ -48,6 +48,23 @@ struct RegexGuard {
     /// For a `fullword` regex whose matches vary in length: where a block
     /// end could cut one of its matches short (see [`Truncation`]).
     truncation: Option<Truncation>,
+    /// Bytes a match can start with, and end with (`None`: any, for a regex
+    /// that matches the empty string). Most edges fail this one lookup,
+    /// before any regex search.
+    first: Option<ByteSet>,
+    last: Option<ByteSet>,
+}
+
+/// A set of bytes.
+type ByteSet = [bool; 256];
+
+/// Whether `byte` (if any) is in `set` (if any: `None` holds every byte,
+/// and also lets nothing through be ruled out).
+fn may_be(set: &Option<ByteSet>, byte: Option<&u8>) -> bool {
+    match set {
+        None => true,
+        Some(set) => byte.is_some_and(|&b| set[usize::from(b)]),
+    }
 }
 
 /// Where a block's end could shorten a `fullword` regex's match.
@@ -80,6 +97,10 @@ struct Truncation {
 
 impl RegexGuard {
     fn starts_at(&self, data: &[u8]) -> bool {
+        // A wide form's first character is the first byte too.
+        if !may_be(&self.first, data.first()) {
+            return false;
+        }
         let data = &data[..data.len().min(self.reach)];
         let anchored = |hay| Input::new(hay).anchored(Anchored::Yes);
         self.starts.is_match(anchored(data))
@@ -88,13 +109,17 @@ impl RegexGuard {
 
     fn ends_at(&self, data: &[u8]) -> bool {
         let data = &data[data.len().saturating_sub(self.reach)..];
-        if self.ends.is_match(data) {
+        if may_be(&self.last, data.last()) && self.ends.is_match(data) {
             return true;
         }
         // A wide match ends with the zero after its last character.
+        let last_char = data.len().checked_sub(2).map(|i| &data[i]);
+        if !self.wide || !may_be(&self.last, last_char) {
+            return false;
+        }
         let mut chars = every_other(data.iter().rev().skip(1));
         chars.reverse();
-        self.wide && self.ends.is_match(&chars)
+        self.ends.is_match(&chars)
     }
 
     /// Whether a block ending at the end of `data` could cut a match of
@@ -523,7 +548,61 @@ fn regex_guard(hir: &Hir, wide: bool, fullword: bool, cap: usize) -> Option<Rege
         wide,
         reach: 2 * max_len + 2,
         truncation: (fullword && varies).then(|| Truncation::new(&relaxed, max_len)),
+        first: edge_bytes(&relaxed, false),
+        last: edge_bytes(&relaxed, true),
     })
+}
+
+/// The bytes a match of `hir` can start with (`last`: end with), or `None`
+/// when it can match the empty string. A superset is fine (an edge that
+/// passes is searched), a subset is not.
+fn edge_bytes(hir: &Hir, last: bool) -> Option<ByteSet> {
+    let mut set = [false; 256];
+    (!edge_bytes_into(hir, last, &mut set)).then_some(set)
+}
+
+/// Adds the bytes a match of `hir` can start (end) with to `set`; whether
+/// it can match the empty string.
+fn edge_bytes_into(hir: &Hir, last: bool, set: &mut ByteSet) -> bool {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => true,
+        HirKind::Literal(lit) => {
+            let edge = if last { lit.0.last() } else { lit.0.first() };
+            match edge {
+                Some(&b) => {
+                    set[usize::from(b)] = true;
+                    false
+                }
+                None => true,
+            }
+        }
+        HirKind::Class(Class::Bytes(class)) => {
+            for range in class.ranges() {
+                set[usize::from(range.start())..=usize::from(range.end())].fill(true);
+            }
+            false
+        }
+        HirKind::Class(Class::Unicode(class)) => {
+            // Not produced with byte semantics; any byte, to be safe.
+            if !class.ranges().is_empty() {
+                set.fill(true);
+            }
+            false
+        }
+        HirKind::Repetition(rep) => edge_bytes_into(&rep.sub, last, set) || rep.min == 0,
+        HirKind::Capture(cap) => edge_bytes_into(&cap.sub, last, set),
+        HirKind::Concat(subs) => {
+            // Up to the first part that cannot be empty.
+            let mut empty = |sub: &Hir| edge_bytes_into(sub, last, set);
+            match last {
+                true => subs.iter().rev().all(&mut empty),
+                false => subs.iter().all(&mut empty),
+            }
+        }
+        HirKind::Alternation(subs) => subs
+            .iter()
+            .fold(false, |empty, sub| edge_bytes_into(sub, last, set) | empty),
+    }
 }
 
 /// The searched forms of a text pattern's `base64` and `base64wide`
@@ -683,6 +762,39 @@ mod tests {
         }
         assert!(exact.cuts(b"A Abb\n", &r.starts) && crude.cuts(b"A Abb\n", &r.starts));
         assert!(!crude.cuts(b"A Abb\n.x", &r.starts));
+    }
+
+    #[test]
+    fn edge_bytes_are_those_a_match_can_start_and_end_with() {
+        let hir = |src: &str| {
+            regex_syntax::ParserBuilder::new()
+                .unicode(false)
+                .utf8(false)
+                .build()
+                .parse(src)
+                .expect("a valid regex")
+        };
+        let bytes = |set: Option<ByteSet>| {
+            set.map(|s| {
+                (0..=255u8)
+                    .filter(|&b| s[usize::from(b)])
+                    .collect::<Vec<u8>>()
+            })
+        };
+        let h = hir("(ab|c?d)x*[e-g]");
+        assert_eq!(bytes(edge_bytes(&h, false)), Some(b"acd".to_vec()));
+        assert_eq!(bytes(edge_bytes(&h, true)), Some(b"efg".to_vec()));
+        // One that can match nothing at all passes everything.
+        assert_eq!(edge_bytes(&hir("a*"), false), None);
+        assert_eq!(edge_bytes(&hir("(a|)"), true), None);
+        // Case folding is in the classes.
+        let h = hir("(?i)ab");
+        assert_eq!(bytes(edge_bytes(&h, false)), Some(b"Aa".to_vec()));
+        // The guard uses them, wide forms included.
+        let g = guard(r#"rule r { strings: $a = /^ab+/ wide condition: $a }"#);
+        assert!(g.blocks_start(b"a\0b\0") && !g.blocks_start(b"b\0b\0"));
+        let g = guard(r#"rule r { strings: $a = /ab+$/ wide condition: $a }"#);
+        assert!(g.blocks_end(b"a\0b\0") && !g.blocks_end(b"b\0a\0"));
     }
 
     #[test]

@@ -143,26 +143,35 @@ impl Segment {
     /// settled here, and none ran past its end (in a packed block the bytes
     /// after a segment are another stream's, so a match running into them,
     /// for example `c.?` on a final `c`, would be found again, shorter, at
-    /// the stream's real end). Only for rule sets without context-sensitive patterns
-    /// (`end_insensitive`: no `^`, `$`, `\b`, `\B` or `fullword`): for
-    /// those, a match YARA-X finds in the tail alone it also finds in the
-    /// tail followed by other bytes (more bytes after a match can make it
-    /// longer, never remove it), so a tail where nothing was found holds
-    /// nothing, and closing the stream needs no search.
+    /// the stream's real end), and `end_quiet` says the segment's end is a
+    /// quiet block end ([`crate::rules::EdgeGuard::blocks_end`] is false,
+    /// or the rules have no context-sensitive pattern).
+    ///
+    /// Why that is enough: a match the tail alone would give starts in the
+    /// tail, past its first [`SPAN_CONTEXT`] bytes (the others are not
+    /// believed there), so with its left context whole. One that ends
+    /// before the end sees the same bytes on both sides as in this search,
+    /// which found none starting there. What the end of the data can
+    /// change (`$`, a word boundary there, a `fullword` regex's match cut
+    /// short, a base64 decode range cut) needs a context-sensitive pattern
+    /// that could match up to the end, which a quiet end rules out. So
+    /// closing such a stream needs no search, which was most of the cost
+    /// of closing a stream with real rules (a `scan()` and a harvest of
+    /// every rule per close).
     pub fn leaves_tail_settled(
         &self,
         ranges: &[std::ops::Range<usize>],
         window: &Window,
-        end_insensitive: bool,
+        end_quiet: impl FnOnce() -> bool,
     ) -> bool {
         let context = SPAN_CONTEXT as u64;
-        end_insensitive
-            && self.line.is_none()
+        self.line.is_none()
             && ranges.iter().all(|range| {
                 !self.crosses_end(range)
                     && self.start + range.start as u64 + window.longest_match as u64 + context
                         <= self.end()
             })
+            && end_quiet()
     }
 }
 

@@ -21,8 +21,9 @@
 //!
 //! Trade-offs: a verdict or close of a stream that received bytes since its
 //! last verdict searches the current batch first (with the stream's tail
-//! rescanned alone, so that its end looks like the end of the data): one
-//! harvest, `O(rules)`. Callers that close many streams at once should use
+//! rescanned alone, so that its end looks like the end of the data, unless
+//! the last search showed nothing there can change: see
+//! `Segment::leaves_tail_settled`): one harvest, `O(rules)`. Callers that close many streams at once should use
 //! [`MultiStreamScanner::close_streams`], which pays it once. Each stream
 //! keeps `W + 31` bytes of tail, `W` being the longest pattern.
 
@@ -425,7 +426,9 @@ impl<'r> MultiStreamScanner<'r> {
             let ends_stream = segment.end() == ctx.stats.bytes;
             if at_stream_end
                 || (ends_stream
-                    && segment.leaves_tail_settled(&ranges, &self.window, guard.is_empty()))
+                    && segment.leaves_tail_settled(&ranges, &self.window, || {
+                        guard.is_empty() || !guard.blocks_end(batch.data(segment))
+                    }))
             {
                 ctx.tail_unsettled = false;
             }
