@@ -15,6 +15,7 @@ pub mod contenders;
 pub mod store;
 pub mod workload;
 
+use crate::rules::RuleClasses;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -100,8 +101,8 @@ pub struct ReportHeader {
     /// The rule sets' names: the last component of each path given (or
     /// `synthetic`).
     pub rule_sets: Vec<String>,
-    /// Rules whose verdicts are exact on streams (rule analysis supports
-    /// them), and the others (reported, marked not exact).
+    /// How many rules are stream-exact, and whole-data with and without a
+    /// gate (see [`crate::rules::RuleAnalysis::classes`]).
     pub rule_classes: RuleClasses,
     /// Bytes over all streams.
     pub bytes: u64,
@@ -109,28 +110,6 @@ pub struct ReportHeader {
     pub workload: String,
     /// What the streams' bytes look like.
     pub traffic: Traffic,
-}
-
-/// How many rules of a set run in each class (see
-/// [`crate::rules::RuleAnalysis`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct RuleClasses {
-    /// Verdicts exact on streams.
-    pub stream_exact: usize,
-    /// Loaded and run, but their verdicts are not claimed exact.
-    pub not_stream_exact: usize,
-}
-
-impl RuleClasses {
-    /// The counts of a compiled rule set.
-    pub fn of(rules: &crate::RuleSet) -> RuleClasses {
-        let reports = &rules.analysis().rules;
-        let stream_exact = reports.iter().filter(|r| r.supported).count();
-        RuleClasses {
-            stream_exact,
-            not_stream_exact: reports.len() - stream_exact,
-        }
-    }
 }
 
 impl Report {
@@ -210,7 +189,7 @@ mod tests {
                 rules: "50 synthetic".into(),
                 rule_count: 50,
                 rule_sets: vec!["synthetic".into()],
-                rule_classes: RuleClasses::of(&rules),
+                rule_classes: rules.analysis().classes(),
                 bytes: workload.bytes(),
                 workload: "test".into(),
                 traffic: Traffic::Random,
@@ -220,7 +199,8 @@ mod tests {
                 report.header.rule_classes,
                 RuleClasses {
                     stream_exact: 50,
-                    not_stream_exact: 0
+                    whole_data_gated: 0,
+                    whole_data_ungated: 0,
                 }
             );
             for contender in &report.contenders {

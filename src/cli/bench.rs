@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use yaraflow::bench::{
-    contenders, synthetic_rules, Report, ReportHeader, RuleClasses, Traffic, Workload, WorkloadSpec,
+    contenders, synthetic_rules, Report, ReportHeader, Traffic, Workload, WorkloadSpec,
 };
 use yaraflow::RuleSet;
 
@@ -83,11 +83,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         })
     };
     let rules = compile()?;
-    let classes = RuleClasses::of(&rules);
-    eprintln!(
-        "rules: {} stream-exact, {} not (reported, not claimed exact)",
-        classes.stream_exact, classes.not_stream_exact
-    );
+    eprintln!("{}", rules.analysis().classes());
     let spec = WorkloadSpec {
         streams: args.streams,
         chunk_size: args.chunk_size,
@@ -120,7 +116,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
             rules: label,
             rule_count: rules.rules().iter().count(),
             rule_sets: rule_set_names(&args),
-            rule_classes: RuleClasses::of(&rules),
+            rule_classes: rules.analysis().classes(),
             bytes: workload.bytes(),
             workload: if args.short_streams {
                 "short_streams"
@@ -275,11 +271,7 @@ fn print_table(report: &Report) {
         report.header.rules,
         report.header.rule_count
     );
-    let classes = &report.header.rule_classes;
-    println!(
-        "rule classes: {} stream-exact, {} not stream-exact",
-        classes.stream_exact, classes.not_stream_exact
-    );
+    println!("{}", report.header.rule_classes);
     println!(
         "{:<44} {:>8} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>8}",
         "contender",

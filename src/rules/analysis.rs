@@ -202,7 +202,7 @@ pub struct RuleAnalysis {
 }
 
 /// How many rules of a set fall in each class (see [`RuleAnalysis::classes`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RuleClasses {
     /// Rules whose stream verdicts are exact as the bytes go.
     pub stream_exact: usize,
