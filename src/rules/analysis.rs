@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use yara_x_parser::ast::{self, Expr, HexSubPattern, HexToken, MatchAnchor, OfItems, Pattern};
 
-use super::gates::{gate_of, necessary_branch, pattern_literal, Gate, GateContext};
+use super::gates::{gate_of, necessary_branch, pattern_literals, Gate, GateContext};
 
 /// Why a rule cannot be evaluated exactly by stream scanning.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -377,12 +377,7 @@ fn gate_for(
         let refs = std::mem::take(&mut walk.rule_refs);
         features_only && issues.is_empty() && refs.iter().all(|r| !whole_data.contains(r))
     };
-    let literals: HashMap<String, Vec<u8>> = rule
-        .patterns
-        .iter()
-        .flatten()
-        .filter_map(|p| Some((p.identifier().name.to_string(), pattern_literal(p)?)))
-        .collect();
+    let literals = pattern_literals(rule);
     let context = GateContext {
         is_free: &is_free,
         known: gates,

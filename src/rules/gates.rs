@@ -156,14 +156,24 @@ pub struct GateContext<'a> {
     /// it one (its `$mz at 0`), for the rules that refer to it.
     pub known: &'a HashMap<String, Option<Gate>>,
     /// The rule's patterns that match one fixed byte string (see
-    /// [`pattern_literal`]), by identifier.
+    /// [`pattern_literals`]), by identifier.
     pub literals: &'a HashMap<String, Vec<u8>>,
+}
+
+/// A rule's patterns that match one fixed byte string, by identifier (for
+/// [`GateContext::literals`]).
+pub fn pattern_literals(rule: &ast::Rule<'_>) -> HashMap<String, Vec<u8>> {
+    rule.patterns
+        .iter()
+        .flatten()
+        .filter_map(|p| Some((p.identifier().name.to_string(), pattern_literal(p)?)))
+        .collect()
 }
 
 /// The bytes a pattern matches when it matches exactly one string: text
 /// without `nocase`, `wide`, `xor` or `base64` (`fullword` only narrows
 /// where it matches), or hex of plain bytes.
-pub fn pattern_literal(pattern: &ast::Pattern<'_>) -> Option<Vec<u8>> {
+fn pattern_literal(pattern: &ast::Pattern<'_>) -> Option<Vec<u8>> {
     match pattern {
         ast::Pattern::Text(text) => {
             let m = &text.modifiers;
@@ -207,10 +217,7 @@ fn need(expr: &Expr<'_>, context: &GateContext<'_>) -> Option<Vec<Branch>> {
         return Some(Vec::new());
     }
     match expr {
-        Expr::Or(or) => or.operands().try_fold(Vec::new(), |mut all, operand| {
-            all.extend(need(operand, context)?);
-            Some(all)
-        }),
+        Expr::Or(or) => need_of_all(or, context),
         Expr::Ident(ident) => match context.known.get(ident.name) {
             Some(gate) => gate.as_ref().map(|g| g.branches.clone()),
             None => None,
@@ -222,15 +229,23 @@ fn need(expr: &Expr<'_>, context: &GateContext<'_>) -> Option<Vec<Branch>> {
             }
             // No conjunct makes it false: it is evaluated exactly once
             // each operand is.
-            let Expr::And(and) = expr else {
-                return None;
-            };
-            and.operands().try_fold(Vec::new(), |mut all, operand| {
-                all.extend(need(operand, context)?);
-                Some(all)
-            })
+            match expr {
+                Expr::And(and) => need_of_all(and, context),
+                _ => None,
+            }
         }
     }
+}
+
+/// The branches of all operands: an `or` or `and` is evaluated exactly
+/// once each of its operands is.
+fn need_of_all(operands: &ast::NAryExpr<'_>, context: &GateContext<'_>) -> Option<Vec<Branch>> {
+    operands
+        .operands()
+        .try_fold(Vec::new(), |mut all, operand| {
+            all.extend(need(operand, context)?);
+            Some(all)
+        })
 }
 
 /// The one branch read off the top-level conjuncts of `expr`.
@@ -553,12 +568,7 @@ mod tests {
         let is_free = |e: &Expr<'_>| free(e);
         tree.rules()
             .map(|rule| {
-                let literals = rule
-                    .patterns
-                    .iter()
-                    .flatten()
-                    .filter_map(|p| Some((p.identifier().name.to_string(), pattern_literal(p)?)))
-                    .collect();
+                let literals = pattern_literals(rule);
                 let context = GateContext {
                     is_free: &is_free,
                     known: &known,
