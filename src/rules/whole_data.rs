@@ -90,6 +90,21 @@ impl WholeDataPlan {
         }
     }
 
+    /// The whole-data rules whose gate holds on a stream that ends at `len`
+    /// (or that have no gate): those its own verdict cannot decide. Each
+    /// distinct gate is evaluated once.
+    pub fn undecided(&self, prefix: &[u8], len: u64) -> impl Iterator<Item = (&str, &str)> {
+        let fails: Vec<bool> = self
+            .gates
+            .iter()
+            .map(|gate| gate.fails(prefix, len, true))
+            .collect();
+        self.rules
+            .iter()
+            .filter(move |(_, gate)| !gate.is_some_and(|g| fails[g]))
+            .map(|((ns, id), _)| (ns.as_str(), id.as_str()))
+    }
+
     /// The whole-data rules, as `(namespace, identifier)`, in no order.
     pub fn rules(&self) -> impl Iterator<Item = (&str, &str)> {
         self.rules.keys().map(|(ns, id)| (ns.as_str(), id.as_str()))

@@ -217,8 +217,7 @@ fn settle_whole_data(
     let mut undecided: Vec<String> = match state {
         WholeDataState::Gated => Vec::new(),
         _ => plan
-            .rules()
-            .filter(|(ns, id)| !fails(ns, id))
+            .undecided(prefix, len)
             .map(|(ns, id)| format!("{ns}.{id}"))
             .collect(),
     };
