@@ -39,7 +39,6 @@ pub(crate) struct Evaluator<'r> {
     whole: Option<yara_x::Scanner<'r>>,
     config: crate::ScannerConfig,
     empty_verdict: Option<Vec<RuleMatch>>,
-    snippet_cap: usize,
     /// Verdicts computed by replaying spans (the rest used the empty one).
     pub evaluations: u64,
     /// Verdicts computed by a whole-buffer scan of retained bytes.
@@ -59,7 +58,6 @@ impl<'r> Evaluator<'r> {
             whole: None,
             config: config.clone(),
             empty_verdict: None,
-            snippet_cap: config.max_snippet_bytes,
             evaluations: 0,
             whole_scans: 0,
         }
@@ -88,7 +86,9 @@ impl<'r> Evaluator<'r> {
         };
         let rules = results
             .matching_rules()
-            .map(|rule| RuleMatch::from_yara(&rule, true, self.snippet_cap, &locate, &snippet))
+            .map(|rule| {
+                RuleMatch::from_yara(&rule, true, config.max_snippet_bytes, &locate, &snippet)
+            })
             .collect();
         Ok(Verdict {
             rules,
@@ -180,7 +180,13 @@ impl<'r> Evaluator<'r> {
             .matching_rules()
             .map(|rule| {
                 let exact = rules.is_exact(rule.namespace(), rule.identifier());
-                RuleMatch::from_yara(&rule, exact, self.snippet_cap, &locate, &snippet)
+                RuleMatch::from_yara(
+                    &rule,
+                    exact,
+                    self.config.max_snippet_bytes,
+                    &locate,
+                    &snippet,
+                )
             })
             .collect())
     }
