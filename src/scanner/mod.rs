@@ -23,7 +23,8 @@
 //! last verdict searches the current batch first (with the stream's tail
 //! rescanned alone, so that its end looks like the end of the data, unless
 //! the last search showed nothing there can change: see
-//! `Segment::leaves_tail_settled`): one harvest, `O(rules)`. Callers that close many streams at once should use
+//! `Segment::leaves_tail_settled`): one harvest, `O(rules)`. Callers that
+//! close many streams at once should use
 //! [`MultiStreamScanner::close_streams`], which pays it once. Each stream
 //! keeps `W + 31` bytes of tail, `W` being the longest pattern.
 
@@ -205,8 +206,9 @@ impl<'r> MultiStreamScanner<'r> {
             StreamMode::Chunks => self.batch.add_chunk(ctx, data, self.pack_starts),
             StreamMode::Lines => self.batch.add_line(ctx, data),
         }
-        // Recording moves the tail and grows the head, nothing else that
-        // `memory_bytes` counts.
+        // Recording moves the tail and grows the head, and retaining keeps
+        // or drops the retained bytes: the part of `memory_bytes` that
+        // `buffer_bytes` counts.
         let (before, retained) = (ctx.buffer_bytes(), ctx.retained.len());
         ctx.record(data, self.window.tail_len, self.window.head_keep());
         let room = RetentionRoom {
