@@ -153,10 +153,17 @@ impl SmtpClient {
         self.state = State::Commands;
         self.line.clear();
         self.mid_line = false;
+        let mut message = message;
+        let unclosed = closing_boundary_missing(&message);
+        if let Some(closing) = &unclosed {
+            // mail-parser leaves a part that never ends undecoded: close it
+            // so that its bytes decode, and mark it below.
+            message.extend_from_slice(format!("\r\n{closing}\r\n").as_bytes());
+        }
+        let unclosed = unclosed.is_some();
         let Some(parsed) = MessageParser::default().parse(&message) else {
             return;
         };
-        let unclosed = unclosed_boundary(&parsed, &message);
         let attachments: Vec<_> = parsed.attachments().collect();
         let last = attachments.len().saturating_sub(1);
         for (n, part) in attachments.into_iter().enumerate() {
@@ -189,16 +196,17 @@ impl Default for SmtpClient {
     }
 }
 
-/// Whether a multipart message lacks its closing `--boundary--` line.
-fn unclosed_boundary(parsed: &mail_parser::Message<'_>, raw: &[u8]) -> bool {
-    let Some(boundary) = parsed
+/// The closing `--boundary--` line a multipart message lacks, if it
+/// lacks it.
+fn closing_boundary_missing(raw: &[u8]) -> Option<String> {
+    let parsed = MessageParser::default().parse(raw)?;
+    let boundary = parsed
         .root_part()
         .content_type()
         .filter(|t| t.ctype().eq_ignore_ascii_case("multipart"))
-        .and_then(|t| t.attribute("boundary"))
-    else {
-        return false;
-    };
+        .and_then(|t| t.attribute("boundary"))?;
     let closing = format!("--{boundary}--");
-    memchr::memmem::find(raw, closing.as_bytes()).is_none()
+    memchr::memmem::find(raw, closing.as_bytes())
+        .is_none()
+        .then_some(closing)
 }

@@ -295,6 +295,7 @@ fn an_unended_mime_part_and_an_unended_message_are_cut() {
     let unclosed = format!("{MIME}\r\n.\r\n");
     let [(client, _), _] = converse_every_way(&[(false, &smtp_session(unclosed.as_bytes()))]);
     assert_eq!(client.last().unwrap().0.cut, Some(Cut::Malformed));
+    assert!(client.last().unwrap().1.starts_with(b"a=b"), "decoded");
     assert!(client
         .last()
         .unwrap()
