@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::stream::StreamContext;
 
 /// The version of the entry layout and of the context it holds.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 
 const MAGIC: &[u8; 4] = b"YFSC";
 const HEADER_LEN: usize = 38;

@@ -137,6 +137,11 @@ pub struct StreamContext {
     /// Its bytes from offset 0 while `retention` is `Retaining`; the first
     /// ones the gates read when it is `Cut`; nothing otherwise.
     pub(crate) retained: Vec<u8>,
+    /// Its bytes have not been searched yet: it retains them all, and
+    /// they are searched once, from offset 0, when it stops retaining or
+    /// its verdict needs its matches; a verdict that is a whole-buffer
+    /// scan of them needs no search at all. Only while `Retaining`.
+    pub(crate) deferred: bool,
     /// Spans of settled matches.
     pub(crate) settled: SpanSet,
     /// Spans of matches that touch the end of the data seen so far: right
@@ -195,6 +200,7 @@ impl StreamContext {
                 StreamMode::Chunks => retention,
             },
             retained: Vec::new(),
+            deferred: false,
             settled: SpanSet::default(),
             provisional: SpanSet::default(),
             durable: None,
