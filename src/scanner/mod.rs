@@ -259,7 +259,10 @@ impl<'r> MultiStreamScanner<'r> {
     /// as one chunk from offset 0 (its context already recorded them);
     /// returns how many.
     fn add_deferred_bytes(&mut self, stream: Uuid, bytes: &[u8]) -> usize {
-        if let Some(ctx) = self.streams.get(&stream) {
+        if let Some(ctx) = self.streams.get_mut(&stream) {
+            let before = ctx.buffer_bytes();
+            ctx.keep_edges(bytes, self.window.tail_len, self.window.head_keep());
+            self.context_bytes = self.context_bytes + ctx.buffer_bytes() - before;
             self.batch.add_whole_stream(ctx, bytes, self.pack_starts);
             self.note_in_batch(stream);
             self.stats.deferred_searches += 1;
