@@ -471,3 +471,66 @@ fn real_rule_sets_on_pe_and_other_streams() {
         assert!(states.contains_key("Scanned"), "{set}: {states:?}");
     }
 }
+
+/// Waits up to `limit` for a match event.
+fn event_within(
+    events: &yaraflow::Subscription,
+    limit: std::time::Duration,
+) -> Option<yaraflow::MatchEvent> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(event) = events.try_recv() {
+            return Some(event);
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_retaining_streams_matches_are_reported_at_close_unless_search_is_eager() {
+    // `entropy` has no gate: every stream retains its bytes.
+    let rules = r#"
+        import "math"
+        rule mark { strings: $m = "MARK" condition: $m }
+        rule entropy { condition: math.entropy(0, filesize) > 7.9 }
+    "#;
+    for eager_search in [false, true] {
+        let mut config = yaraflow::EngineConfig {
+            shards: 1,
+            ..Default::default()
+        };
+        config.scanner.eager_search = eager_search;
+        let engine =
+            yaraflow::Engine::start(RuleSet::from_source(rules, 1024).unwrap(), config).unwrap();
+        let handle = engine.handle().blocking();
+        let events = handle.subscribe();
+        let stream = Uuid::from_u128(7);
+        // The match lies well before the end of what was sent: a search
+        // settles it without waiting for more bytes.
+        let data = [&b"header MARK "[..], &[b'x'; 4096]].concat();
+        handle.scan_chunk(stream, data).unwrap();
+        // Eager: the batch is searched within its delay (100 ms) and the
+        // event follows; deferred: nothing is searched before the close.
+        let wait = match eager_search {
+            true => std::time::Duration::from_secs(20),
+            false => std::time::Duration::from_millis(600),
+        };
+        let early = event_within(&events, wait);
+        assert_eq!(
+            early.is_some(),
+            eager_search,
+            "eager_search: {eager_search}"
+        );
+        let results = handle.close_stream(stream).unwrap().unwrap();
+        assert_eq!(results.rules.len(), 1);
+        assert_eq!(results.rules[0].identifier, "mark");
+        if !eager_search {
+            let at_close = events.recv_blocking().unwrap();
+            assert_eq!((at_close.rule.as_str(), at_close.at_close), ("mark", true));
+        }
+        drop(engine);
+    }
+}
