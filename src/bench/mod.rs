@@ -110,6 +110,8 @@ pub struct ReportHeader {
     pub workload: String,
     /// What the streams' bytes look like.
     pub traffic: Traffic,
+    /// Whether the files were planted at the start of streams.
+    pub plant_at_start: bool,
 }
 
 impl Report {
@@ -170,6 +172,7 @@ mod tests {
                 match_fraction: 0.3,
                 seed: 5,
                 traffic: Traffic::Random,
+                plant_at_start: false,
             };
             let workload = Workload::generate(&spec, &patterns);
             let outcomes = vec![
@@ -193,6 +196,7 @@ mod tests {
                 bytes: workload.bytes(),
                 workload: "test".into(),
                 traffic: Traffic::Random,
+                plant_at_start: false,
             };
             let report = Report::new(header, &outcomes);
             assert_eq!(
@@ -230,6 +234,7 @@ mod tests {
             bytes: 0,
             workload: String::new(),
             traffic: Traffic::Random,
+            plant_at_start: false,
         };
         let report = Report::new(header, &outcomes);
         assert!(report.contenders[0].verdicts_equal_whole_buffer);
