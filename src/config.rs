@@ -19,7 +19,9 @@ pub struct ScannerConfig {
     pub max_chunk_bytes: usize,
     /// Bytes buffered across all streams before a batch is searched. Larger
     /// batches amortise the per-batch harvest (one condition evaluation of
-    /// the whole rule set) over more bytes.
+    /// the whole rule set) over more bytes. When searches are slow (rules
+    /// whose atoms hit the traffic often), batches are capped lower, at
+    /// what a quarter of `scan_timeout` searches at the measured rate.
     pub max_batch_bytes: usize,
     /// Longest time a buffered chunk waits before its batch is searched. It is
     /// checked when a chunk or line arrives and by

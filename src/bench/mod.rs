@@ -178,11 +178,12 @@ mod tests {
             let outcomes = vec![
                 contenders::whole_buffer(&rules, &workload).unwrap(),
                 contenders::blocks_per_stream(&rules, &workload, 100, 9).unwrap(),
-                contenders::multi_stream(&rules, &workload).unwrap(),
+                contenders::multi_stream(&rules, &workload, false).unwrap(),
                 contenders::engine(
                     || crate::RuleSet::from_source(&source, 1024).unwrap(),
                     &workload,
                     2,
+                    false,
                 )
                 .unwrap(),
             ];

@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// them), cut to the stream's length.
     #[arg(long)]
     plant_at_start: bool,
+    /// Search every chunk as it comes, also in streams that retain their
+    /// bytes for whole-data rules (`ScannerConfig::eager_search`).
+    #[arg(long)]
+    eager_search: bool,
     /// Shard counts of the engine runs, comma-separated (empty: none).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     shards: Vec<usize>,
@@ -249,10 +253,14 @@ fn run_contenders(
             overlap,
         )?);
     }
-    outcomes.push(contenders::multi_stream(rules, workload)?);
+    outcomes.push(contenders::multi_stream(
+        rules,
+        workload,
+        args.eager_search,
+    )?);
     for &shards in &args.shards {
         let engine_rules = compile()?;
-        let mut outcome = contenders::engine(|| engine_rules, workload, shards)?;
+        let mut outcome = contenders::engine(|| engine_rules, workload, shards, args.eager_search)?;
         let parallel = contenders::parallel_whole_buffers(rules, workload, shards)?;
         let note = outcome.note.take().unwrap_or_default();
         outcome.note = Some(format!(

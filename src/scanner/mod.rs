@@ -29,6 +29,7 @@
 //! keeps `W + 31` bytes of tail, `W` being the longest pattern.
 
 pub(crate) mod batch;
+pub(crate) mod pace;
 pub(crate) mod verdict;
 
 use std::collections::{HashMap, HashSet};
@@ -120,6 +121,9 @@ pub struct MultiStreamScanner<'r> {
     /// How a new chunk stream starts: what it retains, and whether its
     /// search waits.
     new_streams: NewStreams,
+    /// The measured search rate, which caps the batch below
+    /// `max_batch_bytes` when searches are slow.
+    pace: pace::Pace,
     stats: ScannerStats,
 }
 
@@ -139,6 +143,7 @@ impl<'r> MultiStreamScanner<'r> {
             window: Window::new(analysis.window, analysis.head_len),
             search,
             evaluator: Evaluator::new(rules, &config),
+            pace: pace::Pace::new(config.scan_timeout, config.max_batch_bytes),
             new_streams: NewStreams {
                 retention: match rules.whole_data().is_empty() {
                     true => Retention::Off,
@@ -194,7 +199,7 @@ impl<'r> MultiStreamScanner<'r> {
             });
         }
         self.check_mode(stream, mode)?;
-        if self.batch_bytes + data.len() > self.config.max_batch_bytes
+        if self.batch_bytes + data.len() > self.pace.batch_limit()
             || self.batch.standalone_segments() >= batch::MAX_STANDALONE_SEGMENTS
             || self.batch_overdue()
         {
@@ -365,7 +370,10 @@ impl<'r> MultiStreamScanner<'r> {
             }
         }
         if !self.batch.is_empty() {
-            match self.batch.search(&mut self.search) {
+            let started = Instant::now();
+            let searched = self.batch.search(&mut self.search);
+            self.pace.observe(self.batch.len(), started.elapsed());
+            match searched {
                 Ok(found) => self.settle(found),
                 Err(err) => {
                     let found = self.search_streams_alone(&err);
