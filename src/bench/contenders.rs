@@ -261,8 +261,9 @@ fn scanner_config(workload: &Workload, eager_search: bool) -> ScannerConfig {
     }
 }
 
-/// 3. yaraflow's single-threaded scanner (`eager_search`: see
-/// [`ScannerConfig::eager_search`]).
+/// 3. yaraflow's single-threaded scanner.
+///
+/// `eager_search`: see [`ScannerConfig::eager_search`].
 pub fn multi_stream(
     rules: &RuleSet,
     workload: &Workload,
