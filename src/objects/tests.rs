@@ -316,3 +316,47 @@ fn starttls_ends_the_smtp_parsing() {
     assert!(client.is_empty());
     assert_eq!(summary.unwrap().error, None);
 }
+
+#[test]
+fn every_bound_a_sender_controls_holds() {
+    // An SMTP message past its cap: its attachments end cut.
+    let limits = ObjectLimits {
+        max_message_bytes: 400,
+        ..ObjectLimits::default()
+    };
+    let message = format!("{MIME}--XX--\r\n.\r\n");
+    let [(client, _), _] = converse(&[(false, &smtp_session(message.as_bytes()))], 7, limits);
+    assert!(!client.is_empty());
+    assert!(
+        client.iter().all(|(s, _)| s.cut == Some(Cut::SizeCap)),
+        "{client:?}"
+    );
+    // Requests waiting for responses: past the cap they are not queued
+    // (their responses then pair with no request: framed as for a GET).
+    let limits = ObjectLimits {
+        max_pending_requests: 2,
+        ..ObjectLimits::default()
+    };
+    let requests = b"HEAD /a HTTP/1.1\r\n\r\n".repeat(5);
+    let mut extractor = ObjectExtractor::new(limits);
+    let (client, server) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    extractor.opened(client, addr(CLIENT), addr(SERVER), true);
+    extractor.opened(server, addr(SERVER), addr(CLIENT), true);
+    extractor.data(client, &requests, &mut Vec::new());
+    let queued = extractor
+        .connections
+        .values()
+        .map(|c| c.requests.len())
+        .sum::<usize>();
+    assert_eq!(queued, 2);
+    // A first line that never ends, and a chunk-size line that never
+    // ends: the direction stops, bounded.
+    let endless = vec![b'A'; MAX_FIRST_LINE + 10];
+    let [(found, summary), _] = converse(&[(false, &endless)], 100, ObjectLimits::default());
+    assert!(found.is_empty() && summary.is_none());
+    let mut long_chunk_line = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    long_chunk_line.extend(vec![b'1'; 5000]);
+    let [_, (server, summary)] = converse(&[(true, &long_chunk_line)], 64, ObjectLimits::default());
+    assert_eq!(server[0].0.cut, Some(Cut::Malformed));
+    assert!(summary.unwrap().error.unwrap().contains("longer than 4096"));
+}
