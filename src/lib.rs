@@ -56,7 +56,7 @@ pub mod stream;
 
 pub use config::{EngineConfig, ScannerConfig, StoreConfig};
 pub use engine::{BlockingHandle, Engine, EngineHandle, MatchEvent, ShutdownReport, Subscription};
-pub use error::{CaptureError, EngineError, RuleError, ScanError, StoreError};
+pub use error::{CaptureError, EngineError, ErrorKind, RuleError, ScanError, StoreError};
 pub use results::{
     MatchInfo, PatternMatches, RuleMatch, StreamResults, WholeDataState, WholeDataVerdict,
 };

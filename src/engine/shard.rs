@@ -44,7 +44,7 @@ use super::generation::{Generation, Generations};
 use super::residency::Residency;
 use super::supervisor::{ShardFailed, SupervisorActor};
 use crate::config::EngineConfig;
-use crate::error::{EngineError, ScanError};
+use crate::error::{EngineError, ErrorKind, ScanError};
 use crate::metrics::ShardMetrics;
 use crate::results::StreamResults;
 use crate::rules::RuleSet;
@@ -319,7 +319,7 @@ impl ShardActor {
             }),
         };
         if let Err(error) = result {
-            self.metrics.error("store");
+            self.metrics.error(ErrorKind::StoreFailed);
             let failure = match error {
                 failure @ EngineError::StreamFailed { .. } => failure,
                 other => EngineError::StreamFailed {
@@ -352,7 +352,7 @@ impl ShardActor {
 
     /// A store operation failed: counted, and kept as the last fault.
     fn store_failed(&mut self, what: &str, error: EngineError) {
-        self.metrics.error("store");
+        self.metrics.error(ErrorKind::StoreFailed);
         self.last_fault = Some(format!("{what} failed: {error}"));
     }
 
@@ -395,7 +395,7 @@ impl ShardActor {
         }
         self.reported.clear();
         self.metrics.open.set(0.0);
-        self.metrics.error("panic");
+        self.metrics.error(ErrorKind::ShardFailed);
         self.supervisor.do_send(ShardFailed {
             shard: self.shared.index,
             lost: lost.len(),
@@ -492,7 +492,7 @@ impl ShardActor {
         }
         self.make_resident(stream);
         if self.shared.failure(&stream).is_some() {
-            self.metrics.error("stream_failed");
+            self.metrics.error(ErrorKind::StreamFailed);
             return;
         }
         let metrics = self.metrics.clone();
@@ -518,10 +518,10 @@ impl ShardActor {
                 // alone, the stream has no hole and goes on as it was.
                 // (Callers that must learn it use the acknowledged or
                 // admitted appends, which check before sending.)
-                self.metrics.error(error_kind(&error));
+                self.metrics.error(error.kind());
             }
             Err(error) => {
-                self.metrics.error(error_kind(&error));
+                self.metrics.error(error.kind());
                 let failure = EngineError::StreamFailed {
                     stream,
                     reason: error.to_string(),
@@ -572,7 +572,7 @@ impl ShardActor {
             // is not going to succeed later, and the caller is done.
             self.discard(&stream);
         }
-        let results = result.inspect_err(|e| metrics.error(error_kind(e)))?;
+        let results = result.inspect_err(|e| metrics.error(e.kind()))?;
         if let Some(results) = &results {
             let new = self
                 .reported
@@ -795,7 +795,7 @@ impl ShardActor {
         for generation in self.generations().iter_mut() {
             if let Err(error) = generation.with(|scanner| scanner.flush_if_due()) {
                 // The batch is kept and searched again at the next tick.
-                metrics.error(error_kind(&error));
+                metrics.error(error.kind());
             }
             sync_metrics(generation, &metrics);
             open += generation.seen.open_streams; // just synced
@@ -922,7 +922,7 @@ impl ShardActor {
                         metrics.rule_matches.increment(new);
                     }
                 }
-                Err(error) => metrics.error(error_kind(&error)),
+                Err(error) => metrics.error(error.kind()),
             }
         }
     }
@@ -1150,19 +1150,6 @@ fn sync_metrics(generation: &mut Generation, metrics: &ShardMetrics) {
         .whole_scans
         .increment(now.whole_scans.saturating_sub(seen.whole_scans));
     generation.seen = now;
-}
-
-/// The `kind` label of an error (one of [`crate::metrics::SCAN_ERROR_KINDS`]).
-fn error_kind(error: &ScanError) -> &'static str {
-    match error {
-        ScanError::TooManyStreams { .. } => "too_many_streams",
-        ScanError::ChunkTooLarge { .. } => "chunk_too_large",
-        ScanError::ModeMismatch { .. } => "mode_mismatch",
-        ScanError::UnknownStream(_) => "unknown_stream",
-        ScanError::AlreadyOpen(_) => "already_open",
-        ScanError::Yara(yara_x::ScanError::Timeout) | ScanError::SearchFailed { .. } => "timeout",
-        ScanError::Yara(_) => "yara",
-    }
 }
 
 /// The text of a panic.
