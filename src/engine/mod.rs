@@ -5,7 +5,7 @@
 //! each on its own thread (an actix arbiter) with its own
 //! [`crate::MultiStreamScanner`]: one YARA-X instance per core, each
 //! switching between the many streams of its shard. A stream belongs to the
-//! shard its id hashes to, so its chunks are scanned by one actor, in
+//! shard its id hashes to (`engine/shard_map.rs`), so its chunks are scanned by one actor, in
 //! order; different streams proceed in parallel.
 //!
 //! ```text
@@ -46,8 +46,10 @@ mod events;
 mod gate;
 mod generation;
 mod handle;
+mod ledger;
 mod residency;
 mod shard;
+mod shard_map;
 mod supervisor;
 
 use std::sync::Arc;
@@ -66,6 +68,7 @@ use crate::rules::RuleSet;
 use crate::store::{rules_tag, ContextStore, Listing, OnRulesChange, StoredEntry};
 use handle::{EngineShared, ShardLink};
 use shard::ShardShared;
+use shard_map::ShardMap;
 use uuid::Uuid;
 
 /// A running engine: its actor system thread and a handle on it.
@@ -91,8 +94,8 @@ impl Engine {
             .map(|index| Arc::new(ShardShared::new(index, &config)))
             .collect();
         let events = Arc::new(events::EventHub::default());
-        let hasher = foldhash::fast::FixedState::with_seed(0x5ca1_ab1e);
-        let residencies = open_store(&rules, &config, &hasher, &shared)?;
+        let map = ShardMap::new(shards);
+        let residencies = open_store(&rules, &config, &map, &shared)?;
         let store = residencies
             .iter()
             .flatten()
@@ -132,7 +135,7 @@ impl Engine {
             supervisor,
             events,
             config,
-            hasher,
+            map,
         };
         Ok(Engine {
             handle: EngineHandle::new(Arc::new(inner)),
@@ -182,10 +185,9 @@ impl Engine {
 fn open_store(
     rules: &RuleSet,
     config: &EngineConfig,
-    hasher: &foldhash::fast::FixedState,
+    map: &ShardMap,
     shared: &[Arc<ShardShared>],
 ) -> Result<Vec<Option<residency::Residency>>, EngineError> {
-    use std::hash::BuildHasher;
     let Some(store_config) = &config.store else {
         return Ok(shared.iter().map(|_| None).collect());
     };
@@ -202,9 +204,8 @@ fn open_store(
         .into());
     }
     let mut dropped: Vec<Uuid> = others.iter().map(|e| e.stream).collect();
-    let shard_of = |stream: &Uuid| (hasher.hash_one(stream) % shared.len() as u64) as usize;
     for (stream, error) in damaged {
-        shared[shard_of(&stream)].record_failure(
+        shared[map.shard_of(&stream)].failures.record(
             stream,
             EngineError::StreamFailed {
                 stream,
@@ -218,7 +219,7 @@ fn open_store(
     }
     let mut per_shard: Vec<Vec<StoredEntry>> = shared.iter().map(|_| Vec::new()).collect();
     for entry in ours {
-        per_shard[shard_of(&entry.stream)].push(entry);
+        per_shard[map.shard_of(&entry.stream)].push(entry);
     }
     let store = Arc::new(store);
     Ok(per_shard

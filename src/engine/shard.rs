@@ -26,10 +26,8 @@
 //! ([`ShardCommand::Admit`]), are checked before anything is applied, so
 //! their caller gets the refusal and no stream changes.
 
-use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -41,6 +39,7 @@ use super::events::{CloseReason, ClosedEvent};
 use super::events::{EventHub, Reported};
 use super::gate::MailboxGate;
 use super::generation::{Generation, Generations};
+use super::ledger::FailureLedger;
 use super::residency::Residency;
 use super::supervisor::{ShardFailed, SupervisorActor};
 use crate::config::EngineConfig;
@@ -186,8 +185,7 @@ pub struct StreamOffsets {
 pub(crate) struct ShardShared {
     pub index: usize,
     pub gate: MailboxGate,
-    failures: Mutex<HashMap<Uuid, EngineError>>,
-    failure_count: AtomicUsize,
+    pub failures: FailureLedger,
 }
 
 impl ShardShared {
@@ -195,44 +193,8 @@ impl ShardShared {
         ShardShared {
             index,
             gate: MailboxGate::new(config.mailbox_messages, config.mailbox_bytes),
-            failures: Mutex::new(HashMap::new()),
-            failure_count: AtomicUsize::new(0),
+            failures: FailureLedger::default(),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, EngineError>> {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The error waiting for the stream's caller, if any.
-    pub fn failure(&self, stream: &Uuid) -> Option<EngineError> {
-        if self.failure_count.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        self.lock().get(stream).cloned()
-    }
-
-    pub(crate) fn record_failure(&self, stream: Uuid, error: EngineError) {
-        let mut failures = self.lock();
-        failures.entry(stream).or_insert(error);
-        self.failure_count.store(failures.len(), Ordering::Release);
-    }
-
-    /// Forgets the stream's error; whether there was one.
-    fn clear_failure(&self, stream: &Uuid) -> bool {
-        if self.failure_count.load(Ordering::Acquire) == 0 {
-            return false;
-        }
-        let mut failures = self.lock();
-        let had = failures.remove(stream).is_some();
-        self.failure_count.store(failures.len(), Ordering::Release);
-        had
-    }
-
-    pub(crate) fn take_failures(&self) -> Vec<(Uuid, EngineError)> {
-        let mut failures = self.lock();
-        self.failure_count.store(0, Ordering::Release);
-        failures.drain().collect()
     }
 }
 
@@ -327,7 +289,7 @@ impl ShardActor {
                     reason: other.to_string(),
                 },
             };
-            self.shared.record_failure(stream, failure);
+            self.shared.failures.record(stream, failure);
         }
     }
 
@@ -410,7 +372,7 @@ impl ShardActor {
         let reason: Arc<str> = self.last_fault.as_deref().unwrap_or("panic").into();
         let mut newly = 0;
         for stream in streams {
-            if self.shared.failure(stream).is_none() {
+            if self.shared.failures.get(stream).is_none() {
                 newly += 1;
             }
             let error = EngineError::StreamLost {
@@ -418,7 +380,7 @@ impl ShardActor {
                 shard: self.shared.index,
                 reason: reason.clone(),
             };
-            self.shared.record_failure(*stream, error);
+            self.shared.failures.record(*stream, error);
         }
         self.lost_streams += newly;
         self.metrics.lost.increment(newly);
@@ -435,7 +397,7 @@ impl ShardActor {
         streams.iter().for_each(|(s, _)| self.make_resident(*s));
         let mut new = Vec::new();
         for &(stream, index) in streams {
-            if let Some(failure) = self.shared.failure(&stream) {
+            if let Some(failure) = self.shared.failures.get(&stream) {
                 return Err((index, failure));
             }
             let held = self
@@ -491,7 +453,7 @@ impl ShardActor {
             panic!("injected fault in a chunk");
         }
         self.make_resident(stream);
-        if self.shared.failure(&stream).is_some() {
+        if self.shared.failures.get(&stream).is_some() {
             self.metrics.error(ErrorKind::StreamFailed);
             return;
         }
@@ -526,7 +488,7 @@ impl ShardActor {
                     stream,
                     reason: error.to_string(),
                 };
-                self.shared.record_failure(stream, failure);
+                self.shared.failures.record(stream, failure);
             }
         }
     }
@@ -549,9 +511,9 @@ impl ShardActor {
 
     fn verdict(&mut self, stream: Uuid, close: bool) -> Result<Option<StreamResults>, EngineError> {
         self.make_resident(stream);
-        if let Some(failure) = self.shared.failure(&stream) {
+        if let Some(failure) = self.shared.failures.get(&stream) {
             if close {
-                self.shared.clear_failure(&stream);
+                self.shared.failures.clear(&stream);
                 self.discard(&stream);
             }
             return Err(failure);
@@ -596,7 +558,7 @@ impl ShardActor {
     /// A stream's offsets; `None` if it is not open. A stored stream's are
     /// read from its entry (it stays stored).
     fn offsets(&mut self, stream: Uuid) -> Result<Option<StreamOffsets>, EngineError> {
-        if let Some(failure) = self.shared.failure(&stream) {
+        if let Some(failure) = self.shared.failures.get(&stream) {
             return Err(failure);
         }
         let of = |c: &crate::StreamContext| StreamOffsets {
@@ -658,7 +620,7 @@ impl ShardActor {
 
     fn reset(&mut self, stream: Uuid) -> Result<(), EngineError> {
         self.make_resident(stream);
-        let acknowledged = self.shared.clear_failure(&stream);
+        let acknowledged = self.shared.failures.clear(&stream);
         // Its stored copy, if any, is of the old bytes.
         self.forget(&stream, true);
         let Some(generation) = self.generations().holding(&stream) else {
@@ -682,7 +644,7 @@ impl ShardActor {
             restarts: self.restarts,
             lost_streams: self.lost_streams,
             last_fault: self.last_fault.clone(),
-            failed_streams: self.shared.failure_count.load(Ordering::Acquire),
+            failed_streams: self.shared.failures.len(),
             ..ShardStats::default()
         };
         for generation in self.generations().iter() {
@@ -708,7 +670,7 @@ impl ShardActor {
             // Before the failures are taken: reading one back may fail.
             self.restore_older_rules();
         }
-        let failed = self.shared.take_failures();
+        let failed = self.shared.failures.take_all();
         for (stream, _) in &failed {
             self.discard(stream);
         }
@@ -1056,7 +1018,7 @@ impl ShardActor {
                 let report = report.unwrap_or_else(|| {
                     // A fault half-way: what was closed, and the lost rest.
                     let mut report = std::mem::take(&mut self.closing);
-                    report.failed.extend(self.shared.take_failures());
+                    report.failed.extend(self.shared.failures.take_all());
                     report
                 });
                 let _ = reply.send(Ok(report));
@@ -1071,7 +1033,8 @@ impl ShardActor {
     /// The error for a caller whose command failed the shard.
     fn lost(&self, stream: Uuid) -> EngineError {
         self.shared
-            .failure(&stream)
+            .failures
+            .get(&stream)
             .unwrap_or_else(|| self.panicked())
     }
 
