@@ -11,7 +11,7 @@
 //! Faults: every command runs under `catch_unwind`. A panic (from YARA-X or
 //! from yaraflow) leaves the scanners in an unknown state, so the shard
 //! marks every stream it held as lost (their next caller gets
-//! `StreamLost`), tells the supervisor, and stops; actix's `Supervisor`
+//! `StreamLost`), reports the fault ([`ShardFailed`], to a `Recipient`), and stops; actix's `Supervisor`
 //! restarts it at once with empty scanners on the same rules and the same
 //! mailbox, so the chunks queued behind the fault are not lost (those of
 //! lost streams are refused, new streams open normally). Other shards never
@@ -41,7 +41,6 @@ use super::gate::MailboxGate;
 use super::generation::{Generation, Generations};
 use super::ledger::FailureLedger;
 use super::residency::Residency;
-use super::supervisor::{ShardFailed, SupervisorActor};
 use crate::config::EngineConfig;
 use crate::error::{EngineError, ErrorKind, ScanError};
 use crate::metrics::ShardMetrics;
@@ -118,6 +117,20 @@ pub(crate) enum ShardCommand {
 }
 
 impl Message for ShardCommand {
+    type Result = ();
+}
+
+/// Sent by a shard that failed, just before it restarts, to whoever keeps
+/// the record of faults (the supervisor). The shard holds a `Recipient` of
+/// it, not the supervisor's address: the shard knows nothing of the
+/// supervisor, and the imports point one way.
+pub(crate) struct ShardFailed {
+    pub shard: usize,
+    pub lost: usize,
+    pub reason: String,
+}
+
+impl Message for ShardFailed {
     type Result = ();
 }
 
@@ -208,7 +221,8 @@ pub(crate) struct ShardActor {
     rules: Arc<RuleSet>,
     events: Arc<EventHub>,
     reported: Reported,
-    supervisor: Addr<SupervisorActor>,
+    /// Where the shard's faults are reported.
+    faults: Recipient<ShardFailed>,
     metrics: ShardMetrics,
     bytes: u64,
     chunks: u64,
@@ -229,7 +243,7 @@ impl ShardActor {
         config: EngineConfig,
         rules: Arc<RuleSet>,
         events: Arc<EventHub>,
-        supervisor: Addr<SupervisorActor>,
+        faults: Recipient<ShardFailed>,
         residency: Option<Residency>,
     ) -> ShardActor {
         let metrics = ShardMetrics::new(shared.index);
@@ -240,7 +254,7 @@ impl ShardActor {
             config,
             rules,
             events,
-            supervisor,
+            faults,
             metrics,
             bytes: 0,
             chunks: 0,
@@ -358,7 +372,7 @@ impl ShardActor {
         self.reported.clear();
         self.metrics.open.set(0.0);
         self.metrics.error(ErrorKind::ShardFailed);
-        self.supervisor.do_send(ShardFailed {
+        self.faults.do_send(ShardFailed {
             shard: self.shared.index,
             lost: lost.len(),
             reason,
