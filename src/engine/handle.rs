@@ -27,10 +27,10 @@ use uuid::Uuid;
 
 use super::events::{ClosedEvent, EventHub, Subscription};
 use super::gate::{Admission, Refusal};
-use super::shard::{
-    Reply, ShardActor, ShardCommand, ShardReport, ShardShared, ShardStats, StreamOffsets,
-};
+use super::ledger::ShardShared;
+use super::shard::{Reply, ShardActor, ShardCommand};
 use super::shard_map::ShardMap;
+use super::streams::{ShardReport, ShardStats, StreamOffsets};
 use super::supervisor::{ShardFailure, SupervisorActor, SupervisorCommand};
 use crate::config::EngineConfig;
 use crate::error::{EngineError, ScanError};

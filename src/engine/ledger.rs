@@ -7,6 +7,9 @@
 //! and the start-up writes the stream store's damaged entries here too.
 //! A reset or close acknowledges (clears) it.
 //!
+//! [`ShardShared`], what a shard shares with the handles, is the ledger
+//! and the shard's mailbox gate (`engine/gate.rs`).
+//!
 //! Shared between a shard's thread and every handle: a `std` mutex (held
 //! for a map operation, never across an await), with an atomic count in
 //! front so that the common case, no failure at all, costs one atomic load
@@ -18,6 +21,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use uuid::Uuid;
 
+use super::gate::MailboxGate;
+use crate::config::EngineConfig;
 use crate::error::EngineError;
 
 /// The errors of one shard's streams, waiting for their callers.
@@ -68,6 +73,24 @@ impl FailureLedger {
     /// Streams with an error waiting.
     pub fn len(&self) -> usize {
         self.count.load(Ordering::Acquire)
+    }
+}
+
+/// What a shard shares with the handles: its queue bound and the errors
+/// waiting for their streams' callers.
+pub(crate) struct ShardShared {
+    pub index: usize,
+    pub gate: MailboxGate,
+    pub failures: FailureLedger,
+}
+
+impl ShardShared {
+    pub fn new(index: usize, config: &EngineConfig) -> ShardShared {
+        ShardShared {
+            index,
+            gate: MailboxGate::new(config.mailbox_messages, config.mailbox_bytes),
+            failures: FailureLedger::default(),
+        }
     }
 }
 

@@ -50,6 +50,7 @@ mod ledger;
 mod residency;
 mod shard;
 mod shard_map;
+mod streams;
 mod supervisor;
 
 use std::sync::Arc;
@@ -57,8 +58,7 @@ use std::thread::JoinHandle;
 
 pub use events::{CloseReason, ClosedEvent, MatchEvent, Subscription};
 pub use handle::{BlockingHandle, EngineHandle, EngineStats, ShutdownReport};
-pub use shard::ShardStats;
-pub use shard::StreamOffsets;
+pub use streams::{ShardStats, StreamOffsets};
 pub use supervisor::ShardFailure;
 
 use crate::config::EngineConfig;
@@ -67,7 +67,7 @@ use crate::error::StoreError;
 use crate::rules::RuleSet;
 use crate::store::{rules_tag, ContextStore, Listing, OnRulesChange, StoredEntry};
 use handle::{EngineShared, ShardLink};
-use shard::ShardShared;
+use ledger::ShardShared;
 use shard_map::ShardMap;
 use uuid::Uuid;
 

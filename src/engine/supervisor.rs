@@ -18,10 +18,10 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::events::EventHub;
+use super::ledger::ShardShared;
 use super::residency::Residency;
-use super::shard::{
-    Reply, ShardActor, ShardCommand, ShardFailed, ShardReport, ShardShared, ShardStats,
-};
+use super::shard::{Reply, ShardActor, ShardCommand, ShardFailed};
+use super::streams::{ShardReport, ShardStats};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::rules::RuleSet;
