@@ -816,3 +816,175 @@ fn close_all(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The shard's work with plain calls: no actor, no mailbox.
+
+    use super::*;
+    use crate::config::StoreConfig;
+    use crate::store::ContextStore;
+
+    const RULES: &str = r#"
+rule secret { strings: $a = "secret" condition: $a }
+rule two_words { strings: $a = "alpha" $b = "omega" condition: $a and $b }
+"#;
+
+    fn streams_with(config: EngineConfig, residency: Option<Residency>) -> Streams {
+        let rules = Arc::new(RuleSet::from_source(RULES, 1024).unwrap());
+        let shared = Arc::new(ShardShared::new(0, &config));
+        Streams::new(shared, config, rules, Arc::default(), residency)
+    }
+
+    fn streams() -> Streams {
+        streams_with(EngineConfig::default(), None)
+    }
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn chunk(streams: &mut Streams, stream: Uuid, data: &[u8]) {
+        streams.append(stream, data, StreamMode::Chunks, Instant::now());
+    }
+
+    fn rule_names(results: &StreamResults) -> Vec<&str> {
+        results
+            .rules
+            .iter()
+            .map(|r| r.identifier.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn appends_make_a_verdict_and_a_close_ends_the_stream() {
+        let mut streams = streams();
+        chunk(&mut streams, id(1), b"xx secr");
+        chunk(&mut streams, id(1), b"et alpha .. omega");
+        chunk(&mut streams, id(2), b"nothing here");
+        let stats = streams.stats();
+        assert_eq!((stats.bytes, stats.chunks), (36, 3));
+        assert_eq!(stats.scanner.open_streams, 2);
+        let so_far = streams.verdict(id(1), false).unwrap().unwrap();
+        assert_eq!(rule_names(&so_far), ["secret", "two_words"]);
+        assert_eq!(streams.offset(id(1)).unwrap(), 24);
+        let closed = streams.verdict(id(1), true).unwrap().unwrap();
+        assert_eq!(rule_names(&closed), ["secret", "two_words"]);
+        assert_eq!(streams.verdict(id(1), false).unwrap(), None);
+        assert_eq!(streams.active_streams(), [id(2)]);
+    }
+
+    #[test]
+    fn data_of_the_other_mode_is_dropped_and_the_stream_goes_on() {
+        let mut streams = streams();
+        chunk(&mut streams, id(1), b"secr");
+        streams.append(id(1), b"line", StreamMode::Lines, Instant::now());
+        chunk(&mut streams, id(1), b"et");
+        assert_eq!(streams.stats().failed_streams, 0);
+        let results = streams.verdict(id(1), true).unwrap().unwrap();
+        assert_eq!(results.stats.bytes, 6);
+        assert_eq!(rule_names(&results), ["secret"]);
+    }
+
+    #[test]
+    fn admit_refuses_past_the_limit_naming_the_item_and_opens_nothing() {
+        let mut config = EngineConfig::default();
+        config.scanner.max_open_streams = 2;
+        let mut streams = streams_with(config, None);
+        chunk(&mut streams, id(1), b"a");
+        let request = [(id(1), 0), (id(2), 1), (id(3), 4)];
+        let (index, refusal) = streams
+            .admit(&request, StreamMode::Chunks, true)
+            .unwrap_err();
+        assert_eq!(index, 4);
+        assert!(matches!(
+            refusal,
+            EngineError::Scan(ref e) if matches!(**e, ScanError::TooManyStreams { limit: 2, .. })
+        ));
+        assert_eq!(streams.active_streams(), [id(1)]);
+        // A line for a chunk stream is refused before anything is opened.
+        let (index, refusal) = streams
+            .admit(&[(id(2), 0), (id(1), 1)], StreamMode::Lines, true)
+            .unwrap_err();
+        assert_eq!((index, refusal.kind()), (1, ErrorKind::ModeMismatch));
+        assert_eq!(streams.active_streams(), [id(1)]);
+        // Within the limit the new one opens, and a release closes it
+        // while it holds nothing.
+        let opened = streams
+            .admit(&[(id(1), 0), (id(2), 1)], StreamMode::Chunks, true)
+            .unwrap();
+        assert_eq!(opened, [id(2)]);
+        assert_eq!(streams.stats().scanner.open_streams, 2);
+        streams.release(&[id(1), id(2)]);
+        assert_eq!(streams.active_streams(), [id(1)]);
+    }
+
+    #[test]
+    fn a_lost_stream_is_refused_until_a_close_or_reset_acknowledges_it() {
+        let mut streams = streams();
+        chunk(&mut streams, id(1), b"secret");
+        chunk(&mut streams, id(2), b"secret");
+        let lost = streams.lose_all("injected".into());
+        assert_eq!(lost, 2);
+        let stats = streams.stats();
+        assert_eq!((stats.lost_streams, stats.failed_streams), (2, 2));
+        assert_eq!(stats.last_fault.as_deref(), Some("injected"));
+        // Data for a lost stream is dropped; the error stays for its caller.
+        chunk(&mut streams, id(1), b"more");
+        let error = streams.verdict(id(1), false).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::StreamLost);
+        assert_eq!(
+            streams.offsets(id(1)).unwrap_err().kind(),
+            ErrorKind::StreamLost
+        );
+        // A close acknowledges (answering the error), a reset too.
+        assert!(streams.verdict(id(1), true).is_err());
+        assert_eq!(streams.verdict(id(1), true).unwrap(), None);
+        streams.reset(id(2)).unwrap();
+        assert_eq!(streams.stats().failed_streams, 0);
+        // The empty scanners take new streams at once.
+        chunk(&mut streams, id(2), b"secret");
+        let results = streams.verdict(id(2), true).unwrap().unwrap();
+        assert_eq!(rule_names(&results), ["secret"]);
+        assert!(streams.reset(id(3)).is_err(), "an unknown stream");
+    }
+
+    #[test]
+    fn a_stored_stream_is_entered_by_its_next_operation_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_config = StoreConfig {
+            path: dir.path().join("streams.redb"),
+            max_resident_streams: 1,
+            ..StoreConfig::default()
+        };
+        let store = Arc::new(ContextStore::open(&store_config.path, 1 << 20).unwrap());
+        let residency = Residency::new(store, &store_config, 1, 0, Vec::new());
+        let config = EngineConfig {
+            store: Some(store_config),
+            ..EngineConfig::default()
+        };
+        let mut streams = streams_with(config, Some(residency));
+        chunk(&mut streams, id(1), b"xx secr");
+        streams.enforce_bounds_if_over();
+        // Last-seen times are in milliseconds: the two must differ.
+        std::thread::sleep(Duration::from_millis(5));
+        chunk(&mut streams, id(2), b"alpha");
+        // Two streams, one resident: the least recently fed goes to the
+        // store.
+        streams.enforce_bounds_if_over();
+        let stats = streams.stats();
+        assert_eq!((stats.stored_streams, stats.scanner.open_streams), (1, 2));
+        let stored = |streams: &Streams| streams.residency.as_ref().unwrap().is_stored(&id(1));
+        assert!(stored(&streams));
+        assert_eq!(streams.offset(id(1)).unwrap(), 7, "read from its entry");
+        assert!(stored(&streams), "offsets do not enter");
+        // The next chunk enters it: read back, then appended to.
+        chunk(&mut streams, id(1), b"et");
+        assert!(!stored(&streams));
+        let results = streams.verdict(id(1), true).unwrap().unwrap();
+        assert_eq!(rule_names(&results), ["secret"]);
+        assert_eq!(results.stats.bytes, 9);
+        let report = streams.shutdown();
+        assert_eq!(report.kept, 1, "the other stream stays in the store");
+    }
+}
