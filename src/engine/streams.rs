@@ -710,10 +710,16 @@ impl Streams {
                 continue;
             }
             let started = Instant::now();
+            // A second search, and why: a verdict needs the streams'
+            // batched bytes searched and their tails searched as the end of
+            // the data (a match near the end is provisional until then),
+            // which the search that found these matches did not do. It
+            // finds their matches again: these verdicts report them, so
+            // they are forgotten here. Other streams whose batched bytes it
+            // searched keep theirs for the next report.
             let verdicts = generation.scan(metrics, |scanner| {
                 let verdicts = scanner.verdicts(&streams);
-                // The probe's own search found these matches again.
-                scanner.take_streams_with_new_matches();
+                scanner.forget_new_matches(&streams);
                 verdicts
             });
             ShardMetrics::seconds(&metrics.evaluation, started.elapsed());
@@ -986,5 +992,39 @@ rule two_words { strings: $a = "alpha" $b = "omega" condition: $a and $b }
         assert_eq!(results.stats.bytes, 9);
         let report = streams.shutdown();
         assert_eq!(report.kept, 1, "the other stream stays in the store");
+    }
+
+    #[test]
+    fn match_events_come_once_per_rule_and_none_is_lost_to_the_probes_search() {
+        let mut streams = streams();
+        let events = streams.events.subscribe(64);
+        let rules_of = |events: &crate::engine::Subscription| {
+            let mut got = Vec::new();
+            while let Some(event) = events.try_recv() {
+                got.push((event.stream, event.rule, event.at_close));
+            }
+            got
+        };
+        // Far from the end, a match is settled by the batch's search.
+        let padding = [b'.'; 300];
+        chunk(&mut streams, id(1), &[&b"a secret"[..], &padding].concat());
+        streams.generations.current().with(|s| s.flush()).unwrap();
+        // Stream 1 has more bytes in the batch, so its verdict (the probe)
+        // searches the batch, and with it stream 2's bytes.
+        chunk(&mut streams, id(1), &padding);
+        chunk(
+            &mut streams,
+            id(2),
+            &[&b"another secret"[..], &padding].concat(),
+        );
+        streams.report_new_matches();
+        assert_eq!(rules_of(&events), [(id(1), "secret".into(), false)]);
+        // Stream 2's match, found by that search, is reported next.
+        streams.report_new_matches();
+        assert_eq!(rules_of(&events), [(id(2), "secret".into(), false)]);
+        // Reported once: nothing new, no event; the close repeats none.
+        streams.report_new_matches();
+        streams.verdict(id(1), true).unwrap();
+        assert_eq!(rules_of(&events), []);
     }
 }
