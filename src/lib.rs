@@ -53,6 +53,8 @@ pub mod scanner;
 pub mod service;
 pub mod store;
 pub mod stream;
+#[doc(hidden)]
+pub mod test_support;
 
 pub use config::{EngineConfig, ScannerConfig, StoreConfig};
 pub use engine::{BlockingHandle, Engine, EngineHandle, MatchEvent, ShutdownReport, Subscription};

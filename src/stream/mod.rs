@@ -10,7 +10,7 @@
 //! and nothing else.
 
 mod retention;
-pub mod span;
+pub(crate) mod span;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
