@@ -1,7 +1,7 @@
 //! The stream store: stream contexts on disk, for eviction and restarts.
 //!
 //! A [`ContextStore`] is one `redb` database file holding one entry per
-//! stored stream (its [`StreamContext`], serialized by [`codec`]) and the
+//! stored stream (its [`StreamContext`], serialized by `store/codec.rs`) and the
 //! fingerprint of the rules the contexts were made with. The engine's
 //! shards share it: they write the contexts they evict from memory and, at
 //! checkpoints, the contexts that changed; they read a stream's entry back
