@@ -1,12 +1,15 @@
 //! The actor engine: scanning on every core.
 //!
 //! An [`Engine`] runs one actix system on a thread of its own. In it a
-//! supervisor actor (`engine/supervisor.rs`) starts N shard actors (`engine/shard.rs`),
-//! each on its own thread (an actix arbiter) with its own
-//! [`crate::MultiStreamScanner`]: one YARA-X instance per core, each
+//! supervisor actor (`engine/supervisor.rs`) starts N shard actors
+//! (`engine/shard.rs`, a thin actor over the shard's work,
+//! `engine/streams.rs`), each on its own thread (an actix arbiter) with its
+//! own [`crate::MultiStreamScanner`]: one YARA-X instance per core, each
 //! switching between the many streams of its shard. A stream belongs to the
-//! shard its id hashes to (`engine/shard_map.rs`), so its chunks are scanned by one actor, in
-//! order; different streams proceed in parallel.
+//! shard its id hashes to (`engine/shard_map.rs`), so its chunks are
+//! scanned by one actor, in order; different streams proceed in parallel.
+//! Errors found after a chunk was queued wait for the stream's next caller
+//! in the shard's ledger (`engine/ledger.rs`).
 //!
 //! ```text
 //!  producers ── EngineHandle ──hash(stream)──▶ shard 0 (thread): scanner, contexts

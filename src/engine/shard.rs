@@ -6,31 +6,30 @@
 //! metrics) is [`Streams`] (`engine/streams.rs`), a plain struct that each
 //! command becomes one call of.
 //!
-//! A [`ShardActor`] owns its scanners (one per rule generation, see
-//! [`super::generation`]); YARA-X scanners are not `Send`, so they are
-//! built on the shard's thread and never leave it. Every request reaches
-//! the shard as one [`ShardCommand`] through its actix mailbox, in the
-//! order its producer sent it. Chunks carry no reply; queries and closes
-//! carry a oneshot channel.
+//! A shard's scanners (one per rule generation, see
+//! [`super::generation`]) live in its [`Streams`]; YARA-X scanners are not
+//! `Send`, so they are built on the shard's thread and never leave it.
+//! Every request reaches the shard as one [`ShardCommand`] through its
+//! actix mailbox, in the order its producer sent it. Chunks carry no
+//! reply; queries and closes carry a oneshot channel.
 //!
 //! Faults: every command runs under `catch_unwind`. A panic (from YARA-X or
 //! from yaraflow) leaves the scanners in an unknown state, so the shard
 //! marks every stream it held as lost (their next caller gets
 //! `StreamLost`), takes empty scanners on the same rules, reports the fault
 //! ([`ShardFailed`], to a `Recipient`), and stops; actix's `Supervisor`
-//! restarts it at once on the same
-//! mailbox, so the chunks queued behind the fault are not lost (those of
-//! lost streams are refused, new streams open normally). Other shards never
-//! notice.
+//! restarts it at once on the same mailbox, so the chunks queued behind
+//! the fault are not lost (those of lost streams are refused, new streams
+//! open normally). Other shards never notice.
 //!
 //! Errors that concern one chunk after its sender has returned (the
 //! per-shard stream limit, a failed search) are recorded against the
-//! stream in its ledger (`engine/ledger.rs`), so that its next caller learns of them
-//! instead of getting a verdict over a stream with a hole. Data of the
-//! wrong mode leaves no hole: it is dropped and counted, and the stream
-//! goes on. Acknowledged appends, and requests admitted whole
-//! ([`ShardCommand::Admit`]), are checked before anything is applied, so
-//! their caller gets the refusal and no stream changes.
+//! stream in the shard's ledger (`engine/ledger.rs`), so that its next
+//! caller learns of them instead of getting a verdict over a stream with a
+//! hole. Data of the wrong mode leaves no hole: it is dropped and counted,
+//! and the stream goes on. Acknowledged appends, and requests admitted
+//! whole ([`ShardCommand::Admit`]), are checked before anything is
+//! applied, so their caller gets the refusal and no stream changes.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
