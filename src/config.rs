@@ -19,7 +19,9 @@ pub struct ScannerConfig {
     pub max_chunk_bytes: usize,
     /// Bytes buffered across all streams before a batch is searched. Larger
     /// batches amortise the per-batch harvest (one condition evaluation of
-    /// the whole rule set) over more bytes.
+    /// the whole rule set) over more bytes. When searches are slow (rules
+    /// whose atoms hit the traffic often), batches are capped lower, at
+    /// what a quarter of `scan_timeout` searches at the measured rate.
     pub max_batch_bytes: usize,
     /// Longest time a buffered chunk waits before its batch is searched. It is
     /// checked when a chunk or line arrives and by
@@ -62,6 +64,15 @@ pub struct ScannerConfig {
     /// retain together for whole-data rules; a stream that would go past
     /// it stops retaining, as at its own cap.
     pub max_retained_bytes: usize,
+    /// Search the chunks of a stream that retains its bytes for whole-data
+    /// rules as they come. By default such a stream's search waits: its
+    /// bytes are searched once, when it stops retaining (a gate failed, a
+    /// cap was reached) or a verdict needs its matches, and not at all
+    /// when its verdict is a whole-buffer scan of them, which finds every
+    /// match itself. That costs one whole-buffer scan instead of two
+    /// passes, but its matches are only found then: subscribers to match
+    /// events who want them as they happen set this.
+    pub eager_search: bool,
 }
 
 impl Default for ScannerConfig {
@@ -78,6 +89,7 @@ impl Default for ScannerConfig {
             scan_timeout: Some(Duration::from_secs(10)),
             max_retained_stream_bytes: 4 << 20,
             max_retained_bytes: 128 << 20,
+            eager_search: false,
         }
     }
 }

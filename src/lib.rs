@@ -39,13 +39,15 @@
 //! and verdict evaluation), [`engine`] the actors (supervisor, shards,
 //! handles, events, residency), [`store`] the on-disk stream store
 //! (eviction and checkpoints), [`metrics`] the metric names, [`results`]
-//! what a verdict looks like.
+//! what a verdict looks like, [`pcap`] captures as streams and [`objects`]
+//! the files inside them (HTTP bodies, SMTP attachments).
 
 pub mod bench;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod metrics;
+pub mod objects;
 pub mod pcap;
 pub mod results;
 pub mod rules;

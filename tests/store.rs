@@ -93,7 +93,7 @@ fn case() -> impl Strategy<Value = Case> {
 /// context per shard in memory, with checkpoints (evicting all but one) and
 /// maybe a restart on the way.
 fn run(case: &Case) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store_dir();
     let path = dir.path().join("streams.redb");
     let rules = compile(RULES);
     let mut engine = start(&path, 2, 2).unwrap();
@@ -152,7 +152,7 @@ proptest! {
 
 #[test]
 fn eviction_keeps_the_bound_and_restores_on_demand() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store_dir();
     let path = dir.path().join("streams.redb");
     let rules = compile(RULES);
     let engine = start(&path, 10, 1).unwrap();
@@ -191,7 +191,7 @@ fn eviction_keeps_the_bound_and_restores_on_demand() {
 
 #[test]
 fn a_restart_resumes_every_stream_from_the_store() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store_dir();
     let path = dir.path().join("streams.redb");
     let rules = compile(RULES);
     let streams: Vec<(Uuid, Vec<u8>)> = (0..50)
@@ -225,7 +225,7 @@ fn a_restart_resumes_every_stream_from_the_store() {
 
 #[test]
 fn other_rules_are_refused_unless_told_to_discard() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store_dir();
     let path = dir.path().join("streams.redb");
     let engine = start(&path, 1_000, 1).unwrap();
     let stream = Uuid::new_v4();
@@ -267,7 +267,7 @@ fn other_rules_are_refused_unless_told_to_discard() {
 
 #[test]
 fn a_damaged_entry_fails_its_stream_only() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store_dir();
     let path = dir.path().join("streams.redb");
     let rules = compile(RULES);
     let (damaged, truncated, good) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
@@ -304,7 +304,7 @@ fn a_damaged_entry_fails_its_stream_only() {
 
 #[test]
 fn idle_streams_close_with_their_final_verdict_as_an_event() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store_dir();
     let path = dir.path().join("streams.redb");
     let rules = compile(RULES);
     let config = EngineConfig {
@@ -368,7 +368,7 @@ fn config(path: &Path, store: StoreConfig, tick: Duration) -> EngineConfig {
 /// the entry stayed.)
 #[test]
 fn a_shutdown_after_a_reload_removes_the_entries_of_the_streams_it_closes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store_dir();
     let path = dir.path().join("s.redb");
     let cfg = config(&path, StoreConfig::default(), Duration::from_millis(1));
     let engine = Engine::start(compile(R1), cfg.clone()).unwrap();
@@ -399,7 +399,7 @@ fn a_shutdown_after_a_reload_removes_the_entries_of_the_streams_it_closes() {
 /// The same with a stream that was evicted (stored) before the reload.
 #[test]
 fn a_shutdown_after_a_reload_removes_the_entries_of_stored_streams_it_closes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store_dir();
     let path = dir.path().join("s.redb");
     let store = StoreConfig {
         max_resident_streams: 1,
@@ -427,7 +427,7 @@ fn a_shutdown_after_a_reload_removes_the_entries_of_stored_streams_it_closes() {
 /// than the bound). (Found by review: it was 0.)
 #[test]
 fn an_acked_chunk_reports_its_offset_even_when_its_stream_was_evicted() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store_dir();
     let path = dir.path().join("s.redb");
     let store = StoreConfig {
         max_resident_bytes: 1,
@@ -459,7 +459,7 @@ fn an_acked_chunk_reports_its_offset_even_when_its_stream_was_evicted() {
 #[test]
 fn an_empty_line_survives_a_checkpoint_and_an_eviction() {
     let run = |evict: bool| {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = common::store_dir();
         let path = dir.path().join("s.redb");
         let store = StoreConfig {
             max_resident_streams: 1,
@@ -509,7 +509,7 @@ fn filled_store(path: &std::path::Path) -> Vec<u8> {
 /// never a panic. (Found by review: redb panics on some damaged files.)
 #[test]
 fn a_damaged_store_file_gives_errors_not_panics() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store_dir();
     let path = dir.path().join("s.redb");
     let good = filled_store(&path);
     let mut panics = Vec::new();
@@ -656,7 +656,7 @@ fn store_library_panics_are_caught_without_a_word_on_stderr() {
 /// The child of the test above: damages a store in many ways, prints how
 /// many store operations panicked (each a `StoreError::Damaged`).
 fn damage_child() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::store_dir();
     let path = dir.path().join("s.redb");
     let good = filled_store(&path);
     let mut caught = 0;

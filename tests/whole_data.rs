@@ -7,14 +7,16 @@
 
 mod common;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use common::{ours_all, reference_all, Verdict};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use yaraflow::test_support::codec;
-use yaraflow::{MultiStreamScanner, RuleSet, ScannerConfig, StreamResults, Uuid, WholeDataState};
+use yaraflow::{
+    MultiStreamScanner, RuleSet, ScannerConfig, ScannerStats, StreamResults, Uuid, WholeDataState,
+};
 
 /// One rule of each kind, with the marker pattern `$m`.
 const RULES: &str = r#"
@@ -142,6 +144,8 @@ struct Case {
     /// Every this many chunks, all streams go through the store's entry
     /// format and back (0: never).
     store_every: usize,
+    /// `ScannerConfig::eager_search`.
+    eager_search: bool,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -153,21 +157,27 @@ fn case() -> impl Strategy<Value = Case> {
         prop_oneof![3 => Just(1usize << 30), 1 => 500usize..5000],
         // Each trip through the store searches the batch first: a few.
         prop_oneof![5 => Just(0usize), 1 => 4usize..16],
+        any::<bool>(),
     )
-        .prop_map(|(streams, cuts, stream_cap, budget, store_every)| Case {
-            streams,
-            cuts,
-            stream_cap,
-            budget,
-            store_every,
-        })
+        .prop_map(
+            |(streams, cuts, stream_cap, budget, store_every, eager_search)| Case {
+                streams,
+                cuts,
+                stream_cap,
+                budget,
+                store_every,
+                eager_search,
+            },
+        )
 }
 
-/// Feeds every stream in chunks, interleaved, and closes them all.
-fn run(rules: &RuleSet, case: &Case) -> Vec<StreamResults> {
+/// Feeds every stream in chunks, interleaved, and closes them all; the
+/// scanner's counters too.
+fn run(rules: &RuleSet, case: &Case) -> (Vec<StreamResults>, ScannerStats) {
     let config = ScannerConfig {
         max_retained_stream_bytes: case.stream_cap,
         max_retained_bytes: case.budget,
+        eager_search: case.eager_search,
         ..ScannerConfig::default()
     };
     let mut scanner = MultiStreamScanner::new(rules, config);
@@ -190,9 +200,11 @@ fn run(rules: &RuleSet, case: &Case) -> Vec<StreamResults> {
             }
         }
     }
-    ids.iter()
+    let results = ids
+        .iter()
         .map(|id| scanner.close_stream(id).unwrap().unwrap())
-        .collect()
+        .collect();
+    (results, scanner.stats())
 }
 
 /// Evicts `streams`, encodes and decodes their contexts as the stream store
@@ -317,9 +329,17 @@ fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) {
     // Whole-data rules that matched in a stream that did not scan whole:
     // decided by its own verdict once their gates failed.
     let decided_by_stream = std::cell::Cell::new(0u64);
+    // Searches that waited while streams retained (the default), and runs
+    // that searched as the chunks came.
+    let (deferred_searches, eager_runs) = (Cell::new(0u64), Cell::new(0u64));
     runner
         .run(&case(), |case| {
-            let all = run(rules, &case);
+            let (all, stats) = run(rules, &case);
+            deferred_searches.set(deferred_searches.get() + stats.deferred_searches);
+            eager_runs.set(eager_runs.get() + u64::from(case.eager_search));
+            if case.eager_search {
+                prop_assert_eq!(stats.deferred_searches, 0);
+            }
             for (results, data) in all.iter().zip(&case.streams) {
                 let expected = reference_all(rules, data);
                 for (rule, _) in &expected {
@@ -349,9 +369,14 @@ fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) {
     let (matched, states) = (matched.into_inner(), states.into_inner());
     eprintln!(
         "rules matched (streams): {matched:?}\nretention states: {states:?}\n\
-         whole-data rules decided by the stream's own verdict: {}",
-        decided_by_stream.get()
+         whole-data rules decided by the stream's own verdict: {}\n\
+         deferred searches: {}; runs with eager search: {}",
+        decided_by_stream.get(),
+        deferred_searches.get(),
+        eager_runs.get()
     );
+    assert!(deferred_searches.get() > 0, "no deferred search happened");
+    assert!(eager_runs.get() > 0, "no run searched eagerly");
     if states_wanted.contains(&WholeDataState::Gated) {
         assert!(
             decided_by_stream.get() > 0,
@@ -420,10 +445,11 @@ fn real_rule_sets_on_pe_and_other_streams() {
             stream_cap: 1 << 20,
             budget: 1 << 30,
             store_every: 0,
+            eager_search: false,
         };
         let mut states = BTreeMap::<String, u64>::new();
         let (mut gated_out, mut matched) = (0, 0);
-        for (results, data) in run(&rules, &case).iter().zip(&streams) {
+        for (results, data) in run(&rules, &case).0.iter().zip(&streams) {
             let whole = results.whole_data.as_ref().unwrap();
             *states.entry(format!("{:?}", whole.state)).or_default() += 1;
             let expected = reference_all(&rules, data);
@@ -443,5 +469,68 @@ fn real_rule_sets_on_pe_and_other_streams() {
         assert!(gated_out > 0, "{set}: no gate ever failed");
         eprintln!("{set}: retention states {states:?}");
         assert!(states.contains_key("Scanned"), "{set}: {states:?}");
+    }
+}
+
+/// Waits up to `limit` for a match event.
+fn event_within(
+    events: &yaraflow::Subscription,
+    limit: std::time::Duration,
+) -> Option<yaraflow::MatchEvent> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(event) = events.try_recv() {
+            return Some(event);
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_retaining_streams_matches_are_reported_at_close_unless_search_is_eager() {
+    // `entropy` has no gate: every stream retains its bytes.
+    let rules = r#"
+        import "math"
+        rule mark { strings: $m = "MARK" condition: $m }
+        rule entropy { condition: math.entropy(0, filesize) > 7.9 }
+    "#;
+    for eager_search in [false, true] {
+        let mut config = yaraflow::EngineConfig {
+            shards: 1,
+            ..Default::default()
+        };
+        config.scanner.eager_search = eager_search;
+        let engine =
+            yaraflow::Engine::start(RuleSet::from_source(rules, 1024).unwrap(), config).unwrap();
+        let handle = engine.handle().blocking();
+        let events = handle.subscribe();
+        let stream = Uuid::from_u128(7);
+        // The match lies well before the end of what was sent: a search
+        // settles it without waiting for more bytes.
+        let data = [&b"header MARK "[..], &[b'x'; 4096]].concat();
+        handle.scan_chunk(stream, data).unwrap();
+        // Eager: the batch is searched within its delay (100 ms) and the
+        // event follows; deferred: nothing is searched before the close.
+        let wait = match eager_search {
+            true => std::time::Duration::from_secs(20),
+            false => std::time::Duration::from_millis(600),
+        };
+        let early = event_within(&events, wait);
+        assert_eq!(
+            early.is_some(),
+            eager_search,
+            "eager_search: {eager_search}"
+        );
+        let results = handle.close_stream(stream).unwrap().unwrap();
+        assert_eq!(results.rules.len(), 1);
+        assert_eq!(results.rules[0].identifier, "mark");
+        if !eager_search {
+            let at_close = events.recv_blocking().unwrap();
+            assert_eq!((at_close.rule.as_str(), at_close.at_close), ("mark", true));
+        }
+        drop(engine);
     }
 }

@@ -252,17 +252,24 @@ pub fn blocks_per_stream(
 
 /// The default configuration, with room for every stream of the workload
 /// open at once (the default caps a scanner at a million).
-fn scanner_config(workload: &Workload) -> ScannerConfig {
+fn scanner_config(workload: &Workload, eager_search: bool) -> ScannerConfig {
     let config = ScannerConfig::default();
     ScannerConfig {
         max_open_streams: config.max_open_streams.max(workload.streams()),
+        eager_search,
         ..config
     }
 }
 
 /// 3. yaraflow's single-threaded scanner.
-pub fn multi_stream(rules: &RuleSet, workload: &Workload) -> Result<Outcome, crate::ScanError> {
-    let mut scanner = MultiStreamScanner::new(rules, scanner_config(workload));
+///
+/// `eager_search`: see [`ScannerConfig::eager_search`].
+pub fn multi_stream(
+    rules: &RuleSet,
+    workload: &Workload,
+    eager_search: bool,
+) -> Result<Outcome, crate::ScanError> {
+    let mut scanner = MultiStreamScanner::new(rules, scanner_config(workload, eager_search));
     let mut verdicts = vec![0; workload.streams()];
     let mut ended = Vec::with_capacity(GROUP);
     let mut latencies = Latencies::default();
@@ -349,11 +356,12 @@ pub fn engine(
     rules: impl FnOnce() -> RuleSet,
     workload: &Workload,
     shards: usize,
+    eager_search: bool,
 ) -> Result<Outcome, crate::EngineError> {
     let config = EngineConfig {
         shards,
         overload_after: None,
-        scanner: scanner_config(workload),
+        scanner: scanner_config(workload, eager_search),
         ..EngineConfig::default()
     };
     let engine = Engine::start(rules(), config)?;

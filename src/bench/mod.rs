@@ -110,6 +110,8 @@ pub struct ReportHeader {
     pub workload: String,
     /// What the streams' bytes look like.
     pub traffic: Traffic,
+    /// Whether the files were planted at the start of streams.
+    pub plant_at_start: bool,
 }
 
 impl Report {
@@ -170,16 +172,18 @@ mod tests {
                 match_fraction: 0.3,
                 seed: 5,
                 traffic: Traffic::Random,
+                plant_at_start: false,
             };
             let workload = Workload::generate(&spec, &patterns);
             let outcomes = vec![
                 contenders::whole_buffer(&rules, &workload).unwrap(),
                 contenders::blocks_per_stream(&rules, &workload, 100, 9).unwrap(),
-                contenders::multi_stream(&rules, &workload).unwrap(),
+                contenders::multi_stream(&rules, &workload, false).unwrap(),
                 contenders::engine(
                     || crate::RuleSet::from_source(&source, 1024).unwrap(),
                     &workload,
                     2,
+                    false,
                 )
                 .unwrap(),
             ];
@@ -193,6 +197,7 @@ mod tests {
                 bytes: workload.bytes(),
                 workload: "test".into(),
                 traffic: Traffic::Random,
+                plant_at_start: false,
             };
             let report = Report::new(header, &outcomes);
             assert_eq!(
@@ -230,6 +235,7 @@ mod tests {
             bytes: 0,
             workload: String::new(),
             traffic: Traffic::Random,
+            plant_at_start: false,
         };
         let report = Report::new(header, &outcomes);
         assert!(report.contenders[0].verdicts_equal_whole_buffer);

@@ -120,6 +120,7 @@ pub fn run(spec: &StoreBenchSpec, progress: &dyn Fn(&str)) -> Result<StoreReport
             match_fraction: 0.1,
             seed: spec.seed,
             traffic: Default::default(),
+            plant_at_start: false,
         },
         &plants,
     );

@@ -46,6 +46,10 @@ pub struct WorkloadSpec {
     pub seed: u64,
     /// What the streams' bytes look like.
     pub traffic: Traffic,
+    /// Plants go at the very start of about `match_fraction` of the
+    /// streams (as a file's header does, for rules that read offset 0),
+    /// cut to the stream's length, instead of at random places.
+    pub plant_at_start: bool,
 }
 
 /// What the streams' bytes look like.
@@ -273,17 +277,22 @@ impl Workload {
         let pool_len = total.clamp(MIN_POOL, MAX_POOL).max(2 * longest);
         let mut pool = vec![0u8; pool_len];
         spec.traffic.fill(&mut pool, &mut rng);
-        plant(
-            &mut pool,
-            plants,
-            spec.match_fraction,
-            total / spec.streams.max(1),
-            &mut rng,
-        );
+        if !spec.plant_at_start {
+            plant(
+                &mut pool,
+                plants,
+                spec.match_fraction,
+                total / spec.streams.max(1),
+                &mut rng,
+            );
+        }
         let streams: Vec<(usize, u32)> = lengths
             .iter()
             .map(|&len| (rng.gen_range(0..=pool_len - len), len as u32))
             .collect();
+        if spec.plant_at_start {
+            plant_at_starts(&mut pool, &streams, plants, spec.match_fraction, &mut rng);
+        }
         let schedule = interleave(&streams, chunk, &mut rng);
         Workload {
             pool: pool.into(),
@@ -378,6 +387,30 @@ fn plant(pool: &mut [u8], plants: &[Vec<u8>], fraction: f64, stream_len: usize, 
     }
 }
 
+/// Writes the plants at the start of about `fraction` of the streams (a
+/// window of the pool each), one plant per stream in turn.
+fn plant_at_starts(
+    pool: &mut [u8],
+    streams: &[(usize, u32)],
+    plants: &[Vec<u8>],
+    fraction: f64,
+    rng: &mut StdRng,
+) {
+    let plants: Vec<&Vec<u8>> = plants.iter().filter(|p| !p.is_empty()).collect();
+    if plants.is_empty() || fraction <= 0.0 || streams.is_empty() {
+        return;
+    }
+    let count = ((fraction * streams.len() as f64).round() as usize).clamp(1, streams.len());
+    let mut chosen: Vec<usize> = (0..streams.len()).collect();
+    chosen.shuffle(rng);
+    for (i, &stream) in chosen[..count].iter().enumerate() {
+        let (start, len) = streams[stream];
+        let bytes = plants[i % plants.len()];
+        let n = bytes.len().min(len as usize);
+        pool[start..start + n].copy_from_slice(&bytes[..n]);
+    }
+}
+
 /// A uniformly random interleaving that keeps each stream's order.
 fn interleave(streams: &[(usize, u32)], chunk: usize, rng: &mut StdRng) -> Vec<Step> {
     let mut order: Vec<u32> = Vec::new();
@@ -417,6 +450,7 @@ mod tests {
             match_fraction: 0.2,
             seed: 9,
             traffic: Traffic::Random,
+            plant_at_start: false,
         }
     }
 
@@ -494,6 +528,21 @@ mod tests {
             .count();
         let fraction = holding as f64 / workload.streams() as f64;
         assert!((0.1..0.35).contains(&fraction), "{fraction}");
+    }
+
+    #[test]
+    fn plants_at_start_open_the_asked_fraction_of_streams() {
+        let spec = WorkloadSpec {
+            plant_at_start: true,
+            ..spec(false)
+        };
+        let workload = Workload::generate(&spec, &[b"MZ-PLANTED".to_vec()]);
+        let starting = (0..workload.streams())
+            .filter(|&i| workload.stream(i).starts_with(b"MZ-PLANTED"))
+            .count();
+        // 20% of 300 streams, give or take a later plant overwriting an
+        // earlier one where windows overlap.
+        assert!((55..=60).contains(&starting), "{starting}");
     }
 
     #[test]

@@ -48,6 +48,15 @@ pub struct BenchArgs {
     /// Fraction of streams that hold a planted pattern.
     #[arg(long, default_value_t = 0.1)]
     match_fraction: f64,
+    /// Plant the files at the very start of the streams that hold one (as
+    /// files inside flows start: rules that read headers and modules see
+    /// them), cut to the stream's length.
+    #[arg(long)]
+    plant_at_start: bool,
+    /// Search every chunk as it comes, also in streams that retain their
+    /// bytes for whole-data rules (`ScannerConfig::eager_search`).
+    #[arg(long)]
+    eager_search: bool,
     /// Shard counts of the engine runs, comma-separated (empty: none).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     shards: Vec<usize>,
@@ -94,6 +103,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         match_fraction: args.match_fraction,
         seed: args.seed,
         traffic: args.workload,
+        plant_at_start: args.plant_at_start,
     };
     let started = Instant::now();
     let workload = Workload::generate(&spec, &plants);
@@ -125,6 +135,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
             }
             .into(),
             traffic: args.workload,
+            plant_at_start: args.plant_at_start,
         },
         &outcomes,
     );
@@ -242,10 +253,14 @@ fn run_contenders(
             overlap,
         )?);
     }
-    outcomes.push(contenders::multi_stream(rules, workload)?);
+    outcomes.push(contenders::multi_stream(
+        rules,
+        workload,
+        args.eager_search,
+    )?);
     for &shards in &args.shards {
         let engine_rules = compile()?;
-        let mut outcome = contenders::engine(|| engine_rules, workload, shards)?;
+        let mut outcome = contenders::engine(|| engine_rules, workload, shards, args.eager_search)?;
         let parallel = contenders::parallel_whole_buffers(rules, workload, shards)?;
         let note = outcome.note.take().unwrap_or_default();
         outcome.note = Some(format!(
@@ -262,10 +277,14 @@ fn run_contenders(
 
 fn print_table(report: &Report) {
     println!(
-        "yaraflow bench: {} streams, {} workload of {} bytes, {:.1} MiB in chunks of up to {} bytes; rules: {} ({} compiled)",
+        "yaraflow bench: {} streams, {} workload of {} bytes{}, {:.1} MiB in chunks of up to {} bytes; rules: {} ({} compiled)",
         report.header.streams,
         report.header.workload,
         report.header.traffic.name(),
+        match report.header.plant_at_start {
+            true => " with files at stream starts",
+            false => "",
+        },
         report.header.bytes as f64 / (1 << 20) as f64,
         report.header.chunk_size,
         report.header.rules,

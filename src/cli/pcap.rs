@@ -1,7 +1,10 @@
 //! `yaraflow pcap`: each direction of each TCP connection in a capture is a
 //! stream, scanned through the engine; one JSON line per direction when it
 //! ends (FIN, RST, or the end of the capture), with its 4-tuple, how it
-//! ended, the bytes that never arrived, and its results.
+//! ended, the bytes that never arrived, and its results. Each file inside a
+//! direction (an HTTP/1.x body, an SMTP attachment) is a stream too, with a
+//! line of its own (`object`: its flow, protocol, index, type, name, size,
+//! and whether it was cut); the bridge is [`yaraflow::pcap::FlowFeed`].
 //!
 //! Captures are read one after the other, each with its own flow table, and
 //! streamed: a direction's bytes go to the engine as soon as they are in
@@ -17,12 +20,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use bytes::Bytes;
 use indicatif::ProgressBar;
+use yaraflow::objects::ObjectLimits;
 use yaraflow::pcap::{
-    CaptureReader, FlowCounters, FlowEvent, FlowLimits, FlowSummary, FlowTable, Frame,
+    CaptureReader, Ended, FlowCounters, FlowEvent, FlowFeed, FlowLimits, FlowTable, Frame, Verdict,
 };
-use yaraflow::{BlockingHandle, Engine, EngineConfig, EngineError, StreamResults, Uuid};
+use yaraflow::{Engine, EngineConfig, EngineError, StreamResults};
 
 /// Arguments of `yaraflow pcap`.
 #[derive(Debug, clap::Args)]
@@ -46,6 +49,15 @@ pub struct PcapArgs {
     /// (`"end": "idle"`); `0s` never.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     flow_idle_timeout: std::time::Duration,
+    /// Do not look for files inside the directions (HTTP/1.x bodies, SMTP
+    /// attachments), which are otherwise streams of their own, each
+    /// printed as a line with an `object` field.
+    #[arg(long)]
+    no_objects: bool,
+    /// Largest file inside a direction, decoded; a larger one is scanned
+    /// up to this size and marked `"cut": "size_cap"`.
+    #[arg(long, default_value = "64MiB")]
+    max_object_size: bytesize::ByteSize,
     /// No progress bar and no summary on stderr (errors are still
     /// reported).
     #[arg(long, short)]
@@ -56,11 +68,6 @@ pub struct PcapArgs {
     #[arg(required = true)]
     captures: Vec<PathBuf>,
 }
-
-/// Chunks (or ended directions) gathered before they go to the engine.
-const BURST_CHUNKS: usize = 64;
-/// Largest chunk handed to the engine (reassembly can release more at once).
-const MAX_CHUNK: usize = 64 << 10;
 
 pub fn run(args: PcapArgs) -> anyhow::Result<ExitCode> {
     let rules = super::load_rules(&args.rules, &args.rule_args)?;
@@ -73,12 +80,14 @@ pub fn run(args: PcapArgs) -> anyhow::Result<ExitCode> {
     };
     config.scanner.max_pattern_len = args.rule_args.max_pattern_len;
     let engine = Engine::start(rules, config)?;
+    let objects = (!args.no_objects).then(|| ObjectLimits {
+        max_object_bytes: args.max_object_size.as_u64(),
+        ..ObjectLimits::default()
+    });
     let mut failed = false;
     for path in &args.captures {
         let mut feed = Feed {
-            handle: engine.handle().blocking(),
-            burst: Vec::new(),
-            ended: Vec::new(),
+            flows: FlowFeed::new(engine.handle().blocking(), objects),
             capture: path,
             capture_error: false,
             out: std::io::stdout().lock(),
@@ -136,11 +145,11 @@ fn read_capture(args: &PcapArgs, path: &Path, feed: &mut Feed<'_>) -> anyhow::Re
         progress.set_position(reader.bytes_read());
     };
     // Directions that end now end because the capture did (or broke).
-    feed.flush()?;
+    tally.directions += feed.flush()?;
     feed.capture_error = outcome.is_err();
     table.finish(&mut events);
     tally.directions += feed.take(&mut events, &progress)?;
-    feed.flush()?;
+    tally.directions += feed.flush()?;
     progress.finish_and_clear();
     if !args.quiet {
         print_tally(path, reader.frames(), &tally, table.counters());
@@ -173,12 +182,9 @@ fn print_tally(path: &Path, frames: u64, tally: &Tally, early: FlowCounters) {
     );
 }
 
-/// Flow events into the engine, results out.
+/// Flow events into the engine, results out as JSON lines.
 struct Feed<'a> {
-    handle: BlockingHandle,
-    burst: Vec<(Uuid, Bytes)>,
-    /// Directions ended, to close after the burst is sent.
-    ended: Vec<FlowSummary>,
+    flows: FlowFeed,
     capture: &'a Path,
     capture_error: bool,
     out: std::io::StdoutLock<'static>,
@@ -188,50 +194,30 @@ struct Feed<'a> {
 impl Feed<'_> {
     /// Acts on flow events; returns how many directions ended.
     fn take(&mut self, events: &mut Vec<FlowEvent>, progress: &ProgressBar) -> anyhow::Result<u64> {
-        let mut ended = 0;
-        for event in events.drain(..) {
-            match event {
-                // An empty chunk opens the stream: a direction that carries
-                // no byte still gets its verdict (rules like `not $a`).
-                FlowEvent::Opened(stream) => self.burst.push((stream, Bytes::new())),
-                FlowEvent::Data(stream, bytes) => {
-                    let bytes = Bytes::from(bytes);
-                    for at in (0..bytes.len()).step_by(MAX_CHUNK) {
-                        let end = (at + MAX_CHUNK).min(bytes.len());
-                        self.burst.push((stream, bytes.slice(at..end)));
-                    }
-                }
-                FlowEvent::Ended(summary) => {
-                    self.ended.push(summary);
-                    ended += 1;
-                }
-            }
-            if self.burst.len() >= BURST_CHUNKS || self.ended.len() >= BURST_CHUNKS {
-                progress.suspend(|| self.flush())?;
-            }
-        }
-        Ok(ended)
+        let verdicts = self.flows.take(events)?;
+        progress.suspend(|| self.print_all(verdicts))
     }
 
-    /// Hands the gathered chunks to the engine, then closes the ended
-    /// directions (all closes sent before the first answer is awaited) and
-    /// prints their lines.
-    fn flush(&mut self) -> anyhow::Result<()> {
-        if !self.burst.is_empty() {
-            self.handle.scan_chunks(std::mem::take(&mut self.burst))?;
-        }
-        let ended = std::mem::take(&mut self.ended);
-        let streams: Vec<Uuid> = ended.iter().map(|s| s.stream).collect();
-        for (summary, closed) in ended.iter().zip(self.handle.close_streams(&streams)) {
-            self.print(summary, closed)?;
-        }
-        Ok(())
+    /// Sends what is gathered to the engine and prints what ended.
+    fn flush(&mut self) -> anyhow::Result<u64> {
+        let verdicts = self.flows.flush()?;
+        self.print_all(verdicts)
     }
 
-    /// Prints a closed direction's line.
+    /// Prints the lines of what ended; returns how many were directions.
+    fn print_all(&mut self, verdicts: Vec<Verdict>) -> anyhow::Result<u64> {
+        let mut directions = 0;
+        for (ended, closed) in verdicts {
+            directions += u64::from(matches!(ended, Ended::Flow(..)));
+            self.print(&ended, closed)?;
+        }
+        Ok(directions)
+    }
+
+    /// Prints a closed stream's line: its results, and what it was.
     fn print(
         &mut self,
-        summary: &FlowSummary,
+        ended: &Ended,
         closed: Result<Option<StreamResults>, EngineError>,
     ) -> anyhow::Result<()> {
         let results = match closed {
@@ -241,25 +227,39 @@ impl Feed<'_> {
                     Err(err) => err.to_string(),
                     _ => "its stream was not open (lost?)".to_string(),
                 };
-                eprintln!(
-                    "error: {} flow {} > {}: {err}",
-                    self.capture.display(),
-                    summary.src,
-                    summary.dst
-                );
+                eprintln!("error: {} {}: {err}", self.capture.display(), what(ended));
                 self.failed = true;
                 return Ok(());
             }
         };
         let mut line = serde_json::to_value(&results)?;
-        let mut flow = serde_json::to_value(summary)?;
-        flow.as_object_mut().map(|f| f.remove("stream"));
-        line["flow"] = flow;
+        match ended {
+            Ended::Flow(summary, objects) => {
+                let mut flow = serde_json::to_value(summary)?;
+                flow.as_object_mut().map(|f| f.remove("stream"));
+                line["flow"] = flow;
+                if let Some(objects) = objects {
+                    line["objects"] = serde_json::to_value(objects)?;
+                }
+            }
+            Ended::Object(summary) => line["object"] = serde_json::to_value(summary)?,
+        }
         line["capture"] = self.capture.display().to_string().into();
         if self.capture_error {
             line["capture_error"] = true.into();
         }
         writeln!(self.out, "{line}")?;
         Ok(())
+    }
+}
+
+/// Names a direction or an object in an error message.
+fn what(ended: &Ended) -> String {
+    match ended {
+        Ended::Flow(summary, _) => format!("flow {} > {}", summary.src, summary.dst),
+        Ended::Object(summary) => format!(
+            "object {} of flow {}",
+            summary.info.index, summary.info.flow
+        ),
     }
 }

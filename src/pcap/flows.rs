@@ -88,11 +88,25 @@ pub struct FlowSummary {
     pub end: End,
 }
 
+/// A direction that opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowOpened {
+    /// Its stream id.
+    pub stream: Uuid,
+    /// Sender address.
+    pub src: SocketAddr,
+    /// Receiver address.
+    pub dst: SocketAddr,
+    /// Which side sent it: [`Role::Unknown`] when it opened without a
+    /// handshake.
+    pub role: Role,
+}
+
 /// What a segment (or the end of the capture) did to the flow table.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FlowEvent {
     /// A new direction: a new stream.
-    Opened(Uuid),
+    Opened(FlowOpened),
     /// Bytes of a direction, in stream order, following the previous ones.
     Data(Uuid, Vec<u8>),
     /// A direction ended; no more events for its stream.
@@ -374,7 +388,12 @@ impl FlowTable {
             _ => Role::Unknown,
         };
         let stream = flow_uuid(&key, reuse);
-        events.push(FlowEvent::Opened(stream));
+        events.push(FlowEvent::Opened(FlowOpened {
+            stream,
+            src: key.src,
+            dst: key.dst,
+            role,
+        }));
         // Ended directions leave `order` lazily: drop them when it doubles.
         if self.order.len() >= 64 && self.order.len() > 2 * self.open {
             self.drop_ended_from_order();
@@ -512,7 +531,10 @@ mod tests {
         events.clear();
         table.segment(at(101, segment(C, S, 5, "A", b"more")), &mut events);
         let key = segment(C, S, 0, "", b"").key;
-        assert!(events.contains(&FlowEvent::Opened(flow_uuid(&key, 1))));
+        let reopened = flow_uuid(&key, 1);
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, FlowEvent::Opened(o) if o.stream == reopened)));
         // Ended entries are forgotten one more timeout later.
         table.segment(at(400, segment("10.0.0.9:1", S, 9, "A", b"z")), &mut events);
         assert!(table.counters().forgotten >= 1);
@@ -620,10 +642,18 @@ mod tests {
         table.segment(segment(C, S, 9001, "A", b"again"), &mut events);
         let key = segment(C, S, 0, "", b"").key;
         let (first, second) = (flow_uuid(&key, 0), flow_uuid(&key, 1));
+        let opened = |stream| {
+            FlowEvent::Opened(FlowOpened {
+                stream,
+                src: key.src,
+                dst: key.dst,
+                role: Role::Client,
+            })
+        };
         assert_eq!(
             events,
             vec![
-                FlowEvent::Opened(first),
+                opened(first),
                 FlowEvent::Ended(FlowSummary {
                     stream: first,
                     src: key.src,
@@ -634,7 +664,7 @@ mod tests {
                     missing_bytes: 0,
                     end: End::Rst,
                 }),
-                FlowEvent::Opened(second),
+                opened(second),
                 FlowEvent::Data(second, b"again".to_vec()),
             ]
         );

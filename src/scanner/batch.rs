@@ -219,6 +219,18 @@ impl Batch {
         self.push_segment(ctx, start, bytes, ctx.tail_first_line(), None, packed);
     }
 
+    /// Adds every byte of a chunk stream whose search was deferred, after
+    /// the context counted them: one chunk from offset 0.
+    pub fn add_whole_stream(&mut self, ctx: &StreamContext, bytes: &[u8], pack_starts: bool) {
+        debug_assert_eq!(bytes.len() as u64, ctx.stats.bytes);
+        let bytes = self.push_bytes(&[bytes], pack_starts);
+        self.push_segment(ctx, 0, bytes, 1, None, pack_starts);
+        // Every byte is new to the search, though the context counted it.
+        if let Some(segment) = self.segments.last_mut() {
+            segment.fresh_from = 0;
+        }
+    }
+
     /// Adds a line of a line stream, before the context counts it. A line
     /// is a whole document: it always gets a block of its own.
     pub fn add_line(&mut self, ctx: &StreamContext, line: &[u8]) {

@@ -29,6 +29,7 @@
 //! keeps `W + 31` bytes of tail, `W` being the longest pattern.
 
 pub(crate) mod batch;
+pub(crate) mod pace;
 pub(crate) mod verdict;
 
 use std::collections::{HashMap, HashSet};
@@ -67,6 +68,11 @@ pub struct ScannerStats {
     pub whole_scans: u64,
     /// Bytes the open streams retain for whole-data rules now.
     pub retained_bytes: usize,
+    /// Streams whose search had waited while they retained their bytes
+    /// and whose bytes were then searched at once (they stopped retaining,
+    /// or a verdict needed their matches); see
+    /// [`ScannerConfig::eager_search`].
+    pub deferred_searches: u64,
 }
 
 impl std::ops::AddAssign<&ScannerStats> for ScannerStats {
@@ -80,6 +86,7 @@ impl std::ops::AddAssign<&ScannerStats> for ScannerStats {
         self.evaluations += other.evaluations;
         self.whole_scans += other.whole_scans;
         self.retained_bytes += other.retained_bytes;
+        self.deferred_searches += other.deferred_searches;
     }
 }
 
@@ -111,9 +118,12 @@ pub struct MultiStreamScanner<'r> {
     /// Sum of the open contexts' retained bytes (for
     /// `ScannerConfig::max_retained_bytes`).
     retained_bytes: usize,
-    /// What a new chunk stream retains: `Retaining` when the rules have
-    /// whole-data rules.
-    retention: Retention,
+    /// How a new chunk stream starts: what it retains, and whether its
+    /// search waits.
+    new_streams: NewStreams,
+    /// The measured search rate, which caps the batch below
+    /// `max_batch_bytes` when searches are slow.
+    pace: pace::Pace,
     stats: ScannerStats,
 }
 
@@ -133,6 +143,14 @@ impl<'r> MultiStreamScanner<'r> {
             window: Window::new(analysis.window, analysis.head_len),
             search,
             evaluator: Evaluator::new(rules, &config),
+            pace: pace::Pace::new(config.scan_timeout, config.max_batch_bytes),
+            new_streams: NewStreams {
+                retention: match rules.whole_data().is_empty() {
+                    true => Retention::Off,
+                    false => Retention::Retaining,
+                },
+                defer_search: !config.eager_search,
+            },
             config,
             streams: HashMap::default(),
             batch: Batch::default(),
@@ -144,10 +162,6 @@ impl<'r> MultiStreamScanner<'r> {
             with_new_matches: HashSet::default(),
             context_bytes: 0,
             retained_bytes: 0,
-            retention: match rules.whole_data().is_empty() {
-                true => Retention::Off,
-                false => Retention::Retaining,
-            },
             stats: ScannerStats::default(),
         }
     }
@@ -185,7 +199,7 @@ impl<'r> MultiStreamScanner<'r> {
             });
         }
         self.check_mode(stream, mode)?;
-        if self.batch_bytes + data.len() > self.config.max_batch_bytes
+        if self.batch_bytes + data.len() > self.pace.batch_limit()
             || self.batch.standalone_segments() >= batch::MAX_STANDALONE_SEGMENTS
             || self.batch_overdue()
         {
@@ -197,12 +211,14 @@ impl<'r> MultiStreamScanner<'r> {
             &mut self.streams,
             &mut self.epochs,
             &mut self.context_bytes,
-            (stream, mode, self.retention),
+            (stream, mode, self.new_streams),
         );
         if data.is_empty() && mode == StreamMode::Chunks {
             return Ok(());
         }
+        let searched_now = !ctx.deferred;
         match mode {
+            StreamMode::Chunks if ctx.deferred => {}
             StreamMode::Chunks => self.batch.add_chunk(ctx, data, self.pack_starts),
             StreamMode::Lines => self.batch.add_line(ctx, data),
         }
@@ -218,16 +234,63 @@ impl<'r> MultiStreamScanner<'r> {
                 .max_retained_bytes
                 .saturating_sub(self.retained_bytes),
         };
-        ctx.retain(data, self.rules.whole_data(), room);
+        let unsearched = ctx.retain(data, self.rules.whole_data(), room);
         self.context_bytes = self.context_bytes + ctx.buffer_bytes() - before;
         self.retained_bytes = self.retained_bytes + ctx.retained.len() - retained;
-        if !ctx.in_batch {
-            ctx.in_batch = true;
-            self.batch_streams.push(stream);
-        }
-        self.batch_bytes += data.len();
-        self.batch_started.get_or_insert_with(Instant::now);
+        let batched = match unsearched {
+            Some(bytes) => self.add_deferred_bytes(stream, &bytes),
+            None if searched_now => {
+                self.note_in_batch(stream);
+                data.len()
+            }
+            None => 0,
+        };
+        self.batch_bytes += batched;
         Ok(())
+    }
+
+    /// Puts a stream in the current batch's list (once).
+    fn note_in_batch(&mut self, stream: Uuid) {
+        if let Some(ctx) = self.streams.get_mut(&stream) {
+            if !ctx.in_batch {
+                ctx.in_batch = true;
+                self.batch_streams.push(stream);
+            }
+        }
+        self.batch_started.get_or_insert_with(Instant::now);
+    }
+
+    /// Adds every byte of a stream whose search was deferred to the batch,
+    /// as one chunk from offset 0 (its context already recorded them);
+    /// returns how many.
+    fn add_deferred_bytes(&mut self, stream: Uuid, bytes: &[u8]) -> usize {
+        if let Some(ctx) = self.streams.get_mut(&stream) {
+            let before = ctx.buffer_bytes();
+            ctx.keep_edges(bytes, self.window.tail_len, self.window.head_keep());
+            self.context_bytes = self.context_bytes + ctx.buffer_bytes() - before;
+            self.batch.add_whole_stream(ctx, bytes, self.pack_starts);
+            self.note_in_batch(stream);
+            self.stats.deferred_searches += 1;
+        }
+        bytes.len()
+    }
+
+    /// A deferred stream whose verdict needs its matches (it is not a
+    /// whole-buffer scan of its bytes) has them searched now: its
+    /// retained bytes join the batch, and it is searched as it goes from
+    /// then on.
+    fn undefer_for_verdict(&mut self, stream: &Uuid) {
+        let Some(ctx) = self.streams.get_mut(stream) else {
+            return;
+        };
+        if !ctx.deferred || ctx.scans_whole(self.rules.whole_data()) {
+            return;
+        }
+        ctx.deferred = false;
+        let bytes = ctx.retained.clone();
+        if !bytes.is_empty() {
+            self.batch_bytes += self.add_deferred_bytes(*stream, &bytes);
+        }
     }
 
     /// Whether data in `mode` for `stream` would be taken now (as far as
@@ -264,7 +327,7 @@ impl<'r> MultiStreamScanner<'r> {
             &mut self.streams,
             &mut self.epochs,
             &mut self.context_bytes,
-            (stream, mode, self.retention),
+            (stream, mode, self.new_streams),
         );
         Ok(())
     }
@@ -307,7 +370,10 @@ impl<'r> MultiStreamScanner<'r> {
             }
         }
         if !self.batch.is_empty() {
-            match self.batch.search(&mut self.search) {
+            let started = Instant::now();
+            let searched = self.batch.search(&mut self.search);
+            self.pace.observe(self.batch.len(), started.elapsed());
+            match searched {
                 Ok(found) => self.settle(found),
                 Err(err) => {
                     let found = self.search_streams_alone(&err);
@@ -488,6 +554,7 @@ impl<'r> MultiStreamScanner<'r> {
             return Ok(None);
         }
         self.check_broken(stream)?;
+        self.undefer_for_verdict(stream);
         if self.needs_search(stream) {
             self.flush_for(&HashSet::from([*stream]))?;
             self.check_broken(stream)?;
@@ -548,6 +615,9 @@ impl<'r> MultiStreamScanner<'r> {
     /// that asking for them one by one afterwards searches nothing. Streams
     /// that are not open are skipped.
     pub fn prepare_verdicts(&mut self, streams: &[Uuid]) -> Result<(), ScanError> {
+        for stream in streams {
+            self.undefer_for_verdict(stream);
+        }
         let wanted: HashSet<Uuid> = streams
             .iter()
             .filter(|s| self.needs_search(s))
@@ -660,7 +730,7 @@ impl<'r> MultiStreamScanner<'r> {
             .get_mut(stream)
             .ok_or(ScanError::UnknownStream(*stream))?;
         // Its bytes still in the batch belong to the old epoch and are ignored.
-        let mut fresh = new_context((*stream, ctx.mode, self.retention), &mut self.epochs);
+        let mut fresh = new_context((*stream, ctx.mode, self.new_streams), &mut self.epochs);
         fresh.stats.opened_at_ms = ctx.stats.opened_at_ms;
         self.context_bytes = self.context_bytes + fresh.memory_bytes() - ctx.memory_bytes();
         self.retained_bytes -= ctx.retained.len();
@@ -712,7 +782,7 @@ fn open_context<'a>(
     streams: &'a mut HashMap<Uuid, StreamContext, RandomState>,
     epochs: &mut Epochs,
     context_bytes: &mut usize,
-    kind: (Uuid, StreamMode, Retention),
+    kind: (Uuid, StreamMode, NewStreams),
 ) -> &'a mut StreamContext {
     streams.entry(kind.0).or_insert_with(|| {
         epochs.opened += 1;
@@ -724,11 +794,23 @@ fn open_context<'a>(
 
 /// A new context with the next epoch.
 fn new_context(
-    (stream, mode, retention): (Uuid, StreamMode, Retention),
+    (stream, mode, new_streams): (Uuid, StreamMode, NewStreams),
     epochs: &mut Epochs,
 ) -> StreamContext {
     epochs.last += 1;
-    StreamContext::new(stream, mode, epochs.last, retention)
+    let mut ctx = StreamContext::new(stream, mode, epochs.last, new_streams.retention);
+    ctx.deferred = new_streams.defer_search && ctx.retention == Retention::Retaining;
+    ctx
+}
+
+/// How new streams start.
+#[derive(Debug, Clone, Copy)]
+struct NewStreams {
+    /// `Retaining` when the rules have whole-data rules.
+    retention: Retention,
+    /// Whether a retaining stream's search waits (see
+    /// `ScannerConfig::eager_search`).
+    defer_search: bool,
 }
 
 /// Tells incarnations of streams apart.

@@ -137,6 +137,11 @@ pub struct StreamContext {
     /// Its bytes from offset 0 while `retention` is `Retaining`; the first
     /// ones the gates read when it is `Cut`; nothing otherwise.
     pub(crate) retained: Vec<u8>,
+    /// Its bytes have not been searched yet: it retains them all, and
+    /// they are searched once, from offset 0, when it stops retaining or
+    /// its verdict needs its matches; a verdict that is a whole-buffer
+    /// scan of them needs no search at all. Only while `Retaining`.
+    pub(crate) deferred: bool,
     /// Spans of settled matches.
     pub(crate) settled: SpanSet,
     /// Spans of matches that touch the end of the data seen so far: right
@@ -195,6 +200,7 @@ impl StreamContext {
                 StreamMode::Chunks => retention,
             },
             retained: Vec::new(),
+            deferred: false,
             settled: SpanSet::default(),
             provisional: SpanSet::default(),
             durable: None,
@@ -203,7 +209,8 @@ impl StreamContext {
     }
 
     /// Counts appended bytes, and in chunk mode moves the tail and grows
-    /// the head (`tail_len` and `head_keep` bytes long at most).
+    /// the head (`tail_len` and `head_keep` bytes long at most) unless the
+    /// stream's search is deferred.
     pub(crate) fn record(&mut self, data: &[u8], tail_len: usize, head_keep: usize) {
         self.stats.bytes += data.len() as u64;
         self.stats.chunks += 1;
@@ -212,16 +219,25 @@ impl StreamContext {
             StreamMode::Lines => self.stats.lines += 1,
             StreamMode::Chunks => {
                 self.stats.lines += span::count_newlines(data);
-                let head_room = head_keep.saturating_sub(self.head.len()).min(data.len());
-                self.head.extend_from_slice(&data[..head_room]);
-                // A new tail of exact capacity: idle streams hold no slack.
-                let keep_old = tail_len.saturating_sub(data.len()).min(self.tail.len());
-                let mut tail = Vec::with_capacity(keep_old + data.len().min(tail_len));
-                tail.extend_from_slice(&self.tail[self.tail.len() - keep_old..]);
-                tail.extend_from_slice(&data[data.len().saturating_sub(tail_len)..]);
-                self.tail = tail;
+                if !self.deferred {
+                    self.keep_edges(data, tail_len, head_keep);
+                }
             }
         }
+    }
+
+    /// Moves the tail and grows the head over `data`, the bytes that follow
+    /// the ones they were kept from. A deferred stream keeps neither: it
+    /// retains every byte, and gets both from them when it is searched.
+    pub(crate) fn keep_edges(&mut self, data: &[u8], tail_len: usize, head_keep: usize) {
+        let head_room = head_keep.saturating_sub(self.head.len()).min(data.len());
+        self.head.extend_from_slice(&data[..head_room]);
+        // A new tail of exact capacity: idle streams hold no slack.
+        let keep_old = tail_len.saturating_sub(data.len()).min(self.tail.len());
+        let mut tail = Vec::with_capacity(keep_old + data.len().min(tail_len));
+        tail.extend_from_slice(&self.tail[self.tail.len() - keep_old..]);
+        tail.extend_from_slice(&data[data.len().saturating_sub(tail_len)..]);
+        self.tail = tail;
     }
 
     /// Where the stream stands now, as a [`DurableMark`].

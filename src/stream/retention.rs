@@ -21,14 +21,24 @@ pub(crate) struct RetentionRoom {
 
 impl StreamContext {
     /// Retains `data`, the bytes just recorded, as the stream's retention
-    /// and the gates of `plan` say.
-    pub(crate) fn retain(&mut self, data: &[u8], plan: &WholeDataPlan, room: RetentionRoom) {
+    /// and the gates of `plan` say. A [`deferred`](StreamContext::deferred)
+    /// stream that stops retaining returns every byte it received (`data`
+    /// included): they must now be searched.
+    pub(crate) fn retain(
+        &mut self,
+        data: &[u8],
+        plan: &WholeDataPlan,
+        room: RetentionRoom,
+    ) -> Option<Vec<u8>> {
+        let mut unsearched = None;
         match self.retention {
-            Retention::Off | Retention::Gated => return,
+            Retention::Off | Retention::Gated => return None,
             Retention::Retaining if self.retained.len() + data.len() > room.stream_cap => {
+                unsearched = self.all_bytes_if_deferred(data);
                 self.stop_retaining(data, plan, RetentionLimit::StreamCap)
             }
             Retention::Retaining if data.len() > room.budget_left => {
+                unsearched = self.all_bytes_if_deferred(data);
                 self.stop_retaining(data, plan, RetentionLimit::Budget)
             }
             Retention::Retaining => self.retained.extend_from_slice(data),
@@ -36,8 +46,21 @@ impl StreamContext {
         }
         if !plan.needs_bytes(&self.retained, self.stats.bytes, false) {
             self.retention = Retention::Gated;
-            self.retained = Vec::new();
+            let retained = std::mem::take(&mut self.retained);
+            if self.deferred && unsearched.is_none() {
+                unsearched = Some(retained);
+            }
         }
+        if unsearched.is_some() {
+            self.deferred = false;
+        }
+        unsearched
+    }
+
+    /// The stream's bytes and `data` after them, if its search is deferred
+    /// (it retains them all).
+    fn all_bytes_if_deferred(&self, data: &[u8]) -> Option<Vec<u8>> {
+        self.deferred.then(|| [&self.retained[..], data].concat())
     }
 
     /// Whether the stream's verdict for whole-data rules is a whole-buffer

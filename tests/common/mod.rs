@@ -207,3 +207,16 @@ pub fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// A scratch folder for a stream store, in memory (`/dev/shm`) where the
+/// machine has one. The store tests check what the store holds, not the
+/// disk: their thousands of durable commits took minutes on a busy disk.
+pub fn store_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
