@@ -3,6 +3,12 @@
 //! Every fallible operation of yaraflow returns one of these. Each variant
 //! names the offending input and, where there is one, the limit it broke, so
 //! that a caller (or the command-line program) can tell the user what to fix.
+//!
+//! Each engine error also has an [`ErrorKind`], its machine name: the one
+//! home of the names that the `kind` label of
+//! [`crate::metrics::SCAN_ERRORS`] and the `code` of the HTTP API's error
+//! bodies (`crate::service`) are derived from. The public enums are
+//! `#[non_exhaustive]`: a new variant is not a breaking change.
 
 use std::path::PathBuf;
 
@@ -10,6 +16,7 @@ use uuid::Uuid;
 
 /// Errors raised while loading and compiling rules.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RuleError {
     /// A rules file or directory could not be read.
     #[error("cannot read rules from {path}: {source}")]
@@ -60,6 +67,7 @@ pub enum RuleError {
 
 /// Errors raised by the multi-stream scanner.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ScanError {
     /// Opening one more stream would exceed `ScannerConfig::max_open_streams`.
     #[error("cannot open stream {stream}: {limit} streams are already open (raise max_open_streams or close idle streams)")]
@@ -114,6 +122,7 @@ pub enum ScanError {
 
 /// Errors raised by the actor engine ([`crate::engine`]).
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
     /// The stream's shard held too many queued chunks for longer than
     /// `EngineConfig::overload_after`. The chunk was not taken: send it
@@ -201,6 +210,7 @@ impl From<ScanError> for EngineError {
 
 /// Errors of the stream store ([`crate::store`]).
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The store's file could not be opened or created.
     #[error("cannot open the stream store {path}: {reason}")]
@@ -251,6 +261,7 @@ pub enum StoreError {
 
 /// Errors raised while reading a capture file (`yaraflow pcap`).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CaptureError {
     /// The file is empty.
     #[error("the capture is empty")]
@@ -271,4 +282,128 @@ pub enum CaptureError {
     /// Reading the file failed.
     #[error("cannot read the capture: {0}")]
     Io(#[source] std::io::Error),
+}
+
+/// The machine name of an engine error: the `kind` label of
+/// [`crate::metrics::SCAN_ERRORS`] and, with one exception that the service
+/// states, the `code` of the HTTP API's error bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`ScanError::TooManyStreams`].
+    TooManyStreams,
+    /// [`ScanError::ChunkTooLarge`].
+    ChunkTooLarge,
+    /// [`ScanError::ModeMismatch`].
+    ModeMismatch,
+    /// [`ScanError::UnknownStream`].
+    UnknownStream,
+    /// [`ScanError::AlreadyOpen`].
+    AlreadyOpen,
+    /// [`ScanError::SearchFailed`].
+    SearchFailed,
+    /// [`ScanError::Yara`] with YARA-X's timeout.
+    ScanTimeout,
+    /// [`ScanError::Yara`], any other YARA-X error.
+    ScanFailed,
+    /// [`EngineError::Overloaded`].
+    Overloaded,
+    /// [`EngineError::StreamLost`].
+    StreamLost,
+    /// [`EngineError::StreamFailed`]; in the metrics, data dropped because
+    /// its stream had failed before.
+    StreamFailed,
+    /// [`EngineError::ShardFailed`]; in the metrics, a panic in a shard.
+    ShardFailed,
+    /// [`EngineError::ShuttingDown`] and [`EngineError::ShutdownTimedOut`].
+    ShuttingDown,
+    /// [`EngineError::Start`].
+    EngineFailed,
+    /// [`EngineError::Store`]; in the metrics, any failure of the stream
+    /// store (a damaged entry, a failed checkpoint).
+    StoreFailed,
+}
+
+impl ErrorKind {
+    /// Every kind.
+    pub const ALL: &'static [ErrorKind] = &[
+        ErrorKind::TooManyStreams,
+        ErrorKind::ChunkTooLarge,
+        ErrorKind::ModeMismatch,
+        ErrorKind::UnknownStream,
+        ErrorKind::AlreadyOpen,
+        ErrorKind::SearchFailed,
+        ErrorKind::ScanTimeout,
+        ErrorKind::ScanFailed,
+        ErrorKind::Overloaded,
+        ErrorKind::StreamLost,
+        ErrorKind::StreamFailed,
+        ErrorKind::ShardFailed,
+        ErrorKind::ShuttingDown,
+        ErrorKind::EngineFailed,
+        ErrorKind::StoreFailed,
+    ];
+
+    /// The name: `snake_case`, stable (dashboards, alerts and HTTP clients
+    /// match on it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::TooManyStreams => "too_many_streams",
+            ErrorKind::ChunkTooLarge => "chunk_too_large",
+            ErrorKind::ModeMismatch => "mode_mismatch",
+            ErrorKind::UnknownStream => "unknown_stream",
+            ErrorKind::AlreadyOpen => "already_open",
+            ErrorKind::SearchFailed => "search_failed",
+            ErrorKind::ScanTimeout => "scan_timeout",
+            ErrorKind::ScanFailed => "scan_failed",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::StreamLost => "stream_lost",
+            ErrorKind::StreamFailed => "stream_failed",
+            ErrorKind::ShardFailed => "shard_failed",
+            ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::EngineFailed => "engine_failed",
+            ErrorKind::StoreFailed => "store_failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ScanError {
+    /// The error's machine name.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ScanError::TooManyStreams { .. } => ErrorKind::TooManyStreams,
+            ScanError::ChunkTooLarge { .. } => ErrorKind::ChunkTooLarge,
+            ScanError::ModeMismatch { .. } => ErrorKind::ModeMismatch,
+            ScanError::UnknownStream(_) => ErrorKind::UnknownStream,
+            ScanError::AlreadyOpen(_) => ErrorKind::AlreadyOpen,
+            ScanError::SearchFailed { .. } => ErrorKind::SearchFailed,
+            ScanError::Yara(yara_x::ScanError::Timeout) => ErrorKind::ScanTimeout,
+            ScanError::Yara(_) => ErrorKind::ScanFailed,
+        }
+    }
+}
+
+impl EngineError {
+    /// The error's machine name; a refused request's is its cause's.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EngineError::Overloaded { .. } => ErrorKind::Overloaded,
+            EngineError::StreamLost { .. } => ErrorKind::StreamLost,
+            EngineError::StreamFailed { .. } => ErrorKind::StreamFailed,
+            EngineError::Scan(scan) => scan.kind(),
+            EngineError::ShardFailed { .. } => ErrorKind::ShardFailed,
+            EngineError::Refused { source, .. } => source.kind(),
+            EngineError::ShutdownTimedOut { .. } | EngineError::ShuttingDown => {
+                ErrorKind::ShuttingDown
+            }
+            EngineError::Start(_) => ErrorKind::EngineFailed,
+            EngineError::Store(_) => ErrorKind::StoreFailed,
+        }
+    }
 }

@@ -55,10 +55,12 @@ pub mod scanner;
 pub mod service;
 pub mod store;
 pub mod stream;
+#[doc(hidden)]
+pub mod test_support;
 
 pub use config::{EngineConfig, ScannerConfig, StoreConfig};
 pub use engine::{BlockingHandle, Engine, EngineHandle, MatchEvent, ShutdownReport, Subscription};
-pub use error::{CaptureError, EngineError, RuleError, ScanError, StoreError};
+pub use error::{CaptureError, EngineError, ErrorKind, RuleError, ScanError, StoreError};
 pub use results::{
     MatchInfo, PatternMatches, RuleMatch, StreamResults, WholeDataState, WholeDataVerdict,
 };

@@ -7,7 +7,7 @@
 //!
 //! Names follow Prometheus conventions: prefix `yaraflow_`, base units in
 //! the name, counters end in `_total`. The engine's labels are `shard` (the
-//! shard's index) and `kind` (an error kind), both of low cardinality, and
+//! shard's index) and `kind` (an [`ErrorKind`]'s name), both of low cardinality, and
 //! `rule` on the opt-in per-rule counter; the service's are `route` and
 //! `status` (a class: `2xx`). Process metrics (`process_cpu_seconds_total`,
 //! `process_resident_memory_bytes`, ...) come from `metrics-process`,
@@ -17,6 +17,8 @@
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+
+use crate::error::ErrorKind;
 
 /// Bytes appended to streams (chunks and lines).
 pub const SCANNED_BYTES: &str = "yaraflow_scanned_bytes_total";
@@ -186,8 +188,8 @@ pub fn describe() {
     }
 }
 
-/// The metric handles of one shard.
-#[derive(Clone)]
+/// The metric handles of one shard. Not `Clone`: the shard borrows them
+/// (a clone costs a `String` and a reference count per handle).
 pub(crate) struct ShardMetrics {
     shard: String,
     pub bytes: Counter,
@@ -270,14 +272,16 @@ impl ShardMetrics {
         let residency = ResidencyMetrics::new(index);
         residency.stored.set(0.0);
         for kind in SCAN_ERROR_KINDS {
-            let _ = counter!(SCAN_ERRORS, "shard" => metrics.shard.clone(), "kind" => *kind);
+            let _ =
+                counter!(SCAN_ERRORS, "shard" => metrics.shard.clone(), "kind" => kind.as_str());
         }
         metrics
     }
 
-    /// Counts one error of the given kind.
-    pub fn error(&self, kind: &'static str) {
-        counter!(SCAN_ERRORS, "shard" => self.shard.clone(), "kind" => kind).increment(1);
+    /// Counts one error of the given kind (one of [`SCAN_ERROR_KINDS`]).
+    pub fn error(&self, kind: ErrorKind) {
+        debug_assert!(SCAN_ERROR_KINDS.contains(&kind), "{kind} is not a shard's");
+        counter!(SCAN_ERRORS, "shard" => self.shard.clone(), "kind" => kind.as_str()).increment(1);
     }
 
     /// Records a duration in seconds.
@@ -286,16 +290,22 @@ impl ShardMetrics {
     }
 }
 
-/// The values of the `kind` label of [`SCAN_ERRORS`].
-pub const SCAN_ERROR_KINDS: &[&str] = &[
-    "too_many_streams",
-    "chunk_too_large",
-    "mode_mismatch",
-    "unknown_stream",
-    "already_open",
-    "timeout",
-    "yara",
-    "store",
+/// The values of the `kind` label of [`SCAN_ERRORS`]: the kinds of every
+/// [`ScanError`](crate::ScanError) (a shard counts those its scanners
+/// return), and three a shard counts itself: data dropped because its
+/// stream had failed, a failure of the stream store, and a panic.
+pub const SCAN_ERROR_KINDS: &[ErrorKind] = &[
+    ErrorKind::TooManyStreams,
+    ErrorKind::ChunkTooLarge,
+    ErrorKind::ModeMismatch,
+    ErrorKind::UnknownStream,
+    ErrorKind::AlreadyOpen,
+    ErrorKind::SearchFailed,
+    ErrorKind::ScanTimeout,
+    ErrorKind::ScanFailed,
+    ErrorKind::StreamFailed,
+    ErrorKind::StoreFailed,
+    ErrorKind::ShardFailed,
 ];
 
 /// Registers the engine-wide series at 0 (see [`ShardMetrics::new`]).
@@ -340,5 +350,66 @@ pub fn record_rule_classes(classes: &crate::rules::RuleClasses) {
         ("whole_data_ungated", classes.whole_data_ungated),
     ] {
         metrics::gauge!(RULES, "class" => class).set(count as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ScanError;
+
+    /// The label list is the scanner's error kinds and the shard's own
+    /// three, each once: a new `ScanError` variant fails here until it is
+    /// listed.
+    #[test]
+    fn scan_error_kinds_are_the_scanners_and_the_shards() {
+        let stream = uuid::Uuid::nil();
+        let scanner = [
+            ScanError::TooManyStreams { stream, limit: 1 },
+            ScanError::ChunkTooLarge {
+                stream,
+                len: 2,
+                limit: 1,
+            },
+            ScanError::ModeMismatch {
+                stream,
+                opened: "chunk",
+                attempted: "line",
+            },
+            ScanError::UnknownStream(stream),
+            ScanError::AlreadyOpen(stream),
+            ScanError::SearchFailed {
+                stream,
+                reason: String::new(),
+                limit: None,
+            },
+            ScanError::Yara(yara_x::ScanError::Timeout),
+            ScanError::Yara(yara_x::ScanError::UnknownModule {
+                module: String::new(),
+            }),
+        ];
+        let mut expected: Vec<ErrorKind> = scanner.iter().map(ScanError::kind).collect();
+        // Kept exhaustive: a new variant must be added to `scanner` above.
+        for error in &scanner {
+            match error {
+                ScanError::TooManyStreams { .. }
+                | ScanError::ChunkTooLarge { .. }
+                | ScanError::ModeMismatch { .. }
+                | ScanError::UnknownStream(_)
+                | ScanError::AlreadyOpen(_)
+                | ScanError::SearchFailed { .. }
+                | ScanError::Yara(_) => {}
+            }
+        }
+        expected.extend([
+            ErrorKind::StreamFailed,
+            ErrorKind::StoreFailed,
+            ErrorKind::ShardFailed,
+        ]);
+        assert_eq!(SCAN_ERROR_KINDS, expected.as_slice());
+        let mut names: Vec<&str> = SCAN_ERROR_KINDS.iter().map(|k| k.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), SCAN_ERROR_KINDS.len(), "a kind listed twice");
     }
 }

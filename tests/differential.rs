@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
-use yaraflow::store::codec;
+use yaraflow::test_support::codec;
 use yaraflow::{MultiStreamScanner, RuleSet, ScannerConfig, StreamMode, Uuid};
 
 /// Bytes the data and the patterns are drawn from: word and non-word bytes,

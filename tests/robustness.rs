@@ -14,7 +14,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use yaraflow::pcap::{CaptureReader, FlowLimits, FlowTable, Frame};
 use yaraflow::service::framing;
-use yaraflow::store::{codec, ContextStore};
+use yaraflow::store::ContextStore;
+use yaraflow::test_support::codec;
 use yaraflow::{MultiStreamScanner, RuleSet, ScannerConfig, StreamMode, Uuid};
 
 fn cases() -> u64 {

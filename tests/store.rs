@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::{compile, ours, reference};
 use proptest::prelude::*;
 use yaraflow::store::{ContextStore, OnRulesChange};
+use yaraflow::test_support::write_raw;
 use yaraflow::{
     BlockingHandle, Engine, EngineConfig, EngineError, RuleSet, StoreConfig, StoreError, Uuid,
 };
@@ -278,13 +279,13 @@ fn a_damaged_entry_fails_its_stream_only() {
     assert_eq!(engine.shutdown().unwrap().kept, 3);
     {
         let store = ContextStore::open(&path, 1 << 20).unwrap();
-        store
-            .write_raw(
-                damaged,
-                b"YFSC\x01\x00garbage that is long enough to have a header",
-            )
-            .unwrap();
-        store.write_raw(truncated, b"YFSC\x01").unwrap();
+        write_raw(
+            &store,
+            damaged,
+            b"YFSC\x01\x00garbage that is long enough to have a header",
+        )
+        .unwrap();
+        write_raw(&store, truncated, b"YFSC\x01").unwrap();
     }
     let engine = start(&path, 1_000, 2).unwrap();
     let handle = engine.handle().blocking();

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use common::{ours_all, reference_all, Verdict};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use yaraflow::store::codec;
+use yaraflow::test_support::codec;
 use yaraflow::{
     MultiStreamScanner, RuleSet, ScannerConfig, ScannerStats, StreamResults, Uuid, WholeDataState,
 };

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::config::ScannerConfig;
+use crate::metrics::ShardMetrics;
 use crate::rules::RuleSet;
 use crate::scanner::{MultiStreamScanner, ScannerStats};
 use crate::store::{rules_tag, RulesTag};
@@ -33,7 +34,7 @@ pub(crate) struct Generation {
     scanner: OwnedScanner,
     /// Submission times of the chunks waiting in the scanner's batch.
     pub pending: Vec<std::time::Instant>,
-    /// The scanner's counters when last looked at (for metric deltas).
+    /// The scanner's counters when last synced into metrics.
     pub seen: ScannerStats,
 }
 
@@ -47,7 +48,48 @@ impl Generation {
         }
     }
 
-    /// Runs `f` on the scanner.
+    /// Runs `work` on the scanner, then turns what changed in its counters
+    /// into the shard's metrics: every scanner call that may search (and so
+    /// move the counters) goes through here, the one place the deltas are
+    /// synced.
+    pub fn scan<R>(
+        &mut self,
+        metrics: &ShardMetrics,
+        work: impl FnOnce(&mut MultiStreamScanner<'_>) -> R,
+    ) -> R {
+        let result = self.with(work);
+        self.sync_metrics(metrics);
+        result
+    }
+
+    /// What changed in the scanner's counters since last time, into
+    /// metrics; and the latency of the chunks a new batch search covered.
+    fn sync_metrics(&mut self, metrics: &ShardMetrics) {
+        let now = self.stats();
+        let seen = &self.seen;
+        let batches = now.batches.saturating_sub(seen.batches);
+        if batches > 0 {
+            let finished = std::time::Instant::now();
+            for submitted in self.pending.drain(..) {
+                ShardMetrics::seconds(&metrics.latency, finished - submitted);
+            }
+            let searched = now.searched_bytes.saturating_sub(seen.searched_bytes);
+            metrics.batch_size.record(searched as f64 / batches as f64);
+            metrics.flushes.increment(batches);
+        }
+        let opened = now.streams_opened.saturating_sub(seen.streams_opened);
+        metrics.opened.increment(opened);
+        let reused = now.verdicts.saturating_sub(now.evaluations);
+        let reused = reused.saturating_sub(seen.verdicts.saturating_sub(seen.evaluations));
+        metrics.empty_verdicts.increment(reused);
+        metrics
+            .whole_scans
+            .increment(now.whole_scans.saturating_sub(seen.whole_scans));
+        self.seen = now;
+    }
+
+    /// Runs `f` on the scanner (for calls that search nothing: see
+    /// [`Self::scan`]).
     pub fn with<R>(&mut self, f: impl FnOnce(&mut MultiStreamScanner<'_>) -> R) -> R {
         self.scanner.with_dependent_mut(|_, scanner| f(scanner))
     }

@@ -3,7 +3,7 @@
 //! [`EngineHandle`] is cheap to clone and to share between tasks and
 //! threads. Its methods are `async`; [`BlockingHandle`] (from
 //! [`EngineHandle::blocking`]) has the same operations for plain threads.
-//! Both route a stream's requests to its shard by hashing the stream id, so
+//! Both route a stream's requests to its shard (`engine/shard_map.rs`), so
 //! every request of a stream reaches the same actor, in the order one
 //! producer made them.
 //!
@@ -17,7 +17,6 @@
 //! Tokio runtime (actix's and `#[tokio::main]` are). The blocking methods
 //! must not be called from async code.
 
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,9 +27,10 @@ use uuid::Uuid;
 
 use super::events::{ClosedEvent, EventHub, Subscription};
 use super::gate::{Admission, Refusal};
-use super::shard::{
-    Reply, ShardActor, ShardCommand, ShardReport, ShardShared, ShardStats, StreamOffsets,
-};
+use super::ledger::ShardShared;
+use super::shard::{Reply, ShardActor, ShardCommand};
+use super::shard_map::ShardMap;
+use super::streams::{ShardReport, ShardStats, StreamOffsets};
 use super::supervisor::{ShardFailure, SupervisorActor, SupervisorCommand};
 use crate::config::EngineConfig;
 use crate::error::{EngineError, ScanError};
@@ -115,8 +115,8 @@ pub(crate) struct EngineShared {
     pub supervisor: Addr<SupervisorActor>,
     pub events: Arc<EventHub>,
     pub config: EngineConfig,
-    /// Fixed seeds: a stream maps to the same shard in every run.
-    pub hasher: foldhash::fast::FixedState,
+    /// Which shard holds a stream.
+    pub map: ShardMap,
 }
 
 /// An async handle on a running engine. Clone it freely.
@@ -133,7 +133,7 @@ pub struct BlockingHandle {
 
 impl EngineShared {
     fn shard_of(&self, stream: &Uuid) -> usize {
-        (self.hasher.hash_one(stream) % self.shards.len() as u64) as usize
+        self.map.shard_of(stream)
     }
 
     /// Checks what can be checked before queueing data, and groups the
@@ -148,7 +148,7 @@ impl EngineShared {
                 return Err(ScanError::ChunkTooLarge { stream, len, limit }.into());
             }
             let link = &self.shards[self.shard_of(&stream)];
-            if let Some(failure) = link.shared.failure(&stream) {
+            if let Some(failure) = link.shared.failures.get(&stream) {
                 return Err(failure);
             }
             let parcel = match parcels.iter_mut().position(|p| std::ptr::eq(p.link, link)) {
@@ -338,7 +338,7 @@ impl EngineShared {
                     merged.kept += report.kept;
                 }
                 // The shard failed while closing: its streams are lost.
-                Err(_) => merged.failed.extend(link.shared.take_failures()),
+                Err(_) => merged.failed.extend(link.shared.failures.take_all()),
             }
         }
         merged

@@ -1,12 +1,15 @@
 //! The actor engine: scanning on every core.
 //!
 //! An [`Engine`] runs one actix system on a thread of its own. In it a
-//! supervisor actor (`engine/supervisor.rs`) starts N shard actors (`engine/shard.rs`),
-//! each on its own thread (an actix arbiter) with its own
-//! [`crate::MultiStreamScanner`]: one YARA-X instance per core, each
+//! supervisor actor (`engine/supervisor.rs`) starts N shard actors
+//! (`engine/shard.rs`, a thin actor over the shard's work,
+//! `engine/streams.rs`), each on its own thread (an actix arbiter) with its
+//! own [`crate::MultiStreamScanner`]: one YARA-X instance per core, each
 //! switching between the many streams of its shard. A stream belongs to the
-//! shard its id hashes to, so its chunks are scanned by one actor, in
-//! order; different streams proceed in parallel.
+//! shard its id hashes to (`engine/shard_map.rs`), so its chunks are
+//! scanned by one actor, in order; different streams proceed in parallel.
+//! Errors found after a chunk was queued wait for the stream's next caller
+//! in the shard's ledger (`engine/ledger.rs`).
 //!
 //! ```text
 //!  producers ── EngineHandle ──hash(stream)──▶ shard 0 (thread): scanner, contexts
@@ -46,8 +49,11 @@ mod events;
 mod gate;
 mod generation;
 mod handle;
+mod ledger;
 mod residency;
 mod shard;
+mod shard_map;
+mod streams;
 mod supervisor;
 
 use std::sync::Arc;
@@ -55,8 +61,7 @@ use std::thread::JoinHandle;
 
 pub use events::{CloseReason, ClosedEvent, MatchEvent, Subscription};
 pub use handle::{BlockingHandle, EngineHandle, EngineStats, ShutdownReport};
-pub use shard::ShardStats;
-pub use shard::StreamOffsets;
+pub use streams::{ShardStats, StreamOffsets};
 pub use supervisor::ShardFailure;
 
 use crate::config::EngineConfig;
@@ -65,7 +70,8 @@ use crate::error::StoreError;
 use crate::rules::RuleSet;
 use crate::store::{rules_tag, ContextStore, Listing, OnRulesChange, StoredEntry};
 use handle::{EngineShared, ShardLink};
-use shard::ShardShared;
+use ledger::ShardShared;
+use shard_map::ShardMap;
 use uuid::Uuid;
 
 /// A running engine: its actor system thread and a handle on it.
@@ -91,8 +97,8 @@ impl Engine {
             .map(|index| Arc::new(ShardShared::new(index, &config)))
             .collect();
         let events = Arc::new(events::EventHub::default());
-        let hasher = foldhash::fast::FixedState::with_seed(0x5ca1_ab1e);
-        let residencies = open_store(&rules, &config, &hasher, &shared)?;
+        let map = ShardMap::new(shards);
+        let residencies = open_store(&rules, &config, &map, &shared)?;
         let store = residencies
             .iter()
             .flatten()
@@ -132,7 +138,7 @@ impl Engine {
             supervisor,
             events,
             config,
-            hasher,
+            map,
         };
         Ok(Engine {
             handle: EngineHandle::new(Arc::new(inner)),
@@ -182,10 +188,9 @@ impl Engine {
 fn open_store(
     rules: &RuleSet,
     config: &EngineConfig,
-    hasher: &foldhash::fast::FixedState,
+    map: &ShardMap,
     shared: &[Arc<ShardShared>],
 ) -> Result<Vec<Option<residency::Residency>>, EngineError> {
-    use std::hash::BuildHasher;
     let Some(store_config) = &config.store else {
         return Ok(shared.iter().map(|_| None).collect());
     };
@@ -202,9 +207,8 @@ fn open_store(
         .into());
     }
     let mut dropped: Vec<Uuid> = others.iter().map(|e| e.stream).collect();
-    let shard_of = |stream: &Uuid| (hasher.hash_one(stream) % shared.len() as u64) as usize;
     for (stream, error) in damaged {
-        shared[shard_of(&stream)].record_failure(
+        shared[map.shard_of(&stream)].failures.record(
             stream,
             EngineError::StreamFailed {
                 stream,
@@ -218,7 +222,7 @@ fn open_store(
     }
     let mut per_shard: Vec<Vec<StoredEntry>> = shared.iter().map(|_| Vec::new()).collect();
     for entry in ours {
-        per_shard[shard_of(&entry.stream)].push(entry);
+        per_shard[map.shard_of(&entry.stream)].push(entry);
     }
     let store = Arc::new(store);
     Ok(per_shard

@@ -18,8 +18,10 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::events::EventHub;
+use super::ledger::ShardShared;
 use super::residency::Residency;
-use super::shard::{Reply, ShardActor, ShardCommand, ShardReport, ShardShared, ShardStats};
+use super::shard::{Reply, ShardActor, ShardCommand, ShardFailed};
+use super::streams::{ShardReport, ShardStats};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::rules::RuleSet;
@@ -33,17 +35,6 @@ pub struct ShardFailure {
     pub lost_streams: usize,
     /// The panic message.
     pub reason: String,
-}
-
-/// Sent by a shard that failed, just before it restarts.
-pub(crate) struct ShardFailed {
-    pub shard: usize,
-    pub lost: usize,
-    pub reason: String,
-}
-
-impl Message for ShardFailed {
-    type Result = ();
 }
 
 /// Requests that concern every shard.
@@ -91,7 +82,7 @@ impl SupervisorActor {
                 let arbiter = Arbiter::new();
                 let (shard, config, rules, events) =
                     (shard.clone(), config.clone(), rules.clone(), events.clone());
-                let supervisor = ctx.address();
+                let supervisor = ctx.address().recipient();
                 let addr = actix::Supervisor::start_in_arbiter(&arbiter.handle(), move |ctx| {
                     ctx.set_mailbox_capacity(config.mailbox_messages.max(16));
                     ShardActor::new(shard, config, rules, events, supervisor, residency)

@@ -517,3 +517,143 @@ impl LineCursor {
         self.line
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `W` of these tests: the tail is `W + 2 * SPAN_CONTEXT - 1` = 39.
+    const W: usize = 8;
+
+    fn window() -> Window {
+        Window::new(W, 0)
+    }
+
+    /// The chunk segment of a stream that had `before` bytes and receives
+    /// `len` more: its tail (the last `tail_len` bytes) and the chunk.
+    fn chunk_segment(before: u64, len: u64, packed: bool) -> Segment {
+        let start = before - before.min(window().tail_len as u64);
+        Segment {
+            stream: Uuid::nil(),
+            addr: 1,
+            start,
+            bytes: 0..(before + len - start) as usize,
+            first_line: 1,
+            line: None,
+            packed,
+            epoch: 0,
+            fresh_from: before,
+        }
+    }
+
+    #[test]
+    fn acceptance_needs_full_context_on_both_sides() {
+        let window = window();
+        let context = SPAN_CONTEXT as u64;
+        // Bytes 100..200, of which 100..139 the tail searched before.
+        let segment = chunk_segment(139, 61, false);
+        assert_eq!((segment.start, segment.end()), (100, 200));
+        let accept = |start, at_end| segment.accept(start, &window, at_end);
+        // No left context in this block: another block settles it.
+        assert_eq!(accept(100 + context - 1, true), Acceptance::Ignored);
+        // Settled by the previous segment already (it ended at 139).
+        assert_eq!(accept(139 - W as u64 - context, false), Acceptance::Ignored);
+        // The first start the previous segment could not settle, to the
+        // last with `W` bytes and the context after it in this block.
+        assert_eq!(
+            accept(139 - W as u64 - context + 1, false),
+            Acceptance::Settled
+        );
+        assert_eq!(accept(200 - W as u64 - context, false), Acceptance::Settled);
+        // Too close to the end: right only if the stream ends here.
+        assert_eq!(
+            accept(200 - W as u64 - context + 1, true),
+            Acceptance::Provisional
+        );
+        assert_eq!(
+            accept(200 - W as u64 - context + 1, false),
+            Acceptance::Ignored
+        );
+        // At a stream's start the block's edge is the stream's.
+        let first = chunk_segment(0, 100, true);
+        assert_eq!(first.accept(0, &window, false), Acceptance::Settled);
+        // A line is a whole document: every match settles.
+        let line = Segment {
+            line: Some(3),
+            ..chunk_segment(139, 61, false)
+        };
+        assert_eq!(line.accept(199, &window, false), Acceptance::Settled);
+    }
+
+    /// Over any cut of a stream into chunks, each match start is settled
+    /// by exactly one segment, or is provisional in the last one when it
+    /// lies within `W + SPAN_CONTEXT` of the end.
+    #[test]
+    fn every_match_settles_exactly_once_whatever_the_chunks() {
+        let window = window();
+        let reach = (W + SPAN_CONTEXT) as u64;
+        for sizes in [
+            &[300u64][..],
+            &[1; 120],
+            &[7, 39, 40, 1, 100, 3],
+            &[38, 38, 38, 38],
+            &[64, 5, 200, 2, 2, 2, 90],
+        ] {
+            let total: u64 = sizes.iter().sum();
+            let mut segments = Vec::new();
+            let mut before = 0;
+            for &len in sizes {
+                segments.push(chunk_segment(before, len, false));
+                before += len;
+            }
+            for start in 0..total {
+                let mut settled = 0;
+                let mut provisional = 0;
+                for (index, segment) in segments.iter().enumerate() {
+                    if start < segment.start || start >= segment.end() {
+                        continue; // the block does not show it
+                    }
+                    let last = index == segments.len() - 1;
+                    match segment.accept(start, &window, last) {
+                        Acceptance::Settled => settled += 1,
+                        Acceptance::Provisional => provisional += 1,
+                        Acceptance::Ignored => {}
+                    }
+                }
+                let near_end = start + reach > total;
+                assert_eq!(
+                    (settled, provisional),
+                    if near_end { (0, 1) } else { (1, 0) },
+                    "match at {start} of chunks {sizes:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_tail_is_settled_only_if_every_match_settled_and_the_end_is_quiet() {
+        let window = window();
+        // Bytes 100..200 of the stream, the segment's last at 200.
+        let segment = chunk_segment(139, 61, true);
+        let last_settling = 200 - W - SPAN_CONTEXT - 100; // offset in the segment
+        let early = last_settling..last_settling + 3;
+        let late = last_settling + 1..last_settling + 4;
+        let crossing = 98..102; // runs into the next stream's bytes
+        assert!(segment.leaves_tail_settled(&[], &window, || true));
+        assert!(segment.leaves_tail_settled(std::slice::from_ref(&early), &window, || true));
+        // The end of the data could change a context-sensitive match.
+        assert!(!segment.leaves_tail_settled(std::slice::from_ref(&early), &window, || false));
+        // A match the tail's search could find again differently.
+        assert!(!segment.leaves_tail_settled(&[early, late], &window, || true));
+        assert!(!segment.leaves_tail_settled(&[crossing], &window, || true));
+        // The end's check (the costly part) is only made when needed.
+        let late = last_settling + 1..last_settling + 2;
+        assert!(!segment.leaves_tail_settled(&[late], &window, || unreachable!()));
+        // It speaks of chunk segments only: a line's answer is no.
+        let line = Segment {
+            line: Some(0),
+            ..chunk_segment(139, 61, true)
+        };
+        assert!(!line.leaves_tail_settled(&[], &window, || true));
+    }
+}

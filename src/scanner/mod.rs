@@ -638,6 +638,15 @@ impl<'r> MultiStreamScanner<'r> {
         self.with_new_matches.drain().collect()
     }
 
+    /// Forgets that `streams` found new matches: for a caller that has
+    /// just taken their verdicts, whose search found their matches again.
+    /// Other streams keep theirs.
+    pub fn forget_new_matches(&mut self, streams: &[Uuid]) {
+        for stream in streams {
+            self.with_new_matches.remove(stream);
+        }
+    }
+
     /// Forgets a stream without computing its verdict (for callers that
     /// know it is worthless); whether it was open.
     pub fn discard_stream(&mut self, stream: &Uuid) -> bool {

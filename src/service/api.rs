@@ -1,4 +1,4 @@
-//! The HTTP API's routes: thin handlers over an [`EngineHandle`].
+//! The HTTP API's routes: thin handlers over an [`EngineHandle`](crate::EngineHandle).
 //!
 //! Each handler reads and checks its input (stream ids, body size,
 //! framing), makes one engine call, and answers JSON; every failure goes
@@ -15,9 +15,6 @@
 //! (percent-encoded, `/v%31`, ...) reaches a handler without it.
 
 use std::io::Read;
-use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -28,28 +25,8 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::framing;
-use crate::engine::EngineHandle;
-use crate::rules::{RuleOptions, RuleSet};
-
-/// What every handler shares.
-pub struct ApiState {
-    /// The engine.
-    pub engine: EngineHandle,
-    /// Largest request body accepted, in bytes (after decoding).
-    pub max_body_bytes: usize,
-    /// Longest time a request body may take to arrive.
-    pub body_timeout: Duration,
-    /// Where `POST /v1/rules/reload` reads rules from.
-    pub rule_paths: Vec<PathBuf>,
-    /// How rules are compiled (window cap, external variables).
-    pub rule_options: RuleOptions,
-    /// What `GET /v1/rules` answers about the rules now loaded.
-    pub rules_summary: Arc<RwLock<serde_json::Value>>,
-    /// Event subscriptions open now (both kinds).
-    pub subscribers: Arc<AtomicUsize>,
-    /// Most event subscriptions open at once.
-    pub max_subscribers: usize,
-}
+use super::state::ApiState;
+use crate::rules::RuleSet;
 
 type State = web::Data<ApiState>;
 

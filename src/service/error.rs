@@ -7,7 +7,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
-use crate::error::{EngineError, ScanError};
+use crate::error::{EngineError, ErrorKind};
 
 /// An API error.
 #[derive(Debug, Clone)]
@@ -84,43 +84,156 @@ impl ResponseError for ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> Self {
-        let message = error.to_string();
-        let (status, code) = engine_status(&error);
-        ApiError::new(status, code, message)
+        let kind = error.kind();
+        ApiError::new(status(kind), code(&error), error.to_string())
     }
 }
 
-fn engine_status(error: &EngineError) -> (StatusCode, &'static str) {
-    {
-        match error {
-            EngineError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            EngineError::StreamLost { .. } => (StatusCode::GONE, "stream_lost"),
-            EngineError::StreamFailed { .. } => (StatusCode::CONFLICT, "stream_failed"),
-            EngineError::ShardFailed { .. } => (StatusCode::SERVICE_UNAVAILABLE, "shard_failed"),
-            EngineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            EngineError::Start(_) => (StatusCode::INTERNAL_SERVER_ERROR, "engine_failed"),
-            EngineError::Scan(scan) => scan_status(scan),
-            EngineError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_failed"),
-            // A bulk request's refused frame answers as its cause would.
-            EngineError::Refused { source, .. } => engine_status(source),
-            EngineError::ShutdownTimedOut { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
-            }
+/// The `code` of an engine error: its kind's name, except that a stream
+/// whose batch search failed answers as a failed stream (`stream_failed`):
+/// to its client the two are the same, a stream with a hole to reset or
+/// close.
+pub fn code(error: &EngineError) -> &'static str {
+    match error.kind() {
+        ErrorKind::SearchFailed => ErrorKind::StreamFailed.as_str(),
+        kind => kind.as_str(),
+    }
+}
+
+/// The HTTP status of an error kind: the one place that decides it.
+pub fn status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::TooManyStreams
+        | ErrorKind::Overloaded
+        | ErrorKind::ShardFailed
+        | ErrorKind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::ChunkTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::ModeMismatch
+        | ErrorKind::AlreadyOpen
+        | ErrorKind::StreamFailed
+        | ErrorKind::SearchFailed => StatusCode::CONFLICT,
+        ErrorKind::UnknownStream => StatusCode::NOT_FOUND,
+        ErrorKind::StreamLost => StatusCode::GONE,
+        ErrorKind::ScanTimeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::ScanFailed | ErrorKind::EngineFailed | ErrorKind::StoreFailed => {
+            StatusCode::INTERNAL_SERVER_ERROR
         }
     }
 }
 
-fn scan_status(error: &ScanError) -> (StatusCode, &'static str) {
-    match error {
-        ScanError::TooManyStreams { .. } => (StatusCode::SERVICE_UNAVAILABLE, "too_many_streams"),
-        ScanError::ChunkTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "chunk_too_large"),
-        ScanError::ModeMismatch { .. } => (StatusCode::CONFLICT, "mode_mismatch"),
-        ScanError::UnknownStream(_) => (StatusCode::NOT_FOUND, "unknown_stream"),
-        ScanError::AlreadyOpen(_) => (StatusCode::CONFLICT, "already_open"),
-        ScanError::Yara(yara_x::ScanError::Timeout) => {
-            (StatusCode::GATEWAY_TIMEOUT, "scan_timeout")
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ScanError;
+    use uuid::Uuid;
+
+    /// The codes and statuses the API documented before the kinds owned
+    /// them (docs/openapi.yaml): unchanged.
+    #[test]
+    fn codes_and_statuses_are_the_documented_ones() {
+        let stream = Uuid::nil();
+        let scan = |e: ScanError| EngineError::from(e);
+        let cases = [
+            (
+                scan(ScanError::TooManyStreams { stream, limit: 1 }),
+                503,
+                "too_many_streams",
+            ),
+            (
+                scan(ScanError::ChunkTooLarge {
+                    stream,
+                    len: 2,
+                    limit: 1,
+                }),
+                413,
+                "chunk_too_large",
+            ),
+            (
+                scan(ScanError::ModeMismatch {
+                    stream,
+                    opened: "chunk",
+                    attempted: "line",
+                }),
+                409,
+                "mode_mismatch",
+            ),
+            (
+                scan(ScanError::UnknownStream(stream)),
+                404,
+                "unknown_stream",
+            ),
+            (scan(ScanError::AlreadyOpen(stream)), 409, "already_open"),
+            (
+                scan(ScanError::SearchFailed {
+                    stream,
+                    reason: "t".into(),
+                    limit: None,
+                }),
+                409,
+                "stream_failed",
+            ),
+            (
+                scan(ScanError::Yara(yara_x::ScanError::Timeout)),
+                504,
+                "scan_timeout",
+            ),
+            (
+                EngineError::Overloaded {
+                    stream,
+                    shard: 0,
+                    waited_ms: 1,
+                },
+                503,
+                "overloaded",
+            ),
+            (
+                EngineError::StreamLost {
+                    stream,
+                    shard: 0,
+                    reason: "p".into(),
+                },
+                410,
+                "stream_lost",
+            ),
+            (
+                EngineError::StreamFailed {
+                    stream,
+                    reason: "r".into(),
+                },
+                409,
+                "stream_failed",
+            ),
+            (EngineError::ShardFailed { shard: 0 }, 503, "shard_failed"),
+            (
+                EngineError::ShutdownTimedOut {
+                    stream,
+                    limit_ms: 1,
+                },
+                503,
+                "shutting_down",
+            ),
+            (EngineError::ShuttingDown, 503, "shutting_down"),
+            (EngineError::Start("x".into()), 500, "engine_failed"),
+            (
+                EngineError::Store(crate::error::StoreError::Io("x".into())),
+                500,
+                "store_failed",
+            ),
+            (
+                EngineError::Refused {
+                    index: 3,
+                    source: Box::new(EngineError::StreamFailed {
+                        stream,
+                        reason: "r".into(),
+                    }),
+                },
+                409,
+                "stream_failed",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let api = ApiError::from(error.clone());
+            assert_eq!((api.status.as_u16(), api.code), (status, code), "{error:?}");
         }
-        ScanError::SearchFailed { .. } => (StatusCode::CONFLICT, "stream_failed"),
-        ScanError::Yara(_) => (StatusCode::INTERNAL_SERVER_ERROR, "scan_failed"),
     }
 }

@@ -23,8 +23,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use bytes::Bytes;
 
-use super::api::ApiState;
 use super::error::ApiError;
+use super::state::ApiState;
 use crate::engine::Subscription;
 
 /// How often an idle event stream gets a comment line.

@@ -2,7 +2,8 @@
 //!
 //! [`Service::start`] starts an [`Engine`] and an actix-web server on a
 //! thread of its own: the API (`api.rs`, JSON; `framing.rs` for the binary
-//! bulk endpoint; `events.rs` for server-sent match events) on one
+//! bulk endpoint; `events.rs` for server-sent match events; `state.rs`,
+//! what their handlers share) on one
 //! listener, and Prometheus' `/metrics` on another (or on the API listener
 //! too, with `metrics_on_api`). Both default to loopback.
 //!
@@ -30,6 +31,7 @@ mod api;
 mod error;
 mod events;
 pub mod framing;
+mod state;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -185,7 +187,7 @@ impl Service {
         let prometheus = prometheus();
         let summary = api::rules_summary(&rules);
         let engine = Engine::start(rules, config.engine.clone())?;
-        let state = web::Data::new(api::ApiState {
+        let state = web::Data::new(state::ApiState {
             engine: engine.handle(),
             max_body_bytes: config.max_body_bytes,
             body_timeout: config.body_timeout,
@@ -279,7 +281,7 @@ const SHUTDOWN_TIMEOUT_SECS: u64 = 3;
 /// Binds the listeners (inside the server's actix system): the API, and
 /// `/metrics` on a server of its own.
 fn bind(
-    state: web::Data<api::ApiState>,
+    state: web::Data<state::ApiState>,
     prometheus: Option<PrometheusHandle>,
     config: &ServiceConfig,
 ) -> Result<(Vec<actix_web::dev::Server>, Addresses), ServiceError> {

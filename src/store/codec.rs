@@ -188,4 +188,77 @@ mod tests {
         let err = decode(Uuid::from_u128(8), &entry()).unwrap_err();
         assert!(err.contains("holds the context of stream"), "{err}");
     }
+
+    /// A context with every stored field set, and fixed times: its entry
+    /// is the same bytes on every run.
+    fn golden_context() -> StreamContext {
+        use crate::stream::span::ReplaySpan;
+        use crate::stream::RetentionLimit;
+        let span = |start: u64, bytes: &[u8], quiet: bool| ReplaySpan {
+            start,
+            segment: 0,
+            line: 2,
+            bytes: bytes.to_vec(),
+            quiet_start: quiet,
+            quiet_end: !quiet,
+        };
+        let mut context = StreamContext::new(
+            Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
+            StreamMode::Chunks,
+            5,
+            Retention::Retaining,
+        );
+        context.stats = crate::stream::StreamStats {
+            bytes: 300,
+            lines: 4,
+            chunks: 3,
+            matches: 2,
+            opened_at_ms: 1_700_000_000_000,
+            last_seen_ms: 1_700_000_000_123,
+        };
+        context.tail = b"tail bytes".to_vec();
+        context.head = b"head".to_vec();
+        context.in_batch = true;
+        context.tail_unsettled = true;
+        context.retention = Retention::Cut {
+            limit: RetentionLimit::StreamCap,
+        };
+        context.retained = b"kept".to_vec();
+        // Only while `Retaining`: a cut stream's search is not deferred.
+        context.deferred = false;
+        context.settled.insert(span(10, b"a secret here", true));
+        context.provisional.insert(span(290, b"end", false));
+        context
+    }
+
+    /// The format version the golden entry below was written with.
+    const GOLDEN_VERSION: u16 = 3;
+
+    /// The entry of [`golden_context`], as format [`GOLDEN_VERSION`]
+    /// writes it.
+    const GOLDEN_ENTRY: &str = concat!(
+        "594653430300dfa41b6add5547932c010000000000007b68e5cf8b0100007275",
+        "6c6573546167100123456789abcdef0123456789abcdef00ac0204030280d095",
+        "ffbc31fbd095ffbc31050a7461696c206279746573046865616401010300046b",
+        "65707400010a00020d61207365637265742068657265010001a202000203656e",
+        "640001",
+    );
+
+    /// The store's format is `StreamContext`'s serde derive: a new, removed
+    /// or reordered field changes the bytes. If this fails, the format
+    /// changed: bump `FORMAT_VERSION` (entries of the old one are refused,
+    /// never misread) and write the new entry and version here.
+    #[test]
+    fn the_format_changes_only_with_its_version() {
+        let mut entry = Vec::new();
+        encode(&golden_context(), TAG, &mut entry);
+        let hex: String = entry.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            (FORMAT_VERSION, hex.as_str()),
+            (GOLDEN_VERSION, GOLDEN_ENTRY),
+            "the entry format changed: bump FORMAT_VERSION and update the golden entry"
+        );
+        let decoded = decode(golden_context().id, &entry).unwrap();
+        assert_eq!(decoded, (golden_context(), TAG));
+    }
 }

@@ -1,7 +1,7 @@
 //! The stream store: stream contexts on disk, for eviction and restarts.
 //!
 //! A [`ContextStore`] is one `redb` database file holding one entry per
-//! stored stream (its [`StreamContext`], serialized by [`codec`]) and the
+//! stored stream (its [`StreamContext`], serialized by `store/codec.rs`) and the
 //! fingerprint of the rules the contexts were made with. The engine's
 //! shards share it: they write the contexts they evict from memory and, at
 //! checkpoints, the contexts that changed; they read a stream's entry back
@@ -29,7 +29,7 @@
 //! ([`StoreError::RulesChanged`]) unless told to discard them. A damaged
 //! entry fails that stream alone ([`StoreError::Corrupt`]).
 
-pub mod codec;
+pub(crate) mod codec;
 
 use std::path::{Path, PathBuf};
 
@@ -288,9 +288,9 @@ impl ContextStore {
         std::fs::metadata(&self.path).map_or(0, |m| m.len())
     }
 
-    /// Overwrites the raw entry of `stream` (tests of damaged entries).
-    #[doc(hidden)]
-    pub fn write_raw(&self, stream: Uuid, entry: &[u8]) -> Result<(), StoreError> {
+    /// Overwrites the raw entry of `stream` (tests of damaged entries,
+    /// through `crate::test_support`).
+    pub(crate) fn write_raw(&self, stream: Uuid, entry: &[u8]) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(failed)?;
         txn.open_table(CONTEXTS)
             .map_err(failed)?

@@ -3,14 +3,14 @@
 //! A [`StreamContext`] is plain data (it serializes with serde): counters,
 //! the tail of the stream (the last bytes, rescanned with the next chunk so
 //! that matches can span chunks), the head (the first bytes, for patterns
-//! anchored at fixed offsets), the bytes buffered for the next batch, and
-//! the replay spans of the matches found so far, and, while a whole-data
-//! rule may still match it, every byte it received (see [`Retention`]). It
+//! anchored at fixed offsets), the replay spans of the matches found so
+//! far, and, while a whole-data rule may still match it, every byte it
+//! received (see [`Retention`]). It
 //! owns no YARA-X object: opening a stream allocates a few small vectors
 //! and nothing else.
 
 mod retention;
-pub mod span;
+pub(crate) mod span;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -40,7 +40,7 @@ pub struct ReplaySpan {
     /// The bytes.
     pub bytes: Vec<u8>,
     /// Whether a block may start here without creating or losing a match
-    /// (see [`replay_range`]).
+    /// (see `replay_range`).
     pub quiet_start: bool,
     /// Whether a block may end here without creating or losing a match.
     pub quiet_end: bool,
@@ -192,7 +192,7 @@ impl SpanSet {
     }
 
     /// Heap bytes the set holds: the list of spans and each span's bytes,
-    /// as allocations (see [`crate::stream::allocation_bytes`]).
+    /// as allocations (see `stream::allocation_bytes`).
     pub fn heap_bytes(&self) -> usize {
         let list = self.spans.capacity() * std::mem::size_of::<ReplaySpan>();
         super::allocation_bytes(list) + self.span_heap
