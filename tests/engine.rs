@@ -140,41 +140,54 @@ fn single_threaded(
     results.iter().map(|r| (r.stream, ours(rules, r))).collect()
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+/// The engine's verdicts equal the single-threaded scanner's and YARA-X's,
+/// with 1, 2 and 4 shards, many producers and bursts. A case runs three
+/// engines: at most 48 cases.
+#[test]
+fn engine_verdicts_equal_the_single_threaded_scanner() {
+    let strategy = (
+        proptest::collection::vec(stream_case(), 1..48),
+        1usize..4,
+        any::<u64>(),
+        prop_oneof![Just(1usize), 2usize..20],
+    );
+    common::capped_runner(48, 48, "tests/engine.proptest-regressions")
+        .run(&strategy, |(cases, producers, seed, burst)| {
+            check_engine_verdicts(cases, producers, seed, burst)
+        })
+        .unwrap();
+}
 
-    #[test]
-    fn engine_verdicts_equal_the_single_threaded_scanner(
-        cases in proptest::collection::vec(stream_case(), 1..48),
-        producers in 1usize..4,
-        seed in any::<u64>(),
-        burst in prop_oneof![Just(1usize), 2usize..20],
-    ) {
-        let rules = compile(RULES);
-        let streams: Vec<(Uuid, StreamCase)> =
-            cases.into_iter().map(|c| (Uuid::new_v4(), c)).collect();
-        let expected = single_threaded(&rules, &streams);
-        for (id, case) in &streams {
-            prop_assert_eq!(&expected[id], &reference(&rules, &case.data));
-        }
-        for shards in [1, 2, 4] {
-            let engine = engine(shards, compile(RULES));
-            let handle = engine.handle().blocking();
-            feed(&handle, &streams, producers, seed, burst);
-            // Half the streams closed by their callers, the rest at shutdown.
-            let mut got = HashMap::new();
-            for (id, _) in streams.iter().step_by(2) {
-                let results = handle.close_stream(*id).unwrap().expect("open");
-                got.insert(*id, ours(&rules, &results));
-            }
-            let report = engine.shutdown().unwrap();
-            prop_assert!(report.failed.is_empty());
-            for results in &report.results {
-                got.insert(results.stream, ours(&rules, results));
-            }
-            prop_assert_eq!(&got, &expected, "{} shards", shards);
-        }
+fn check_engine_verdicts(
+    cases: Vec<StreamCase>,
+    producers: usize,
+    seed: u64,
+    burst: usize,
+) -> Result<(), TestCaseError> {
+    let rules = compile(RULES);
+    let streams: Vec<(Uuid, StreamCase)> = cases.into_iter().map(|c| (Uuid::new_v4(), c)).collect();
+    let expected = single_threaded(&rules, &streams);
+    for (id, case) in &streams {
+        prop_assert_eq!(&expected[id], &reference(&rules, &case.data));
     }
+    for shards in [1, 2, 4] {
+        let engine = engine(shards, compile(RULES));
+        let handle = engine.handle().blocking();
+        feed(&handle, &streams, producers, seed, burst);
+        // Half the streams closed by their callers, the rest at shutdown.
+        let mut got = HashMap::new();
+        for (id, _) in streams.iter().step_by(2) {
+            let results = handle.close_stream(*id).unwrap().expect("open");
+            got.insert(*id, ours(&rules, &results));
+        }
+        let report = engine.shutdown().unwrap();
+        prop_assert!(report.failed.is_empty());
+        for results in &report.results {
+            got.insert(results.stream, ours(&rules, results));
+        }
+        prop_assert_eq!(&got, &expected, "{} shards", shards);
+    }
+    Ok(())
 }
 
 /// Chunk `i` of every stream starts with a marker naming `i`: the offsets

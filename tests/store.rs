@@ -136,18 +136,14 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64).min(128),
-        ..ProptestConfig::default()
-    })]
-
-    /// The differential property with a tiny resident bound: the contract
-    /// holds whatever was evicted, restored or carried across a restart.
-    #[test]
-    fn evicted_and_restored_streams_match_whole_buffer_scans(case in case()) {
-        run(&case)?;
-    }
+/// The differential property with a tiny resident bound: the contract
+/// holds whatever was evicted, restored or carried across a restart.
+/// About 100 durable commits per case: at most 128 cases.
+#[test]
+fn evicted_and_restored_streams_match_whole_buffer_scans() {
+    common::capped_runner(64, 128, "tests/store.proptest-regressions")
+        .run(&case(), |case| run(&case))
+        .unwrap();
 }
 
 #[test]

@@ -220,3 +220,27 @@ pub fn store_dir() -> tempfile::TempDir {
     }
     tempfile::tempdir().unwrap()
 }
+
+/// A property-test runner for tests that cost a second or more per case:
+/// `PROPTEST_CASES` cases (`default` when unset), at most `cap`. The
+/// `proptest!` macro applies `PROPTEST_CASES` over any configuration
+/// given to it, so these tests run through this runner instead. Failing
+/// cases are kept in (and replayed from) `regressions`, as `proptest!`
+/// keeps them.
+pub fn capped_runner(
+    default: u32,
+    cap: u32,
+    regressions: &'static str,
+) -> proptest::test_runner::TestRunner {
+    use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(default)
+        .min(cap);
+    TestRunner::new(Config {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(regressions))),
+        ..Config::default()
+    })
+}
