@@ -372,7 +372,10 @@ impl<'r> MultiStreamScanner<'r> {
         if !self.batch.is_empty() {
             let started = Instant::now();
             let searched = self.batch.search(&mut self.search);
-            self.pace.observe(self.batch.len(), started.elapsed());
+            match &searched {
+                Ok(_) => self.pace.observe(self.batch.len(), started.elapsed()),
+                Err(_) => self.pace.observe_timeout(self.batch.len()),
+            }
             match searched {
                 Ok(found) => self.settle(found),
                 Err(err) => {

@@ -10,7 +10,10 @@
 //! With 4 MiB batches that is a timeout at every batch. So the scanner
 //! measures how fast its searches go and caps the batch at what a quarter
 //! of the timeout searches at that rate, never below a floor (a batch of a
-//! few chunks has to go through) nor above `max_batch_bytes`.
+//! few chunks has to go through) nor above `max_batch_bytes`. Until a
+//! search was measured, batches stay at a probe size, so that the first
+//! one cannot time out on slow rules; a search that timed out counts as
+//! a rate of at most its bytes over the timeout.
 
 use std::time::Duration;
 
@@ -21,6 +24,8 @@ const FLOOR: usize = 64 << 10;
 const MEASURED_FROM: usize = 16 << 10;
 /// Weight of the newest measure in the running rate.
 const WEIGHT: f64 = 0.25;
+/// Largest batch before any search was measured.
+const PROBE: usize = 256 << 10;
 
 /// The measured search rate, and the batch limit it gives.
 #[derive(Debug, Clone)]
@@ -58,6 +63,13 @@ impl Pace {
         });
     }
 
+    /// Counts a search of `bytes` that outlived the timeout.
+    pub fn observe_timeout(&mut self, bytes: usize) {
+        if let Some(timeout) = self.timeout {
+            self.observe(bytes.max(MEASURED_FROM), timeout);
+        }
+    }
+
     /// The most bytes the current batch should hold.
     pub fn batch_limit(&self) -> usize {
         match (self.timeout, self.rate) {
@@ -65,7 +77,8 @@ impl Pace {
                 let within = (rate * timeout.as_secs_f64() / 4.0) as usize;
                 within.clamp(FLOOR.min(self.max_batch_bytes), self.max_batch_bytes)
             }
-            _ => self.max_batch_bytes,
+            (Some(_), None) => PROBE.min(self.max_batch_bytes),
+            (None, _) => self.max_batch_bytes,
         }
     }
 }
@@ -79,7 +92,7 @@ mod tests {
     #[test]
     fn slow_searches_shrink_the_batch_to_a_quarter_of_the_timeout() {
         let mut pace = Pace::new(Some(Duration::from_secs(10)), 4 * MIB);
-        assert_eq!(pace.batch_limit(), 4 * MIB, "nothing measured yet");
+        assert_eq!(pace.batch_limit(), PROBE, "nothing measured yet");
         // 0.3 MB/s: a 4 MiB batch would take 14 s.
         pace.observe(3 * MIB, Duration::from_secs(10));
         let limit = pace.batch_limit();
@@ -94,10 +107,19 @@ mod tests {
     }
 
     #[test]
+    fn a_search_that_timed_out_shrinks_the_batch() {
+        let mut pace = Pace::new(Some(Duration::from_secs(10)), 4 * MIB);
+        pace.observe(4 * MIB, Duration::from_millis(100));
+        assert_eq!(pace.batch_limit(), 4 * MIB);
+        pace.observe_timeout(4 * MIB);
+        assert_eq!(pace.batch_limit(), MIB);
+    }
+
+    #[test]
     fn the_limit_has_a_floor_and_small_or_untimed_batches_do_not_count() {
         let mut pace = Pace::new(Some(Duration::from_secs(1)), 4 * MIB);
         pace.observe(100, Duration::from_secs(5));
-        assert_eq!(pace.batch_limit(), 4 * MIB, "too small to measure");
+        assert_eq!(pace.batch_limit(), PROBE, "too small to measure");
         pace.observe(MIB, Duration::from_secs(100));
         assert_eq!(pace.batch_limit(), FLOOR);
         let mut untimed = Pace::new(None, 4 * MIB);
