@@ -307,6 +307,10 @@ fn hostile_objects_end_cut_with_a_reason_and_harm_nothing_else() {
         .filter(|l| l.get("object").is_some() && l["object"]["cut"].is_null())
         .count();
     assert_eq!(complete, 6, "four HTTP downloads and two SMTP attachments");
+    // The summary on stderr counts them.
+    let out = run_yaraflow(&["pcap", "--rules", dir.path().to_str().unwrap(), CAPTURE]);
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("16 directions, 10 files inside them"), "{summary}");
     // Without objects: directions only.
     let plain = pcap(dir.path(), &["--no-objects"]);
     assert!(plain

@@ -88,6 +88,7 @@ pub fn run(args: PcapArgs) -> anyhow::Result<ExitCode> {
     for path in &args.captures {
         let mut feed = Feed {
             flows: FlowFeed::new(engine.handle().blocking(), objects),
+            ended: EndedCounts::default(),
             capture: path,
             capture_error: false,
             out: std::io::stdout().lock(),
@@ -111,7 +112,6 @@ pub fn run(args: PcapArgs) -> anyhow::Result<ExitCode> {
 #[derive(Default)]
 struct Tally {
     segments: u64,
-    directions: u64,
     skipped: std::collections::BTreeMap<String, u64>,
 }
 
@@ -141,23 +141,23 @@ fn read_capture(args: &PcapArgs, path: &Path, feed: &mut Feed<'_>) -> anyhow::Re
             }
             Frame::Skipped(skip) => *tally.skipped.entry(skip.to_string()).or_default() += 1,
         }
-        tally.directions += feed.take(&mut events, &progress)?;
+        feed.take(&mut events, &progress)?;
         progress.set_position(reader.bytes_read());
     };
     // Directions that end now end because the capture did (or broke).
-    tally.directions += feed.flush()?;
+    feed.flush()?;
     feed.capture_error = outcome.is_err();
     table.finish(&mut events);
-    tally.directions += feed.take(&mut events, &progress)?;
-    tally.directions += feed.flush()?;
+    feed.take(&mut events, &progress)?;
+    feed.flush()?;
     progress.finish_and_clear();
     if !args.quiet {
-        print_tally(path, reader.frames(), &tally, table.counters());
+        print_tally(path, reader.frames(), &tally, feed.ended, table.counters());
     }
     Ok(outcome?)
 }
 
-fn print_tally(path: &Path, frames: u64, tally: &Tally, early: FlowCounters) {
+fn print_tally(path: &Path, frames: u64, tally: &Tally, ended: EndedCounts, early: FlowCounters) {
     let skipped: Vec<String> = tally
         .skipped
         .iter()
@@ -171,10 +171,11 @@ fn print_tally(path: &Path, frames: u64, tally: &Tally, early: FlowCounters) {
         ),
     };
     eprintln!(
-        "{}: {frames} frames, {} TCP segments, {} directions{}{bounds}",
+        "{}: {frames} frames, {} TCP segments, {} directions, {} files inside them{}{bounds}",
         path.display(),
         tally.segments,
-        tally.directions,
+        ended.directions,
+        ended.objects,
         match skipped.is_empty() {
             true => String::new(),
             false => format!("; skipped: {}", skipped.join(", ")),
@@ -182,9 +183,17 @@ fn print_tally(path: &Path, frames: u64, tally: &Tally, early: FlowCounters) {
     );
 }
 
+/// Streams that ended and were printed, by kind.
+#[derive(Debug, Default, Clone, Copy)]
+struct EndedCounts {
+    directions: u64,
+    objects: u64,
+}
+
 /// Flow events into the engine, results out as JSON lines.
 struct Feed<'a> {
     flows: FlowFeed,
+    ended: EndedCounts,
     capture: &'a Path,
     capture_error: bool,
     out: std::io::StdoutLock<'static>,
@@ -192,26 +201,28 @@ struct Feed<'a> {
 }
 
 impl Feed<'_> {
-    /// Acts on flow events; returns how many directions ended.
-    fn take(&mut self, events: &mut Vec<FlowEvent>, progress: &ProgressBar) -> anyhow::Result<u64> {
+    /// Acts on flow events, printing what ended.
+    fn take(&mut self, events: &mut Vec<FlowEvent>, progress: &ProgressBar) -> anyhow::Result<()> {
         let verdicts = self.flows.take(events)?;
         progress.suspend(|| self.print_all(verdicts))
     }
 
     /// Sends what is gathered to the engine and prints what ended.
-    fn flush(&mut self) -> anyhow::Result<u64> {
+    fn flush(&mut self) -> anyhow::Result<()> {
         let verdicts = self.flows.flush()?;
         self.print_all(verdicts)
     }
 
-    /// Prints the lines of what ended; returns how many were directions.
-    fn print_all(&mut self, verdicts: Vec<Verdict>) -> anyhow::Result<u64> {
-        let mut directions = 0;
+    /// Prints the lines of what ended, and counts them.
+    fn print_all(&mut self, verdicts: Vec<Verdict>) -> anyhow::Result<()> {
         for (ended, closed) in verdicts {
-            directions += u64::from(matches!(ended, Ended::Flow(..)));
+            match ended {
+                Ended::Flow(..) => self.ended.directions += 1,
+                Ended::Object(_) => self.ended.objects += 1,
+            }
             self.print(&ended, closed)?;
         }
-        Ok(directions)
+        Ok(())
     }
 
     /// Prints a closed stream's line: its results, and what it was.
