@@ -310,7 +310,10 @@ fn hostile_objects_end_cut_with_a_reason_and_harm_nothing_else() {
     // The summary on stderr counts them.
     let out = run_yaraflow(&["pcap", "--rules", dir.path().to_str().unwrap(), CAPTURE]);
     let summary = String::from_utf8_lossy(&out.stderr);
-    assert!(summary.contains("16 directions, 10 files inside them"), "{summary}");
+    assert!(
+        summary.contains("16 directions, 10 files inside them"),
+        "{summary}"
+    );
     // Without objects: directions only.
     let plain = pcap(dir.path(), &["--no-objects"]);
     assert!(plain

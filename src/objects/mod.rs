@@ -319,30 +319,28 @@ impl ObjectExtractor {
         let Some(state) = self.directions.get_mut(&flow) else {
             return;
         };
-        if let Parser::Undecided(first) = &mut state.parser {
-            let mut first = std::mem::take(first);
-            first.extend_from_slice(&bytes[..bytes.len().min(MAX_FIRST_LINE)]);
-            state.parser = decide(&first);
-            state.protocol = match state.parser {
-                Parser::Http(_) => Some(Protocol::Http),
-                Parser::Smtp(_) => Some(Protocol::Smtp),
-                _ => None,
+        if let Parser::Undecided(held) = &mut state.parser {
+            let cut = bytes.len().min(MAX_FIRST_LINE);
+            let mut first = std::mem::take(held);
+            first.extend_from_slice(&bytes[..cut]);
+            let (parser, protocol) = match decide(&first) {
+                Decision::Wait => {
+                    state.parser = Parser::Undecided(first);
+                    return;
+                }
+                Decision::Neither => {
+                    state.parser = Parser::Off;
+                    return;
+                }
+                Decision::Smtp => (Parser::Smtp(smtp::SmtpClient::new()), Protocol::Smtp),
+                Decision::Http(side) => {
+                    (Parser::Http(http::HttpDirection::new(side)), Protocol::Http)
+                }
             };
-            if !matches!(state.parser, Parser::Undecided(_) | Parser::Off) {
-                feed(
-                    state,
-                    &mut self.connections,
-                    &self.limits,
-                    flow,
-                    &first,
-                    out,
-                );
-                let rest = &bytes[bytes.len().min(MAX_FIRST_LINE)..];
-                return feed(state, &mut self.connections, &self.limits, flow, rest, out);
-            }
-            if let Parser::Undecided(held) = &mut state.parser {
-                *held = first;
-            }
+            (state.parser, state.protocol) = (parser, Some(protocol));
+            let connections = &mut self.connections;
+            feed(state, connections, &self.limits, flow, &first, out);
+            feed(state, connections, &self.limits, flow, &bytes[cut..], out);
             return;
         }
         feed(state, &mut self.connections, &self.limits, flow, bytes, out);
@@ -415,21 +413,33 @@ fn feed(
 }
 
 /// Tells a direction's protocol from its first line.
-fn decide(first: &[u8]) -> Parser {
+fn decide(first: &[u8]) -> Decision {
     let Some(end) = memchr::memchr(b'\n', first) else {
         return match first.len() >= MAX_FIRST_LINE || !could_be_a_first_line(first) {
-            true => Parser::Off,
-            false => Parser::Undecided(first.to_vec()),
+            true => Decision::Neither,
+            false => Decision::Wait,
         };
     };
     let line = first[..end].strip_suffix(b"\r").unwrap_or(&first[..end]);
     if smtp::is_greeting(line) {
-        Parser::Smtp(smtp::SmtpClient::new())
+        Decision::Smtp
     } else if let Some(side) = http::side_of_first_line(line) {
-        Parser::Http(http::HttpDirection::new(side))
+        Decision::Http(side)
     } else {
-        Parser::Off
+        Decision::Neither
     }
+}
+
+/// What a direction's first bytes say about its protocol.
+enum Decision {
+    /// Its first line is not complete yet.
+    Wait,
+    /// Neither HTTP nor SMTP.
+    Neither,
+    /// An HTTP/1.x request or status line.
+    Http(http::Side),
+    /// An SMTP client's greeting.
+    Smtp,
 }
 
 /// Whether an incomplete first line may still become HTTP's or SMTP's:
