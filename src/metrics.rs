@@ -80,6 +80,9 @@ pub const RULE_RELOADS: &str = "yaraflow_rule_reloads_total";
 pub const RETAINED_BYTES: &str = "yaraflow_retained_bytes";
 /// Verdicts computed by a whole-buffer scan of a stream's retained bytes.
 pub const WHOLE_DATA_SCANS: &str = "yaraflow_whole_data_scans_total";
+/// Streams whose search had waited while they retained their bytes and
+/// then ran (they stopped retaining, or a verdict needed their matches).
+pub const DEFERRED_SEARCHES: &str = "yaraflow_deferred_searches_total";
 /// Rules loaded, by `class`: `stream_exact`, `whole_data_gated`,
 /// `whole_data_ungated` (see `yaraflow check`).
 pub const RULES: &str = "yaraflow_rules";
@@ -150,6 +153,11 @@ pub const ALL: &[(&str, &str, &str)] = &[
         "counter",
         "Verdicts from a whole-buffer scan of retained bytes",
     ),
+    (
+        DEFERRED_SEARCHES,
+        "counter",
+        "Deferred searches of retaining streams that ran",
+    ),
     (RULES, "gauge", "Rules loaded, by class"),
     (IDLE_CLOSES, "counter", "Streams closed by the idle timeout"),
     (EVICTIONS, "counter", "Stream contexts evicted to the store"),
@@ -209,6 +217,7 @@ pub(crate) struct ShardMetrics {
     pub empty_verdicts: Counter,
     pub retained: Gauge,
     pub whole_scans: Counter,
+    pub deferred_searches: Counter,
     pub restarts: Counter,
     pub idle_closes: Counter,
 }
@@ -260,6 +269,7 @@ impl ShardMetrics {
             empty_verdicts: counter!(EMPTY_VERDICT_REUSES, &label()),
             retained: gauge!(RETAINED_BYTES, &label()),
             whole_scans: counter!(WHOLE_DATA_SCANS, &label()),
+            deferred_searches: counter!(DEFERRED_SEARCHES, &label()),
             restarts: counter!(SHARD_RESTARTS, &label()),
             idle_closes: counter!(IDLE_CLOSES, &label()),
             shard: shard.clone(),

@@ -89,6 +89,28 @@ fn counters_equal_what_was_sent_under_backpressure() {
     }
     assert!(refused > 0);
     impatient.shutdown().unwrap();
+    // Whole-data rules: a stream that stops retaining has its deferred
+    // search run; one that closes while retaining is scanned whole.
+    let whole = Engine::start(
+        common::compile("rule small { strings: $a = \"abc\" condition: $a and filesize < 10 }"),
+        EngineConfig {
+            shards: 1,
+            ..EngineConfig::default()
+        },
+    )
+    .unwrap();
+    let whole_handle = whole.handle().blocking();
+    let (long, short) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    whole_handle
+        .scan_chunk(long, b"0123456789 abc".to_vec())
+        .unwrap();
+    whole_handle.scan_chunk(short, b"abc".to_vec()).unwrap();
+    let matched: Vec<usize> = [long, short]
+        .iter()
+        .map(|s| whole_handle.close_stream(*s).unwrap().unwrap().rules.len())
+        .collect();
+    assert_eq!(matched, [0, 1]);
+    whole.shutdown().unwrap();
     std::thread::sleep(Duration::from_millis(50)); // a tick refreshes the gauges
     let report = engine.shutdown().unwrap();
     assert_eq!(report.results.len(), 121);
@@ -100,18 +122,21 @@ fn counters_equal_what_was_sent_under_backpressure() {
         .map(|(key, _, _, value)| (key, value))
         .collect();
     let totals = totals(snapshot);
-    assert_eq!(totals[names::SCANNED_BYTES], (sent + 6 + taken) as f64);
+    assert_eq!(totals[names::SCANNED_BYTES], (sent + 6 + taken + 17) as f64);
     assert_eq!(
         totals[names::SCANNED_CHUNKS],
-        9000.0 + (taken / 4096) as f64
+        9002.0 + (taken / 4096) as f64
     );
     assert_eq!(totals[names::SCANNED_LINES], 2.0);
-    assert_eq!(totals[names::STREAMS_OPENED], 122.0);
+    assert_eq!(totals[names::STREAMS_OPENED], 124.0);
     assert_eq!(totals[names::STREAMS_RESET], 1.0);
-    assert_eq!(totals[names::STREAMS_CLOSED], 122.0);
+    assert_eq!(totals[names::STREAMS_CLOSED], 124.0);
     // Each of the 120 chunk streams matched "word" once; so did the line
-    // stream before its reset; the impatient engine's `r` matched once.
-    assert_eq!(totals[names::RULE_MATCHES], 121.0);
+    // stream before its reset; the impatient engine's `r` matched once;
+    // `small` matched the short stream.
+    assert_eq!(totals[names::RULE_MATCHES], 122.0);
+    assert_eq!(totals[names::DEFERRED_SEARCHES], 1.0);
+    assert_eq!(totals[names::WHOLE_DATA_SCANS], 1.0);
     assert_eq!(totals[names::OVERLOAD_REJECTIONS], refused as f64);
     assert!(totals[names::BATCH_FLUSHES] >= 1.0);
     assert!(

@@ -85,6 +85,9 @@ impl Generation {
         metrics
             .whole_scans
             .increment(now.whole_scans.saturating_sub(seen.whole_scans));
+        metrics
+            .deferred_searches
+            .increment(now.deferred_searches.saturating_sub(seen.deferred_searches));
         self.seen = now;
     }
 
