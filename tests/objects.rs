@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use common::{json_lines, reference_all, run_yaraflow, Verdict};
+use common::{json_lines, printed_all, reference_all, run_yaraflow, tshark_installed};
 use yaraflow::RuleSet;
 
 const CAPTURE: &str = "data/pcap/objects-loopback.pcapng";
@@ -46,36 +46,6 @@ fn rules(dir: &Path) -> RuleSet {
     RuleSet::from_source(&all, yaraflow::ScannerConfig::default().max_pattern_len).unwrap()
 }
 
-/// The verdict of a printed line, every rule.
-fn printed_all(line: &serde_json::Value) -> Verdict {
-    let mut verdict: Verdict = line["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let patterns = r["patterns"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| {
-                    let matches = p["matches"].as_array().unwrap().iter();
-                    let matches = matches.map(|m| {
-                        let (offset, length) = (m["offset"].as_u64(), m["length"].as_u64());
-                        (offset.unwrap(), length.unwrap() as usize)
-                    });
-                    (
-                        p["identifier"].as_str().unwrap().to_string(),
-                        matches.collect(),
-                    )
-                })
-                .collect();
-            (r["identifier"].as_str().unwrap().to_string(), patterns)
-        })
-        .collect();
-    verdict.sort();
-    verdict
-}
-
 fn pcap(rules_dir: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
     let rules = rules_dir.to_str().unwrap();
     let mut args = vec!["pcap", "--quiet", "--rules", rules];
@@ -96,19 +66,6 @@ fn objects<'a>(lines: &'a [serde_json::Value], protocol: &str) -> Vec<&'a serde_
         .iter()
         .filter(|l| l["object"]["protocol"] == protocol)
         .collect()
-}
-
-/// Whether tshark is here; fails when CI requires it.
-fn tshark_installed() -> bool {
-    if Command::new("tshark").arg("--version").output().is_ok() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("YARAFLOW_REQUIRE_TSHARK").is_none(),
-        "tshark is required (YARAFLOW_REQUIRE_TSHARK is set) but not installed"
-    );
-    eprintln!("tshark not installed: the objects are not compared with tshark's (skipped)");
-    false
 }
 
 /// tshark's exported objects of one protocol, as their contents.
@@ -188,7 +145,7 @@ fn http_objects_match_tsharks_export_scanned_whole() {
             "{rule} never matched: {matched:?}"
         );
     }
-    if !tshark_installed() {
+    if !tshark_installed("the objects are not compared with tshark's") {
         return;
     }
     let export = tempfile::tempdir().unwrap();
@@ -240,7 +197,7 @@ fn smtp_attachments_match_the_messages_tshark_exports() {
         .as_str()
         .unwrap()
         .contains("closing boundary"));
-    if !tshark_installed() {
+    if !tshark_installed("the objects are not compared with tshark's") {
         return;
     }
     let export = tempfile::tempdir().unwrap();

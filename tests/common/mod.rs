@@ -104,13 +104,24 @@ fn ours_where(results: &StreamResults, keep: impl Fn(&str) -> bool) -> Verdict {
     verdict
 }
 
-/// The verdict of one JSON line the CLI printed, in the same form.
+/// The verdict of one JSON line the CLI printed, in the same form,
+/// restricted to supported rules (as [`reference`]).
 pub fn printed(rules: &RuleSet, line: &serde_json::Value) -> Verdict {
+    printed_where(line, |identifier| keep(rules, identifier))
+}
+
+/// The verdict of one JSON line the CLI printed, every rule (as
+/// [`reference_all`]).
+pub fn printed_all(line: &serde_json::Value) -> Verdict {
+    printed_where(line, |_| true)
+}
+
+fn printed_where(line: &serde_json::Value, keep: impl Fn(&str) -> bool) -> Verdict {
     let mut verdict: Verdict = line["rules"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| rules.is_exact("default", r["identifier"].as_str().unwrap()))
+        .filter(|r| keep(r["identifier"].as_str().unwrap()))
         .map(|r| {
             let patterns = r["patterns"]
                 .as_array()
@@ -136,6 +147,25 @@ pub fn printed(rules: &RuleSet, line: &serde_json::Value) -> Verdict {
         .collect();
     verdict.sort();
     verdict
+}
+
+/// Whether tshark is installed. When it is not, a test skips what needs
+/// it (saying `what` on stderr), unless `YARAFLOW_REQUIRE_TSHARK` is set
+/// (`.ci/run` sets it): then it fails.
+pub fn tshark_installed(what: &str) -> bool {
+    if std::process::Command::new("tshark")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    assert!(
+        std::env::var_os("YARAFLOW_REQUIRE_TSHARK").is_none(),
+        "tshark is required (YARAFLOW_REQUIRE_TSHARK is set) but not installed"
+    );
+    eprintln!("tshark not installed: {what} (skipped)");
+    false
 }
 
 /// Compiles rules with the default window cap.
