@@ -324,10 +324,7 @@ impl HttpDirection {
 /// Appends `bytes` up to the first line feed to `line`; returns the bytes
 /// used and whether the line is complete.
 fn take_line(line: &mut Vec<u8>, bytes: &[u8], max: usize) -> Result<(usize, bool), String> {
-    let (used, complete) = match memchr::memchr(b'\n', bytes) {
-        Some(at) => (at + 1, true),
-        None => (bytes.len(), false),
-    };
+    let (used, complete) = super::line_end(bytes);
     line.extend_from_slice(&bytes[..used]);
     if line.len() > max {
         return Err(format!("a chunk line longer than {max} bytes"));

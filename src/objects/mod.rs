@@ -412,6 +412,15 @@ fn feed(
     }
 }
 
+/// How many of `bytes` reach up to and including the first line feed (all
+/// of them if there is none), and whether the line is complete.
+fn line_end(bytes: &[u8]) -> (usize, bool) {
+    match memchr::memchr(b'\n', bytes) {
+        Some(at) => (at + 1, true),
+        None => (bytes.len(), false),
+    }
+}
+
 /// Tells a direction's protocol from its first line.
 fn decide(first: &[u8]) -> Decision {
     let Some(end) = memchr::memchr(b'\n', first) else {

@@ -65,10 +65,7 @@ impl SmtpClient {
         objects: &mut Objects<'_>,
     ) -> Result<(), String> {
         while !bytes.is_empty() {
-            let (used, complete) = match memchr::memchr(b'\n', bytes) {
-                Some(at) => (at + 1, true),
-                None => (bytes.len(), false),
-            };
+            let (used, complete) = super::line_end(bytes);
             match self.state {
                 State::Done => return Ok(()),
                 State::Commands => self.command_bytes(&bytes[..used], complete, objects)?,
@@ -153,40 +150,54 @@ impl SmtpClient {
         self.state = State::Commands;
         self.line.clear();
         self.mid_line = false;
-        let mut message = message;
-        let unclosed = closing_boundary_missing(&message);
-        if let Some(closing) = &unclosed {
-            // mail-parser leaves a part that never ends undecoded: close it
-            // so that its bytes decode, and mark it below.
-            message.extend_from_slice(format!("\r\n{closing}\r\n").as_bytes());
-        }
-        let unclosed = unclosed.is_some();
-        let Some(parsed) = MessageParser::default().parse(&message) else {
+        let parser = MessageParser::default();
+        let Some(parsed) = parser.parse(&message) else {
             return;
         };
-        let attachments: Vec<_> = parsed.attachments().collect();
-        let last = attachments.len().saturating_sub(1);
-        for (n, part) in attachments.into_iter().enumerate() {
-            let fields = ObjectFields {
-                content_type: part.content_type().map(|t| match t.subtype() {
-                    Some(sub) => format!("{}/{sub}", t.ctype()),
-                    None => t.ctype().to_string(),
-                }),
-                file_name: part.attachment_name().map(str::to_string),
-                ..ObjectFields::default()
-            };
-            let mut object = objects.start(Protocol::Smtp, fields);
-            object.push(part.contents(), objects.out);
-            let (cut, error) = match (cut, unclosed && n == last) {
-                (Some(cut), _) => (Some(cut), None),
-                (None, true) => (
-                    Some(Cut::Malformed),
-                    Some("its MIME part has no closing boundary".to_string()),
-                ),
-                (None, false) => (None, None),
-            };
-            object.end(cut, error, objects.out);
+        match closing_boundary_missing(&parsed, &message) {
+            None => pass_attachments(&parsed, cut, false, objects),
+            Some(closing) => {
+                // mail-parser leaves a part that never ends undecoded:
+                // close it so that its bytes decode, and mark it.
+                let closed = [&message[..], format!("\r\n{closing}\r\n").as_bytes()].concat();
+                if let Some(parsed) = parser.parse(&closed) {
+                    pass_attachments(&parsed, cut, true, objects);
+                }
+            }
         }
+    }
+}
+
+/// Passes a message's attachments on as objects; with `unclosed`, the
+/// last one is marked cut (its MIME part had no closing boundary).
+fn pass_attachments(
+    parsed: &mail_parser::Message<'_>,
+    cut: Option<Cut>,
+    unclosed: bool,
+    objects: &mut Objects<'_>,
+) {
+    let attachments: Vec<_> = parsed.attachments().collect();
+    let last = attachments.len().saturating_sub(1);
+    for (n, part) in attachments.into_iter().enumerate() {
+        let fields = ObjectFields {
+            content_type: part.content_type().map(|t| match t.subtype() {
+                Some(sub) => format!("{}/{sub}", t.ctype()),
+                None => t.ctype().to_string(),
+            }),
+            file_name: part.attachment_name().map(str::to_string),
+            ..ObjectFields::default()
+        };
+        let mut object = objects.start(Protocol::Smtp, fields);
+        object.push(part.contents(), objects.out);
+        let (cut, error) = match (cut, unclosed && n == last) {
+            (Some(cut), _) => (Some(cut), None),
+            (None, true) => (
+                Some(Cut::Malformed),
+                Some("its MIME part has no closing boundary".to_string()),
+            ),
+            (None, false) => (None, None),
+        };
+        object.end(cut, error, objects.out);
     }
 }
 
@@ -198,8 +209,7 @@ impl Default for SmtpClient {
 
 /// The closing `--boundary--` line a multipart message lacks, if it
 /// lacks it.
-fn closing_boundary_missing(raw: &[u8]) -> Option<String> {
-    let parsed = MessageParser::default().parse(raw)?;
+fn closing_boundary_missing(parsed: &mail_parser::Message<'_>, raw: &[u8]) -> Option<String> {
     let boundary = parsed
         .root_part()
         .content_type()
