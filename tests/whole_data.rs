@@ -534,3 +534,30 @@ fn a_retaining_streams_matches_are_reported_at_close_unless_search_is_eager() {
         drop(engine);
     }
 }
+
+#[test]
+fn a_deferred_stream_whose_gate_fails_only_at_its_end_is_searched_then() {
+    // A stream of one byte `M` may still become `MZ`: it retains, its
+    // search deferred. Its close decides the header gate (it failed: no
+    // second byte), so its verdict needs its matches: the search runs
+    // then, and no whole-buffer scan does.
+    let rules = r#"
+        rule m { strings: $m = "M" condition: $m }
+        rule mz { strings: $m = "M" condition: uint16(0) == 0x5A4D and $m }
+    "#;
+    let rules = RuleSet::from_source(rules, 1024).unwrap();
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let stream = Uuid::from_u128(3);
+    scanner.scan_chunk(stream, b"M").unwrap();
+    assert_eq!(scanner.stats().deferred_searches, 0, "still retaining");
+    assert_eq!(scanner.stats().retained_bytes, 1);
+    let results = scanner.close_stream(&stream).unwrap().unwrap();
+    assert_eq!(
+        scanner.stats().deferred_searches,
+        1,
+        "searched at its verdict"
+    );
+    assert_eq!(scanner.stats().whole_scans, 0);
+    assert_eq!(ours_all(&results), reference_all(&rules, b"M"));
+    assert_eq!(results.rules.len(), 1);
+}

@@ -237,15 +237,14 @@ impl<'r> MultiStreamScanner<'r> {
         let unsearched = ctx.retain(data, self.rules.whole_data(), room);
         self.context_bytes = self.context_bytes + ctx.buffer_bytes() - before;
         self.retained_bytes = self.retained_bytes + ctx.retained.len() - retained;
-        let batched = match unsearched {
+        match unsearched {
             Some(bytes) => self.add_deferred_bytes(stream, &bytes),
             None if searched_now => {
                 self.note_in_batch(stream);
-                data.len()
+                self.batch_bytes += data.len();
             }
-            None => 0,
-        };
-        self.batch_bytes += batched;
+            None => {}
+        }
         Ok(())
     }
 
@@ -261,18 +260,18 @@ impl<'r> MultiStreamScanner<'r> {
     }
 
     /// Adds every byte of a stream whose search was deferred to the batch,
-    /// as one chunk from offset 0 (its context already recorded them);
-    /// returns how many.
-    fn add_deferred_bytes(&mut self, stream: Uuid, bytes: &[u8]) -> usize {
-        if let Some(ctx) = self.streams.get_mut(&stream) {
-            let before = ctx.buffer_bytes();
-            ctx.keep_edges(bytes, self.window.tail_len, self.window.head_keep());
-            self.context_bytes = self.context_bytes + ctx.buffer_bytes() - before;
-            self.batch.add_whole_stream(ctx, bytes, self.pack_starts);
-            self.note_in_batch(stream);
-            self.stats.deferred_searches += 1;
-        }
-        bytes.len()
+    /// as one chunk from offset 0 (its context already recorded them).
+    fn add_deferred_bytes(&mut self, stream: Uuid, bytes: &[u8]) {
+        let Some(ctx) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let before = ctx.buffer_bytes();
+        ctx.keep_edges(bytes, self.window.tail_len, self.window.head_keep());
+        self.context_bytes = self.context_bytes + ctx.buffer_bytes() - before;
+        self.batch.add_whole_stream(ctx, bytes, self.pack_starts);
+        self.note_in_batch(stream);
+        self.stats.deferred_searches += 1;
+        self.batch_bytes += bytes.len();
     }
 
     /// A deferred stream whose verdict needs its matches (it is not a
@@ -287,9 +286,13 @@ impl<'r> MultiStreamScanner<'r> {
             return;
         }
         ctx.deferred = false;
-        let bytes = ctx.retained.clone();
+        // Lent to the batch and given back: the stream still retains them.
+        let bytes = std::mem::take(&mut ctx.retained);
         if !bytes.is_empty() {
-            self.batch_bytes += self.add_deferred_bytes(*stream, &bytes);
+            self.add_deferred_bytes(*stream, &bytes);
+        }
+        if let Some(ctx) = self.streams.get_mut(stream) {
+            ctx.retained = bytes;
         }
     }
 
