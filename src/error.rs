@@ -115,6 +115,15 @@ pub enum ScanError {
         /// The configured timeout.
         limit: Option<std::time::Duration>,
     },
+    /// A stream's own value of an external variable was refused (see
+    /// [`crate::MultiStreamScanner::set_stream_externals`]).
+    #[error("cannot set the externals of stream {stream}: {reason}")]
+    BadExternal {
+        /// The stream.
+        stream: Uuid,
+        /// Which value, and what is wrong with it.
+        reason: String,
+    },
     /// YARA-X failed while scanning (for example, the scan timed out).
     #[error("YARA-X scan failed: {0}")]
     Yara(#[from] yara_x::ScanError),
@@ -302,6 +311,8 @@ pub enum ErrorKind {
     AlreadyOpen,
     /// [`ScanError::SearchFailed`].
     SearchFailed,
+    /// [`ScanError::BadExternal`].
+    BadExternal,
     /// [`ScanError::Yara`] with YARA-X's timeout.
     ScanTimeout,
     /// [`ScanError::Yara`], any other YARA-X error.
@@ -333,6 +344,7 @@ impl ErrorKind {
         ErrorKind::UnknownStream,
         ErrorKind::AlreadyOpen,
         ErrorKind::SearchFailed,
+        ErrorKind::BadExternal,
         ErrorKind::ScanTimeout,
         ErrorKind::ScanFailed,
         ErrorKind::Overloaded,
@@ -354,6 +366,7 @@ impl ErrorKind {
             ErrorKind::UnknownStream => "unknown_stream",
             ErrorKind::AlreadyOpen => "already_open",
             ErrorKind::SearchFailed => "search_failed",
+            ErrorKind::BadExternal => "bad_external",
             ErrorKind::ScanTimeout => "scan_timeout",
             ErrorKind::ScanFailed => "scan_failed",
             ErrorKind::Overloaded => "overloaded",
@@ -383,6 +396,7 @@ impl ScanError {
             ScanError::UnknownStream(_) => ErrorKind::UnknownStream,
             ScanError::AlreadyOpen(_) => ErrorKind::AlreadyOpen,
             ScanError::SearchFailed { .. } => ErrorKind::SearchFailed,
+            ScanError::BadExternal { .. } => ErrorKind::BadExternal,
             ScanError::Yara(yara_x::ScanError::Timeout) => ErrorKind::ScanTimeout,
             ScanError::Yara(_) => ErrorKind::ScanFailed,
         }

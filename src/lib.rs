@@ -64,7 +64,7 @@ pub use error::{CaptureError, EngineError, ErrorKind, RuleError, ScanError, Stor
 pub use results::{
     MatchInfo, PatternMatches, RuleMatch, StreamResults, WholeDataState, WholeDataVerdict,
 };
-pub use rules::{External, ExternalValue, RuleIssue, RuleOptions, RuleSet};
+pub use rules::{External, ExternalValue, FileInfo, RuleIssue, RuleOptions, RuleSet};
 pub use scanner::{MultiStreamScanner, ScannerStats};
 pub use stream::{Retention, RetentionLimit, StreamContext, StreamMode, StreamStats};
 pub use uuid::Uuid;

@@ -311,6 +311,7 @@ pub const SCAN_ERROR_KINDS: &[ErrorKind] = &[
     ErrorKind::UnknownStream,
     ErrorKind::AlreadyOpen,
     ErrorKind::SearchFailed,
+    ErrorKind::BadExternal,
     ErrorKind::ScanTimeout,
     ErrorKind::ScanFailed,
     ErrorKind::StreamFailed,
@@ -393,6 +394,10 @@ mod tests {
                 reason: String::new(),
                 limit: None,
             },
+            ScanError::BadExternal {
+                stream,
+                reason: String::new(),
+            },
             ScanError::Yara(yara_x::ScanError::Timeout),
             ScanError::Yara(yara_x::ScanError::UnknownModule {
                 module: String::new(),
@@ -408,6 +413,7 @@ mod tests {
                 | ScanError::UnknownStream(_)
                 | ScanError::AlreadyOpen(_)
                 | ScanError::SearchFailed { .. }
+                | ScanError::BadExternal { .. }
                 | ScanError::Yara(_) => {}
             }
         }

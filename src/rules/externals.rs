@@ -6,12 +6,28 @@
 //! an integer (decimal or `0x` hex), a float, or else a string (surrounding
 //! double quotes are removed). Rules that read an external must have it
 //! defined, or they do not compile; the compile error then says how to
-//! define it.
+//! define it. Every rule set declares the file externals
+//! ([`FILE_EXTERNALS`]: `filename`, `filepath`, `extension`, `filetype`,
+//! the names LOKI and THOR give them), empty unless defined, so that rule
+//! files written for file scanners load.
+//!
+//! A stream may carry values of its own for the externals its rule set
+//! declares ([`check_stream_externals`]): a file taken out of a flow knows
+//! its name and content type ([`FileInfo`]). Its verdict is then the
+//! whole-buffer verdict with those values set.
 
 use std::str::FromStr;
 
+/// The externals every rule set declares, empty unless defined: what a
+/// file scanner tells rules about the file (see [`FileInfo`]).
+pub const FILE_EXTERNALS: [&str; 4] = ["filename", "filepath", "extension", "filetype"];
+
+/// The longest value a stream's external may have, in bytes (a file name
+/// or path, a content type).
+pub const MAX_STREAM_EXTERNAL_BYTES: usize = 4096;
+
 /// One external variable and its value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct External {
     /// The identifier the rules use.
     pub name: String,
@@ -19,8 +35,9 @@ pub struct External {
     pub value: ExternalValue,
 }
 
-/// The value of an external variable.
-#[derive(Debug, Clone, PartialEq)]
+/// The value of an external variable. Floats are equal when their bits
+/// are (so that a value equals itself, even a NaN).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ExternalValue {
     /// `true` or `false`.
     Bool(bool),
@@ -31,6 +48,20 @@ pub enum ExternalValue {
     /// Anything else.
     String(String),
 }
+
+impl PartialEq for ExternalValue {
+    fn eq(&self, other: &ExternalValue) -> bool {
+        match (self, other) {
+            (ExternalValue::Bool(a), ExternalValue::Bool(b)) => a == b,
+            (ExternalValue::Integer(a), ExternalValue::Integer(b)) => a == b,
+            (ExternalValue::Float(a), ExternalValue::Float(b)) => a.to_bits() == b.to_bits(),
+            (ExternalValue::String(a), ExternalValue::String(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ExternalValue {}
 
 impl FromStr for External {
     type Err = String;
@@ -77,6 +108,16 @@ impl ExternalValue {
         }
     }
 
+    /// What kind of value it is, as the rules see it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ExternalValue::Bool(_) => "a boolean",
+            ExternalValue::Integer(_) => "an integer",
+            ExternalValue::Float(_) => "a float",
+            ExternalValue::String(_) => "a string",
+        }
+    }
+
     /// The value as text, for the rule set's fingerprint.
     pub(crate) fn describe(&self) -> String {
         match self {
@@ -86,6 +127,116 @@ impl ExternalValue {
             ExternalValue::String(s) => format!("str:{s}"),
         }
     }
+}
+
+/// The externals a rule set declares: `defined`, then each of
+/// [`FILE_EXTERNALS`] it does not define, as an empty string.
+pub(crate) fn declared(defined: &[External]) -> Vec<External> {
+    let mut all = defined.to_vec();
+    for name in FILE_EXTERNALS {
+        if !defined.iter().any(|external| external.name == name) {
+            all.push(External {
+                name: name.to_string(),
+                value: ExternalValue::String(String::new()),
+            });
+        }
+    }
+    all
+}
+
+/// Checks a stream's own values against the externals its rule set
+/// declares: each names one of them, has its type and at most
+/// [`MAX_STREAM_EXTERNAL_BYTES`], and none is given twice. The error says
+/// which is wrong and why.
+pub fn check_stream_externals(declared: &[External], given: &[External]) -> Result<(), String> {
+    for (index, external) in given.iter().enumerate() {
+        let name = external.name.as_str();
+        let Some(declaration) = declared.iter().find(|d| d.name == name) else {
+            let names: Vec<&str> = declared.iter().map(|d| d.name.as_str()).collect();
+            return Err(format!(
+                "the rules declare no external `{name}` (they declare {}; others are declared with --define {name}=VALUE)",
+                names.join(", ")
+            ));
+        };
+        if std::mem::discriminant(&declaration.value) != std::mem::discriminant(&external.value) {
+            return Err(format!(
+                "`{name}` is {} in the rules, not {}",
+                declaration.value.type_name(),
+                external.value.type_name()
+            ));
+        }
+        if let ExternalValue::String(text) = &external.value {
+            if text.len() > MAX_STREAM_EXTERNAL_BYTES {
+                return Err(format!(
+                    "the value of `{name}` has {} bytes, more than the limit of {MAX_STREAM_EXTERNAL_BYTES}",
+                    text.len()
+                ));
+            }
+        }
+        if given[..index].iter().any(|earlier| earlier.name == name) {
+            return Err(format!("`{name}` is given twice"));
+        }
+    }
+    Ok(())
+}
+
+/// What a stream that is a file knows about itself, as producers that
+/// extract files from flows learn it (an HTTP body, a mail attachment).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileInfo {
+    /// Its name (`Content-Disposition`, the last segment of a URL path).
+    pub name: Option<String>,
+    /// Its full path (a URL path, or the name).
+    pub path: Option<String>,
+    /// Its content type (`application/pdf`).
+    pub content_type: Option<String>,
+}
+
+impl FileInfo {
+    /// Its values of the [`FILE_EXTERNALS`], for those it knows:
+    /// `filename`, `filepath` (the name when no path is known),
+    /// `extension` (from the name, lowercase with its dot, `.exe`, as LOKI
+    /// and THOR set it), `filetype` (the content type, without parameters).
+    /// Values longer than [`MAX_STREAM_EXTERNAL_BYTES`] are cut there (at a
+    /// character boundary): a name is what a flow's peer chose.
+    pub fn externals(&self) -> Vec<External> {
+        let string = |name: &str, value: &str| External {
+            name: name.to_string(),
+            value: ExternalValue::String(cut_to_limit(value).to_string()),
+        };
+        let mut externals = Vec::new();
+        if let Some(name) = &self.name {
+            externals.push(string("filename", name));
+            if let Some(extension) = extension_of(name) {
+                externals.push(string("extension", &extension));
+            }
+        }
+        if let Some(path) = self.path.as_ref().or(self.name.as_ref()) {
+            externals.push(string("filepath", path));
+        }
+        if let Some(content_type) = &self.content_type {
+            let bare = content_type.split(';').next().unwrap_or_default().trim();
+            externals.push(string("filetype", &bare.to_ascii_lowercase()));
+        }
+        externals
+    }
+}
+
+/// `.exe` for `setup.EXE`; none for `README` or `.profile`.
+fn extension_of(name: &str) -> Option<String> {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    match base.rfind('.') {
+        Some(dot) if dot > 0 && dot + 1 < base.len() => Some(base[dot..].to_lowercase()),
+        _ => None,
+    }
+}
+
+fn cut_to_limit(text: &str) -> &str {
+    let mut end = text.len().min(MAX_STREAM_EXTERNAL_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Defines `externals` in `compiler`, naming the one it refuses.
@@ -129,5 +280,80 @@ mod tests {
         assert_eq!(value("a=x=y"), ExternalValue::String("x=y".into()));
         assert!("novalue".parse::<External>().is_err());
         assert!("9a=1".parse::<External>().is_err());
+    }
+
+    fn string(name: &str, value: &str) -> External {
+        External {
+            name: name.into(),
+            value: ExternalValue::String(value.into()),
+        }
+    }
+
+    #[test]
+    fn file_externals_are_declared_unless_defined() {
+        let declared = declared(&["filename=a.exe".parse().unwrap()]);
+        let names: Vec<&str> = declared.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["filename", "filepath", "extension", "filetype"]);
+        assert_eq!(declared[0], string("filename", "a.exe"));
+        assert_eq!(declared[1], string("filepath", ""));
+    }
+
+    #[test]
+    fn a_stream_may_set_only_declared_externals_of_their_type_and_size() {
+        let declared = declared(&["size_hint=10".parse().unwrap()]);
+        let check = |given: &[External]| check_stream_externals(&declared, given);
+        assert!(check(&[string("filename", "x.exe")]).is_ok());
+        assert!(check(&["size_hint=3".parse().unwrap()]).is_ok());
+        let unknown = check(&[string("owner", "root")]).unwrap_err();
+        assert!(unknown.contains("no external `owner`"), "{unknown}");
+        let mistyped = check(&[string("size_hint", "big")]).unwrap_err();
+        assert!(
+            mistyped.contains("an integer in the rules, not a string"),
+            "{mistyped}"
+        );
+        let long = check(&[string(
+            "filename",
+            &"a".repeat(MAX_STREAM_EXTERNAL_BYTES + 1),
+        )]);
+        assert!(long.unwrap_err().contains("limit of 4096"));
+        let twice = check(&[string("filename", "a"), string("filename", "b")]);
+        assert!(twice.unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn a_file_gives_its_name_path_extension_and_type() {
+        let info = FileInfo {
+            name: Some("Setup.EXE".into()),
+            path: Some("/download/Setup.EXE".into()),
+            content_type: Some("Application/Octet-Stream; charset=binary".into()),
+        };
+        assert_eq!(
+            info.externals(),
+            [
+                string("filename", "Setup.EXE"),
+                string("extension", ".exe"),
+                string("filepath", "/download/Setup.EXE"),
+                string("filetype", "application/octet-stream"),
+            ]
+        );
+        let bare = FileInfo {
+            name: Some("README".into()),
+            ..FileInfo::default()
+        };
+        assert_eq!(
+            bare.externals(),
+            [string("filename", "README"), string("filepath", "README")]
+        );
+        let long = FileInfo {
+            name: Some("é".repeat(MAX_STREAM_EXTERNAL_BYTES)),
+            ..FileInfo::default()
+        };
+        let ExternalValue::String(cut) = &long.externals()[0].value else {
+            panic!("a name is a string")
+        };
+        assert!(
+            cut.len() <= MAX_STREAM_EXTERNAL_BYTES && cut.len() > MAX_STREAM_EXTERNAL_BYTES - 2
+        );
+        assert!(FileInfo::default().externals().is_empty());
     }
 }

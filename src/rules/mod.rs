@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 pub use analysis::{PatternReport, RuleAnalysis, RuleClasses, RuleIssue, RuleReport};
 pub use edges::EdgeGuard;
-pub use externals::{External, ExternalValue};
+pub use externals::{External, ExternalValue, FileInfo, FILE_EXTERNALS};
 pub use gates::Gate;
 pub use whole_data::WholeDataPlan;
 
@@ -32,6 +32,7 @@ pub struct RuleSet {
     exact_rules: HashSet<(String, String)>,
     edge_guard: EdgeGuard,
     whole_data: WholeDataPlan,
+    externals: Vec<External>,
     fingerprint: [u8; 32],
 }
 
@@ -145,7 +146,8 @@ impl RuleSet {
     ) -> Result<RuleSet, RuleError> {
         let max_pattern_len = options.max_pattern_len;
         let mut compiler = yara_x::Compiler::new();
-        externals::define(&mut compiler, &options.externals).map_err(RuleError::Compile)?;
+        let declared = externals::declared(&options.externals);
+        externals::define(&mut compiler, &declared).map_err(RuleError::Compile)?;
         let mut errors = Vec::new();
         for (origin, text) in &sources {
             let text = includes_from_folder_of(origin, text);
@@ -185,8 +187,23 @@ impl RuleSet {
             exact_rules,
             edge_guard,
             whole_data,
+            externals: declared,
             fingerprint,
         })
+    }
+
+    /// The external variables the rules may read, with their values: those
+    /// defined, then the [`FILE_EXTERNALS`] not defined, empty. A stream
+    /// may set its own values of them
+    /// ([`crate::MultiStreamScanner::set_stream_externals`]).
+    pub fn externals(&self) -> &[External] {
+        &self.externals
+    }
+
+    /// Checks a stream's own values of externals (see
+    /// [`externals::check_stream_externals`]).
+    pub fn check_stream_externals(&self, given: &[External]) -> Result<(), String> {
+        externals::check_stream_externals(&self.externals, given)
     }
 
     /// A digest of the rule texts (in order) and `max_pattern_len`: two

@@ -42,7 +42,7 @@ use uuid::Uuid;
 use crate::config::ScannerConfig;
 use crate::error::ScanError;
 use crate::results::StreamResults;
-use crate::rules::RuleSet;
+use crate::rules::{External, RuleSet};
 use crate::stream::{Retention, RetentionRoom, StreamContext, StreamMode, StreamStats};
 use batch::{Acceptance, Batch, LineCursor, Window};
 use verdict::Evaluator;
@@ -332,6 +332,30 @@ impl<'r> MultiStreamScanner<'r> {
             &mut self.context_bytes,
             (stream, mode, self.new_streams),
         );
+        Ok(())
+    }
+
+    /// Sets an open stream's own values of its rules' external variables
+    /// (a file's name, say: see [`crate::FileInfo`]), replacing those it
+    /// had; its verdicts are then the whole-buffer verdicts with these
+    /// values set. Each must be declared by the rule set
+    /// ([`RuleSet::externals`]) with the same type; nothing changes when
+    /// one is refused.
+    pub fn set_stream_externals(
+        &mut self,
+        stream: Uuid,
+        externals: Vec<External>,
+    ) -> Result<(), ScanError> {
+        self.rules
+            .check_stream_externals(&externals)
+            .map_err(|reason| ScanError::BadExternal { stream, reason })?;
+        let ctx = self
+            .streams
+            .get_mut(&stream)
+            .ok_or(ScanError::UnknownStream(stream))?;
+        let before = ctx.memory_bytes();
+        ctx.externals = externals.into_boxed_slice();
+        self.context_bytes = self.context_bytes + ctx.memory_bytes() - before;
         Ok(())
     }
 
@@ -738,6 +762,8 @@ impl<'r> MultiStreamScanner<'r> {
         // Its bytes still in the batch belong to the old epoch and are ignored.
         let mut fresh = new_context((*stream, ctx.mode, self.new_streams), &mut self.epochs);
         fresh.stats.opened_at_ms = ctx.stats.opened_at_ms;
+        // What the stream is (a file's name) outlives a reset of its bytes.
+        fresh.externals = std::mem::take(&mut ctx.externals);
         self.context_bytes = self.context_bytes + fresh.memory_bytes() - ctx.memory_bytes();
         self.retained_bytes -= ctx.retained.len();
         *ctx = fresh;

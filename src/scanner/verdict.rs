@@ -16,10 +16,14 @@
 //! verdict from a whole-buffer `yara_x::Scanner` scan of them (one scanner,
 //! made on first use); for the others, the verdict from spans drops the
 //! whole-data rules whose gates failed and lists the undecided ones.
+//!
+//! A stream with its own values of external variables (a file's name) has
+//! them set on the scanner for its verdict, and the rule set's put back
+//! after it.
 
 use crate::error::ScanError;
 use crate::results::{RuleMatch, WholeDataState, WholeDataVerdict, MAX_UNDECIDED_LISTED};
-use crate::rules::{EdgeGuard, RuleSet};
+use crate::rules::{EdgeGuard, External, ExternalValue, RuleSet};
 use crate::stream::span::{count_newlines, replay_range};
 use crate::stream::{ReplaySpan, Retention, RetentionLimit, SpanSet, StreamContext, StreamMode};
 
@@ -77,21 +81,11 @@ impl<'r> Evaluator<'r> {
         });
         self.whole_scans += 1;
         let data = ctx.retained.as_slice();
-        let results = scanner.scan(data)?;
-        let locate = |offset: u64| 1 + count_newlines(&data[..(offset as usize).min(data.len())]);
-        let snippet = |range: std::ops::Range<u64>, cap: usize| {
-            let start = (range.start as usize).min(data.len());
-            let end = (range.end as usize).min(data.len()).min(start + cap);
-            data[start..end].to_vec()
-        };
-        let rules = results
-            .matching_rules()
-            .map(|rule| {
-                RuleMatch::from_yara(&rule, true, config.max_snippet_bytes, &locate, &snippet)
-            })
-            .collect();
+        scanner.set_externals(&ctx.externals);
+        let matched = whole_scan(scanner, data, config.max_snippet_bytes);
+        scanner.restore_externals(&ctx.externals, rules.externals());
         Ok(Verdict {
-            rules,
+            rules: matched?,
             exact: true,
             whole_data: Some(WholeDataVerdict {
                 state: WholeDataState::Scanned,
@@ -111,6 +105,19 @@ impl<'r> Evaluator<'r> {
         head_len: usize,
         cut: bool,
     ) -> Result<Verdict, ScanError> {
+        self.scanner.set_externals(&ctx.externals);
+        let verdict = self.verdict_with_externals_set(ctx, head_len, cut);
+        self.scanner
+            .restore_externals(&ctx.externals, self.rules.externals());
+        verdict
+    }
+
+    fn verdict_with_externals_set(
+        &mut self,
+        ctx: &StreamContext,
+        head_len: usize,
+        cut: bool,
+    ) -> Result<Verdict, ScanError> {
         // Cut: the first matches only, not those at the end of the data.
         let mut spans = match cut {
             true => ctx.settled.clone(),
@@ -120,7 +127,16 @@ impl<'r> Evaluator<'r> {
             spans.insert(head);
         }
         if spans.is_empty() {
-            let mut verdict = self.empty_verdict()?;
+            // The empty verdict is the rule set's: not one with a
+            // stream's own externals.
+            let mut verdict = match ctx.externals.is_empty() {
+                true => self.empty_verdict()?,
+                false => Verdict {
+                    rules: self.evaluate(&SpanSet::default(), false)?,
+                    exact: true,
+                    whole_data: None,
+                },
+            };
             if cut {
                 verdict.exact = false;
                 verdict.rules.iter_mut().for_each(|rule| rule.exact = false);
@@ -191,6 +207,65 @@ impl<'r> Evaluator<'r> {
             .collect())
     }
 }
+
+/// The matching rules of a whole-buffer scan of `data`.
+fn whole_scan(
+    scanner: &mut yara_x::Scanner<'_>,
+    data: &[u8],
+    max_snippet_bytes: usize,
+) -> Result<Vec<RuleMatch>, ScanError> {
+    let results = scanner.scan(data)?;
+    let locate = |offset: u64| 1 + count_newlines(&data[..(offset as usize).min(data.len())]);
+    let snippet = |range: std::ops::Range<u64>, cap: usize| {
+        let start = (range.start as usize).min(data.len());
+        let end = (range.end as usize).min(data.len()).min(start + cap);
+        data[start..end].to_vec()
+    };
+    Ok(results
+        .matching_rules()
+        .map(|rule| RuleMatch::from_yara(&rule, true, max_snippet_bytes, &locate, &snippet))
+        .collect())
+}
+
+/// Setting a stream's own externals on a YARA-X scanner, and putting the
+/// rule set's values back.
+trait StreamExternals {
+    /// Sets each of `externals`. They were checked against the rules when
+    /// the stream got them, so YARA-X refuses none (one it did refuse would
+    /// keep the rule set's value).
+    fn set_externals(&mut self, externals: &[External]);
+
+    /// Puts back the rule set's value of each of `externals`.
+    fn restore_externals(&mut self, externals: &[External], declared: &[External]) {
+        if externals.is_empty() {
+            return;
+        }
+        let names = |e: &&External| externals.iter().any(|own| own.name == e.name);
+        let defaults: Vec<External> = declared.iter().filter(names).cloned().collect();
+        self.set_externals(&defaults);
+    }
+}
+
+macro_rules! impl_stream_externals {
+    ($scanner:ty) => {
+        impl StreamExternals for $scanner {
+            fn set_externals(&mut self, externals: &[External]) {
+                for external in externals {
+                    let name = external.name.as_str();
+                    let _ = match &external.value {
+                        ExternalValue::Bool(b) => self.set_global(name, *b),
+                        ExternalValue::Integer(i) => self.set_global(name, *i),
+                        ExternalValue::Float(f) => self.set_global(name, *f),
+                        ExternalValue::String(s) => self.set_global(name, s.as_str()),
+                    };
+                }
+            }
+        }
+    };
+}
+
+impl_stream_externals!(yara_x::Scanner<'_>);
+impl_stream_externals!(yara_x::blocks::Scanner<'_>);
 
 /// The whole-data rules of a verdict from spans, for a stream that does not
 /// scan whole: the verdict decides those whose gate failed (exact as the

@@ -113,6 +113,7 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         | ErrorKind::StreamFailed
         | ErrorKind::SearchFailed => StatusCode::CONFLICT,
         ErrorKind::UnknownStream => StatusCode::NOT_FOUND,
+        ErrorKind::BadExternal => StatusCode::BAD_REQUEST,
         ErrorKind::StreamLost => StatusCode::GONE,
         ErrorKind::ScanTimeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::ScanFailed | ErrorKind::EngineFailed | ErrorKind::StoreFailed => {
@@ -171,6 +172,14 @@ mod tests {
                 }),
                 409,
                 "stream_failed",
+            ),
+            (
+                scan(ScanError::BadExternal {
+                    stream,
+                    reason: "r".into(),
+                }),
+                400,
+                "bad_external",
             ),
             (
                 scan(ScanError::Yara(yara_x::ScanError::Timeout)),

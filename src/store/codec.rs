@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::stream::StreamContext;
 
 /// The version of the entry layout and of the context it holds.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 
 const MAGIC: &[u8; 4] = b"YFSC";
 const HEADER_LEN: usize = 38;
@@ -226,22 +226,27 @@ mod tests {
         context.retained = b"kept".to_vec();
         // Only while `Retaining`: a cut stream's search is not deferred.
         context.deferred = false;
+        context.externals = vec![crate::rules::External {
+            name: "filename".into(),
+            value: crate::rules::ExternalValue::String("a.exe".into()),
+        }]
+        .into_boxed_slice();
         context.settled.insert(span(10, b"a secret here", true));
         context.provisional.insert(span(290, b"end", false));
         context
     }
 
     /// The format version the golden entry below was written with.
-    const GOLDEN_VERSION: u16 = 3;
+    const GOLDEN_VERSION: u16 = 4;
 
     /// The entry of [`golden_context`], as format [`GOLDEN_VERSION`]
     /// writes it.
     const GOLDEN_ENTRY: &str = concat!(
-        "594653430300dfa41b6add5547932c010000000000007b68e5cf8b0100007275",
+        "5946534304002d6d4daefed90af32c010000000000007b68e5cf8b0100007275",
         "6c6573546167100123456789abcdef0123456789abcdef00ac0204030280d095",
         "ffbc31fbd095ffbc31050a7461696c206279746573046865616401010300046b",
-        "65707400010a00020d61207365637265742068657265010001a202000203656e",
-        "640001",
+        "65707400010866696c656e616d650305612e657865010a00020d612073656372",
+        "65742068657265010001a202000203656e640001",
     );
 
     /// The store's format is `StreamContext`'s serde derive: a new, removed

@@ -17,6 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::rules::External;
+
 pub(crate) use retention::RetentionRoom;
 pub use span::{ReplaySpan, SpanSet};
 
@@ -142,6 +144,9 @@ pub struct StreamContext {
     /// its verdict needs its matches; a verdict that is a whole-buffer
     /// scan of them needs no search at all. Only while `Retaining`.
     pub(crate) deferred: bool,
+    /// The stream's own values of its rules' external variables (a file's
+    /// name, say), set over the rule set's for its verdicts.
+    pub(crate) externals: Box<[External]>,
     /// Spans of settled matches.
     pub(crate) settled: SpanSet,
     /// Spans of matches that touch the end of the data seen so far: right
@@ -201,6 +206,7 @@ impl StreamContext {
             },
             retained: Vec::new(),
             deferred: false,
+            externals: Box::default(),
             settled: SpanSet::default(),
             provisional: SpanSet::default(),
             durable: None,
@@ -274,7 +280,31 @@ impl StreamContext {
     pub fn memory_bytes(&self) -> usize {
         const SLOT: usize =
             (std::mem::size_of::<Uuid>() + std::mem::size_of::<StreamContext>() + 1) * 3 / 2;
-        SLOT + self.buffer_bytes() + self.settled.heap_bytes() + self.provisional.heap_bytes()
+        SLOT + self.buffer_bytes()
+            + self.settled.heap_bytes()
+            + self.provisional.heap_bytes()
+            + self.externals_bytes()
+    }
+
+    /// The stream's own externals (see [`crate::FileInfo`]).
+    pub fn externals(&self) -> &[External] {
+        &self.externals
+    }
+
+    /// What its externals take on the heap.
+    fn externals_bytes(&self) -> usize {
+        let values: usize = self
+            .externals
+            .iter()
+            .map(|e| {
+                let text = match &e.value {
+                    crate::ExternalValue::String(text) => text.capacity(),
+                    _ => 0,
+                };
+                allocation_bytes(e.name.capacity()) + allocation_bytes(text)
+            })
+            .sum();
+        allocation_bytes(self.externals.len() * std::mem::size_of::<External>()) + values
     }
 
     /// The part of [`Self::memory_bytes`] that appending changes: the
