@@ -263,3 +263,50 @@ fn a_refused_external_names_itself_and_changes_nothing() {
         .collect();
     assert_eq!(matched, ["exe_by_name", "named_mark"]);
 }
+
+/// The engine takes a stream's externals when it opens it (on any shard),
+/// refuses bad ones without harm to the stream, and its verdicts equal the
+/// reference with them set.
+#[test]
+fn the_engine_opens_streams_with_their_externals() {
+    let rules = rules();
+    let config = yaraflow::EngineConfig {
+        shards: 2,
+        ..yaraflow::EngineConfig::default()
+    };
+    let engine = yaraflow::Engine::start(rules, config).unwrap();
+    let handle = engine.handle().blocking();
+    let mut rng = StdRng::seed_from_u64(99);
+    let streams: Vec<(Uuid, Vec<External>, Vec<u8>)> = (0..200)
+        .map(|_| {
+            let id = Uuid::from_u128(rng.gen());
+            (id, random_externals(&mut rng), random_data(&mut rng))
+        })
+        .collect();
+    let mode = yaraflow::StreamMode::Chunks;
+    for (id, externals, data) in &streams {
+        handle.open_stream(*id, mode, externals.clone()).unwrap();
+        let refused = handle
+            .open_stream(*id, mode, vec!["owner=root".parse().unwrap()])
+            .unwrap_err();
+        assert_eq!(refused.kind(), yaraflow::ErrorKind::BadExternal);
+        for chunk in data.chunks(700) {
+            handle.scan_chunk(*id, chunk.to_vec()).unwrap();
+        }
+    }
+    let lines = handle
+        .open_stream(streams[0].0, yaraflow::StreamMode::Lines, Vec::new())
+        .unwrap_err();
+    assert_eq!(lines.kind(), yaraflow::ErrorKind::ModeMismatch);
+    let reference_rules = self::rules();
+    let ids: Vec<Uuid> = streams.iter().map(|(id, _, _)| *id).collect();
+    let mut matched = 0;
+    for ((_, externals, data), result) in streams.iter().zip(handle.close_streams(&ids)) {
+        let results = result.unwrap().unwrap();
+        let expected = reference(&reference_rules, externals, data);
+        assert_eq!(common::ours_all(&results), expected, "{externals:?}");
+        matched += expected.iter().filter(|(r, _)| r == "exe_by_name").count();
+    }
+    assert!(matched > 0, "no stream was an .exe");
+    handle.shutdown().unwrap();
+}

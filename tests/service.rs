@@ -20,9 +20,14 @@ fn start(token: Option<&str>) -> Service {
 
 /// A service, and the folder its rules are loaded from.
 fn start_in(token: Option<&str>) -> (Service, std::path::PathBuf) {
+    start_with(RULES, token)
+}
+
+/// A service on `rules`, and the folder they are loaded from.
+fn start_with(rules: &str, token: Option<&str>) -> (Service, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("yaraflow-service-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("rules.yar"), RULES).unwrap();
+    std::fs::write(dir.join("rules.yar"), rules).unwrap();
     let config = ServiceConfig {
         listen: ([127, 0, 0, 1], 0).into(),
         metrics_listen: Some(([127, 0, 0, 1], 0).into()),
@@ -39,7 +44,7 @@ fn start_in(token: Option<&str>) -> (Service, std::path::PathBuf) {
         },
         ..ServiceConfig::default()
     };
-    let service = Service::start(common::compile(RULES), config).expect("service starts");
+    let service = Service::start(common::compile(rules), config).expect("service starts");
     (service, dir)
 }
 
@@ -130,6 +135,60 @@ fn streams_are_fed_queried_reset_listed_and_closed_over_http() {
     assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
     let report = service.stop().unwrap();
     assert_eq!(report.results.len(), 1, "stream a was still open");
+}
+
+/// `PUT /v1/streams/{id}` says what file a stream is: rules reading
+/// `filename`, `extension`, `filetype` (and externals the rules define)
+/// see its values; bad openings are refused with a code naming them.
+#[test]
+fn a_stream_opened_as_a_file_has_its_externals() {
+    let rules = r#"
+        rule exe_secret { strings: $a = "secret" condition: $a and extension == ".exe" }
+        rule pdf { condition: filetype == "application/pdf" and filename == "a.pdf" }
+    "#;
+    let (service, _) = start_with(rules, None);
+    let put = |stream: Uuid, body: &str| {
+        answer(ureq::put(&url(&service, &format!("/v1/streams/{stream}"))).send_string(body))
+    };
+    let (exe, pdf, plain) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(put(exe, r#"{"file": {"name": "Setup.EXE"}}"#).0, 204);
+    let opening = r#"{"mode": "chunks", "file": {"name": "x"}, "externals": {"filename": "a.pdf", "filetype": "application/pdf"}}"#;
+    assert_eq!(put(pdf, opening).0, 204);
+    assert_eq!(put(plain, "").0, 204, "an empty body opens a plain stream");
+    for stream in [exe, pdf, plain] {
+        post(
+            &service,
+            &format!("/v1/streams/{stream}/chunks"),
+            b"a secret",
+        );
+    }
+    let verdict = |stream| get(&service, &format!("/v1/streams/{stream}")).1;
+    assert_eq!(rule_names(&verdict(exe)), ["exe_secret"]);
+    assert_eq!(rule_names(&verdict(pdf)), ["pdf"]);
+    assert!(rule_names(&verdict(plain)).is_empty());
+
+    let refusals = [
+        (r#"{"externals": {"owner": "root"}}"#, 400, "bad_external"),
+        (r#"{"externals": {"filename": 3}}"#, 400, "bad_external"),
+        (r#"{"externals": {"filename": ["a"]}}"#, 400, "bad_external"),
+        (r#"{"file": {"name": "a", "size": 3}}"#, 400, "bad_body"),
+        (r#"{"mode": "packets"}"#, 400, "bad_body"),
+        ("not json", 400, "bad_body"),
+        (r#"{"mode": "lines"}"#, 409, "mode_mismatch"),
+    ];
+    for (body, status, code) in refusals {
+        let (got, error) = put(exe, body);
+        assert_eq!(
+            (got, error["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
+    }
+    let long = format!(r#"{{"externals": {{"filename": "{}"}}}}"#, "a".repeat(5000));
+    assert_eq!(put(exe, &long).0, 413, "past max_body_bytes");
+    // The refusals left the stream as it was.
+    assert_eq!(rule_names(&verdict(exe)), ["exe_secret"]);
+    service.stop().unwrap();
 }
 
 #[test]

@@ -35,7 +35,7 @@ use super::supervisor::{ShardFailure, SupervisorActor, SupervisorCommand};
 use crate::config::EngineConfig;
 use crate::error::{EngineError, ScanError};
 use crate::results::StreamResults;
-use crate::rules::RuleSet;
+use crate::rules::{External, RuleSet};
 use crate::stream::StreamMode;
 
 /// Counters of the whole engine.
@@ -616,6 +616,28 @@ impl EngineHandle {
         results
     }
 
+    /// Opens a stream in `mode` (if it is not open; streams also open on
+    /// their first chunk or line) with its own values of the rules'
+    /// external variables, replacing any it had: a file's name, say (see
+    /// [`crate::FileInfo::externals`]). Its verdicts are then whole-buffer
+    /// verdicts with those values set. A value the rules do not declare,
+    /// or of another type, is refused ([`crate::ScanError::BadExternal`])
+    /// and changes nothing.
+    pub async fn open_stream(
+        &self,
+        stream: Uuid,
+        mode: StreamMode,
+        externals: Vec<External>,
+    ) -> Result<(), EngineError> {
+        let receiver = self.inner.ask_shard(&stream, |reply| ShardCommand::Open {
+            stream,
+            mode,
+            externals,
+            reply,
+        })?;
+        answer(receiver).await
+    }
+
     /// Puts a stream back at offset 0 with no matches. On a lost or failed
     /// stream it acknowledges the error: the stream opens anew on its next
     /// chunk.
@@ -787,6 +809,21 @@ impl BlockingHandle {
             .into_iter()
             .map(|receiver| receiver.and_then(answer_blocking))
             .collect()
+    }
+
+    /// See [`EngineHandle::open_stream`].
+    pub fn open_stream(
+        &self,
+        stream: Uuid,
+        mode: StreamMode,
+        externals: Vec<External>,
+    ) -> Result<(), EngineError> {
+        answer_blocking(self.inner.ask_shard(&stream, |reply| ShardCommand::Open {
+            stream,
+            mode,
+            externals,
+            reply,
+        })?)
     }
 
     /// See [`EngineHandle::reset_stream`].

@@ -47,7 +47,7 @@ use super::streams::{ShardReport, ShardStats, StreamOffsets, Streams};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::results::StreamResults;
-use crate::rules::RuleSet;
+use crate::rules::{External, RuleSet};
 use crate::stream::StreamMode;
 
 /// A reply channel.
@@ -90,6 +90,13 @@ pub(crate) enum ShardCommand {
     CloseMany {
         streams: Vec<Uuid>,
         replies: Vec<Reply<Option<StreamResults>>>,
+    },
+    /// Open a stream (if it is not open) with its own externals.
+    Open {
+        stream: Uuid,
+        mode: StreamMode,
+        externals: Vec<External>,
+        reply: Reply<()>,
     },
     /// Put a stream back at offset 0.
     Reset { stream: Uuid, reply: Reply<()> },
@@ -271,6 +278,15 @@ impl ShardActor {
                     let result = self.guarded(ctx, |shard| shard.verdict(stream, true));
                     let _ = reply.send(result.unwrap_or_else(|| Err(self.lost(stream))));
                 }
+            }
+            ShardCommand::Open {
+                stream,
+                mode,
+                externals,
+                reply,
+            } => {
+                let result = self.guarded(ctx, |shard| shard.open(stream, mode, externals));
+                let _ = reply.send(result.unwrap_or_else(|| Err(self.lost(stream))));
             }
             ShardCommand::Reset { stream, reply } => {
                 let result = self.guarded(ctx, |shard| shard.reset(stream));

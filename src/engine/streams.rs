@@ -36,7 +36,7 @@ use crate::config::EngineConfig;
 use crate::error::{EngineError, ErrorKind, ScanError};
 use crate::metrics::ShardMetrics;
 use crate::results::StreamResults;
-use crate::rules::RuleSet;
+use crate::rules::{External, RuleSet};
 use crate::scanner::{MultiStreamScanner, ScannerStats};
 use crate::stream::{now_ms, StreamMode};
 
@@ -444,6 +444,32 @@ impl Streams {
             self.metrics.closed.increment(1);
             self.prune();
         }
+    }
+
+    /// Opens a stream in `mode` if it is not open (within
+    /// `max_open_streams`), and sets its own values of the rules'
+    /// externals (see `MultiStreamScanner::set_stream_externals`). A failed
+    /// stream answers its failure.
+    pub fn open(
+        &mut self,
+        stream: Uuid,
+        mode: StreamMode,
+        externals: Vec<External>,
+    ) -> Result<(), EngineError> {
+        self.enter(stream)?;
+        if self.generations.holding(&stream).is_none() {
+            self.admit(&[(stream, 0)], mode, true)
+                .map_err(|(_, error)| error)?;
+        }
+        let generation = self.generations.for_stream(&stream);
+        let result = generation.with(|scanner| {
+            scanner.check_append(stream, mode)?;
+            scanner.set_stream_externals(stream, externals)
+        });
+        result.map_err(|error| {
+            self.metrics.error(error.kind());
+            error.into()
+        })
     }
 
     /// Puts a stream back at offset 0; acknowledges its failure, if it had

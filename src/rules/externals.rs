@@ -183,6 +183,7 @@ pub fn check_stream_externals(declared: &[External], given: &[External]) -> Resu
 /// What a stream that is a file knows about itself, as producers that
 /// extract files from flows learn it (an HTTP body, a mail attachment).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FileInfo {
     /// Its name (`Content-Disposition`, the last segment of a URL path).
     pub name: Option<String>,

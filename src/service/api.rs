@@ -26,7 +26,8 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::framing;
 use super::state::ApiState;
-use crate::rules::RuleSet;
+use crate::rules::{External, ExternalValue, FileInfo, RuleSet};
+use crate::stream::StreamMode;
 
 type State = web::Data<ApiState>;
 
@@ -36,8 +37,9 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .wrap(actix_web::middleware::from_fn(super::authorize))
         .service(resource("/streams", "GET").route(web::get().to(list_streams)))
         .service(
-            resource("/streams/{stream}", "GET, DELETE")
+            resource("/streams/{stream}", "GET, PUT, DELETE")
                 .route(web::get().to(get_stream))
+                .route(web::put().to(open_stream))
                 .route(web::delete().to(close_stream)),
         )
         .service(resource("/streams/{stream}/chunks", "POST").route(web::post().to(append_chunk)))
@@ -298,6 +300,85 @@ async fn get_stream(state: State, path: web::Path<String>) -> Result<HttpRespons
     let stream = stream_id(&path)?;
     let results = state.engine.get_matches(stream).await?;
     Ok(HttpResponse::Ok().json(results.ok_or_else(|| unknown(stream))?))
+}
+
+/// The body of `PUT /v1/streams/{stream}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenRequest {
+    /// `chunks` (the default) or `lines`.
+    #[serde(default)]
+    mode: Option<StreamMode>,
+    /// What file the stream is: sets the file externals.
+    #[serde(default)]
+    file: Option<FileInfo>,
+    /// Values of externals by name (over the file's).
+    #[serde(default)]
+    externals: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The largest body `PUT /v1/streams/{stream}` reads: a few externals.
+const MAX_OPEN_BODY_BYTES: usize = 64 * 1024;
+
+/// `PUT /v1/streams/{stream}`: opens the stream (if it is not open) with
+/// what it is, its own values of the rules' externals.
+async fn open_stream(
+    state: State,
+    path: web::Path<String>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let stream = stream_id(&path)?;
+    let body = read_body(&state, &request, payload).await?;
+    if body.len() > MAX_OPEN_BODY_BYTES {
+        return Err(too_large(MAX_OPEN_BODY_BYTES, " of a stream's opening"));
+    }
+    let open: OpenRequest = match body.is_empty() {
+        true => serde_json::from_str("{}"),
+        false => serde_json::from_slice(&body),
+    }
+    .map_err(|e| {
+        ApiError::bad_request(
+            "bad_body",
+            format!("the body is not a stream's opening: {e}"),
+        )
+    })?;
+    let externals = externals_of(&open).map_err(|e| ApiError::bad_request("bad_external", e))?;
+    let mode = open.mode.unwrap_or(StreamMode::Chunks);
+    state.engine.open_stream(stream, mode, externals).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The file's externals, then those named, each replacing the file's of
+/// the same name.
+fn externals_of(open: &OpenRequest) -> Result<Vec<External>, String> {
+    let mut externals = open
+        .file
+        .as_ref()
+        .map(FileInfo::externals)
+        .unwrap_or_default();
+    for (name, value) in &open.externals {
+        let value = match value {
+            serde_json::Value::Bool(b) => ExternalValue::Bool(*b),
+            serde_json::Value::String(s) => ExternalValue::String(s.clone()),
+            serde_json::Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => ExternalValue::Integer(i),
+                (None, Some(f)) => ExternalValue::Float(f),
+                _ => return Err(format!("`{name}`: {n} is out of range")),
+            },
+            other => {
+                return Err(format!(
+                    "`{name}`: {other} is not a boolean, number or string"
+                ))
+            }
+        };
+        externals.retain(|e| &e.name != name);
+        externals.push(External {
+            name: name.clone(),
+            value,
+        });
+    }
+    Ok(externals)
 }
 
 async fn close_stream(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
