@@ -9,12 +9,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::Verdict;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use yaraflow::test_support::codec;
 use yaraflow::{
-    External, ExternalValue, FileInfo, MultiStreamScanner, RuleOptions, RuleSet, ScanError,
+    External, FileInfo, MultiStreamScanner, RuleOptions, RuleSet, ScanError,
     ScannerConfig, Uuid,
 };
 
@@ -90,38 +89,6 @@ fn random_data(rng: &mut StdRng) -> Vec<u8> {
     data
 }
 
-/// A whole-buffer YARA-X scan of `data` with `externals` set.
-fn reference(rules: &RuleSet, externals: &[External], data: &[u8]) -> Verdict {
-    let mut scanner = yara_x::Scanner::new(rules.rules());
-    for external in externals {
-        let name = external.name.as_str();
-        match &external.value {
-            ExternalValue::String(s) => scanner.set_global(name, s.as_str()),
-            ExternalValue::Integer(i) => scanner.set_global(name, *i),
-            other => panic!("no such value in this test: {other:?}"),
-        }
-        .unwrap();
-    }
-    let results = scanner.scan(data).unwrap();
-    let mut verdict: Verdict = results
-        .matching_rules()
-        .map(|rule| {
-            let patterns = rule
-                .patterns()
-                .map(|p| {
-                    let matches = p
-                        .matches()
-                        .map(|m| (m.range().start as u64, m.range().len()));
-                    (p.identifier().to_string(), matches.collect())
-                })
-                .collect();
-            (rule.identifier().to_string(), patterns)
-        })
-        .collect();
-    verdict.sort();
-    verdict
-}
-
 struct Stream {
     id: Uuid,
     externals: Vec<External>,
@@ -178,7 +145,7 @@ fn run_case(
     for stream in &streams {
         let results = scanner.close_stream(&stream.id).unwrap().unwrap();
         let ours = common::ours_all(&results);
-        let expected = reference(rules, &stream.externals, &stream.data);
+        let expected = common::reference_all_with(rules, &stream.externals, &stream.data);
         assert_eq!(
             ours,
             expected,
@@ -303,7 +270,7 @@ fn the_engine_opens_streams_with_their_externals() {
     let mut matched = 0;
     for ((_, externals, data), result) in streams.iter().zip(handle.close_streams(&ids)) {
         let results = result.unwrap().unwrap();
-        let expected = reference(&reference_rules, externals, data);
+        let expected = common::reference_all_with(&reference_rules, externals, data);
         assert_eq!(common::ours_all(&results), expected, "{externals:?}");
         matched += expected.iter().filter(|(r, _)| r == "exe_by_name").count();
     }

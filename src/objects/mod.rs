@@ -93,6 +93,28 @@ pub struct ObjectInfo {
     pub encoding: Option<String>,
 }
 
+impl ObjectInfo {
+    /// What the object says of itself as a file: its name, its path (the
+    /// request target's, without the query) and its content type; the
+    /// values of the file externals its stream's rules read
+    /// ([`crate::FileInfo::externals`]).
+    pub fn file_info(&self) -> crate::FileInfo {
+        let path = self.uri.as_deref().map(|uri| {
+            let path = uri.split(['?', '#']).next().unwrap_or_default();
+            // An absolute-form target (`http://host/a.exe`, to proxies).
+            match url::Url::parse(path) {
+                Ok(url) if url.has_host() => url.path().to_string(),
+                _ => path.to_string(),
+            }
+        });
+        crate::FileInfo {
+            name: self.file_name.clone(),
+            path: path.filter(|p| !p.is_empty()),
+            content_type: self.content_type.clone(),
+        }
+    }
+}
+
 /// An object, once it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ObjectSummary {

@@ -16,6 +16,8 @@ use crate::engine::BlockingHandle;
 use crate::error::EngineError;
 use crate::objects::{DirectionObjects, ObjectEvent, ObjectExtractor, ObjectLimits, ObjectSummary};
 use crate::results::StreamResults;
+use crate::rules::External;
+use crate::stream::StreamMode;
 
 /// Chunks (or ended streams) gathered before they go to the engine.
 const BURST: usize = 64;
@@ -51,6 +53,9 @@ pub struct FlowFeed {
     handle: BlockingHandle,
     extractor: Option<ObjectExtractor>,
     burst: Vec<(Uuid, Bytes)>,
+    /// Objects that started since the last burst, with their file
+    /// externals: opened before the burst's chunks go.
+    opened_files: Vec<(Uuid, Vec<External>)>,
     ended: Vec<Ended>,
     objects: Vec<ObjectEvent>,
 }
@@ -63,6 +68,7 @@ impl FlowFeed {
             handle,
             extractor: objects.map(ObjectExtractor::new),
             burst: Vec::new(),
+            opened_files: Vec::new(),
             ended: Vec::new(),
             objects: Vec::new(),
         }
@@ -74,7 +80,8 @@ impl FlowFeed {
         let mut verdicts = Vec::new();
         for event in events.drain(..) {
             self.event(event);
-            if self.burst.len() >= BURST || self.ended.len() >= BURST {
+            let gathered = self.burst.len().max(self.ended.len());
+            if gathered.max(self.opened_files.len()) >= BURST {
                 verdicts.extend(self.flush()?);
             }
         }
@@ -84,6 +91,10 @@ impl FlowFeed {
     /// Sends what is gathered to the engine, closes the streams that
     /// ended, and returns their verdicts.
     pub fn flush(&mut self) -> Result<Vec<Verdict>, EngineError> {
+        for (stream, externals) in self.opened_files.drain(..) {
+            self.handle
+                .open_stream(stream, StreamMode::Chunks, externals)?;
+        }
         if !self.burst.is_empty() {
             self.handle.scan_chunks(std::mem::take(&mut self.burst))?;
         }
@@ -129,7 +140,12 @@ impl FlowFeed {
         let mut events = std::mem::take(&mut self.objects);
         for event in events.drain(..) {
             match event {
-                ObjectEvent::Started(info) => self.burst.push((info.stream, Bytes::new())),
+                ObjectEvent::Started(info) => {
+                    // Opened with what it is (its name, its type); the
+                    // rules' file externals read it.
+                    let externals = info.file_info().externals();
+                    self.opened_files.push((info.stream, externals));
+                }
                 ObjectEvent::Data(stream, bytes) => self.chunks(stream, bytes),
                 ObjectEvent::Ended(summary) => self.ended.push(Ended::Object(summary)),
             }

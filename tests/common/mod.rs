@@ -22,7 +22,28 @@ pub fn reference(rules: &RuleSet, data: &[u8]) -> Verdict {
 
 /// Whole-buffer YARA-X scan of `data`, every rule (whole-data ones too).
 pub fn reference_all(rules: &RuleSet, data: &[u8]) -> Verdict {
+    reference_all_with(rules, &[], data)
+}
+
+/// [`reference_all`], with the values of some externals set first (a
+/// stream's own: a file's name, say).
+pub fn reference_all_with(
+    rules: &RuleSet,
+    externals: &[yaraflow::External],
+    data: &[u8],
+) -> Verdict {
+    use yaraflow::ExternalValue;
     let mut scanner = yara_x::Scanner::new(rules.rules());
+    for external in externals {
+        let name = external.name.as_str();
+        match &external.value {
+            ExternalValue::Bool(b) => scanner.set_global(name, *b),
+            ExternalValue::Integer(i) => scanner.set_global(name, *i),
+            ExternalValue::Float(f) => scanner.set_global(name, *f),
+            ExternalValue::String(s) => scanner.set_global(name, s.as_str()),
+        }
+        .expect("the rules declare it");
+    }
     let results = scanner.scan(data).expect("reference scan");
     verdict_where(&results, |_| true)
 }
