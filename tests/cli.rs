@@ -282,8 +282,9 @@ fn real_rule_sets_load_whole() {
 }
 
 /// Rules that read external variables load with `--define` (and without
-/// it fail, saying how to define them); `scan` uses the values, and
-/// `check` prints the rule classes and gates.
+/// it fail, saying how to define them); `scan` uses the values, sets the
+/// file externals of each file's path but for those defined, and `check`
+/// prints the rule classes and gates.
 #[test]
 fn externals_are_defined_on_the_command_line() {
     let dir = std::env::temp_dir().join(format!("yaraflow-externals-{}", yaraflow::Uuid::new_v4()));
@@ -292,7 +293,8 @@ fn externals_are_defined_on_the_command_line() {
     std::fs::write(
         &rules,
         "rule named { condition: filename == \"x.exe\" and size_limit > 3 }\n\
-         rule mz { condition: uint16(0) == 0x5A4D }\n",
+         rule mz { condition: uint16(0) == 0x5A4D }\n\
+         rule by_path { condition: extension == \".bin\" and filepath endswith \"/sample.bin\" }\n",
     )
     .unwrap();
     let sample = dir.join("sample.bin");
@@ -317,12 +319,14 @@ fn externals_are_defined_on_the_command_line() {
         .iter()
         .map(|r| r["identifier"].as_str().unwrap())
         .collect();
-    assert_eq!(matched, ["named", "mz"]);
+    // `filename` is the one defined, not the file's; the others are the
+    // file's own.
+    assert_eq!(matched, ["named", "mz", "by_path"]);
     assert_eq!(line["whole_data"]["state"], "scanned");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(
-            "2 rules: 1 stream-exact, 1 whole-data with a gate, 0 whole-data without a gate"
+            "3 rules: 2 stream-exact, 1 whole-data with a gate, 0 whole-data without a gate"
         ),
         "{stderr}"
     );

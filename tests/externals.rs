@@ -13,8 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use yaraflow::test_support::codec;
 use yaraflow::{
-    External, FileInfo, MultiStreamScanner, RuleOptions, RuleSet, ScanError,
-    ScannerConfig, Uuid,
+    External, FileInfo, MultiStreamScanner, RuleOptions, RuleSet, ScanError, ScannerConfig, Uuid,
 };
 
 /// Rules reading the file externals (and one the user defines), with and

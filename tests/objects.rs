@@ -159,7 +159,12 @@ fn http_objects_match_tsharks_export_scanned_whole() {
                 .or_default() += 1;
         }
     }
-    let file_rules = ["pe_with_one_section", "tiny_pe_text", "small_file", "eicar_whole"];
+    let file_rules = [
+        "pe_with_one_section",
+        "tiny_pe_text",
+        "small_file",
+        "eicar_whole",
+    ];
     for rule in file_rules.into_iter().chain(EXTERNAL_RULES) {
         assert!(
             matched.get(rule).is_some_and(|&n| n > 0),

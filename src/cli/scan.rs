@@ -8,6 +8,10 @@
 //! whole). A file that cannot be read or scanned to its end is reported on
 //! stderr with results for the bytes before; the others are still scanned,
 //! and the exit code is 1.
+//!
+//! Each file's stream has the file externals of its path (`filename`,
+//! `filepath`, `extension`), as file scanners set them, but for those the
+//! user defined with `--define`, which hold for every file.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,7 +22,9 @@ use anyhow::Context;
 use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use yaraflow::{MultiStreamScanner, ScannerConfig, StreamMode, StreamResults, Uuid};
+use yaraflow::{
+    External, FileInfo, MultiStreamScanner, ScannerConfig, StreamMode, StreamResults, Uuid,
+};
 
 use super::{load_rules, RuleArgs};
 
@@ -136,6 +142,8 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
     for batch in feeds.chunks_mut(group) {
         for feed in batch.iter() {
             scanner.open_stream(feed.id, mode)?;
+            let externals = file_externals(&feed.path, &args.rule_args.defines);
+            scanner.set_stream_externals(feed.id, externals)?;
         }
         let feeding = Feeding {
             cutter: &mut cutter,
@@ -150,6 +158,22 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The file externals of `path` (none for standard input), but for those
+/// `defined` for every file.
+fn file_externals(path: &std::path::Path, defined: &[External]) -> Vec<External> {
+    if path.as_os_str() == "-" {
+        return Vec::new();
+    }
+    let info = FileInfo {
+        name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        path: Some(path.display().to_string()),
+        content_type: None,
+    };
+    let mut externals = info.externals();
+    externals.retain(|e| !defined.iter().any(|d| d.name == e.name));
+    externals
 }
 
 /// A bar on stderr over the bytes of every file (a spinner when one is
