@@ -25,7 +25,10 @@ pub struct StreamResults {
     /// True when the stream had more pattern matches than
     /// `ScannerConfig::max_stream_matches`: only the first ones were kept,
     /// so the rules list only those (`matches` still counts them all) and
-    /// the verdict is not claimed exact.
+    /// the verdict is not claimed exact. After a whole-buffer scan
+    /// (`whole_data.state` is `scanned`) it says that only the first
+    /// `max_stream_matches` matches are listed; every rule's verdict is
+    /// still exact.
     pub matches_cut: bool,
     /// How whole-data rules (those stream scanning cannot evaluate
     /// exactly; see `yaraflow check`) were decided for this stream. `None`
@@ -151,39 +154,56 @@ fn escaped<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error
     serializer.serialize_str(&text)
 }
 
+/// How many more matches a verdict lists (a whole-buffer scan can find a
+/// million per pattern), and whether some were left out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MatchBudget {
+    /// Matches that may still be listed.
+    pub room: usize,
+    /// Some were not.
+    pub cut: bool,
+}
+
 impl RuleMatch {
-    /// Converts a YARA-X matching rule. `locate` gives the line of an
-    /// offset, `snippet` the bytes of a match's range (at most
-    /// `snippet_cap` of them). The bytes come from the caller, not from
-    /// YARA-X's `Match::data`: YARA-X 1.22 can report a `base64` match
-    /// running past the end of the block it was found in, and its
-    /// `Match::data` then panics.
+    /// Converts a YARA-X matching rule, listing no more matches than
+    /// `budget` has room for. `locate` gives the line of an offset,
+    /// `snippet` the bytes of a match's range (at most `snippet_cap` of
+    /// them). The bytes come from the caller, not from YARA-X's
+    /// `Match::data`: YARA-X 1.22 can report a `base64` match running past
+    /// the end of the block it was found in, and its `Match::data` then
+    /// panics.
     pub(crate) fn from_yara(
         rule: &yara_x::Rule<'_, '_>,
         exact: bool,
         snippet_cap: usize,
+        budget: &mut MatchBudget,
         locate: &dyn Fn(u64) -> u64,
         snippet: &dyn Fn(std::ops::Range<u64>, usize) -> Vec<u8>,
     ) -> RuleMatch {
-        let patterns = rule
-            .patterns()
-            .map(|pattern| PatternMatches {
+        let mut patterns = Vec::new();
+        for pattern in rule.patterns() {
+            let mut found = pattern.matches();
+            let matches: Vec<MatchInfo> = found
+                .by_ref()
+                .take(budget.room)
+                .map(|m| {
+                    let range = m.range().start as u64..m.range().end as u64;
+                    MatchInfo {
+                        offset: range.start,
+                        length: m.range().len(),
+                        line: locate(range.start),
+                        xor_key: m.xor_key(),
+                        data: snippet(range, snippet_cap),
+                    }
+                })
+                .collect();
+            budget.room -= matches.len();
+            budget.cut |= found.next().is_some();
+            patterns.push(PatternMatches {
                 identifier: pattern.identifier().to_string(),
-                matches: pattern
-                    .matches()
-                    .map(|m| {
-                        let range = m.range().start as u64..m.range().end as u64;
-                        MatchInfo {
-                            offset: range.start,
-                            length: m.range().len(),
-                            line: locate(range.start),
-                            xor_key: m.xor_key(),
-                            data: snippet(range, snippet_cap),
-                        }
-                    })
-                    .collect(),
-            })
-            .collect();
+                matches,
+            });
+        }
         RuleMatch {
             namespace: rule.namespace().to_string(),
             identifier: rule.identifier().to_string(),

@@ -561,3 +561,40 @@ fn a_deferred_stream_whose_gate_fails_only_at_its_end_is_searched_then() {
     assert_eq!(ours_all(&results), reference_all(&rules, b"M"));
     assert_eq!(results.rules.len(), 1);
 }
+
+/// A stream that retains a megabyte of matches (a hostile client's) gets
+/// a whole-buffer verdict that lists only the first `max_stream_matches`
+/// of them, over all patterns, says so, and stays exact; the lines of the
+/// listed matches are right.
+#[test]
+fn a_whole_buffer_verdict_lists_a_bounded_number_of_matches() {
+    let rules = common::compile(
+        r#"rule marks { strings: $m = "MARK" $n = "NL" condition: #m > 5 and $n and filesize > 10 }"#,
+    );
+    let config = ScannerConfig::default();
+    let limit = config.max_stream_matches;
+    let mut scanner = MultiStreamScanner::new(&rules, config);
+    let stream = Uuid::from_u128(1);
+    let data = b"MARK NL\n".repeat(1 << 17);
+    for chunk in data.chunks(64 << 10) {
+        scanner.scan_chunk(stream, chunk).unwrap();
+    }
+    let results = scanner.close_stream(&stream).unwrap().unwrap();
+    let whole = results.whole_data.as_ref().unwrap();
+    assert_eq!(whole.state, WholeDataState::Scanned);
+    assert!(results.matches_cut, "the listing was cut");
+    let rule = &results.rules[0];
+    assert!(rule.exact && results.exact);
+    let listed: usize = rule.patterns.iter().map(|p| p.matches.len()).sum();
+    assert_eq!(listed, limit);
+    for (i, found) in rule.patterns[0].matches.iter().enumerate() {
+        assert_eq!((found.offset, found.line), (8 * i as u64, i as u64 + 1));
+    }
+    assert_eq!(ours_all(&results)[0].0, "marks");
+    // Under the limit nothing is cut.
+    let short = Uuid::from_u128(2);
+    scanner.scan_chunk(short, &data[..800]).unwrap();
+    let results = scanner.close_stream(&short).unwrap().unwrap();
+    assert!(!results.matches_cut);
+    assert_eq!(ours_all(&results), reference_all(&rules, &data[..800]));
+}

@@ -58,8 +58,8 @@ pub struct BenchArgs {
     #[arg(long)]
     eager_search: bool,
     /// Shard counts of the engine runs, comma-separated (empty: none).
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
-    shards: Vec<usize>,
+    #[arg(long, default_value = "1,2", value_parser = shard_counts)]
+    shards: ShardCounts,
     /// Most streams given a `blocks::Scanner` each (each is a WASM
     /// instance; 0 skips that contender).
     #[arg(long, default_value_t = 2000)]
@@ -258,7 +258,7 @@ fn run_contenders(
         workload,
         args.eager_search,
     )?);
-    for &shards in &args.shards {
+    for &shards in &args.shards.0 {
         let engine_rules = compile()?;
         let mut outcome = contenders::engine(|| engine_rules, workload, shards, args.eager_search)?;
         let parallel = contenders::parallel_whole_buffers(rules, workload, shards)?;
@@ -342,4 +342,19 @@ fn print_table(report: &Report) {
             hop.query_round_trip_us
         );
     }
+}
+
+/// The shard counts of `--shards`: none when it is empty.
+#[derive(Debug, Clone)]
+struct ShardCounts(Vec<usize>);
+
+fn shard_counts(text: &str) -> Result<ShardCounts, String> {
+    let counts = text
+        .split(',')
+        .filter(|part| !part.trim().is_empty())
+        .map(|part| match part.trim().parse::<usize>() {
+            Ok(0) | Err(_) => Err(format!("{part:?} is not a shard count (1 or more)")),
+            Ok(count) => Ok(count),
+        });
+    counts.collect::<Result<_, _>>().map(ShardCounts)
 }

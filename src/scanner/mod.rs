@@ -603,7 +603,10 @@ impl<'r> MultiStreamScanner<'r> {
             stream: *stream,
             rules: verdict.rules,
             exact: verdict.exact,
-            matches_cut: cut && verdict.whole_data.as_ref().is_none_or(|w| !w.scanned()),
+            matches_cut: match verdict.whole_data.as_ref().is_some_and(|w| w.scanned()) {
+                true => verdict.listing_cut,
+                false => cut,
+            },
             whole_data: verdict.whole_data,
             stats: ctx.stats.clone(),
             durable_offset: ctx.durable.map(|d| d.bytes),

@@ -22,7 +22,9 @@
 //! after it.
 
 use crate::error::ScanError;
-use crate::results::{RuleMatch, WholeDataState, WholeDataVerdict, MAX_UNDECIDED_LISTED};
+use crate::results::{
+    MatchBudget, RuleMatch, WholeDataState, WholeDataVerdict, MAX_UNDECIDED_LISTED,
+};
 use crate::rules::{EdgeGuard, External, ExternalValue, RuleSet};
 use crate::stream::span::{count_newlines, replay_range};
 use crate::stream::{ReplaySpan, Retention, RetentionLimit, SpanSet, StreamContext, StreamMode};
@@ -33,6 +35,10 @@ pub(crate) struct Verdict {
     pub rules: Vec<RuleMatch>,
     pub exact: bool,
     pub whole_data: Option<WholeDataVerdict>,
+    /// A whole-buffer verdict listed only its first
+    /// `ScannerConfig::max_stream_matches` matches (the verdict of every
+    /// rule is still exact).
+    pub listing_cut: bool,
 }
 
 /// Evaluates stream verdicts with one YARA-X block scanner.
@@ -82,10 +88,16 @@ impl<'r> Evaluator<'r> {
         self.whole_scans += 1;
         let data = ctx.retained.as_slice();
         scanner.set_externals(&ctx.externals);
-        let matched = whole_scan(scanner, data, config.max_snippet_bytes);
+        let listing = Listing {
+            max_matches: config.max_stream_matches,
+            snippet_cap: config.max_snippet_bytes,
+        };
+        let matched = whole_scan(scanner, data, listing);
         scanner.restore_externals(&ctx.externals, rules.externals());
+        let (rules, listing_cut) = matched?;
         Ok(Verdict {
-            rules: matched?,
+            rules,
+            listing_cut,
             exact: true,
             whole_data: Some(WholeDataVerdict {
                 state: WholeDataState::Scanned,
@@ -135,6 +147,7 @@ impl<'r> Evaluator<'r> {
                     rules: self.evaluate(&SpanSet::default(), false)?,
                     exact: true,
                     whole_data: None,
+                    listing_cut: false,
                 },
             };
             if cut {
@@ -159,6 +172,7 @@ impl<'r> Evaluator<'r> {
             rules,
             exact,
             whole_data,
+            listing_cut: false,
         })
     }
 
@@ -173,6 +187,7 @@ impl<'r> Evaluator<'r> {
             rules: self.empty_verdict.clone().unwrap_or_default(),
             exact: true,
             whole_data: None,
+            listing_cut: false,
         })
     }
 
@@ -192,39 +207,71 @@ impl<'r> Evaluator<'r> {
         let locate = |offset: u64| line_of(spans, offset, line_mode);
         let snippet = |range, cap| snippet_of(spans, range, cap);
         let rules = self.rules;
+        // The spans hold only the matches the stream kept (at most
+        // `max_stream_matches`): all are listed.
+        let mut budget = MatchBudget {
+            room: usize::MAX,
+            cut: false,
+        };
         Ok(results
             .matching_rules()
             .map(|rule| {
                 let exact = rules.is_exact(rule.namespace(), rule.identifier());
-                RuleMatch::from_yara(
-                    &rule,
-                    exact,
-                    self.config.max_snippet_bytes,
-                    &locate,
-                    &snippet,
-                )
+                let cap = self.config.max_snippet_bytes;
+                RuleMatch::from_yara(&rule, exact, cap, &mut budget, &locate, &snippet)
             })
             .collect())
     }
 }
 
-/// The matching rules of a whole-buffer scan of `data`.
+/// How much of a whole-buffer scan's matches a verdict lists.
+struct Listing {
+    /// Matches listed over all rules; the rest are left out.
+    max_matches: usize,
+    /// Bytes of each match's snippet.
+    snippet_cap: usize,
+}
+
+/// The matching rules of a whole-buffer scan of `data`, listing at most
+/// `listing.max_matches` matches over all of them (a hostile stream can
+/// make a million per pattern); true when some were left out. Lines are
+/// counted from the previous match of the same pattern (their offsets
+/// ascend), so the counting is linear in the bytes per pattern, not per
+/// match.
 fn whole_scan(
     scanner: &mut yara_x::Scanner<'_>,
     data: &[u8],
-    max_snippet_bytes: usize,
-) -> Result<Vec<RuleMatch>, ScanError> {
+    listing: Listing,
+) -> Result<(Vec<RuleMatch>, bool), ScanError> {
     let results = scanner.scan(data)?;
-    let locate = |offset: u64| 1 + count_newlines(&data[..(offset as usize).min(data.len())]);
+    let counted = std::cell::Cell::new((0u64, 1u64));
+    let locate = |offset: u64| {
+        let offset = offset.min(data.len() as u64);
+        let (mut from, mut line) = counted.get();
+        if offset < from {
+            (from, line) = (0, 1);
+        }
+        line += count_newlines(&data[from as usize..offset as usize]);
+        counted.set((offset, line));
+        line
+    };
     let snippet = |range: std::ops::Range<u64>, cap: usize| {
         let start = (range.start as usize).min(data.len());
         let end = (range.end as usize).min(data.len()).min(start + cap);
         data[start..end].to_vec()
     };
-    Ok(results
+    let mut budget = MatchBudget {
+        room: listing.max_matches,
+        cut: false,
+    };
+    let rules = results
         .matching_rules()
-        .map(|rule| RuleMatch::from_yara(&rule, true, max_snippet_bytes, &locate, &snippet))
-        .collect())
+        .map(|rule| {
+            let cap = listing.snippet_cap;
+            RuleMatch::from_yara(&rule, true, cap, &mut budget, &locate, &snippet)
+        })
+        .collect();
+    Ok((rules, budget.cut))
 }
 
 /// Setting a stream's own externals on a YARA-X scanner, and putting the
