@@ -109,7 +109,7 @@ fn bench_json_has_every_figure_for_every_contender() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names.len(), 5, "{names:?}");
+    assert_eq!(names.len(), 6, "{names:?}");
     for contender in contenders {
         assert_eq!(
             contender["verdicts_equal_whole_buffer"], true,
@@ -126,7 +126,7 @@ fn bench_json_has_every_figure_for_every_contender() {
             assert!(contender.get(field).is_some(), "{field} in {contender}");
         }
     }
-    assert_eq!(contenders[1]["streams"], 40, "blocks scanners are capped");
+    assert_eq!(contenders[2]["streams"], 40, "blocks scanners are capped");
     assert!(report["actor_hop"]["query_round_trip_us"].as_f64().unwrap() > 0.0);
 }
 

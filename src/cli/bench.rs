@@ -244,6 +244,7 @@ fn run_contenders(
     contenders::warm_up(rules, workload, 20_000)?;
     let mut outcomes = vec![contenders::whole_buffer(rules, workload)?];
     eprintln!("  {}: {:.0} MB/s", outcomes[0].name, outcomes[0].mb_per_s());
+    outcomes.push(contenders::buffered_whole_buffer(rules, workload)?);
     if args.blocks_cap > 0 {
         let overlap = rules.analysis().window.saturating_sub(1);
         outcomes.push(contenders::blocks_per_stream(
