@@ -121,6 +121,7 @@ pub enum ScanError {
 }
 
 /// Errors raised by the actor engine ([`crate::engine`]).
+#[cfg(feature = "engine")]
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
@@ -202,6 +203,7 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
+#[cfg(feature = "engine")]
 impl From<ScanError> for EngineError {
     fn from(err: ScanError) -> Self {
         EngineError::Scan(std::sync::Arc::new(err))
@@ -209,6 +211,7 @@ impl From<ScanError> for EngineError {
 }
 
 /// Errors of the stream store ([`crate::store`]).
+#[cfg(feature = "store")]
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -260,6 +263,7 @@ pub enum StoreError {
 }
 
 /// Errors raised while reading a capture file (`yaraflow pcap`).
+#[cfg(feature = "pcap")]
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CaptureError {
@@ -389,6 +393,7 @@ impl ScanError {
     }
 }
 
+#[cfg(feature = "engine")]
 impl EngineError {
     /// The error's machine name; a refused request's is its cause's.
     pub fn kind(&self) -> ErrorKind {

@@ -32,6 +32,7 @@ pub struct RuleSet {
     exact_rules: HashSet<(String, String)>,
     edge_guard: EdgeGuard,
     whole_data: WholeDataPlan,
+    #[cfg(feature = "store")]
     fingerprint: [u8; 32],
 }
 
@@ -162,6 +163,7 @@ impl RuleSet {
             return Err(RuleError::Compile(message));
         }
         let rules = compiler.build();
+        #[cfg(feature = "store")]
         let fingerprint = fingerprint(&sources, options);
         let trees: Vec<_> = sources
             .iter()
@@ -185,6 +187,7 @@ impl RuleSet {
             exact_rules,
             edge_guard,
             whole_data,
+            #[cfg(feature = "store")]
             fingerprint,
         })
     }
@@ -193,6 +196,8 @@ impl RuleSet {
     /// rule sets with the same fingerprint make the same stream contexts,
     /// so a context stored under one can be restored under the other.
     /// File names are not part of it (moving the rules changes nothing).
+    /// With the `store` feature.
+    #[cfg(feature = "store")]
     pub fn fingerprint(&self) -> [u8; 32] {
         self.fingerprint
     }
@@ -423,6 +428,7 @@ fn walk_rule_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), RuleError> 
 /// See [`RuleSet::fingerprint`]. External variables count (they change
 /// verdicts); a set without any has the fingerprint it had before they
 /// existed.
+#[cfg(feature = "store")]
 fn fingerprint(sources: &[(String, String)], options: &RuleOptions) -> [u8; 32] {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&(options.max_pattern_len as u64).to_le_bytes());
