@@ -1,11 +1,14 @@
-//! Limits and tuning of the multi-stream scanner, with defaults.
+//! Limits and tuning of the multi-stream scanner, with defaults; with the
+//! `engine` and `store` features, those of the engine and its store too.
 //!
 //! Every limit is enforced with a typed [`crate::ScanError`]: going over one
 //! rejects the offending call and leaves every stream's state as it was.
 
+#[cfg(feature = "store")]
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[cfg(feature = "store")]
 use crate::store::OnRulesChange;
 
 /// Configuration of a [`crate::MultiStreamScanner`].
@@ -95,6 +98,7 @@ impl Default for ScannerConfig {
 }
 
 /// Configuration of the actor engine ([`crate::engine::Engine`]).
+#[cfg(feature = "engine")]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
@@ -146,6 +150,7 @@ pub struct EngineConfig {
 }
 
 /// The stream store of an engine (see [`crate::store`]).
+#[cfg(feature = "store")]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
@@ -169,6 +174,7 @@ pub struct StoreConfig {
     pub cache_bytes: usize,
 }
 
+#[cfg(feature = "store")]
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
@@ -182,6 +188,7 @@ impl Default for StoreConfig {
     }
 }
 
+#[cfg(feature = "engine")]
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -200,6 +207,7 @@ impl Default for EngineConfig {
     }
 }
 
+#[cfg(feature = "engine")]
 impl EngineConfig {
     /// The number of shards to start: `shards`, or one per core.
     pub fn shard_count(&self) -> usize {

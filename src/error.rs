@@ -130,6 +130,7 @@ pub enum ScanError {
 }
 
 /// Errors raised by the actor engine ([`crate::engine`]).
+#[cfg(feature = "engine")]
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
@@ -211,6 +212,7 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
+#[cfg(feature = "engine")]
 impl From<ScanError> for EngineError {
     fn from(err: ScanError) -> Self {
         EngineError::Scan(std::sync::Arc::new(err))
@@ -218,6 +220,7 @@ impl From<ScanError> for EngineError {
 }
 
 /// Errors of the stream store ([`crate::store`]).
+#[cfg(feature = "store")]
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -269,6 +272,7 @@ pub enum StoreError {
 }
 
 /// Errors raised while reading a capture file (`yaraflow pcap`).
+#[cfg(feature = "pcap")]
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CaptureError {
@@ -403,6 +407,7 @@ impl ScanError {
     }
 }
 
+#[cfg(feature = "engine")]
 impl EngineError {
     /// The error's machine name; a refused request's is its cause's.
     pub fn kind(&self) -> ErrorKind {

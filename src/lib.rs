@@ -41,26 +41,50 @@
 //! (eviction and checkpoints), [`metrics`] the metric names, [`results`]
 //! what a verdict looks like, [`pcap`] captures as streams and [`objects`]
 //! the files inside them (HTTP bodies, SMTP attachments).
+//!
+//! Cargo features (all on by default; see `Cargo.toml`): without any, the
+//! crate is the bare library, [`rules`], [`stream`], [`scanner`],
+//! [`results`], [`config`] and [`error`]; `store`, `engine` (with
+//! `metrics`), `objects`, `pcap`, `service`, `bench` and `cli` add the rest.
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod config;
+#[cfg(feature = "engine")]
 pub mod engine;
 pub mod error;
+#[cfg(feature = "engine")]
 pub mod metrics;
+#[cfg(feature = "objects")]
 pub mod objects;
+#[cfg(feature = "pcap")]
 pub mod pcap;
 pub mod results;
 pub mod rules;
 pub mod scanner;
+#[cfg(feature = "service")]
 pub mod service;
+#[cfg(feature = "store")]
 pub mod store;
 pub mod stream;
+#[cfg(feature = "store")]
 #[doc(hidden)]
 pub mod test_support;
 
-pub use config::{EngineConfig, ScannerConfig, StoreConfig};
+#[cfg(feature = "engine")]
+pub use config::EngineConfig;
+pub use config::ScannerConfig;
+#[cfg(feature = "store")]
+pub use config::StoreConfig;
+#[cfg(feature = "engine")]
 pub use engine::{BlockingHandle, Engine, EngineHandle, MatchEvent, ShutdownReport, Subscription};
-pub use error::{CaptureError, EngineError, ErrorKind, RuleError, ScanError, StoreError};
+#[cfg(feature = "pcap")]
+pub use error::CaptureError;
+#[cfg(feature = "engine")]
+pub use error::EngineError;
+#[cfg(feature = "store")]
+pub use error::StoreError;
+pub use error::{ErrorKind, RuleError, ScanError};
 pub use results::{
     MatchInfo, PatternMatches, RuleMatch, StreamResults, WholeDataState, WholeDataVerdict,
 };

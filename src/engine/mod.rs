@@ -90,7 +90,12 @@ pub struct Engine {
 impl Engine {
     /// Starts the supervisor and `config.shard_count()` shards on `rules`.
     pub fn start(rules: RuleSet, config: EngineConfig) -> Result<Engine, EngineError> {
-        let rules = Arc::new(rules);
+        Engine::start_shared(Arc::new(rules), config)
+    }
+
+    /// [`Engine::start`] on rules shared with other users (the C API's
+    /// rules serve its scanners and engines alike).
+    pub fn start_shared(rules: Arc<RuleSet>, config: EngineConfig) -> Result<Engine, EngineError> {
         crate::metrics::register_engine();
         let shards = config.shard_count();
         let shared: Vec<Arc<ShardShared>> = (0..shards)

@@ -119,6 +119,7 @@ impl ExternalValue {
     }
 
     /// The value as text, for the rule set's fingerprint.
+    #[cfg(feature = "store")]
     pub(crate) fn describe(&self) -> String {
         match self {
             ExternalValue::Bool(b) => format!("bool:{b}"),

@@ -33,6 +33,7 @@ pub struct RuleSet {
     edge_guard: EdgeGuard,
     whole_data: WholeDataPlan,
     externals: Vec<External>,
+    #[cfg(feature = "store")]
     fingerprint: [u8; 32],
 }
 
@@ -164,6 +165,7 @@ impl RuleSet {
             return Err(RuleError::Compile(message));
         }
         let rules = compiler.build();
+        #[cfg(feature = "store")]
         let fingerprint = fingerprint(&sources, options);
         let trees: Vec<_> = sources
             .iter()
@@ -188,6 +190,7 @@ impl RuleSet {
             edge_guard,
             whole_data,
             externals: declared,
+            #[cfg(feature = "store")]
             fingerprint,
         })
     }
@@ -210,6 +213,8 @@ impl RuleSet {
     /// rule sets with the same fingerprint make the same stream contexts,
     /// so a context stored under one can be restored under the other.
     /// File names are not part of it (moving the rules changes nothing).
+    /// With the `store` feature.
+    #[cfg(feature = "store")]
     pub fn fingerprint(&self) -> [u8; 32] {
         self.fingerprint
     }
@@ -440,6 +445,7 @@ fn walk_rule_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), RuleError> 
 /// See [`RuleSet::fingerprint`]. External variables count (they change
 /// verdicts); a set without any has the fingerprint it had before they
 /// existed.
+#[cfg(feature = "store")]
 fn fingerprint(sources: &[(String, String)], options: &RuleOptions) -> [u8; 32] {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&(options.max_pattern_len as u64).to_le_bytes());

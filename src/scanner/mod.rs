@@ -795,6 +795,7 @@ impl<'r> MultiStreamScanner<'r> {
 
     /// The open streams' contexts, for the engine's bookkeeping of what is
     /// durable (nothing a search depends on may change through it).
+    #[cfg(feature = "engine")]
     pub(crate) fn stream_contexts_mut(&mut self) -> impl Iterator<Item = &mut StreamContext> {
         self.streams.values_mut()
     }

@@ -247,6 +247,7 @@ impl StreamContext {
     }
 
     /// Where the stream stands now, as a [`DurableMark`].
+    #[cfg(feature = "engine")]
     pub(crate) fn mark(&self) -> DurableMark {
         DurableMark {
             bytes: self.stats.bytes,
@@ -257,6 +258,7 @@ impl StreamContext {
 
     /// Whether the stream changed since it was last written to the store
     /// (or was never written).
+    #[cfg(feature = "engine")]
     pub(crate) fn changed_since_written(&self) -> bool {
         self.durable != Some(self.mark())
     }

@@ -203,6 +203,7 @@ pub fn compile_opt(src: &str) -> Option<RuleSet> {
 
 /// A service on ephemeral loopback ports with the bundled rules, two
 /// shards, per-rule metrics and a 5 ms batch delay (the dashboard tests').
+#[cfg(feature = "service")]
 pub fn start_bundled_service() -> yaraflow::service::Service {
     use yaraflow::service::{Service, ServiceConfig};
     let config = ServiceConfig {
@@ -244,6 +245,7 @@ pub fn dashboard_panel_queries() -> Vec<(String, String)> {
 }
 
 /// Runs the `yaraflow` binary with `args`; its exit status and output.
+#[cfg(feature = "cli")]
 pub fn run_yaraflow(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_yaraflow"))
         .args(args)
