@@ -40,9 +40,13 @@
 //! handles, events, residency), [`store`] the on-disk stream store
 //! (eviction and checkpoints), [`metrics`] the metric names, [`results`]
 //! what a verdict looks like, [`pcap`] captures as streams and [`objects`]
-//! the files inside them (HTTP bodies, SMTP attachments).
+//! the files inside them (HTTP bodies, SMTP attachments), and (feature
+//! `cluster`) `cluster` the workers and producers on a NATS JetStream
+//! cluster.
 
 pub mod bench;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error;
