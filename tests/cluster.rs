@@ -158,7 +158,7 @@ impl RunningWorker {
                 .unwrap();
             runtime.block_on(async move {
                 let client = cluster::connect(&url).await.unwrap();
-                let run = worker.run(client, async {
+                let run = worker.run(client, async move {
                     let _ = stopped.await;
                 });
                 tokio::select! {

@@ -103,7 +103,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         let client = cluster::connect(&args.cluster.nats).await?;
         let status = async {
             if status_every.is_zero() {
-                return std::future::pending().await;
+                return std::future::pending::<()>().await;
             }
             loop {
                 tokio::time::sleep(status_every).await;
@@ -162,6 +162,6 @@ pub fn verdicts(args: VerdictsArgs) -> anyhow::Result<ExitCode> {
             }
         }
         out.flush()?;
-        Ok(ExitCode::SUCCESS)
+        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     })
 }

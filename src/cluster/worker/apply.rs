@@ -8,7 +8,7 @@
 //! data is ignored and its close publishes the error instead of a verdict
 //! that would not be the whole-buffer one.
 
-use async_nats::jetstream::context::Publish;
+use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use uuid::Uuid;
 
@@ -164,7 +164,7 @@ impl Runner<'_> {
         verdict: serde_json::Value,
     ) -> Result<(), ClusterError> {
         let payload = serde_json::to_vec(&verdict).expect("JSON serializes");
-        let publish = Publish::build()
+        let publish = PublishMessage::build()
             .payload(payload.into())
             .message_id(verdict_id(&stream, sequence));
         let ack = self

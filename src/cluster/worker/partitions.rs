@@ -113,7 +113,11 @@ impl Runner<'_> {
         };
         let takeover = !former.is_empty() && former != self.id;
         let replay_until = match takeover {
-            true => self.last_sequence().await?,
+            true => self.last_sequence().await.unwrap_or_else(|err| {
+                // Only the count of replayed messages depends on it.
+                self.stats.problem(&err);
+                0
+            }),
             false => 0,
         };
         self.count_claim(takeover, revision.is_some() && former.is_empty());
