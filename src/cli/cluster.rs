@@ -2,6 +2,7 @@
 //! JetStream cluster, and a reader of the verdicts the workers publish
 //! (see `yaraflow::cluster`).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -154,7 +155,6 @@ pub fn verdicts(args: VerdictsArgs) -> anyhow::Result<ExitCode> {
         let mut out = std::io::stdout().lock();
         while let Some(verdict) = stream.next().await {
             let (payload, pending) = verdict?;
-            use std::io::Write;
             out.write_all(&payload)?;
             out.write_all(b"\n")?;
             if args.no_follow && pending == 0 {
