@@ -81,18 +81,34 @@ async fn bucket(
     if let Ok(store) = js.get_key_value(&name).await {
         return Ok(store);
     }
+    // The bucket's stream, made as the key-value convention wants it:
+    // async-nats 0.51's `create_key_value` first asks for the account's
+    // info, whose answer from nats-server 2.9 it cannot parse.
+    let window = match max_age.is_zero() {
+        true => std::time::Duration::from_secs(120),
+        false => max_age.min(std::time::Duration::from_secs(120)),
+    };
     let created = js
-        .create_key_value(kv::Config {
-            bucket: name.clone(),
-            history: 1,
+        .create_stream(stream::Config {
+            name: format!("KV_{name}"),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
             max_age,
+            duplicate_window: window,
             num_replicas: config.replicas,
-            max_value_size: i32::try_from(config.max_checkpoint_bytes).unwrap_or(i32::MAX),
+            max_message_size: i32::try_from(config.max_checkpoint_bytes).unwrap_or(i32::MAX),
+            discard: stream::DiscardPolicy::New,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
             ..Default::default()
         })
         .await;
     match created {
-        Ok(store) => Ok(store),
+        Ok(_) => js
+            .get_key_value(&name)
+            .await
+            .map_err(|e| ClusterError::js(format!("opening the bucket {name}"), e)),
         // Another worker created it meanwhile.
         Err(err) => js
             .get_key_value(&name)
