@@ -40,15 +40,19 @@
 //! handles, events, residency), [`store`] the on-disk stream store
 //! (eviction and checkpoints), [`metrics`] the metric names, [`results`]
 //! what a verdict looks like, [`pcap`] captures as streams and [`objects`]
-//! the files inside them (HTTP bodies, SMTP attachments).
+//! the files inside them (HTTP bodies, SMTP attachments), and `cluster`
+//! the workers and producers on a NATS JetStream cluster.
 //!
 //! Cargo features (all on by default; see `Cargo.toml`): without any, the
 //! crate is the bare library, [`rules`], [`stream`], [`scanner`],
 //! [`results`], [`config`] and [`error`]; `store`, `engine` (with
-//! `metrics`), `objects`, `pcap`, `service`, `bench` and `cli` add the rest.
+//! `metrics`), `objects`, `pcap`, `service`, `bench`, `cli` and `cluster`
+//! add the rest.
 
 #[cfg(feature = "bench")]
 pub mod bench;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 #[cfg(feature = "engine")]
 pub mod engine;

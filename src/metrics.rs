@@ -187,7 +187,11 @@ pub const ALL: &[(&str, &str, &str)] = &[
 
 /// Registers the help text of every metric with the installed recorder.
 pub fn describe() {
-    for &(name, kind, help) in ALL {
+    #[cfg(feature = "cluster")]
+    let all = ALL.iter().chain(cluster::ALL);
+    #[cfg(not(feature = "cluster"))]
+    let all = ALL.iter();
+    for &(name, kind, help) in all {
         match kind {
             "counter" => metrics::describe_counter!(name, help),
             "gauge" => metrics::describe_gauge!(name, help),
@@ -361,6 +365,80 @@ pub fn record_rule_classes(classes: &crate::rules::RuleClasses) {
         ("whole_data_ungated", classes.whole_data_ungated),
     ] {
         metrics::gauge!(RULES, "class" => class).set(count as f64);
+    }
+}
+
+/// The metrics of a cluster worker (`yaraflow worker`), recorded from its
+/// counters on every lease tick. No labels: one worker per process.
+#[cfg(feature = "cluster")]
+pub mod cluster {
+    use metrics::{counter, gauge};
+
+    use crate::cluster::WorkerStatsSnapshot;
+
+    /// Partitions the worker owns now.
+    pub const PARTITIONS_OWNED: &str = "yaraflow_cluster_partitions_owned";
+    /// Messages not yet applied in the owned partitions.
+    pub const LAG: &str = "yaraflow_cluster_lag_messages";
+    /// Age of the oldest checkpoint of an owned partition.
+    pub const CHECKPOINT_AGE: &str = "yaraflow_cluster_checkpoint_age_seconds";
+    /// Size of the last checkpoint written.
+    pub const CHECKPOINT_BYTES: &str = "yaraflow_cluster_checkpoint_bytes";
+    /// Partitions taken over from a worker that did not hand them over.
+    pub const TAKEOVERS: &str = "yaraflow_cluster_takeovers_total";
+    /// Messages replayed after takeovers.
+    pub const REPLAYED: &str = "yaraflow_cluster_replayed_messages_total";
+    /// Messages applied.
+    pub const APPLIED: &str = "yaraflow_cluster_applied_messages_total";
+    /// Messages skipped: they did not decode, or came on another partition.
+    pub const BAD_MESSAGES: &str = "yaraflow_cluster_bad_messages_total";
+    /// Partitions dropped without a checkpoint.
+    pub const PARTITIONS_LOST: &str = "yaraflow_cluster_partitions_lost_total";
+
+    /// Every cluster metric with its type and help text.
+    pub const ALL: &[(&str, &str, &str)] = &[
+        (PARTITIONS_OWNED, "gauge", "Partitions this worker owns"),
+        (LAG, "gauge", "Messages not yet applied in owned partitions"),
+        (
+            CHECKPOINT_AGE,
+            "gauge",
+            "Age of the oldest checkpoint of an owned partition",
+        ),
+        (
+            CHECKPOINT_BYTES,
+            "gauge",
+            "Size of the last checkpoint written",
+        ),
+        (
+            TAKEOVERS,
+            "counter",
+            "Partitions taken over from a failed worker",
+        ),
+        (REPLAYED, "counter", "Messages replayed after takeovers"),
+        (APPLIED, "counter", "Messages applied"),
+        (
+            BAD_MESSAGES,
+            "counter",
+            "Messages skipped as undecodable or misrouted",
+        ),
+        (
+            PARTITIONS_LOST,
+            "counter",
+            "Partitions dropped without a checkpoint",
+        ),
+    ];
+
+    /// Records a worker's counters.
+    pub(crate) fn record(stats: &WorkerStatsSnapshot, oldest_checkpoint_secs: f64) {
+        gauge!(PARTITIONS_OWNED).set(stats.owned as f64);
+        gauge!(LAG).set(stats.lag as f64);
+        gauge!(CHECKPOINT_AGE).set(oldest_checkpoint_secs);
+        gauge!(CHECKPOINT_BYTES).set(stats.checkpoint_bytes as f64);
+        counter!(TAKEOVERS).absolute(stats.takeovers);
+        counter!(REPLAYED).absolute(stats.replayed);
+        counter!(APPLIED).absolute(stats.applied);
+        counter!(BAD_MESSAGES).absolute(stats.bad_messages + stats.misrouted);
+        counter!(PARTITIONS_LOST).absolute(stats.lost);
     }
 }
 

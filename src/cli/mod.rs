@@ -4,11 +4,14 @@
 //! JSON line per stream; `check` prints what rule analysis says about rules;
 //! `bench` measures yaraflow against plain YARA-X; `pcap` scans the TCP
 //! flows of captures; `serve` runs the HTTP service; `loadtest` drives a
-//! running service.
+//! running service; `worker` and `verdicts` (feature `cluster`) run a
+//! worker of a NATS cluster and print its verdicts.
 
 mod bench;
 mod bench_store;
 mod check;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod loadtest;
 mod pcap;
 mod scan;
@@ -44,6 +47,13 @@ enum Command {
     Loadtest(loadtest::LoadtestArgs),
     /// Serve the HTTP API (and Prometheus metrics) until SIGINT/SIGTERM.
     Serve(serve::ServeArgs),
+    /// Join a NATS JetStream cluster as a worker: claim partitions, scan
+    /// their streams, publish verdicts (until SIGINT/SIGTERM).
+    #[cfg(feature = "cluster")]
+    Worker(cluster::WorkerArgs),
+    /// Print the verdicts a cluster's workers published, one JSON line each.
+    #[cfg(feature = "cluster")]
+    Verdicts(cluster::VerdictsArgs),
 }
 
 /// Rule locations and the window cap, shared by the commands.
@@ -194,6 +204,10 @@ pub fn run() -> ExitCode {
         Command::Pcap(args) => pcap::run(args),
         Command::Loadtest(args) => loadtest::run(args),
         Command::Serve(args) => serve::run(args),
+        #[cfg(feature = "cluster")]
+        Command::Worker(args) => cluster::worker(args),
+        #[cfg(feature = "cluster")]
+        Command::Verdicts(args) => cluster::verdicts(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,167 @@
+//! `yaraflow worker` and `yaraflow verdicts`: a worker of a NATS
+//! JetStream cluster, and a reader of the verdicts the workers publish
+//! (see `yaraflow::cluster`).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use yaraflow::cluster::{self, ClusterConfig, Worker};
+use yaraflow::ScannerConfig;
+
+use super::{load_rules, RuleArgs};
+
+/// What every cluster command needs to find the cluster.
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// NATS server URL(s), comma-separated (nats://host:4222).
+    #[arg(long)]
+    nats: String,
+    /// Subject prefix of the deployment.
+    #[arg(long, default_value = "yaraflow")]
+    prefix: String,
+    /// Partitions (the same for every producer and worker; 1 to 1024).
+    #[arg(long, default_value_t = 64)]
+    partitions: u32,
+    /// Replicas of the streams and buckets, when this command creates
+    /// them (3 on a three-node cluster).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+}
+
+impl ClusterArgs {
+    fn config(&self) -> ClusterConfig {
+        ClusterConfig {
+            prefix: self.prefix.clone(),
+            partitions: self.partitions,
+            replicas: self.replicas,
+            ..ClusterConfig::default()
+        }
+    }
+}
+
+/// Arguments of `yaraflow worker`.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Rules: `.yar`/`.yara` files or directories (default: the bundled
+    /// rules in `data/rules`). Every worker must load the same rules.
+    #[arg(long, default_value = "data/rules")]
+    rules: Vec<PathBuf>,
+    /// Lease time: how long a dead worker's partitions wait to move.
+    #[arg(long, default_value = "10s")]
+    lease: humantime::Duration,
+    /// How often a status line is printed on stderr (0: never).
+    #[arg(long, default_value = "10s")]
+    status_every: humantime::Duration,
+    #[command(flatten)]
+    rule_args: RuleArgs,
+}
+
+/// Arguments of `yaraflow verdicts`.
+#[derive(Debug, clap::Args)]
+pub struct VerdictsArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Stop once every verdict published so far is printed, instead of
+    /// following new ones.
+    #[arg(long)]
+    no_follow: bool,
+}
+
+/// One thread, one runtime: the worker's loop is not `Send`.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Runs a worker until SIGINT or SIGTERM, then hands its partitions over.
+pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let rules = load_rules(&args.rules, &args.rule_args)?;
+    let config = ClusterConfig {
+        lease_ttl: args.lease.into(),
+        ..args.cluster.config()
+    };
+    let scanner = ScannerConfig {
+        max_pattern_len: args.rule_args.max_pattern_len,
+        ..ScannerConfig::default()
+    };
+    let worker = Worker::new(rules, config, scanner)?;
+    let stats = worker.stats();
+    eprintln!(
+        "worker {} joining {} (Ctrl-C stops)",
+        worker.id(),
+        args.cluster.nats
+    );
+    let status_every: Duration = args.status_every.into();
+    let final_stats = runtime()?.block_on(async move {
+        let client = cluster::connect(&args.cluster.nats).await?;
+        let status = async {
+            if status_every.is_zero() {
+                return std::future::pending::<()>().await;
+            }
+            loop {
+                tokio::time::sleep(status_every).await;
+                eprintln!(
+                    "{}",
+                    serde_json::to_string(&stats.snapshot()).unwrap_or_default()
+                );
+            }
+        };
+        let stop = async {
+            tokio::select! {
+                _ = stop_signal() => {}
+                _ = status => {}
+            }
+        };
+        worker.run(client, stop).await
+    })?;
+    eprintln!("stopped: {}", serde_json::to_string(&final_stats)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Prints the verdicts (one JSON line each) in the order published.
+pub fn verdicts(args: VerdictsArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async move {
+        let config = args.cluster.config();
+        let client = cluster::connect(&args.cluster.nats).await?;
+        cluster::ensure_cluster(&client, &config).await?;
+        let verdicts = cluster::verdicts(&client, &config).await?;
+        if args.no_follow && verdicts.published == 0 {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut stream = std::pin::pin!(verdicts.stream);
+        let mut out = std::io::stdout().lock();
+        while let Some(verdict) = stream.next().await {
+            let (payload, pending) = verdict?;
+            out.write_all(&payload)?;
+            out.write_all(b"\n")?;
+            if args.no_follow && pending == 0 {
+                break;
+            }
+        }
+        out.flush()?;
+        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,166 @@
+//! The settings of a deployment: names on NATS, partition count, lease and
+//! checkpoint timing, and the bounds a worker holds to.
+
+use std::time::Duration;
+
+use super::error::ClusterError;
+use super::partition::MAX_PARTITIONS;
+
+/// Settings shared by the producers and workers of one deployment (all
+/// must agree on `prefix` and `partitions`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Subject prefix: input on `<prefix>.in.<p>`, verdicts on
+    /// `<prefix>.verdicts`; streams and buckets are named after it.
+    pub prefix: String,
+    /// Partition count (1 to 1024).
+    pub partitions: u32,
+    /// Replicas of the JetStream streams and buckets created when absent
+    /// (3 in a three-node cluster; at most 5).
+    pub replicas: usize,
+    /// How long a lease lasts without renewal: the pause after a worker's
+    /// death before its partitions move.
+    pub lease_ttl: Duration,
+    /// A checkpoint of a partition is written at least this often while
+    /// it changes.
+    pub checkpoint_interval: Duration,
+    /// ... and after this many applied messages, whichever comes first.
+    pub checkpoint_every: u64,
+    /// Largest checkpoint of one partition (a key-value entry; the
+    /// server's `max_payload`, 1 MiB by default, bounds it as well).
+    pub max_checkpoint_bytes: usize,
+    /// How long JetStream remembers a verdict's message id: replays within
+    /// it publish no duplicate.
+    pub duplicate_window: Duration,
+    /// How long input messages are kept (`max_age` of the input stream):
+    /// a partition must be checkpointed within it.
+    pub input_max_age: Duration,
+    /// Largest message a producer publishes (its header included).
+    pub max_message_bytes: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            prefix: "yaraflow".into(),
+            partitions: 64,
+            replicas: 1,
+            lease_ttl: Duration::from_secs(10),
+            checkpoint_interval: Duration::from_secs(2),
+            checkpoint_every: 10_000,
+            max_checkpoint_bytes: 1 << 20,
+            duplicate_window: Duration::from_secs(600),
+            input_max_age: Duration::from_secs(24 * 3600),
+            max_message_bytes: 256 << 10,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Checks every bound.
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        let bad = |why: String| Err(ClusterError::Config(why));
+        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
+            return Err(ClusterError::Partitions {
+                partitions: self.partitions,
+                limit: MAX_PARTITIONS,
+            });
+        }
+        let prefix_ok = !self.prefix.is_empty()
+            && self.prefix.len() <= 64
+            && self
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !prefix_ok {
+            return bad(format!(
+                "prefix {:?}: use 1 to 64 letters, digits, '_' or '-'",
+                self.prefix
+            ));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return bad(format!("{} replicas: use 1 to 5", self.replicas));
+        }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return bad(format!("lease_ttl {:?}: use at least 1 s", self.lease_ttl));
+        }
+        if self.checkpoint_every == 0 || self.max_checkpoint_bytes < 1024 {
+            return bad(
+                "checkpoint_every must be at least 1, max_checkpoint_bytes at least 1 KiB".into(),
+            );
+        }
+        if self.max_message_bytes < 64 {
+            return bad("max_message_bytes must be at least 64".into());
+        }
+        Ok(())
+    }
+
+    /// The subject of partition `p`'s input.
+    pub fn input_subject(&self, partition: u32) -> String {
+        format!("{}.in.{partition}", self.prefix)
+    }
+
+    /// The subject verdicts are published to.
+    pub fn verdict_subject(&self) -> String {
+        format!("{}.verdicts", self.prefix)
+    }
+
+    /// The JetStream stream of the input.
+    pub fn input_stream(&self) -> String {
+        format!("{}_IN", self.prefix.to_uppercase())
+    }
+
+    /// The JetStream stream of the verdicts.
+    pub fn verdict_stream(&self) -> String {
+        format!("{}_VERDICTS", self.prefix.to_uppercase())
+    }
+
+    /// The key-value bucket of the leases (and the workers' presence).
+    pub fn lease_bucket(&self) -> String {
+        format!("{}_leases", self.prefix)
+    }
+
+    /// The key-value bucket of the checkpoints.
+    pub fn checkpoint_bucket(&self) -> String {
+        format!("{}_checkpoints", self.prefix)
+    }
+
+    /// The key of partition `p` in the lease and checkpoint buckets.
+    pub fn partition_key(partition: u32) -> String {
+        format!("p.{partition}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_bounds_are_checked() {
+        assert!(ClusterConfig::default().validate().is_ok());
+        for bad in [
+            ClusterConfig {
+                partitions: 0,
+                ..ClusterConfig::default()
+            },
+            ClusterConfig {
+                prefix: "a.b".into(),
+                ..ClusterConfig::default()
+            },
+            ClusterConfig {
+                replicas: 7,
+                ..ClusterConfig::default()
+            },
+            ClusterConfig {
+                lease_ttl: Duration::from_millis(10),
+                ..ClusterConfig::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        let config = ClusterConfig::default();
+        assert_eq!(config.input_subject(3), "yaraflow.in.3");
+        assert_eq!(config.verdict_subject(), "yaraflow.verdicts");
+        assert_eq!(config.input_stream(), "YARAFLOW_IN");
+    }
+}

@@ -1,0 +1,118 @@
+//! Connecting, and making the JetStream streams and buckets a deployment
+//! needs: whoever comes first (a producer or a worker) creates them with
+//! the configured replicas; the others find them.
+
+use async_nats::jetstream::{self, kv, stream};
+
+use super::config::ClusterConfig;
+use super::error::ClusterError;
+
+/// What a deployment uses on JetStream.
+pub(crate) struct Objects {
+    pub js: jetstream::Context,
+    pub input: stream::Stream,
+    pub leases: kv::Store,
+    pub checkpoints: kv::Store,
+}
+
+/// Connects to the NATS server(s) at `url` (comma-separated for several).
+pub async fn connect(url: &str) -> Result<async_nats::Client, ClusterError> {
+    async_nats::ConnectOptions::new()
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|e| ClusterError::Connect {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Creates the input and verdict streams and the lease and checkpoint
+/// buckets of `config` when they are absent (idempotent).
+pub async fn ensure_cluster(
+    client: &async_nats::Client,
+    config: &ClusterConfig,
+) -> Result<(), ClusterError> {
+    objects(client, config).await.map(|_| ())
+}
+
+pub(crate) async fn objects(
+    client: &async_nats::Client,
+    config: &ClusterConfig,
+) -> Result<Objects, ClusterError> {
+    config.validate()?;
+    let js = jetstream::new(client.clone());
+    let input = js
+        .get_or_create_stream(stream::Config {
+            name: config.input_stream(),
+            subjects: vec![format!("{}.in.*", config.prefix)],
+            max_age: config.input_max_age,
+            num_replicas: config.replicas,
+            max_message_size: i32::try_from(config.max_message_bytes).unwrap_or(i32::MAX),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ClusterError::js("creating the input stream", e))?;
+    js.get_or_create_stream(stream::Config {
+        name: config.verdict_stream(),
+        subjects: vec![config.verdict_subject()],
+        num_replicas: config.replicas,
+        duplicate_window: config.duplicate_window,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| ClusterError::js("creating the verdict stream", e))?;
+    let leases = bucket(&js, config, config.lease_bucket(), config.lease_ttl).await?;
+    let checkpoints = bucket(&js, config, config.checkpoint_bucket(), Default::default()).await?;
+    Ok(Objects {
+        js,
+        input,
+        leases,
+        checkpoints,
+    })
+}
+
+async fn bucket(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+    name: String,
+    max_age: std::time::Duration,
+) -> Result<kv::Store, ClusterError> {
+    if let Ok(store) = js.get_key_value(&name).await {
+        return Ok(store);
+    }
+    // The bucket's stream, made as the key-value convention wants it:
+    // async-nats 0.51's `create_key_value` first asks for the account's
+    // info, whose answer from nats-server 2.9 it cannot parse.
+    let window = match max_age.is_zero() {
+        true => std::time::Duration::from_secs(120),
+        false => max_age.min(std::time::Duration::from_secs(120)),
+    };
+    let created = js
+        .create_stream(stream::Config {
+            name: format!("KV_{name}"),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            max_age,
+            duplicate_window: window,
+            num_replicas: config.replicas,
+            max_message_size: i32::try_from(config.max_checkpoint_bytes).unwrap_or(i32::MAX),
+            discard: stream::DiscardPolicy::New,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(_) => js
+            .get_key_value(&name)
+            .await
+            .map_err(|e| ClusterError::js(format!("opening the bucket {name}"), e)),
+        // Another worker created it meanwhile.
+        Err(err) => js
+            .get_key_value(&name)
+            .await
+            .map_err(|_| ClusterError::js(format!("creating the bucket {name}"), err)),
+    }
+}

@@ -1,0 +1,245 @@
+//! The worker: claims partitions, applies their messages to one
+//! multi-stream scanner, checkpoints them, publishes verdicts.
+//!
+//! One loop does it all, on one thread (the scanner is not `Send`): it
+//! waits for the next message of any owned partition (from the readers,
+//! `consume.rs`) or for the lease tick, whichever comes first. The tick
+//! renews the leases, announces the worker, rebalances (gives up
+//! partitions past its fair share, claims free ones up to it) and writes
+//! the checkpoints that are due. Nothing else touches the scanner, so a
+//! checkpoint is a consistent cut: the contexts as of the last sequence
+//! applied.
+//!
+//! Layout: `consume.rs` reads a partition, `partitions.rs` claims,
+//! checkpoints, gives up and drops partitions, `apply.rs` applies one
+//! message and publishes verdicts, `stats.rs` counts.
+
+mod apply;
+mod consume;
+mod partitions;
+mod stats;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::jetstream::context::PublishAckFuture;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+pub use stats::{WorkerStats, WorkerStatsSnapshot};
+
+use super::config::ClusterConfig;
+use super::error::ClusterError;
+use super::lease::{Lease, Leases};
+use super::partition::Partitioner;
+use super::setup::Objects;
+use crate::config::ScannerConfig;
+use crate::rules::RuleSet;
+use crate::scanner::MultiStreamScanner;
+use crate::store::codec::RulesTag;
+use consume::Event;
+
+/// Messages read ahead of the loop, over all partitions: the readers wait
+/// when it is full.
+const READ_AHEAD: usize = 1024;
+
+/// Verdicts awaiting their acknowledgement before the loop waits for them.
+const MAX_UNACKED_VERDICTS: usize = 1024;
+
+/// A worker of a cluster (see the module docs of [`crate::cluster`]).
+pub struct Worker {
+    rules: RuleSet,
+    config: ClusterConfig,
+    scanner: ScannerConfig,
+    id: String,
+    stats: Arc<WorkerStats>,
+}
+
+/// One partition the worker owns.
+struct Owned {
+    lease: Lease,
+    /// The checkpoint key's revision this worker wrote last.
+    checkpoint_revision: u64,
+    applied: u64,
+    checkpointed: u64,
+    checkpointed_at: Instant,
+    streams: HashSet<Uuid>,
+    failed: HashMap<Uuid, String>,
+    generation: u64,
+    reader: tokio::task::JoinHandle<()>,
+    /// After a takeover: the last sequence in the log at the claim.
+    replay_until: u64,
+    /// Messages after the last one read, as the server counted.
+    pending: u64,
+}
+
+/// The loop's state.
+struct Runner<'r> {
+    scanner: MultiStreamScanner<'r>,
+    objects: Objects,
+    leases: Leases,
+    config: ClusterConfig,
+    partitioner: Partitioner,
+    rules_tag: RulesTag,
+    id: String,
+    stats: Arc<WorkerStats>,
+    owned: BTreeMap<u32, Owned>,
+    events: mpsc::Sender<Event>,
+    unacked: Vec<(u32, PublishAckFuture)>,
+    generation: u64,
+    ticks: u64,
+}
+
+impl Worker {
+    /// A worker of `rules` with a fresh id.
+    pub fn new(
+        rules: RuleSet,
+        config: ClusterConfig,
+        scanner: ScannerConfig,
+    ) -> Result<Worker, ClusterError> {
+        config.validate()?;
+        let id = format!(
+            "w{}-{}",
+            std::process::id(),
+            &Uuid::new_v4().simple().to_string()[..8]
+        );
+        Ok(Worker {
+            rules,
+            config,
+            scanner,
+            id,
+            stats: Arc::default(),
+        })
+    }
+
+    /// The worker's id (its name in the lease bucket).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The worker's counters, live.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `stop` completes, then checkpoints and gives up every
+    /// partition. The future is not `Send` (the scanner is not): run it
+    /// with `block_on` of a current-thread runtime, or in a `LocalSet`.
+    /// Dropping it instead is a crash: the leases age out, and the
+    /// partitions are taken over from their last checkpoints.
+    pub async fn run(
+        self,
+        client: async_nats::Client,
+        stop: impl Future<Output = ()>,
+    ) -> Result<WorkerStatsSnapshot, ClusterError> {
+        let objects = super::setup::objects(&client, &self.config).await?;
+        let (events, mut received) = mpsc::channel(READ_AHEAD);
+        let mut runner = Runner {
+            scanner: MultiStreamScanner::new(&self.rules, self.scanner.clone()),
+            leases: Leases::new(
+                objects.leases.clone(),
+                self.config.lease_ttl,
+                self.id.clone(),
+            ),
+            objects,
+            partitioner: Partitioner::new(self.config.partitions)?,
+            rules_tag: crate::store::rules_tag(&self.rules.fingerprint()),
+            config: self.config.clone(),
+            id: self.id.clone(),
+            stats: self.stats.clone(),
+            owned: BTreeMap::new(),
+            events,
+            unacked: Vec::new(),
+            generation: 0,
+            ticks: 0,
+        };
+        let mut tick = tokio::time::interval(self.config.lease_ttl / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                _ = tick.tick() => runner.maintain().await,
+                Some(event) = received.recv() => runner.on_event(event).await,
+            }
+        }
+        runner.stop().await;
+        Ok(self.stats.snapshot())
+    }
+}
+
+impl Runner<'_> {
+    /// The lease tick: renew, announce, rebalance, checkpoint.
+    async fn maintain(&mut self) {
+        self.ticks += 1;
+        self.renew_all().await;
+        if let Err(err) = self.rebalance().await {
+            self.stats.problem(err);
+        }
+        let due: Vec<u32> = self
+            .owned
+            .iter()
+            .filter(|(_, o)| {
+                o.applied > o.checkpointed
+                    && o.checkpointed_at.elapsed() >= self.config.checkpoint_interval
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in due {
+            self.checkpoint(partition, false).await;
+        }
+        if let Err(err) = self.scanner.flush_if_due() {
+            self.stats.problem(err);
+        }
+        self.publish_gauges();
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Message {
+                partition,
+                generation,
+                sequence,
+                pending,
+                payload,
+            } => {
+                self.on_message(partition, generation, sequence, pending, payload)
+                    .await
+            }
+            Event::Failed {
+                partition,
+                generation,
+                error,
+            } => self.restart_reader(partition, generation, error),
+        }
+    }
+
+    /// Gives every partition up cleanly, then says the worker is gone.
+    async fn stop(&mut self) {
+        let owned: Vec<u32> = self.owned.keys().copied().collect();
+        for partition in owned {
+            self.release(partition).await;
+        }
+        if let Err(err) = self.leases.leave().await {
+            self.stats.problem(err);
+        }
+        self.publish_gauges();
+    }
+
+    fn publish_gauges(&self) {
+        let lag: u64 = self.owned.values().map(|o| o.pending).sum();
+        WorkerStats::set(&self.stats.lag, lag);
+        WorkerStats::set(&self.stats.owned, self.owned.len() as u64);
+        crate::metrics::cluster::record(&self.stats.snapshot(), self.oldest_checkpoint_age());
+    }
+
+    fn oldest_checkpoint_age(&self) -> f64 {
+        self.owned
+            .values()
+            .map(|o| o.checkpointed_at.elapsed().as_secs_f64())
+            .fold(0.0, f64::max)
+    }
+}

@@ -1,0 +1,393 @@
+//! A worker's partitions: claiming one (lease, checkpoint, fencing,
+//! reader), checkpointing it, giving it up cleanly, and dropping it when
+//! its lease or a write is lost.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+
+use super::consume::Reader;
+use super::{Owned, Runner, WorkerStats};
+use crate::cluster::checkpoint::Checkpoint;
+use crate::cluster::config::ClusterConfig;
+use crate::cluster::error::ClusterError;
+use crate::cluster::lease::{fair_share, Lease};
+
+/// Most claims tried per tick: a worker joining a large deployment takes
+/// its share over a few ticks rather than in one burst of requests.
+const MAX_CLAIMS_PER_TICK: usize = 64;
+
+impl Runner<'_> {
+    /// Renews every lease; drops the partitions whose renewal failed.
+    pub(super) async fn renew_all(&mut self) {
+        let owned: Vec<u32> = self.owned.keys().copied().collect();
+        for partition in owned {
+            let Some(o) = self.owned.get_mut(&partition) else {
+                continue;
+            };
+            if !o.lease.valid() {
+                self.lose(partition, "its lease ran out before it was renewed")
+                    .await;
+                continue;
+            }
+            if let Err(err) = self.leases.renew(partition, &mut o.lease).await {
+                self.lose(partition, &err).await;
+            }
+        }
+    }
+
+    /// Announces the worker, gives up partitions past its share and
+    /// claims free ones up to it. The first tick only announces, so that
+    /// workers started together see each other before they claim.
+    pub(super) async fn rebalance(&mut self) -> Result<(), ClusterError> {
+        self.leases.announce().await?;
+        if self.ticks < 2 {
+            return Ok(());
+        }
+        let roster = self.leases.roster().await?;
+        let share = fair_share(self.config.partitions, roster.workers);
+        while self.owned.len() > share {
+            let last = *self.owned.keys().next_back().expect("not empty");
+            self.release(last).await;
+        }
+        let start = self.partitioner.partition_of(&uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            self.id.as_bytes(),
+        ));
+        let free: Vec<u32> = (0..self.config.partitions)
+            .map(|n| (start + n) % self.config.partitions)
+            .filter(|p| !roster.held.contains(p) && !self.owned.contains_key(p))
+            .take(MAX_CLAIMS_PER_TICK)
+            .collect();
+        for partition in free {
+            if self.owned.len() >= share {
+                break;
+            }
+            self.claim(partition).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes partition `p` if it is free.
+    async fn claim(&mut self, partition: u32) -> Result<(), ClusterError> {
+        let Some(lease) = self.leases.claim(partition).await? else {
+            return Ok(());
+        };
+        if let Err(err) = self.adopt(partition, lease).await {
+            self.stats.problem(&err);
+            let _ = self.leases.release(partition, &lease).await;
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Loads the checkpoint, fences the former owner out by rewriting it,
+    /// and starts reading after it.
+    async fn adopt(&mut self, partition: u32, lease: Lease) -> Result<(), ClusterError> {
+        let key = ClusterConfig::partition_key(partition);
+        let entry = self
+            .objects
+            .checkpoints
+            .entry(&key)
+            .await
+            .map_err(|e| ClusterError::js(format!("reading checkpoint {key}"), e))?;
+        let (checkpoint, revision) = self.decode_checkpoint(partition, entry)?;
+        let former = checkpoint.owner.clone();
+        let (streams, failed) = self.restore(partition, checkpoint.clone())?;
+        let mine = Checkpoint {
+            owner: self.id.clone(),
+            rules: self.rules_tag,
+            ..checkpoint
+        };
+        let written = self.write_checkpoint(&key, mine.encode(), revision).await;
+        let checkpoint_revision = match written {
+            Ok(revision) => revision,
+            Err(err) => {
+                for stream in &streams {
+                    self.scanner.discard_stream(stream);
+                }
+                return Err(err);
+            }
+        };
+        let takeover = !former.is_empty() && former != self.id;
+        let replay_until = match takeover {
+            true => self.last_sequence().await.unwrap_or_else(|err| {
+                // Only the count of replayed messages depends on it.
+                self.stats.problem(&err);
+                0
+            }),
+            false => 0,
+        };
+        self.count_claim(takeover, revision.is_some() && former.is_empty());
+        self.generation += 1;
+        let owned = Owned {
+            lease,
+            checkpoint_revision,
+            applied: mine.applied,
+            checkpointed: mine.applied,
+            checkpointed_at: Instant::now(),
+            streams,
+            failed,
+            generation: self.generation,
+            reader: self.spawn_reader(partition, mine.applied + 1, Duration::ZERO),
+            replay_until,
+            pending: 0,
+        };
+        self.owned.insert(partition, owned);
+        Ok(())
+    }
+
+    fn decode_checkpoint(
+        &self,
+        partition: u32,
+        entry: Option<kv::Entry>,
+    ) -> Result<(Checkpoint, Option<u64>), ClusterError> {
+        let fresh = Checkpoint {
+            rules: self.rules_tag,
+            ..Checkpoint::default()
+        };
+        let Some(entry) = entry else {
+            return Ok((fresh, None));
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok((fresh, Some(entry.revision)));
+        }
+        let checkpoint = Checkpoint::decode(&entry.value)
+            .map_err(|reason| ClusterError::Checkpoint { partition, reason })?;
+        if checkpoint.rules != self.rules_tag {
+            return Err(ClusterError::Checkpoint {
+                partition,
+                reason:
+                    "made with other rules: run every worker of a deployment with the same rules"
+                        .into(),
+            });
+        }
+        Ok((checkpoint, Some(entry.revision)))
+    }
+
+    /// Opens a checkpoint's streams in the scanner (all or none).
+    fn restore(
+        &mut self,
+        partition: u32,
+        checkpoint: Checkpoint,
+    ) -> Result<(HashSet<uuid::Uuid>, HashMap<uuid::Uuid, String>), ClusterError> {
+        let mut streams = HashSet::new();
+        for context in checkpoint.streams {
+            let stream = context.id;
+            if let Err(err) = self.scanner.restore_stream(context) {
+                for stream in &streams {
+                    self.scanner.discard_stream(stream);
+                }
+                return Err(ClusterError::Checkpoint {
+                    partition,
+                    reason: format!("stream {stream} cannot be restored: {err}"),
+                });
+            }
+            streams.insert(stream);
+        }
+        Ok((streams, checkpoint.failed.into_iter().collect()))
+    }
+
+    async fn write_checkpoint(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        revision: Option<u64>,
+    ) -> Result<u64, ClusterError> {
+        let store = &self.objects.checkpoints;
+        let written = match revision {
+            Some(revision) => store.update(key, Bytes::from(bytes), revision).await,
+            None => store
+                .create(key, Bytes::from(bytes))
+                .await
+                .map_err(|e| kv::UpdateError::with_source(kv::UpdateErrorKind::Other, e)),
+        };
+        written.map_err(|e| ClusterError::js(format!("writing checkpoint {key}"), e))
+    }
+
+    async fn last_sequence(&self) -> Result<u64, ClusterError> {
+        let stream = self
+            .objects
+            .js
+            .get_stream(self.config.input_stream())
+            .await
+            .map_err(|e| ClusterError::js("reading the input stream's state", e))?;
+        Ok(stream.cached_info().state.last_sequence)
+    }
+
+    /// Counts a claim: a takeover when the former owner left no
+    /// hand-off, a hand-off when it did (an existing checkpoint with no
+    /// owner).
+    fn count_claim(&self, takeover: bool, handoff: bool) {
+        WorkerStats::add(&self.stats.claims, 1);
+        if takeover {
+            WorkerStats::add(&self.stats.takeovers, 1);
+        }
+        if handoff {
+            WorkerStats::add(&self.stats.handoffs, 1);
+        }
+    }
+
+    pub(super) fn spawn_reader(
+        &self,
+        partition: u32,
+        start: u64,
+        delay: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let reader = Reader {
+            input: self.objects.input.clone(),
+            subject: self.config.input_subject(partition),
+            partition,
+            generation: self.generation,
+            start,
+            delay,
+        };
+        tokio::spawn(reader.run(self.events.clone()))
+    }
+
+    /// A reader failed: read again from after the last applied message.
+    pub(super) fn restart_reader(&mut self, partition: u32, generation: u64, error: String) {
+        let Some(o) = self.owned.get(&partition) else {
+            return;
+        };
+        if o.generation != generation {
+            return;
+        }
+        self.stats
+            .problem(format!("reading partition {partition}: {error}"));
+        self.generation += 1;
+        let start = o.applied + 1;
+        let reader = self.spawn_reader(partition, start, Duration::from_millis(500));
+        let o = self.owned.get_mut(&partition).expect("owned");
+        o.generation = self.generation;
+        o.reader.abort();
+        o.reader = reader;
+    }
+
+    /// Waits for every verdict published so far; drops the partitions
+    /// whose verdicts JetStream did not take (they replay from their
+    /// checkpoints, and publish those verdicts again).
+    pub(super) async fn settle_verdicts(&mut self) {
+        let mut failed = Vec::new();
+        for (partition, ack) in std::mem::take(&mut self.unacked) {
+            if let Err(err) = ack.await {
+                failed.push((partition, err.to_string()));
+            }
+        }
+        for (partition, err) in failed {
+            self.lose(partition, format!("a verdict was not acknowledged: {err}"))
+                .await;
+        }
+    }
+
+    /// Writes partition `p`'s checkpoint (with no owner when `handoff`:
+    /// the next owner replays nothing of this one's).
+    pub(super) async fn checkpoint(&mut self, partition: u32, handoff: bool) -> bool {
+        self.settle_verdicts().await;
+        if !self.owned.contains_key(&partition) {
+            return false;
+        }
+        if let Err(err) = self.scanner.flush() {
+            self.stats.problem(err);
+        }
+        let checkpoint = self.cut(partition, handoff);
+        let bytes = checkpoint.encode();
+        if bytes.len() > self.config.max_checkpoint_bytes {
+            WorkerStats::add(&self.stats.checkpoint_failures, 1);
+            self.stats.problem(format!(
+                "partition {partition}: a checkpoint of {} bytes exceeds max_checkpoint_bytes ({}); its replay grows until its streams close",
+                bytes.len(),
+                self.config.max_checkpoint_bytes
+            ));
+            return false;
+        }
+        let key = ClusterConfig::partition_key(partition);
+        let revision = self.owned[&partition].checkpoint_revision;
+        let size = bytes.len() as u64;
+        match self.write_checkpoint(&key, bytes, Some(revision)).await {
+            Ok(revision) => {
+                let o = self.owned.get_mut(&partition).expect("owned");
+                o.checkpoint_revision = revision;
+                o.checkpointed = checkpoint.applied;
+                o.checkpointed_at = Instant::now();
+                WorkerStats::add(&self.stats.checkpoints, 1);
+                WorkerStats::set(&self.stats.checkpoint_bytes, size);
+                true
+            }
+            Err(err) => {
+                WorkerStats::add(&self.stats.checkpoint_failures, 1);
+                self.lose(partition, &err).await;
+                false
+            }
+        }
+    }
+
+    /// The checkpoint of partition `p` now (the scanner flushed): streams
+    /// whose search failed move to the failed ones.
+    fn cut(&mut self, partition: u32, handoff: bool) -> Checkpoint {
+        let o = self.owned.get_mut(&partition).expect("owned");
+        let mut streams = Vec::with_capacity(o.streams.len());
+        for stream in &o.streams {
+            let Some(context) = self.scanner.stream_context(stream) else {
+                continue;
+            };
+            match &context.broken {
+                Some(reason) => {
+                    o.failed.insert(*stream, reason.to_string());
+                }
+                None => streams.push(context.clone()),
+            }
+        }
+        Checkpoint {
+            applied: o.applied,
+            owner: if handoff {
+                String::new()
+            } else {
+                self.id.clone()
+            },
+            rules: self.rules_tag,
+            streams,
+            failed: o.failed.iter().map(|(s, r)| (*s, r.clone())).collect(),
+        }
+    }
+
+    /// Gives partition `p` up cleanly: a last checkpoint, then the lease.
+    pub(super) async fn release(&mut self, partition: u32) {
+        if let Some(o) = self.owned.get(&partition) {
+            o.reader.abort();
+        }
+        if !self.checkpoint(partition, true).await {
+            self.lose(partition, "its last checkpoint was not written")
+                .await;
+            return;
+        }
+        let o = self.owned.remove(&partition).expect("owned");
+        for stream in &o.streams {
+            self.scanner.discard_stream(stream);
+        }
+        if let Err(err) = self.leases.release(partition, &o.lease).await {
+            self.stats.problem(err);
+        }
+        WorkerStats::add(&self.stats.releases, 1);
+    }
+
+    /// Drops partition `p` without a checkpoint: whoever claims it next
+    /// replays it from its last one.
+    pub(super) async fn lose(&mut self, partition: u32, why: impl std::fmt::Display) {
+        let Some(o) = self.owned.remove(&partition) else {
+            return;
+        };
+        o.reader.abort();
+        for stream in &o.streams {
+            self.scanner.discard_stream(stream);
+        }
+        self.stats
+            .problem(format!("dropped partition {partition}: {why}"));
+        WorkerStats::add(&self.stats.lost, 1);
+        if o.lease.valid() {
+            let _ = self.leases.release(partition, &o.lease).await;
+        }
+    }
+}

