@@ -305,9 +305,14 @@ fn every_refusal_is_the_documented_json() {
         (request("GET", "/nope", &[], b""), 404, "not_found"),
         (request("GET", "/v1/nope", &[], b""), 404, "not_found"),
         (
-            request("PUT", &format!("/v1/streams/{id}"), &[], b"x"),
+            request("PATCH", &format!("/v1/streams/{id}"), &[], b"x"),
             405,
             "method_not_allowed",
+        ),
+        (
+            request("PUT", &format!("/v1/streams/{id}"), &[], b"x"),
+            400,
+            "bad_body",
         ),
         (
             request("GET", "/v1/chunks", &[], b""),
@@ -337,13 +342,13 @@ fn every_refusal_is_the_documented_json() {
             assert!(answer.header("allow").is_some(), "{answer:?}");
         }
     }
-    let put = exchange(
+    let patch = exchange(
         server.api,
-        &request("PUT", &format!("/v1/streams/{id}"), &[], b""),
+        &request("PATCH", &format!("/v1/streams/{id}"), &[], b""),
         WAIT,
     )
     .unwrap();
-    assert_eq!(put.header("allow").as_deref(), Some("GET, DELETE"));
+    assert_eq!(patch.header("allow").as_deref(), Some("GET, PUT, DELETE"));
 }
 
 #[test]
