@@ -739,21 +739,30 @@ fn a_client_that_pipelines_without_reading_stalls_only_itself() {
     // the timeout, or fail when the server closes the connection).
     let writer = std::thread::spawn(move || {
         let mut sent = 0;
-        while sent < 50_000 && hog.write_all(&one).is_ok() {
+        let mut stopped = None;
+        while sent < 50_000 {
+            if let Err(error) = hog.write_all(&one) {
+                stopped = Some(error.kind());
+                break;
+            }
             sent += 1;
         }
-        (hog, sent)
+        (hog, sent, stopped)
     });
     std::thread::sleep(Duration::from_millis(300));
     for _ in 0..20 {
         let answer = exchange(server.api, &request("GET", "/healthz", &[], b""), WAIT);
         assert_eq!(answer.map(|a| a.status), Some(200), "{}", server.stderr());
     }
-    let (hog, sent) = writer.join().unwrap();
-    eprintln!("the client pipelined {sent} requests before its writes stopped");
+    let (hog, sent, stopped) = writer.join().unwrap();
+    eprintln!("the client pipelined {sent} requests before its writes stopped ({stopped:?})");
+    // Its writes stop when the buffers are full (a timeout) or when the
+    // server lets it go (an error); how many went before depends on the
+    // machine's load and buffer sizes (400 to 2,800 seen), so only "some
+    // but not all" is asserted.
     assert!(
-        (1000..50_000).contains(&sent),
-        "the server read all {sent} requests of a client that reads nothing"
+        (100..50_000).contains(&sent),
+        "the server read {sent} of 50,000 requests of a client that reads nothing"
     );
     drop(hog);
     let answer = exchange(server.api, &request("GET", "/readyz", &[], b""), WAIT);
