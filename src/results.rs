@@ -32,8 +32,9 @@ pub struct StreamResults {
     pub matches_cut: bool,
     /// How whole-data rules (those stream scanning cannot evaluate
     /// exactly; see `yaraflow check`) were decided for this stream. `None`
-    /// when the rules have none, or for a line stream (whose whole-data
-    /// rules are evaluated on its lines and say `exact: false`).
+    /// when the rules have none. A line stream's are evaluated on its
+    /// lines (state `lines`): those that match say `exact: false`, the
+    /// others are listed as undecided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub whole_data: Option<WholeDataVerdict>,
     /// The stream's counters.
@@ -56,7 +57,9 @@ pub struct WholeDataVerdict {
     /// length fail every whole-data rule's gate, so its own verdict decides
     /// them all (exact; most are simply false). `cut_at_...`: a retention
     /// limit stopped it; whole-data rules whose gate fails are decided as
-    /// for `gated`, the others are `undecided`.
+    /// for `gated`, the others are `undecided`. `lines`: a line stream,
+    /// which keeps no bytes; every whole-data rule that did not match is
+    /// `undecided`.
     pub state: WholeDataState,
     /// Bytes the stream retained.
     pub retained_bytes: u64,
@@ -96,6 +99,9 @@ pub enum WholeDataState {
     CutAtStreamCap,
     /// The scanner's budget stopped the retention.
     CutAtBudget,
+    /// A line stream: each line is a block of its own, so no whole-data
+    /// rule is decided as on whole data.
+    Lines,
 }
 
 /// One matching rule.

@@ -598,3 +598,38 @@ fn a_whole_buffer_verdict_lists_a_bounded_number_of_matches() {
     assert!(!results.matches_cut);
     assert_eq!(ours_all(&results), reference_all(&rules, &data[..800]));
 }
+
+/// A line stream keeps no bytes, so its whole-data rules are not decided
+/// as on whole data: the one that matched on the lines says
+/// `exact: false`, the others are listed as undecided, never silently
+/// false; a stream-exact rule stays exact.
+#[test]
+fn a_line_streams_whole_data_rules_are_listed_undecided() {
+    let rules = common::compile(
+        r#"
+        rule word { strings: $a = "hello" condition: $a }
+        rule word_and_size { strings: $a = "hello" condition: $a and filesize >= 1 }
+        rule mz { condition: uint16(0) == 0x5A4D }
+        rule mark_or_mz { strings: $m = "MARK" condition: $m or uint16(0) == 0x5A4D }
+        "#,
+    );
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let stream = Uuid::from_u128(7);
+    for line in [&b"MZ hello"[..], b"MARK"] {
+        scanner.scan_line(stream, line).unwrap();
+    }
+    let results = scanner.close_stream(&stream).unwrap().unwrap();
+    let whole = results
+        .whole_data
+        .as_ref()
+        .expect("the rules have whole-data rules");
+    assert_eq!(whole.state, WholeDataState::Lines);
+    assert_eq!(whole.undecided, ["default.mz", "default.word_and_size"]);
+    assert_eq!(whole.undecided_rules, 2);
+    let exact: Vec<(&str, bool)> = results
+        .rules
+        .iter()
+        .map(|r| (r.identifier.as_str(), r.exact))
+        .collect();
+    assert_eq!(exact, [("word", true), ("mark_or_mz", false)]);
+}

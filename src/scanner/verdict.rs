@@ -274,6 +274,31 @@ fn whole_scan(
     Ok((rules, budget.cut))
 }
 
+/// The whole-data rules of a line stream's verdict: those that matched
+/// say `exact: false` (analysis marked them so), the others are listed as
+/// undecided, never silently false.
+fn lines_whole_data(rules: &[RuleMatch], plan: &crate::rules::WholeDataPlan) -> WholeDataVerdict {
+    let matched = |ns: &str, id: &str| {
+        rules
+            .iter()
+            .any(|r| r.namespace == ns && r.identifier == id)
+    };
+    let mut undecided: Vec<String> = plan
+        .rules()
+        .filter(|(ns, id)| !matched(ns, id))
+        .map(|(ns, id)| format!("{ns}.{id}"))
+        .collect();
+    undecided.sort_unstable();
+    let undecided_rules = undecided.len();
+    undecided.truncate(MAX_UNDECIDED_LISTED);
+    WholeDataVerdict {
+        state: WholeDataState::Lines,
+        retained_bytes: 0,
+        undecided_rules,
+        undecided,
+    }
+}
+
 /// Setting a stream's own externals on a YARA-X scanner, and putting the
 /// rule set's values back.
 trait StreamExternals {
@@ -325,6 +350,9 @@ fn settle_whole_data(
 ) -> Option<WholeDataVerdict> {
     let plan = set.whole_data();
     let state = match ctx.retention {
+        Retention::Off if ctx.mode == StreamMode::Lines && plan.rules().next().is_some() => {
+            return Some(lines_whole_data(rules, plan));
+        }
         Retention::Off => return None,
         Retention::Retaining | Retention::Gated => WholeDataState::Gated,
         Retention::Cut {
