@@ -134,6 +134,19 @@ enum YfStatus yf_scanner_open_stream(struct YfScanner *scanner,
                                      const uint8_t *id,
                                      enum YfStreamMode mode);
 
+// Says what open stream `id` (16 bytes) is, as a file: its `name`, its
+// `path` and its `content_type` (NUL-terminated UTF-8, each may be NULL
+// when unknown) set the rules' file externals `filename`, `filepath`,
+// `extension` and `filetype`, so that its verdicts are those of a
+// whole-buffer scan with them set. Open the stream first
+// (`yf_scanner_open_stream`); `YF_STATUS_UNKNOWN_STREAM` otherwise. Only
+// on the scanner's thread (see [`YfScanner`]).
+enum YfStatus yf_scanner_set_file(struct YfScanner *scanner,
+                                  const uint8_t *id,
+                                  const char *name,
+                                  const char *path,
+                                  const char *content_type);
+
 // Appends `len` bytes at `data` to chunk stream `id` (16 bytes), opening
 // it if needed. The bytes are copied: `data` may be reused on return.
 // Only on the scanner's thread (see
@@ -219,6 +232,14 @@ enum YfStatus yf_engine_get_results(const struct YfEngine *engine,
 enum YfStatus yf_engine_close_stream(const struct YfEngine *engine,
                                      const uint8_t *id,
                                      char **json_out);
+
+// Opens chunk stream `id` (16 bytes) as a file, if it is not open, and
+// says what it is: see `yf_scanner_set_file`. Thread-safe.
+enum YfStatus yf_engine_open_file(const struct YfEngine *engine,
+                                  const uint8_t *id,
+                                  const char *name,
+                                  const char *path,
+                                  const char *content_type);
 
 // Forgets what stream `id` has seen (it starts again at offset 0); also
 // how a stream that failed is taken back into use. Thread-safe.

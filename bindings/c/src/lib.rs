@@ -25,8 +25,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use yaraflow::{
-    BlockingHandle, Engine, EngineConfig, EngineError, ErrorKind, External, MultiStreamScanner,
-    RuleError, RuleOptions, RuleSet, ScanError, ScannerConfig, StreamMode, StreamResults, Uuid,
+    BlockingHandle, Engine, EngineConfig, EngineError, ErrorKind, External, FileInfo,
+    MultiStreamScanner, RuleError, RuleOptions, RuleSet, ScanError, ScannerConfig, StreamMode,
+    StreamResults, Uuid,
 };
 
 /// What a call did. Every function that can fail returns one; on anything
@@ -150,6 +151,7 @@ fn status_of(kind: ErrorKind) -> YfStatus {
         }
         ErrorKind::Overloaded => YfStatus::Overloaded,
         ErrorKind::StreamLost | ErrorKind::StreamFailed => YfStatus::StreamLost,
+        ErrorKind::BadExternal => YfStatus::InvalidArgument,
         _ => YfStatus::Engine,
     }
 }
@@ -218,6 +220,27 @@ unsafe fn text<'a>(pointer: *const c_char, name: &str) -> Result<&'a str, Failur
     CStr::from_ptr(pointer)
         .to_str()
         .map_err(|err| Failure::new(YfStatus::InvalidArgument, format!("`{name}`: {err}")))
+}
+
+/// An optional NUL-terminated UTF-8 string argument (NULL: none).
+unsafe fn optional_text(pointer: *const c_char, name: &str) -> Result<Option<String>, Failure> {
+    match pointer.is_null() {
+        true => Ok(None),
+        false => text(pointer, name).map(|t| Some(t.to_string())),
+    }
+}
+
+/// What a file stream says of itself, from C strings (each may be NULL).
+unsafe fn file_info(
+    name: *const c_char,
+    path: *const c_char,
+    content_type: *const c_char,
+) -> Result<FileInfo, Failure> {
+    Ok(FileInfo {
+        name: optional_text(name, "name")?,
+        path: optional_text(path, "path")?,
+        content_type: optional_text(content_type, "content_type")?,
+    })
 }
 
 /// `count` strings from `array` (NULL when `count` is 0).
@@ -476,6 +499,28 @@ pub unsafe extern "C" fn yf_scanner_open_stream(
     })
 }
 
+/// Says what open stream `id` (16 bytes) is, as a file: its `name`, its
+/// `path` and its `content_type` (NUL-terminated UTF-8, each may be NULL
+/// when unknown) set the rules' file externals `filename`, `filepath`,
+/// `extension` and `filetype`, so that its verdicts are those of a
+/// whole-buffer scan with them set. Open the stream first
+/// (`yf_scanner_open_stream`); `YF_STATUS_UNKNOWN_STREAM` otherwise. Only
+/// on the scanner's thread (see [`YfScanner`]).
+#[no_mangle]
+pub unsafe extern "C" fn yf_scanner_set_file(
+    scanner: *mut YfScanner,
+    id: *const u8,
+    name: *const c_char,
+    path: *const c_char,
+    content_type: *const c_char,
+) -> YfStatus {
+    with_scanner(scanner, |scanner| {
+        let id = stream_id(id)?;
+        let externals = file_info(name, path, content_type)?.externals();
+        Ok(scanner.set_stream_externals(id, externals)?)
+    })
+}
+
 /// Appends `len` bytes at `data` to chunk stream `id` (16 bytes), opening
 /// it if needed. The bytes are copied: `data` may be reused on return.
 /// Only on the scanner's thread (see
@@ -687,6 +732,23 @@ pub unsafe extern "C" fn yf_engine_close_stream(
     with_engine(engine, |handle| {
         let id = stream_id(id)?;
         give_json(json_out, &known(handle.close_stream(id)?, id)?)
+    })
+}
+
+/// Opens chunk stream `id` (16 bytes) as a file, if it is not open, and
+/// says what it is: see `yf_scanner_set_file`. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn yf_engine_open_file(
+    engine: *const YfEngine,
+    id: *const u8,
+    name: *const c_char,
+    path: *const c_char,
+    content_type: *const c_char,
+) -> YfStatus {
+    with_engine(engine, |handle| {
+        let id = stream_id(id)?;
+        let externals = file_info(name, path, content_type)?.externals();
+        Ok(handle.open_stream(id, StreamMode::Chunks, externals)?)
     })
 }
 

@@ -229,3 +229,75 @@ fn a_scanner_refuses_other_threads() {
     );
     unsafe { yf_scanner_free(scanner) };
 }
+
+fn rule_names(json: &serde_json::Value) -> Vec<String> {
+    json["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["identifier"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A stream said to be a file gets its file externals, on a scanner and
+/// on an engine; a name that is not UTF-8 and a stream not open are
+/// refused with their codes.
+#[test]
+fn a_file_stream_gets_its_name_and_type() {
+    let source = r#"rule exe { strings: $a = "MZ" condition: $a and extension == ".exe" }
+rule typed { condition: filetype == "application/pdf" }"#;
+    let (status, rules) = compile(source, &[]);
+    assert_eq!(status, YfStatus::Ok, "{}", last_error());
+    let name = CString::new("Setup.EXE").unwrap();
+    let pdf = CString::new("application/pdf; charset=binary").unwrap();
+    let bad = [0xffu8, 0];
+    let (exe, typed) = ([1u8; 16], [2u8; 16]);
+
+    let mut scanner = null_mut();
+    assert_eq!(unsafe { yf_scanner_new(rules, &mut scanner) }, YfStatus::Ok);
+    let set = |id: &[u8; 16], name: *const c_char, kind: *const c_char| unsafe {
+        yf_scanner_set_file(scanner, id.as_ptr(), name, null(), kind)
+    };
+    assert_eq!(set(&exe, name.as_ptr(), null()), YfStatus::UnknownStream);
+    for id in [&exe, &typed] {
+        let status = unsafe { yf_scanner_open_stream(scanner, id.as_ptr(), YfStreamMode::Chunks) };
+        assert_eq!(status, YfStatus::Ok);
+    }
+    assert_eq!(
+        set(&exe, bad.as_ptr().cast(), null()),
+        YfStatus::InvalidArgument
+    );
+    assert_eq!(set(&exe, name.as_ptr(), null()), YfStatus::Ok);
+    assert_eq!(set(&typed, null(), pdf.as_ptr()), YfStatus::Ok);
+    let mut verdicts = Vec::new();
+    for id in [&exe, &typed] {
+        let chunk = b"xMZx";
+        let status =
+            unsafe { yf_scanner_scan_chunk(scanner, id.as_ptr(), chunk.as_ptr(), chunk.len()) };
+        assert_eq!(status, YfStatus::Ok);
+        let mut json = null_mut();
+        let status = unsafe { yf_scanner_close_stream(scanner, id.as_ptr(), &mut json) };
+        assert_eq!(status, YfStatus::Ok);
+        verdicts.push(rule_names(&take(json)));
+    }
+    assert_eq!(verdicts, [vec!["exe"], vec!["typed"]]);
+    unsafe { yf_scanner_free(scanner) };
+
+    let mut engine = null_mut();
+    assert_eq!(
+        unsafe { yf_engine_start(rules, 2, &mut engine) },
+        YfStatus::Ok
+    );
+    let status =
+        unsafe { yf_engine_open_file(engine, exe.as_ptr(), name.as_ptr(), null(), null()) };
+    assert_eq!(status, YfStatus::Ok, "{}", last_error());
+    let chunk = b"xMZx";
+    let status = unsafe { yf_engine_scan_chunk(engine, exe.as_ptr(), chunk.as_ptr(), chunk.len()) };
+    assert_eq!(status, YfStatus::Ok);
+    let mut json = null_mut();
+    let status = unsafe { yf_engine_close_stream(engine, exe.as_ptr(), &mut json) };
+    assert_eq!(status, YfStatus::Ok);
+    assert_eq!(rule_names(&take(json)), ["exe"]);
+    unsafe { yf_engine_free(engine) };
+    unsafe { yf_rules_free(rules) };
+}
