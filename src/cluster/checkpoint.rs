@@ -18,12 +18,18 @@
 
 use uuid::Uuid;
 
-use crate::store::codec::{self, RulesTag};
+use crate::store::codec::{self, Frame, RulesTag};
 use crate::stream::StreamContext;
 
-const MAGIC: &[u8; 4] = b"YFCP";
-const VERSION: u16 = 1;
 const HEADER_LEN: usize = 30;
+
+/// The frame of a checkpoint (the stream store's, with its own magic).
+const FRAME: Frame = Frame {
+    magic: b"YFCP",
+    version: 1,
+    header_len: HEADER_LEN,
+    what: "a yaraflow checkpoint",
+};
 
 /// The state of a partition as of a JetStream sequence.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -66,35 +72,18 @@ impl Checkpoint {
             entries,
         };
         let mut out = Vec::new();
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&[0; 8]);
+        FRAME.start(&mut out);
         out.extend_from_slice(&self.applied.to_le_bytes());
         out.extend_from_slice(&self.rules);
         // Writing into a Vec cannot fail, and every field serializes.
         out.extend_from_slice(&postcard::to_stdvec(&body).expect("a checkpoint serializes"));
-        let sum = checksum(&out[14..]);
-        out[6..14].copy_from_slice(&sum);
+        Frame::seal(&mut out);
         out
     }
 
     /// Decodes and checks a checkpoint (each stream entry too).
     pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
-        if bytes.len() < HEADER_LEN {
-            return Err(format!("truncated: {} bytes", bytes.len()));
-        }
-        if &bytes[..4] != MAGIC {
-            return Err("not a yaraflow checkpoint (bad magic)".into());
-        }
-        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if version != VERSION {
-            return Err(format!(
-                "format version {version}, this yaraflow reads {VERSION}"
-            ));
-        }
-        if bytes[6..14] != checksum(&bytes[14..]) {
-            return Err("checksum mismatch (damaged or truncated)".into());
-        }
+        FRAME.check(bytes)?;
         let applied = u64::from_le_bytes(bytes[14..22].try_into().expect("8 bytes"));
         let rules: RulesTag = bytes[22..30].try_into().expect("8 bytes");
         let body: Body = postcard::from_bytes(&bytes[HEADER_LEN..])
@@ -115,12 +104,6 @@ impl Checkpoint {
             failed: body.failed,
         })
     }
-}
-
-fn checksum(bytes: &[u8]) -> [u8; 8] {
-    blake3::hash(bytes).as_bytes()[..8]
-        .try_into()
-        .expect("8 bytes")
 }
 
 #[cfg(test)]

@@ -56,39 +56,82 @@ pub struct EntryHeader {
 /// `out`.
 pub fn encode(context: &StreamContext, rules: RulesTag, out: &mut Vec<u8>) {
     let start = out.len();
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&[0; 8]);
+    ENTRY.start(out);
     out.extend_from_slice(&context.stats.bytes.to_le_bytes());
     out.extend_from_slice(&context.stats.last_seen_ms.to_le_bytes());
     out.extend_from_slice(&rules);
     // Writing into a Vec cannot fail, and every field serializes.
     let body = postcard::to_extend(context, Vec::new()).expect("a stream context serializes");
     out.extend_from_slice(&body);
-    let sum = checksum(&out[start + 14..]);
-    out[start + 6..start + 14].copy_from_slice(&sum);
+    Frame::seal(&mut out[start..]);
+}
+
+/// The framing of a stored entry, shared with the cluster's partition
+/// checkpoints: 4 bytes of magic, a u16 little-endian version, then the
+/// first 8 bytes of BLAKE3 over everything from byte 14 on.
+pub(crate) struct Frame {
+    /// The magic of this kind of record.
+    pub magic: &'static [u8; 4],
+    /// The version this build writes and reads.
+    pub version: u16,
+    /// The length of the fixed header (frame included).
+    pub header_len: usize,
+    /// What the record is, for errors (`a yaraflow stream context`).
+    pub what: &'static str,
+}
+
+/// The frame of a stream context entry.
+const ENTRY: Frame = Frame {
+    magic: MAGIC,
+    version: FORMAT_VERSION,
+    header_len: HEADER_LEN,
+    what: "a yaraflow stream context",
+};
+
+impl Frame {
+    /// Starts a record at the end of `out`: magic, version, and room for
+    /// the checksum ([`Frame::seal`] writes it).
+    pub fn start(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.magic);
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(&[0; 8]);
+    }
+
+    /// Writes the checksum of a finished record.
+    pub fn seal(record: &mut [u8]) {
+        let sum = checksum(&record[14..]);
+        record[6..14].copy_from_slice(&sum);
+    }
+
+    /// Checks a record's length, magic, version and checksum.
+    pub fn check(&self, record: &[u8]) -> Result<(), String> {
+        let header_len = self.header_len;
+        if record.len() < header_len {
+            return Err(format!(
+                "truncated: {} bytes, shorter than the {header_len}-byte header",
+                record.len()
+            ));
+        }
+        if &record[..4] != self.magic {
+            return Err(format!("not {} (bad magic)", self.what));
+        }
+        let version = u16::from_le_bytes([record[4], record[5]]);
+        if version != self.version {
+            return Err(format!(
+                "format version {version}, this yaraflow reads version {}",
+                self.version
+            ));
+        }
+        if record[6..14] != checksum(&record[14..]) {
+            return Err("checksum mismatch (damaged or truncated)".into());
+        }
+        Ok(())
+    }
 }
 
 /// Reads and checks an entry's header (and its checksum).
 pub fn header(entry: &[u8]) -> Result<EntryHeader, String> {
-    if entry.len() < HEADER_LEN {
-        return Err(format!(
-            "truncated: {} bytes, shorter than the {HEADER_LEN}-byte header",
-            entry.len()
-        ));
-    }
-    if &entry[..4] != MAGIC {
-        return Err("not a yaraflow stream context (bad magic)".into());
-    }
-    let version = u16::from_le_bytes([entry[4], entry[5]]);
-    if version != FORMAT_VERSION {
-        return Err(format!(
-            "format version {version}, this yaraflow reads version {FORMAT_VERSION}"
-        ));
-    }
-    if entry[6..14] != checksum(&entry[14..]) {
-        return Err("checksum mismatch (damaged or truncated)".into());
-    }
+    ENTRY.check(entry)?;
     let word = |at: usize| u64::from_le_bytes(entry[at..at + 8].try_into().expect("8 bytes"));
     Ok(EntryHeader {
         bytes: word(14),
