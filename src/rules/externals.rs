@@ -241,20 +241,32 @@ fn cut_to_limit(text: &str) -> &str {
     &text[..end]
 }
 
+/// `target.method(name, value)` for an external, its value in the type
+/// YARA-X takes: `define_global` on a compiler, `set_global` on a scanner.
+/// Evaluates to `Result<(), yara_x::VariableError>`.
+macro_rules! pass_external {
+    ($target:ident.$method:ident($external:expr)) => {{
+        use $crate::rules::ExternalValue;
+        let external: &$crate::rules::External = $external;
+        let name = external.name.as_str();
+        match &external.value {
+            ExternalValue::Bool(b) => $target.$method(name, *b).map(|_| ()),
+            ExternalValue::Integer(i) => $target.$method(name, *i).map(|_| ()),
+            ExternalValue::Float(f) => $target.$method(name, *f).map(|_| ()),
+            ExternalValue::String(s) => $target.$method(name, s.as_str()).map(|_| ()),
+        }
+    }};
+}
+pub(crate) use pass_external;
+
 /// Defines `externals` in `compiler`, naming the one it refuses.
 pub(crate) fn define(
     compiler: &mut yara_x::Compiler<'_>,
     externals: &[External],
 ) -> Result<(), String> {
     for external in externals {
-        let name = external.name.as_str();
-        let defined = match &external.value {
-            ExternalValue::Bool(b) => compiler.define_global(name, *b),
-            ExternalValue::Integer(i) => compiler.define_global(name, *i),
-            ExternalValue::Float(f) => compiler.define_global(name, *f),
-            ExternalValue::String(s) => compiler.define_global(name, s.as_str()),
-        };
-        defined.map_err(|err| format!("cannot define {name}: {err}"))?;
+        let defined = pass_external!(compiler.define_global(external));
+        defined.map_err(|err| format!("cannot define {}: {err}", external.name))?;
     }
     Ok(())
 }

@@ -25,7 +25,8 @@ use crate::error::ScanError;
 use crate::results::{
     MatchBudget, RuleMatch, WholeDataState, WholeDataVerdict, MAX_UNDECIDED_LISTED,
 };
-use crate::rules::{EdgeGuard, External, ExternalValue, RuleSet};
+use crate::rules::externals::pass_external;
+use crate::rules::{EdgeGuard, External, RuleSet};
 use crate::stream::span::{count_newlines, replay_range};
 use crate::stream::{ReplaySpan, Retention, RetentionLimit, SpanSet, StreamContext, StreamMode};
 
@@ -322,14 +323,9 @@ macro_rules! impl_stream_externals {
     ($scanner:ty) => {
         impl StreamExternals for $scanner {
             fn set_externals(&mut self, externals: &[External]) {
+                let scanner = self;
                 for external in externals {
-                    let name = external.name.as_str();
-                    let _ = match &external.value {
-                        ExternalValue::Bool(b) => self.set_global(name, *b),
-                        ExternalValue::Integer(i) => self.set_global(name, *i),
-                        ExternalValue::Float(f) => self.set_global(name, *f),
-                        ExternalValue::String(s) => self.set_global(name, s.as_str()),
-                    };
+                    let _ = pass_external!(scanner.set_global(external));
                 }
             }
         }
