@@ -456,16 +456,17 @@ impl Streams {
         mode: StreamMode,
         externals: Vec<External>,
     ) -> Result<(), EngineError> {
-        self.enter(stream)?;
-        if self.generations.holding(&stream).is_none() {
-            self.admit(&[(stream, 0)], mode, true)
-                .map_err(|(_, error)| error)?;
-        }
+        // Enters the stream (a failure waiting is answered), checks the
+        // mode of an open one, opens a new one.
+        self.admit(&[(stream, 0)], mode, true)
+            .map_err(|(_, error)| {
+                if let EngineError::Scan(refusal) = &error {
+                    self.metrics.error(refusal.kind());
+                }
+                error
+            })?;
         let generation = self.generations.for_stream(&stream);
-        let result = generation.with(|scanner| {
-            scanner.check_append(stream, mode)?;
-            scanner.set_stream_externals(stream, externals)
-        });
+        let result = generation.with(|scanner| scanner.set_stream_externals(stream, externals));
         result.map_err(|error| {
             self.metrics.error(error.kind());
             error.into()
