@@ -283,15 +283,21 @@ unsafe fn bytes<'a>(data: *const u8, len: usize) -> Result<&'a [u8], Failure> {
     Ok(std::slice::from_raw_parts(data, len))
 }
 
-/// Parses `NAME=VALUE` definitions of external variables.
-fn externals(definitions: &[&str]) -> Result<Vec<External>, Failure> {
-    definitions
+/// The default rule options with the `count` definitions `NAME=VALUE` of
+/// external variables at `definitions`.
+unsafe fn rule_options(
+    definitions: *const *const c_char,
+    count: usize,
+) -> Result<RuleOptions, Failure> {
+    let mut options = RuleOptions::new(ScannerConfig::default().max_pattern_len);
+    options.externals = texts(definitions, count, "externals")?
         .iter()
         .map(|text| {
             text.parse::<External>()
                 .map_err(|err| Failure::new(YfStatus::InvalidArgument, err))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(options)
 }
 
 /// Hands `rules` to C through `out`.
@@ -361,8 +367,7 @@ pub unsafe extern "C" fn yf_rules_compile(
             return Err(Failure::null("out"));
         }
         let source = text(source, "source")?;
-        let mut options = RuleOptions::new(ScannerConfig::default().max_pattern_len);
-        options.externals = externals(&texts(externals_, n_externals, "externals")?)?;
+        let options = rule_options(externals_, n_externals)?;
         let rules = RuleSet::from_sources_with(vec![("<string>".into(), source.into())], &options)?;
         give_rules(out, rules);
         Ok(())
@@ -396,8 +401,7 @@ pub unsafe extern "C" fn yf_rules_compile_paths(
                 "no rule path given",
             ));
         }
-        let mut options = RuleOptions::new(ScannerConfig::default().max_pattern_len);
-        options.externals = externals(&texts(externals_, n_externals, "externals")?)?;
+        let options = rule_options(externals_, n_externals)?;
         give_rules(out, RuleSet::from_paths_with(&paths, &options)?);
         Ok(())
     })
