@@ -17,7 +17,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -37,27 +36,7 @@ const PARTITIONS: u32 = 16;
 
 /// Whether nats-server is installed (see the module docs).
 fn nats_installed() -> bool {
-    if Command::new("nats-server")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        return true;
-    }
-    assert!(
-        std::env::var_os("YARAFLOW_REQUIRE_NATS").is_none(),
-        "nats-server is required (YARAFLOW_REQUIRE_NATS is set) but not installed"
-    );
-    eprintln!("nats-server not installed: the cluster tests are skipped");
-    false
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    common::tool_installed("nats-server", "YARAFLOW_REQUIRE_NATS", "the cluster tests")
 }
 
 /// Three nats-server processes forming one JetStream cluster; killed on
@@ -71,8 +50,8 @@ struct NatsCluster {
 impl NatsCluster {
     fn start() -> NatsCluster {
         let dir = common::store_dir();
-        let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let client_ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+        let route_ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
         let nodes = (0..3)
             .map(|n| Self::node(dir.path(), n, &client_ports, &route_ports))
             .collect();

@@ -26,26 +26,11 @@ impl Drop for Running {
 }
 
 fn prometheus_installed() -> bool {
-    let found = Command::new("prometheus")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("YARAFLOW_REQUIRE_PROMETHEUS").is_none(),
-            "prometheus is required (YARAFLOW_REQUIRE_PROMETHEUS is set) but not installed"
-        );
-        eprintln!("prometheus not installed: skipped");
-    }
-    found
-}
-
-/// A free loopback port for Prometheus's own listener.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    common::tool_installed(
+        "prometheus",
+        "YARAFLOW_REQUIRE_PROMETHEUS",
+        "the Prometheus tests",
+    )
 }
 
 fn start_prometheus(dir: &std::path::Path, target: std::net::SocketAddr, port: u16) -> Running {
@@ -132,7 +117,7 @@ fn prometheus_gets_rates_quantiles_and_every_dashboard_query() {
     let dir = std::env::temp_dir().join(format!("yaraflow-prometheus-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let service = common::start_bundled_service();
-    let port = free_port();
+    let port = common::free_port();
     let _prometheus = start_prometheus(&dir, service.metrics_addr().unwrap(), port);
     eventually("prometheus ready", || query(port, "up").ok());
     traffic(&service, Duration::from_secs(3));

@@ -174,19 +174,36 @@ fn printed_where(line: &serde_json::Value, keep: impl Fn(&str) -> bool) -> Verdi
 /// it (saying `what` on stderr), unless `YARAFLOW_REQUIRE_TSHARK` is set
 /// (`.ci/run` sets it): then it fails.
 pub fn tshark_installed(what: &str) -> bool {
-    if std::process::Command::new("tshark")
+    tool_installed("tshark", "YARAFLOW_REQUIRE_TSHARK", what)
+}
+
+/// Whether `program` runs (`program --version`). When it does not, a test
+/// skips what needs it (saying `what` on stderr), unless the environment
+/// variable `required` is set (`.ci/run` sets it): then it fails.
+pub fn tool_installed(program: &str, required: &str, what: &str) -> bool {
+    let found = std::process::Command::new(program)
         .arg("--version")
-        .output()
-        .is_ok()
-    {
-        return true;
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os(required).is_none(),
+            "{program} is required ({required} is set) but not installed"
+        );
+        eprintln!("{program} not installed: {what} (skipped)");
     }
-    assert!(
-        std::env::var_os("YARAFLOW_REQUIRE_TSHARK").is_none(),
-        "tshark is required (YARAFLOW_REQUIRE_TSHARK is set) but not installed"
-    );
-    eprintln!("tshark not installed: {what} (skipped)");
-    false
+    found
+}
+
+/// A free loopback port (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Compiles rules with the default window cap.
