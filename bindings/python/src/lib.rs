@@ -227,11 +227,12 @@ fn uuid_objects(py: Python<'_>, ids: Vec<Uuid>) -> PyResult<Vec<Py<PyAny>>> {
     ids.into_iter()
         .map(|id| {
             let bytes = PyBytes::new(py, id.as_bytes());
-            Ok(class.call((), Some(&[("bytes", bytes)].into_py_dict(py)?))?.unbind())
+            Ok(class
+                .call((), Some(&[("bytes", bytes)].into_py_dict(py)?))?
+                .unbind())
         })
         .collect()
 }
-
 
 /// Compiled YARA rules, immutable and shared by any number of scanners and
 /// engines.
@@ -407,7 +408,11 @@ impl Scanner {
     }
 
     /// Closes the stream and returns its final verdict.
-    fn close_stream(&mut self, py: Python<'_>, stream_id: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    fn close_stream(
+        &mut self,
+        py: Python<'_>,
+        stream_id: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
         let id = self::stream_id(stream_id)?;
         let results = self.run(py, |scanner| scanner.close_stream(&id))?;
         known(py, results, id)
