@@ -72,6 +72,19 @@ typedef struct YfRules YfRules;
 // engine, or a scanner per thread.
 typedef struct YfScanner YfScanner;
 
+// Limits on what callers may hold open and send at once, for
+// [`yf_scanner_new_with_limits`] and [`yf_engine_start_with_limits`]. A
+// field left 0 keeps its default.
+typedef struct YfLimits {
+  // Most streams open at once (default 1,000,000; on an engine, on each
+  // shard). Past it, opening a stream fails with
+  // `YF_STATUS_TOO_MANY_STREAMS`.
+  size_t max_open_streams;
+  // Largest chunk or line one call may append, in bytes (default 16
+  // MiB). A larger one fails with `YF_STATUS_CHUNK_TOO_LARGE`.
+  size_t max_chunk_bytes;
+} YfLimits;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -118,6 +131,11 @@ void yf_rules_free(struct YfRules *rules);
 // scanner, to free with [`yf_scanner_free`]. Thread-safe; the scanner it
 // makes belongs to the calling thread.
 enum YfStatus yf_scanner_new(const struct YfRules *rules, struct YfScanner **out);
+
+// [`yf_scanner_new`] with `limits` (NULL: the defaults).
+enum YfStatus yf_scanner_new_with_limits(const struct YfRules *rules,
+                                         const struct YfLimits *limits,
+                                         struct YfScanner **out);
 
 // Frees a scanner and the streams it holds (without their verdicts).
 // NULL is a no-op. Call it on the thread that created the scanner: on
@@ -194,6 +212,12 @@ enum YfStatus yf_scanner_active_streams(struct YfScanner *scanner, size_t *count
 // [`yf_engine_free`]. Thread-safe.
 enum YfStatus yf_engine_start(const struct YfRules *rules, size_t shards, struct YfEngine **out);
 
+// [`yf_engine_start`] with `limits` (NULL: the defaults).
+enum YfStatus yf_engine_start_with_limits(const struct YfRules *rules,
+                                          size_t shards,
+                                          const struct YfLimits *limits,
+                                          struct YfEngine **out);
+
 // Stops an engine and frees it; its open streams are dropped without
 // verdicts (close them first to get them). NULL is a no-op. Blocks until
 // its threads end. Not thread-safe with other calls on the same engine:
@@ -232,6 +256,17 @@ enum YfStatus yf_engine_get_results(const struct YfEngine *engine,
 enum YfStatus yf_engine_close_stream(const struct YfEngine *engine,
                                      const uint8_t *id,
                                      char **json_out);
+
+// Opens stream `id` (16 bytes) in `mode`, on its shard, and waits for
+// the answer. Optional (the first chunk or line opens a stream), but the
+// appends do not wait for their shard, so a stream's mode is checked by
+// its shard after they return: open it first to learn at once that it is
+// open in the other mode (`YF_STATUS_MODE_MISMATCH`) or that the engine
+// holds too many streams (`YF_STATUS_TOO_MANY_STREAMS`). Opening an open
+// stream of the same mode changes nothing. Thread-safe.
+enum YfStatus yf_engine_open_stream(const struct YfEngine *engine,
+                                    const uint8_t *id,
+                                    enum YfStreamMode mode);
 
 // Opens chunk stream `id` (16 bytes) as a file, if it is not open, and
 // says what it is: see `yf_scanner_set_file`. Thread-safe.

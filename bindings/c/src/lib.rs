@@ -84,6 +84,44 @@ pub enum YfStreamMode {
     Lines = 1,
 }
 
+/// Limits on what callers may hold open and send at once, for
+/// [`yf_scanner_new_with_limits`] and [`yf_engine_start_with_limits`]. A
+/// field left 0 keeps its default.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct YfLimits {
+    /// Most streams open at once (default 1,000,000; on an engine, on each
+    /// shard). Past it, opening a stream fails with
+    /// `YF_STATUS_TOO_MANY_STREAMS`.
+    pub max_open_streams: usize,
+    /// Largest chunk or line one call may append, in bytes (default 16
+    /// MiB). A larger one fails with `YF_STATUS_CHUNK_TOO_LARGE`.
+    pub max_chunk_bytes: usize,
+}
+
+/// The default scanner configuration with `limits` (NULL: none) applied.
+unsafe fn scanner_config(limits: *const YfLimits) -> ScannerConfig {
+    let mut config = ScannerConfig::default();
+    if let Some(limits) = limits.as_ref() {
+        if limits.max_open_streams > 0 {
+            config.max_open_streams = limits.max_open_streams;
+        }
+        if limits.max_chunk_bytes > 0 {
+            config.max_chunk_bytes = limits.max_chunk_bytes;
+        }
+    }
+    config
+}
+
+impl From<YfStreamMode> for StreamMode {
+    fn from(mode: YfStreamMode) -> StreamMode {
+        match mode {
+            YfStreamMode::Chunks => StreamMode::Chunks,
+            YfStreamMode::Lines => StreamMode::Lines,
+        }
+    }
+}
+
 /// Compiled rules. Immutable: safe to use from any number of threads at
 /// once. Scanners and engines keep their own share, so the rules may be
 /// freed while they live.
@@ -427,13 +465,24 @@ pub unsafe extern "C" fn yf_scanner_new(
     rules: *const YfRules,
     out: *mut *mut YfScanner,
 ) -> YfStatus {
+    yf_scanner_new_with_limits(rules, std::ptr::null(), out)
+}
+
+/// [`yf_scanner_new`] with `limits` (NULL: the defaults).
+#[no_mangle]
+pub unsafe extern "C" fn yf_scanner_new_with_limits(
+    rules: *const YfRules,
+    limits: *const YfLimits,
+    out: *mut *mut YfScanner,
+) -> YfStatus {
     guard(|| {
         let rules = arg(rules, "rules")?;
         if out.is_null() {
             return Err(Failure::null("out"));
         }
+        let config = scanner_config(limits);
         let scanner = OwnedScanner::new(rules.rules.clone(), |rules| {
-            MultiStreamScanner::new(rules, ScannerConfig::default())
+            MultiStreamScanner::new(rules, config)
         });
         *out = Box::into_raw(Box::new(YfScanner {
             scanner,
@@ -494,12 +543,7 @@ pub unsafe extern "C" fn yf_scanner_open_stream(
     mode: YfStreamMode,
 ) -> YfStatus {
     with_scanner(scanner, |scanner| {
-        let id = stream_id(id)?;
-        let mode = match mode {
-            YfStreamMode::Chunks => StreamMode::Chunks,
-            YfStreamMode::Lines => StreamMode::Lines,
-        };
-        Ok(scanner.open_stream(id, mode)?)
+        Ok(scanner.open_stream(stream_id(id)?, mode.into())?)
     })
 }
 
@@ -630,6 +674,17 @@ pub unsafe extern "C" fn yf_engine_start(
     shards: usize,
     out: *mut *mut YfEngine,
 ) -> YfStatus {
+    yf_engine_start_with_limits(rules, shards, std::ptr::null(), out)
+}
+
+/// [`yf_engine_start`] with `limits` (NULL: the defaults).
+#[no_mangle]
+pub unsafe extern "C" fn yf_engine_start_with_limits(
+    rules: *const YfRules,
+    shards: usize,
+    limits: *const YfLimits,
+    out: *mut *mut YfEngine,
+) -> YfStatus {
     guard(|| {
         let rules = arg(rules, "rules")?;
         if out.is_null() {
@@ -637,6 +692,7 @@ pub unsafe extern "C" fn yf_engine_start(
         }
         let config = EngineConfig {
             shards,
+            scanner: scanner_config(limits),
             ..EngineConfig::default()
         };
         let engine = Engine::start_shared(rules.rules.clone(), config)?;
@@ -736,6 +792,24 @@ pub unsafe extern "C" fn yf_engine_close_stream(
     with_engine(engine, |handle| {
         let id = stream_id(id)?;
         give_json(json_out, &known(handle.close_stream(id)?, id)?)
+    })
+}
+
+/// Opens stream `id` (16 bytes) in `mode`, on its shard, and waits for
+/// the answer. Optional (the first chunk or line opens a stream), but the
+/// appends do not wait for their shard, so a stream's mode is checked by
+/// its shard after they return: open it first to learn at once that it is
+/// open in the other mode (`YF_STATUS_MODE_MISMATCH`) or that the engine
+/// holds too many streams (`YF_STATUS_TOO_MANY_STREAMS`). Opening an open
+/// stream of the same mode changes nothing. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn yf_engine_open_stream(
+    engine: *const YfEngine,
+    id: *const u8,
+    mode: YfStreamMode,
+) -> YfStatus {
+    with_engine(engine, |handle| {
+        Ok(handle.open_stream(stream_id(id)?, mode.into(), Vec::new())?)
     })
 }
 

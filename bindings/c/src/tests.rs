@@ -301,3 +301,75 @@ rule typed { condition: filetype == "application/pdf" }"#;
     unsafe { yf_engine_free(engine) };
     unsafe { yf_rules_free(rules) };
 }
+
+/// An engine's open answers at once: a stream open in the other mode (its
+/// line sent just before) is a mode mismatch, the engine's stream limit is
+/// too many streams, and a second open of the same mode is fine.
+#[test]
+fn an_engine_open_reports_the_mode_and_the_limit_at_once() {
+    let (status, rules) = compile(r#"rule a { strings: $a = "x" condition: $a }"#, &[]);
+    assert_eq!(status, YfStatus::Ok, "{}", last_error());
+    let mut engine = null_mut();
+    assert_eq!(
+        unsafe { yf_engine_start(rules, 2, &mut engine) },
+        YfStatus::Ok
+    );
+    let (log, flow) = ([7u8; 16], [8u8; 16]);
+    let line = b"a line";
+    let status = unsafe { yf_engine_scan_line(engine, log.as_ptr(), line.as_ptr(), line.len()) };
+    assert_eq!(status, YfStatus::Ok, "the append itself does not wait");
+    let open = |id: &[u8; 16], mode| unsafe { yf_engine_open_stream(engine, id.as_ptr(), mode) };
+    assert_eq!(open(&log, YfStreamMode::Chunks), YfStatus::ModeMismatch);
+    assert!(last_error().contains("mode"), "{}", last_error());
+    assert_eq!(open(&log, YfStreamMode::Lines), YfStatus::Ok);
+    assert_eq!(open(&flow, YfStreamMode::Chunks), YfStatus::Ok);
+    let mut count = 0;
+    assert_eq!(
+        unsafe { yf_engine_active_streams(engine, &mut count) },
+        YfStatus::Ok
+    );
+    assert_eq!(count, 2);
+    unsafe { yf_engine_free(engine) };
+
+    let limits = YfLimits {
+        max_open_streams: 1,
+        max_chunk_bytes: 4,
+    };
+    let mut engine = null_mut();
+    assert_eq!(
+        unsafe { yf_engine_start_with_limits(rules, 1, &limits, &mut engine) },
+        YfStatus::Ok
+    );
+    let open =
+        |id: &[u8; 16]| unsafe { yf_engine_open_stream(engine, id.as_ptr(), YfStreamMode::Chunks) };
+    assert_eq!(open(&flow), YfStatus::Ok);
+    assert_eq!(open(&log), YfStatus::TooManyStreams);
+    let status = unsafe { yf_engine_scan_chunk(engine, flow.as_ptr(), line.as_ptr(), line.len()) };
+    assert_eq!(status, YfStatus::ChunkTooLarge);
+    unsafe { yf_engine_free(engine) };
+    unsafe { yf_rules_free(rules) };
+}
+
+/// A scanner's limits hold; a zero field keeps its default.
+#[test]
+fn a_scanner_keeps_its_limits() {
+    let (status, rules) = compile(r#"rule a { strings: $a = "x" condition: $a }"#, &[]);
+    assert_eq!(status, YfStatus::Ok, "{}", last_error());
+    let limits = YfLimits {
+        max_open_streams: 1,
+        max_chunk_bytes: 0,
+    };
+    let mut scanner = null_mut();
+    assert_eq!(
+        unsafe { yf_scanner_new_with_limits(rules, &limits, &mut scanner) },
+        YfStatus::Ok
+    );
+    let big = vec![b'x'; 1 << 20];
+    let append = |id: &[u8; 16], data: &[u8]| unsafe {
+        yf_scanner_scan_chunk(scanner, id.as_ptr(), data.as_ptr(), data.len())
+    };
+    assert_eq!(append(&[1; 16], &big), YfStatus::Ok, "{}", last_error());
+    assert_eq!(append(&[2; 16], b"x"), YfStatus::TooManyStreams);
+    unsafe { yf_scanner_free(scanner) };
+    unsafe { yf_rules_free(rules) };
+}

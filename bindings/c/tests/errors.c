@@ -80,6 +80,11 @@ int main(void) {
     /* The engine: the same refusals, from its thread-safe handle. */
     YfEngine *engine = NULL;
     EXPECT(yf_engine_start(NULL, 1, &engine) == YF_STATUS_NULL_ARGUMENT && engine == NULL);
+    YfLimits limits = {.max_open_streams = 1, .max_chunk_bytes = 0};
+    EXPECT(yf_engine_start_with_limits(rules, 1, &limits, NULL) == YF_STATUS_NULL_ARGUMENT);
+    EXPECT(yf_engine_start_with_limits(rules, 1, NULL, &engine) == YF_STATUS_OK);
+    yf_engine_free(engine);
+    engine = NULL;
     EXPECT(yf_engine_start(rules, 1, &engine) == YF_STATUS_OK);
     yf_rules_free(rules); /* the scanner and the engine keep their share */
     EXPECT(yf_engine_scan_chunk(engine, NULL, (const uint8_t *)"x", 1) == YF_STATUS_NULL_ARGUMENT);
@@ -88,6 +93,10 @@ int main(void) {
     /* The engine checks a chunk's mode on its shard, after the call has
      * returned: the call is taken, the chunk refused there. */
     EXPECT(yf_engine_scan_chunk(engine, id, (const uint8_t *)"x", 1) == YF_STATUS_OK);
+    /* Opening waits for the shard: the mismatch is reported at once. */
+    EXPECT(yf_engine_open_stream(engine, id, YF_STREAM_MODE_CHUNKS) == YF_STATUS_MODE_MISMATCH);
+    EXPECT(yf_engine_open_stream(NULL, id, YF_STREAM_MODE_CHUNKS) == YF_STATUS_NULL_ARGUMENT);
+    EXPECT(yf_engine_open_stream(engine, NULL, YF_STREAM_MODE_CHUNKS) == YF_STATUS_NULL_ARGUMENT);
     EXPECT(yf_engine_close_stream(engine, id, &json) == YF_STATUS_OK && strstr(json, "\"lines\":1"));
     yf_string_free(json);
     json = NULL;

@@ -3,10 +3,11 @@
 //! It owns the boundary with Python: [`Rules`] (compiled once, shared),
 //! [`Scanner`] (a multi-stream scanner, one thread's) and [`Engine`] (the
 //! actor engine, any thread's, which releases the GIL while it works).
-//! Results cross as the JSON text `yaraflow scan` prints, which
-//! `yaraflow._results` turns into objects shaped like the `yara-x`
-//! package's (`matching_rules`, `patterns`, `matches`): one definition of
-//! a verdict's shape, in Python, where its users read it.
+//! Verdicts become objects shaped like the `yara-x` package's results
+//! ([`ScanResults`] with `matching_rules`, each [`Rule`] with `patterns`,
+//! each [`Pattern`] with `matches`), built straight from the library's
+//! `StreamResults` (no JSON in between: a close costs about what it costs
+//! in Rust).
 //!
 //! Errors become exceptions: `CompileError` for rules, `ScanError` (with
 //! the library's error kind in `kind`) for stream calls, `ValueError` and
@@ -21,7 +22,9 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{IntoPyDict, PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyString, PyTuple};
+use pyo3::types::{
+    IntoPyDict, PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyString, PyTuple, PyType,
+};
 
 use yaraflow::{
     BlockingHandle, Engine as RustEngine, EngineConfig, EngineError, External, ExternalValue,
@@ -204,14 +207,224 @@ fn stream_mode(mode: &str) -> PyResult<StreamMode> {
 
 /// A verdict as a `yaraflow.ScanResults`.
 fn results_object(py: Python<'_>, results: &StreamResults) -> PyResult<Py<PyAny>> {
-    static FROM_JSON: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let from_json = FROM_JSON.get_or_try_init(py, || {
-        let class = py.import("yaraflow._results")?.getattr("ScanResults")?;
-        Ok::<_, PyErr>(class.getattr("_from_json")?.unbind())
-    })?;
-    let json = serde_json::to_string(results)
-        .map_err(|err| PyValueError::new_err(format!("cannot write results: {err}")))?;
-    from_json.call1(py, (json,))
+    let rules = results
+        .rules
+        .iter()
+        .map(|rule| Ok(Py::new(py, Rule::new(py, rule)?)?.into_any()))
+        .collect::<PyResult<Vec<_>>>()?;
+    let whole_data = match &results.whole_data {
+        None => py.None(),
+        Some(verdict) => {
+            let value = serde_json::to_value(verdict)
+                .map_err(|err| PyValueError::new_err(format!("cannot read a verdict: {err}")))?;
+            python_value(py, &value)?
+        }
+    };
+    let object = ScanResults {
+        stream: results.stream,
+        matching_rules: PyTuple::new(py, rules)?.unbind(),
+        exact: results.exact,
+        matches_cut: results.matches_cut,
+        bytes: results.stats.bytes,
+        lines: results.stats.lines,
+        chunks: results.stats.chunks,
+        whole_data,
+    };
+    Ok(Py::new(py, object)?.into_any())
+}
+
+/// A JSON value (rule metadata, a whole-data verdict) as Python objects.
+fn python_value(py: Python<'_>, value: &serde_json::Value) -> PyResult<Py<PyAny>> {
+    use serde_json::Value;
+    Ok(match value {
+        Value::Null => py.None(),
+        Value::Bool(flag) => PyBool::new(py, *flag).to_owned().into_any().unbind(),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(integer), _) => integer.into_pyobject(py)?.into_any().unbind(),
+            (None, Some(float)) => float.into_pyobject(py)?.into_any().unbind(),
+            _ => n.to_string().into_pyobject(py)?.into_any().unbind(),
+        },
+        Value::String(text) => text.into_pyobject(py)?.into_any().unbind(),
+        Value::Array(items) => {
+            let items = items
+                .iter()
+                .map(|item| python_value(py, item))
+                .collect::<PyResult<Vec<_>>>()?;
+            PyTuple::new(py, items)?.into_any().unbind()
+        }
+        Value::Object(fields) => {
+            let dict = PyDict::new(py);
+            for (key, field) in fields {
+                dict.set_item(key, python_value(py, field)?)?;
+            }
+            dict.into_any().unbind()
+        }
+    })
+}
+
+/// The verdict of one stream, shaped like the `yara-x` package's scan
+/// results (`matching_rules`), with what a stream adds.
+#[pyclass(frozen, module = "yaraflow")]
+struct ScanResults {
+    stream: Uuid,
+    /// The rules that match, as `Rule`s.
+    #[pyo3(get)]
+    matching_rules: Py<PyTuple>,
+    /// False in the rare case where no rule's verdict is claimed exact.
+    #[pyo3(get)]
+    exact: bool,
+    /// True when the stream had more matches than the scanner lists.
+    #[pyo3(get)]
+    matches_cut: bool,
+    /// Bytes appended to the stream.
+    #[pyo3(get)]
+    bytes: u64,
+    /// Lines appended (line streams) or newline bytes seen (chunk streams).
+    #[pyo3(get)]
+    lines: u64,
+    /// Calls that appended data.
+    #[pyo3(get)]
+    chunks: u64,
+    /// How rules that need the whole data were decided (`None` when the
+    /// rules have none): `{"state": "scanned" | "gated" | ..., ...}`.
+    #[pyo3(get)]
+    whole_data: Py<PyAny>,
+}
+
+#[pymethods]
+impl ScanResults {
+    /// The stream's id, as a `uuid.UUID`.
+    #[getter]
+    fn stream_id(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        uuid_object(py, self.stream)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "ScanResults(stream_id={}, matching_rules={}, bytes={}, exact={})",
+            self.stream,
+            self.matching_rules
+                .bind(py)
+                .repr()
+                .map_or_else(|_| "?".into(), |r| r.to_string()),
+            self.bytes,
+            if self.exact { "True" } else { "False" }
+        )
+    }
+}
+
+/// A matching rule.
+#[pyclass(frozen, get_all, module = "yaraflow")]
+struct Rule {
+    /// The rule's identifier.
+    identifier: String,
+    /// Its namespace.
+    namespace: String,
+    /// Its tags, a tuple of str.
+    tags: Py<PyTuple>,
+    /// Its metadata: `(name, value)` pairs, in the rule's order.
+    metadata: Py<PyTuple>,
+    /// Its patterns, as `Pattern`s.
+    patterns: Py<PyTuple>,
+    /// False when stream scanning cannot evaluate this rule exactly
+    /// (`yaraflow check` says why).
+    exact: bool,
+}
+
+impl Rule {
+    fn new(py: Python<'_>, rule: &yaraflow::RuleMatch) -> PyResult<Rule> {
+        let patterns = rule
+            .patterns
+            .iter()
+            .map(|pattern| Ok(Py::new(py, Pattern::new(py, pattern)?)?.into_any()))
+            .collect::<PyResult<Vec<_>>>()?;
+        let metadata = python_value(py, &rule.metadata)?;
+        let metadata = match metadata.bind(py).cast::<PyTuple>() {
+            Ok(tuple) => tuple.clone().unbind(),
+            Err(_) => PyTuple::empty(py).unbind(),
+        };
+        Ok(Rule {
+            identifier: rule.identifier.clone(),
+            namespace: rule.namespace.clone(),
+            tags: PyTuple::new(py, &rule.tags)?.unbind(),
+            metadata,
+            patterns: PyTuple::new(py, patterns)?.unbind(),
+            exact: rule.exact,
+        })
+    }
+}
+
+#[pymethods]
+impl Rule {
+    fn __repr__(&self) -> String {
+        format!("Rule({}:{})", self.namespace, self.identifier)
+    }
+}
+
+/// A pattern of a matching rule, with every match.
+#[pyclass(frozen, get_all, module = "yaraflow")]
+struct Pattern {
+    /// The pattern's identifier (`$a`; `$` for anonymous patterns).
+    identifier: String,
+    /// Its matches, as `Match`es.
+    matches: Py<PyTuple>,
+}
+
+impl Pattern {
+    fn new(py: Python<'_>, pattern: &yaraflow::PatternMatches) -> PyResult<Pattern> {
+        let matches = pattern
+            .matches
+            .iter()
+            .map(|m| {
+                let object = Match {
+                    offset: m.offset,
+                    length: m.length,
+                    line: m.line,
+                    xor_key: m.xor_key,
+                    data: PyBytes::new(py, &m.data).unbind(),
+                };
+                Ok(Py::new(py, object)?.into_any())
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(Pattern {
+            identifier: pattern.identifier.clone(),
+            matches: PyTuple::new(py, matches)?.unbind(),
+        })
+    }
+}
+
+#[pymethods]
+impl Pattern {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "Pattern({}, {} matches)",
+            self.identifier,
+            self.matches.bind(py).len()
+        )
+    }
+}
+
+/// One match of a pattern, at a stream offset.
+#[pyclass(frozen, get_all, module = "yaraflow")]
+struct Match {
+    /// Stream offset of the first matched byte.
+    offset: u64,
+    /// Length of the match in bytes.
+    length: usize,
+    /// 1-based line of the match.
+    line: u64,
+    /// The XOR key, for patterns with the `xor` modifier (else `None`).
+    xor_key: Option<u8>,
+    /// The matched bytes (at most the scanner's snippet limit, 64 bytes by
+    /// default).
+    data: Py<PyBytes>,
+}
+
+#[pymethods]
+impl Match {
+    fn __repr__(&self) -> String {
+        format!("Match(offset={}, length={})", self.offset, self.length)
+    }
 }
 
 /// The verdict of a stream that must be open.
@@ -222,16 +435,18 @@ fn known(py: Python<'_>, results: Option<StreamResults>, id: Uuid) -> PyResult<P
     }
 }
 
+/// A stream id as a `uuid.UUID`.
+fn uuid_object(py: Python<'_>, id: Uuid) -> PyResult<Py<PyAny>> {
+    static UUID: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    let class = UUID.import(py, "uuid", "UUID")?;
+    let bytes = PyBytes::new(py, id.as_bytes());
+    Ok(class
+        .call((), Some(&[("bytes", bytes)].into_py_dict(py)?))?
+        .unbind())
+}
+
 fn uuid_objects(py: Python<'_>, ids: Vec<Uuid>) -> PyResult<Vec<Py<PyAny>>> {
-    let class = py.import("uuid")?.getattr("UUID")?;
-    ids.into_iter()
-        .map(|id| {
-            let bytes = PyBytes::new(py, id.as_bytes());
-            Ok(class
-                .call((), Some(&[("bytes", bytes)].into_py_dict(py)?))?
-                .unbind())
-        })
-        .collect()
+    ids.into_iter().map(|id| uuid_object(py, id)).collect()
 }
 
 /// Compiled YARA rules, immutable and shared by any number of scanners and
@@ -582,5 +797,9 @@ fn _yaraflow(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Rules>()?;
     module.add_class::<Scanner>()?;
     module.add_class::<Engine>()?;
+    module.add_class::<ScanResults>()?;
+    module.add_class::<Rule>()?;
+    module.add_class::<Pattern>()?;
+    module.add_class::<Match>()?;
     Ok(())
 }

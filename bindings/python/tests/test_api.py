@@ -195,3 +195,18 @@ def test_an_engine_takes_calls_from_many_threads(rules):
     with pytest.raises(yaraflow.ScanError):
         engine.scan_chunk(uuid.uuid4(), b"after close")
     engine.close()  # a second close does nothing
+
+
+def test_the_package_docstring_example_runs():
+    import doctest
+
+    failures, tried = doctest.testmod(yaraflow)
+    assert tried > 0 and failures == 0
+
+
+def test_results_print_readably(rules):
+    scanner = yaraflow.Scanner(rules)
+    scanner.scan_chunk(uuid.UUID(int=5), b"hello world")
+    results = scanner.close_stream(uuid.UUID(int=5))
+    assert "greeting" in repr(results) and "bytes=11" in repr(results)
+    assert repr(results.matching_rules[0].patterns[0].matches[0]) == "Match(offset=0, length=11)"

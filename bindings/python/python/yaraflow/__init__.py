@@ -19,13 +19,16 @@ threads of their own) takes calls from any thread and releases the GIL
 while it works.
 """
 
-from ._results import Match, Pattern, Rule, ScanResults
 from ._yaraflow import (
     CompileError,
     Engine,
     Error,
+    Match,
+    Pattern,
+    Rule,
     Rules,
     ScanError,
+    ScanResults,
     Scanner,
     __version__,
 )

@@ -1,9 +1,7 @@
 """Type stubs of the native module (see ``src/lib.rs``)."""
 
 import uuid
-from typing import Dict, List, Optional, Sequence, Union
-
-from ._results import ScanResults
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 StreamId = Union[uuid.UUID, bytes, str]
 """A stream id: a ``uuid.UUID``, its 16 bytes, or its text."""
@@ -27,6 +25,58 @@ class ScanError(Error):
     kind: str
     """Why: ``unknown_stream``, ``mode_mismatch``, ``too_many_streams``,
     ``chunk_too_large``, ``bad_external``, ``scan_failed``, ..."""
+
+class Match:
+    """One match of a pattern, at a stream offset."""
+
+    offset: int
+    """Stream offset of the first matched byte."""
+    length: int
+    """Length of the match in bytes."""
+    line: int
+    """1-based line of the match."""
+    xor_key: Optional[int]
+    """The XOR key, for patterns with the ``xor`` modifier."""
+    data: bytes
+    """The matched bytes (at most 64 by default)."""
+
+class Pattern:
+    """A pattern of a matching rule, with every match."""
+
+    identifier: str
+    """The pattern's identifier (``$a``; ``$`` for anonymous patterns)."""
+    matches: Tuple[Match, ...]
+
+class Rule:
+    """A matching rule."""
+
+    identifier: str
+    namespace: str
+    tags: Tuple[str, ...]
+    metadata: Tuple[Tuple[str, Any], ...]
+    """``(name, value)`` pairs, in the rule's order."""
+    patterns: Tuple[Pattern, ...]
+    exact: bool
+    """False when stream scanning cannot evaluate this rule exactly."""
+
+class ScanResults:
+    """The verdict of one stream."""
+
+    stream_id: uuid.UUID
+    matching_rules: Tuple[Rule, ...]
+    exact: bool
+    """False in the rare case where no rule's verdict is claimed exact."""
+    matches_cut: bool
+    """True when the stream had more matches than the scanner lists."""
+    bytes: int
+    """Bytes appended to the stream."""
+    lines: int
+    """Lines appended (line streams) or newline bytes seen (chunk streams)."""
+    chunks: int
+    """Calls that appended data."""
+    whole_data: Optional[Dict[str, Any]]
+    """How rules that need the whole data were decided (``None`` when the
+    rules have none)."""
 
 class Rules:
     """Compiled YARA rules, shared by any number of scanners and engines."""
