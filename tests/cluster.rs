@@ -1,7 +1,8 @@
 //! The cluster end to end: a real three-node JetStream cluster of
 //! `nats-server` on loopback (started and stopped here, stores in
-//! temporary folders), three in-process workers, a producer sending a few
-//! thousand interleaved streams, and a worker killed in the middle.
+//! temporary folders), in-process workers, a producer sending a few
+//! thousand interleaved streams, and a fault in the middle: a worker
+//! killed, a worker joining, a worker process paused past its lease.
 //!
 //! What must hold: every verdict equals a whole-buffer YARA-X scan of its
 //! stream, each appears exactly once on the verdict stream, and the killed
@@ -335,53 +336,123 @@ async fn read_verdicts(client: &async_nats::Client, expected: usize) -> Vec<serd
         .collect()
 }
 
+/// The streams of a run and the verdict each must get.
+struct Load {
+    rules: RuleSet,
+    streams: Vec<(Uuid, Vec<u8>)>,
+    expected: HashMap<Uuid, common::Verdict>,
+}
+
+impl Load {
+    fn new(seed: u64) -> Load {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let streams: Vec<(Uuid, Vec<u8>)> = (0..STREAMS)
+            .map(|_| (Uuid::from_u128(rng.gen()), stream_data(&mut rng)))
+            .collect();
+        let rules = rules();
+        let expected: HashMap<Uuid, common::Verdict> = streams
+            .iter()
+            .map(|(id, data)| (*id, common::reference(&rules, data)))
+            .collect();
+        let matching = expected.values().filter(|v| !v.is_empty()).count();
+        assert!(
+            matching > STREAMS / 2,
+            "only {matching} streams match a rule"
+        );
+        Load {
+            rules,
+            streams,
+            expected,
+        }
+    }
+
+    /// Publishes the load (after some garbage) on its own task; the
+    /// receiver hears once half of the streams are closed. The task gives
+    /// the number of messages published.
+    fn produce(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        client: &async_nats::Client,
+    ) -> (tokio::task::JoinHandle<u64>, std::sync::mpsc::Receiver<()>) {
+        let (halfway, heard) = std::sync::mpsc::channel::<()>();
+        let client = client.clone();
+        let streams = self.streams.clone();
+        let task = runtime.spawn(async move {
+            publish_garbage(&client, &config()).await;
+            let mut producer = Producer::new(client, config(), 256).await.unwrap();
+            produce(&mut producer, &streams, 7, || {
+                let _ = halfway.send(());
+            })
+            .await;
+            producer.published()
+        });
+        (task, heard)
+    }
+
+    /// Every stream's verdict is on the verdict stream exactly once and
+    /// equals a whole-buffer YARA-X scan.
+    fn check_verdicts(&self, runtime: &tokio::runtime::Runtime, client: &async_nats::Client) {
+        let verdicts = runtime.block_on(read_verdicts(client, STREAMS));
+        let mut seen: HashMap<Uuid, usize> = HashMap::new();
+        for verdict in &verdicts {
+            let id: Uuid = verdict["stream"].as_str().unwrap().parse().unwrap();
+            *seen.entry(id).or_default() += 1;
+            assert!(verdict.get("error").is_none(), "{verdict}");
+            let want = self
+                .expected
+                .get(&id)
+                .unwrap_or_else(|| panic!("a verdict for unknown stream {id}"));
+            assert_eq!(&common::printed(&self.rules, verdict), want, "stream {id}");
+        }
+        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "verdicts published more than once: {twice:?}"
+        );
+        assert_eq!(seen.len(), STREAMS, "streams with a verdict");
+        assert_eq!(verdicts.len(), STREAMS, "verdict messages");
+    }
+}
+
+/// A cluster, its objects and `workers` in-process workers owning every
+/// partition.
+fn cluster_with_workers(
+    workers: usize,
+) -> (
+    NatsCluster,
+    tokio::runtime::Runtime,
+    async_nats::Client,
+    Vec<RunningWorker>,
+) {
+    let nats = NatsCluster::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(ensure_objects(&nats.url(0)));
+    let workers: Vec<RunningWorker> = (0..workers)
+        .map(|n| RunningWorker::start(nats.url(n % 3)))
+        .collect();
+    wait_until("every partition owned", Duration::from_secs(20), || {
+        owned(&workers.iter().collect::<Vec<_>>()) == u64::from(PARTITIONS)
+    });
+    (nats, runtime, client, workers)
+}
+
+fn total(stats: &[WorkerStatsSnapshot], field: fn(&WorkerStatsSnapshot) -> u64) -> u64 {
+    stats.iter().map(field).sum()
+}
+
 #[test]
 fn three_workers_lose_nothing_and_duplicate_nothing_when_one_is_killed() {
     if !nats_installed() {
         return;
     }
     let began = Instant::now();
-    let nats = NatsCluster::start();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(ensure_objects(&nats.url(0)));
-    let mut workers: Vec<RunningWorker> =
-        (0..3).map(|n| RunningWorker::start(nats.url(n))).collect();
-    wait_until("every partition owned", Duration::from_secs(20), || {
-        owned(&workers.iter().collect::<Vec<_>>()) == u64::from(PARTITIONS)
-    });
+    let (_nats, runtime, client, mut workers) = cluster_with_workers(3);
     eprintln!("cluster up, partitions owned, after {:?}", began.elapsed());
-
-    let mut rng = StdRng::seed_from_u64(18);
-    let streams: Vec<(Uuid, Vec<u8>)> = (0..STREAMS)
-        .map(|_| (Uuid::from_u128(rng.gen()), stream_data(&mut rng)))
-        .collect();
-    let rules = rules();
-    let expected: HashMap<Uuid, common::Verdict> = streams
-        .iter()
-        .map(|(id, data)| (*id, common::reference(&rules, data)))
-        .collect();
-    let matching = expected.values().filter(|v| !v.is_empty()).count();
-    assert!(
-        matching > STREAMS / 2,
-        "only {matching} streams match a rule"
-    );
+    let load = Load::new(18);
 
     let killed_owned = workers[0].stats.snapshot().owned;
-    let (kill_now, kill_asked) = std::sync::mpsc::channel::<()>();
-    let producing = runtime.spawn({
-        let client = client.clone();
-        let streams = streams.clone();
-        async move {
-            publish_garbage(&client, &config()).await;
-            let mut producer = Producer::new(client, config(), 256).await.unwrap();
-            produce(&mut producer, &streams, 7, || {
-                let _ = kill_now.send(());
-            })
-            .await;
-            producer.published()
-        }
-    });
-    kill_asked.recv().unwrap();
+    let (producing, halfway) = load.produce(&runtime, &client);
+    halfway.recv().unwrap();
     let before_kill = workers[0].stats.snapshot();
     workers[0].kill();
     let killed_at = Instant::now();
@@ -400,28 +471,10 @@ fn three_workers_lose_nothing_and_duplicate_nothing_when_one_is_killed() {
         "partitions all owned again {:?} after the kill",
         killed_at.elapsed()
     );
-
-    let verdicts = runtime.block_on(read_verdicts(&client, STREAMS));
-    let mut seen: HashMap<Uuid, usize> = HashMap::new();
-    for verdict in &verdicts {
-        let id: Uuid = verdict["stream"].as_str().unwrap().parse().unwrap();
-        *seen.entry(id).or_default() += 1;
-        assert!(verdict.get("error").is_none(), "{verdict}");
-        let want = expected
-            .get(&id)
-            .unwrap_or_else(|| panic!("a verdict for unknown stream {id}"));
-        assert_eq!(&common::printed(&rules, verdict), want, "stream {id}");
-    }
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        twice.is_empty(),
-        "verdicts published more than once: {twice:?}"
-    );
-    assert_eq!(seen.len(), STREAMS, "streams with a verdict");
-    assert_eq!(verdicts.len(), STREAMS, "verdict messages");
+    load.check_verdicts(&runtime, &client);
 
     let after: Vec<WorkerStatsSnapshot> = workers[1..].iter_mut().map(|w| w.stop()).collect();
-    let sum = |f: fn(&WorkerStatsSnapshot) -> u64| after.iter().map(f).sum::<u64>();
+    let sum = |f: fn(&WorkerStatsSnapshot) -> u64| total(&after, f);
     let takeovers = sum(|s| s.takeovers);
     let replayed = sum(|s| s.replayed);
     eprintln!(
@@ -452,4 +505,128 @@ fn three_workers_lose_nothing_and_duplicate_nothing_when_one_is_killed() {
         (1..=2).contains(&misrouted),
         "{misrouted} misrouted messages counted"
     );
+}
+
+/// A worker that joins while the load runs takes its share of the
+/// partitions from the others (handed over with a checkpoint), and the
+/// verdicts stay exact and unique.
+#[test]
+fn a_worker_joining_mid_run_takes_its_share() {
+    if !nats_installed() {
+        return;
+    }
+    let (nats, runtime, client, mut workers) = cluster_with_workers(2);
+    let load = Load::new(19);
+    let (producing, halfway) = load.produce(&runtime, &client);
+    halfway.recv().unwrap();
+    workers.push(RunningWorker::start(nats.url(2)));
+    let share = newcomer_share(3);
+    wait_until("the newcomer's share", Duration::from_secs(30), || {
+        workers[2].stats.snapshot().owned >= share
+    });
+    let published = runtime.block_on(producing).unwrap();
+    load.check_verdicts(&runtime, &client);
+
+    let newcomer_owned = workers[2].stats.snapshot().owned;
+    let after: Vec<WorkerStatsSnapshot> = workers.iter_mut().map(|w| w.stop()).collect();
+    eprintln!(
+        "{published} messages published; the newcomer owned {newcomer_owned} partitions ({} claims, {} handed over), applied {} messages; the first two released {} partitions",
+        after[2].claims,
+        after[2].handoffs,
+        after[2].applied,
+        after[0].releases + after[1].releases
+    );
+    assert!(after[2].handoffs >= share, "{} handoffs", after[2].handoffs);
+    assert!(after[0].releases + after[1].releases >= share);
+    assert!(after[2].applied > 0, "the newcomer applied nothing");
+    assert_eq!(total(&after, |s| s.lost), 0, "a partition was lost");
+}
+
+/// A worker process paused (SIGSTOP) past its lease loses its partitions
+/// to the others; resumed (SIGCONT), it finds its leases expired and drops
+/// them instead of applying them (fencing): nothing lost, nothing
+/// duplicated, and the paused worker says it dropped them.
+#[test]
+fn a_worker_paused_past_its_lease_is_fenced() {
+    if !nats_installed() {
+        return;
+    }
+    let (nats, runtime, client, mut workers) = cluster_with_workers(2);
+    let log = common::store_dir();
+    let log_path = log.path().join("worker.log");
+    let mut paused = Command::new(env!("CARGO_BIN_EXE_yaraflow"))
+        .args(["worker", "--nats", &nats.url(2), "--partitions"])
+        .arg(PARTITIONS.to_string())
+        .args([
+            "--replicas",
+            "3",
+            "--lease",
+            "2s",
+            "--status-every",
+            "500ms",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("yaraflow worker starts");
+    let share = newcomer_share(3);
+    wait_until(
+        "the worker process's share",
+        Duration::from_secs(30),
+        || owned(&workers.iter().collect::<Vec<_>>()) <= u64::from(PARTITIONS) - share,
+    );
+    let load = Load::new(20);
+    let (producing, halfway) = load.produce(&runtime, &client);
+    halfway.recv().unwrap();
+    signal(&paused, "STOP");
+    wait_until(
+        "the paused worker's partitions taken over",
+        Duration::from_secs(30),
+        || owned(&workers.iter().collect::<Vec<_>>()) == u64::from(PARTITIONS),
+    );
+    // Let the survivors apply past where the paused worker stood.
+    std::thread::sleep(Duration::from_secs(1));
+    signal(&paused, "CONT");
+    let published = runtime.block_on(producing).unwrap();
+    load.check_verdicts(&runtime, &client);
+
+    signal(&paused, "TERM");
+    assert!(
+        paused.wait().unwrap().success(),
+        "the worker process ends cleanly"
+    );
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let last = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("stopped: "))
+        .last()
+        .unwrap_or_else(|| panic!("no final status in the worker's log:\n{text}"));
+    let stopped: serde_json::Value = serde_json::from_str(last).unwrap();
+    let after: Vec<WorkerStatsSnapshot> = workers.iter_mut().map(|w| w.stop()).collect();
+    eprintln!(
+        "{published} messages published; the paused worker: {stopped}; the others took over {} partitions",
+        total(&after, |s| s.takeovers)
+    );
+    assert!(
+        stopped["lost"].as_u64().unwrap() >= share,
+        "the resumed worker did not drop its expired partitions: {stopped}"
+    );
+    assert!(total(&after, |s| s.takeovers) >= share);
+}
+
+/// The fewest partitions a worker joining `workers - 1` others ends up
+/// with: each holds at most an even share rounded up, and it gets the
+/// rest.
+fn newcomer_share(workers: u32) -> u64 {
+    u64::from(PARTITIONS - (workers - 1) * PARTITIONS.div_ceil(workers))
+}
+
+/// Sends `signal` (`STOP`, `CONT`, `TERM`) to a child process.
+fn signal(child: &std::process::Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal}");
 }
