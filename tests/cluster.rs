@@ -327,7 +327,18 @@ async fn read_verdicts(client: &async_nats::Client, expected: usize) -> Vec<serd
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let verdicts = cluster::verdicts(client, &config).await.unwrap();
+    // A consumer needs JetStream's meta leader, elected again for a few
+    // seconds after a node dies.
+    let verdicts = loop {
+        match cluster::verdicts(client, &config).await {
+            Ok(verdicts) => break verdicts,
+            Err(err) if Instant::now() < deadline => {
+                eprintln!("cannot read the verdicts yet: {err}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => panic!("cannot read the verdicts: {err}"),
+        }
+    };
     let total = verdicts.published as usize;
     let lines: Vec<_> = verdicts.stream.take(total).collect().await;
     lines

@@ -117,19 +117,26 @@ impl Leases {
     }
 
     /// The live workers and the partitions held.
+    /// At most half a lease: a listing that stalls (its consumer on a node
+    /// that died) must not hold up the renewals.
     pub async fn roster(&self) -> Result<Roster, ClusterError> {
         let error = |e: &dyn std::fmt::Display| ClusterError::js("listing the leases", e);
-        let mut keys = self.store.keys().await.map_err(|e| error(&e))?;
-        let mut roster = Roster::default();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| error(&e))?;
-            if key.starts_with("w.") {
-                roster.workers += 1;
-            } else if let Some(p) = key.strip_prefix("p.").and_then(|p| p.parse().ok()) {
-                roster.held.insert(p);
+        let listing = async {
+            let mut keys = self.store.keys().await.map_err(|e| error(&e))?;
+            let mut roster = Roster::default();
+            while let Some(key) = keys.next().await {
+                let key = key.map_err(|e| error(&e))?;
+                if key.starts_with("w.") {
+                    roster.workers += 1;
+                } else if let Some(p) = key.strip_prefix("p.").and_then(|p| p.parse().ok()) {
+                    roster.held.insert(p);
+                }
             }
-        }
-        Ok(roster)
+            Ok(roster)
+        };
+        tokio::time::timeout(self.ttl / 2, listing)
+            .await
+            .unwrap_or_else(|_| Err(error(&"no answer within half a lease")))
     }
 
     fn owner_bytes(&self) -> Bytes {
