@@ -609,8 +609,8 @@ fn a_worker_paused_past_its_lease_is_fenced() {
     let text = std::fs::read_to_string(&log_path).unwrap();
     let last = text
         .lines()
-        .filter_map(|line| line.strip_prefix("stopped: "))
-        .last()
+        .rev()
+        .find_map(|line| line.strip_prefix("stopped: "))
         .unwrap_or_else(|| panic!("no final status in the worker's log:\n{text}"));
     let stopped: serde_json::Value = serde_json::from_str(last).unwrap();
     let after: Vec<WorkerStatsSnapshot> = workers.iter_mut().map(|w| w.stop()).collect();
