@@ -376,6 +376,9 @@ pub mod cluster {
 
     use crate::cluster::WorkerStatsSnapshot;
 
+    /// Partitions of the deployment (its configured count), so that an
+    /// alert can compare them with those owned.
+    pub const PARTITIONS: &str = "yaraflow_cluster_partitions";
     /// Partitions the worker owns now.
     pub const PARTITIONS_OWNED: &str = "yaraflow_cluster_partitions_owned";
     /// Messages not yet applied in the owned partitions.
@@ -397,6 +400,7 @@ pub mod cluster {
 
     /// Every cluster metric with its type and help text.
     pub const ALL: &[(&str, &str, &str)] = &[
+        (PARTITIONS, "gauge", "Partitions of the deployment"),
         (PARTITIONS_OWNED, "gauge", "Partitions this worker owns"),
         (LAG, "gauge", "Messages not yet applied in owned partitions"),
         (
@@ -428,8 +432,13 @@ pub mod cluster {
         ),
     ];
 
-    /// Records a worker's counters.
-    pub(crate) fn record(stats: &WorkerStatsSnapshot, oldest_checkpoint_secs: f64) {
+    /// Records a worker's counters (`partitions`: the deployment's count).
+    pub(crate) fn record(
+        stats: &WorkerStatsSnapshot,
+        partitions: u32,
+        oldest_checkpoint_secs: f64,
+    ) {
+        gauge!(PARTITIONS).set(f64::from(partitions));
         gauge!(PARTITIONS_OWNED).set(stats.owned as f64);
         gauge!(LAG).set(stats.lag as f64);
         gauge!(CHECKPOINT_AGE).set(oldest_checkpoint_secs);

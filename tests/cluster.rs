@@ -565,6 +565,7 @@ fn a_worker_paused_past_its_lease_is_fenced() {
     let (nats, runtime, client, mut workers) = cluster_with_workers(2);
     let log = common::store_dir();
     let log_path = log.path().join("worker.log");
+    let metrics_listen = format!("127.0.0.1:{}", common::free_port());
     let mut paused = Command::new(env!("CARGO_BIN_EXE_yaraflow"))
         .args(["worker", "--nats", &nats.url(2), "--partitions"])
         .arg(PARTITIONS.to_string())
@@ -576,6 +577,7 @@ fn a_worker_paused_past_its_lease_is_fenced() {
             "--status-every",
             "500ms",
         ])
+        .args(["--metrics-listen", &metrics_listen])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
@@ -601,6 +603,7 @@ fn a_worker_paused_past_its_lease_is_fenced() {
     let published = runtime.block_on(producing).unwrap();
     load.check_verdicts(&runtime, &client);
 
+    check_worker_metrics(&metrics_listen);
     signal(&paused, "TERM");
     assert!(
         paused.wait().unwrap().success(),
@@ -630,6 +633,30 @@ fn a_worker_paused_past_its_lease_is_fenced() {
 /// rest.
 fn newcomer_share(workers: u32) -> u64 {
     u64::from(PARTITIONS - (workers - 1) * PARTITIONS.div_ceil(workers))
+}
+
+/// A worker's `/metrics` exposes every cluster metric, and every one the
+/// dashboard and the alert rules use, with the deployment's partition
+/// count.
+fn check_worker_metrics(listen: &str) {
+    let url = format!("http://{listen}/metrics");
+    let exposed = common::exposed_metrics(&url);
+    let used = common::dashboard_and_alert_metrics();
+    let wanted = yaraflow::metrics::cluster::ALL
+        .iter()
+        .map(|(name, _, _)| name.to_string())
+        .chain(
+            used.into_iter()
+                .filter(|n| n.starts_with("yaraflow_cluster_")),
+        );
+    let missing: Vec<String> = wanted.filter(|n| !exposed.contains(n)).collect();
+    assert!(missing.is_empty(), "the worker does not expose {missing:?}");
+    let text = ureq::get(&url).call().unwrap().into_string().unwrap();
+    let partitions = text
+        .lines()
+        .find_map(|line| line.strip_prefix("yaraflow_cluster_partitions "))
+        .unwrap_or_else(|| panic!("no partition count in:\n{text}"));
+    assert_eq!(partitions.trim(), PARTITIONS.to_string());
 }
 
 /// Sends `signal` (`STOP`, `CONT`, `TERM`) to a child process.

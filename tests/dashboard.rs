@@ -11,60 +11,6 @@ use yaraflow::service::{framing, Service};
 use yaraflow::Uuid;
 
 const DASHBOARD: &str = "grafana/dashboards/yaraflow.json";
-const ALERTS: &str = "grafana/alerts.yml";
-
-/// Metric names in a PromQL expression: identifiers that start with one of
-/// the prefixes yaraflow's metrics have.
-fn metric_names(expr: &str, names: &mut BTreeSet<String>) {
-    for prefix in ["yaraflow_", "process_"] {
-        let mut rest = expr;
-        while let Some(at) = rest.find(prefix) {
-            let preceded = rest[..at]
-                .chars()
-                .next_back()
-                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-            let tail = &rest[at..];
-            let end = tail
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(tail.len());
-            if !preceded {
-                names.insert(tail[..end].to_string());
-            }
-            rest = &tail[end..];
-        }
-    }
-}
-
-/// Every PromQL expression of the dashboard: panel targets (rows
-/// included) and variable queries, with the panel title each comes from.
-fn dashboard_queries() -> Vec<(String, String)> {
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(DASHBOARD).unwrap()).unwrap();
-    let mut queries = common::dashboard_panel_queries();
-    for variable in dashboard["templating"]["list"].as_array().unwrap() {
-        if let Some(query) = variable["query"]["query"].as_str() {
-            queries.push((format!("variable {}", variable["name"]), query.to_string()));
-        }
-    }
-    queries
-}
-
-/// The `expr:` of every alert rule (each on one line).
-fn alert_queries() -> Vec<String> {
-    std::fs::read_to_string(ALERTS)
-        .unwrap()
-        .lines()
-        .filter_map(|line| line.trim().strip_prefix("expr:"))
-        .map(|expr| {
-            let expr = expr.trim();
-            assert!(
-                !expr.is_empty() && expr != "|",
-                "keep each expr on its line"
-            );
-            expr.to_string()
-        })
-        .collect()
-}
 
 /// Chunks, lines, a burst, queries, a reset and a close.
 fn traffic(service: &Service) {
@@ -92,40 +38,28 @@ fn traffic(service: &Service) {
         .unwrap();
 }
 
-/// Names of the series `/metrics` exposes.
-fn exposed(service: &Service) -> BTreeSet<String> {
-    let url = format!("http://{}/metrics", service.metrics_addr().unwrap());
-    let text = ureq::get(&url).call().unwrap().into_string().unwrap();
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .map(|line| line.split(['{', ' ']).next().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn every_metric_the_dashboard_and_alerts_use_is_exposed() {
     let service = common::start_bundled_service();
     traffic(&service);
-    let exposed = exposed(&service);
-    let mut used = BTreeSet::new();
-    for (_, expr) in dashboard_queries() {
-        metric_names(&expr, &mut used);
-    }
-    for expr in alert_queries() {
-        metric_names(&expr, &mut used);
-    }
+    let exposed = common::exposed_metrics(&format!(
+        "http://{}/metrics",
+        service.metrics_addr().unwrap()
+    ));
+    let used = common::dashboard_and_alert_metrics();
     assert!(used.len() > 20, "{used:?}");
-    let missing: Vec<&String> = used.iter().filter(|n| !exposed.contains(*n)).collect();
+    // A cluster worker exposes these (tests/cluster.rs checks them there).
+    let missing: Vec<&String> = used
+        .iter()
+        .filter(|n| !n.starts_with("yaraflow_cluster_") && !exposed.contains(*n))
+        .collect();
     assert!(missing.is_empty(), "used but not exposed: {missing:?}");
     service.stop().unwrap();
 }
 
 #[test]
 fn every_published_metric_has_a_panel() {
-    let mut used = BTreeSet::new();
-    for (_, expr) in dashboard_queries() {
-        metric_names(&expr, &mut used);
-    }
+    let used = common::dashboard_and_alert_metrics();
     let shown = |name: &str| {
         used.iter().any(|u| {
             u == name
@@ -134,7 +68,10 @@ fn every_published_metric_has_a_panel() {
                     .any(|s| *u == format!("{name}{s}"))
         })
     };
-    let published = yaraflow::metrics::ALL.iter().map(|(name, _, _)| *name);
+    let published = yaraflow::metrics::ALL
+        .iter()
+        .chain(yaraflow::metrics::cluster::ALL)
+        .map(|(name, _, _)| *name);
     let process = ["process_resident_memory_bytes", "process_cpu_seconds_total"];
     let unshown: Vec<&str> = published.chain(process).filter(|n| !shown(n)).collect();
     assert!(unshown.is_empty(), "no panel shows {unshown:?}");
@@ -177,7 +114,7 @@ fn the_dashboard_has_its_variables_and_well_formed_panels() {
 #[test]
 fn metric_names_are_found_in_promql() {
     let mut names = BTreeSet::new();
-    metric_names(
+    common::metric_names(
         "histogram_quantile(0.5, sum by (le) (rate(yaraflow_scan_latency_seconds_bucket{a=\"b\"}[5m]))) / process_threads + my_process_x",
         &mut names,
     );

@@ -144,6 +144,9 @@ fn prometheus_gets_rates_quantiles_and_every_dashboard_query() {
             .replace("$shard", ".*")
             .replace("$__rate_interval", "2s");
         let result = query(port, &expr).unwrap_or_else(|e| panic!("{title}: {e}"));
+        if expr.contains("yaraflow_cluster_") {
+            continue; // a cluster worker's: it parses; no service has data
+        }
         queries += 1;
         with_data += usize::from(!result.is_empty());
         if result.is_empty() {
@@ -161,7 +164,11 @@ fn prometheus_gets_rates_quantiles_and_every_dashboard_query() {
         let rules = body["data"]["groups"][0]["rules"].as_array()?.clone();
         rules.iter().all(|r| r["health"] == "ok").then_some(rules)
     });
-    assert_eq!(rules.len(), 6, "every alert rule loaded and evaluated");
+    assert_eq!(
+        rules.len(),
+        common::alert_queries().len(),
+        "every alert rule loaded and evaluated"
+    );
     let firing: Vec<&serde_json::Value> =
         rules.iter().filter(|r| r["state"] != "inactive").collect();
     assert!(

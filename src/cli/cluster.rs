@@ -58,6 +58,11 @@ pub struct WorkerArgs {
     /// How often a status line is printed on stderr (0: never).
     #[arg(long, default_value = "10s")]
     status_every: humantime::Duration,
+    /// Serve the worker's Prometheus metrics (`yaraflow_cluster_*`, the
+    /// scanner's and the process's) at `http://ADDR/metrics`; none unless
+    /// given (one address per worker on a host).
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     rule_args: RuleArgs,
 }
@@ -94,6 +99,15 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     };
     let worker = Worker::new(rules, config, scanner)?;
     let stats = worker.stats();
+    let metrics = match args.metrics_listen {
+        Some(listen) => {
+            let endpoint = yaraflow::service::MetricsEndpoint::start(listen)
+                .with_context(|| format!("cannot serve metrics on {listen}"))?;
+            eprintln!("metrics on http://{}/metrics", endpoint.addr());
+            Some(endpoint)
+        }
+        None => None,
+    };
     eprintln!(
         "worker {} joining {} (Ctrl-C stops)",
         worker.id(),
@@ -122,6 +136,9 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         };
         worker.run(client, stop).await
     })?;
+    if let Some(endpoint) = metrics {
+        endpoint.stop();
+    }
     eprintln!("stopped: {}", serde_json::to_string(&final_stats)?);
     Ok(ExitCode::SUCCESS)
 }

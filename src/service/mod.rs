@@ -322,26 +322,96 @@ fn bind(
     let mut servers = vec![api.run()];
     let mut metrics_addr = None;
     if let Some(listen) = config.metrics_listen {
-        let exporter = HttpServer::new(move || {
-            App::new()
-                .app_data(metrics.clone())
-                .wrap(actix_web::middleware::from_fn(count_request))
-                .service(api::resource("/metrics", "GET").route(web::get().to(render_metrics)))
-                .default_service(web::to(api::not_found))
-        })
-        .workers(1)
-        .client_request_timeout(config.request_timeout)
-        .keep_alive(config.keep_alive)
-        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
-        .bind(listen)
-        .map_err(|source| ServiceError::Bind {
-            addr: listen,
-            source,
-        })?;
-        metrics_addr = Some(exporter.addrs()[0]);
-        servers.push(exporter.run());
+        let (exporter, addr) = metrics_server(metrics, listen, config)?;
+        metrics_addr = Some(addr);
+        servers.push(exporter);
     }
     Ok((servers, (api_addr, metrics_addr)))
+}
+
+/// The `/metrics` server on `listen` (inside an actix system), with the
+/// request limits of `config`.
+fn metrics_server(
+    metrics: web::Data<Metrics>,
+    listen: SocketAddr,
+    config: &ServiceConfig,
+) -> Result<(actix_web::dev::Server, SocketAddr), ServiceError> {
+    let exporter = HttpServer::new(move || {
+        App::new()
+            .app_data(metrics.clone())
+            .wrap(actix_web::middleware::from_fn(count_request))
+            .service(api::resource("/metrics", "GET").route(web::get().to(render_metrics)))
+            .default_service(web::to(api::not_found))
+    })
+    .workers(1)
+    .client_request_timeout(config.request_timeout)
+    .keep_alive(config.keep_alive)
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+    .bind(listen)
+    .map_err(|source| ServiceError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let addr = exporter.addrs()[0];
+    Ok((exporter.run(), addr))
+}
+
+/// `/metrics` alone, for a process that serves no API (a cluster worker):
+/// the process-wide recorder, on a thread of its own.
+pub struct MetricsEndpoint {
+    server: actix_web::dev::ServerHandle,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+    addr: SocketAddr,
+}
+
+impl MetricsEndpoint {
+    /// Installs the recorder (if no other is) and serves it on `listen`.
+    pub fn start(listen: SocketAddr) -> Result<MetricsEndpoint, ServiceError> {
+        let metrics = web::Data::new(Metrics(prometheus()));
+        let (started, on_start) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("yaraflow-metrics".into())
+            .spawn(move || {
+                actix_web::rt::System::new().block_on(async move {
+                    match metrics_server(metrics, listen, &ServiceConfig::default()) {
+                        Ok((server, addr)) => {
+                            let _ = started.send(Ok((server.handle(), addr)));
+                            server.await
+                        }
+                        Err(error) => {
+                            let _ = started.send(Err(error));
+                            Ok(())
+                        }
+                    }
+                })
+            })
+            .map_err(|e| ServiceError::Server(e.to_string()))?;
+        let (server, addr) = on_start.recv().map_err(|_| {
+            ServiceError::Server("the metrics thread stopped while starting".into())
+        })??;
+        Ok(MetricsEndpoint {
+            server,
+            thread: Some(thread),
+            addr,
+        })
+    }
+
+    /// Where `/metrics` listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server and waits for its thread.
+    pub fn stop(mut self) {
+        let server = self.server.clone();
+        let _ = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(server.stop(true));
+        })
+        .join();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The bearer token `/v1` routes need, if any.

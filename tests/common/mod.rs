@@ -261,6 +261,83 @@ pub fn dashboard_panel_queries() -> Vec<(String, String)> {
     queries
 }
 
+/// Metric names in a PromQL expression: identifiers that start with one of
+/// the prefixes yaraflow's metrics have.
+pub fn metric_names(expr: &str, names: &mut std::collections::BTreeSet<String>) {
+    for prefix in ["yaraflow_", "process_"] {
+        let mut rest = expr;
+        while let Some(at) = rest.find(prefix) {
+            let preceded = rest[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            if !preceded {
+                names.insert(tail[..end].to_string());
+            }
+            rest = &tail[end..];
+        }
+    }
+}
+
+/// Every PromQL expression of the dashboard: panel targets (rows
+/// included) and variable queries, with the panel title each comes from.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("grafana/dashboards/yaraflow.json").unwrap())
+            .unwrap();
+    let mut queries = dashboard_panel_queries();
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(query) = variable["query"]["query"].as_str() {
+            queries.push((format!("variable {}", variable["name"]), query.to_string()));
+        }
+    }
+    queries
+}
+
+/// The `expr:` of every alert rule (each on one line).
+pub fn alert_queries() -> Vec<String> {
+    std::fs::read_to_string("grafana/alerts.yml")
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("expr:"))
+        .map(|expr| {
+            let expr = expr.trim();
+            assert!(
+                !expr.is_empty() && expr != "|",
+                "keep each expr on its line"
+            );
+            expr.to_string()
+        })
+        .collect()
+}
+
+/// Every metric name the dashboard's queries (panels and variables) and
+/// the alert rules use.
+pub fn dashboard_and_alert_metrics() -> std::collections::BTreeSet<String> {
+    let mut used = std::collections::BTreeSet::new();
+    for (_, expr) in dashboard_queries() {
+        metric_names(&expr, &mut used);
+    }
+    for expr in alert_queries() {
+        metric_names(&expr, &mut used);
+    }
+    used
+}
+
+/// Names of the series a `/metrics` URL exposes.
+#[cfg(feature = "cli")]
+pub fn exposed_metrics(url: &str) -> std::collections::BTreeSet<String> {
+    let text = ureq::get(url).call().unwrap().into_string().unwrap();
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| line.split(['{', ' ']).next().unwrap().to_string())
+        .collect()
+}
+
 /// Runs the `yaraflow` binary with `args`; its exit status and output.
 #[cfg(feature = "cli")]
 pub fn run_yaraflow(args: &[&str]) -> std::process::Output {

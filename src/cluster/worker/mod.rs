@@ -233,7 +233,11 @@ impl Runner<'_> {
         let lag: u64 = self.owned.values().map(|o| o.pending).sum();
         WorkerStats::set(&self.stats.lag, lag);
         WorkerStats::set(&self.stats.owned, self.owned.len() as u64);
-        crate::metrics::cluster::record(&self.stats.snapshot(), self.oldest_checkpoint_age());
+        crate::metrics::cluster::record(
+            &self.stats.snapshot(),
+            self.config.partitions,
+            self.oldest_checkpoint_age(),
+        );
     }
 
     fn oldest_checkpoint_age(&self) -> f64 {
