@@ -628,6 +628,71 @@ fn a_worker_paused_past_its_lease_is_fenced() {
     assert!(total(&after, |s| s.takeovers) >= share);
 }
 
+/// `yaraflow pcap --nats` publishes every direction of two captures to
+/// the cluster; the workers' verdicts equal `yaraflow pcap --no-objects`
+/// scanning the same captures here, direction by direction.
+#[test]
+fn pcap_published_to_the_cluster_gets_the_local_verdicts() {
+    if !nats_installed() {
+        return;
+    }
+    let (nats, runtime, client, mut workers) = cluster_with_workers(2);
+    let captures = [
+        "data/pcap/http-loopback.pcapng",
+        "data/pcap/lossy-link.pcap",
+    ];
+    let partitions = PARTITIONS.to_string();
+    let mut publish = vec!["pcap", "--quiet", "--partitions", &partitions];
+    let url = nats.url(1);
+    publish.extend(["--replicas", "3", "--nats", &url]);
+    publish.extend(captures);
+    let published = common::run_yaraflow(&publish);
+    assert!(published.status.success(), "{published:?}");
+    let lines = common::json_lines(&published);
+    let mut local = vec!["pcap", "--quiet", "--no-objects"];
+    local.extend(captures);
+    let local = common::run_yaraflow(&local);
+    assert!(local.status.success(), "{local:?}");
+    let rules_of = |verdict: &serde_json::Value| -> Vec<String> {
+        let mut rules: Vec<String> = verdict["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["identifier"].as_str().unwrap().to_string())
+            .collect();
+        rules.sort();
+        rules
+    };
+    let expected: HashMap<String, (u64, Vec<String>)> = common::json_lines(&local)
+        .iter()
+        .map(|v| {
+            let stream = v["stream"].as_str().unwrap().to_string();
+            (stream, (v["bytes"].as_u64().unwrap(), rules_of(v)))
+        })
+        .collect();
+    assert_eq!(lines.len(), expected.len(), "one line per direction");
+    for line in &lines {
+        assert!(
+            expected.contains_key(line["stream"].as_str().unwrap()),
+            "{line}"
+        );
+    }
+    let verdicts = runtime.block_on(read_verdicts(&client, expected.len()));
+    assert_eq!(verdicts.len(), expected.len(), "one verdict per direction");
+    let mut matching = 0;
+    for verdict in &verdicts {
+        let stream = verdict["stream"].as_str().unwrap();
+        let (bytes, rules) = &expected[stream];
+        assert_eq!(verdict["bytes"].as_u64().unwrap(), *bytes, "{stream}");
+        assert_eq!(&rules_of(verdict), rules, "{stream}");
+        matching += usize::from(!rules.is_empty());
+    }
+    assert!(matching >= 4, "only {matching} directions match a rule");
+    for worker in &mut workers {
+        worker.stop();
+    }
+}
+
 /// The fewest partitions a worker joining `workers - 1` others ends up
 /// with: each holds at most an even share rounded up, and it gets the
 /// rest.

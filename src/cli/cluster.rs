@@ -20,6 +20,19 @@ struct ClusterArgs {
     /// NATS server URL(s), comma-separated (nats://host:4222).
     #[arg(long)]
     nats: String,
+    #[command(flatten)]
+    deployment: Deployment,
+}
+
+impl ClusterArgs {
+    fn config(&self) -> ClusterConfig {
+        self.deployment.config()
+    }
+}
+
+/// The deployment's shape, the same for every producer and worker.
+#[derive(Debug, clap::Args)]
+pub struct Deployment {
     /// Subject prefix of the deployment.
     #[arg(long, default_value = "yaraflow")]
     prefix: String,
@@ -32,7 +45,7 @@ struct ClusterArgs {
     replicas: usize,
 }
 
-impl ClusterArgs {
+impl Deployment {
     fn config(&self) -> ClusterConfig {
         ClusterConfig {
             prefix: self.prefix.clone(),
@@ -40,6 +53,74 @@ impl ClusterArgs {
             replicas: self.replicas,
             ..ClusterConfig::default()
         }
+    }
+}
+
+/// `yaraflow pcap --nats`: publish the directions to a cluster instead of
+/// scanning them here.
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// Publish each direction to this NATS JetStream cluster (URL(s),
+    /// comma-separated) instead of scanning it here: the cluster's workers
+    /// scan it and publish its verdict (read them with `yaraflow
+    /// verdicts`). One line per direction says its stream id. Files inside
+    /// flows are not extracted then (the cluster's messages carry no file
+    /// names).
+    #[arg(long)]
+    pub nats: Option<String>,
+    #[command(flatten)]
+    deployment: Deployment,
+}
+
+/// Publishes flow events to a cluster: a direction's bytes as chunks of
+/// its stream, its end as the stream's close.
+pub struct FlowPublisher {
+    runtime: tokio::runtime::Runtime,
+    producer: cluster::Producer,
+    /// Directions whose close was published.
+    pub closed: u64,
+}
+
+/// Largest chunk published (NATS's default message limit is 1 MiB).
+const MAX_PUBLISHED_CHUNK: usize = 64 << 10;
+
+impl FlowPublisher {
+    /// Connects to the cluster of `args` (whose `nats` must be set).
+    pub fn connect(args: &PublishArgs) -> anyhow::Result<FlowPublisher> {
+        let url = args.nats.as_deref().context("no --nats URL")?;
+        let runtime = runtime()?;
+        let producer = runtime.block_on(async {
+            let client = cluster::connect(url).await?;
+            cluster::Producer::new(client, args.deployment.config(), 1024).await
+        })?;
+        Ok(FlowPublisher {
+            runtime,
+            producer,
+            closed: 0,
+        })
+    }
+
+    /// Publishes a direction's bytes (in stream order).
+    pub fn data(&mut self, stream: uuid::Uuid, bytes: &[u8]) -> anyhow::Result<()> {
+        for piece in bytes.chunks(MAX_PUBLISHED_CHUNK) {
+            let piece = bytes::Bytes::copy_from_slice(piece);
+            self.runtime.block_on(self.producer.chunk(stream, piece))?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a direction's end.
+    pub fn close(&mut self, stream: uuid::Uuid) -> anyhow::Result<()> {
+        self.runtime.block_on(self.producer.close(stream))?;
+        self.closed += 1;
+        Ok(())
+    }
+
+    /// Waits until the cluster has every message (durable), and says how
+    /// many were published.
+    pub fn finish(mut self) -> anyhow::Result<u64> {
+        self.runtime.block_on(self.producer.flush())?;
+        Ok(self.producer.published())
     }
 }
 

@@ -64,12 +64,19 @@ pub struct PcapArgs {
     quiet: bool,
     #[command(flatten)]
     rule_args: super::RuleArgs,
+    #[cfg(feature = "cluster")]
+    #[command(flatten)]
+    publish: super::cluster::PublishArgs,
     /// Capture files (pcap or pcapng).
     #[arg(required = true)]
     captures: Vec<PathBuf>,
 }
 
 pub fn run(args: PcapArgs) -> anyhow::Result<ExitCode> {
+    #[cfg(feature = "cluster")]
+    if args.publish.nats.is_some() {
+        return publish(&args);
+    }
     let rules = super::load_rules(&args.rules, &args.rule_args)?;
     let mut config = EngineConfig {
         shards: args.shards,
@@ -117,7 +124,7 @@ struct Tally {
 
 /// Reads one capture through its flow table into the engine. A corrupt
 /// capture still has its directions closed and printed.
-fn read_capture(args: &PcapArgs, path: &Path, feed: &mut Feed<'_>) -> anyhow::Result<()> {
+fn read_capture(args: &PcapArgs, path: &Path, feed: &mut dyn FlowSink) -> anyhow::Result<()> {
     let file = File::open(path)?;
     let progress = super::byte_progress(args.quiet, Some(file.metadata()?.len()));
     let mut reader = CaptureReader::new(file)?;
@@ -146,15 +153,135 @@ fn read_capture(args: &PcapArgs, path: &Path, feed: &mut Feed<'_>) -> anyhow::Re
     };
     // Directions that end now end because the capture did (or broke).
     feed.flush()?;
-    feed.capture_error = outcome.is_err();
+    feed.capture_broke(outcome.is_err());
     table.finish(&mut events);
     feed.take(&mut events, &progress)?;
     feed.flush()?;
     progress.finish_and_clear();
     if !args.quiet {
-        print_tally(path, reader.frames(), &tally, feed.ended, table.counters());
+        print_tally(
+            path,
+            reader.frames(),
+            &tally,
+            feed.ended(),
+            table.counters(),
+        );
     }
     Ok(outcome?)
+}
+
+/// Where a capture's flow events go: the engine here ([`Feed`]), or a
+/// cluster (`--nats`).
+trait FlowSink {
+    /// Acts on flow events (and drains them).
+    fn take(&mut self, events: &mut Vec<FlowEvent>, progress: &ProgressBar) -> anyhow::Result<()>;
+    /// Sends what is gathered.
+    fn flush(&mut self) -> anyhow::Result<()>;
+    /// From now on, directions end because the capture broke.
+    fn capture_broke(&mut self, broke: bool);
+    /// What ended so far.
+    fn ended(&self) -> EndedCounts;
+}
+
+impl FlowSink for Feed<'_> {
+    fn take(&mut self, events: &mut Vec<FlowEvent>, progress: &ProgressBar) -> anyhow::Result<()> {
+        let verdicts = self.flows.take(events)?;
+        progress.suspend(|| self.print_all(verdicts))
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        let verdicts = self.flows.flush()?;
+        self.print_all(verdicts)
+    }
+
+    fn capture_broke(&mut self, broke: bool) {
+        self.capture_error = broke;
+    }
+
+    fn ended(&self) -> EndedCounts {
+        self.ended
+    }
+}
+
+/// `--nats`: every capture's directions published to the cluster, one line
+/// per direction (its stream id and flow) on stdout.
+#[cfg(feature = "cluster")]
+fn publish(args: &PcapArgs) -> anyhow::Result<ExitCode> {
+    let mut publisher = super::cluster::FlowPublisher::connect(&args.publish)?;
+    let mut failed = false;
+    for path in &args.captures {
+        let mut sink = Published {
+            publisher: &mut publisher,
+            capture: path,
+            capture_error: false,
+            out: std::io::stdout().lock(),
+            ended: EndedCounts::default(),
+        };
+        if let Err(err) = read_capture(args, path, &mut sink) {
+            eprintln!("error: {}: {err:#}", path.display());
+            failed = true;
+        }
+    }
+    let closed = publisher.closed;
+    let published = publisher.finish()?;
+    if !args.quiet {
+        eprintln!("published {closed} directions in {published} messages; their verdicts come from the cluster's workers (`yaraflow verdicts`)");
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Flow events published to a cluster.
+#[cfg(feature = "cluster")]
+struct Published<'a> {
+    publisher: &'a mut super::cluster::FlowPublisher,
+    capture: &'a Path,
+    capture_error: bool,
+    out: std::io::StdoutLock<'static>,
+    ended: EndedCounts,
+}
+
+#[cfg(feature = "cluster")]
+impl FlowSink for Published<'_> {
+    fn take(&mut self, events: &mut Vec<FlowEvent>, _: &ProgressBar) -> anyhow::Result<()> {
+        for event in events.drain(..) {
+            match event {
+                FlowEvent::Opened(_) => {}
+                FlowEvent::Data(stream, bytes) => self.publisher.data(stream, &bytes)?,
+                FlowEvent::Ended(summary) => {
+                    self.publisher.close(summary.stream)?;
+                    self.ended.directions += 1;
+                    let mut line = serde_json::json!({
+                        "stream": summary.stream,
+                        "flow": summary,
+                        "capture": self.capture.display().to_string(),
+                        "published": true,
+                    });
+                    line["flow"].as_object_mut().map(|f| f.remove("stream"));
+                    if self.capture_error {
+                        line["capture_error"] = true.into();
+                    }
+                    writeln!(self.out, "{line}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn capture_broke(&mut self, broke: bool) {
+        self.capture_error = broke;
+    }
+
+    fn ended(&self) -> EndedCounts {
+        self.ended
+    }
 }
 
 fn print_tally(path: &Path, frames: u64, tally: &Tally, ended: EndedCounts, early: FlowCounters) {
@@ -201,18 +328,6 @@ struct Feed<'a> {
 }
 
 impl Feed<'_> {
-    /// Acts on flow events, printing what ended.
-    fn take(&mut self, events: &mut Vec<FlowEvent>, progress: &ProgressBar) -> anyhow::Result<()> {
-        let verdicts = self.flows.take(events)?;
-        progress.suspend(|| self.print_all(verdicts))
-    }
-
-    /// Sends what is gathered to the engine and prints what ended.
-    fn flush(&mut self) -> anyhow::Result<()> {
-        let verdicts = self.flows.flush()?;
-        self.print_all(verdicts)
-    }
-
     /// Prints the lines of what ended, and counts them.
     fn print_all(&mut self, verdicts: Vec<Verdict>) -> anyhow::Result<()> {
         for (ended, closed) in verdicts {
