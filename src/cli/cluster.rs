@@ -73,16 +73,24 @@ pub struct PublishArgs {
 }
 
 /// Publishes flow events to a cluster: a direction's bytes as chunks of
-/// its stream, its end as the stream's close.
+/// its stream, its end as the stream's close. Reassembly hands over a
+/// segment at a time; a direction's bytes are gathered into chunks of up
+/// to [`MAX_PUBLISHED_CHUNK`] first (one JetStream message, replicated and
+/// acknowledged, per 64 KiB rather than per 1.4 KB segment), at most
+/// [`MAX_GATHERED`] bytes over all directions.
 pub struct FlowPublisher {
     runtime: tokio::runtime::Runtime,
     producer: cluster::Producer,
+    gathered: std::collections::HashMap<uuid::Uuid, Vec<u8>>,
+    gathered_bytes: usize,
     /// Directions whose close was published.
     pub closed: u64,
 }
 
 /// Largest chunk published (NATS's default message limit is 1 MiB).
 const MAX_PUBLISHED_CHUNK: usize = 64 << 10;
+/// Most bytes gathered over all directions before they are all published.
+const MAX_GATHERED: usize = 64 << 20;
 
 impl FlowPublisher {
     /// Connects to the cluster of `args` (whose `nats` must be set).
@@ -96,29 +104,58 @@ impl FlowPublisher {
         Ok(FlowPublisher {
             runtime,
             producer,
+            gathered: std::collections::HashMap::new(),
+            gathered_bytes: 0,
             closed: 0,
         })
     }
 
-    /// Publishes a direction's bytes (in stream order).
+    /// Takes a direction's next bytes (in stream order), publishing its
+    /// full chunks.
     pub fn data(&mut self, stream: uuid::Uuid, bytes: &[u8]) -> anyhow::Result<()> {
-        for piece in bytes.chunks(MAX_PUBLISHED_CHUNK) {
+        let gathered = self.gathered.entry(stream).or_default();
+        gathered.extend_from_slice(bytes);
+        self.gathered_bytes += bytes.len();
+        if gathered.len() >= MAX_PUBLISHED_CHUNK {
+            self.publish_gathered(stream)?;
+        }
+        if self.gathered_bytes > MAX_GATHERED {
+            let streams: Vec<uuid::Uuid> = self.gathered.keys().copied().collect();
+            for stream in streams {
+                self.publish_gathered(stream)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes what a direction gathered, in chunks.
+    fn publish_gathered(&mut self, stream: uuid::Uuid) -> anyhow::Result<()> {
+        let Some(gathered) = self.gathered.remove(&stream) else {
+            return Ok(());
+        };
+        self.gathered_bytes -= gathered.len();
+        for piece in gathered.chunks(MAX_PUBLISHED_CHUNK) {
             let piece = bytes::Bytes::copy_from_slice(piece);
             self.runtime.block_on(self.producer.chunk(stream, piece))?;
         }
         Ok(())
     }
 
-    /// Publishes a direction's end.
+    /// Publishes a direction's last bytes and its end.
     pub fn close(&mut self, stream: uuid::Uuid) -> anyhow::Result<()> {
+        self.publish_gathered(stream)?;
         self.runtime.block_on(self.producer.close(stream))?;
         self.closed += 1;
         Ok(())
     }
 
     /// Waits until the cluster has every message (durable), and says how
-    /// many were published.
+    /// many were published. Every direction was closed before.
     pub fn finish(mut self) -> anyhow::Result<u64> {
+        let streams: Vec<uuid::Uuid> = self.gathered.keys().copied().collect();
+        for stream in streams {
+            self.publish_gathered(stream)?;
+        }
         self.runtime.block_on(self.producer.flush())?;
         Ok(self.producer.published())
     }
