@@ -2,7 +2,8 @@
 //! `nats-server` on loopback (started and stopped here, stores in
 //! temporary folders), in-process workers, a producer sending a few
 //! thousand interleaved streams, and a fault in the middle: a worker
-//! killed, a worker joining, a worker process paused past its lease.
+//! killed, a worker joining, a worker process paused past its lease, a
+//! NATS node killed.
 //!
 //! What must hold: every verdict equals a whole-buffer YARA-X scan of its
 //! stream, each appears exactly once on the verdict stream, and the killed
@@ -34,6 +35,15 @@ use yaraflow::{RuleSet, ScannerConfig, Uuid};
 const STREAMS: usize = 2000;
 const OPEN_AT_ONCE: usize = 150;
 const PARTITIONS: u32 = 16;
+
+/// The tests run one at a time: each starts three nats-server processes
+/// and several workers, and together they starve a two-core machine into
+/// timeouts that are not the cluster's.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Whether nats-server is installed (see the module docs).
 fn nats_installed() -> bool {
@@ -86,6 +96,12 @@ impl NatsCluster {
             .stderr(std::fs::File::create(dir.join(format!("n{n}.log"))).unwrap())
             .spawn()
             .expect("nats-server starts")
+    }
+
+    /// SIGKILLs node `n`.
+    fn kill(&mut self, n: usize) {
+        let _ = self.nodes[n].kill();
+        let _ = self.nodes[n].wait();
     }
 
     fn url(&self, n: usize) -> String {
@@ -456,6 +472,7 @@ fn three_workers_lose_nothing_and_duplicate_nothing_when_one_is_killed() {
     if !nats_installed() {
         return;
     }
+    let _serial = one_at_a_time();
     let began = Instant::now();
     let (_nats, runtime, client, mut workers) = cluster_with_workers(3);
     eprintln!("cluster up, partitions owned, after {:?}", began.elapsed());
@@ -526,6 +543,7 @@ fn a_worker_joining_mid_run_takes_its_share() {
     if !nats_installed() {
         return;
     }
+    let _serial = one_at_a_time();
     let (nats, runtime, client, mut workers) = cluster_with_workers(2);
     let load = Load::new(19);
     let (producing, halfway) = load.produce(&runtime, &client);
@@ -562,6 +580,7 @@ fn a_worker_paused_past_its_lease_is_fenced() {
     if !nats_installed() {
         return;
     }
+    let _serial = one_at_a_time();
     let (nats, runtime, client, mut workers) = cluster_with_workers(2);
     let log = common::store_dir();
     let log_path = log.path().join("worker.log");
@@ -636,6 +655,7 @@ fn pcap_published_to_the_cluster_gets_the_local_verdicts() {
     if !nats_installed() {
         return;
     }
+    let _serial = one_at_a_time();
     let (nats, runtime, client, mut workers) = cluster_with_workers(2);
     let captures = [
         "data/pcap/http-loopback.pcapng",
@@ -691,6 +711,55 @@ fn pcap_published_to_the_cluster_gets_the_local_verdicts() {
     for worker in &mut workers {
         worker.stop();
     }
+}
+
+/// One NATS node SIGKILLed mid-run (a follower of the input stream, not
+/// the node the producer talks to): R3 keeps going on the other two, the
+/// worker connected to it reconnects to another, and every verdict stays
+/// exact and unique.
+///
+/// Not yet reliable, so not in the suite CI runs (`cargo test --test
+/// cluster -- --ignored` runs it): it passed 5 times in 7 on this 2-core
+/// machine, with every verdict exact and unique 14 to 51 s after the kill,
+/// but failed twice, and workers then took from 1 s to 4 minutes to stop
+/// (verdict acknowledgements timing out one after the other). See issue
+/// 18's note.
+#[test]
+#[ignore = "flaky: a NATS node's death can stall the workers (issue 18)"]
+fn one_nats_node_killed_mid_run_loses_nothing() {
+    if !nats_installed() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let (mut nats, runtime, client, mut workers) = cluster_with_workers(3);
+    let load = Load::new(21);
+    let leader = runtime.block_on(async {
+        let js = async_nats::jetstream::new(client.clone());
+        let mut stream = js.get_stream(config().input_stream()).await.unwrap();
+        let info = stream.info().await.unwrap();
+        info.cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .unwrap_or_default()
+    });
+    let victim = (1..3).find(|n| leader != format!("n{n}")).unwrap();
+    let (producing, halfway) = load.produce(&runtime, &client);
+    halfway.recv().unwrap();
+    nats.kill(victim);
+    let killed_at = Instant::now();
+    let published = runtime.block_on(producing).unwrap();
+    load.check_verdicts(&runtime, &client);
+    let complete_after = killed_at.elapsed();
+    let stopping = Instant::now();
+    let after: Vec<WorkerStatsSnapshot> = workers.iter_mut().map(|w| w.stop()).collect();
+    let stopped_in = stopping.elapsed();
+    eprintln!(
+        "{published} messages published; node n{victim} killed (input stream leader {leader}); every verdict {complete_after:?} after; the workers stopped in {stopped_in:?}; workers: {} partitions lost, {} taken over, {} messages replayed, last problems {:?}",
+        total(&after, |s| s.lost),
+        total(&after, |s| s.takeovers),
+        total(&after, |s| s.replayed),
+        after.iter().map(|s| s.last_problem.clone()).collect::<Vec<_>>()
+    );
 }
 
 /// The fewest partitions a worker joining `workers - 1` others ends up

@@ -30,7 +30,11 @@ impl Runner<'_> {
         let Some(o) = self.owned.get_mut(&partition) else {
             return;
         };
-        if o.generation != generation || sequence <= o.applied {
+        if o.generation != generation {
+            return;
+        }
+        o.read_at = std::time::Instant::now();
+        if sequence <= o.applied {
             return;
         }
         // Fencing: past its lease another worker may own the partition.

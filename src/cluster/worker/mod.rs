@@ -22,7 +22,7 @@ mod stats;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishAckFuture;
 use tokio::sync::mpsc;
@@ -73,7 +73,12 @@ struct Owned {
     replay_until: u64,
     /// Messages after the last one read, as the server counted.
     pending: u64,
+    /// When its reader last delivered a message, or was (re)started.
+    read_at: Instant,
 }
+
+/// Leases a stopping worker may spend handing its partitions over.
+const STOP_LEASES: u32 = 5;
 
 /// The loop's state.
 struct Runner<'r> {
@@ -162,7 +167,7 @@ impl Worker {
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                _ = tick.tick() => runner.maintain().await,
+                _ = tick.tick() => runner.maintain_within(self.config.lease_ttl).await,
                 Some(event) = received.recv() => runner.on_event(event).await,
             }
         }
@@ -172,6 +177,18 @@ impl Worker {
 }
 
 impl Runner<'_> {
+    /// [`Self::maintain`], cut after `limit` (a lease): a cluster that
+    /// answers slowly must not keep the loop from its messages and its
+    /// stop. What was cut is safe to leave: a claim half made ages out, a
+    /// checkpoint not written is written next time (or its partition is
+    /// dropped when the write's revision no longer matches).
+    async fn maintain_within(&mut self, limit: Duration) {
+        if tokio::time::timeout(limit, self.maintain()).await.is_err() {
+            self.stats
+                .problem(format!("the lease tick took longer than {limit:?}; cut"));
+        }
+    }
+
     /// The lease tick: renew, announce, rebalance, checkpoint.
     async fn maintain(&mut self) {
         self.ticks += 1;
@@ -179,6 +196,7 @@ impl Runner<'_> {
         if let Err(err) = self.rebalance().await {
             self.stats.problem(err);
         }
+        self.restart_stalled_readers().await;
         let due: Vec<u32> = self
             .owned
             .iter()
@@ -218,13 +236,27 @@ impl Runner<'_> {
     }
 
     /// Gives every partition up cleanly, then says the worker is gone.
+    /// Hands every partition over (a last checkpoint each), within
+    /// [`STOP_LEASES`] leases: a cluster that answers slowly (a node just
+    /// died) must not hold a stopping worker for minutes. Partitions not
+    /// handed over by then move when their leases run out, from their last
+    /// checkpoints.
     async fn stop(&mut self) {
-        let owned: Vec<u32> = self.owned.keys().copied().collect();
-        for partition in owned {
-            self.release(partition).await;
-        }
-        if let Err(err) = self.leases.leave().await {
-            self.stats.problem(err);
+        let deadline = self.config.lease_ttl * STOP_LEASES;
+        let handing_over = async {
+            let owned: Vec<u32> = self.owned.keys().copied().collect();
+            for partition in owned {
+                self.release(partition).await;
+            }
+            if let Err(err) = self.leases.leave().await {
+                self.stats.problem(err);
+            }
+        };
+        if tokio::time::timeout(deadline, handing_over).await.is_err() {
+            self.stats.problem(format!(
+                "stopping: {} partitions not handed over within {deadline:?}; they move when their leases run out",
+                self.owned.len()
+            ));
         }
         self.publish_gauges();
     }

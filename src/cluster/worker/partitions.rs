@@ -18,6 +18,9 @@ use crate::cluster::lease::{fair_share, Lease};
 /// Most claims tried per tick: a worker joining a large deployment takes
 /// its share over a few ticks rather than in one burst of requests.
 const MAX_CLAIMS_PER_TICK: usize = 64;
+/// Leases a reader may deliver nothing for before the worker checks
+/// whether it stalled.
+const STALLED_AFTER_LEASES: u32 = 2;
 
 impl Runner<'_> {
     /// Renews every lease; drops the partitions whose renewal failed.
@@ -134,6 +137,7 @@ impl Runner<'_> {
             reader: self.spawn_reader(partition, mine.applied + 1, Duration::ZERO),
             replay_until,
             pending: 0,
+            read_at: Instant::now(),
         };
         self.owned.insert(partition, owned);
         Ok(())
@@ -264,6 +268,49 @@ impl Runner<'_> {
         o.generation = self.generation;
         o.reader.abort();
         o.reader = reader;
+        o.read_at = Instant::now();
+    }
+
+    /// Restarts the readers that delivered nothing for a few leases while
+    /// their partition has messages past the last one applied. A reader's
+    /// consumer can go quiet without an error (its node died and the
+    /// consumer was not recreated), and the worker would keep renewing
+    /// the partition's lease without applying it.
+    pub(super) async fn restart_stalled_readers(&mut self) {
+        let quiet_for = self.config.lease_ttl * STALLED_AFTER_LEASES;
+        let quiet: Vec<(u32, u64, u64)> = self
+            .owned
+            .iter()
+            .filter(|(_, o)| o.read_at.elapsed() >= quiet_for)
+            .map(|(p, o)| (*p, o.generation, o.applied))
+            .collect();
+        for (partition, generation, applied) in quiet {
+            let subject = self.config.input_subject(partition);
+            let last = tokio::time::timeout(
+                self.config.lease_ttl / 2,
+                self.objects.input.get_last_raw_message_by_subject(&subject),
+            )
+            .await;
+            match last {
+                Ok(Ok(message)) if message.sequence > applied => self.restart_reader(
+                    partition,
+                    generation,
+                    format!(
+                        "its reader delivered nothing for {quiet_for:?} while message {} waits (applied: {applied}); restarted",
+                        message.sequence
+                    ),
+                ),
+                // Nothing waits (or the partition is empty): look again later.
+                Ok(_) => {
+                    if let Some(o) = self.owned.get_mut(&partition) {
+                        o.read_at = Instant::now();
+                    }
+                }
+                Err(_) => self.stats.problem(format!(
+                    "partition {partition}: no answer about its last message within half a lease"
+                )),
+            }
+        }
     }
 
     /// Waits for every verdict published so far; drops the partitions
