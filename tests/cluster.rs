@@ -292,9 +292,10 @@ async fn publish_garbage(client: &async_nats::Client, config: &ClusterConfig) {
         .unwrap();
 }
 
-/// Waits until JetStream has a meta leader and the R3 objects exist.
-async fn ensure_objects(url: &str) -> async_nats::Client {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// Waits until JetStream has a meta leader and the R3 objects exist; an
+/// error after 20 s.
+async fn ensure_objects(url: &str) -> Result<async_nats::Client, cluster::ClusterError> {
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let attempt = async {
             let client = cluster::connect(url).await?;
@@ -302,14 +303,28 @@ async fn ensure_objects(url: &str) -> async_nats::Client {
             Ok::<_, cluster::ClusterError>(client)
         };
         match attempt.await {
-            Ok(client) => return client,
+            Ok(client) => return Ok(client),
             Err(err) if Instant::now() < deadline => {
                 eprintln!("cluster not ready yet: {err}");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(err) => panic!("the cluster never became ready: {err}"),
+            Err(err) => return Err(err),
         }
     }
+}
+
+/// A three-node cluster with its objects. Started again, on fresh ports,
+/// when it does not form: another process can take a port between
+/// `free_port` and the server's bind, and two nodes cannot place R3.
+fn ready_cluster(runtime: &tokio::runtime::Runtime) -> (NatsCluster, async_nats::Client) {
+    for attempt in 1..=3 {
+        let nats = NatsCluster::start();
+        match runtime.block_on(ensure_objects(&nats.url(0))) {
+            Ok(client) => return (nats, client),
+            Err(err) => eprintln!("cluster attempt {attempt} did not form: {err}"),
+        }
+    }
+    panic!("the cluster never formed in three attempts");
 }
 
 fn owned(workers: &[&RunningWorker]) -> u64 {
@@ -451,9 +466,8 @@ fn cluster_with_workers(
     async_nats::Client,
     Vec<RunningWorker>,
 ) {
-    let nats = NatsCluster::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(ensure_objects(&nats.url(0)));
+    let (nats, client) = ready_cluster(&runtime);
     let workers: Vec<RunningWorker> = (0..workers)
         .map(|n| RunningWorker::start(nats.url(n % 3)))
         .collect();
