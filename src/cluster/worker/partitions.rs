@@ -2,7 +2,7 @@
 //! reader), checkpointing it, giving it up cleanly, and dropping it when
 //! its lease or a write is lost.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
@@ -316,11 +316,33 @@ impl Runner<'_> {
     /// Waits for every verdict published so far; drops the partitions
     /// whose verdicts JetStream did not take (they replay from their
     /// checkpoints, and publish those verdicts again).
+    ///
+    /// The acknowledgements are awaited together, for at most a lease:
+    /// awaited one by one, a thousand that time out (a node just died)
+    /// held the loop for minutes. Past the lease every partition still
+    /// waiting is dropped as if its verdict failed.
     pub(super) async fn settle_verdicts(&mut self) {
-        let mut failed = Vec::new();
-        for (partition, ack) in std::mem::take(&mut self.unacked) {
-            if let Err(err) = ack.await {
-                failed.push((partition, err.to_string()));
+        let unacked = std::mem::take(&mut self.unacked);
+        if unacked.is_empty() {
+            return;
+        }
+        let (partitions, acks): (Vec<u32>, Vec<_>) = unacked.into_iter().unzip();
+        let acks = acks.into_iter().map(std::future::IntoFuture::into_future);
+        let waited =
+            tokio::time::timeout(self.config.lease_ttl, futures_util::future::join_all(acks)).await;
+        let mut failed: BTreeMap<u32, String> = BTreeMap::new();
+        match waited {
+            Ok(results) => {
+                for (partition, result) in partitions.into_iter().zip(results) {
+                    if let Err(err) = result {
+                        failed.entry(partition).or_insert_with(|| err.to_string());
+                    }
+                }
+            }
+            Err(_) => {
+                for partition in partitions {
+                    failed.insert(partition, "no acknowledgement within a lease".into());
+                }
             }
         }
         for (partition, err) in failed {
