@@ -10,6 +10,14 @@
 //! checkpoint is a consistent cut: the contexts as of the last sequence
 //! applied.
 //!
+//! Every wait on the cluster is bounded, so that a slow or dying NATS
+//! node costs a pause, not a stuck worker that renews leases it no longer
+//! applies: a tick is cut after a lease, listing the leases after half of
+//! one, verdict acknowledgements are awaited together for at most a lease
+//! (partitions still waiting are dropped and replayed), a reader quiet
+//! for two leases while its partition has messages is restarted, and a
+//! stop hands over within five leases.
+//!
 //! Layout: `consume.rs` reads a partition, `partitions.rs` claims,
 //! checkpoints, gives up and drops partitions, `apply.rs` applies one
 //! message and publishes verdicts, `stats.rs` counts.
