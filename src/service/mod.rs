@@ -44,7 +44,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -131,10 +131,82 @@ pub enum ServiceError {
 /// A running service.
 pub struct Service {
     engine: Engine,
-    servers: Vec<ServerHandle>,
-    thread: Option<JoinHandle<std::io::Result<()>>>,
+    http: ServerThread,
     api_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+}
+
+/// Actix servers on a thread of their own (an actix system of their own),
+/// with their handles: the service's, or `/metrics` alone.
+struct ServerThread {
+    handles: Vec<ServerHandle>,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl ServerThread {
+    /// Starts thread `name`, runs `bind` in its actix system and serves
+    /// what it bound until the servers stop; gives back what `bind` says
+    /// of them (their addresses).
+    fn start<T: Send + 'static>(
+        name: &str,
+        bind: impl FnOnce() -> Result<(Vec<Server>, T), ServiceError> + Send + 'static,
+    ) -> Result<(ServerThread, T), ServiceError> {
+        let (started, on_start) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                actix_web::rt::System::new().block_on(async move {
+                    match bind() {
+                        Ok((servers, bound)) => {
+                            let handles = servers.iter().map(|s| s.handle()).collect();
+                            let _ = started.send(Ok((handles, bound)));
+                            futures_util::future::try_join_all(servers)
+                                .await
+                                .map(|_| ())
+                        }
+                        Err(error) => {
+                            let _ = started.send(Err(error));
+                            Ok(())
+                        }
+                    }
+                })
+            })
+            .map_err(|e| ServiceError::Server(e.to_string()))?;
+        let (handles, bound) = on_start.recv().map_err(|_| {
+            ServiceError::Server(format!("the {name} thread stopped while starting"))
+        })??;
+        let servers = ServerThread {
+            handles,
+            thread: Some(thread),
+        };
+        Ok((servers, bound))
+    }
+
+    /// Blocks until the servers stop (on SIGINT or SIGTERM, or [`Self::stop`]).
+    fn wait(&mut self) -> Result<(), ServiceError> {
+        if let Some(thread) = self.thread.take() {
+            let served = thread
+                .join()
+                .map_err(|_| ServiceError::Server("panicked".into()))?;
+            served.map_err(|e| ServiceError::Server(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Stops the servers (finishing requests in flight) and waits for them.
+    fn stop(&mut self) -> Result<(), ServiceError> {
+        let handles = self.handles.clone();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                for server in handles {
+                    server.stop(true).await;
+                }
+            })
+        })
+        .join()
+        .map_err(|_| ServiceError::Server("panicked while stopping".into()))?;
+        self.wait()
+    }
 }
 
 /// The process-wide Prometheus recorder (installed on first use); `None`
@@ -200,34 +272,11 @@ impl Service {
             subscribers: Arc::new(AtomicUsize::new(0)),
             max_subscribers: config.max_event_subscribers,
         });
-        let (started, on_start) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("yaraflow-http".into())
-            .spawn(move || {
-                actix_web::rt::System::new().block_on(async move {
-                    match bind(state, prometheus, &config) {
-                        Ok((servers, addrs)) => {
-                            let handles = servers.iter().map(|s| s.handle()).collect();
-                            let _ = started.send(Ok((handles, addrs)));
-                            futures_util::future::try_join_all(servers)
-                                .await
-                                .map(|_| ())
-                        }
-                        Err(error) => {
-                            let _ = started.send(Err(error));
-                            Ok(())
-                        }
-                    }
-                })
-            })
-            .map_err(|e| ServiceError::Server(e.to_string()))?;
-        let (servers, (api_addr, metrics_addr)) = on_start.recv().map_err(|_| {
-            ServiceError::Server("the server thread stopped while starting".into())
-        })??;
+        let (http, (api_addr, metrics_addr)) =
+            ServerThread::start("yaraflow-http", move || bind(state, prometheus, &config))?;
         Ok(Service {
             engine,
-            servers,
-            thread: Some(thread),
+            http,
             api_addr,
             metrics_addr,
         })
@@ -246,30 +295,16 @@ impl Service {
     /// Blocks until the server stops (on SIGINT or SIGTERM), then shuts the
     /// engine down: every open stream's final verdict.
     pub fn wait(mut self) -> Result<ShutdownReport, ServiceError> {
-        if let Some(thread) = self.thread.take() {
-            let served = thread
-                .join()
-                .map_err(|_| ServiceError::Server("panicked".into()))?;
-            served.map_err(|e| ServiceError::Server(e.to_string()))?;
-        }
+        self.http.wait()?;
         Ok(self.engine.shutdown()?)
     }
 
     /// Stops the server (finishing requests in flight; event streams end)
     /// and the engine.
-    pub fn stop(self) -> Result<ShutdownReport, ServiceError> {
+    pub fn stop(mut self) -> Result<ShutdownReport, ServiceError> {
         self.engine.handle().end_subscriptions();
-        let servers = self.servers.clone();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                for server in servers {
-                    server.stop(true).await;
-                }
-            })
-        })
-        .join()
-        .map_err(|_| ServiceError::Server("panicked while stopping".into()))?;
-        self.wait()
+        self.http.stop()?;
+        Ok(self.engine.shutdown()?)
     }
 }
 
@@ -284,7 +319,7 @@ fn bind(
     state: web::Data<state::ApiState>,
     prometheus: Option<PrometheusHandle>,
     config: &ServiceConfig,
-) -> Result<(Vec<actix_web::dev::Server>, Addresses), ServiceError> {
+) -> Result<(Vec<Server>, Addresses), ServiceError> {
     let token = web::Data::new(Token(config.token.clone()));
     let metrics = web::Data::new(Metrics(prometheus));
     let metrics_on_api = config.metrics_on_api;
@@ -335,7 +370,7 @@ fn metrics_server(
     metrics: web::Data<Metrics>,
     listen: SocketAddr,
     config: &ServiceConfig,
-) -> Result<(actix_web::dev::Server, SocketAddr), ServiceError> {
+) -> Result<(Server, SocketAddr), ServiceError> {
     let exporter = HttpServer::new(move || {
         App::new()
             .app_data(metrics.clone())
@@ -359,8 +394,7 @@ fn metrics_server(
 /// `/metrics` alone, for a process that serves no API (a cluster worker):
 /// the process-wide recorder, on a thread of its own.
 pub struct MetricsEndpoint {
-    server: actix_web::dev::ServerHandle,
-    thread: Option<JoinHandle<std::io::Result<()>>>,
+    server: ServerThread,
     addr: SocketAddr,
 }
 
@@ -368,32 +402,11 @@ impl MetricsEndpoint {
     /// Installs the recorder (if no other is) and serves it on `listen`.
     pub fn start(listen: SocketAddr) -> Result<MetricsEndpoint, ServiceError> {
         let metrics = web::Data::new(Metrics(prometheus()));
-        let (started, on_start) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("yaraflow-metrics".into())
-            .spawn(move || {
-                actix_web::rt::System::new().block_on(async move {
-                    match metrics_server(metrics, listen, &ServiceConfig::default()) {
-                        Ok((server, addr)) => {
-                            let _ = started.send(Ok((server.handle(), addr)));
-                            server.await
-                        }
-                        Err(error) => {
-                            let _ = started.send(Err(error));
-                            Ok(())
-                        }
-                    }
-                })
-            })
-            .map_err(|e| ServiceError::Server(e.to_string()))?;
-        let (server, addr) = on_start.recv().map_err(|_| {
-            ServiceError::Server("the metrics thread stopped while starting".into())
-        })??;
-        Ok(MetricsEndpoint {
-            server,
-            thread: Some(thread),
-            addr,
-        })
+        let (server, addr) = ServerThread::start("yaraflow-metrics", move || {
+            let (server, addr) = metrics_server(metrics, listen, &ServiceConfig::default())?;
+            Ok((vec![server], addr))
+        })?;
+        Ok(MetricsEndpoint { server, addr })
     }
 
     /// Where `/metrics` listens.
@@ -403,14 +416,7 @@ impl MetricsEndpoint {
 
     /// Stops the server and waits for its thread.
     pub fn stop(mut self) {
-        let server = self.server.clone();
-        let _ = std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(server.stop(true));
-        })
-        .join();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        let _ = self.server.stop();
     }
 }
 
