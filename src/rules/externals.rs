@@ -224,6 +224,17 @@ impl FileInfo {
     }
 }
 
+/// A stream's own values when it opens: `file`'s externals (none without
+/// one), then `given`, each replacing the file's of the same name.
+pub fn stream_externals(file: Option<&FileInfo>, given: Vec<External>) -> Vec<External> {
+    let mut externals = file.map(FileInfo::externals).unwrap_or_default();
+    for value in given {
+        externals.retain(|e| e.name != value.name);
+        externals.push(value);
+    }
+    externals
+}
+
 /// `.exe` for `setup.EXE`; none for `README` or `.profile`.
 fn extension_of(name: &str) -> Option<String> {
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
@@ -301,6 +312,23 @@ mod tests {
             name: name.into(),
             value: ExternalValue::String(value.into()),
         }
+    }
+
+    #[test]
+    fn given_values_replace_the_files_of_the_same_name() {
+        let info = FileInfo {
+            name: Some("a.EXE".into()),
+            ..FileInfo::default()
+        };
+        let given = External {
+            name: "extension".into(),
+            value: ExternalValue::String(".bin".into()),
+        };
+        let all = stream_externals(Some(&info), vec![given.clone()]);
+        let names: Vec<&str> = all.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["filename", "filepath", "extension"]);
+        assert_eq!(all[2], given);
+        assert_eq!(stream_externals(None, vec![given.clone()]), [given]);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 pub use analysis::{PatternReport, RuleAnalysis, RuleClasses, RuleIssue, RuleReport};
 pub use edges::EdgeGuard;
-pub use externals::{External, ExternalValue, FileInfo, FILE_EXTERNALS};
+pub use externals::{stream_externals, External, ExternalValue, FileInfo, FILE_EXTERNALS};
 pub use gates::Gate;
 pub use whole_data::WholeDataPlan;
 

@@ -26,7 +26,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::framing;
 use super::state::ApiState;
-use crate::rules::{External, ExternalValue, FileInfo, RuleSet};
+use crate::rules::{stream_externals, External, ExternalValue, FileInfo, RuleSet};
 use crate::stream::StreamMode;
 
 type State = web::Data<ApiState>;
@@ -352,11 +352,7 @@ async fn open_stream(
 /// The file's externals, then those named, each replacing the file's of
 /// the same name.
 fn externals_of(open: &OpenRequest) -> Result<Vec<External>, String> {
-    let mut externals = open
-        .file
-        .as_ref()
-        .map(FileInfo::externals)
-        .unwrap_or_default();
+    let mut given = Vec::with_capacity(open.externals.len());
     for (name, value) in &open.externals {
         let value = match value {
             serde_json::Value::Bool(b) => ExternalValue::Bool(*b),
@@ -372,13 +368,12 @@ fn externals_of(open: &OpenRequest) -> Result<Vec<External>, String> {
                 ))
             }
         };
-        externals.retain(|e| &e.name != name);
-        externals.push(External {
+        given.push(External {
             name: name.clone(),
             value,
         });
     }
-    Ok(externals)
+    Ok(stream_externals(open.file.as_ref(), given))
 }
 
 async fn close_stream(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {

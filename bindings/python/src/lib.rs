@@ -179,20 +179,16 @@ fn file_info(file: &Bound<'_, PyDict>) -> PyResult<FileInfo> {
 }
 
 /// What a stream says of itself when it opens: its file's externals, then
-/// the values given one by one.
+/// the values given, each replacing the file's of the same name.
 fn stream_externals(
     file: Option<&Bound<'_, PyDict>>,
     values: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Vec<External>> {
-    let mut all = match file {
-        Some(file) => file_info(file)?.externals(),
-        None => Vec::new(),
-    };
-    for given in externals(values)? {
-        all.retain(|e| e.name != given.name);
-        all.push(given);
-    }
-    Ok(all)
+    let file = file.map(file_info).transpose()?;
+    Ok(yaraflow::rules::stream_externals(
+        file.as_ref(),
+        externals(values)?,
+    ))
 }
 
 fn stream_mode(mode: &str) -> PyResult<StreamMode> {
@@ -714,7 +710,7 @@ impl Engine {
     ) -> PyResult<()> {
         let id = self::stream_id(stream_id)?;
         let data = data_of(data)?;
-        self.run(py, |handle| handle.scan_chunk(id, data.to_vec()))
+        self.run(py, move |handle| handle.scan_chunk(id, data.into_owned()))
     }
 
     /// Appends one line (without its newline) to a line stream.
@@ -726,7 +722,7 @@ impl Engine {
     ) -> PyResult<()> {
         let id = self::stream_id(stream_id)?;
         let line = data_of(line)?;
-        self.run(py, |handle| handle.scan_line(id, line.to_vec()))
+        self.run(py, move |handle| handle.scan_line(id, line.into_owned()))
     }
 
     /// The stream's verdict so far, after every chunk sent before the call.
