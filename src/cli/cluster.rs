@@ -120,23 +120,32 @@ impl FlowPublisher {
             self.publish_gathered(stream)?;
         }
         if self.gathered_bytes > MAX_GATHERED {
-            let streams: Vec<uuid::Uuid> = self.gathered.keys().copied().collect();
-            for stream in streams {
-                self.publish_gathered(stream)?;
-            }
+            self.publish_all_gathered()?;
         }
         Ok(())
     }
 
-    /// Publishes what a direction gathered, in chunks.
+    /// Publishes what a direction gathered, in chunks (slices of it, not
+    /// copies).
     fn publish_gathered(&mut self, stream: uuid::Uuid) -> anyhow::Result<()> {
         let Some(gathered) = self.gathered.remove(&stream) else {
             return Ok(());
         };
         self.gathered_bytes -= gathered.len();
-        for piece in gathered.chunks(MAX_PUBLISHED_CHUNK) {
-            let piece = bytes::Bytes::copy_from_slice(piece);
+        let gathered = bytes::Bytes::from(gathered);
+        for start in (0..gathered.len()).step_by(MAX_PUBLISHED_CHUNK) {
+            let end = (start + MAX_PUBLISHED_CHUNK).min(gathered.len());
+            let piece = gathered.slice(start..end);
             self.runtime.block_on(self.producer.chunk(stream, piece))?;
+        }
+        Ok(())
+    }
+
+    /// Publishes what every direction gathered.
+    fn publish_all_gathered(&mut self) -> anyhow::Result<()> {
+        let streams: Vec<uuid::Uuid> = self.gathered.keys().copied().collect();
+        for stream in streams {
+            self.publish_gathered(stream)?;
         }
         Ok(())
     }
@@ -152,10 +161,7 @@ impl FlowPublisher {
     /// Waits until the cluster has every message (durable), and says how
     /// many were published. Every direction was closed before.
     pub fn finish(mut self) -> anyhow::Result<u64> {
-        let streams: Vec<uuid::Uuid> = self.gathered.keys().copied().collect();
-        for stream in streams {
-            self.publish_gathered(stream)?;
-        }
+        self.publish_all_gathered()?;
         self.runtime.block_on(self.producer.flush())?;
         Ok(self.producer.published())
     }

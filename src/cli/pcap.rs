@@ -23,7 +23,8 @@ use std::process::ExitCode;
 use indicatif::ProgressBar;
 use yaraflow::objects::ObjectLimits;
 use yaraflow::pcap::{
-    CaptureReader, Ended, FlowCounters, FlowEvent, FlowFeed, FlowLimits, FlowTable, Frame, Verdict,
+    CaptureReader, Ended, FlowCounters, FlowEvent, FlowFeed, FlowLimits, FlowSummary, FlowTable,
+    Frame, Verdict,
 };
 use yaraflow::{Engine, EngineConfig, EngineError, StreamResults};
 
@@ -256,14 +257,10 @@ impl FlowSink for Published<'_> {
                     self.ended.directions += 1;
                     let mut line = serde_json::json!({
                         "stream": summary.stream,
-                        "flow": summary,
-                        "capture": self.capture.display().to_string(),
                         "published": true,
                     });
-                    line["flow"].as_object_mut().map(|f| f.remove("stream"));
-                    if self.capture_error {
-                        line["capture_error"] = true.into();
-                    }
+                    line["flow"] = flow_value(&summary)?;
+                    mark_capture(&mut line, self.capture, self.capture_error);
                     writeln!(self.out, "{line}")?;
                 }
             }
@@ -361,21 +358,33 @@ impl Feed<'_> {
         let mut line = serde_json::to_value(&results)?;
         match ended {
             Ended::Flow(summary, objects) => {
-                let mut flow = serde_json::to_value(summary)?;
-                flow.as_object_mut().map(|f| f.remove("stream"));
-                line["flow"] = flow;
+                line["flow"] = flow_value(summary)?;
                 if let Some(objects) = objects {
                     line["objects"] = serde_json::to_value(objects)?;
                 }
             }
             Ended::Object(summary) => line["object"] = serde_json::to_value(summary)?,
         }
-        line["capture"] = self.capture.display().to_string().into();
-        if self.capture_error {
-            line["capture_error"] = true.into();
-        }
+        mark_capture(&mut line, self.capture, self.capture_error);
         writeln!(self.out, "{line}")?;
         Ok(())
+    }
+}
+
+/// A direction's summary as its line's `flow` (its stream id is the
+/// line's `stream`).
+fn flow_value(summary: &FlowSummary) -> serde_json::Result<serde_json::Value> {
+    let mut flow = serde_json::to_value(summary)?;
+    flow.as_object_mut().map(|f| f.remove("stream"));
+    Ok(flow)
+}
+
+/// Names a line's capture, and says when the capture broke before the
+/// stream ended.
+fn mark_capture(line: &mut serde_json::Value, capture: &Path, broke: bool) {
+    line["capture"] = capture.display().to_string().into();
+    if broke {
+        line["capture_error"] = true.into();
     }
 }
 
