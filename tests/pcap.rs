@@ -303,3 +303,48 @@ fn the_offload_capture_holds_frames_with_an_ipv4_total_length_of_zero() {
         "{zero_length} frames with total length 0"
     );
 }
+
+/// `--flow-threads` splits the connections over threads: the lines come
+/// in another order, and are the same lines, objects included.
+#[test]
+fn any_number_of_flow_threads_prints_the_same_lines() {
+    let mut captures: Vec<&str> = CAPTURES.to_vec();
+    captures.push("data/pcap/objects-loopback.pcapng");
+    let lines = |threads: &str| {
+        let mut args = vec!["pcap", "--quiet", "--flow-threads", threads];
+        args.extend(&captures);
+        let out = yaraflow(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut lines: Vec<String> = json_lines(&out)
+            .into_iter()
+            .map(|mut line| {
+                // When the engine saw the stream: not the same in two runs.
+                let times = line.as_object_mut().unwrap();
+                times.remove("opened_at_ms").unwrap();
+                times.remove("last_seen_ms").unwrap();
+                line.to_string()
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    let one = lines("1");
+    let objects = one.iter().filter(|l| l.contains("\"object\"")).count();
+    assert!(
+        objects > 0 && objects < one.len(),
+        "{objects} of {}",
+        one.len()
+    );
+    for threads in ["2", "3"] {
+        let other = lines(threads);
+        let differ: Vec<_> = other.iter().filter(|l| !one.contains(l)).collect();
+        assert!(
+            differ.is_empty() && other.len() == one.len(),
+            "{threads} flow threads: {differ:?}"
+        );
+    }
+}

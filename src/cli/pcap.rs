@@ -6,7 +6,8 @@
 //! line of its own (`object`: its flow, protocol, index, type, name, size,
 //! and whether it was cut); the bridge is [`yaraflow::pcap::FlowFeed`].
 //!
-//! Captures are read one after the other, each with its own flow table, and
+//! Captures are read one after the other, each by a reader thread and
+//! `--flow-threads` flow threads ([`yaraflow::pcap::read_capture`]), and
 //! streamed: a direction's bytes go to the engine as soon as they are in
 //! order (in bursts of many directions' chunks, one message per shard), and
 //! its results are printed when it ends, so memory holds the open
@@ -20,12 +21,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use indicatif::ProgressBar;
 use yaraflow::objects::ObjectLimits;
 use yaraflow::pcap::{
-    CaptureReader, Ended, FlowCounters, FlowEvent, FlowFeed, FlowLimits, FlowSummary, FlowTable,
-    Frame, Verdict,
+    CaptureReader, CaptureRun, Ended, FlowCounters, FlowFeed, FlowLimits, FlowStage, FlowSummary,
+    Verdict,
 };
+#[cfg(feature = "cluster")]
+use yaraflow::pcap::{FlowEvent, PassEvents};
 use yaraflow::{Engine, EngineConfig, EngineError, StreamResults};
 
 /// Arguments of `yaraflow pcap`.
@@ -59,6 +61,12 @@ pub struct PcapArgs {
     /// up to this size and marked `"cut": "size_cap"`.
     #[arg(long, default_value = "64MiB")]
     max_object_size: bytesize::ByteSize,
+    /// Threads following connections (reassembly, files inside flows, the
+    /// hand-off to the engine), each a share of them by connection hash;
+    /// 0: one per core. With more than one, the lines of different
+    /// connections come out in a different order.
+    #[arg(long, default_value_t = 0)]
+    flow_threads: usize,
     /// No progress bar and no summary on stderr (errors are still
     /// reported).
     #[arg(long, short)]
@@ -94,19 +102,19 @@ pub fn run(args: PcapArgs) -> anyhow::Result<ExitCode> {
     });
     let mut failed = false;
     for path in &args.captures {
-        let mut feed = Feed {
-            flows: FlowFeed::new(engine.handle().blocking(), objects),
+        let stages = (0..flow_threads(&args))
+            .map(|_| FlowFeed::new(engine.handle().blocking(), objects))
+            .collect();
+        let mut printer = Printer {
             ended: EndedCounts::default(),
             capture: path,
-            capture_error: false,
             out: std::io::stdout().lock(),
             failed: false,
         };
-        if let Err(err) = read_capture(&args, path, &mut feed) {
-            eprintln!("error: {}: {err:#}", path.display());
-            failed = true;
-        }
-        failed |= feed.failed;
+        let read = read_capture(&args, path, stages, |verdicts, broke| {
+            printer.print_all(verdicts, broke)
+        });
+        failed |= report(&args, path, read, printer.ended) | printer.failed;
     }
     engine.shutdown()?;
     Ok(if failed {
@@ -116,91 +124,67 @@ pub fn run(args: PcapArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Counts of what a capture held, for the summary on stderr.
-#[derive(Default)]
-struct Tally {
-    segments: u64,
-    skipped: std::collections::BTreeMap<String, u64>,
+/// Flow threads to use: `--flow-threads`, or one per core.
+fn flow_threads(args: &PcapArgs) -> usize {
+    match args.flow_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
 }
 
-/// Reads one capture through its flow table into the engine. A corrupt
-/// capture still has its directions closed and printed.
-fn read_capture(args: &PcapArgs, path: &Path, feed: &mut dyn FlowSink) -> anyhow::Result<()> {
+/// Reads one capture through its flow threads (one per stage), each with
+/// its share of the flow table's bounds; `consume` takes their outputs on
+/// this thread. A corrupt capture still has its directions closed and
+/// handed on: its error is the returned run's `outcome`.
+fn read_capture<S>(
+    args: &PcapArgs,
+    path: &Path,
+    stages: Vec<S>,
+    mut consume: impl FnMut(Vec<S::Output>, bool) -> anyhow::Result<()>,
+) -> anyhow::Result<CaptureRun>
+where
+    S: FlowStage,
+    anyhow::Error: From<S::Error>,
+{
     let file = File::open(path)?;
     let progress = super::byte_progress(args.quiet, Some(file.metadata()?.len()));
-    let mut reader = CaptureReader::new(file)?;
-    let mut table = FlowTable::new(FlowLimits {
+    let reader = CaptureReader::new(file)?;
+    let limits = FlowLimits {
         max_pending: args.max_pending,
         max_open: usize::try_from(args.max_flows).unwrap_or(usize::MAX),
         idle_timeout: Some(args.flow_idle_timeout).filter(|t| !t.is_zero()),
-    });
-    let mut events = Vec::new();
-    let mut tally = Tally::default();
-    let outcome = loop {
-        let frame = match reader.next_frame() {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break Ok(()),
-            Err(err) => break Err(err),
-        };
-        match frame {
-            Frame::Segment(segment) => {
-                tally.segments += 1;
-                table.segment(segment, &mut events);
-            }
-            Frame::Skipped(skip) => *tally.skipped.entry(skip.to_string()).or_default() += 1,
-        }
-        feed.take(&mut events, &progress)?;
-        progress.set_position(reader.bytes_read());
     };
-    // Directions that end now end because the capture did (or broke).
-    feed.flush()?;
-    feed.capture_broke(outcome.is_err());
-    table.finish(&mut events);
-    feed.take(&mut events, &progress)?;
-    feed.flush()?;
+    let run = yaraflow::pcap::read_capture(
+        reader,
+        limits,
+        stages,
+        &|bytes| progress.set_position(bytes),
+        |outputs, broke| progress.suspend(|| consume(outputs, broke)),
+    )?;
     progress.finish_and_clear();
-    if !args.quiet {
-        print_tally(
-            path,
-            reader.frames(),
-            &tally,
-            feed.ended(),
-            table.counters(),
-        );
-    }
-    Ok(outcome?)
+    Ok(run)
 }
 
-/// Where a capture's flow events go: the engine here ([`Feed`]), or a
-/// cluster (`--nats`).
-trait FlowSink {
-    /// Acts on flow events (and drains them).
-    fn take(&mut self, events: &mut Vec<FlowEvent>, progress: &ProgressBar) -> anyhow::Result<()>;
-    /// Sends what is gathered.
-    fn flush(&mut self) -> anyhow::Result<()>;
-    /// From now on, directions end because the capture broke.
-    fn capture_broke(&mut self, broke: bool);
-    /// What ended so far.
-    fn ended(&self) -> EndedCounts;
-}
-
-impl FlowSink for Feed<'_> {
-    fn take(&mut self, events: &mut Vec<FlowEvent>, progress: &ProgressBar) -> anyhow::Result<()> {
-        let verdicts = self.flows.take(events)?;
-        progress.suspend(|| self.print_all(verdicts))
-    }
-
-    fn flush(&mut self) -> anyhow::Result<()> {
-        let verdicts = self.flows.flush()?;
-        self.print_all(verdicts)
-    }
-
-    fn capture_broke(&mut self, broke: bool) {
-        self.capture_error = broke;
-    }
-
-    fn ended(&self) -> EndedCounts {
-        self.ended
+/// Reports how reading a capture went (its tally on stderr unless
+/// `--quiet`, its error); returns whether it failed.
+fn report(
+    args: &PcapArgs,
+    path: &Path,
+    read: anyhow::Result<CaptureRun>,
+    ended: EndedCounts,
+) -> bool {
+    let outcome = read.and_then(|run| {
+        if !args.quiet {
+            print_tally(path, &run, ended);
+        }
+        Ok(run.outcome?)
+    });
+    match outcome {
+        Ok(()) => false,
+        Err(err) => {
+            eprintln!("error: {}: {err:#}", path.display());
+            true
+        }
     }
 }
 
@@ -214,14 +198,13 @@ fn publish(args: &PcapArgs) -> anyhow::Result<ExitCode> {
         let mut sink = Published {
             publisher: &mut publisher,
             capture: path,
-            capture_error: false,
             out: std::io::stdout().lock(),
             ended: EndedCounts::default(),
         };
-        if let Err(err) = read_capture(args, path, &mut sink) {
-            eprintln!("error: {}: {err:#}", path.display());
-            failed = true;
-        }
+        let stages = vec![PassEvents; flow_threads(args)];
+        let read = read_capture(args, path, stages, |events, broke| sink.take(events, broke));
+        let ended = sink.ended;
+        failed |= report(args, path, read, ended);
     }
     let closed = publisher.closed;
     let published = publisher.finish()?;
@@ -240,15 +223,16 @@ fn publish(args: &PcapArgs) -> anyhow::Result<ExitCode> {
 struct Published<'a> {
     publisher: &'a mut super::cluster::FlowPublisher,
     capture: &'a Path,
-    capture_error: bool,
     out: std::io::StdoutLock<'static>,
     ended: EndedCounts,
 }
 
 #[cfg(feature = "cluster")]
-impl FlowSink for Published<'_> {
-    fn take(&mut self, events: &mut Vec<FlowEvent>, _: &ProgressBar) -> anyhow::Result<()> {
-        for event in events.drain(..) {
+impl Published<'_> {
+    /// Publishes flow events; prints a line per direction that ended
+    /// (`broke`: the capture's damage ended it).
+    fn take(&mut self, events: Vec<FlowEvent>, broke: bool) -> anyhow::Result<()> {
+        for event in events {
             match event {
                 FlowEvent::Opened(_) => {}
                 FlowEvent::Data(stream, bytes) => self.publisher.data(stream, &bytes)?,
@@ -260,33 +244,26 @@ impl FlowSink for Published<'_> {
                         "published": true,
                     });
                     line["flow"] = flow_value(&summary)?;
-                    mark_capture(&mut line, self.capture, self.capture_error);
+                    mark_capture(&mut line, self.capture, broke);
                     writeln!(self.out, "{line}")?;
                 }
             }
         }
         Ok(())
     }
-
-    fn flush(&mut self) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    fn capture_broke(&mut self, broke: bool) {
-        self.capture_error = broke;
-    }
-
-    fn ended(&self) -> EndedCounts {
-        self.ended
-    }
 }
 
-fn print_tally(path: &Path, frames: u64, tally: &Tally, ended: EndedCounts, early: FlowCounters) {
-    let skipped: Vec<String> = tally
+fn print_tally(path: &Path, run: &CaptureRun, ended: EndedCounts) {
+    let by_reason: std::collections::BTreeMap<String, u64> = run
         .skipped
+        .iter()
+        .map(|(reason, n)| (reason.to_string(), *n))
+        .collect();
+    let skipped: Vec<String> = by_reason
         .iter()
         .map(|(reason, n)| format!("{n} {reason}"))
         .collect();
+    let early = run.counters;
     let bounds = match early == FlowCounters::default() {
         true => String::new(),
         false => format!(
@@ -295,9 +272,10 @@ fn print_tally(path: &Path, frames: u64, tally: &Tally, ended: EndedCounts, earl
         ),
     };
     eprintln!(
-        "{}: {frames} frames, {} TCP segments, {} directions, {} files inside them{}{bounds}",
+        "{}: {} frames, {} TCP segments, {} directions, {} files inside them{}{bounds}",
         path.display(),
-        tally.segments,
+        run.frames,
+        run.segments,
         ended.directions,
         ended.objects,
         match skipped.is_empty() {
@@ -314,25 +292,24 @@ struct EndedCounts {
     objects: u64,
 }
 
-/// Flow events into the engine, results out as JSON lines.
-struct Feed<'a> {
-    flows: FlowFeed,
+/// Verdicts out as JSON lines.
+struct Printer<'a> {
     ended: EndedCounts,
     capture: &'a Path,
-    capture_error: bool,
     out: std::io::StdoutLock<'static>,
     failed: bool,
 }
 
-impl Feed<'_> {
-    /// Prints the lines of what ended, and counts them.
-    fn print_all(&mut self, verdicts: Vec<Verdict>) -> anyhow::Result<()> {
+impl Printer<'_> {
+    /// Prints the lines of what ended (`broke`: the capture's damage ended
+    /// it), and counts them.
+    fn print_all(&mut self, verdicts: Vec<Verdict>, broke: bool) -> anyhow::Result<()> {
         for (ended, closed) in verdicts {
             match ended {
                 Ended::Flow(..) => self.ended.directions += 1,
                 Ended::Object(_) => self.ended.objects += 1,
             }
-            self.print(&ended, closed)?;
+            self.print(&ended, closed, broke)?;
         }
         Ok(())
     }
@@ -342,6 +319,7 @@ impl Feed<'_> {
         &mut self,
         ended: &Ended,
         closed: Result<Option<StreamResults>, EngineError>,
+        broke: bool,
     ) -> anyhow::Result<()> {
         let results = match closed {
             Ok(Some(results)) => results,
@@ -365,7 +343,7 @@ impl Feed<'_> {
             }
             Ended::Object(summary) => line["object"] = serde_json::to_value(summary)?,
         }
-        mark_capture(&mut line, self.capture, self.capture_error);
+        mark_capture(&mut line, self.capture, broke);
         writeln!(self.out, "{line}")?;
         Ok(())
     }

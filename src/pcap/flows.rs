@@ -211,8 +211,7 @@ impl FlowTable {
     /// Takes one segment; appends what happened to `events`.
     pub fn segment(&mut self, segment: TcpSegment, events: &mut Vec<FlowEvent>) {
         if let Some(time) = segment.time {
-            self.now = self.now.max(time);
-            self.sweep_idle(events);
+            self.advance(time, events);
         }
         let key = segment.key;
         let (reuse, superseded) = match self.flows.get(&key) {
@@ -261,7 +260,7 @@ impl FlowTable {
             segment.fin,
             segment.rst,
             segment.seq,
-            &segment.payload,
+            segment.payload,
         );
         hand_out(&mut state.bytes, state.stream, ready, events);
         if reassembly.end().is_some() {
@@ -272,6 +271,15 @@ impl FlowTable {
             // A reset ends the connection: the other direction too.
             self.end(&key.reverse(), true, events);
         }
+    }
+
+    /// Moves the table's clock to capture time `now` (if later) and ends
+    /// the directions idle for the timeout by then, as a segment of that
+    /// time would: for a table that sees only some of a capture's
+    /// connections ([`super::pipeline`]).
+    pub fn advance(&mut self, now: Duration, events: &mut Vec<FlowEvent>) {
+        self.now = self.now.max(now);
+        self.sweep_idle(events);
     }
 
     /// Ends every open direction (the capture is over), in the order they

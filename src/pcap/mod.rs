@@ -11,7 +11,9 @@
 //!   its ordered byte stream (each byte once, holes counted, the end told);
 //! - [`feed`] hands the directions, and the files inside them
 //!   ([`crate::objects`]), to the engine as streams and returns their
-//!   verdicts: the bridge any reassembler can use.
+//!   verdicts: the bridge any reassembler can use;
+//! - [`pipeline`] runs these steps on several threads: a reader, flow
+//!   threads by connection hash, and the caller's thread taking results.
 //!
 //! Trade-off: IP fragments are skipped, not reassembled (rare for TCP,
 //! which sizes segments to avoid them), and a frame cut short by the
@@ -21,6 +23,7 @@ pub mod capture;
 pub mod feed;
 pub mod flows;
 pub mod packet;
+pub mod pipeline;
 pub mod reassembly;
 
 pub use capture::{CaptureReader, Frame};
@@ -30,4 +33,5 @@ pub use flows::{
     FlowTable, Role,
 };
 pub use packet::{decode, FlowKey, Skip, TcpSegment};
+pub use pipeline::{read_capture, CaptureRun, FlowStage, PassEvents};
 pub use reassembly::{Direction, End};

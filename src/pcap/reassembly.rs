@@ -99,15 +99,18 @@ impl Direction {
     }
 
     /// Takes one segment: its flags, sequence number and payload. Returns
-    /// the bytes that are now in order (possibly none).
+    /// the bytes that are now in order (possibly none). A segment that
+    /// comes in order, with nothing waiting, is handed out as it is, not
+    /// copied.
     pub fn segment(
         &mut self,
         syn: bool,
         fin: bool,
         rst: bool,
         seq: u32,
-        payload: &[u8],
+        payload: impl Into<Vec<u8>>,
     ) -> Vec<u8> {
+        let payload = payload.into();
         if self.ended.is_some() {
             return Vec::new();
         }
@@ -135,8 +138,15 @@ impl Direction {
             Some(fin_at) => (fin_at as i64 - start).clamp(0, payload.len() as i64) as usize,
             None => payload.len(),
         };
-        self.store(start, &payload[..keep]);
-        let mut ready = self.drain();
+        let mut ready = if self.pending.is_empty() && start == self.next as i64 {
+            let mut in_order = payload;
+            in_order.truncate(keep);
+            self.next += keep as u64;
+            in_order
+        } else {
+            self.store(start, &payload[..keep]);
+            self.drain()
+        };
         while self.pending_bytes > self.max_pending {
             // Too much waits behind a hole: give up on the hole.
             self.skip_hole();
