@@ -17,14 +17,16 @@
 //! exit code is 1.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufWriter, StdoutLock, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use yaraflow::objects::ObjectLimits;
+use serde::Serialize;
+use yaraflow::objects::{DirectionObjects, ObjectLimits, ObjectSummary};
 use yaraflow::pcap::{
-    CaptureReader, CaptureRun, Ended, FlowCounters, FlowFeed, FlowLimits, FlowStage, FlowSummary,
-    Verdict,
+    CaptureReader, CaptureRun, End, Ended, FlowCounters, FlowFeed, FlowLimits, FlowStage,
+    FlowSummary, Role, Verdict,
 };
 #[cfg(feature = "cluster")]
 use yaraflow::pcap::{FlowEvent, PassEvents};
@@ -108,7 +110,7 @@ pub fn run(args: PcapArgs) -> anyhow::Result<ExitCode> {
         let mut printer = Printer {
             ended: EndedCounts::default(),
             capture: path,
-            out: std::io::stdout().lock(),
+            out: BufWriter::new(std::io::stdout().lock()),
             failed: false,
         };
         let read = read_capture(&args, path, stages, |verdicts, broke| {
@@ -198,7 +200,7 @@ fn publish(args: &PcapArgs) -> anyhow::Result<ExitCode> {
         let mut sink = Published {
             publisher: &mut publisher,
             capture: path,
-            out: std::io::stdout().lock(),
+            out: BufWriter::new(std::io::stdout().lock()),
             ended: EndedCounts::default(),
         };
         let stages = vec![PassEvents; flow_threads(args)];
@@ -223,8 +225,16 @@ fn publish(args: &PcapArgs) -> anyhow::Result<ExitCode> {
 struct Published<'a> {
     publisher: &'a mut super::cluster::FlowPublisher,
     capture: &'a Path,
-    out: std::io::StdoutLock<'static>,
+    out: BufWriter<StdoutLock<'static>>,
     ended: EndedCounts,
+}
+
+/// What a published direction's line starts with.
+#[cfg(feature = "cluster")]
+#[derive(Serialize)]
+struct PublishedHead {
+    stream: uuid::Uuid,
+    published: bool,
 }
 
 #[cfg(feature = "cluster")]
@@ -239,17 +249,17 @@ impl Published<'_> {
                 FlowEvent::Ended(summary) => {
                     self.publisher.close(summary.stream)?;
                     self.ended.directions += 1;
-                    let mut line = serde_json::json!({
-                        "stream": summary.stream,
-                        "published": true,
-                    });
-                    line["flow"] = flow_value(&summary)?;
-                    mark_capture(&mut line, self.capture, broke);
-                    writeln!(self.out, "{line}")?;
+                    let head = PublishedHead {
+                        stream: summary.stream,
+                        published: true,
+                    };
+                    let mut line = Line::new(head, self.capture, broke);
+                    line.flow = Some(FlowFields::of(&summary));
+                    write_line(&mut self.out, &line)?;
                 }
             }
         }
-        Ok(())
+        Ok(self.out.flush()?)
     }
 }
 
@@ -296,7 +306,9 @@ struct EndedCounts {
 struct Printer<'a> {
     ended: EndedCounts,
     capture: &'a Path,
-    out: std::io::StdoutLock<'static>,
+    /// Flushed after each batch of verdicts: a line per write would be a
+    /// system call per stream.
+    out: BufWriter<StdoutLock<'static>>,
     failed: bool,
 }
 
@@ -311,7 +323,7 @@ impl Printer<'_> {
             }
             self.print(&ended, closed, broke)?;
         }
-        Ok(())
+        Ok(self.out.flush()?)
     }
 
     /// Prints a closed stream's line: its results, and what it was.
@@ -333,36 +345,84 @@ impl Printer<'_> {
                 return Ok(());
             }
         };
-        let mut line = serde_json::to_value(&results)?;
+        let mut line = Line::new(&results, self.capture, broke);
         match ended {
             Ended::Flow(summary, objects) => {
-                line["flow"] = flow_value(summary)?;
-                if let Some(objects) = objects {
-                    line["objects"] = serde_json::to_value(objects)?;
-                }
+                line.flow = Some(FlowFields::of(summary));
+                line.objects = objects.as_ref();
             }
-            Ended::Object(summary) => line["object"] = serde_json::to_value(summary)?,
+            Ended::Object(summary) => line.object = Some(summary),
         }
-        mark_capture(&mut line, self.capture, broke);
-        writeln!(self.out, "{line}")?;
-        Ok(())
+        write_line(&mut self.out, &line)
     }
+}
+
+/// One line of output: how it starts (a stream's results), what the
+/// stream was, and the capture it came from.
+#[derive(Serialize)]
+struct Line<'a, Head: Serialize> {
+    #[serde(flatten)]
+    head: Head,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flow: Option<FlowFields>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    objects: Option<&'a DirectionObjects>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object: Option<&'a ObjectSummary>,
+    #[serde(serialize_with = "path_as_text")]
+    capture: &'a Path,
+    /// The capture broke before the stream ended.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    capture_error: bool,
+}
+
+impl<'a, Head: Serialize> Line<'a, Head> {
+    fn new(head: Head, capture: &'a Path, broke: bool) -> Self {
+        Line {
+            head,
+            flow: None,
+            objects: None,
+            object: None,
+            capture,
+            capture_error: broke,
+        }
+    }
+}
+
+/// A path as its text (lossy, as printed elsewhere).
+fn path_as_text<S: serde::Serializer>(path: &&Path, to: S) -> Result<S::Ok, S::Error> {
+    to.collect_str(&path.display())
+}
+
+fn write_line<Head: Serialize>(out: &mut impl Write, line: &Line<'_, Head>) -> anyhow::Result<()> {
+    serde_json::to_writer(&mut *out, line)?;
+    Ok(out.write_all(b"\n")?)
 }
 
 /// A direction's summary as its line's `flow` (its stream id is the
 /// line's `stream`).
-fn flow_value(summary: &FlowSummary) -> serde_json::Result<serde_json::Value> {
-    let mut flow = serde_json::to_value(summary)?;
-    flow.as_object_mut().map(|f| f.remove("stream"));
-    Ok(flow)
+#[derive(Serialize)]
+struct FlowFields {
+    src: SocketAddr,
+    dst: SocketAddr,
+    role: Role,
+    packets: u64,
+    bytes: u64,
+    missing_bytes: u64,
+    end: End,
 }
 
-/// Names a line's capture, and says when the capture broke before the
-/// stream ended.
-fn mark_capture(line: &mut serde_json::Value, capture: &Path, broke: bool) {
-    line["capture"] = capture.display().to_string().into();
-    if broke {
-        line["capture_error"] = true.into();
+impl FlowFields {
+    fn of(summary: &FlowSummary) -> FlowFields {
+        FlowFields {
+            src: summary.src,
+            dst: summary.dst,
+            role: summary.role,
+            packets: summary.packets,
+            bytes: summary.bytes,
+            missing_bytes: summary.missing_bytes,
+            end: summary.end,
+        }
     }
 }
 
