@@ -338,3 +338,24 @@ fn externals_are_defined_on_the_command_line() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--max-flows` holds whatever the number of flow threads: they share it
+/// out, and a bound too small to share runs on one thread, where it is
+/// exact.
+#[test]
+fn pcap_max_flows_holds_with_many_flow_threads() {
+    let evicted = |threads: &str| {
+        let args = ["pcap", "--max-flows", "2", "--flow-threads", threads];
+        let capture = "data/pcap/objects-loopback.pcapng";
+        let out = common::run_yaraflow(&[&args[..], &[capture]].concat());
+        assert!(out.status.success());
+        let lines = common::json_lines(&out);
+        lines
+            .iter()
+            .filter(|l| l["flow"]["end"] == "evicted")
+            .count()
+    };
+    let one = evicted("1");
+    assert!(one > 0);
+    assert_eq!(evicted("8"), one);
+}

@@ -66,7 +66,9 @@ pub struct PcapArgs {
     /// Threads following connections (reassembly, files inside flows, the
     /// hand-off to the engine), each a share of them by connection hash;
     /// 0: one per core. With more than one, the lines of different
-    /// connections come out in a different order.
+    /// connections come out in a different order. Each thread's table holds
+    /// its share of `--max-flows`, at least 1,024 (fewer threads run when
+    /// it is smaller).
     #[arg(long, default_value_t = 0)]
     flow_threads: usize,
     /// No progress bar and no summary on stderr (errors are still
@@ -126,13 +128,22 @@ pub fn run(args: PcapArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Flow threads to use: `--flow-threads`, or one per core.
+/// Flow threads to use: `--flow-threads`, or one per core; but at least
+/// [`MIN_FLOWS_PER_THREAD`] of `--max-flows` for each, which they share out.
 fn flow_threads(args: &PcapArgs) -> usize {
-    match args.flow_threads {
+    let threads = match args.flow_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
-    }
+    };
+    let most = usize::try_from(args.max_flows / MIN_FLOWS_PER_THREAD).unwrap_or(usize::MAX);
+    threads.min(most.max(1))
 }
+
+/// The smallest share of `--max-flows` a flow thread's table gets. Tables
+/// that each hold a share of a small bound evict long before one table
+/// holding all of it would (a connection's two directions share a table):
+/// below this, fewer threads run, down to one, where the bound is exact.
+const MIN_FLOWS_PER_THREAD: u64 = 1024;
 
 /// Reads one capture through its flow threads (one per stage), each with
 /// its share of the flow table's bounds; `consume` takes their outputs on

@@ -114,7 +114,8 @@ enum ToFlows {
 
 /// Reads a capture through `stages.len()` flow threads (at least one
 /// stage), each with its own [`FlowTable`] (bounded by its share of
-/// `limits`). `consume` runs on the caller's thread with each batch of
+/// `limits`: `max_open / stages`, at least 1, so give no more stages than
+/// `max_open` for the bound to hold in all). `consume` runs on the caller's thread with each batch of
 /// outputs and whether the capture had broken when they were made (the
 /// directions the damage ended); `progress` is called with the bytes read
 /// so far. Stops at the first error of a stage or of `consume`.
