@@ -359,3 +359,26 @@ fn pcap_max_flows_holds_with_many_flow_threads() {
     assert!(one > 0);
     assert_eq!(evicted("8"), one);
 }
+
+/// `yaraflow pcap CAPTURE | head`: when the output's reader goes away,
+/// the program stops quietly, with success, as `grep` does.
+#[test]
+fn pcap_stops_quietly_when_its_output_is_closed() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_yaraflow"))
+        .args(["pcap", "--quiet", "data/pcap/lossy-link.pcap"])
+        .args([
+            "data/pcap/http-loopback.pcapng",
+            "data/pcap/objects-loopback.pcapng",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the first line is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+}

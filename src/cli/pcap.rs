@@ -118,7 +118,7 @@ pub fn run(args: PcapArgs) -> anyhow::Result<ExitCode> {
         let read = read_capture(&args, path, stages, |verdicts, broke| {
             printer.print_all(verdicts, broke)
         });
-        failed |= report(&args, path, read, printer.ended) | printer.failed;
+        failed |= report(&args, path, read, printer.ended)? | printer.failed;
     }
     engine.shutdown()?;
     Ok(if failed {
@@ -179,13 +179,14 @@ where
 }
 
 /// Reports how reading a capture went (its tally on stderr unless
-/// `--quiet`, its error); returns whether it failed.
+/// `--quiet`, its error); returns whether it failed, or the error that
+/// ends the run (the output's reader went away).
 fn report(
     args: &PcapArgs,
     path: &Path,
     read: anyhow::Result<CaptureRun>,
     ended: EndedCounts,
-) -> bool {
+) -> anyhow::Result<bool> {
     let outcome = read.and_then(|run| {
         if !args.quiet {
             print_tally(path, &run, ended);
@@ -193,10 +194,11 @@ fn report(
         Ok(run.outcome?)
     });
     match outcome {
-        Ok(()) => false,
+        Ok(()) => Ok(false),
+        Err(err) if super::is_broken_pipe(&err) => Err(err),
         Err(err) => {
             eprintln!("error: {}: {err:#}", path.display());
-            true
+            Ok(true)
         }
     }
 }
@@ -217,7 +219,7 @@ fn publish(args: &PcapArgs) -> anyhow::Result<ExitCode> {
         let stages = vec![PassEvents; flow_threads(args)];
         let read = read_capture(args, path, stages, |events, broke| sink.take(events, broke));
         let ended = sink.ended;
-        failed |= report(args, path, read, ended);
+        failed |= report(args, path, read, ended)?;
     }
     let closed = publisher.closed;
     let published = publisher.finish()?;
