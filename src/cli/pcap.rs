@@ -128,22 +128,20 @@ pub fn run(args: PcapArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Flow threads to use: `--flow-threads`, or one per core; but at least
-/// [`MIN_FLOWS_PER_THREAD`] of `--max-flows` for each, which they share out.
-fn flow_threads(args: &PcapArgs) -> usize {
-    let threads = match args.flow_threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let most = usize::try_from(args.max_flows / MIN_FLOWS_PER_THREAD).unwrap_or(usize::MAX);
-    threads.min(most.max(1))
+/// The flow tables' bounds, from the arguments.
+fn flow_limits(args: &PcapArgs) -> FlowLimits {
+    FlowLimits {
+        max_pending: args.max_pending,
+        max_open: usize::try_from(args.max_flows).unwrap_or(usize::MAX),
+        idle_timeout: Some(args.flow_idle_timeout).filter(|t| !t.is_zero()),
+    }
 }
 
-/// The smallest share of `--max-flows` a flow thread's table gets. Tables
-/// that each hold a share of a small bound evict long before one table
-/// holding all of it would (a connection's two directions share a table):
-/// below this, fewer threads run, down to one, where the bound is exact.
-const MIN_FLOWS_PER_THREAD: u64 = 1024;
+/// Flow threads to run: `--flow-threads`, fewer for a small `--max-flows`
+/// ([`yaraflow::pcap::flow_threads`]).
+fn flow_threads(args: &PcapArgs) -> usize {
+    yaraflow::pcap::flow_threads(args.flow_threads, &flow_limits(args))
+}
 
 /// Reads one capture through its flow threads (one per stage), each with
 /// its share of the flow table's bounds; `consume` takes their outputs on
@@ -162,14 +160,9 @@ where
     let file = File::open(path)?;
     let progress = super::byte_progress(args.quiet, Some(file.metadata()?.len()));
     let reader = CaptureReader::new(file)?;
-    let limits = FlowLimits {
-        max_pending: args.max_pending,
-        max_open: usize::try_from(args.max_flows).unwrap_or(usize::MAX),
-        idle_timeout: Some(args.flow_idle_timeout).filter(|t| !t.is_zero()),
-    };
     let run = yaraflow::pcap::read_capture(
         reader,
-        limits,
+        flow_limits(args),
         stages,
         &|bytes| progress.set_position(bytes),
         |outputs, broke| progress.suspend(|| consume(outputs, broke)),

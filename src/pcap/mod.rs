@@ -33,5 +33,5 @@ pub use flows::{
     FlowTable, Role,
 };
 pub use packet::{decode, FlowKey, Skip, TcpSegment};
-pub use pipeline::{read_capture, CaptureRun, FlowStage, PassEvents};
+pub use pipeline::{flow_threads, read_capture, CaptureRun, FlowStage, PassEvents};
 pub use reassembly::{Direction, End};

@@ -112,13 +112,31 @@ enum ToFlows {
     End(bool),
 }
 
+/// The smallest share of [`FlowLimits::max_open`] worth a flow thread of
+/// its own. Tables that each hold a share of a small bound evict long
+/// before one table holding all of it would (a connection's two directions
+/// share a table).
+pub const MIN_OPEN_PER_THREAD: usize = 1024;
+
+/// How many flow threads (stages) to give [`read_capture`]: `wanted` (0:
+/// one per core), but no more than leave each table at least
+/// [`MIN_OPEN_PER_THREAD`] of `limits.max_open`; down to one, where the
+/// bound is exact.
+pub fn flow_threads(wanted: usize, limits: &FlowLimits) -> usize {
+    let wanted = match wanted {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    wanted.min((limits.max_open / MIN_OPEN_PER_THREAD).max(1))
+}
+
 /// Reads a capture through `stages.len()` flow threads (at least one
-/// stage), each with its own [`FlowTable`] (bounded by its share of
-/// `limits`: `max_open / stages`, at least 1, so give no more stages than
-/// `max_open` for the bound to hold in all). `consume` runs on the caller's thread with each batch of
-/// outputs and whether the capture had broken when they were made (the
-/// directions the damage ended); `progress` is called with the bytes read
-/// so far. Stops at the first error of a stage or of `consume`.
+/// stage; [`flow_threads`] says how many), each with its own [`FlowTable`]
+/// holding its share of `limits` (`max_open / stages`, at least 1).
+/// `consume` runs on the caller's thread with each batch of outputs and
+/// whether the capture had broken when they were made (the directions the
+/// damage ended); `progress` is called with the bytes read so far. Stops at
+/// the first error of a stage or of `consume`.
 pub fn read_capture<S, E>(
     reader: CaptureReader,
     limits: FlowLimits,
@@ -309,6 +327,19 @@ mod tests {
         }
         // And connections spread over the threads.
         assert_eq!(used.len(), 4);
+    }
+
+    #[test]
+    fn a_small_bound_on_open_directions_runs_fewer_flow_threads() {
+        let bound = |max_open| FlowLimits {
+            max_open,
+            ..FlowLimits::default()
+        };
+        assert_eq!(flow_threads(8, &bound(1_000_000)), 8);
+        assert_eq!(flow_threads(8, &bound(2 * MIN_OPEN_PER_THREAD)), 2);
+        assert_eq!(flow_threads(8, &bound(2 * MIN_OPEN_PER_THREAD - 1)), 1);
+        assert_eq!(flow_threads(8, &bound(2)), 1);
+        assert!(flow_threads(0, &bound(1_000_000)) >= 1);
     }
 
     /// A small deterministic generator (no dependency for a test).
