@@ -243,8 +243,8 @@ impl Runner<'_> {
         }
     }
 
-    /// Gives every partition up cleanly, then says the worker is gone.
-    /// Hands every partition over (a last checkpoint each), within
+    /// Hands every partition over (a last checkpoint each), then says the
+    /// worker is gone, within
     /// [`STOP_LEASES`] leases: a cluster that answers slowly (a node just
     /// died) must not hold a stopping worker for minutes. Partitions not
     /// handed over by then move when their leases run out, from their last
