@@ -244,11 +244,10 @@ impl Runner<'_> {
     }
 
     /// Hands every partition over (a last checkpoint each), then says the
-    /// worker is gone, within
-    /// [`STOP_LEASES`] leases: a cluster that answers slowly (a node just
-    /// died) must not hold a stopping worker for minutes. Partitions not
-    /// handed over by then move when their leases run out, from their last
-    /// checkpoints.
+    /// worker is gone, within [`STOP_LEASES`] leases: a cluster that
+    /// answers slowly (a node just died) must not hold a stopping worker
+    /// for minutes. Partitions not handed over by then move when their
+    /// leases run out, from their last checkpoints.
     async fn stop(&mut self) {
         let deadline = self.config.lease_ttl * STOP_LEASES;
         let handing_over = async {
