@@ -265,8 +265,26 @@ fn term(p: String) -> impl Strategy<Value = String> {
         1 => n.clone().prop_map({ let p = p.clone(); move |k| format!("${p} at {k}") }),
         1 => (n.clone(), 0u32..30).prop_map({ let p = p.clone(); move |(k, m)| format!("${p} in ({k}..{})", k + m) }),
         1 => Just(format!("not ${p}")),
-        1 => n.prop_map(move |k| format!("for any i in (1..#{p}) : (@{p}[i] > {k})")),
+        1 => n.clone().prop_map({ let p = p.clone(); move |k| format!("for any i in (1..#{p}) : (@{p}[i] > {k})") }),
+        1 => n.prop_map(move |k| format!("${p} in (filesize - {k}..filesize)")),
+        1 => (0u32..200, any::<bool>()).prop_map(|(k, less)| match less {
+            true => format!("filesize < {k}"),
+            false => format!("filesize > {k}"),
+        }),
+        1 => header_read(),
     ]
+}
+
+/// A test of the data's first bytes (rewritten into values of each
+/// stream): equal, unequal, negated, signed and big-endian forms; reads
+/// past a short stream's end are undefined.
+fn header_read() -> impl Strategy<Value = String> {
+    (0u32..6, byte(), byte(), 0usize..4).prop_map(|(k, a, b, form)| match form {
+        0 => format!("uint8({k}) == 0x{a:02x}"),
+        1 => format!("uint16({k}) != 0x{b:02x}{a:02x}"),
+        2 => format!("not (uint16be({k}) == 0x{a:02x}{b:02x})"),
+        _ => format!("int8({k}) >= 0x{a:02x}"),
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -390,6 +408,9 @@ impl Tally {
         "cond not",
         "cond for",
         "cond of",
+        "cond filesize",
+        "cond in filesize",
+        "cond header read",
         "global rule",
         "match spanning a cut",
     ];
@@ -443,7 +464,13 @@ impl Tally {
 
 /// The feature a condition term exercises.
 fn term_kind(term: &str) -> &'static str {
-    if term.contains(" of them") {
+    if term.contains("in (filesize") {
+        "cond in filesize"
+    } else if term.starts_with("filesize") {
+        "cond filesize"
+    } else if term.contains("int8(") || term.contains("int16") {
+        "cond header read"
+    } else if term.contains(" of them") {
         "cond of"
     } else if term.starts_with("for ") {
         "cond for"

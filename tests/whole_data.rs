@@ -43,6 +43,11 @@ rule and_of_exact { strings: $m = "MARK" condition: ($m or pe.exports("x")) and 
 rule entropy { condition: math.entropy(0, filesize) > 7.5 }
 rule mark_or_entropy { strings: $m = "MARKER" condition: $m or math.entropy(0, filesize) > 7.9 }
 rule md5_head { condition: hash.md5(0, 2) == "ac6ad5d9b99757c3a878f2d275ace198" }
+rule not_mz_mark { strings: $m = "MARK" condition: uint16(0) != 0x5A4D and $m }
+rule not_m { condition: not (uint8(0) == 0x4D) }
+rule signed_reads { condition: int8(1) < 0 and int16be(2) > 0 }
+rule odd_first { strings: $m = "MARK" condition: $m and uint8(0) & 1 == 1 }
+rule mark_near_end { strings: $m = "MARK" condition: $m in (filesize - 100..filesize) }
 "#;
 
 /// The rules' names.
@@ -67,6 +72,28 @@ const NAMES: &[&str] = &[
     "entropy",
     "mark_or_entropy",
     "md5_head",
+    "not_mz_mark",
+    "not_m",
+    "signed_reads",
+    "odd_first",
+    "mark_near_end",
+];
+
+/// The rules that read only `filesize`, header bytes at fixed offsets and
+/// patterns: stream-exact (see `yaraflow::rules::data_values`), though
+/// they read what no chunk shows.
+const DATA_VALUE_RULES: &[&str] = &[
+    "mz_and_mark",
+    "elf_or_mz",
+    "big_endian_magic",
+    "small",
+    "mz_or_marks",
+    "mz_literal",
+    "not_mz_mark",
+    "not_m",
+    "signed_reads",
+    "odd_first",
+    "mark_near_end",
 ];
 
 /// A minimal 32-bit PE file: DOS header, `PE\0\0`, file and optional
@@ -123,13 +150,16 @@ fn data() -> impl Strategy<Value = Vec<u8>> {
         prop::collection::vec(any::<u8>(), 0..200).prop_map(|b| [b"MZ".to_vec(), b].concat()),
         "[a-z ]{0,300}".prop_map(String::into_bytes),
     ];
-    (body, tail, any::<bool>()).prop_map(|(mut body, tail, plant)| {
+    // Streams of a few bytes too: reads past their end are undefined.
+    let tiny = prop::collection::vec(any::<u8>(), 1..4);
+    let whole = (body, tail, any::<bool>()).prop_map(|(mut body, tail, plant)| {
         if plant {
             body.extend_from_slice(b"MARK");
         }
         body.extend(tail);
         body
-    })
+    });
+    prop_oneof![9 => whole, 1 => tiny]
 }
 
 #[derive(Debug, Clone)]
@@ -272,7 +302,14 @@ const UNGATED: &[&str] = &[
 #[test]
 fn every_rule_equals_a_whole_buffer_scan() {
     let rules = RuleSet::from_source(RULES, 1024).unwrap();
-    assert_eq!(rules.whole_data().len(), NAMES.len() - 1, "all but `plain`");
+    assert_eq!(
+        rules.whole_data().len(),
+        NAMES.len() - 1 - DATA_VALUE_RULES.len(),
+        "all but `plain` and the data-value rules"
+    );
+    for rule in DATA_VALUE_RULES {
+        assert!(rules.is_exact("default", rule), "{rule} is stream-exact");
+    }
     assert_eq!(rules.whole_data().ungated(), UNGATED.len());
     differential(
         &rules,
@@ -326,6 +363,9 @@ fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) {
     let matched: RefCell<BTreeMap<String, u64>> =
         RefCell::new(names.iter().map(|n| (n.to_string(), 0)).collect());
     let states: RefCell<BTreeMap<String, u64>> = RefCell::default();
+    let missed: RefCell<BTreeMap<String, u64>> = RefCell::default();
+    // Streams too short for some header read (undefined there).
+    let tiny_streams = Cell::new(0u64);
     // Whole-data rules that matched in a stream that did not scan whole:
     // decided by its own verdict once their gates failed.
     let decided_by_stream = std::cell::Cell::new(0u64);
@@ -345,12 +385,21 @@ fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) {
                 for (rule, _) in &expected {
                     *matched.borrow_mut().get_mut(rule).unwrap() += 1;
                 }
+                for rule in &names {
+                    if !expected.iter().any(|(r, _)| r == rule) {
+                        *missed.borrow_mut().entry(rule.to_string()).or_default() += 1;
+                    }
+                }
+                tiny_streams.set(tiny_streams.get() + u64::from(data.len() < 4));
                 let whole = results.whole_data.as_ref().expect("whole-data rules");
                 *states
                     .borrow_mut()
                     .entry(format!("{:?}", whole.state))
                     .or_default() += 1;
-                if whole.state == WholeDataState::Gated {
+                // Gated: nothing retained, but by a stream shorter than
+                // its gates read, whose gates failed only at its close.
+                let too_short = data.len() < rules.whole_data().prefix_len();
+                if whole.state == WholeDataState::Gated && !too_short {
                     prop_assert_eq!(whole.retained_bytes, 0);
                 }
                 if !whole.scanned() {
@@ -367,6 +416,15 @@ fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) {
         })
         .unwrap();
     let (matched, states) = (matched.into_inner(), states.into_inner());
+    let missed = missed.into_inner();
+    eprintln!("rules missed (streams): {missed:?}; streams under 4 bytes: {tiny_streams:?}");
+    assert!(tiny_streams.get() > 0, "no stream was too short for a header read");
+    for rule in DATA_VALUE_RULES.iter().filter(|r| names.contains(r)) {
+        assert!(
+            missed.get(*rule).copied().unwrap_or(0) > 0,
+            "rule {rule} never missed: its data values are not exercised"
+        );
+    }
     eprintln!(
         "rules matched (streams): {matched:?}\nretention states: {states:?}\n\
          whole-data rules decided by the stream's own verdict: {}\n\
@@ -542,8 +600,9 @@ fn a_deferred_stream_whose_gate_fails_only_at_its_end_is_searched_then() {
     // second byte), so its verdict needs its matches: the search runs
     // then, and no whole-buffer scan does.
     let rules = r#"
+        import "pe"
         rule m { strings: $m = "M" condition: $m }
-        rule mz { strings: $m = "M" condition: uint16(0) == 0x5A4D and $m }
+        rule mz { strings: $m = "M" condition: pe.number_of_sections == 1 and $m }
     "#;
     let rules = RuleSet::from_source(rules, 1024).unwrap();
     let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
@@ -569,7 +628,8 @@ fn a_deferred_stream_whose_gate_fails_only_at_its_end_is_searched_then() {
 #[test]
 fn a_whole_buffer_verdict_lists_a_bounded_number_of_matches() {
     let rules = common::compile(
-        r#"rule marks { strings: $m = "MARK" $n = "NL" condition: #m > 5 and $n and filesize > 10 }"#,
+        r#"import "math"
+        rule marks { strings: $m = "MARK" $n = "NL" condition: #m > 5 and $n and math.entropy(0, filesize) < 7.9 }"#,
     );
     let config = ScannerConfig::default();
     let limit = config.max_stream_matches;
@@ -607,10 +667,12 @@ fn a_whole_buffer_verdict_lists_a_bounded_number_of_matches() {
 fn a_line_streams_whole_data_rules_are_listed_undecided() {
     let rules = common::compile(
         r#"
+        import "pe"
+        import "math"
         rule word { strings: $a = "hello" condition: $a }
-        rule word_and_size { strings: $a = "hello" condition: $a and filesize >= 1 }
-        rule mz { condition: uint16(0) == 0x5A4D }
-        rule mark_or_mz { strings: $m = "MARK" condition: $m or uint16(0) == 0x5A4D }
+        rule word_and_size { strings: $a = "hello" condition: $a and math.entropy(0, filesize) < 9 }
+        rule mz { condition: pe.is_pe }
+        rule mark_or_mz { strings: $m = "MARK" condition: $m or pe.is_pe }
         "#,
     );
     let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());

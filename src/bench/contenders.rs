@@ -149,8 +149,8 @@ impl MemoryProbe {
 }
 
 /// 1. Each stream's whole data scanned at once: the ceiling.
-pub fn whole_buffer(rules: &RuleSet, workload: &Workload) -> Result<Outcome, yara_x::ScanError> {
-    let mut scanner = yara_x::Scanner::new(rules.rules());
+pub fn whole_buffer(rules: &yara_x::Rules, workload: &Workload) -> Result<Outcome, yara_x::ScanError> {
+    let mut scanner = yara_x::Scanner::new(rules);
     let mut verdicts = Vec::with_capacity(workload.streams());
     let started = Instant::now();
     for index in 0..workload.streams() {
@@ -175,11 +175,11 @@ pub fn whole_buffer(rules: &RuleSet, workload: &Workload) -> Result<Outcome, yar
 ///     (interleaved), the buffer scanned whole when the stream ends. It
 ///     pays what the reference does not: holding every open stream's bytes.
 pub fn buffered_whole_buffer(
-    rules: &RuleSet,
+    rules: &yara_x::Rules,
     workload: &Workload,
 ) -> Result<Outcome, yara_x::ScanError> {
     release_freed_memory();
-    let mut scanner = yara_x::Scanner::new(rules.rules());
+    let mut scanner = yara_x::Scanner::new(rules);
     let mut buffers: Vec<Vec<u8>> = vec![Vec::new(); workload.streams()];
     let mut verdicts = vec![0; workload.streams()];
     let started = Instant::now();
@@ -209,11 +209,11 @@ pub fn buffered_whole_buffer(
 /// Scans the first `streams` streams whole, untimed: the first pass over
 /// the pool pays for cold caches and pages, which no contender should.
 pub fn warm_up(
-    rules: &RuleSet,
+    rules: &yara_x::Rules,
     workload: &Workload,
     streams: usize,
 ) -> Result<(), yara_x::ScanError> {
-    let mut scanner = yara_x::Scanner::new(rules.rules());
+    let mut scanner = yara_x::Scanner::new(rules);
     for index in 0..workload.streams().min(streams) {
         scanner.scan(workload.stream(index))?;
     }
@@ -224,7 +224,7 @@ pub fn warm_up(
 ///    chunk is scanned with up to `overlap` bytes before it, so that a
 ///    pattern of up to `overlap + 1` bytes is found across chunks.
 pub fn blocks_per_stream(
-    rules: &RuleSet,
+    rules: &yara_x::Rules,
     workload: &Workload,
     cap: usize,
     overlap: usize,
@@ -245,7 +245,7 @@ pub fn blocks_per_stream(
         let index = step.stream as usize;
         if scanners[index].is_none() {
             let opening = Instant::now();
-            scanners[index] = Some(yara_x::blocks::Scanner::new(rules.rules()));
+            scanners[index] = Some(yara_x::blocks::Scanner::new(rules));
             open_time += opening.elapsed();
             open += 1;
         }
@@ -445,7 +445,7 @@ pub fn engine(
 /// `threads` threads each scanning whole streams (a share of them): the
 /// ceiling the engine with as many shards is measured against.
 pub fn parallel_whole_buffers(
-    rules: &RuleSet,
+    rules: &yara_x::Rules,
     workload: &Workload,
     threads: usize,
 ) -> Result<f64, yara_x::ScanError> {
@@ -456,7 +456,7 @@ pub fn parallel_whole_buffers(
             .map(|t| {
                 let start_line = &start_line;
                 scope.spawn(move || -> Result<(), yara_x::ScanError> {
-                    let mut scanner = yara_x::Scanner::new(rules.rules());
+                    let mut scanner = yara_x::Scanner::new(rules);
                     start_line.wait();
                     for index in (t..workload.streams()).step_by(threads) {
                         scanner.scan(workload.stream(index))?;

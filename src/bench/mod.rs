@@ -175,9 +175,10 @@ mod tests {
                 plant_at_start: false,
             };
             let workload = Workload::generate(&spec, &patterns);
+            let plain = rules.compile_unchanged().unwrap();
             let outcomes = vec![
-                contenders::whole_buffer(&rules, &workload).unwrap(),
-                contenders::blocks_per_stream(&rules, &workload, 100, 9).unwrap(),
+                contenders::whole_buffer(&plain, &workload).unwrap(),
+                contenders::blocks_per_stream(&plain, &workload, 100, 9).unwrap(),
                 contenders::multi_stream(&rules, &workload, false).unwrap(),
                 contenders::engine(
                     || crate::RuleSet::from_source(&source, 1024).unwrap(),

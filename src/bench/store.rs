@@ -261,7 +261,8 @@ fn differing(
     checked: &[usize],
 ) -> Result<usize, StoreBenchError> {
     let streams: Vec<Uuid> = checked.iter().map(|&i| ids[i]).collect();
-    let mut scanner = yara_x::Scanner::new(rules.rules());
+    let plain = rules.compile_unchanged()?;
+    let mut scanner = yara_x::Scanner::new(&plain);
     let mut differing = 0;
     for (&index, result) in checked.iter().zip(handle.close_streams(&streams)) {
         let ours = result?.map(|r| fingerprint(r.rules.iter().map(|m| m.identifier.as_str())));

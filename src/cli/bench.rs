@@ -241,13 +241,16 @@ fn run_contenders(
     compile: &dyn Fn() -> anyhow::Result<RuleSet>,
     workload: &Workload,
 ) -> anyhow::Result<Vec<contenders::Outcome>> {
-    contenders::warm_up(rules, workload, 20_000)?;
-    let mut outcomes = vec![contenders::whole_buffer(rules, workload)?];
+    // The references run the rules as written (the rule set's own are
+    // rewritten for streams: see `rules::data_values`).
+    let plain = rules.compile_unchanged()?;
+    contenders::warm_up(&plain, workload, 20_000)?;
+    let mut outcomes = vec![contenders::whole_buffer(&plain, workload)?];
     eprintln!("  {}: {:.0} MB/s", outcomes[0].name, outcomes[0].mb_per_s());
     if args.blocks_cap > 0 {
         let overlap = rules.analysis().window.saturating_sub(1);
         outcomes.push(contenders::blocks_per_stream(
-            rules,
+            &plain,
             workload,
             args.blocks_cap,
             overlap,
@@ -261,7 +264,7 @@ fn run_contenders(
     for &shards in &args.shards.0 {
         let engine_rules = compile()?;
         let mut outcome = contenders::engine(|| engine_rules, workload, shards, args.eager_search)?;
-        let parallel = contenders::parallel_whole_buffers(rules, workload, shards)?;
+        let parallel = contenders::parallel_whole_buffers(&plain, workload, shards)?;
         let note = outcome.note.take().unwrap_or_default();
         outcome.note = Some(format!(
             "{note}; {shards} thread(s) of whole-buffer scans: {parallel:.0} MB/s, engine / that = {:.2}",
@@ -271,7 +274,7 @@ fn run_contenders(
     }
     // Run last, listed second: the buffers it frees would blur the
     // resident bytes that the others measure.
-    outcomes.insert(1, contenders::buffered_whole_buffer(rules, workload)?);
+    outcomes.insert(1, contenders::buffered_whole_buffer(&plain, workload)?);
     for outcome in &outcomes[1..] {
         eprintln!("  {}: {:.0} MB/s", outcome.name, outcome.mb_per_s());
     }

@@ -18,11 +18,14 @@
 //!   offsets when it evaluates a stream.
 //!
 //! A rule is *unsupported* (its verdict may differ from a whole-buffer scan)
-//! when its condition uses a module, `filesize`, `entrypoint`, the data
-//! functions `uintN`/`intN`, an anchor that is a constant expression other
-//! than a literal, a pattern longer than the window, or another rule (or a
-//! global rule of its namespace) that is unsupported. Unsupported rules are
-//! still evaluated; their results carry `exact: false`.
+//! when its condition uses a module, `entrypoint`, the data functions
+//! `uintN`/`intN` at an offset that is not an integer literal (or far into
+//! the data), an anchor that is a constant expression other than a
+//! literal, a pattern longer than the window, or another rule (or a global
+//! rule of its namespace) that is unsupported. Unsupported rules are still
+//! evaluated; their results carry `exact: false`. `filesize` and reads at
+//! literal offsets are supported: the rules are compiled with them
+//! rewritten into values each stream passes (see `rules::data_values`).
 //!
 //! The analysis works on the syntax tree from `yara-x-parser`, so it reports
 //! per rule, with the pattern identifiers the author wrote.
@@ -32,6 +35,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use yara_x_parser::ast::{self, Expr, HexSubPattern, HexToken, MatchAnchor, OfItems, Pattern};
 
+use super::data_values::DataRead;
 use super::gates::{gate_of, necessary_branch, pattern_literals, Gate, GateContext};
 
 /// Why a rule cannot be evaluated exactly by stream scanning.
@@ -43,11 +47,12 @@ pub enum RuleIssue {
         /// The module's name.
         module: String,
     },
-    /// The condition uses `filesize`, unknown until a stream closes.
-    UsesFilesize,
     /// The condition uses `entrypoint`.
     UsesEntrypoint,
-    /// The condition reads the data (`uint32(0)` and friends).
+    /// The condition reads the data (`uint32(0)` and friends) at an offset
+    /// that is not an integer literal, or past the first
+    /// [`super::data_values::MAX_READ_END`] bytes (the others are rewritten
+    /// into values of each stream: see `rules::data_values`).
     ReadsData {
         /// The function called.
         function: String,
@@ -111,10 +116,9 @@ impl std::fmt::Display for RuleIssue {
             RuleIssue::UsesModule { module } => {
                 write!(f, "uses module `{module}`, which cannot see a stream as a whole")
             }
-            RuleIssue::UsesFilesize => write!(f, "uses `filesize`, undefined while a stream is open"),
             RuleIssue::UsesEntrypoint => write!(f, "uses `entrypoint`, undefined on streams"),
             RuleIssue::ReadsData { function } => {
-                write!(f, "calls `{function}`, which reads bytes the stream scanner does not keep")
+                write!(f, "calls `{function}` at an offset that is not an integer literal up to {}, so it reads bytes the stream scanner does not keep", super::data_values::MAX_READ_END)
             }
             RuleIssue::NonLiteralAnchor => {
                 write!(f, "anchors a pattern with a constant expression; write the offset as a plain integer")
@@ -359,7 +363,6 @@ fn gate_for(
         matches!(
             issue,
             RuleIssue::UsesModule { .. }
-                | RuleIssue::UsesFilesize
                 | RuleIssue::UsesEntrypoint
                 | RuleIssue::ReadsData { .. }
                 | RuleIssue::DependsOnUnsupportedRule { .. }
@@ -548,7 +551,9 @@ const DATA_FUNCTIONS: &[&str] = &[
 impl ConditionWalk<'_, '_> {
     fn expr(&mut self, expr: &Expr<'_>) {
         match expr {
-            Expr::Filesize { .. } => self.issues.push(RuleIssue::UsesFilesize),
+            // Rewritten into values of each stream (`rules::data_values`).
+            Expr::Filesize { .. } => {}
+            expr if DataRead::rewritten(expr).is_some() => {}
             Expr::Entrypoint { .. } => self.issues.push(RuleIssue::UsesEntrypoint),
             Expr::Ident(ident) => self.ident(ident.name),
             Expr::FuncCall(call)
@@ -721,12 +726,13 @@ mod tests {
     }
 
     #[test]
-    fn modules_filesize_and_data_functions_are_unsupported() {
+    fn modules_and_data_functions_at_computed_offsets_are_unsupported() {
         let a = analyse(
             r#"import "pe"
             rule m { condition: pe.is_pe }
-            rule f { condition: filesize > 10 }
-            rule u { condition: uint16(0) == 0x5a4d }
+            rule f { condition: filesize > 10 and uint16(0) == 0x5a4d and int8be(4093) == 1 }
+            rule u { condition: uint32(uint32(0x3c)) == 0x4550 }
+            rule far { condition: uint16(4095) == 1 }
             rule d { condition: m }
             rule ok { strings: $a = "a" condition: $a at 100 and #a > 1 }"#,
         );
@@ -737,25 +743,32 @@ mod tests {
                 module: "pe".into()
             }]
         );
-        assert_eq!(issues[1], vec![RuleIssue::UsesFilesize]);
+        assert_eq!(issues[1], vec![]);
         assert_eq!(
             issues[2],
+            vec![RuleIssue::ReadsData {
+                function: "uint32".into()
+            }]
+        );
+        assert_eq!(
+            issues[3],
             vec![RuleIssue::ReadsData {
                 function: "uint16".into()
             }]
         );
         assert_eq!(
-            issues[3],
+            issues[4],
             vec![RuleIssue::DependsOnUnsupportedRule { rule: "m".into() }]
         );
-        assert!(a.rules[4].supported);
+        assert!(a.rules[5].supported);
         assert_eq!(a.head_len, 100 + a.window);
     }
 
     #[test]
     fn unsupported_global_rules_taint_their_namespace() {
-        let a =
-            analyse(r#"global rule g { condition: filesize < 100 } rule r { condition: true }"#);
+        let a = analyse(
+            r#"import "pe" global rule g { condition: pe.is_pe } rule r { condition: true }"#,
+        );
         assert_eq!(
             a.rules[1].issues,
             vec![RuleIssue::UnsupportedGlobalRule { rule: "g".into() }]

@@ -38,6 +38,8 @@ use std::collections::HashMap;
 use serde::{Serialize, Serializer};
 use yara_x_parser::ast::{self, Expr, MatchAnchor};
 
+use super::data_values::DataRead;
+
 /// Farthest header byte a gate reads: a stream that stops retaining keeps
 /// this much of its start for the gates.
 pub const MAX_GATE_OFFSET: u64 = 4096;
@@ -321,37 +323,22 @@ fn data_test(call: &Expr<'_>, value: &Expr<'_>) -> Option<ByteTest> {
     let Expr::FuncCall(call) = call else {
         return None;
     };
-    let [Expr::LiteralInteger(offset)] = call.args.as_slice() else {
-        return None;
-    };
-    let name = call.identifier.name;
-    let (signed, rest) = match name.strip_prefix('u') {
-        Some(rest) => (false, rest),
-        None => (true, name),
-    };
-    let rest = rest.strip_prefix("int")?;
-    let (bits, big_endian) = match rest.strip_suffix("be") {
-        Some(bits) => (bits, true),
-        None => (rest, false),
-    };
-    let width: u32 = match bits {
-        "8" | "16" | "32" => bits.parse::<u32>().ok()? / 8,
-        _ => return None,
-    };
+    let read = DataRead::of_call(call)?;
+    let width = u32::from(read.width);
     let value = literal_integer(value)?;
-    let fits = match signed {
+    let fits = match read.signed {
         false => (0..1i64 << (8 * width)).contains(&value),
         true => (-(1i64 << (8 * width - 1))..1i64 << (8 * width - 1)).contains(&value),
     };
-    if call.object.is_some() || !fits || !(0..=MAX_GATE_OFFSET as i64).contains(&offset.value) {
+    if !fits || read.offset > MAX_GATE_OFFSET {
         return None;
     }
     let mut bytes = (value as u64).to_le_bytes()[..width as usize].to_vec();
-    if big_endian {
+    if read.big_endian {
         bytes.reverse();
     }
     Some(ByteTest {
-        offset: offset.value as u64,
+        offset: read.offset,
         bytes,
     })
 }

@@ -7,6 +7,7 @@
 //! share the default namespace, as when several files are given to `yr`.
 
 pub mod analysis;
+pub mod data_values;
 pub mod edges;
 pub mod externals;
 pub mod gates;
@@ -16,6 +17,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 pub use analysis::{PatternReport, RuleAnalysis, RuleClasses, RuleIssue, RuleReport};
+pub use data_values::DataValues;
 pub use edges::EdgeGuard;
 pub use externals::{stream_externals, External, ExternalValue, FileInfo, FILE_EXTERNALS};
 pub use gates::Gate;
@@ -32,7 +34,9 @@ pub struct RuleSet {
     exact_rules: HashSet<(String, String)>,
     edge_guard: EdgeGuard,
     whole_data: WholeDataPlan,
+    data_values: DataValues,
     externals: Vec<External>,
+    sources: Vec<(String, String)>,
     #[cfg(feature = "store")]
     fingerprint: [u8; 32],
 }
@@ -146,31 +150,29 @@ impl RuleSet {
         options: &RuleOptions,
     ) -> Result<RuleSet, RuleError> {
         let max_pattern_len = options.max_pattern_len;
-        let mut compiler = yara_x::Compiler::new();
-        let declared = externals::declared(&options.externals);
-        externals::define(&mut compiler, &declared).map_err(RuleError::Compile)?;
-        let mut errors = Vec::new();
-        for (origin, text) in &sources {
-            let text = includes_from_folder_of(origin, text);
-            let code = yara_x::SourceCode::from(text.as_str()).with_origin(origin.as_str());
-            if let Err(err) = compiler.add_source(code) {
-                errors.push(err.to_string());
-            }
-        }
-        if !errors.is_empty() {
-            let mut message = errors.join("\n");
-            if let Some(hint) = externals::hint(&message) {
-                message = format!("{message}\nhint: {hint}");
-            }
-            return Err(RuleError::Compile(message));
-        }
-        let rules = compiler.build();
-        #[cfg(feature = "store")]
-        let fingerprint = fingerprint(&sources, options);
         let trees: Vec<_> = sources
             .iter()
             .map(|(origin, text)| (origin.clone(), yara_x_parser::ast::AST::from(text.as_str())))
             .collect();
+        let data_values = DataValues::new(trees.iter().map(|(_, tree)| tree));
+        let rewritten: Vec<(String, String)> = sources
+            .iter()
+            .zip(&trees)
+            .map(|((origin, text), (_, tree))| {
+                let text = DataValues::rewrite(text, tree).unwrap_or_else(|| text.clone());
+                (origin.clone(), text)
+            })
+            .collect();
+        let declared = externals::declared(&options.externals);
+        let rules = compile_sources(&rewritten, &declared, &data_values).map_err(|err| {
+            // The errors of the text the user wrote, not of the rewrite.
+            match compile_sources(&sources, &declared, &DataValues::default()) {
+                Err(original) => original,
+                Ok(_) => err,
+            }
+        })?;
+        #[cfg(feature = "store")]
+        let fingerprint = fingerprint(&sources, options);
         for ((origin, text), (_, tree)) in sources.iter().zip(&trees) {
             parsed_to_the_end(origin, text, tree)?;
         }
@@ -183,16 +185,38 @@ impl RuleSet {
             .collect();
         let edge_guard = EdgeGuard::from_asts(trees.iter().map(|(_, t)| t), max_pattern_len);
         let whole_data = WholeDataPlan::new(&analysis.rules);
+        drop(trees);
         Ok(RuleSet {
             rules,
             analysis,
             exact_rules,
             edge_guard,
             whole_data,
+            data_values,
             externals: declared,
+            sources,
             #[cfg(feature = "store")]
             fingerprint,
         })
+    }
+
+    /// The rule sources as given: `(origin, text)`.
+    pub fn sources(&self) -> &[(String, String)] {
+        &self.sources
+    }
+
+    /// The same sources and externals compiled by YARA-X as they are,
+    /// without the rewrite of `filesize` and header reads (see
+    /// [`data_values`]): the rules a whole-buffer scanner runs, for
+    /// references and benchmarks.
+    pub fn compile_unchanged(&self) -> Result<yara_x::Rules, RuleError> {
+        compile_sources(&self.sources, &self.externals, &DataValues::default())
+    }
+
+    /// `filesize` and the header reads the rules were compiled with as
+    /// values of each stream.
+    pub fn data_values(&self) -> &DataValues {
+        &self.data_values
     }
 
     /// The external variables the rules may read, with their values: those
@@ -244,6 +268,40 @@ impl RuleSet {
     pub fn analysis(&self) -> &RuleAnalysis {
         &self.analysis
     }
+}
+
+/// Compiles sources with the externals `declared` and the variables of
+/// `values` (their defaults: every value undefined).
+fn compile_sources(
+    sources: &[(String, String)],
+    declared: &[External],
+    values: &DataValues,
+) -> Result<yara_x::Rules, RuleError> {
+    let mut compiler = yara_x::Compiler::new();
+    externals::define(&mut compiler, declared).map_err(RuleError::Compile)?;
+    for (value, defined) in values.variables() {
+        for name in [value, defined] {
+            compiler
+                .define_global(&name, 0i64)
+                .map_err(|err| RuleError::Compile(format!("cannot declare `{name}`: {err}")))?;
+        }
+    }
+    let mut errors = Vec::new();
+    for (origin, text) in sources {
+        let text = includes_from_folder_of(origin, text);
+        let code = yara_x::SourceCode::from(text.as_str()).with_origin(origin.as_str());
+        if let Err(err) = compiler.add_source(code) {
+            errors.push(err.to_string());
+        }
+    }
+    if !errors.is_empty() {
+        let mut message = errors.join("\n");
+        if let Some(hint) = externals::hint(&message) {
+            message = format!("{message}\nhint: {hint}");
+        }
+        return Err(RuleError::Compile(message));
+    }
+    Ok(compiler.build())
 }
 
 /// `text` with its relative `include` paths made relative to the folder

@@ -61,24 +61,29 @@ pub(crate) struct Window {
     pub tail_len: usize,
     /// Stream prefix replayed for anchored patterns (0: none).
     pub head_len: usize,
+    /// Stream prefix the rules' header reads need (see
+    /// `rules::data_values`), kept with the head but not replayed.
+    pub values_len: usize,
 }
 
 impl Window {
-    pub fn new(longest_match: usize, head_len: usize) -> Window {
+    pub fn new(longest_match: usize, head_len: usize, values_len: usize) -> Window {
         Window {
             longest_match,
             tail_len: longest_match + 2 * SPAN_CONTEXT - 1,
             head_len,
+            values_len,
         }
     }
 
-    /// Bytes of a chunk stream's head to keep: the head plus context.
+    /// Bytes of a chunk stream's head to keep: the head plus context, and
+    /// at least what header reads need.
     pub fn head_keep(&self) -> usize {
-        if self.head_len > 0 {
-            self.head_len + MAX_SPAN_GROWTH + 1
-        } else {
-            0
-        }
+        let replayed = match self.head_len {
+            0 => 0,
+            len => len + MAX_SPAN_GROWTH + 1,
+        };
+        replayed.max(self.values_len)
     }
 }
 
@@ -526,7 +531,7 @@ mod tests {
     const W: usize = 8;
 
     fn window() -> Window {
-        Window::new(W, 0)
+        Window::new(W, 0, 0)
     }
 
     /// The chunk segment of a stream that had `before` bytes and receives

@@ -140,7 +140,11 @@ impl<'r> MultiStreamScanner<'r> {
         }
         MultiStreamScanner {
             rules,
-            window: Window::new(analysis.window, analysis.head_len),
+            window: Window::new(
+                analysis.window,
+                analysis.head_len,
+                rules.data_values().prefix_len(),
+            ),
             search,
             evaluator: Evaluator::new(rules, &config),
             pace: pace::Pace::new(config.scan_timeout, config.max_batch_bytes),

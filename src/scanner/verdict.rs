@@ -21,7 +21,10 @@
 //! them set on the scanner for its verdict, and the rule set's put back
 //! after it.
 
+use std::collections::HashMap;
+
 use crate::error::ScanError;
+use crate::rules::data_values::Values;
 use crate::results::{
     MatchBudget, RuleMatch, WholeDataState, WholeDataVerdict, MAX_UNDECIDED_LISTED,
 };
@@ -49,7 +52,9 @@ pub(crate) struct Evaluator<'r> {
     /// For whole-buffer scans of retained bytes, made on first use.
     whole: Option<yara_x::Scanner<'r>>,
     config: crate::ScannerConfig,
-    empty_verdict: Option<Vec<RuleMatch>>,
+    /// Verdicts of streams with nothing to replay, by the class of their
+    /// data values (see `DataValues::class_of`).
+    empty_verdicts: HashMap<Values, Vec<RuleMatch>>,
     /// Verdicts computed by replaying spans (the rest used the empty one).
     pub evaluations: u64,
     /// Verdicts computed by a whole-buffer scan of retained bytes.
@@ -68,7 +73,7 @@ impl<'r> Evaluator<'r> {
             scanner,
             whole: None,
             config: config.clone(),
-            empty_verdict: None,
+            empty_verdicts: HashMap::new(),
             evaluations: 0,
             whole_scans: 0,
         }
@@ -89,6 +94,8 @@ impl<'r> Evaluator<'r> {
         self.whole_scans += 1;
         let data = ctx.retained.as_slice();
         scanner.set_externals(&ctx.externals);
+        let values = rules.data_values().values(data, data.len() as u64, true);
+        pass_values(scanner, rules, &values);
         let listing = Listing {
             max_matches: config.max_stream_matches,
             snippet_cap: config.max_snippet_bytes,
@@ -119,7 +126,9 @@ impl<'r> Evaluator<'r> {
         cut: bool,
     ) -> Result<Verdict, ScanError> {
         self.scanner.set_externals(&ctx.externals);
-        let verdict = self.verdict_with_externals_set(ctx, head_len, cut);
+        let values = data_values_of(ctx, self.rules);
+        pass_values(&mut self.scanner, self.rules, &values);
+        let verdict = self.verdict_with_externals_set(ctx, &values, head_len, cut);
         self.scanner
             .restore_externals(&ctx.externals, self.rules.externals());
         verdict
@@ -128,6 +137,7 @@ impl<'r> Evaluator<'r> {
     fn verdict_with_externals_set(
         &mut self,
         ctx: &StreamContext,
+        values: &[Option<i64>],
         head_len: usize,
         cut: bool,
     ) -> Result<Verdict, ScanError> {
@@ -143,7 +153,7 @@ impl<'r> Evaluator<'r> {
             // The empty verdict is the rule set's: not one with a
             // stream's own externals.
             let mut verdict = match ctx.externals.is_empty() {
-                true => self.empty_verdict()?,
+                true => self.empty_verdict(values)?,
                 false => Verdict {
                     rules: self.evaluate(&SpanSet::default(), false)?,
                     exact: true,
@@ -177,15 +187,22 @@ impl<'r> Evaluator<'r> {
         })
     }
 
-    fn empty_verdict(&mut self) -> Result<Verdict, ScanError> {
-        if self.empty_verdict.is_none() {
-            // An empty block first: `finish()` without any `scan()` panics in
-            // YARA-X 1.22 when a condition needs the pattern search.
-            let verdict = self.evaluate(&SpanSet::default(), false)?;
-            self.empty_verdict = Some(verdict);
-        }
+    /// The verdict of a stream with nothing to replay and these data
+    /// values (set on the scanner), computed once per class of them.
+    fn empty_verdict(&mut self, values: &[Option<i64>]) -> Result<Verdict, ScanError> {
+        let class = self.rules.data_values().class_of(values);
+        let rules = match self.empty_verdicts.get(&class) {
+            Some(rules) => rules.clone(),
+            None => {
+                let rules = self.evaluate(&SpanSet::default(), false)?;
+                if self.empty_verdicts.len() < MAX_EMPTY_VERDICTS {
+                    self.empty_verdicts.insert(class, rules.clone());
+                }
+                rules
+            }
+        };
         Ok(Verdict {
-            rules: self.empty_verdict.clone().unwrap_or_default(),
+            rules,
             exact: true,
             whole_data: None,
             listing_cut: false,
@@ -223,6 +240,33 @@ impl<'r> Evaluator<'r> {
             })
             .collect())
     }
+}
+
+/// Classes of data values whose empty verdicts an evaluator keeps (a
+/// value used otherwise than in comparisons with literals makes a class of
+/// each value).
+const MAX_EMPTY_VERDICTS: usize = 1024;
+
+/// A stream's data values (see `rules::data_values`): from its first
+/// bytes (its head, or its retained bytes when they are more) in chunk
+/// mode, undefined in line mode.
+fn data_values_of(ctx: &StreamContext, rules: &RuleSet) -> Values {
+    let plan = rules.data_values();
+    if plan.is_empty() {
+        return Values::new();
+    }
+    let prefix = match ctx.retained.len() > ctx.head.len() {
+        true => &ctx.retained,
+        false => &ctx.head,
+    };
+    plan.values(prefix, ctx.stats.bytes, ctx.mode == StreamMode::Chunks)
+}
+
+/// Sets data values on a scanner.
+fn pass_values<S: StreamExternals>(scanner: &mut S, rules: &RuleSet, values: &[Option<i64>]) {
+    rules
+        .data_values()
+        .pass(values, |name, value| scanner.set_integer(name, value));
 }
 
 /// How much of a whole-buffer scan's matches a verdict lists.
@@ -308,6 +352,9 @@ trait StreamExternals {
     /// keep the rule set's value).
     fn set_externals(&mut self, externals: &[External]);
 
+    /// Sets an integer the rules declare.
+    fn set_integer(&mut self, name: &str, value: i64);
+
     /// Puts back the rule set's value of each of `externals`.
     fn restore_externals(&mut self, externals: &[External], declared: &[External]) {
         if externals.is_empty() {
@@ -327,6 +374,10 @@ macro_rules! impl_stream_externals {
                 for external in externals {
                     let _ = pass_external!(scanner.set_global(external));
                 }
+            }
+
+            fn set_integer(&mut self, name: &str, value: i64) {
+                let _ = self.set_global(name, value);
             }
         }
     };

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::stream::StreamContext;
 
 /// The version of the entry layout and of the context it holds.
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 
 const MAGIC: &[u8; 4] = b"YFSC";
 const HEADER_LEN: usize = 38;
@@ -280,12 +280,12 @@ mod tests {
     }
 
     /// The format version the golden entry below was written with.
-    const GOLDEN_VERSION: u16 = 4;
+    const GOLDEN_VERSION: u16 = 5;
 
     /// The entry of [`golden_context`], as format [`GOLDEN_VERSION`]
     /// writes it.
     const GOLDEN_ENTRY: &str = concat!(
-        "5946534304002d6d4daefed90af32c010000000000007b68e5cf8b0100007275",
+        "5946534305002d6d4daefed90af32c010000000000007b68e5cf8b0100007275",
         "6c6573546167100123456789abcdef0123456789abcdef00ac0204030280d095",
         "ffbc31fbd095ffbc31050a7461696c206279746573046865616401010300046b",
         "65707400010866696c656e616d650305612e657865010a00020d612073656372",

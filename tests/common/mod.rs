@@ -13,9 +13,32 @@ fn keep(rules: &RuleSet, identifier: &str) -> bool {
     rules.is_exact("default", identifier)
 }
 
+thread_local! {
+    /// The rule sets' sources compiled as they are, by fingerprint.
+    static UNCHANGED: std::cell::RefCell<std::collections::HashMap<[u8; 32], std::rc::Rc<yara_x::Rules>>> =
+        Default::default();
+}
+
+/// The rules as YARA-X compiles the sources the user wrote: not the rule
+/// set's own compiled rules, in which `filesize` and header reads are
+/// rewritten into values the scanner sets (the references must not depend
+/// on that rewrite).
+pub fn unchanged(rules: &RuleSet) -> std::rc::Rc<yara_x::Rules> {
+    UNCHANGED.with(|cache| {
+        cache
+            .borrow_mut()
+            .entry(rules.fingerprint())
+            .or_insert_with(|| {
+                std::rc::Rc::new(rules.compile_unchanged().expect("the sources compile"))
+            })
+            .clone()
+    })
+}
+
 /// Whole-buffer YARA-X scan of `data`, restricted to supported rules.
 pub fn reference(rules: &RuleSet, data: &[u8]) -> Verdict {
-    let mut scanner = yara_x::Scanner::new(rules.rules());
+    let compiled = unchanged(rules);
+    let mut scanner = yara_x::Scanner::new(&compiled);
     let results = scanner.scan(data).expect("reference scan");
     verdict_of(rules, &results)
 }
@@ -33,7 +56,8 @@ pub fn reference_all_with(
     data: &[u8],
 ) -> Verdict {
     use yaraflow::ExternalValue;
-    let mut scanner = yara_x::Scanner::new(rules.rules());
+    let compiled = unchanged(rules);
+    let mut scanner = yara_x::Scanner::new(&compiled);
     for external in externals {
         let name = external.name.as_str();
         match &external.value {
@@ -78,7 +102,8 @@ fn verdict_where(results: &yara_x::ScanResults<'_, '_>, keep: impl Fn(&str) -> b
 /// Each line scanned as its own block at its offset (the line-mode
 /// contract), with one condition evaluation over all of them.
 pub fn reference_lines(rules: &RuleSet, lines: &[Vec<u8>]) -> Verdict {
-    let mut scanner = yara_x::blocks::Scanner::new(rules.rules());
+    let compiled = unchanged(rules);
+    let mut scanner = yara_x::blocks::Scanner::new(&compiled);
     let mut offset = 0;
     for line in lines {
         scanner.scan(offset, line).expect("line scan");

@@ -1,0 +1,395 @@
+//! `filesize` and header reads as values of each stream.
+//!
+//! A whole-buffer scan reads two things no chunk of a stream shows:
+//! `filesize`, and integers at fixed offsets of the data (`uint16(0)`,
+//! `uint32be(0x3C)`). Both are known when a stream closes: its length, and
+//! its first bytes, which it keeps (see [`DataValues::prefix_len`]). So the
+//! rules are compiled with each such expression rewritten into two
+//! external variables: `filesize` into
+//! `(yaraflow_filesize \ yaraflow_filesize_defined)`, and `uint16(0)` into
+//! `(yaraflow_uint16_0 \ yaraflow_uint16_0_defined)`. A stream's verdict
+//! sets the value and `1` (defined), or `0` where YARA-X would say
+//! *undefined*: a read past the end of the data, and everything in line
+//! mode, whose contract is that of a block scan. YARA-X makes a division
+//! by zero undefined, and undefined values go through `not`, comparisons
+//! and arithmetic as they do when a block scan reads the data, so the
+//! rewritten rule has the original's verdict for every stream. The
+//! defaults are `0` and `0`: a scan that sets nothing sees block-scan
+//! semantics.
+//!
+//! Reads whose offset is not an integer literal, or that end past
+//! [`MAX_READ_END`], stay as they are (their rules stay whole-data).
+//!
+//! A stream that matched nothing gets the verdict of the empty stream with
+//! its own values; [`DataValues::class_of`] tells when two streams' values
+//! give the same verdict, so that it is computed once per class: a value
+//! compared only with integer literals counts only by where it falls among
+//! them.
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+
+use yara_x_parser::ast::{self, Expr, MatchAnchor, WithSpan};
+
+/// Farthest byte a rewritten read may touch: streams keep their first
+/// bytes up to the farthest one their rules read.
+pub const MAX_READ_END: u64 = 4096;
+
+/// Prefix of the external variables the rewrite declares.
+pub const PREFIX: &str = "yaraflow_";
+
+/// A read of an integer at a fixed offset of the data: `uint16(0)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DataRead {
+    /// Its first byte.
+    pub offset: u64,
+    /// Bytes read: 1, 2 or 4.
+    pub width: u8,
+    /// `intN` rather than `uintN`.
+    pub signed: bool,
+    /// The `be` forms.
+    pub big_endian: bool,
+}
+
+impl DataRead {
+    /// The read a function's name describes, at `offset` (`None`: not a
+    /// data function).
+    pub fn named(name: &str, offset: u64) -> Option<DataRead> {
+        let (signed, rest) = match name.strip_prefix('u') {
+            Some(rest) => (false, rest),
+            None => (true, name),
+        };
+        let rest = rest.strip_prefix("int")?;
+        let (bits, big_endian) = match rest.strip_suffix("be") {
+            Some(bits) => (bits, true),
+            None => (rest, false),
+        };
+        let width = match bits {
+            "8" => 1,
+            "16" => 2,
+            "32" => 4,
+            _ => return None,
+        };
+        Some(DataRead {
+            offset,
+            width,
+            signed,
+            big_endian,
+        })
+    }
+
+    /// The read a call makes, when it is a data function called with an
+    /// integer literal (any offset).
+    pub fn of_call(call: &ast::FuncCall<'_>) -> Option<DataRead> {
+        let [Expr::LiteralInteger(offset)] = call.args.as_slice() else {
+            return None;
+        };
+        if call.object.is_some() {
+            return None;
+        }
+        DataRead::named(call.identifier.name, u64::try_from(offset.value).ok()?)
+    }
+
+    /// The read an expression is, if the rewrite turns it into a value: a
+    /// data function at a literal offset, ending by [`MAX_READ_END`].
+    pub fn rewritten(expr: &Expr<'_>) -> Option<DataRead> {
+        let Expr::FuncCall(call) = expr else {
+            return None;
+        };
+        DataRead::of_call(call).filter(|read| read.end() <= MAX_READ_END)
+    }
+
+    /// One past its last byte.
+    pub fn end(&self) -> u64 {
+        self.offset + u64::from(self.width)
+    }
+
+    /// Its value in `prefix`, the data's first bytes (`None` past them).
+    pub fn value(&self, prefix: &[u8]) -> Option<i64> {
+        let bytes = prefix.get(self.offset as usize..self.end() as usize)?;
+        let mut word = [0u8; 4];
+        word[..bytes.len()].copy_from_slice(bytes);
+        if self.big_endian {
+            word[..bytes.len()].reverse();
+        }
+        let unsigned = u32::from_le_bytes(word);
+        Some(match (self.signed, self.width) {
+            (false, _) => i64::from(unsigned),
+            (true, 1) => i64::from(unsigned as u8 as i8),
+            (true, 2) => i64::from(unsigned as u16 as i16),
+            (true, _) => i64::from(unsigned as i32),
+        })
+    }
+
+    /// The function's name, as the rules call it.
+    pub fn function(&self) -> String {
+        let sign = if self.signed { "" } else { "u" };
+        let order = if self.big_endian { "be" } else { "" };
+        format!("{sign}int{}{order}", u32::from(self.width) * 8)
+    }
+}
+
+/// What a rewritten expression stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Quantity {
+    Filesize,
+    Read(DataRead),
+}
+
+impl Quantity {
+    fn of(expr: &Expr<'_>) -> Option<Quantity> {
+        match expr {
+            Expr::Filesize { .. } => Some(Quantity::Filesize),
+            _ => DataRead::rewritten(expr).map(Quantity::Read),
+        }
+    }
+
+    /// The external variable holding its value.
+    fn variable(&self) -> String {
+        match self {
+            Quantity::Filesize => format!("{PREFIX}filesize"),
+            Quantity::Read(read) => format!("{PREFIX}{}_{}", read.function(), read.offset),
+        }
+    }
+
+    fn text(&self) -> String {
+        let value = self.variable();
+        format!("({value} \\ {value}_defined)")
+    }
+}
+
+/// How one quantity's value is reduced for [`DataValues::class_of`].
+#[derive(Debug, Clone)]
+enum Classes {
+    /// Compared only with these integers (sorted): only its place among
+    /// them counts.
+    Among(Vec<i64>),
+    /// Used otherwise: every value counts.
+    Raw,
+}
+
+/// The quantities a rule set's conditions read, and how streams pass them.
+#[derive(Debug, Clone, Default)]
+pub struct DataValues {
+    quantities: Vec<(Quantity, Classes)>,
+    prefix_len: usize,
+}
+
+/// A stream's values, in the order of [`DataValues::variables`] (`None`:
+/// undefined).
+pub type Values = Vec<Option<i64>>;
+
+impl DataValues {
+    /// The quantities of every rule condition of these sources.
+    pub fn new<'a>(trees: impl IntoIterator<Item = &'a ast::AST<'a>>) -> DataValues {
+        let mut found: std::collections::BTreeMap<Quantity, Option<BTreeSet<i64>>> =
+            Default::default();
+        for tree in trees {
+            for rule in tree.rules() {
+                visit(&rule.condition, &mut |expr| {
+                    if let Some((quantity, constant)) = compared_with_constant(expr) {
+                        if let Some(set) = found.entry(quantity).or_insert(Some(BTreeSet::new())) {
+                            set.insert(constant);
+                        }
+                        return false;
+                    }
+                    if let Some(quantity) = Quantity::of(expr) {
+                        found.insert(quantity, None);
+                        return false;
+                    }
+                    true
+                });
+            }
+        }
+        let prefix_len = found
+            .keys()
+            .filter_map(|q| match q {
+                Quantity::Read(read) => Some(read.end() as usize),
+                Quantity::Filesize => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let quantities = found
+            .into_iter()
+            .map(|(q, set)| match set {
+                Some(set) => (q, Classes::Among(set.into_iter().collect())),
+                None => (q, Classes::Raw),
+            })
+            .collect();
+        DataValues {
+            quantities,
+            prefix_len,
+        }
+    }
+
+    /// Whether the rules read nothing of this kind.
+    pub fn is_empty(&self) -> bool {
+        self.quantities.is_empty()
+    }
+
+    /// How many first bytes of a stream the reads need.
+    pub fn prefix_len(&self) -> usize {
+        self.prefix_len
+    }
+
+    /// The external variables of the rewrite, each value's then its
+    /// `_defined` flag's name, in the order of [`Values`].
+    pub fn variables(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.quantities.iter().map(|(q, _)| {
+            let value = q.variable();
+            let defined = format!("{value}_defined");
+            (value, defined)
+        })
+    }
+
+    /// A stream's values: `prefix` holds its first bytes (at least
+    /// [`DataValues::prefix_len`] of them, or all), `len` is its length;
+    /// `defined` is false for a line stream (every value undefined).
+    pub fn values(&self, prefix: &[u8], len: u64, defined: bool) -> Values {
+        self.quantities
+            .iter()
+            .map(|(q, _)| match (q, defined) {
+                (_, false) => None,
+                (Quantity::Filesize, true) => i64::try_from(len).ok(),
+                (Quantity::Read(read), true) => read.value(prefix).filter(|_| read.end() <= len),
+            })
+            .collect()
+    }
+
+    /// Values reduced so that two streams with equal classes get the same
+    /// verdict from conditions with no match to see.
+    pub fn class_of(&self, values: &[Option<i64>]) -> Values {
+        self.quantities
+            .iter()
+            .zip(values)
+            .map(|((_, classes), value)| {
+                let value = (*value)?;
+                Some(match classes {
+                    Classes::Raw => value,
+                    Classes::Among(constants) => match constants.binary_search(&value) {
+                        Ok(at) => 2 * at as i64 + 1,
+                        Err(at) => 2 * at as i64,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Sets `values` on a scanner, with `set(name, value)`.
+    pub fn pass(&self, values: &[Option<i64>], mut set: impl FnMut(&str, i64)) {
+        for ((value_name, defined_name), value) in self.variables().zip(values) {
+            set(&value_name, value.unwrap_or(0));
+            set(&defined_name, i64::from(value.is_some()));
+        }
+    }
+
+    /// `text` (whose syntax tree is `tree`) with each quantity replaced by
+    /// its variables; `None` when it reads none.
+    pub fn rewrite(text: &str, tree: &ast::AST<'_>) -> Option<String> {
+        let mut edits: Vec<(Range<usize>, String)> = Vec::new();
+        for rule in tree.rules() {
+            visit(&rule.condition, &mut |expr| match Quantity::of(expr) {
+                Some(quantity) => {
+                    edits.push((expr.span().range(), quantity.text()));
+                    false
+                }
+                None => true,
+            });
+        }
+        if edits.is_empty() {
+            return None;
+        }
+        edits.sort_by_key(|(range, _)| range.start);
+        let mut out = String::with_capacity(text.len() + 64 * edits.len());
+        let mut copied = 0;
+        for (range, replacement) in edits {
+            out.push_str(&text[copied..range.start]);
+            out.push_str(&replacement);
+            copied = range.end;
+        }
+        out.push_str(&text[copied..]);
+        Some(out)
+    }
+}
+
+/// `Q op N` or `N op Q` for a quantity `Q`, a comparison `op` and an integer
+/// literal `N`.
+fn compared_with_constant(expr: &Expr<'_>) -> Option<(Quantity, i64)> {
+    let (Expr::Eq(e) | Expr::Ne(e) | Expr::Lt(e) | Expr::Le(e) | Expr::Gt(e) | Expr::Ge(e)) = expr
+    else {
+        return None;
+    };
+    let literal = |expr: &Expr<'_>| match expr {
+        Expr::LiteralInteger(int) => Some(int.value),
+        _ => None,
+    };
+    match (Quantity::of(&e.lhs), Quantity::of(&e.rhs)) {
+        (Some(q), None) => Some((q, literal(&e.rhs)?)),
+        (None, Some(q)) => Some((q, literal(&e.lhs)?)),
+        _ => None,
+    }
+}
+
+/// Calls `f` on `expr` and, where it returns true, on every expression
+/// under it: operands, arguments, quantifiers, iterables, declarations,
+/// anchors, ranges and indexes too.
+pub(crate) fn visit(expr: &Expr<'_>, f: &mut dyn FnMut(&Expr<'_>) -> bool) {
+    if !f(expr) {
+        return;
+    }
+    let range = |range: &ast::Range<'_>, f: &mut dyn FnMut(&Expr<'_>) -> bool| {
+        visit(&range.lower_bound, f);
+        visit(&range.upper_bound, f);
+    };
+    let anchor = |anchor: &Option<MatchAnchor<'_>>, f: &mut dyn FnMut(&Expr<'_>) -> bool| match anchor
+    {
+        Some(MatchAnchor::At(at)) => visit(&at.expr, f),
+        Some(MatchAnchor::In(within)) => range(&within.range, f),
+        None => {}
+    };
+    let quantifier = |q: &ast::Quantifier<'_>, f: &mut dyn FnMut(&Expr<'_>) -> bool| {
+        if let ast::Quantifier::Percentage(e) | ast::Quantifier::Expr(e) = q {
+            visit(e, f)
+        }
+    };
+    match expr {
+        Expr::PatternMatch(m) => anchor(&m.anchor, f),
+        Expr::PatternCount(c) => {
+            if let Some(r) = &c.range {
+                range(r, f)
+            }
+        }
+        Expr::PatternOffset(p) | Expr::PatternLength(p) => {
+            if let Some(index) = &p.index {
+                visit(index, f)
+            }
+        }
+        Expr::Of(of) => {
+            quantifier(&of.quantifier, f);
+            if let ast::OfItems::BoolExprTuple(exprs) = &of.items {
+                exprs.iter().for_each(|e| visit(e, f));
+            }
+            anchor(&of.anchor, f);
+        }
+        Expr::ForOf(for_of) => {
+            quantifier(&for_of.quantifier, f);
+            visit(&for_of.body, f);
+        }
+        Expr::ForIn(for_in) => {
+            quantifier(&for_in.quantifier, f);
+            match &for_in.iterable {
+                ast::Iterable::Range(r) => range(r, f),
+                ast::Iterable::ExprTuple(exprs) => exprs.iter().for_each(|e| visit(e, f)),
+                ast::Iterable::Expr(e) => visit(e, f),
+            }
+            visit(&for_in.body, f);
+        }
+        Expr::With(with) => {
+            with.declarations
+                .iter()
+                .for_each(|d| visit(&d.expression, f));
+            visit(&with.body, f);
+        }
+        other => other.children().for_each(|child| visit(child, f)),
+    }
+}
