@@ -44,7 +44,7 @@ rule entropy { condition: math.entropy(0, filesize) > 7.5 }
 rule mark_or_entropy { strings: $m = "MARKER" condition: $m or math.entropy(0, filesize) > 7.9 }
 rule md5_head { condition: hash.md5(0, 2) == "ac6ad5d9b99757c3a878f2d275ace198" }
 rule not_mz_mark { strings: $m = "MARK" condition: uint16(0) != 0x5A4D and $m }
-rule not_m { condition: not (uint8(0) == 0x4D) }
+rule not_mm { condition: not (uint16(1) == 0x4D4D) }
 rule signed_reads { condition: int8(1) < 0 and int16be(2) > 0 }
 rule odd_first { strings: $m = "MARK" condition: $m and uint8(0) & 1 == 1 }
 rule mark_near_end { strings: $m = "MARK" condition: $m in (filesize - 100..filesize) }
@@ -73,7 +73,7 @@ const NAMES: &[&str] = &[
     "mark_or_entropy",
     "md5_head",
     "not_mz_mark",
-    "not_m",
+    "not_mm",
     "signed_reads",
     "odd_first",
     "mark_near_end",
@@ -90,7 +90,7 @@ const DATA_VALUE_RULES: &[&str] = &[
     "mz_or_marks",
     "mz_literal",
     "not_mz_mark",
-    "not_m",
+    "not_mm",
     "signed_reads",
     "odd_first",
     "mark_near_end",
