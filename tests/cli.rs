@@ -292,8 +292,9 @@ fn externals_are_defined_on_the_command_line() {
     let rules = dir.join("ext.yar");
     std::fs::write(
         &rules,
-        "rule named { condition: filename == \"x.exe\" and size_limit > 3 }\n\
-         rule mz { condition: uint16(0) == 0x5A4D }\n\
+        "import \"math\"\n\
+         rule named { condition: filename == \"x.exe\" and size_limit > 3 }\n\
+         rule mz { condition: uint16(0) == 0x5A4D and math.entropy(0, filesize) >= 0 }\n\
          rule by_path { condition: extension == \".bin\" and filepath endswith \"/sample.bin\" }\n",
     )
     .unwrap();

@@ -326,7 +326,9 @@ fn rules_reload_from_their_files_and_bad_rules_are_refused() {
     );
     std::fs::write(
         dir.join("header.yar"),
-        "rule mz { condition: uint16(0) == 0x5A4D }\nrule big { condition: filesize > 10 }",
+        "import \"math\"\n\
+         rule mz { condition: uint16(0) == 0x5A4D and math.entropy(0, filesize) >= 0 }\n\
+         rule big { condition: filesize > 10 and math.entropy(0, filesize) >= 0 }",
     )
     .unwrap();
     let (status, body) = post(&service, "/v1/rules/reload", b"");

@@ -418,7 +418,10 @@ fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) {
     let (matched, states) = (matched.into_inner(), states.into_inner());
     let missed = missed.into_inner();
     eprintln!("rules missed (streams): {missed:?}; streams under 4 bytes: {tiny_streams:?}");
-    assert!(tiny_streams.get() > 0, "no stream was too short for a header read");
+    assert!(
+        tiny_streams.get() > 0,
+        "no stream was too short for a header read"
+    );
     for rule in DATA_VALUE_RULES.iter().filter(|r| names.contains(r)) {
         assert!(
             missed.get(*rule).copied().unwrap_or(0) > 0,

@@ -149,7 +149,10 @@ impl MemoryProbe {
 }
 
 /// 1. Each stream's whole data scanned at once: the ceiling.
-pub fn whole_buffer(rules: &yara_x::Rules, workload: &Workload) -> Result<Outcome, yara_x::ScanError> {
+pub fn whole_buffer(
+    rules: &yara_x::Rules,
+    workload: &Workload,
+) -> Result<Outcome, yara_x::ScanError> {
     let mut scanner = yara_x::Scanner::new(rules);
     let mut verdicts = Vec::with_capacity(workload.streams());
     let started = Instant::now();

@@ -341,12 +341,12 @@ pub(crate) fn visit(expr: &Expr<'_>, f: &mut dyn FnMut(&Expr<'_>) -> bool) {
         visit(&range.lower_bound, f);
         visit(&range.upper_bound, f);
     };
-    let anchor = |anchor: &Option<MatchAnchor<'_>>, f: &mut dyn FnMut(&Expr<'_>) -> bool| match anchor
-    {
-        Some(MatchAnchor::At(at)) => visit(&at.expr, f),
-        Some(MatchAnchor::In(within)) => range(&within.range, f),
-        None => {}
-    };
+    let anchor =
+        |anchor: &Option<MatchAnchor<'_>>, f: &mut dyn FnMut(&Expr<'_>) -> bool| match anchor {
+            Some(MatchAnchor::At(at)) => visit(&at.expr, f),
+            Some(MatchAnchor::In(within)) => range(&within.range, f),
+            None => {}
+        };
     let quantifier = |q: &ast::Quantifier<'_>, f: &mut dyn FnMut(&Expr<'_>) -> bool| {
         if let ast::Quantifier::Percentage(e) | ast::Quantifier::Expr(e) = q {
             visit(e, f)
@@ -391,5 +391,83 @@ pub(crate) fn visit(expr: &Expr<'_>, f: &mut dyn FnMut(&Expr<'_>) -> bool) {
             visit(&with.body, f);
         }
         other => other.children().for_each(|child| visit(child, f)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(source: &str) -> DataValues {
+        DataValues::new([&ast::AST::from(source)])
+    }
+
+    #[test]
+    fn reads_take_their_width_sign_and_byte_order() {
+        let prefix = [0x4D, 0x5A, 0xFF, 0x80, 0x01];
+        let read = |name: &str, offset| DataRead::named(name, offset).unwrap().value(&prefix);
+        assert_eq!(read("uint16", 0), Some(0x5A4D));
+        assert_eq!(read("uint16be", 0), Some(0x4D5A));
+        assert_eq!(read("int8", 2), Some(-1));
+        assert_eq!(read("int16be", 2), Some(-128)); // 0xFF80
+        assert_eq!(read("uint32", 1), Some(0x0180_FF5A));
+        assert_eq!(read("int32be", 1), Some(0x5AFF_8001));
+        assert_eq!(read("uint32", 2), None, "past the prefix");
+        assert_eq!(DataRead::named("uint64", 0), None);
+        assert_eq!(DataRead::named("int16be", 3).unwrap().function(), "int16be");
+    }
+
+    #[test]
+    fn the_rewrite_replaces_filesize_and_literal_reads_only() {
+        let source = r#"rule r { strings: $a = "filesize" condition:
+            $a at uint32(0x3C) and filesize < 1KB and uint8(uint8(0)) == 1
+            and for any i in (0..filesize) : (uint16be(i) == 2) and uint16(4095) == 3 }"#;
+        let tree = ast::AST::from(source);
+        let text = DataValues::rewrite(source, &tree).unwrap();
+        assert!(text.contains(r#"$a = "filesize""#), "{text}");
+        assert!(text.contains("$a at (yaraflow_uint32_60 \\ yaraflow_uint32_60_defined)"));
+        assert!(text.contains("(yaraflow_filesize \\ yaraflow_filesize_defined) < 1KB"));
+        assert!(text.contains("uint8((yaraflow_uint8_0 \\ yaraflow_uint8_0_defined)) == 1"));
+        assert!(text.contains("for any i in (0..(yaraflow_filesize \\"));
+        assert!(text.contains("uint16be(i) == 2"), "computed offsets stay");
+        assert!(
+            text.contains("uint16(4095) == 3"),
+            "past MAX_READ_END stays"
+        );
+        assert_eq!(plan(source).prefix_len(), 0x3C + 4);
+        let plain = "rule r { condition: true }";
+        assert_eq!(DataValues::rewrite(plain, &ast::AST::from(plain)), None);
+    }
+
+    #[test]
+    fn values_are_undefined_past_the_end_and_in_line_mode() {
+        let values = plan("rule r { condition: filesize > 1 and uint16(1) == 2 }");
+        let names: Vec<_> = values.variables().map(|(v, _)| v).collect();
+        assert_eq!(names, ["yaraflow_filesize", "yaraflow_uint16_1"]);
+        assert_eq!(values.values(b"abc", 3, true), [Some(3), Some(0x6362)]);
+        assert_eq!(values.values(b"ab", 2, true), [Some(2), None]);
+        assert_eq!(values.values(b"abc", 3, false), [None, None]);
+    }
+
+    #[test]
+    fn values_compared_with_literals_count_by_their_place_among_them() {
+        let values = plan(
+            "rule r { condition: filesize < 10 or filesize == 20 or uint8(0) == 1 or uint8(1) + 1 == 3 }",
+        );
+        let class = |size: i64, first: i64, second: i64| {
+            values.class_of(&[Some(size), Some(first), Some(second)])
+        };
+        // filesize: below 10, 10, between, 20, above.
+        assert_eq!(class(3, 0, 0)[0], class(9, 0, 0)[0]);
+        assert_ne!(class(9, 0, 0)[0], class(10, 0, 0)[0]);
+        assert_eq!(class(11, 0, 0)[0], class(19, 0, 0)[0]);
+        assert_ne!(class(19, 0, 0)[0], class(20, 0, 0)[0]);
+        assert_eq!(class(21, 0, 0)[0], class(1 << 40, 0, 0)[0]);
+        assert_ne!(class(20, 0, 0)[0], class(21, 0, 0)[0]);
+        // uint8(0) against 1 only; uint8(1) in arithmetic: every value.
+        assert_eq!(class(0, 2, 0)[1], class(0, 200, 0)[1]);
+        assert_ne!(class(0, 1, 0)[1], class(0, 2, 0)[1]);
+        assert_ne!(class(0, 0, 2)[2], class(0, 0, 3)[2]);
+        assert_eq!(values.class_of(&[None, None, None]), [None, None, None]);
     }
 }

@@ -24,10 +24,10 @@
 use std::collections::HashMap;
 
 use crate::error::ScanError;
-use crate::rules::data_values::Values;
 use crate::results::{
     MatchBudget, RuleMatch, WholeDataState, WholeDataVerdict, MAX_UNDECIDED_LISTED,
 };
+use crate::rules::data_values::Values;
 use crate::rules::externals::pass_external;
 use crate::rules::{EdgeGuard, External, RuleSet};
 use crate::stream::span::{count_newlines, replay_range};

@@ -23,16 +23,46 @@ thread_local! {
 /// set's own compiled rules, in which `filesize` and header reads are
 /// rewritten into values the scanner sets (the references must not depend
 /// on that rewrite).
+///
+/// One private rule is added, in a namespace of its own, evaluated first:
+/// it counts a pattern's matches, so YARA-X always searches. YARA-X
+/// searches only when a condition reaches a pattern: when every rule is
+/// decided by header reads, `filesize` or externals, it lists no match,
+/// even for a matching rule whose patterns are in the data. A stream's
+/// verdict lists them (README, "What a verdict lists").
 pub fn unchanged(rules: &RuleSet) -> std::rc::Rc<yara_x::Rules> {
     UNCHANGED.with(|cache| {
         cache
             .borrow_mut()
             .entry(rules.fingerprint())
-            .or_insert_with(|| {
-                std::rc::Rc::new(rules.compile_unchanged().expect("the sources compile"))
-            })
+            .or_insert_with(|| std::rc::Rc::new(compile_searching(rules)))
             .clone()
     })
+}
+
+fn compile_searching(rules: &RuleSet) -> yara_x::Rules {
+    use yaraflow::ExternalValue;
+    let mut compiler = yara_x::Compiler::new();
+    compiler.new_namespace("reference_search");
+    compiler
+        .add_source(r#"private rule search { strings: $a = "a" condition: #a >= 0 }"#)
+        .unwrap();
+    compiler.new_namespace("default");
+    for external in rules.externals() {
+        let name = external.name.as_str();
+        match &external.value {
+            ExternalValue::Bool(b) => compiler.define_global(name, *b),
+            ExternalValue::Integer(i) => compiler.define_global(name, *i),
+            ExternalValue::Float(f) => compiler.define_global(name, *f),
+            ExternalValue::String(s) => compiler.define_global(name, s.as_str()),
+        }
+        .expect("an external of the rule set");
+    }
+    for (origin, text) in rules.sources() {
+        let code = yara_x::SourceCode::from(text.as_str()).with_origin(origin.as_str());
+        compiler.add_source(code).expect("the sources compile");
+    }
+    compiler.build()
 }
 
 /// Whole-buffer YARA-X scan of `data`, restricted to supported rules.
