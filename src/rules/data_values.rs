@@ -187,6 +187,12 @@ impl DataValues {
         for tree in trees {
             for rule in tree.rules() {
                 visit(&rule.condition, &mut |expr| {
+                    if let Some(inside) = moot_when_nothing_matched(expr) {
+                        for quantity in inside {
+                            found.entry(quantity).or_insert(Some(BTreeSet::new()));
+                        }
+                        return false;
+                    }
                     if let Some((quantity, constant)) = compared_with_constant(expr) {
                         if let Some(set) = found.entry(quantity).or_insert(Some(BTreeSet::new())) {
                             set.insert(constant);
@@ -310,6 +316,38 @@ impl DataValues {
         out.push_str(&text[copied..]);
         Some(out)
     }
+}
+
+/// The quantities under `expr`, when their values cannot change its value
+/// in a verdict with no match (the only one [`DataValues::class_of`] is for):
+/// a read the rewrite leaves (`uint32(uint32(0x3C))`, undefined in a block
+/// scan whatever its offset), and the anchor, range or index of a pattern
+/// (`$a in (filesize - 100..filesize)`: false, or zero, with no match).
+fn moot_when_nothing_matched(expr: &Expr<'_>) -> Option<Vec<Quantity>> {
+    let moot = match expr {
+        Expr::FuncCall(call) => {
+            call.object.is_none()
+                && DataRead::named(call.identifier.name, 0).is_some()
+                && DataRead::rewritten(expr).is_none()
+        }
+        Expr::PatternMatch(_)
+        | Expr::PatternCount(_)
+        | Expr::PatternOffset(_)
+        | Expr::PatternLength(_) => true,
+        _ => false,
+    };
+    if !moot {
+        return None;
+    }
+    let mut inside = Vec::new();
+    visit(expr, &mut |e| match Quantity::of(e) {
+        Some(quantity) => {
+            inside.push(quantity);
+            false
+        }
+        None => true,
+    });
+    Some(inside)
 }
 
 /// `Q op N` or `N op Q` for a quantity `Q`, a comparison `op` and an integer
@@ -469,5 +507,20 @@ mod tests {
         assert_ne!(class(0, 1, 0)[1], class(0, 2, 0)[1]);
         assert_ne!(class(0, 0, 2)[2], class(0, 0, 3)[2]);
         assert_eq!(values.class_of(&[None, None, None]), [None, None, None]);
+        // An offset of a read the rewrite leaves (undefined in block scans
+        // whatever it is), a pattern's range: moot when nothing matched.
+        let values = plan(
+            r#"rule r { strings: $a = "a" condition: uint32(uint32(0x3C)) == 0x4550
+                and $a in (filesize - 10..filesize) }"#,
+        );
+        assert_eq!(values.variables().count(), 2);
+        assert_eq!(
+            values.class_of(&[Some(5), Some(7)]),
+            values.class_of(&[Some(6), Some(9)])
+        );
+        assert_ne!(
+            values.class_of(&[Some(5), None]),
+            values.class_of(&[Some(6), Some(9)])
+        );
     }
 }

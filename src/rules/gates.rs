@@ -2,14 +2,15 @@
 //! satisfy for such a rule to need the stream's bytes.
 //!
 //! A *whole-data* rule (one that stream scanning cannot evaluate exactly:
-//! it reads `filesize`, bytes at offsets, modules, ...) gets its verdict
+//! it reads modules, bytes at computed offsets, ...) gets its verdict
 //! from a whole-buffer YARA-X scan of the bytes its stream retained.
 //! Retaining every stream's bytes would cost memory for nothing: most such
 //! rules test the header (`uint16(0) == 0x5A4D`) or the size
 //! (`filesize < 1MB`) first. Where such a test fails, the `and` holding it
-//! is false both in a whole-buffer scan and in the stream's verdict (block
-//! scanning leaves `uintN`, `filesize` and module fields undefined), so the
-//! stream's own verdict of the rule is exact. A [`Gate`] is a set of
+//! is false both in a whole-buffer scan and in the stream's verdict (which
+//! reads the same header values and `filesize`, see `rules::data_values`,
+//! and leaves module fields undefined), so the stream's own verdict of the
+//! rule is exact. A [`Gate`] is a set of
 //! *branches* of such tests: once every branch fails, the stream verdict
 //! decides the rule. An `and` gives one branch (its gate conjuncts); an
 //! `or` the branches of its operands, where an operand free of whole-data
@@ -172,9 +173,10 @@ pub fn pattern_literals(rule: &ast::Rule<'_>) -> HashMap<String, Vec<u8>> {
         .collect()
 }
 
-/// The bytes a pattern matches when it matches exactly one string: text
-/// without `nocase`, `wide`, `xor` or `base64` (`fullword` only narrows
-/// where it matches), or hex of plain bytes.
+/// Bytes every match of a pattern starts with: text without `nocase`,
+/// `wide`, `xor` or `base64` (`fullword` only narrows where it matches),
+/// or the plain bytes a hex pattern starts with (`47 49 46 38` of
+/// `{47 49 46 38 3? 61}`).
 fn pattern_literal(pattern: &ast::Pattern<'_>) -> Option<Vec<u8>> {
     match pattern {
         ast::Pattern::Text(text) => {
@@ -186,14 +188,15 @@ fn pattern_literal(pattern: &ast::Pattern<'_>) -> Option<Vec<u8>> {
                 && m.base64wide().is_none();
             plain.then(|| text.text.value.to_vec())
         }
-        ast::Pattern::Hex(hex) => hex
-            .sub_patterns
-            .iter()
-            .map(|token| match token {
-                ast::HexToken::Byte(byte) if byte.mask == 0xFF => Some(byte.value),
-                _ => None,
-            })
-            .collect(),
+        ast::Pattern::Hex(hex) => Some(
+            hex.sub_patterns
+                .iter()
+                .map_while(|token| match token {
+                    ast::HexToken::Byte(byte) if byte.mask == 0xFF => Some(byte.value),
+                    _ => None,
+                })
+                .collect(),
+        ),
         ast::Pattern::Regexp(_) => None,
     }
 }
@@ -300,9 +303,9 @@ fn header_group(expr: &Expr<'_>, context: &GateContext<'_>) -> Option<Vec<ByteTe
     }
 }
 
-/// `$a at K` for a pattern that matches one byte string: those bytes at
-/// `K` (false where they are not, in a whole-buffer scan and in the
-/// stream's verdict, which replays its head for anchored patterns).
+/// `$a at K` for a pattern whose matches all start with known bytes: those
+/// bytes at `K` (false where they are not, in a whole-buffer scan and in
+/// the stream's verdict, which replays its head for anchored patterns).
 fn literal_at(m: &ast::PatternMatch<'_>, context: &GateContext<'_>) -> Option<ByteTest> {
     let Some(MatchAnchor::At(at)) = &m.anchor else {
         return None;
@@ -645,7 +648,9 @@ mod tests {
                rule f { condition: pe.sections[0].name == ".text" }
                rule g { strings: $a = "a" $b = "b" condition: for any of ($*) : ( $ at pe.entry_point ) }
                rule h { strings: $a = "a" $b = "b" condition: for none of ($*) : ( $ at pe.entry_point ) }
-               rule i { strings: $a = "a" $b = "b" condition: ($a or pe.exports("x")) and #b > 2 }"#,
+               rule i { strings: $a = "a" $b = "b" condition: ($a or pe.exports("x")) and #b > 2 }
+               rule j { strings: $gif = { 47 49 46 38 3? 61 } condition: $gif at 0 }
+               rule k { strings: $w = { ?? 50 } condition: $w at 0 }"#,
         );
         let mz = vec![vec![test(0, b"MZ")]];
         assert_eq!(header(&g[0]), mz);
@@ -663,6 +668,12 @@ mod tests {
         assert_eq!(header(&g[6]), mz);
         assert_eq!(g[7], None, "`none` of false bodies is true");
         assert_eq!(header(&g[8]), mz, "an and of exactly evaluated operands");
+        assert_eq!(
+            header(&g[9]),
+            vec![vec![test(0, b"GIF8")]],
+            "the plain bytes first"
+        );
+        assert_eq!(g[10], None, "a hex pattern that starts with a wildcard");
     }
 
     #[test]
