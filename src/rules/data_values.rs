@@ -182,31 +182,13 @@ pub type Values = Vec<Option<i64>>;
 impl DataValues {
     /// The quantities of every rule condition of these sources.
     pub fn new<'a>(trees: impl IntoIterator<Item = &'a ast::AST<'a>>) -> DataValues {
-        let mut found: std::collections::BTreeMap<Quantity, Option<BTreeSet<i64>>> =
-            Default::default();
+        let mut found = Survey::default();
         for tree in trees {
             for rule in tree.rules() {
-                visit(&rule.condition, &mut |expr| {
-                    if let Some(inside) = moot_when_nothing_matched(expr) {
-                        for quantity in inside {
-                            found.entry(quantity).or_insert(Some(BTreeSet::new()));
-                        }
-                        return false;
-                    }
-                    if let Some((quantity, constant)) = compared_with_constant(expr) {
-                        if let Some(set) = found.entry(quantity).or_insert(Some(BTreeSet::new())) {
-                            set.insert(constant);
-                        }
-                        return false;
-                    }
-                    if let Some(quantity) = Quantity::of(expr) {
-                        found.insert(quantity, None);
-                        return false;
-                    }
-                    true
-                });
+                found.truth(&rule.condition);
             }
         }
+        let found = found.0;
         let prefix_len = found
             .keys()
             .filter_map(|q| match q {
@@ -318,23 +300,71 @@ impl DataValues {
     }
 }
 
+/// How the conditions use each quantity: the literals it is compared
+/// with, or `None` where it is used otherwise.
+#[derive(Default)]
+struct Survey(std::collections::BTreeMap<Quantity, Option<BTreeSet<i64>>>);
+
+impl Survey {
+    /// Notes the uses in `expr`.
+    fn expr(&mut self, expr: &Expr<'_>) {
+        if let Some(inside) = moot_when_nothing_matched(expr) {
+            inside
+                .into_iter()
+                .for_each(|quantity| self.compared(quantity, None));
+            return;
+        }
+        if let Some((quantity, constant)) = compared_with_constant(expr) {
+            return self.compared(quantity, Some(constant));
+        }
+        if let Some(quantity) = Quantity::of(expr) {
+            self.0.insert(quantity, None);
+            return;
+        }
+        match expr {
+            Expr::And(operands) | Expr::Or(operands) => {
+                operands.operands().for_each(|e| self.truth(e))
+            }
+            Expr::Not(not) => self.truth(&not.operand),
+            _ => visit(expr, &mut |e| {
+                if !std::ptr::eq(e, expr) {
+                    self.expr(e);
+                }
+                std::ptr::eq(e, expr)
+            }),
+        }
+    }
+
+    /// Notes the uses in `expr`, a boolean operand: a bare quantity there
+    /// is its comparison with 0.
+    fn truth(&mut self, expr: &Expr<'_>) {
+        match Quantity::of(expr) {
+            Some(quantity) => self.compared(quantity, Some(0)),
+            None => self.expr(expr),
+        }
+    }
+
+    /// Notes a comparison of `quantity` with `constant` (`None`: a use
+    /// that does not count).
+    fn compared(&mut self, quantity: Quantity, constant: Option<i64>) {
+        if let Some(set) = self.0.entry(quantity).or_insert(Some(BTreeSet::new())) {
+            set.extend(constant);
+        }
+    }
+}
+
 /// The quantities under `expr`, when their values cannot change its value
 /// in a verdict with no match (the only one [`DataValues::class_of`] is for):
-/// a read the rewrite leaves (`uint32(uint32(0x3C))`, undefined in a block
-/// scan whatever its offset), and the anchor, range or index of a pattern
-/// (`$a in (filesize - 100..filesize)`: false, or zero, with no match).
+/// the anchor, range or index of a pattern (`$a in (filesize - 100..filesize)`:
+/// false, or zero, with no match), and an expression that a block scan
+/// leaves undefined whatever they are.
 fn moot_when_nothing_matched(expr: &Expr<'_>) -> Option<Vec<Quantity>> {
     let moot = match expr {
-        Expr::FuncCall(call) => {
-            call.object.is_none()
-                && DataRead::named(call.identifier.name, 0).is_some()
-                && DataRead::rewritten(expr).is_none()
-        }
         Expr::PatternMatch(_)
         | Expr::PatternCount(_)
         | Expr::PatternOffset(_)
         | Expr::PatternLength(_) => true,
-        _ => false,
+        _ => undefined_in_block_scans(expr),
     };
     if !moot {
         return None;
@@ -348,6 +378,65 @@ fn moot_when_nothing_matched(expr: &Expr<'_>) -> Option<Vec<Quantity>> {
         None => true,
     });
     Some(inside)
+}
+
+/// Module functions that read the scanned data between an offset and a
+/// size (`hash.md5(0, filesize)`): a block scan has no data to give them,
+/// so they are undefined there.
+const DATA_MODULE_FUNCTIONS: &[(&str, &[&str])] = &[
+    ("hash", &["md5", "sha1", "sha256", "crc32", "checksum32"]),
+    (
+        "math",
+        &[
+            "entropy",
+            "mean",
+            "serial_correlation",
+            "monte_carlo_pi",
+            "mode",
+        ],
+    ),
+];
+
+/// Whether a block scan leaves `expr` undefined, whatever the values of the
+/// quantities in it: a read the rewrite leaves (`uint32(uint32(0x3C))`), a
+/// module function of the scanned data with an offset and a size, or an
+/// operator that is undefined when an operand is (arithmetic, bitwise,
+/// comparisons) over one of those.
+fn undefined_in_block_scans(expr: &Expr<'_>) -> bool {
+    match expr {
+        Expr::FuncCall(call) if call.object.is_none() => {
+            DataRead::named(call.identifier.name, 0).is_some()
+                && DataRead::rewritten(expr).is_none()
+        }
+        Expr::FuncCall(call) => {
+            let Some(Expr::Ident(module)) = &call.object else {
+                return false;
+            };
+            call.args.len() == 2
+                && DATA_MODULE_FUNCTIONS
+                    .iter()
+                    .any(|(m, names)| *m == module.name && names.contains(&call.identifier.name))
+        }
+        Expr::Minus(_)
+        | Expr::Add(_)
+        | Expr::Sub(_)
+        | Expr::Mul(_)
+        | Expr::Div(_)
+        | Expr::Mod(_)
+        | Expr::BitwiseNot(_)
+        | Expr::Shl(_)
+        | Expr::Shr(_)
+        | Expr::BitwiseAnd(_)
+        | Expr::BitwiseOr(_)
+        | Expr::BitwiseXor(_)
+        | Expr::Eq(_)
+        | Expr::Ne(_)
+        | Expr::Lt(_)
+        | Expr::Le(_)
+        | Expr::Gt(_)
+        | Expr::Ge(_) => expr.children().any(undefined_in_block_scans),
+        _ => false,
+    }
 }
 
 /// `Q op N` or `N op Q` for a quantity `Q`, a comparison `op` and an integer
