@@ -172,6 +172,8 @@ enum Classes {
 #[derive(Debug, Clone, Default)]
 pub struct DataValues {
     quantities: Vec<(Quantity, Classes)>,
+    /// Each quantity's variables: its value's, then its `_defined` flag's.
+    variables: Vec<(String, String)>,
     prefix_len: usize,
 }
 
@@ -197,15 +199,24 @@ impl DataValues {
             })
             .max()
             .unwrap_or(0);
-        let quantities = found
+        let quantities: Vec<(Quantity, Classes)> = found
             .into_iter()
             .map(|(q, set)| match set {
                 Some(set) => (q, Classes::Among(set.into_iter().collect())),
                 None => (q, Classes::Raw),
             })
             .collect();
+        let variables = quantities
+            .iter()
+            .map(|(q, _)| {
+                let value = q.variable();
+                let defined = format!("{value}_defined");
+                (value, defined)
+            })
+            .collect();
         DataValues {
             quantities,
+            variables,
             prefix_len,
         }
     }
@@ -222,12 +233,10 @@ impl DataValues {
 
     /// The external variables of the rewrite, each value's then its
     /// `_defined` flag's name, in the order of [`Values`].
-    pub fn variables(&self) -> impl Iterator<Item = (String, String)> + '_ {
-        self.quantities.iter().map(|(q, _)| {
-            let value = q.variable();
-            let defined = format!("{value}_defined");
-            (value, defined)
-        })
+    pub fn variables(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.variables
+            .iter()
+            .map(|(value, defined)| (value.as_str(), defined.as_str()))
     }
 
     /// A stream's values: `prefix` holds its first bytes (at least
@@ -266,8 +275,8 @@ impl DataValues {
     /// Sets `values` on a scanner, with `set(name, value)`.
     pub fn pass(&self, values: &[Option<i64>], mut set: impl FnMut(&str, i64)) {
         for ((value_name, defined_name), value) in self.variables().zip(values) {
-            set(&value_name, value.unwrap_or(0));
-            set(&defined_name, i64::from(value.is_some()));
+            set(value_name, value.unwrap_or(0));
+            set(defined_name, i64::from(value.is_some()));
         }
     }
 

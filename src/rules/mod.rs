@@ -282,7 +282,7 @@ fn compile_sources(
     for (value, defined) in values.variables() {
         for name in [value, defined] {
             compiler
-                .define_global(&name, 0i64)
+                .define_global(name, 0i64)
                 .map_err(|err| RuleError::Compile(format!("cannot declare `{name}`: {err}")))?;
         }
     }
