@@ -466,11 +466,32 @@ fn compared_field<'src>(field: &Expr<'src>, other: &Expr<'_>) -> Option<&'src st
         other,
         Expr::LiteralInteger(_) | Expr::LiteralFloat(_) | Expr::LiteralString(_) | Expr::Regexp(_)
     ) || is_module_constant(other);
-    // No function calls: `pe.imphash()` (and `elf` ones) read a
-    // thread-local cache that YARA-X 1.22 resets only when the module
-    // parses data, so a block scan after a whole-buffer scan on the same
-    // thread sees the last file's hash (tests/whole_data.rs found it).
-    constant.then(|| module_field(field)).flatten()
+    // No function calls but `pe`'s cached ones: `pe.imphash()` and
+    // `pe.calculate_checksum()` read a thread-local cache that YARA-X 1.22
+    // resets only when the module parses data, so a block scan after a
+    // whole-buffer scan on the same thread would see the last file's hash
+    // (tests/whole_data.rs found it); the evaluator resets it before each
+    // verdict (`RuleSet::pe_cache_reset`). Others are not known to be
+    // undefined on other data.
+    constant
+        .then(|| module_field(field).or_else(|| cached_pe_function(field)))
+        .flatten()
+}
+
+/// Functions of `pe` whose results YARA-X caches per thread.
+pub const CACHED_PE_FUNCTIONS: &[&str] = &["imphash", "calculate_checksum"];
+
+/// `pe.imphash()` or `pe.calculate_checksum()`: undefined on data that is
+/// not a PE file, once the cache is reset.
+fn cached_pe_function<'src>(expr: &Expr<'src>) -> Option<&'src str> {
+    let Expr::FuncCall(call) = expr else {
+        return None;
+    };
+    let cached = call.args.is_empty() && CACHED_PE_FUNCTIONS.contains(&call.identifier.name);
+    match &call.object {
+        Some(Expr::Ident(module)) if cached && module.name == "pe" => Some(module.name),
+        _ => None,
+    }
 }
 
 /// The module of an expression that reads a field of it (not `is_pe`,
@@ -643,14 +664,15 @@ mod tests {
                rule a { strings: $mz = { 4D 5A } $x = "x" nocase condition: $mz at 0 and $x }
                rule b { condition: dotnet.guids[0] == "abc" or pe.version_info["X"] contains "y" }
                rule c { condition: for any i in (0..pe.number_of_sections - 1): (pe.sections[i].name == ".t") }
-               rule d { condition: pe.imphash() == "00" or pe.is_dll() }
+               rule d { condition: pe.imphash() == "00" or pe.is_dll() or pe.rva_to_offset(0) == 1 }
                rule e { strings: $x = "x" nocase condition: $x at 0 }
                rule f { condition: pe.sections[0].name == ".text" }
                rule g { strings: $a = "a" $b = "b" condition: for any of ($*) : ( $ at pe.entry_point ) }
                rule h { strings: $a = "a" $b = "b" condition: for none of ($*) : ( $ at pe.entry_point ) }
                rule i { strings: $a = "a" $b = "b" condition: ($a or pe.exports("x")) and #b > 2 }
                rule j { strings: $gif = { 47 49 46 38 3? 61 } condition: $gif at 0 }
-               rule k { strings: $w = { ?? 50 } condition: $w at 0 }"#,
+               rule k { strings: $w = { ?? 50 } condition: $w at 0 }
+               rule l { strings: $a = "a" condition: all of them or pe.imphash() == "00" }"#,
         );
         let mz = vec![vec![test(0, b"MZ")]];
         assert_eq!(header(&g[0]), mz);
@@ -662,7 +684,12 @@ mod tests {
             .iter()
             .all(|b| b.header == mz));
         assert_eq!(header(&g[2]), mz);
-        assert_eq!(g[3], None, "a stale cache in block scans: no gate");
+        assert_eq!(g[3], None, "a function other than the cached ones: no gate");
+        assert_eq!(
+            header(&g[11]),
+            mz,
+            "the cached ones, reset before each verdict"
+        );
         assert_eq!(g[4], None, "nocase matches more than one string");
         assert_eq!(header(&g[5]), mz);
         assert_eq!(header(&g[6]), mz);

@@ -35,6 +35,7 @@ pub struct RuleSet {
     edge_guard: EdgeGuard,
     whole_data: WholeDataPlan,
     data_values: DataValues,
+    pe_cache_reset: Option<yara_x::Rules>,
     externals: Vec<External>,
     sources: Vec<(String, String)>,
     #[cfg(feature = "store")]
@@ -186,6 +187,10 @@ impl RuleSet {
         let edge_guard = EdgeGuard::from_asts(trees.iter().map(|(_, t)| t), max_pattern_len);
         let whole_data = WholeDataPlan::new(&analysis.rules);
         drop(trees);
+        let pe_cache_reset = calls_cached_pe_functions(&sources)
+            .then(|| yara_x::compile(r#"import "pe" rule reset { condition: pe.is_pe }"#))
+            .transpose()
+            .map_err(|err| RuleError::Compile(err.to_string()))?;
         Ok(RuleSet {
             rules,
             analysis,
@@ -193,6 +198,7 @@ impl RuleSet {
             edge_guard,
             whole_data,
             data_values,
+            pe_cache_reset,
             externals: declared,
             sources,
             #[cfg(feature = "store")]
@@ -211,6 +217,15 @@ impl RuleSet {
     /// references and benchmarks.
     pub fn compile_unchanged(&self) -> Result<yara_x::Rules, RuleError> {
         compile_sources(&self.sources, &self.externals, &DataValues::default())
+    }
+
+    /// Rules whose scan of no data resets the per-thread cache of
+    /// `pe.imphash()` and `pe.calculate_checksum()` (see
+    /// [`gates::CACHED_PE_FUNCTIONS`]), when these rules call them: a
+    /// verdict from spans scans with them first, so that it never reads a
+    /// value a whole-buffer scan on the same thread left.
+    pub(crate) fn pe_cache_reset(&self) -> Option<&yara_x::Rules> {
+        self.pe_cache_reset.as_ref()
     }
 
     /// `filesize` and the header reads the rules were compiled with as
@@ -268,6 +283,16 @@ impl RuleSet {
     pub fn analysis(&self) -> &RuleAnalysis {
         &self.analysis
     }
+}
+
+/// Whether some source may call a function of `pe` that YARA-X caches per
+/// thread (a text search: a comment naming one only costs a reset).
+fn calls_cached_pe_functions(sources: &[(String, String)]) -> bool {
+    sources.iter().any(|(_, text)| {
+        gates::CACHED_PE_FUNCTIONS
+            .iter()
+            .any(|name| memchr::memmem::find(text.as_bytes(), name.as_bytes()).is_some())
+    })
 }
 
 /// Compiles sources with the externals `declared` and the variables of

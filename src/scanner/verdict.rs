@@ -51,6 +51,9 @@ pub(crate) struct Evaluator<'r> {
     scanner: yara_x::blocks::Scanner<'r>,
     /// For whole-buffer scans of retained bytes, made on first use.
     whole: Option<yara_x::Scanner<'r>>,
+    /// Resets `pe`'s per-thread caches before a verdict from spans (see
+    /// `RuleSet::pe_cache_reset`).
+    pe_cache_reset: Option<yara_x::Scanner<'r>>,
     config: crate::ScannerConfig,
     /// Verdicts of streams with nothing to replay, by the class of their
     /// data values (see `DataValues::class_of`).
@@ -72,6 +75,7 @@ impl<'r> Evaluator<'r> {
             rules,
             scanner,
             whole: None,
+            pe_cache_reset: rules.pe_cache_reset().map(yara_x::Scanner::new),
             config: config.clone(),
             empty_verdicts: HashMap::new(),
             evaluations: 0,
@@ -125,6 +129,10 @@ impl<'r> Evaluator<'r> {
         head_len: usize,
         cut: bool,
     ) -> Result<Verdict, ScanError> {
+        if let Some(reset) = &mut self.pe_cache_reset {
+            // `pe`'s module runs on the empty data and clears its caches.
+            reset.scan(b"")?;
+        }
         self.scanner.set_externals(&ctx.externals);
         let values = data_values_of(ctx, self.rules);
         pass_values(&mut self.scanner, self.rules, &values);
