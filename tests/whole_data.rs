@@ -694,3 +694,41 @@ fn a_line_streams_whole_data_rules_are_listed_undecided() {
         .collect();
     assert_eq!(exact, [("word", true), ("mark_or_mz", false)]);
 }
+
+/// `pe.imphash()` is cached per thread by YARA-X, and a whole-buffer scan
+/// of a PE file leaves its value there. A caller's own scan between two
+/// calls of the scanner must not leak into a verdict from spans: a stream
+/// that is no PE file never matches on the imphash.
+#[test]
+fn a_callers_own_scan_of_a_pe_does_not_leak_into_a_verdict() {
+    let source = r#"import "pe"
+        rule imphash_or_marks { strings: $m = "MARK" condition: pe.imphash() == "d41d8cd98f00b204e9800998ecf8427e" or #m > 2 }"#;
+    let rules = RuleSet::from_source(source, 1024).unwrap();
+    assert_eq!(rules.whole_data().ungated(), 0, "gated on MZ");
+    let pe = pe_file(b"\x55\x8b\xec\x90", 0x400);
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let (text, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    for stream in [text, other] {
+        scanner
+            .scan_chunk(stream, b"plain text, no MARK to speak of")
+            .unwrap();
+    }
+    assert_eq!(
+        ours_all(&scanner.close_stream(&text).unwrap().unwrap()),
+        vec![]
+    );
+    // The caller scans a PE file itself, on this thread.
+    let plain = rules.compile_unchanged().unwrap();
+    let theirs = yara_x::Scanner::new(&plain)
+        .scan(&pe)
+        .unwrap()
+        .matching_rules()
+        .len();
+    assert_eq!(theirs, 1, "the PE file's imphash matches");
+    let results = scanner.close_stream(&other).unwrap().unwrap();
+    assert_eq!(
+        ours_all(&results),
+        reference_all(&rules, b"plain text, no MARK to speak of")
+    );
+    assert_eq!(ours_all(&results), vec![]);
+}

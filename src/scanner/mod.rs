@@ -584,6 +584,12 @@ impl<'r> MultiStreamScanner<'r> {
     /// The verdict over everything seen so far on a stream, without closing
     /// it; `None` if the stream is not open.
     pub fn get_matches(&mut self, stream: &Uuid) -> Result<Option<StreamResults>, ScanError> {
+        self.evaluator.others_may_have_scanned();
+        self.verdict_of(stream)
+    }
+
+    /// [`Self::get_matches`] within one call of the scanner.
+    fn verdict_of(&mut self, stream: &Uuid) -> Result<Option<StreamResults>, ScanError> {
         if !self.streams.contains_key(stream) {
             return Ok(None);
         }
@@ -640,9 +646,10 @@ impl<'r> MultiStreamScanner<'r> {
     /// skipped.
     pub fn verdicts(&mut self, streams: &[Uuid]) -> Result<Vec<StreamResults>, ScanError> {
         self.prepare_verdicts(streams)?;
+        self.evaluator.others_may_have_scanned();
         let mut all = Vec::with_capacity(streams.len());
         for stream in streams {
-            all.extend(self.get_matches(stream)?);
+            all.extend(self.verdict_of(stream)?);
         }
         Ok(all)
     }

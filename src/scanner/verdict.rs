@@ -52,8 +52,11 @@ pub(crate) struct Evaluator<'r> {
     /// For whole-buffer scans of retained bytes, made on first use.
     whole: Option<yara_x::Scanner<'r>>,
     /// Resets `pe`'s per-thread caches before a verdict from spans (see
-    /// `RuleSet::pe_cache_reset`).
+    /// `RuleSet::pe_cache_reset`)...
     pe_cache_reset: Option<yara_x::Scanner<'r>>,
+    /// ... when a whole-buffer scan may have filled them since the last
+    /// reset: one of ours, or another caller's on this thread.
+    pe_cache_stale: bool,
     config: crate::ScannerConfig,
     /// Verdicts of streams with nothing to replay, by the class of their
     /// data values (see `DataValues::class_of`).
@@ -76,11 +79,20 @@ impl<'r> Evaluator<'r> {
             scanner,
             whole: None,
             pe_cache_reset: rules.pe_cache_reset().map(yara_x::Scanner::new),
+            pe_cache_stale: true,
             config: config.clone(),
             empty_verdicts: HashMap::new(),
             evaluations: 0,
             whole_scans: 0,
         }
+    }
+
+    /// Says that code other than this evaluator's may have run whole-buffer
+    /// scans on this thread since its last verdict (a caller's own YARA-X
+    /// scans, between two calls of the scanner): the next verdict from
+    /// spans resets `pe`'s caches first.
+    pub fn others_may_have_scanned(&mut self) {
+        self.pe_cache_stale = true;
     }
 
     /// The verdict of a stream that retained every byte: a whole-buffer
@@ -105,6 +117,8 @@ impl<'r> Evaluator<'r> {
             snippet_cap: config.max_snippet_bytes,
         };
         let matched = whole_scan(scanner, data, listing);
+        // Only a PE file leaves a value in `pe`'s caches.
+        self.pe_cache_stale |= data.starts_with(b"MZ");
         scanner.restore_externals(&ctx.externals, rules.externals());
         let (rules, listing_cut) = matched?;
         Ok(Verdict {
@@ -129,9 +143,10 @@ impl<'r> Evaluator<'r> {
         head_len: usize,
         cut: bool,
     ) -> Result<Verdict, ScanError> {
-        if let Some(reset) = &mut self.pe_cache_reset {
+        if let Some(reset) = self.pe_cache_reset.as_mut().filter(|_| self.pe_cache_stale) {
             // `pe`'s module runs on the empty data and clears its caches.
             reset.scan(b"")?;
+            self.pe_cache_stale = false;
         }
         self.scanner.set_externals(&ctx.externals);
         let values = data_values_of(ctx, self.rules);
