@@ -143,11 +143,6 @@ impl<'r> Evaluator<'r> {
         head_len: usize,
         cut: bool,
     ) -> Result<Verdict, ScanError> {
-        if let Some(reset) = self.pe_cache_reset.as_mut().filter(|_| self.pe_cache_stale) {
-            // `pe`'s module runs on the empty data and clears its caches.
-            reset.scan(b"")?;
-            self.pe_cache_stale = false;
-        }
         self.scanner.set_externals(&ctx.externals);
         let values = data_values_of(ctx, self.rules);
         pass_values(&mut self.scanner, self.rules, &values);
@@ -233,6 +228,11 @@ impl<'r> Evaluator<'r> {
     }
 
     fn evaluate(&mut self, spans: &SpanSet, line_mode: bool) -> Result<Vec<RuleMatch>, ScanError> {
+        if let Some(reset) = self.pe_cache_reset.as_mut().filter(|_| self.pe_cache_stale) {
+            // `pe`'s module runs on the empty data and clears its caches.
+            reset.scan(b"")?;
+            self.pe_cache_stale = false;
+        }
         let mut scanned = false;
         for span in spans.iter() {
             scanned = true;
