@@ -35,7 +35,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use yara_x_parser::ast::{self, Expr, HexSubPattern, HexToken, MatchAnchor, OfItems, Pattern};
 
-use super::data_values::DataRead;
+use super::data_values::{is_arithmetic, DataRead};
 use super::gates::{gate_of, necessary_branch, pattern_literals, Gate, GateContext};
 
 /// Why a rule cannot be evaluated exactly by stream scanning.
@@ -656,18 +656,7 @@ impl ConditionWalk<'_, '_> {
 fn is_constant(expr: &Expr<'_>) -> bool {
     match expr {
         Expr::LiteralInteger(_) | Expr::LiteralFloat(_) => true,
-        Expr::Minus(_)
-        | Expr::Add(_)
-        | Expr::Sub(_)
-        | Expr::Mul(_)
-        | Expr::Div(_)
-        | Expr::Mod(_)
-        | Expr::BitwiseNot(_)
-        | Expr::Shl(_)
-        | Expr::Shr(_)
-        | Expr::BitwiseAnd(_)
-        | Expr::BitwiseOr(_)
-        | Expr::BitwiseXor(_) => expr.children().all(is_constant),
+        expr if is_arithmetic(expr) => expr.children().all(is_constant),
         _ => false,
     }
 }

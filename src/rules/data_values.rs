@@ -426,26 +426,32 @@ fn undefined_in_block_scans(expr: &Expr<'_>) -> bool {
                     .iter()
                     .any(|(m, names)| *m == module.name && names.contains(&call.identifier.name))
         }
-        Expr::Minus(_)
-        | Expr::Add(_)
-        | Expr::Sub(_)
-        | Expr::Mul(_)
-        | Expr::Div(_)
-        | Expr::Mod(_)
-        | Expr::BitwiseNot(_)
-        | Expr::Shl(_)
-        | Expr::Shr(_)
-        | Expr::BitwiseAnd(_)
-        | Expr::BitwiseOr(_)
-        | Expr::BitwiseXor(_)
-        | Expr::Eq(_)
-        | Expr::Ne(_)
-        | Expr::Lt(_)
-        | Expr::Le(_)
-        | Expr::Gt(_)
-        | Expr::Ge(_) => expr.children().any(undefined_in_block_scans),
+        Expr::Eq(_) | Expr::Ne(_) | Expr::Lt(_) | Expr::Le(_) | Expr::Gt(_) | Expr::Ge(_) => {
+            expr.children().any(undefined_in_block_scans)
+        }
+        expr if is_arithmetic(expr) => expr.children().any(undefined_in_block_scans),
         _ => false,
     }
+}
+
+/// Whether `expr` is an arithmetic or bitwise operation (undefined when an
+/// operand is, and folded to a constant when all are).
+pub(crate) fn is_arithmetic(expr: &Expr<'_>) -> bool {
+    matches!(
+        expr,
+        Expr::Minus(_)
+            | Expr::Add(_)
+            | Expr::Sub(_)
+            | Expr::Mul(_)
+            | Expr::Div(_)
+            | Expr::Mod(_)
+            | Expr::BitwiseNot(_)
+            | Expr::Shl(_)
+            | Expr::Shr(_)
+            | Expr::BitwiseAnd(_)
+            | Expr::BitwiseOr(_)
+            | Expr::BitwiseXor(_)
+    )
 }
 
 /// `Q op N` or `N op Q` for a quantity `Q`, a comparison `op` and an integer
