@@ -732,3 +732,39 @@ fn a_callers_own_scan_of_a_pe_does_not_leak_into_a_verdict() {
     );
     assert_eq!(ours_all(&results), vec![]);
 }
+
+/// In an engine, a shard's own whole-buffer scan of a PE file (a stream
+/// that kept its bytes) must not leak its imphash into the next verdict
+/// from spans on the shard's thread.
+#[test]
+fn a_shards_whole_scan_of_a_pe_does_not_leak_into_the_next_verdict() {
+    let source = r#"import "pe"
+        rule imphash_or_marks { strings: $m = "MARK" condition: pe.imphash() == "d41d8cd98f00b204e9800998ecf8427e" or #m > 2 }"#;
+    let config = yaraflow::EngineConfig {
+        shards: 1,
+        ..yaraflow::EngineConfig::default()
+    };
+    let engine =
+        yaraflow::Engine::start(RuleSet::from_source(source, 1024).unwrap(), config).unwrap();
+    let handle = engine.handle().blocking();
+    let (first, pe_stream, text) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+    let text_bytes = b"plain text, one MARK only".to_vec();
+    for stream in [first, text] {
+        handle.scan_chunk(stream, text_bytes.clone()).unwrap();
+    }
+    handle
+        .scan_chunk(pe_stream, pe_file(b"MARK", 0x400))
+        .unwrap();
+    // A verdict from spans first: the shard's thread starts clean.
+    let results = handle.close_stream(first).unwrap().unwrap();
+    assert_eq!(ours_all(&results), vec![]);
+    let pe = handle.close_stream(pe_stream).unwrap().unwrap();
+    assert_eq!(
+        pe.whole_data.as_ref().unwrap().state,
+        WholeDataState::Scanned
+    );
+    assert_eq!(pe.rules.len(), 1, "the PE file's imphash matches");
+    let results = handle.close_stream(text).unwrap().unwrap();
+    assert_eq!(ours_all(&results), vec![], "no imphash for text");
+    drop(engine);
+}

@@ -42,7 +42,12 @@ impl Generation {
     fn new(rules: Arc<RuleSet>, config: &ScannerConfig) -> Generation {
         let config = config.clone();
         Generation {
-            scanner: OwnedScanner::new(rules, |rules| MultiStreamScanner::new(rules, config)),
+            scanner: OwnedScanner::new(rules, |rules| {
+                // A shard's thread runs no scan but its scanners'.
+                let mut scanner = MultiStreamScanner::new(rules, config);
+                scanner.claim_its_thread();
+                scanner
+            }),
             pending: Vec::new(),
             seen: ScannerStats::default(),
         }

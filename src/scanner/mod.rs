@@ -125,6 +125,8 @@ pub struct MultiStreamScanner<'r> {
     /// `max_batch_bytes` when searches are slow.
     pace: pace::Pace,
     stats: ScannerStats,
+    /// No YARA-X scan but this crate's runs on the scanner's thread.
+    alone_on_its_thread: bool,
 }
 
 impl<'r> MultiStreamScanner<'r> {
@@ -167,6 +169,7 @@ impl<'r> MultiStreamScanner<'r> {
             context_bytes: 0,
             retained_bytes: 0,
             stats: ScannerStats::default(),
+            alone_on_its_thread: false,
         }
     }
 
@@ -584,8 +587,24 @@ impl<'r> MultiStreamScanner<'r> {
     /// The verdict over everything seen so far on a stream, without closing
     /// it; `None` if the stream is not open.
     pub fn get_matches(&mut self, stream: &Uuid) -> Result<Option<StreamResults>, ScanError> {
-        self.evaluator.others_may_have_scanned();
+        self.note_others_on_thread();
         self.verdict_of(stream)
+    }
+
+    /// Says that scans other than those of this crate's scanners may have
+    /// run on this thread since the last call (unless told
+    /// [`Self::claim_its_thread`]).
+    fn note_others_on_thread(&mut self) {
+        if !self.alone_on_its_thread {
+            self.evaluator.others_may_have_scanned();
+        }
+    }
+
+    /// Says that no YARA-X scan but this crate's scanners' runs on this
+    /// scanner's thread (an engine shard's), so that a verdict need not
+    /// assume a caller's scan between two calls.
+    pub(crate) fn claim_its_thread(&mut self) {
+        self.alone_on_its_thread = true;
     }
 
     /// [`Self::get_matches`] within one call of the scanner.
@@ -646,7 +665,7 @@ impl<'r> MultiStreamScanner<'r> {
     /// skipped.
     pub fn verdicts(&mut self, streams: &[Uuid]) -> Result<Vec<StreamResults>, ScanError> {
         self.prepare_verdicts(streams)?;
-        self.evaluator.others_may_have_scanned();
+        self.note_others_on_thread();
         let mut all = Vec::with_capacity(streams.len());
         for stream in streams {
             all.extend(self.verdict_of(stream)?);

@@ -52,11 +52,8 @@ pub(crate) struct Evaluator<'r> {
     /// For whole-buffer scans of retained bytes, made on first use.
     whole: Option<yara_x::Scanner<'r>>,
     /// Resets `pe`'s per-thread caches before a verdict from spans (see
-    /// `RuleSet::pe_cache_reset`)...
+    /// `RuleSet::pe_cache_reset`), when [`PE_CACHES_STALE`].
     pe_cache_reset: Option<yara_x::Scanner<'r>>,
-    /// ... when a whole-buffer scan may have filled them since the last
-    /// reset: one of ours, or another caller's on this thread.
-    pe_cache_stale: bool,
     config: crate::ScannerConfig,
     /// Verdicts of streams with nothing to replay, by the class of their
     /// data values (see `DataValues::class_of`).
@@ -79,7 +76,6 @@ impl<'r> Evaluator<'r> {
             scanner,
             whole: None,
             pe_cache_reset: rules.pe_cache_reset().map(yara_x::Scanner::new),
-            pe_cache_stale: true,
             config: config.clone(),
             empty_verdicts: HashMap::new(),
             evaluations: 0,
@@ -92,7 +88,7 @@ impl<'r> Evaluator<'r> {
     /// scans, between two calls of the scanner): the next verdict from
     /// spans resets `pe`'s caches first.
     pub fn others_may_have_scanned(&mut self) {
-        self.pe_cache_stale = true;
+        PE_CACHES_STALE.set(true);
     }
 
     /// The verdict of a stream that retained every byte: a whole-buffer
@@ -118,7 +114,9 @@ impl<'r> Evaluator<'r> {
         };
         let matched = whole_scan(scanner, data, listing);
         // Only a PE file leaves a value in `pe`'s caches.
-        self.pe_cache_stale |= data.starts_with(b"MZ");
+        if data.starts_with(b"MZ") {
+            PE_CACHES_STALE.set(true);
+        }
         scanner.restore_externals(&ctx.externals, rules.externals());
         let (rules, listing_cut) = matched?;
         Ok(Verdict {
@@ -228,10 +226,14 @@ impl<'r> Evaluator<'r> {
     }
 
     fn evaluate(&mut self, spans: &SpanSet, line_mode: bool) -> Result<Vec<RuleMatch>, ScanError> {
-        if let Some(reset) = self.pe_cache_reset.as_mut().filter(|_| self.pe_cache_stale) {
+        if let Some(reset) = self
+            .pe_cache_reset
+            .as_mut()
+            .filter(|_| PE_CACHES_STALE.get())
+        {
             // `pe`'s module runs on the empty data and clears its caches.
             reset.scan(b"")?;
-            self.pe_cache_stale = false;
+            PE_CACHES_STALE.set(false);
         }
         let mut scanned = false;
         for span in spans.iter() {
@@ -263,6 +265,15 @@ impl<'r> Evaluator<'r> {
             })
             .collect())
     }
+}
+
+thread_local! {
+    /// Whether a whole-buffer scan on this thread may have left values in
+    /// `pe`'s per-thread caches since an evaluator last cleared them: one
+    /// of a PE by any evaluator here, or any scan of a caller's (see
+    /// [`Evaluator::others_may_have_scanned`]). Shared by the evaluators of
+    /// a thread, since YARA-X's caches are.
+    static PE_CACHES_STALE: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
 /// Classes of data values whose empty verdicts an evaluator keeps (a
