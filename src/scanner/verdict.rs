@@ -19,7 +19,15 @@
 //!
 //! A stream with its own values of external variables (a file's name) has
 //! them set on the scanner for its verdict, and the rule set's put back
-//! after it.
+//! after it. Every verdict sets the stream's data values (`filesize` and
+//! header reads, see `rules::data_values`), and a stream with nothing to
+//! replay shares the verdict of the empty stream with others of the same
+//! class of values.
+//!
+//! YARA-X caches `pe.imphash()` and `pe.calculate_checksum()` per thread,
+//! and a block scan reads a value a whole-buffer scan of a PE left; where
+//! the rules call them, an evaluation first clears the cache when a scan
+//! may have filled it (a flag per thread).
 
 use std::collections::HashMap;
 
