@@ -33,9 +33,9 @@
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
-use yara_x_parser::ast::{self, Expr, HexSubPattern, HexToken, MatchAnchor, OfItems, Pattern};
+use yara_x_parser::ast::{self, Expr, HexSubPattern, HexToken, MatchAnchor, Pattern};
 
-use super::data_values::{is_arithmetic, DataRead};
+use super::data_values::{is_arithmetic, visit, DataRead};
 use super::gates::{gate_of, necessary_branch, pattern_literals, Gate, GateContext};
 
 /// Why a rule cannot be evaluated exactly by stream scanning.
@@ -543,63 +543,49 @@ struct ConditionWalk<'a, 'm> {
     rule_refs: Vec<String>,
 }
 
-const DATA_FUNCTIONS: &[&str] = &[
-    "uint8", "uint16", "uint32", "uint8be", "uint16be", "uint32be", "int8", "int16", "int32",
-    "int8be", "int16be", "int32be",
-];
-
 impl ConditionWalk<'_, '_> {
     fn expr(&mut self, expr: &Expr<'_>) {
+        visit(expr, &mut |e| self.note(e));
+    }
+
+    /// Notes what `expr` itself uses; whether the walk goes on under it
+    /// (`visit` reaches every operand, anchor, range and quantifier).
+    fn note(&mut self, expr: &Expr<'_>) -> bool {
         match expr {
             // Rewritten into values of each stream (`rules::data_values`).
-            Expr::Filesize { .. } => {}
-            expr if DataRead::rewritten(expr).is_some() => {}
-            Expr::Entrypoint { .. } => self.issues.push(RuleIssue::UsesEntrypoint),
-            Expr::Ident(ident) => self.ident(ident.name),
+            Expr::Filesize { .. } => false,
+            expr if DataRead::rewritten(expr).is_some() => false,
+            Expr::Entrypoint { .. } => {
+                self.issues.push(RuleIssue::UsesEntrypoint);
+                false
+            }
+            Expr::Ident(ident) => {
+                self.ident(ident.name);
+                false
+            }
             Expr::FuncCall(call)
-                if call.object.is_none() && DATA_FUNCTIONS.contains(&call.identifier.name) =>
+                if call.object.is_none() && DataRead::named(call.identifier.name, 0).is_some() =>
             {
                 self.issues.push(RuleIssue::ReadsData {
                     function: call.identifier.name.to_string(),
-                })
+                });
+                false
             }
-            Expr::PatternMatch(m) => self.anchor(m.anchor.as_ref()),
-            Expr::PatternCount(c) => {
-                if let Some(range) = &c.range {
-                    self.range(range)
-                }
+            Expr::PatternMatch(m) => {
+                self.anchor(m.anchor.as_ref());
+                true
             }
-            Expr::PatternOffset(p) | Expr::PatternLength(p) => {
-                if let Some(index) = &p.index {
-                    self.expr(index)
-                }
-            }
-            Expr::Of(of) => self.of(of),
-            Expr::ForOf(for_of) => {
-                self.quantifier(&for_of.quantifier);
-                self.expr(&for_of.body);
-            }
-            Expr::ForIn(for_in) => {
-                self.quantifier(&for_in.quantifier);
-                match &for_in.iterable {
-                    ast::Iterable::Range(range) => self.range(range),
-                    ast::Iterable::ExprTuple(exprs) => exprs.iter().for_each(|e| self.expr(e)),
-                    ast::Iterable::Expr(e) => self.expr(e),
-                }
-                self.expr(&for_in.body);
-            }
-            Expr::With(with) => {
-                with.declarations
-                    .iter()
-                    .for_each(|d| self.expr(&d.expression));
-                self.expr(&with.body);
+            Expr::Of(of) => {
+                self.anchor(of.anchor.as_ref());
+                true
             }
             Expr::FieldAccess(access) => {
                 // Only the first operand names something global (a module or
                 // a rule); the rest are fields.
                 self.expr(access.first());
+                false
             }
-            other => other.children().for_each(|child| self.expr(child)),
+            _ => true,
         }
     }
 
@@ -613,40 +599,19 @@ impl ConditionWalk<'_, '_> {
         }
     }
 
-    fn of(&mut self, of: &ast::Of<'_>) {
-        self.quantifier(&of.quantifier);
-        if let OfItems::BoolExprTuple(exprs) = &of.items {
-            exprs.iter().for_each(|e| self.expr(e));
-        }
-        self.anchor(of.anchor.as_ref());
-    }
-
-    fn quantifier(&mut self, quantifier: &ast::Quantifier<'_>) {
-        if let ast::Quantifier::Percentage(e) | ast::Quantifier::Expr(e) = quantifier {
-            self.expr(e)
-        }
-    }
-
-    fn range(&mut self, range: &ast::Range<'_>) {
-        self.expr(&range.lower_bound);
-        self.expr(&range.upper_bound);
-    }
-
+    /// Notes an `at` anchor (its expression and an `in` range are walked
+    /// as operands).
     fn anchor(&mut self, anchor: Option<&MatchAnchor<'_>>) {
-        match anchor {
-            Some(MatchAnchor::At(at)) => {
-                match &at.expr {
-                    Expr::LiteralInteger(int) => {
-                        let offset = int.value.max(0) as u64;
-                        self.max_anchor = Some(self.max_anchor.map_or(offset, |m| m.max(offset)));
-                    }
-                    expr if is_constant(expr) => self.issues.push(RuleIssue::NonLiteralAnchor),
-                    _ => {}
-                }
-                self.expr(&at.expr);
+        let Some(MatchAnchor::At(at)) = anchor else {
+            return;
+        };
+        match &at.expr {
+            Expr::LiteralInteger(int) => {
+                let offset = int.value.max(0) as u64;
+                self.max_anchor = Some(self.max_anchor.map_or(offset, |m| m.max(offset)));
             }
-            Some(MatchAnchor::In(within)) => self.range(&within.range),
-            None => {}
+            expr if is_constant(expr) => self.issues.push(RuleIssue::NonLiteralAnchor),
+            _ => {}
         }
     }
 }
