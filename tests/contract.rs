@@ -146,6 +146,90 @@ fn patterns_anchored_at_fixed_offsets() {
     assert!(got.is_empty());
 }
 
+/// The search never finds an anchored pattern, so a verdict replays the
+/// head; only when the bytes at some anchor start its pattern (text,
+/// case-folded under `nocase`, a hex pattern's plain leading bytes, each
+/// pattern of an `of` set). Each stream is fed in one chunk and in 1-byte
+/// chunks; `evaluations` counts the verdicts that replayed something.
+#[test]
+fn a_head_is_replayed_only_when_an_anchored_pattern_may_start_there() {
+    let rules = compile(
+        r#"rule text_at { strings: $a = "MZ" condition: $a at 0 }
+           rule nocase_at { strings: $b = "pk" nocase condition: $b at 4 }
+           rule hex_at { strings: $c = { 25 50 ?? 46 } condition: $c at 8 }
+           rule set_at { strings: $d = "GIF" $e = "PNG" condition: any of ($d, $e) at 12 }"#,
+    );
+    assert_eq!(rules.analysis().head_len, 15, "12 + the 3 bytes of GIF");
+    let stream = |at: usize, bytes: &[u8]| {
+        let mut data = vec![b'.'; 20];
+        data[at..at + bytes.len()].copy_from_slice(bytes);
+        data
+    };
+    let replayed = [
+        (stream(0, b"MZ"), "text_at"),
+        (stream(4, b"Pk"), "nocase_at"),
+        (stream(8, b"%PxF"), "hex_at"),
+        (stream(12, b"PNG"), "set_at"),
+    ];
+    // The first bytes of a prefix are not enough; nor are the right bytes
+    // at another offset, or a stream that ends inside the prefix. (The
+    // search may find an anchored pattern near its anchor, a block's
+    // address away, and replay it: correct, but counted.)
+    let skipped = [
+        stream(0, b"MY"),
+        stream(4, b"pj"),
+        stream(8, b"%QxF"),
+        stream(2, b"PNG"),
+        b"M".to_vec(),
+    ];
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let mut close = |data: &[u8], one_byte_chunks: bool| {
+        let id = Uuid::new_v4();
+        match one_byte_chunks {
+            true => data
+                .chunks(1)
+                .for_each(|c| scanner.scan_chunk(id, c).unwrap()),
+            false => scanner.scan_chunk(id, data).unwrap(),
+        }
+        let got = scanner.close_stream(&id).unwrap().unwrap();
+        let verdict = ours(&rules, &got);
+        assert_eq!(verdict, reference(&rules, data));
+        let matched = matching(&verdict).join(",");
+        (matched, scanner.stats().evaluations)
+    };
+    let mut evaluations = 0;
+    for one_byte_chunks in [false, true] {
+        for (data, rule) in &replayed {
+            let (matched, count) = close(data, one_byte_chunks);
+            assert_eq!(matched, *rule);
+            assert_eq!(count, evaluations + 1, "{rule}: the head is replayed");
+            evaluations = count;
+        }
+        for data in &skipped {
+            let (matched, count) = close(data, one_byte_chunks);
+            assert_eq!(matched, "");
+            assert_eq!(
+                count,
+                evaluations,
+                "{}: nothing to replay",
+                data.escape_ascii()
+            );
+        }
+    }
+    // A pattern named in a `for .. of` body is not known where it is
+    // anchored: every head is replayed.
+    let rules =
+        compile(r#"rule for_of { strings: $f = "ELF" condition: for any of ($f) : ($ at 2) }"#);
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    for data in [&b"..ELF.."[..], b"......."] {
+        let id = Uuid::new_v4();
+        scanner.scan_chunk(id, data).unwrap();
+        let got = scanner.close_stream(&id).unwrap().unwrap();
+        assert_eq!(ours(&rules, &got), reference(&rules, data));
+    }
+    assert_eq!(scanner.stats().evaluations, 2);
+}
+
 #[test]
 fn header_constrained_patterns() {
     // `$mz at 0` lets YARA-X constrain the data's header; the pattern is

@@ -404,6 +404,7 @@ impl Tally {
         "cond offset",
         "cond length",
         "cond at",
+        "at: a match at its anchor",
         "cond in",
         "cond not",
         "cond for",
@@ -434,6 +435,18 @@ impl Tally {
             }
             for term in spec.terms.iter().map(String::as_str).chain(spec.quantifier) {
                 Self::add(term_kind(term));
+            }
+            for (i, term) in spec.terms.iter().enumerate() {
+                let pattern = format!("$p{i}");
+                let at_anchor = |k: usize| {
+                    patterns
+                        .iter()
+                        .filter(|(p, _)| *p == pattern)
+                        .any(|(_, matches)| matches.iter().any(|(at, _)| *at == k as u64))
+                };
+                if anchor_of(term, i).is_some_and(at_anchor) {
+                    Self::add("at: a match at its anchor");
+                }
             }
             for (pattern, matches) in patterns {
                 let index = pattern
@@ -499,8 +512,31 @@ fn filler() -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(piece, 0..5).prop_map(|pieces| pieces.concat())
 }
 
-/// Random data with pattern bytes planted in it.
-fn data(plants: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+/// The forms of each pattern a condition anchors (`$p0 at 7`), with the
+/// anchor: planted there, they are what only the replay of a head finds.
+fn anchored_plants(rules: &[RuleSpec]) -> Vec<(usize, Vec<u8>)> {
+    let mut anchored = Vec::new();
+    for rule in rules {
+        for (i, (term, pattern)) in rule.terms.iter().zip(&rule.patterns).enumerate() {
+            if let Some(k) = anchor_of(term, i) {
+                anchored.extend(pattern.plants().into_iter().map(|form| (k, form)));
+            }
+        }
+    }
+    anchored
+}
+
+/// `K` of a term `$p{i} at K`.
+fn anchor_of(term: &str, i: usize) -> Option<usize> {
+    term.strip_prefix(&format!("$p{i} at "))?.parse().ok()
+}
+
+/// Random data with pattern bytes planted in it, and sometimes one
+/// anchored pattern at its anchor (the data padded up to it).
+fn data(
+    plants: Vec<Vec<u8>>,
+    anchored_forms: Vec<(usize, Vec<u8>)>,
+) -> impl Strategy<Value = Vec<u8>> {
     let filler = filler();
     let picks = proptest::collection::vec(
         (
@@ -509,7 +545,8 @@ fn data(plants: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
         ),
         0..8,
     );
-    (filler, picks).prop_map(move |(mut data, picks)| {
+    let at_anchor = proptest::option::weighted(0.15, any::<proptest::sample::Index>());
+    (filler, picks, at_anchor).prop_map(move |(mut data, picks, at_anchor)| {
         for (which, at) in picks {
             if plants.is_empty() {
                 break;
@@ -521,6 +558,11 @@ fn data(plants: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
                 at.index(data.len() + 1)
             };
             data.splice(at..at, plant.iter().copied());
+        }
+        let anchored = at_anchor.filter(|_| !anchored_forms.is_empty());
+        if let Some((k, form)) = anchored.map(|i| i.get(&anchored_forms)) {
+            data.resize(data.len().max(*k), b'.');
+            data.splice(*k..*k, form.iter().copied());
         }
         data
     })
@@ -551,9 +593,10 @@ fn case() -> impl Strategy<Value = Case> {
             .iter()
             .flat_map(|r| r.patterns.iter().flat_map(PatternSpec::plants))
             .collect();
+        let anchored = anchored_plants(&rules);
         (
             Just(rules),
-            proptest::collection::vec(data(plants), 1..4),
+            proptest::collection::vec(data(plants, anchored), 1..4),
             proptest::collection::vec(
                 prop_oneof![2 => Just(1usize), 3 => 1usize..8, 1 => 8usize..200],
                 1..6,

@@ -5,17 +5,22 @@
 //! Some rules cannot be evaluated exactly that way, and the scanner needs
 //! two numbers from the rules to be exact for the others:
 //!
-//! * the **window** `W`: the longest match any pattern can have. A stream
-//!   keeps the last `W` (plus context) bytes between chunks so that a match
-//!   spanning chunks is found whole. It is computed per pattern (text and
-//!   hex lengths, `regex-syntax`'s maximum length of a regex, times two for
-//!   `wide`, the base64 expansion), and capped by
+//! * the **window** `W`: the longest match a pattern of a supported rule
+//!   can have. A stream keeps the last `W` (plus context) bytes between
+//!   chunks so that a match spanning chunks is found whole. It is computed
+//!   per pattern (text and hex lengths, `regex-syntax`'s maximum length of
+//!   a regex, times two for `wide`, the base64 expansion), and capped by
 //!   `ScannerConfig::max_pattern_len`; a pattern with no bound or above the
 //!   cap makes its rule inexact.
 //! * the **head** `H`: the stream prefix that patterns anchored by the
-//!   condition (`$a at 100`) can touch. YARA-X only looks for an anchored
-//!   pattern at its anchor, so the scanner replays the head at its real
-//!   offsets when it evaluates a stream.
+//!   conditions of supported rules (`$a at 100`) can touch. YARA-X only
+//!   looks for an anchored pattern at its anchor, so the scanner replays
+//!   the head at its real offsets when it evaluates a stream whose head may
+//!   hold one (see `rules::head`).
+//!
+//! Neither follows the patterns of unsupported rules: their verdicts come
+//! from a whole-buffer scan of the stream's retained bytes, or are false
+//! where their gates failed, or undecided (see `rules::whole_data`).
 //!
 //! A rule is *unsupported* (its verdict may differ from a whole-buffer scan)
 //! when its condition uses a module, `entrypoint`, the data functions
@@ -37,6 +42,7 @@ use yara_x_parser::ast::{self, Expr, HexSubPattern, HexToken, MatchAnchor, Patte
 
 use super::data_values::{is_arithmetic, visit, DataRead};
 use super::gates::{gate_of, necessary_branch, pattern_literals, Gate, GateContext};
+use super::head::{HeadAnchor, HeadPlan};
 
 /// Why a rule cannot be evaluated exactly by stream scanning.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -191,6 +197,10 @@ pub struct RuleReport {
     is_global: bool,
     #[serde(skip)]
     rule_refs: Vec<String>,
+    /// Its patterns anchored at literal offsets (empty past
+    /// [`MAX_ANCHOR`]).
+    #[serde(skip)]
+    anchors: Vec<HeadAnchor>,
 }
 
 /// The analysis of a whole rule set.
@@ -203,6 +213,9 @@ pub struct RuleAnalysis {
     /// The head `H`: stream prefix replayed for anchored patterns (0 when no
     /// pattern is anchored).
     pub head_len: usize,
+    /// The anchored patterns, which say whether a head needs its replay.
+    #[serde(skip)]
+    pub head: HeadPlan,
 }
 
 /// How many rules of a set fall in each class (see [`RuleAnalysis::classes`]).
@@ -279,22 +292,22 @@ impl RuleAnalysis {
                 gates.insert(report.identifier.clone(), gate);
             }
         }
-        let longest = rules
-            .iter()
+        // Only stream-exact rules need what the search finds: a whole-data
+        // rule's verdict is a whole-buffer scan, or false where its gate
+        // failed, or undecided.
+        let exact = || rules.iter().filter(|r| r.supported);
+        let longest = exact()
             .flat_map(|r| &r.patterns)
             .map(|p| p.max_len.unwrap_or(usize::MAX))
             .max()
             .unwrap_or(0);
         let window = longest.min(cap).max(1);
-        let head_len = rules
-            .iter()
-            .filter_map(|r| r.max_anchor)
-            .max()
-            .map_or(0, |anchor| anchor as usize + window);
+        let head = HeadPlan::new(exact().flat_map(|r| r.anchors.clone()).collect());
         RuleAnalysis {
             rules,
             window,
-            head_len,
+            head_len: head.head_len(window),
+            head,
         }
     }
 }
@@ -319,11 +332,13 @@ fn analyse_rule(
     let mut walk = ConditionWalk {
         modules,
         issues: &mut issues,
-        max_anchor: None,
+        anchors: Vec::new(),
         rule_refs: Vec::new(),
     };
     walk.expr(&rule.condition);
-    let (mut max_anchor, rule_refs) = (walk.max_anchor, walk.rule_refs);
+    let rule_refs = walk.rule_refs;
+    let mut anchors = head_anchors(rule, &patterns, &walk.anchors);
+    let mut max_anchor = anchors.iter().map(|a| a.offset).max();
     if let Some(offset) = max_anchor.filter(|&a| a > MAX_ANCHOR) {
         // Every stream keeps its head for anchored patterns: keep it small.
         issues.push(RuleIssue::AnchorBeyondHead {
@@ -331,6 +346,7 @@ fn analyse_rule(
             limit: MAX_ANCHOR,
         });
         max_anchor = None;
+        anchors.clear();
     }
     issues.dedup();
     RuleReport {
@@ -344,6 +360,78 @@ fn analyse_rule(
         gate: None,
         is_global: rule.flags.contains(ast::RuleFlags::Global),
         rule_refs,
+        anchors,
+    }
+}
+
+/// The head anchors of a rule's `at` anchors: one per pattern each names
+/// (`patterns` are the rule's reports, in declaration order).
+fn head_anchors(
+    rule: &ast::Rule<'_>,
+    patterns: &[PatternReport],
+    anchors: &[(u64, AnchoredPatterns)],
+) -> Vec<HeadAnchor> {
+    let declared = || rule.patterns.iter().flatten().zip(patterns);
+    let mut resolved = Vec::new();
+    for (offset, anchored) in anchors {
+        let before = resolved.len();
+        resolved.extend(
+            declared()
+                .filter(|(pattern, _)| anchored.names(pattern.identifier().name))
+                .map(|(pattern, report)| HeadAnchor::of(pattern, *offset, report.max_len)),
+        );
+        if resolved.len() == before {
+            resolved.push(HeadAnchor::unknown(*offset));
+        }
+    }
+    resolved
+}
+
+/// The patterns an `at` anchor applies to.
+#[derive(Debug)]
+enum AnchoredPatterns {
+    /// `$a at K`: one named pattern.
+    One(String),
+    /// `any of ($a, $b*) at K`: identifiers, and whether each is a prefix
+    /// (`$b*`); `them` is the prefix `$`.
+    Set(Vec<(String, bool)>),
+    /// `$ at K` in a `for .. of` body: not known here.
+    Unknown,
+}
+
+impl AnchoredPatterns {
+    fn of_match(identifier: &str) -> AnchoredPatterns {
+        match identifier {
+            "$" => AnchoredPatterns::Unknown,
+            name => AnchoredPatterns::One(name.to_string()),
+        }
+    }
+
+    fn of_set(set: &ast::OfItems<'_>) -> AnchoredPatterns {
+        match set {
+            ast::OfItems::PatternSet(ast::PatternSet::Them { .. }) => {
+                AnchoredPatterns::Set(vec![("$".to_string(), true)])
+            }
+            ast::OfItems::PatternSet(ast::PatternSet::Set(items)) => AnchoredPatterns::Set(
+                items
+                    .iter()
+                    .map(|item| (item.identifier.to_string(), item.wildcard))
+                    .collect(),
+            ),
+            ast::OfItems::BoolExprTuple(_) => AnchoredPatterns::Unknown,
+        }
+    }
+
+    /// Whether the pattern declared as `identifier` is one of these.
+    fn names(&self, identifier: &str) -> bool {
+        match self {
+            AnchoredPatterns::One(name) => name == identifier,
+            AnchoredPatterns::Set(items) => items.iter().any(|(name, prefix)| match prefix {
+                true => identifier.starts_with(name.as_str()),
+                false => name == identifier,
+            }),
+            AnchoredPatterns::Unknown => false,
+        }
     }
 }
 
@@ -373,7 +461,7 @@ fn gate_for(
         let mut walk = ConditionWalk {
             modules,
             issues: &mut issues,
-            max_anchor: None,
+            anchors: Vec::new(),
             rule_refs: Vec::new(),
         };
         walk.expr(expr);
@@ -539,7 +627,8 @@ fn regex_bounds(regexp: &ast::Regexp<'_>) -> Result<(Option<usize>, bool), Strin
 struct ConditionWalk<'a, 'm> {
     modules: &'a HashSet<&'m str>,
     issues: &'a mut Vec<RuleIssue>,
-    max_anchor: Option<u64>,
+    /// Literal `at` anchors, with the patterns each applies to.
+    anchors: Vec<(u64, AnchoredPatterns)>,
     rule_refs: Vec<String>,
 }
 
@@ -572,11 +661,12 @@ impl ConditionWalk<'_, '_> {
                 false
             }
             Expr::PatternMatch(m) => {
-                self.anchor(m.anchor.as_ref());
+                let anchored = || AnchoredPatterns::of_match(m.identifier.name);
+                self.anchor(m.anchor.as_ref(), anchored);
                 true
             }
             Expr::Of(of) => {
-                self.anchor(of.anchor.as_ref());
+                self.anchor(of.anchor.as_ref(), || AnchoredPatterns::of_set(&of.items));
                 true
             }
             Expr::FieldAccess(access) => {
@@ -599,16 +689,20 @@ impl ConditionWalk<'_, '_> {
         }
     }
 
-    /// Notes an `at` anchor (its expression and an `in` range are walked
-    /// as operands).
-    fn anchor(&mut self, anchor: Option<&MatchAnchor<'_>>) {
+    /// Notes an `at` anchor of the patterns `anchored` gives (its
+    /// expression and an `in` range are walked as operands).
+    fn anchor(
+        &mut self,
+        anchor: Option<&MatchAnchor<'_>>,
+        anchored: impl FnOnce() -> AnchoredPatterns,
+    ) {
         let Some(MatchAnchor::At(at)) = anchor else {
             return;
         };
         match &at.expr {
             Expr::LiteralInteger(int) => {
                 let offset = int.value.max(0) as u64;
-                self.max_anchor = Some(self.max_anchor.map_or(offset, |m| m.max(offset)));
+                self.anchors.push((offset, anchored()));
             }
             expr if is_constant(expr) => self.issues.push(RuleIssue::NonLiteralAnchor),
             _ => {}
@@ -664,11 +758,12 @@ mod tests {
     }
 
     #[test]
-    fn unbounded_patterns_use_the_cap_and_are_unsupported() {
+    fn unbounded_patterns_make_their_rules_unsupported_and_leave_the_window() {
         let a = analyse(
-            r#"rule r { strings: $a = /a.*b/ condition: $a } rule s { strings: $s = "x" condition: $s }"#,
+            r#"rule r { strings: $a = /a.*b/ condition: $a } rule s { strings: $s = "xy" condition: $s }"#,
         );
-        assert_eq!(a.window, 1024);
+        // The search finds matches for supported rules only.
+        assert_eq!(a.window, 2);
         assert!(!a.rules[0].supported);
         assert_eq!(
             a.rules[0].issues,
@@ -715,7 +810,8 @@ mod tests {
             vec![RuleIssue::DependsOnUnsupportedRule { rule: "m".into() }]
         );
         assert!(a.rules[5].supported);
-        assert_eq!(a.head_len, 100 + a.window);
+        // `$a at 100`, one byte long.
+        assert_eq!(a.head_len, 101);
     }
 
     #[test]
@@ -727,6 +823,27 @@ mod tests {
             a.rules[1].issues,
             vec![RuleIssue::UnsupportedGlobalRule { rule: "g".into() }]
         );
+    }
+
+    #[test]
+    fn the_head_follows_the_anchored_patterns_of_supported_rules() {
+        let a = analyse(
+            r#"import "pe"
+            rule exact { strings: $a = "MZ" $b = { 50 45 ?? ?? } condition: $a at 0 or any of ($b) at 60 }
+            rule whole { strings: $c = "ELF" condition: $c at 200 and pe.is_pe }
+            rule long { strings: $d = "0123456789" condition: $d }"#,
+        );
+        assert!(!a.rules[1].supported);
+        assert_eq!(a.window, 10);
+        // `$b` at 60, four bytes long; `$c` belongs to a whole-data rule.
+        assert_eq!(a.head_len, 64);
+        assert!(a.head.may_match(b"MZ"));
+        let mut head = vec![b'.'; 210];
+        assert!(!a.head.may_match(&head));
+        head[200..203].copy_from_slice(b"ELF");
+        assert!(!a.head.may_match(&head));
+        head[60..62].copy_from_slice(b"PE");
+        assert!(a.head.may_match(&head));
     }
 
     #[test]

@@ -177,7 +177,7 @@ pub fn pattern_literals(rule: &ast::Rule<'_>) -> HashMap<String, Vec<u8>> {
 /// `wide`, `xor` or `base64` (`fullword` only narrows where it matches),
 /// or the plain bytes a hex pattern starts with (`47 49 46 38` of
 /// `{47 49 46 38 3? 61}`).
-fn pattern_literal(pattern: &ast::Pattern<'_>) -> Option<Vec<u8>> {
+pub(crate) fn pattern_literal(pattern: &ast::Pattern<'_>) -> Option<Vec<u8>> {
     match pattern {
         ast::Pattern::Text(text) => {
             let m = &text.modifiers;

@@ -11,6 +11,7 @@ pub mod data_values;
 pub mod edges;
 pub mod externals;
 pub mod gates;
+pub mod head;
 pub mod whole_data;
 
 use std::collections::HashSet;
@@ -21,6 +22,7 @@ pub use data_values::DataValues;
 pub use edges::EdgeGuard;
 pub use externals::{stream_externals, External, ExternalValue, FileInfo, FILE_EXTERNALS};
 pub use gates::Gate;
+pub use head::{HeadAnchor, HeadPlan};
 pub use whole_data::WholeDataPlan;
 
 use yara_x_parser::ast;

@@ -2,7 +2,8 @@
 //!
 //! The search side leaves each stream with replay spans (its matches with a
 //! little real context) and, when rules anchor patterns at fixed offsets,
-//! its head. The [`Evaluator`] scans those spans at their real stream
+//! its head (replayed only when it may hold an anchored match, see
+//! `rules::head`). The [`Evaluator`] scans those spans at their real stream
 //! offsets with a second YARA-X block scanner and calls `finish()`: YARA-X
 //! finds the stream's matches again, at the same offsets, and evaluates
 //! every condition over them exactly as a whole-buffer scan would.
@@ -37,7 +38,7 @@ use crate::results::{
 };
 use crate::rules::data_values::Values;
 use crate::rules::externals::pass_external;
-use crate::rules::{EdgeGuard, External, RuleSet};
+use crate::rules::{External, RuleSet};
 use crate::stream::span::{count_newlines, replay_range};
 use crate::stream::{ReplaySpan, Retention, RetentionLimit, SpanSet, StreamContext, StreamMode};
 
@@ -170,7 +171,7 @@ impl<'r> Evaluator<'r> {
             true => ctx.settled.clone(),
             false => SpanSet::union([&ctx.settled, &ctx.provisional]),
         };
-        if let Some(head) = head_span(ctx, head_len, self.rules.edge_guard()) {
+        if let Some(head) = head_span(ctx, head_len, self.rules) {
             spans.insert(head);
         }
         if spans.is_empty() {
@@ -477,11 +478,16 @@ fn settle_whole_data(
     })
 }
 
-/// The head of a chunk stream, when rules anchor patterns.
-fn head_span(ctx: &StreamContext, head_len: usize, guard: &EdgeGuard) -> Option<ReplaySpan> {
+/// The head of a chunk stream, when it may hold a match of a pattern the
+/// rules anchor (see `rules::head`).
+fn head_span(ctx: &StreamContext, head_len: usize, rules: &RuleSet) -> Option<ReplaySpan> {
     if head_len == 0 || ctx.head.is_empty() || ctx.mode == StreamMode::Lines {
         return None;
     }
+    if !rules.analysis().head.may_match(&ctx.head) {
+        return None;
+    }
+    let guard = rules.edge_guard();
     let whole_stream = ctx.head.len() as u64 == ctx.stats.bytes;
     let grown = replay_range(
         &ctx.head,
