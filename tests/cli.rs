@@ -127,6 +127,11 @@ fn bench_json_has_every_figure_for_every_contender() {
         }
     }
     assert_eq!(contenders[2]["streams"], 40, "blocks scanners are capped");
+    let scanner = contenders
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().contains("multi-stream scanner"))
+        .unwrap();
+    assert!(scanner["bulk_close_ns_per_stream"].as_f64().unwrap() > 0.0);
     assert!(report["actor_hop"]["query_round_trip_us"].as_f64().unwrap() > 0.0);
 }
 

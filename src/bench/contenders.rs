@@ -46,6 +46,8 @@ pub struct Outcome {
     pub open_ns_per_stream: Option<f64>,
     /// Cost of closing a stream that matched nothing.
     pub close_ns_per_stream: Option<f64>,
+    /// The same, per stream, when closed `GROUP` at a time.
+    pub bulk_close_ns_per_stream: Option<f64>,
     /// 99th percentile of the time a chunk call took.
     pub p99_chunk_latency_us: Option<f64>,
     /// A fingerprint of each stream's verdict, by stream index.
@@ -278,6 +280,7 @@ pub fn blocks_per_stream(
         rss_bytes_per_stream: memory.per_stream,
         open_ns_per_stream: Some(open_time.as_nanos() as f64 / covered.max(1) as f64),
         close_ns_per_stream: Some(close_time.as_nanos() as f64 / covered.max(1) as f64),
+        bulk_close_ns_per_stream: None,
         p99_chunk_latency_us: latencies.p99_us(),
         verdicts,
         note: (covered < workload.streams()).then(|| {
@@ -331,62 +334,120 @@ pub fn multi_stream(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let (open_ns, close_ns) = open_and_close_costs(rules, workload)?;
+    let costs = open_and_close_costs(rules, workload)?;
     Ok(Outcome {
         name: "yaraflow multi-stream scanner (1 thread)".into(),
         streams: workload.streams(),
         bytes: workload.bytes(),
         seconds,
         rss_bytes_per_stream: memory.per_stream,
-        open_ns_per_stream: Some(open_ns),
-        close_ns_per_stream: Some(close_ns),
+        open_ns_per_stream: Some(costs.open_ns),
+        close_ns_per_stream: Some(costs.close_ns),
+        bulk_close_ns_per_stream: Some(costs.bulk_close_ns),
         p99_chunk_latency_us: latencies.p99_us(),
         verdicts,
         note: Some(format!(
-            "closes {GROUP} at a time; open/close costs: {} streams opened, given one chunk, searched, then closed one by one",
+            "closes {GROUP} at a time; open/close costs: {} streams opened, given one chunk, searched, then closed one by one (close ns) and {GROUP} at a time (bulk close ns)",
             COST_STREAMS.min(workload.streams())
         )),
     })
 }
 
+/// Per-stream costs of the scanner's calls outside the search.
+struct StreamCosts {
+    open_ns: f64,
+    /// Closing a stream that matched nothing, one call each.
+    close_ns: f64,
+    /// The same, `GROUP` streams per call (`close_streams`).
+    bulk_close_ns: f64,
+}
+
 /// The cost of opening a stream, and of closing one that matched nothing
-/// (its bytes already searched), one call at a time.
+/// (its bytes already searched), one call at a time and `GROUP` at a time.
+/// Each stream gets one chunk: the workload's first chunks, cycled; the
+/// streams closed in bulk get those of the streams closed alone that
+/// matched nothing.
 fn open_and_close_costs(
     rules: &RuleSet,
     workload: &Workload,
-) -> Result<(f64, f64), crate::ScanError> {
+) -> Result<StreamCosts, crate::ScanError> {
     let mut scanner = MultiStreamScanner::new(rules, ScannerConfig::default());
     let count = COST_STREAMS.min(workload.streams());
-    let ids: Vec<Uuid> = (0..count)
-        .map(|i| stream_id(workload.streams() + i))
-        .collect();
+    let ids = |round: usize| -> Vec<Uuid> {
+        (0..count)
+            .map(|i| stream_id(workload.streams() + round * count + i))
+            .collect()
+    };
+    let (alone, bulk) = (ids(0), ids(1));
     let started = Instant::now();
-    for id in &ids {
+    for id in &alone {
         scanner.open_stream(*id, crate::StreamMode::Chunks)?;
     }
     let open = started.elapsed();
-    // One chunk each, from streams that matched nothing in the reference
-    // when the caller knows them; here: the workload's first chunks.
-    for (n, id) in ids.iter().enumerate() {
-        let step = &workload.schedule()[n % workload.schedule().len()];
-        scanner.scan_chunk(*id, workload.chunk(step))?;
-    }
-    scanner.flush()?;
-    let mut closing = Duration::ZERO;
-    let mut matched_nothing = 0usize;
-    for id in &ids {
+    let first_chunks: Vec<&Step> = workload.schedule().iter().take(count).collect();
+    feed_one_chunk_each(&mut scanner, workload, &alone, &first_chunks)?;
+    let mut alone_cost = CloseCost::default();
+    let mut quiet_chunks = Vec::new();
+    for (n, id) in alone.iter().enumerate() {
         let started = Instant::now();
         let results = scanner.close_stream(id)?;
-        let took = started.elapsed();
-        if results.is_some_and(|r| r.rules.is_empty()) {
-            closing += took;
-            matched_nothing += 1;
+        if alone_cost.add(started.elapsed(), results.iter()) {
+            quiet_chunks.push(first_chunks[n % first_chunks.len()]);
         }
     }
-    Ok((
-        open.as_nanos() as f64 / count.max(1) as f64,
-        closing.as_nanos() as f64 / matched_nothing.max(1) as f64,
-    ))
+    let mut bulk_cost = CloseCost::default();
+    if !quiet_chunks.is_empty() {
+        feed_one_chunk_each(&mut scanner, workload, &bulk, &quiet_chunks)?;
+        for group in bulk.chunks(GROUP) {
+            let started = Instant::now();
+            let results = scanner.close_streams(group)?;
+            bulk_cost.add(started.elapsed(), results.iter());
+        }
+    }
+    Ok(StreamCosts {
+        open_ns: open.as_nanos() as f64 / count.max(1) as f64,
+        close_ns: alone_cost.per_stream_ns(),
+        bulk_close_ns: bulk_cost.per_stream_ns(),
+    })
+}
+
+/// One chunk to each stream (`chunks`, cycled), every byte searched.
+fn feed_one_chunk_each(
+    scanner: &mut MultiStreamScanner<'_>,
+    workload: &Workload,
+    ids: &[Uuid],
+    chunks: &[&Step],
+) -> Result<(), crate::ScanError> {
+    for (n, id) in ids.iter().enumerate() {
+        scanner.scan_chunk(*id, workload.chunk(chunks[n % chunks.len()]))?;
+    }
+    scanner.flush()
+}
+
+/// Time spent closing streams that matched nothing. A call that closed one
+/// that matched counts wholly to neither (its share cannot be told).
+#[derive(Default)]
+struct CloseCost {
+    time: Duration,
+    streams: usize,
+}
+
+impl CloseCost {
+    /// Counts a call that took `took` to close `closed`; whether it did
+    /// (all of them matched nothing).
+    fn add<'a>(&mut self, took: Duration, closed: impl Iterator<Item = &'a StreamResults>) -> bool {
+        let closed: Vec<&StreamResults> = closed.collect();
+        let quiet = !closed.is_empty() && closed.iter().all(|r| r.rules.is_empty());
+        if quiet {
+            self.time += took;
+            self.streams += closed.len();
+        }
+        quiet
+    }
+
+    fn per_stream_ns(&self) -> f64 {
+        self.time.as_nanos() as f64 / self.streams.max(1) as f64
+    }
 }
 
 /// 4. yaraflow's engine with `shards` shards, fed in bursts of 64 chunks.

@@ -61,6 +61,9 @@ pub struct ContenderReport {
     pub open_ns_per_stream: Option<f64>,
     /// Cost of closing a stream that matched nothing.
     pub close_ns_per_stream: Option<f64>,
+    /// The same, per stream, when closed 64 at a time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bulk_close_ns_per_stream: Option<f64>,
     /// 99th percentile of a chunk call's duration.
     pub p99_chunk_latency_us: Option<f64>,
     /// Whether every stream's matching rules equal the whole-buffer scan's
@@ -136,6 +139,7 @@ impl Report {
                     rss_bytes_per_stream: outcome.rss_bytes_per_stream,
                     open_ns_per_stream: outcome.open_ns_per_stream,
                     close_ns_per_stream: outcome.close_ns_per_stream,
+                    bulk_close_ns_per_stream: outcome.bulk_close_ns_per_stream,
                     p99_chunk_latency_us: outcome.p99_chunk_latency_us,
                     verdicts_equal_whole_buffer: differing == 0
                         && outcome.verdicts.len() == outcome.streams,

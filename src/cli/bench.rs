@@ -298,7 +298,7 @@ fn print_table(report: &Report) {
     );
     println!("{}", report.header.rule_classes);
     println!(
-        "{:<44} {:>8} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "{:<44} {:>8} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8}",
         "contender",
         "streams",
         "MB/s",
@@ -306,13 +306,14 @@ fn print_table(report: &Report) {
         "RSS/strm",
         "open ns",
         "close ns",
+        "bulk ns",
         "p99 us",
         "verdicts"
     );
     let figure = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
     for c in &report.contenders {
         println!(
-            "{:<44} {:>8} {:>9.0} {:>7.2} {:>10} {:>9} {:>9} {:>9} {:>8}",
+            "{:<44} {:>8} {:>9.0} {:>7.2} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8}",
             c.name,
             c.streams,
             c.mb_per_s,
@@ -320,6 +321,7 @@ fn print_table(report: &Report) {
             figure(c.rss_bytes_per_stream),
             figure(c.open_ns_per_stream),
             figure(c.close_ns_per_stream),
+            figure(c.bulk_close_ns_per_stream),
             c.p99_chunk_latency_us
                 .map_or("-".to_string(), |v| format!("{v:.1}")),
             match c.verdicts_equal_whole_buffer {
