@@ -40,6 +40,7 @@ use serde::{Serialize, Serializer};
 use yara_x_parser::ast::{self, Expr, MatchAnchor};
 
 use super::data_values::DataRead;
+use super::head::match_prefix;
 
 /// Farthest header byte a gate reads: a stream that stops retaining keeps
 /// this much of its start for the gates.
@@ -173,32 +174,10 @@ pub fn pattern_literals(rule: &ast::Rule<'_>) -> HashMap<String, Vec<u8>> {
         .collect()
 }
 
-/// Bytes every match of a pattern starts with: text without `nocase`,
-/// `wide`, `xor` or `base64` (`fullword` only narrows where it matches),
-/// or the plain bytes a hex pattern starts with (`47 49 46 38` of
-/// `{47 49 46 38 3? 61}`).
-pub(crate) fn pattern_literal(pattern: &ast::Pattern<'_>) -> Option<Vec<u8>> {
-    match pattern {
-        ast::Pattern::Text(text) => {
-            let m = &text.modifiers;
-            let plain = m.wide().is_none()
-                && m.nocase().is_none()
-                && m.xor().is_none()
-                && m.base64().is_none()
-                && m.base64wide().is_none();
-            plain.then(|| text.text.value.to_vec())
-        }
-        ast::Pattern::Hex(hex) => Some(
-            hex.sub_patterns
-                .iter()
-                .map_while(|token| match token {
-                    ast::HexToken::Byte(byte) if byte.mask == 0xFF => Some(byte.value),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        ast::Pattern::Regexp(_) => None,
-    }
+/// Bytes every match of a pattern starts with, compared exactly (see
+/// `head::match_prefix`; not under `nocase`).
+fn pattern_literal(pattern: &ast::Pattern<'_>) -> Option<Vec<u8>> {
+    match_prefix(pattern).and_then(|(bytes, nocase)| (!nocase).then_some(bytes))
 }
 
 /// The gate of a whole-data rule's condition, if it has one.

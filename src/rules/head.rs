@@ -17,8 +17,6 @@
 use serde::Serialize;
 use yara_x_parser::ast;
 
-use super::gates;
-
 /// A pattern anchored at a literal offset by a condition (`$a at K`, or
 /// `any of ($a, $b) at K`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -37,7 +35,7 @@ pub struct HeadAnchor {
 impl HeadAnchor {
     /// The anchor of `pattern` at `offset`, its longest match `max_len`.
     pub fn of(pattern: &ast::Pattern<'_>, offset: u64, max_len: Option<usize>) -> HeadAnchor {
-        let (prefix, nocase) = match_prefix(pattern);
+        let (prefix, nocase) = match_prefix(pattern).unwrap_or_default();
         HeadAnchor {
             offset,
             prefix,
@@ -116,10 +114,11 @@ impl HeadPlan {
 }
 
 /// Bytes every match of a pattern starts with, and whether they compare
-/// without case: a text's without `wide`, `xor` or `base64` (`fullword`
-/// only narrows where it matches), or the plain bytes a hex pattern starts
-/// with. Empty when not known (regular expressions, and the rest).
-fn match_prefix(pattern: &ast::Pattern<'_>) -> (Vec<u8>, bool) {
+/// without regard to ASCII case: a text's without `wide`, `xor` or
+/// `base64` (`fullword` only narrows where it matches), or the plain bytes
+/// a hex pattern starts with (`47 49 46 38` of `{47 49 46 38 3? 61}`,
+/// maybe none). `None` for regular expressions and the other texts.
+pub(crate) fn match_prefix(pattern: &ast::Pattern<'_>) -> Option<(Vec<u8>, bool)> {
     match pattern {
         ast::Pattern::Text(text) => {
             let m = &text.modifiers;
@@ -127,12 +126,16 @@ fn match_prefix(pattern: &ast::Pattern<'_>) -> (Vec<u8>, bool) {
                 && m.xor().is_none()
                 && m.base64().is_none()
                 && m.base64wide().is_none();
-            match plain {
-                true => (text.text.value.to_vec(), m.nocase().is_some()),
-                false => (Vec::new(), false),
-            }
+            plain.then(|| (text.text.value.to_vec(), m.nocase().is_some()))
         }
-        pattern => (gates::pattern_literal(pattern).unwrap_or_default(), false),
+        ast::Pattern::Hex(hex) => {
+            let plain = hex.sub_patterns.iter().map_while(|token| match token {
+                ast::HexToken::Byte(byte) if byte.mask == 0xFF => Some(byte.value),
+                _ => None,
+            });
+            Some((plain.collect(), false))
+        }
+        ast::Pattern::Regexp(_) => None,
     }
 }
 
