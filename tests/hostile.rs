@@ -757,12 +757,19 @@ fn a_client_that_pipelines_without_reading_stalls_only_itself() {
     let (hog, sent, stopped) = writer.join().unwrap();
     eprintln!("the client pipelined {sent} requests before its writes stopped ({stopped:?})");
     // Its writes stop when the buffers are full (a timeout) or when the
-    // server lets it go (an error); how many went before depends on the
-    // machine's load and buffer sizes (400 to 2,800 seen), so only "some
-    // but not all" is asserted.
+    // server lets it go (the connection reset or its pipe broken, its
+    // answers marked `connection: close`); how many went before depends on
+    // the machine's load and buffer sizes (a timeout after about 22,000 on
+    // an idle machine; let go after 2 to 10,000 under CI's load), so only
+    // "some but not all" is asserted.
+    let let_go = matches!(
+        stopped,
+        Some(std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
+    );
+    let fewest = if let_go { 1 } else { 100 };
     assert!(
-        (100..50_000).contains(&sent),
-        "the server read {sent} of 50,000 requests of a client that reads nothing"
+        (fewest..50_000).contains(&sent),
+        "the server read {sent} of 50,000 requests of a client that reads nothing ({stopped:?})"
     );
     drop(hog);
     let answer = exchange(server.api, &request("GET", "/readyz", &[], b""), WAIT);
