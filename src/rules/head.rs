@@ -1,6 +1,6 @@
 //! The head of a chunk stream: the patterns anchored at fixed offsets
-//! (`$a at K`) that only its replay finds, and what its bytes must hold for
-//! that replay to find one.
+//! (`$a at K`) that the search may miss and its replay finds, and what its
+//! bytes must hold for that replay to find one.
 //!
 //! The search may miss an anchored pattern: YARA-X checks most only at
 //! `K` bytes past the start of a block, and the search's blocks start at
