@@ -768,3 +768,42 @@ fn a_shards_whole_scan_of_a_pe_does_not_leak_into_the_next_verdict() {
     assert_eq!(ours_all(&results), vec![], "no imphash for text");
     drop(engine);
 }
+
+/// A whole-data rule whose gate fails leaves its patterns to the stream's
+/// verdict: the window covers its long pattern and the head its anchored
+/// one, though every stream-exact pattern is two bytes long. A stream that
+/// is not a PE, with the long pattern across every cut and the anchored
+/// one at its anchor, gets the whole-buffer verdict, claimed exact.
+#[test]
+fn a_failed_gate_leaves_long_and_anchored_patterns_to_the_search() {
+    let rules = RuleSet::from_source(
+        r#"import "pe"
+        rule short { strings: $s = "Q!" condition: $s }
+        rule long_or_pe { strings: $l = "0123456789abcdefghijklmnopqrstuvwxyz" condition: $l or pe.number_of_sections == 1 }
+        rule anchored_or_pe { strings: $h = "HD" condition: $h at 3 or pe.is_dll() }"#,
+        1024,
+    )
+    .unwrap();
+    assert_eq!(rules.analysis().window, 36);
+    assert_eq!(rules.analysis().head_len, 5);
+    let data = b"...HD....0123456789abcdefghijklmnopqrstuvwxyz....";
+    for cut in [1, 7, 12, 20, 30, 40] {
+        let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+        let id = Uuid::new_v4();
+        scanner.scan_chunk(id, &data[..cut]).unwrap();
+        scanner.scan_chunk(id, &data[cut..]).unwrap();
+        let results = scanner.close_stream(&id).unwrap().unwrap();
+        let matched: Vec<&str> = results
+            .rules
+            .iter()
+            .map(|r| r.identifier.as_str())
+            .collect();
+        assert_eq!(matched, ["long_or_pe", "anchored_or_pe"], "cut at {cut}");
+        assert!(results.exact, "cut at {cut}");
+        assert_eq!(
+            ours_all(&results),
+            reference_all(&rules, data),
+            "cut at {cut}"
+        );
+    }
+}

@@ -5,22 +5,23 @@
 //! Some rules cannot be evaluated exactly that way, and the scanner needs
 //! two numbers from the rules to be exact for the others:
 //!
-//! * the **window** `W`: the longest match a pattern of a supported rule
+//! * the **window** `W`: the longest match a pattern the search must find
 //!   can have. A stream keeps the last `W` (plus context) bytes between
 //!   chunks so that a match spanning chunks is found whole. It is computed
 //!   per pattern (text and hex lengths, `regex-syntax`'s maximum length of
 //!   a regex, times two for `wide`, the base64 expansion), and capped by
 //!   `ScannerConfig::max_pattern_len`; a pattern with no bound or above the
 //!   cap makes its rule inexact.
-//! * the **head** `H`: the stream prefix that patterns anchored by the
-//!   conditions of supported rules (`$a at 100`) can touch. YARA-X only
-//!   looks for an anchored pattern at its anchor, so the scanner replays
-//!   the head at its real offsets when it evaluates a stream whose head may
-//!   hold one (see `rules::head`).
+//! * the **head** `H`: the stream prefix that those patterns, anchored by
+//!   their conditions (`$a at 100`), can touch. YARA-X only looks for an
+//!   anchored pattern at its anchor, so the scanner replays the head at
+//!   its real offsets when it evaluates a stream whose head may hold one
+//!   (see `rules::head`).
 //!
-//! Neither follows the patterns of unsupported rules: their verdicts come
-//! from a whole-buffer scan of the stream's retained bytes, or are false
-//! where their gates failed, or undecided (see `rules::whole_data`).
+//! Neither follows the patterns of an unsupported rule unless a failed gate
+//! leaves them to the stream's verdict (see `rules::gates`): otherwise its
+//! verdict is a whole-buffer scan of the stream's retained bytes, or false
+//! where its gate failed, or undecided (see `rules::whole_data`).
 //!
 //! A rule is *unsupported* (its verdict may differ from a whole-buffer scan)
 //! when its condition uses a module, `entrypoint`, the data functions
@@ -292,17 +293,23 @@ impl RuleAnalysis {
                 gates.insert(report.identifier.clone(), gate);
             }
         }
-        // Only stream-exact rules need what the search finds: a whole-data
-        // rule's verdict is a whole-buffer scan, or false where its gate
-        // failed, or undecided.
-        let exact = || rules.iter().filter(|r| r.supported);
-        let longest = exact()
+        // The rules whose verdicts may come from what the search finds:
+        // stream-exact ones, and whole-data ones whose failed gate leaves
+        // their patterns to the stream's verdict. The others' verdicts are
+        // whole-buffer scans or undecided (no gate), or false where their
+        // gate failed (a pattern the search may miss: see `gate_for`).
+        let searched = || {
+            rules
+                .iter()
+                .filter(|r| r.supported || (r.gate.is_some() && features_only(&r.issues)))
+        };
+        let longest = searched()
             .flat_map(|r| &r.patterns)
             .map(|p| p.max_len.unwrap_or(usize::MAX))
             .max()
             .unwrap_or(0);
         let window = longest.min(cap).max(1);
-        let head = HeadPlan::new(exact().flat_map(|r| r.anchors.clone()).collect());
+        let head = HeadPlan::new(searched().flat_map(|r| r.anchors.clone()).collect());
         RuleAnalysis {
             rules,
             window,
@@ -447,15 +454,7 @@ fn gate_for(
     modules: &HashSet<&str>,
     (whole_data, gates): (&HashSet<String>, &HashMap<String, Option<Gate>>),
 ) -> Option<Gate> {
-    let features_only = report.issues.iter().all(|issue| {
-        matches!(
-            issue,
-            RuleIssue::UsesModule { .. }
-                | RuleIssue::UsesEntrypoint
-                | RuleIssue::ReadsData { .. }
-                | RuleIssue::DependsOnUnsupportedRule { .. }
-        )
-    });
+    let features_only = features_only(&report.issues);
     let is_free = |expr: &Expr<'_>| {
         let mut issues = Vec::new();
         let mut walk = ConditionWalk {
@@ -478,6 +477,22 @@ fn gate_for(
         true => necessary_branch(&rule.condition, &context),
         false => gate_of(&rule.condition, &context),
     }
+}
+
+/// Whether a rule is unsupported only for the features it uses (modules,
+/// `entrypoint`, computed reads, other such rules), not for a pattern the
+/// stream scanner may miss or mis-place: then a failed gate leaves its
+/// patterns to the stream's verdict, which finds them exactly.
+fn features_only(issues: &[RuleIssue]) -> bool {
+    issues.iter().all(|issue| {
+        matches!(
+            issue,
+            RuleIssue::UsesModule { .. }
+                | RuleIssue::UsesEntrypoint
+                | RuleIssue::ReadsData { .. }
+                | RuleIssue::DependsOnUnsupportedRule { .. }
+        )
+    })
 }
 
 /// Marks rules that depend on unsupported rules (directly, transitively, or
@@ -826,22 +841,29 @@ mod tests {
     }
 
     #[test]
-    fn the_head_follows_the_anchored_patterns_of_supported_rules() {
+    fn the_head_follows_the_anchored_patterns_the_search_must_find() {
         let a = analyse(
             r#"import "pe"
             rule exact { strings: $a = "MZ" $b = { 50 45 ?? ?? } condition: $a at 0 or any of ($b) at 60 }
-            rule whole { strings: $c = "ELF" condition: $c at 200 and pe.is_pe }
+            rule whole { strings: $c = "ELF" $u = /x.*y/ condition: $c at 200 and $u and pe.is_pe }
+            rule gated { strings: $e = "EXE" condition: $e at 100 or pe.is_dll() }
             rule long { strings: $d = "0123456789" condition: $d }"#,
         );
-        assert!(!a.rules[1].supported);
+        assert!(!a.rules[1].supported && a.rules[1].gate.is_some());
+        assert!(!a.rules[2].supported && a.rules[2].gate.is_some());
         assert_eq!(a.window, 10);
-        // `$b` at 60, four bytes long; `$c` belongs to a whole-data rule.
-        assert_eq!(a.head_len, 64);
+        // `$e` at 100, three bytes long: where `gated`'s gate fails, the
+        // stream's verdict decides it. `whole` has a pattern the search may
+        // miss: its verdict is false where its gate fails, whatever `$c`.
+        assert_eq!(a.head_len, 103);
         assert!(a.head.may_match(b"MZ"));
         let mut head = vec![b'.'; 210];
         assert!(!a.head.may_match(&head));
         head[200..203].copy_from_slice(b"ELF");
         assert!(!a.head.may_match(&head));
+        head[100..103].copy_from_slice(b"EXE");
+        assert!(a.head.may_match(&head));
+        head[100] = b'.';
         head[60..62].copy_from_slice(b"PE");
         assert!(a.head.may_match(&head));
     }

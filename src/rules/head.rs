@@ -89,11 +89,6 @@ impl HeadPlan {
         HeadPlan { anchors }
     }
 
-    /// Whether no pattern is anchored.
-    pub fn is_empty(&self) -> bool {
-        self.anchors.is_empty()
-    }
-
     /// Bytes of a stream's head its verdict replays: up to the end of the
     /// longest match at the furthest anchor, a match being at most
     /// `window` long (0 when no pattern is anchored).
