@@ -513,7 +513,8 @@ fn filler() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// The forms of each pattern a condition anchors (`$p0 at 7`), with the
-/// anchor: planted there, they are what only the replay of a head finds.
+/// anchor: planted there, they are what the search may miss and the
+/// replay of a head finds.
 fn anchored_plants(rules: &[RuleSpec]) -> Vec<(usize, Vec<u8>)> {
     let mut anchored = Vec::new();
     for rule in rules {
