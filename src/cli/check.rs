@@ -30,6 +30,8 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             "rules": analysis.rules,
             "window": analysis.window,
             "head_len": analysis.head_len,
+            "tail_floor": rules.tail_plan().floor(),
+            "tail_most": rules.tail_plan().most(),
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
@@ -52,10 +54,12 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
     }
     println!(
-        "{}; window {} bytes, head {} bytes",
+        "{}; window {} bytes, head {} bytes, tail {} to {} bytes",
         analysis.classes(),
         analysis.window,
-        analysis.head_len
+        analysis.head_len,
+        rules.tail_plan().floor(),
+        rules.tail_plan().most(),
     );
     Ok(ExitCode::SUCCESS)
 }

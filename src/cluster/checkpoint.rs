@@ -114,7 +114,7 @@ mod tests {
     fn sample() -> Checkpoint {
         let mut context =
             StreamContext::new(Uuid::from_u128(9), StreamMode::Chunks, 1, Retention::Off);
-        context.record(b"some bytes", 4, 2);
+        context.record(b"some bytes", &Default::default(), 2);
         Checkpoint {
             applied: 1234,
             owner: "worker-a".into(),

@@ -44,6 +44,7 @@ use yara_x_parser::ast::{self, Expr, HexSubPattern, HexToken, MatchAnchor, Patte
 use super::data_values::{is_arithmetic, visit, DataRead};
 use super::gates::{gate_of, necessary_branch, pattern_literals, Gate, GateContext};
 use super::head::{HeadAnchor, HeadPlan};
+use super::tail::{TailPattern, TailPlan};
 
 /// Why a rule cannot be evaluated exactly by stream scanning.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -293,16 +294,8 @@ impl RuleAnalysis {
                 gates.insert(report.identifier.clone(), gate);
             }
         }
-        // The rules whose verdicts may come from what the search finds:
-        // stream-exact ones, and whole-data ones whose failed gate leaves
-        // their patterns to the stream's verdict. The others' verdicts are
-        // whole-buffer scans or undecided (no gate), or false where their
-        // gate failed (a pattern the search may miss: see `gate_for`).
-        let searched = || {
-            rules
-                .iter()
-                .filter(|r| r.supported || (r.gate.is_some() && features_only(&r.issues)))
-        };
+        // The rules whose verdicts may come from what the search finds.
+        let searched = || rules.iter().filter(|r| r.is_searched());
         let longest = searched()
             .flat_map(|r| &r.patterns)
             .map(|p| p.max_len.unwrap_or(usize::MAX))
@@ -316,6 +309,38 @@ impl RuleAnalysis {
             head_len: head.head_len(window),
             head,
         }
+    }
+}
+
+impl RuleAnalysis {
+    /// What chunk streams keep as their tail for these rules (`sources`,
+    /// the syntax trees they were analysed from): see [`TailPlan`].
+    pub fn tail_plan(&self, sources: &[(String, ast::AST<'_>)]) -> TailPlan {
+        let window = self.window;
+        let trees = sources.iter().flat_map(|(_, tree)| tree.rules());
+        let mut searched = Vec::new();
+        let mut reaches = HashMap::new();
+        for (report, rule) in self.rules.iter().zip(trees) {
+            let reach = |p: &PatternReport| p.max_len.unwrap_or(window).min(window);
+            let declared = rule.patterns.iter().flatten().zip(&report.patterns);
+            if report.is_searched() {
+                searched.extend(declared.map(|(p, r)| TailPattern::of(p, reach(r))));
+            }
+            let patterns = report.patterns.iter().map(|r| reach(r) as u32).collect();
+            reaches.insert(report.identifier.clone(), patterns);
+        }
+        TailPlan::new(window, &searched, reaches)
+    }
+}
+
+impl RuleReport {
+    /// Whether the rule's verdicts may come from what the search finds:
+    /// it is stream-exact, or a whole-data rule whose failed gate leaves
+    /// its patterns to the stream's verdict. The others' verdicts are
+    /// whole-buffer scans or undecided (no gate), or false where their
+    /// gate failed (a pattern the search may miss: see `gate_for`).
+    fn is_searched(&self) -> bool {
+        self.supported || (self.gate.is_some() && features_only(&self.issues))
     }
 }
 

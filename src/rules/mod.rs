@@ -12,6 +12,7 @@ pub mod edges;
 pub mod externals;
 pub mod gates;
 pub mod head;
+pub mod tail;
 pub mod whole_data;
 
 use std::collections::HashSet;
@@ -23,6 +24,7 @@ pub use edges::EdgeGuard;
 pub use externals::{stream_externals, External, ExternalValue, FileInfo, FILE_EXTERNALS};
 pub use gates::Gate;
 pub use head::{HeadAnchor, HeadPlan};
+pub use tail::TailPlan;
 pub use whole_data::WholeDataPlan;
 
 use yara_x_parser::ast;
@@ -35,6 +37,7 @@ pub struct RuleSet {
     analysis: RuleAnalysis,
     exact_rules: HashSet<(String, String)>,
     edge_guard: EdgeGuard,
+    tail_plan: TailPlan,
     whole_data: WholeDataPlan,
     data_values: DataValues,
     pe_cache_reset: Option<yara_x::Rules>,
@@ -187,6 +190,7 @@ impl RuleSet {
             .map(|r| (r.namespace.clone(), r.identifier.clone()))
             .collect();
         let edge_guard = EdgeGuard::from_asts(trees.iter().map(|(_, t)| t), max_pattern_len);
+        let tail_plan = analysis.tail_plan(&trees);
         let whole_data = WholeDataPlan::new(&analysis.rules);
         drop(trees);
         let pe_cache_reset = calls_cached_pe_functions(&sources)
@@ -198,6 +202,7 @@ impl RuleSet {
             analysis,
             exact_rules,
             edge_guard,
+            tail_plan,
             whole_data,
             data_values,
             pe_cache_reset,
@@ -274,6 +279,11 @@ impl RuleSet {
     /// The anchored regexes that replayed spans must not cut.
     pub fn edge_guard(&self) -> &EdgeGuard {
         &self.edge_guard
+    }
+
+    /// What chunk streams keep as their tail, and when a match settles.
+    pub fn tail_plan(&self) -> &TailPlan {
+        &self.tail_plan
     }
 
     /// The whole-data rules (those not exact on streams) and their gates.

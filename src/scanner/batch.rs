@@ -20,7 +20,7 @@ use std::ops::Range;
 use uuid::Uuid;
 
 use crate::error::ScanError;
-use crate::rules::EdgeGuard;
+use crate::rules::{EdgeGuard, TailPlan};
 use crate::stream::span::{count_newlines, replay_range, MAX_SPAN_GROWTH, SPAN_CONTEXT};
 use crate::stream::{ReplaySpan, StreamContext};
 
@@ -50,15 +50,10 @@ pub(crate) struct Segment {
     pub fresh_from: u64,
 }
 
-/// The window arithmetic shared by the batch and the streams.
+/// What a chunk stream keeps of its first bytes. (What it keeps of its
+/// last ones follows its rules' [`TailPlan`].)
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Window {
-    /// Longest match guaranteed to be found whole (`W`).
-    pub longest_match: usize,
-    /// Bytes each stream keeps and rescans: `W + 2 * SPAN_CONTEXT - 1`, so
-    /// that a match not settled in one block is seen again, with full left
-    /// context, by the next.
-    pub tail_len: usize,
     /// Stream prefix replayed for anchored patterns (0: none).
     pub head_len: usize,
     /// Stream prefix the rules' header reads need (see
@@ -67,10 +62,8 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    pub fn new(longest_match: usize, head_len: usize, values_len: usize) -> Window {
+    pub fn new(head_len: usize, values_len: usize) -> Window {
         Window {
-            longest_match,
-            tail_len: longest_match + 2 * SPAN_CONTEXT - 1,
             head_len,
             values_len,
         }
@@ -85,6 +78,17 @@ impl Window {
         };
         replayed.max(self.values_len)
     }
+}
+
+/// A match the search found in a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Found {
+    /// Where it lies in the segment.
+    pub range: Range<usize>,
+    /// The longest match of its pattern (see [`TailPlan::reach_of`]): a
+    /// block settles it when it shows this many bytes from its start, and
+    /// the context after them.
+    pub reach: usize,
 }
 
 /// What a block's view of a match is worth.
@@ -104,9 +108,10 @@ impl Segment {
         self.start + self.bytes.len() as u64
     }
 
-    /// Judges a match that starts at stream offset `start`. `at_stream_end`
-    /// says the block ended where the stream (so far) ends.
-    pub fn accept(&self, start: u64, window: &Window, at_stream_end: bool) -> Acceptance {
+    /// Judges a match that starts at stream offset `start`, of a pattern
+    /// whose longest match is `reach`. `at_stream_end` says the block ended
+    /// where the stream (so far) ends.
+    pub fn accept(&self, start: u64, reach: usize, at_stream_end: bool) -> Acceptance {
         let end = self.end();
         if self.line.is_some() {
             return Acceptance::Settled; // a line is a whole document
@@ -117,7 +122,7 @@ impl Segment {
         if self.start != 0 && start < self.start + context {
             return Acceptance::Ignored;
         }
-        let settles = |end: u64| start + window.longest_match as u64 + context <= end;
+        let settles = |end: u64| start + reach as u64 + context <= end;
         if settles(end) {
             // Settled here unless the previous segment settled it already.
             if settles(self.fresh_from) {
@@ -163,18 +168,12 @@ impl Segment {
     /// closing such a stream needs no search, which was most of the cost
     /// of closing a stream with real rules (a `scan()` and a harvest of
     /// every rule per close).
-    pub fn leaves_tail_settled(
-        &self,
-        ranges: &[std::ops::Range<usize>],
-        window: &Window,
-        end_quiet: impl FnOnce() -> bool,
-    ) -> bool {
+    pub fn leaves_tail_settled(&self, found: &[Found], end_quiet: impl FnOnce() -> bool) -> bool {
         let context = SPAN_CONTEXT as u64;
         self.line.is_none()
-            && ranges.iter().all(|range| {
-                !self.crosses_end(range)
-                    && self.start + range.start as u64 + window.longest_match as u64 + context
-                        <= self.end()
+            && found.iter().all(|found| {
+                !self.crosses_end(&found.range)
+                    && self.start + (found.range.start + found.reach) as u64 + context <= self.end()
             })
             && end_quiet()
     }
@@ -334,20 +333,21 @@ impl Batch {
         &buf[segment.bytes.clone()]
     }
 
-    /// Scans every segment as one block and returns, per segment, the
-    /// ranges (within the segment) of all matches found, sorted and without
-    /// duplicates.
+    /// Scans every segment as one block and returns, per segment, all
+    /// matches found (their ranges within the segment, and the reach of
+    /// their patterns in `plan`), sorted and without duplicates.
     pub fn search(
         &self,
         scanner: &mut yara_x::blocks::Scanner<'_>,
-    ) -> Result<Vec<Vec<Range<usize>>>, ScanError> {
+        plan: &TailPlan,
+    ) -> Result<Vec<Vec<Found>>, ScanError> {
         let standalone = self
             .segments
             .iter()
             .filter(|s| !s.packed)
             .map(|s| (s.addr, self.data(s)));
         let packed = (!self.packed.is_empty()).then_some((PACKED_BASE, self.packed.as_slice()));
-        self.search_blocks(scanner, standalone.chain(packed))
+        self.search_blocks(scanner, plan, standalone.chain(packed))
     }
 
     /// Searches only the segments at `indices` (of one stream, after the
@@ -357,20 +357,22 @@ impl Batch {
     pub fn search_segments(
         &self,
         scanner: &mut yara_x::blocks::Scanner<'_>,
+        plan: &TailPlan,
         indices: &[usize],
-    ) -> Result<Vec<Vec<Range<usize>>>, ScanError> {
+    ) -> Result<Vec<Vec<Found>>, ScanError> {
         let blocks = indices.iter().map(|&i| {
             let segment = &self.segments[i];
             (segment.addr, self.data(segment))
         });
-        self.search_blocks(scanner, blocks)
+        self.search_blocks(scanner, plan, blocks)
     }
 
     fn search_blocks<'d>(
         &'d self,
         scanner: &mut yara_x::blocks::Scanner<'_>,
+        plan: &TailPlan,
         blocks: impl Iterator<Item = (usize, &'d [u8])>,
-    ) -> Result<Vec<Vec<Range<usize>>>, ScanError> {
+    ) -> Result<Vec<Vec<Found>>, ScanError> {
         for (addr, data) in blocks {
             if let Err(err) = scanner.scan(addr, data) {
                 // Reset the scanner so the next batch starts clean.
@@ -384,17 +386,21 @@ impl Batch {
         let mut found = vec![Vec::new(); self.segments.len()];
         let rules = results.matching_rules().include_private(true);
         for rule in rules.chain(results.non_matching_rules().include_private(true)) {
-            for pattern in rule.patterns().include_private(true) {
+            // Patterns come in declaration order, as the plan has them.
+            for (index, pattern) in rule.patterns().include_private(true).enumerate() {
+                let mut reach = None;
                 for m in pattern.matches() {
-                    if let Some((index, range)) = self.locate(&by_addr, m.range()) {
-                        found[index].push(range);
+                    if let Some((segment, range)) = self.locate(&by_addr, m.range()) {
+                        let reach =
+                            *reach.get_or_insert_with(|| plan.reach_of(rule.identifier(), index));
+                        found[segment].push(Found { range, reach });
                     }
                 }
             }
         }
-        for ranges in &mut found {
-            ranges.sort_by_key(|r| (r.start, r.end));
-            ranges.dedup();
+        for matches in &mut found {
+            matches.sort_unstable_by_key(|m| (m.range.start, m.range.end, m.reach));
+            matches.dedup();
         }
         Ok(found)
     }
@@ -527,17 +533,15 @@ impl LineCursor {
 mod tests {
     use super::*;
 
-    /// `W` of these tests: the tail is `W + 2 * SPAN_CONTEXT - 1` = 39.
+    /// The reach of these tests' patterns: a tail of `W + 2 * SPAN_CONTEXT
+    /// - 1` = 39 bytes settles all of them.
     const W: usize = 8;
-
-    fn window() -> Window {
-        Window::new(W, 0, 0)
-    }
+    const TAIL: u64 = (W + 2 * SPAN_CONTEXT - 1) as u64;
 
     /// The chunk segment of a stream that had `before` bytes and receives
     /// `len` more: its tail (the last `tail_len` bytes) and the chunk.
     fn chunk_segment(before: u64, len: u64, packed: bool) -> Segment {
-        let start = before - before.min(window().tail_len as u64);
+        let start = before - before.min(TAIL);
         Segment {
             stream: Uuid::nil(),
             addr: 1,
@@ -553,12 +557,11 @@ mod tests {
 
     #[test]
     fn acceptance_needs_full_context_on_both_sides() {
-        let window = window();
         let context = SPAN_CONTEXT as u64;
         // Bytes 100..200, of which 100..139 the tail searched before.
         let segment = chunk_segment(139, 61, false);
         assert_eq!((segment.start, segment.end()), (100, 200));
-        let accept = |start, at_end| segment.accept(start, &window, at_end);
+        let accept = |start, at_end| segment.accept(start, W, at_end);
         // No left context in this block: another block settles it.
         assert_eq!(accept(100 + context - 1, true), Acceptance::Ignored);
         // Settled by the previous segment already (it ended at 139).
@@ -581,13 +584,13 @@ mod tests {
         );
         // At a stream's start the block's edge is the stream's.
         let first = chunk_segment(0, 100, true);
-        assert_eq!(first.accept(0, &window, false), Acceptance::Settled);
+        assert_eq!(first.accept(0, W, false), Acceptance::Settled);
         // A line is a whole document: every match settles.
         let line = Segment {
             line: Some(3),
             ..chunk_segment(139, 61, false)
         };
-        assert_eq!(line.accept(199, &window, false), Acceptance::Settled);
+        assert_eq!(line.accept(199, W, false), Acceptance::Settled);
     }
 
     /// Over any cut of a stream into chunks, each match start is settled
@@ -595,7 +598,6 @@ mod tests {
     /// lies within `W + SPAN_CONTEXT` of the end.
     #[test]
     fn every_match_settles_exactly_once_whatever_the_chunks() {
-        let window = window();
         let reach = (W + SPAN_CONTEXT) as u64;
         for sizes in [
             &[300u64][..],
@@ -619,7 +621,7 @@ mod tests {
                         continue; // the block does not show it
                     }
                     let last = index == segments.len() - 1;
-                    match segment.accept(start, &window, last) {
+                    match segment.accept(start, W, last) {
                         Acceptance::Settled => settled += 1,
                         Acceptance::Provisional => provisional += 1,
                         Acceptance::Ignored => {}
@@ -637,28 +639,137 @@ mod tests {
 
     #[test]
     fn the_tail_is_settled_only_if_every_match_settled_and_the_end_is_quiet() {
-        let window = window();
         // Bytes 100..200 of the stream, the segment's last at 200.
         let segment = chunk_segment(139, 61, true);
         let last_settling = 200 - W - SPAN_CONTEXT - 100; // offset in the segment
-        let early = last_settling..last_settling + 3;
-        let late = last_settling + 1..last_settling + 4;
-        let crossing = 98..102; // runs into the next stream's bytes
-        assert!(segment.leaves_tail_settled(&[], &window, || true));
-        assert!(segment.leaves_tail_settled(std::slice::from_ref(&early), &window, || true));
+        let found = |range: Range<usize>| Found { range, reach: W };
+        let early = found(last_settling..last_settling + 3);
+        let late = found(last_settling + 1..last_settling + 4);
+        let crossing = found(98..102); // runs into the next stream's bytes
+        assert!(segment.leaves_tail_settled(&[], || true));
+        assert!(segment.leaves_tail_settled(std::slice::from_ref(&early), || true));
         // The end of the data could change a context-sensitive match.
-        assert!(!segment.leaves_tail_settled(std::slice::from_ref(&early), &window, || false));
+        assert!(!segment.leaves_tail_settled(std::slice::from_ref(&early), || false));
         // A match the tail's search could find again differently.
-        assert!(!segment.leaves_tail_settled(&[early, late], &window, || true));
-        assert!(!segment.leaves_tail_settled(&[crossing], &window, || true));
+        assert!(!segment.leaves_tail_settled(&[early, late], || true));
+        assert!(!segment.leaves_tail_settled(&[crossing], || true));
         // The end's check (the costly part) is only made when needed.
-        let late = last_settling + 1..last_settling + 2;
-        assert!(!segment.leaves_tail_settled(&[late], &window, || unreachable!()));
+        let late = found(last_settling + 1..last_settling + 2);
+        assert!(!segment.leaves_tail_settled(&[late], || unreachable!()));
+        // A pattern of a shorter reach settles nearer the end.
+        let short = Found {
+            range: last_settling + 1..last_settling + 2,
+            reach: W - 1,
+        };
+        assert!(segment.leaves_tail_settled(&[short], || true));
         // It speaks of chunk segments only: a line's answer is no.
         let line = Segment {
             line: Some(0),
             ..chunk_segment(139, 61, true)
         };
-        assert!(!line.leaves_tail_settled(&[], &window, || true));
+        assert!(!line.leaves_tail_settled(&[], || true));
+    }
+
+    /// With tails that follow the tail plan (the floor, stretched back to
+    /// where a long pattern's key says a match may start), every match
+    /// start of a short pattern (anywhere) and of a long one (where its key
+    /// is) is still settled by exactly one segment, or provisional in the
+    /// last.
+    #[test]
+    fn tails_that_follow_prefixes_still_settle_every_match_once() {
+        use crate::rules::tail::{MatchKey, TailPattern};
+        use crate::stream::{Retention, StreamContext, StreamMode};
+        let (short, long) = (5, 60);
+        let plan = TailPlan::new(
+            long,
+            &[
+                TailPattern {
+                    reach: short,
+                    keys: None,
+                },
+                TailPattern {
+                    reach: long,
+                    keys: Some(vec![MatchKey {
+                        offset: 3,
+                        bytes: b"ab".to_vec(),
+                    }]),
+                },
+            ],
+            Default::default(),
+        );
+        // Bytes with an `ab` every 64 or so, from a fixed generator.
+        let mut seed = 7u32;
+        let data: Vec<u8> = (0..700)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                match (seed >> 16) % 8 {
+                    0 => b'a',
+                    1 => b'b',
+                    _ => b'.',
+                }
+            })
+            .collect();
+        let (mut stretched, mut short_tails) = (0, 0);
+        for sizes in [
+            &[700usize][..],
+            &[1; 700],
+            &[7, 39, 40, 1, 100, 3, 510],
+            &[61; 12],
+        ] {
+            let mut ctx = StreamContext::new(Uuid::nil(), StreamMode::Chunks, 0, Retention::Off);
+            let mut segments = Vec::new();
+            let mut at = 0;
+            for &len in sizes {
+                if at == data.len() {
+                    break;
+                }
+                let chunk = &data[at..(at + len).min(data.len())];
+                let (start, tail) = (ctx.tail_start(), ctx.tail.len());
+                segments.push(Segment {
+                    bytes: 0..tail + chunk.len(),
+                    ..chunk_segment(0, 0, false)
+                });
+                let segment = segments.last_mut().unwrap();
+                (segment.start, segment.fresh_from) = (start, at as u64);
+                ctx.record(chunk, &plan, 0);
+                stretched += usize::from(ctx.tail.len() > plan.floor());
+                short_tails += usize::from(ctx.tail.len() < plan.most().min(at + chunk.len()));
+                at += chunk.len();
+            }
+            let total = data.len() as u64;
+            // Each match of the long pattern holds `ab` 3 bytes in.
+            let keys = (3..data.len() - 1).filter(|&at| &data[at..at + 2] == b"ab");
+            let long_starts = keys.map(|at| at - 3);
+            let starts = (0..data.len())
+                .map(|s| (s, short))
+                .chain(long_starts.map(|s| (s, long)));
+            for (start, reach) in starts {
+                let start = start as u64;
+                let (mut settled, mut provisional) = (0, 0);
+                for (index, segment) in segments.iter().enumerate() {
+                    if start < segment.start || start >= segment.end() {
+                        continue;
+                    }
+                    let last = index == segments.len() - 1;
+                    match segment.accept(start, reach, last) {
+                        Acceptance::Settled => settled += 1,
+                        Acceptance::Provisional => provisional += 1,
+                        Acceptance::Ignored => {}
+                    }
+                }
+                let near_end = start + (reach + SPAN_CONTEXT) as u64 > total;
+                assert_eq!(
+                    (settled, provisional),
+                    if near_end { (0, 1) } else { (1, 0) },
+                    "match of reach {reach} at {start} of chunks {sizes:?}"
+                );
+            }
+        }
+        // The plan did both of its jobs here: tails below the most, and
+        // tails stretched past the floor for a prefix.
+        assert!(
+            stretched > 10 && short_tails > 10,
+            "{stretched} {short_tails}"
+        );
     }
 }

@@ -26,7 +26,8 @@
 //! `Segment::leaves_tail_settled`): one harvest, `O(rules)`. Callers that
 //! close many streams at once should use
 //! [`MultiStreamScanner::close_streams`], which pays it once. Each stream
-//! keeps `W + 31` bytes of tail, `W` being the longest pattern.
+//! keeps a tail of up to `W + 31` bytes, `W` being the longest pattern
+//! (see `rules::tail`: most streams keep far less).
 
 pub(crate) mod batch;
 pub(crate) mod pace;
@@ -44,7 +45,7 @@ use crate::error::ScanError;
 use crate::results::StreamResults;
 use crate::rules::{External, RuleSet};
 use crate::stream::{Retention, RetentionRoom, StreamContext, StreamMode, StreamStats};
-use batch::{Acceptance, Batch, LineCursor, Window};
+use batch::{Acceptance, Batch, Found, LineCursor, Window};
 use verdict::Evaluator;
 
 /// Counters of the scanner as a whole.
@@ -142,11 +143,7 @@ impl<'r> MultiStreamScanner<'r> {
         }
         MultiStreamScanner {
             rules,
-            window: Window::new(
-                analysis.window,
-                analysis.head_len,
-                rules.data_values().prefix_len(),
-            ),
+            window: Window::new(analysis.head_len, rules.data_values().prefix_len()),
             search,
             evaluator: Evaluator::new(rules, &config),
             pace: pace::Pace::new(config.scan_timeout, config.max_batch_bytes),
@@ -233,7 +230,7 @@ impl<'r> MultiStreamScanner<'r> {
         // or drops the retained bytes: the part of `memory_bytes` that
         // `buffer_bytes` counts.
         let (before, retained) = (ctx.buffer_bytes(), ctx.retained.len());
-        ctx.record(data, self.window.tail_len, self.window.head_keep());
+        ctx.record(data, self.rules.tail_plan(), self.window.head_keep());
         let room = RetentionRoom {
             stream_cap: self.config.max_retained_stream_bytes,
             budget_left: self
@@ -273,7 +270,7 @@ impl<'r> MultiStreamScanner<'r> {
             return;
         };
         let before = ctx.buffer_bytes();
-        ctx.keep_edges(bytes, self.window.tail_len, self.window.head_keep());
+        ctx.keep_edges(bytes, self.rules.tail_plan(), self.window.head_keep());
         self.context_bytes = self.context_bytes + ctx.buffer_bytes() - before;
         self.batch.add_whole_stream(ctx, bytes, self.pack_starts);
         self.note_in_batch(stream);
@@ -405,7 +402,7 @@ impl<'r> MultiStreamScanner<'r> {
         }
         if !self.batch.is_empty() {
             let started = Instant::now();
-            let searched = self.batch.search(&mut self.search);
+            let searched = self.batch.search(&mut self.search, self.rules.tail_plan());
             match &searched {
                 Ok(_) => self.pace.observe(self.batch.len(), started.elapsed()),
                 Err(_) => self.pace.observe_timeout(self.batch.len()),
@@ -436,7 +433,7 @@ impl<'r> MultiStreamScanner<'r> {
     /// go on; a stream whose own search fails, or that is left when the
     /// retries have taken `scan_timeout`, is marked broken. What was found,
     /// per segment (nothing for broken streams').
-    fn search_streams_alone(&mut self, error: &ScanError) -> Vec<Vec<std::ops::Range<usize>>> {
+    fn search_streams_alone(&mut self, error: &ScanError) -> Vec<Vec<Found>> {
         let segments = &self.batch.segments;
         let mut found = vec![Vec::new(); segments.len()];
         let mut streams: Vec<(Vec<usize>, usize)> = Vec::new();
@@ -461,7 +458,10 @@ impl<'r> MultiStreamScanner<'r> {
                 self.mark_broken(indices, error);
                 continue;
             }
-            match self.batch.search_segments(&mut self.search, indices) {
+            match self
+                .batch
+                .search_segments(&mut self.search, self.rules.tail_plan(), indices)
+            {
                 Ok(mut ranges) => {
                     for &index in indices {
                         found[index] = std::mem::take(&mut ranges[index]);
@@ -506,10 +506,10 @@ impl<'r> MultiStreamScanner<'r> {
     }
 
     /// Records the matches of the searched batch in their streams.
-    fn settle(&mut self, found: Vec<Vec<std::ops::Range<usize>>>) {
+    fn settle(&mut self, found: Vec<Vec<Found>>) {
         let guard = self.rules.edge_guard();
         let batch = &self.batch;
-        for (segment, ranges) in batch.segments.iter().zip(found) {
+        for (segment, found) in batch.segments.iter().zip(found) {
             let Some(ctx) = self.streams.get_mut(&segment.stream) else {
                 continue;
             };
@@ -531,7 +531,7 @@ impl<'r> MultiStreamScanner<'r> {
             let ends_stream = segment.end() == ctx.stats.bytes;
             if at_stream_end
                 || (ends_stream
-                    && segment.leaves_tail_settled(&ranges, &self.window, || {
+                    && segment.leaves_tail_settled(&found, || {
                         guard.is_empty() || !guard.blocks_end(batch.data(segment))
                     }))
             {
@@ -539,7 +539,7 @@ impl<'r> MultiStreamScanner<'r> {
             }
             let mut lines = LineCursor::new(segment);
             let cap = self.config.max_stream_matches as u64;
-            for range in ranges {
+            for Found { range, reach } in found {
                 if segment.packed && segment.crosses_end(&range) {
                     continue; // not this stream's bytes; a later search sees it
                 }
@@ -548,7 +548,7 @@ impl<'r> MultiStreamScanner<'r> {
                 // zero after its last character), as in a whole-buffer
                 // scan: it settles as any other.
                 let start = segment.start + range.start as u64;
-                match segment.accept(start, &self.window, at_stream_end) {
+                match segment.accept(start, reach, at_stream_end) {
                     Acceptance::Settled => {
                         self.with_new_matches.insert(segment.stream);
                         ctx.stats.matches += 1;

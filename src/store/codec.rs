@@ -172,7 +172,7 @@ mod tests {
             3,
             Retention::Retaining,
         );
-        context.record(b"hello\nworld", 8, 4);
+        context.record(b"hello\nworld", &Default::default(), 4);
         context.retained = b"hello\nworld".to_vec();
         context
     }

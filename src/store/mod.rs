@@ -360,7 +360,7 @@ mod tests {
     fn context(id: u128, data: &[u8]) -> StreamContext {
         let mut context =
             StreamContext::new(Uuid::from_u128(id), StreamMode::Chunks, 1, Retention::Off);
-        context.record(data, 8, 4);
+        context.record(data, &Default::default(), 4);
         context
     }
 

@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::rules::External;
+use crate::rules::{External, TailPlan};
 
 pub(crate) use retention::RetentionRoom;
 pub use span::{ReplaySpan, SpanSet};
@@ -214,10 +214,10 @@ impl StreamContext {
         }
     }
 
-    /// Counts appended bytes, and in chunk mode moves the tail and grows
-    /// the head (`tail_len` and `head_keep` bytes long at most) unless the
+    /// Counts appended bytes, and in chunk mode moves the tail (as `tail`
+    /// says) and grows the head (`head_keep` bytes long at most) unless the
     /// stream's search is deferred.
-    pub(crate) fn record(&mut self, data: &[u8], tail_len: usize, head_keep: usize) {
+    pub(crate) fn record(&mut self, data: &[u8], tail: &TailPlan, head_keep: usize) {
         self.stats.bytes += data.len() as u64;
         self.stats.chunks += 1;
         self.stats.last_seen_ms = now_ms();
@@ -226,7 +226,7 @@ impl StreamContext {
             StreamMode::Chunks => {
                 self.stats.lines += span::count_newlines(data);
                 if !self.deferred {
-                    self.keep_edges(data, tail_len, head_keep);
+                    self.keep_edges(data, tail, head_keep);
                 }
             }
         }
@@ -235,14 +235,23 @@ impl StreamContext {
     /// Moves the tail and grows the head over `data`, the bytes that follow
     /// the ones they were kept from. A deferred stream keeps neither: it
     /// retains every byte, and gets both from them when it is searched.
-    pub(crate) fn keep_edges(&mut self, data: &[u8], tail_len: usize, head_keep: usize) {
+    pub(crate) fn keep_edges(&mut self, data: &[u8], plan: &TailPlan, head_keep: usize) {
         let head_room = head_keep.saturating_sub(self.head.len()).min(data.len());
         self.head.extend_from_slice(&data[..head_room]);
+        // The plan reads at most the last `most` bytes.
+        let most = plan.most();
+        let new = &data[data.len().saturating_sub(most)..];
+        let old =
+            &self.tail[self.tail.len() - most.saturating_sub(new.len()).min(self.tail.len())..];
+        let keep = match old.is_empty() {
+            true => plan.keep(new),
+            false => plan.keep(&[old, new].concat()),
+        };
         // A new tail of exact capacity: idle streams hold no slack.
-        let keep_old = tail_len.saturating_sub(data.len()).min(self.tail.len());
-        let mut tail = Vec::with_capacity(keep_old + data.len().min(tail_len));
-        tail.extend_from_slice(&self.tail[self.tail.len() - keep_old..]);
-        tail.extend_from_slice(&data[data.len().saturating_sub(tail_len)..]);
+        let mut tail = Vec::with_capacity(keep);
+        let from_old = keep.saturating_sub(new.len());
+        tail.extend_from_slice(&old[old.len() - from_old..]);
+        tail.extend_from_slice(&new[new.len() - (keep - from_old)..]);
         self.tail = tail;
     }
 
