@@ -19,7 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use yara_x_parser::ast;
 
@@ -148,8 +148,10 @@ impl TailPlan {
         let (bytes, starts): (Vec<_>, Vec<_>) = starts.into_iter().unzip();
         // Built from a few thousand short byte strings at most: it does
         // not fail (the limits it has are far above that).
+        // A DFA: read for every chunk, over up to `W` bytes, overlapping.
         let automaton = AhoCorasick::builder()
             .ascii_case_insensitive(true)
+            .kind(Some(AhoCorasickKind::DFA))
             .build(&bytes)
             .ok();
         TailPlan {
