@@ -146,6 +146,48 @@ fn patterns_anchored_at_fixed_offsets() {
     assert!(got.is_empty());
 }
 
+/// A stream keeps its first bytes for the replay only while an anchored
+/// match may be among them: once its bytes at every anchor rule one out,
+/// its head is cut to what header reads need, and stays so whatever
+/// follows (bytes that would look like a match at the anchor, were the
+/// head to grow on).
+#[test]
+fn a_stream_keeps_its_head_only_while_an_anchored_match_may_be_there() {
+    let rules = compile(
+        r#"rule zip_at { strings: $a = "PK\x03\x04" condition: $a at 200 }
+           rule mz { strings: $b = "xyz" condition: uint16(0) == 0x5a4d and $b }"#,
+    );
+    let mut data = b"MZ".to_vec();
+    data.resize(800, b'.');
+    data[500..503].copy_from_slice(b"xyz");
+    let mut with_zip = data.clone();
+    with_zip[200..204].copy_from_slice(b"PK\x03\x04");
+    // Where a head cut to its 2 bytes, then grown on, would hold it at 200.
+    data[402..406].copy_from_slice(b"PK\x03\x04");
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let (zip, plain) = (Uuid::new_v4(), Uuid::new_v4());
+    let memory =
+        |scanner: &MultiStreamScanner, id| scanner.stream_context(id).unwrap().memory_bytes();
+    let mut cut_at = None;
+    for at in 0..data.len() {
+        scanner.scan_chunk(zip, &with_zip[at..at + 1]).unwrap();
+        scanner.scan_chunk(plain, &data[at..at + 1]).unwrap();
+        let (kept, cut) = (memory(&scanner, &zip), memory(&scanner, &plain));
+        if at < 203 {
+            assert_eq!(kept, cut, "undecided at {at}: both keep their head");
+        } else {
+            assert!(cut < kept, "decided at {at}: {cut} < {kept}");
+            assert_eq!(*cut_at.get_or_insert(cut), cut, "the cut head grew at {at}");
+        }
+    }
+    for (id, bytes, expected) in [(zip, &with_zip, "mz,zip_at"), (plain, &data, "mz")] {
+        let got = scanner.close_stream(&id).unwrap().unwrap();
+        let verdict = ours(&rules, &got);
+        assert_eq!(verdict, reference(&rules, bytes));
+        assert_eq!(matching(&verdict).join(","), expected);
+    }
+}
+
 /// The search never finds an anchored pattern, so a verdict replays the
 /// head; only when the bytes at some anchor start its pattern (text,
 /// case-folded under `nocase`, a hex pattern's plain leading bytes, each

@@ -109,12 +109,12 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::{Retention, StreamMode};
+    use crate::stream::{HeadKeep, Retention, StreamMode};
 
     fn sample() -> Checkpoint {
         let mut context =
             StreamContext::new(Uuid::from_u128(9), StreamMode::Chunks, 1, Retention::Off);
-        context.record(b"some bytes", &Default::default(), 2);
+        context.record(b"some bytes", &Default::default(), &HeadKeep::first(2));
         Checkpoint {
             applied: 1234,
             owner: "worker-a".into(),

@@ -106,6 +106,18 @@ impl HeadPlan {
     pub fn may_match(&self, head: &[u8]) -> bool {
         self.anchors.iter().any(|anchor| anchor.may_match(head))
     }
+
+    /// Whether `head`, the first bytes of a stream, already rules out
+    /// every anchored match, whatever bytes follow: it holds every
+    /// anchor's prefix range, and no prefix is there. The stream then
+    /// need not keep its head for the replay.
+    pub fn rules_out(&self, head: &[u8]) -> bool {
+        let decided = self
+            .anchors
+            .iter()
+            .all(|a| (a.offset as usize).saturating_add(a.prefix.len()) <= head.len());
+        decided && !self.may_match(head)
+    }
 }
 
 /// Bytes every match of a pattern starts with, and whether they compare
@@ -221,5 +233,24 @@ mod tests {
         assert_eq!(plan.head_len(64), 104);
         assert_eq!(plan.head_len(1024), 1024);
         assert_eq!(HeadPlan::default().head_len(1024), 0);
+    }
+
+    #[test]
+    fn a_head_rules_matches_out_once_it_holds_every_prefix_range() {
+        let anchor = |offset, prefix: &[u8]| HeadAnchor {
+            offset,
+            prefix: prefix.to_vec(),
+            nocase: false,
+            max_len: Some(8),
+        };
+        let plan = HeadPlan::new(vec![anchor(2, b"MZ"), anchor(6, b"PK")]);
+        assert!(!plan.rules_out(b"..XX..P"), "PK at 6 may still come");
+        assert!(plan.rules_out(b"..XX..PX"));
+        assert!(!plan.rules_out(b"..MZ..PX"));
+        assert!(!plan.rules_out(b"..XX..PK."));
+        // An anchor whose pattern is not known never rules out.
+        let unknown = HeadPlan::new(vec![anchor(2, b"MZ"), HeadAnchor::unknown(0)]);
+        assert!(!unknown.rules_out(b"..XX...."));
+        assert!(HeadPlan::default().rules_out(b""));
     }
 }

@@ -678,7 +678,7 @@ mod tests {
     #[test]
     fn tails_that_follow_prefixes_still_settle_every_match_once() {
         use crate::rules::tail::{MatchKey, TailPattern};
-        use crate::stream::{Retention, StreamContext, StreamMode};
+        use crate::stream::{HeadKeep, Retention, StreamContext, StreamMode};
         let (short, long) = (5, 60);
         let plan = TailPlan::new(
             long,
@@ -731,7 +731,7 @@ mod tests {
                 });
                 let segment = segments.last_mut().unwrap();
                 (segment.start, segment.fresh_from) = (start, at as u64);
-                ctx.record(chunk, &plan, 0);
+                ctx.record(chunk, &plan, &HeadKeep::first(0));
                 stretched += usize::from(ctx.tail.len() > plan.floor());
                 short_tails += usize::from(ctx.tail.len() < plan.most().min(at + chunk.len()));
                 at += chunk.len();

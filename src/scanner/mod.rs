@@ -44,7 +44,7 @@ use crate::config::ScannerConfig;
 use crate::error::ScanError;
 use crate::results::StreamResults;
 use crate::rules::{External, RuleSet};
-use crate::stream::{Retention, RetentionRoom, StreamContext, StreamMode, StreamStats};
+use crate::stream::{HeadKeep, Retention, RetentionRoom, StreamContext, StreamMode, StreamStats};
 use batch::{Acceptance, Batch, Found, LineCursor, Window};
 use verdict::Evaluator;
 
@@ -211,6 +211,7 @@ impl<'r> MultiStreamScanner<'r> {
             // The search may have broken this very stream.
             self.check_broken(&stream)?;
         }
+        let head = self.head_keep();
         let ctx = open_context(
             &mut self.streams,
             &mut self.epochs,
@@ -230,7 +231,7 @@ impl<'r> MultiStreamScanner<'r> {
         // or drops the retained bytes: the part of `memory_bytes` that
         // `buffer_bytes` counts.
         let (before, retained) = (ctx.buffer_bytes(), ctx.retained.len());
-        ctx.record(data, self.rules.tail_plan(), self.window.head_keep());
+        ctx.record(data, self.rules.tail_plan(), &head);
         let room = RetentionRoom {
             stream_cap: self.config.max_retained_stream_bytes,
             budget_left: self
@@ -252,6 +253,15 @@ impl<'r> MultiStreamScanner<'r> {
         Ok(())
     }
 
+    /// What chunk streams keep of their first bytes.
+    fn head_keep(&self) -> HeadKeep<'r> {
+        HeadKeep {
+            len: self.window.head_keep(),
+            values_len: self.window.values_len,
+            plan: &self.rules.analysis().head,
+        }
+    }
+
     /// Puts a stream in the current batch's list (once).
     fn note_in_batch(&mut self, stream: Uuid) {
         if let Some(ctx) = self.streams.get_mut(&stream) {
@@ -266,11 +276,12 @@ impl<'r> MultiStreamScanner<'r> {
     /// Adds every byte of a stream whose search was deferred to the batch,
     /// as one chunk from offset 0 (its context already recorded them).
     fn add_deferred_bytes(&mut self, stream: Uuid, bytes: &[u8]) {
+        let head = self.head_keep();
         let Some(ctx) = self.streams.get_mut(&stream) else {
             return;
         };
         let before = ctx.buffer_bytes();
-        ctx.keep_edges(bytes, self.rules.tail_plan(), self.window.head_keep());
+        ctx.keep_edges(bytes, self.rules.tail_plan(), &head);
         self.context_bytes = self.context_bytes + ctx.buffer_bytes() - before;
         self.batch.add_whole_stream(ctx, bytes, self.pack_starts);
         self.note_in_batch(stream);

@@ -163,7 +163,7 @@ fn checksum(bytes: &[u8]) -> [u8; 8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::{Retention, StreamMode};
+    use crate::stream::{HeadKeep, Retention, StreamMode};
 
     fn sample() -> StreamContext {
         let mut context = StreamContext::new(
@@ -172,7 +172,7 @@ mod tests {
             3,
             Retention::Retaining,
         );
-        context.record(b"hello\nworld", &Default::default(), 4);
+        context.record(b"hello\nworld", &Default::default(), &HeadKeep::first(4));
         context.retained = b"hello\nworld".to_vec();
         context
     }

@@ -353,14 +353,14 @@ fn failed(error: impl Into<redb::Error>) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::{Retention, StreamMode};
+    use crate::stream::{HeadKeep, Retention, StreamMode};
 
     const TAG: RulesTag = *b"rules-01";
 
     fn context(id: u128, data: &[u8]) -> StreamContext {
         let mut context =
             StreamContext::new(Uuid::from_u128(id), StreamMode::Chunks, 1, Retention::Off);
-        context.record(data, &Default::default(), 4);
+        context.record(data, &Default::default(), &HeadKeep::first(4));
         context
     }
 

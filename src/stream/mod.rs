@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::rules::{External, TailPlan};
+use crate::rules::{External, HeadPlan, TailPlan};
 
 pub(crate) use retention::RetentionRoom;
 pub use span::{ReplaySpan, SpanSet};
@@ -165,6 +165,32 @@ pub struct StreamContext {
     pub(crate) broken: Option<std::sync::Arc<str>>,
 }
 
+/// What a chunk stream keeps of its first bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadKeep<'a> {
+    /// Bytes kept while an anchored match may be among them (see
+    /// `scanner::batch::Window::head_keep`).
+    pub len: usize,
+    /// Bytes kept once none can be: what the rules' header reads need.
+    pub values_len: usize,
+    /// The anchored patterns.
+    pub plan: &'a HeadPlan,
+}
+
+#[cfg(test)]
+impl HeadKeep<'static> {
+    /// Keeps a stream's first `len` bytes, for rules that anchor nothing.
+    pub(crate) fn first(len: usize) -> HeadKeep<'static> {
+        static NO_ANCHORS: std::sync::LazyLock<HeadPlan> =
+            std::sync::LazyLock::new(HeadPlan::default);
+        HeadKeep {
+            len,
+            values_len: len,
+            plan: &NO_ANCHORS,
+        }
+    }
+}
+
 /// Where a stream stood when it was last written to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DurableMark {
@@ -214,10 +240,10 @@ impl StreamContext {
         }
     }
 
-    /// Counts appended bytes, and in chunk mode moves the tail (as `tail`
-    /// says) and grows the head (`head_keep` bytes long at most) unless the
-    /// stream's search is deferred.
-    pub(crate) fn record(&mut self, data: &[u8], tail: &TailPlan, head_keep: usize) {
+    /// Counts appended bytes, and in chunk mode moves the tail and grows
+    /// the head (as `tail` and `head` say) unless the stream's search is
+    /// deferred.
+    pub(crate) fn record(&mut self, data: &[u8], tail: &TailPlan, head: &HeadKeep<'_>) {
         self.stats.bytes += data.len() as u64;
         self.stats.chunks += 1;
         self.stats.last_seen_ms = now_ms();
@@ -226,7 +252,7 @@ impl StreamContext {
             StreamMode::Chunks => {
                 self.stats.lines += span::count_newlines(data);
                 if !self.deferred {
-                    self.keep_edges(data, tail, head_keep);
+                    self.keep_edges(data, tail, head);
                 }
             }
         }
@@ -235,9 +261,8 @@ impl StreamContext {
     /// Moves the tail and grows the head over `data`, the bytes that follow
     /// the ones they were kept from. A deferred stream keeps neither: it
     /// retains every byte, and gets both from them when it is searched.
-    pub(crate) fn keep_edges(&mut self, data: &[u8], plan: &TailPlan, head_keep: usize) {
-        let head_room = head_keep.saturating_sub(self.head.len()).min(data.len());
-        self.head.extend_from_slice(&data[..head_room]);
+    pub(crate) fn keep_edges(&mut self, data: &[u8], plan: &TailPlan, head: &HeadKeep<'_>) {
+        self.grow_head(data, head);
         // The plan reads at most the last `most` bytes.
         let most = plan.most();
         let new = &data[data.len().saturating_sub(most)..];
@@ -253,6 +278,22 @@ impl StreamContext {
         tail.extend_from_slice(&old[old.len() - from_old..]);
         tail.extend_from_slice(&new[new.len() - (keep - from_old)..]);
         self.tail = tail;
+    }
+
+    /// Grows the head over `data`, the stream's last bytes, while it holds
+    /// every byte before them (a head cut short stays so), and cuts it to
+    /// what header reads need once no anchored match can be in it.
+    fn grow_head(&mut self, data: &[u8], head: &HeadKeep<'_>) {
+        let before = self.stats.bytes - data.len() as u64;
+        if self.head.len() as u64 != before || self.head.len() >= head.len {
+            return;
+        }
+        let room = (head.len - self.head.len()).min(data.len());
+        self.head.extend_from_slice(&data[..room]);
+        if self.head.len() > head.values_len && head.plan.rules_out(&self.head) {
+            self.head.truncate(head.values_len);
+            self.head.shrink_to_fit();
+        }
     }
 
     /// Where the stream stands now, as a [`DurableMark`].
