@@ -733,6 +733,38 @@ fn a_callers_own_scan_of_a_pe_does_not_leak_into_a_verdict() {
     assert_eq!(ours_all(&results), vec![]);
 }
 
+/// A scanner whose caller claims its thread for it skips the reset of
+/// `pe`'s caches on later calls, but a caller's scan made before the claim
+/// still does not leak into a verdict.
+#[test]
+fn a_scan_before_the_thread_is_claimed_does_not_leak_into_a_verdict() {
+    let source = r#"import "pe"
+        rule imphash_or_marks { strings: $m = "MARK" condition: pe.imphash() == "d41d8cd98f00b204e9800998ecf8427e" or #m > 2 }"#;
+    let rules = RuleSet::from_source(source, 1024).unwrap();
+    let text_bytes = b"plain text, one MARK only";
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let ids = [1, 2, 3].map(Uuid::from_u128);
+    for id in ids {
+        scanner.scan_chunk(id, text_bytes).unwrap();
+    }
+    // A verdict from spans: the thread's caches are clean after it.
+    assert_eq!(
+        ours_all(&scanner.close_stream(&ids[0]).unwrap().unwrap()),
+        vec![]
+    );
+    let plain = rules.compile_unchanged().unwrap();
+    let pe = pe_file(b"\x55\x8b\xec\x90", 0x400);
+    let mut theirs = yara_x::Scanner::new(&plain);
+    let matched = theirs.scan(&pe).unwrap().matching_rules().len();
+    assert_eq!(matched, 1, "the PE file's imphash");
+    scanner.claim_its_thread();
+    for id in &ids[1..] {
+        let results = scanner.close_stream(id).unwrap().unwrap();
+        assert_eq!(ours_all(&results), reference_all(&rules, text_bytes));
+        assert_eq!(ours_all(&results), vec![]);
+    }
+}
+
 /// In an engine, a shard's own whole-buffer scan of a PE file (a stream
 /// that kept its bytes) must not leak its imphash into the next verdict
 /// from spans on the shard's thread.
