@@ -772,4 +772,42 @@ mod tests {
             "{stretched} {short_tails}"
         );
     }
+
+    /// The search gives each match the reach of its own pattern: YARA-X
+    /// lists a rule's patterns in declaration order, private and anonymous
+    /// ones included, as the analysis does.
+    #[test]
+    fn each_match_gets_its_own_patterns_reach() {
+        use crate::stream::{Retention, StreamContext, StreamMode};
+        let rules = crate::RuleSet::from_source(
+            r#"rule r {
+                 strings:
+                   $ = "ab"
+                   $long = "0123456789abcdefghijklmnopqrstuvwxyz" private
+                   $hex = { 61 62 [2-5] 63 }
+                   $ = /x{1,9}y/
+                 condition: any of them }
+               rule s { strings: $z = "zz" condition: $z }"#,
+            1024,
+        )
+        .unwrap();
+        let data = b"..0123456789abcdefghijklmnopqrstuvwxyz..ab...c..xxxy..zz..";
+        let ctx = StreamContext::new(Uuid::nil(), StreamMode::Chunks, 0, Retention::Off);
+        let mut batch = Batch::default();
+        batch.add_chunk(&ctx, data, false);
+        let mut scanner = yara_x::blocks::Scanner::new(rules.rules());
+        let found = batch.search(&mut scanner, rules.tail_plan()).unwrap();
+        let by_range = |at: &[u8]| {
+            let start = memchr::memmem::find(data, at).unwrap();
+            let reaches = found[0]
+                .iter()
+                .filter(|f| f.range == (start..start + at.len()));
+            reaches.map(|f| f.reach).collect::<Vec<_>>()
+        };
+        assert_eq!(by_range(b"0123456789abcdefghijklmnopqrstuvwxyz"), [36]);
+        assert_eq!(by_range(b"ab...c"), [2 + 5 + 1]);
+        assert_eq!(by_range(b"ab"), [2]);
+        assert_eq!(by_range(b"xxxy"), [10]);
+        assert_eq!(by_range(b"zz"), [2]);
+    }
 }
