@@ -108,14 +108,14 @@ impl HeadPlan {
     }
 
     /// Whether `head`, the first bytes of a stream, already rules out
-    /// every anchored match, whatever bytes follow: it holds every
-    /// anchor's prefix range, and no prefix is there. The stream then
-    /// need not keep its head for the replay.
+    /// every anchored match, whatever bytes follow: every anchor has a
+    /// known prefix, the head holds each one's range, and no prefix is
+    /// there. The stream then need not keep its head for the replay.
     pub fn rules_out(&self, head: &[u8]) -> bool {
-        let decided = self
-            .anchors
-            .iter()
-            .all(|a| (a.offset as usize).saturating_add(a.prefix.len()) <= head.len());
+        let decided = self.anchors.iter().all(|a| {
+            !a.prefix.is_empty()
+                && (a.offset as usize).saturating_add(a.prefix.len()) <= head.len()
+        });
         decided && !self.may_match(head)
     }
 }
@@ -248,9 +248,12 @@ mod tests {
         assert!(plan.rules_out(b"..XX..PX"));
         assert!(!plan.rules_out(b"..MZ..PX"));
         assert!(!plan.rules_out(b"..XX..PK."));
-        // An anchor whose pattern is not known never rules out.
+        // An anchor whose pattern is not known never rules out, not even
+        // before a byte at its offset came (when it `may_match` nothing).
         let unknown = HeadPlan::new(vec![anchor(2, b"MZ"), HeadAnchor::unknown(0)]);
         assert!(!unknown.rules_out(b"..XX...."));
+        let unknown = HeadPlan::new(vec![anchor(2, b"MZ"), HeadAnchor::unknown(5)]);
+        assert!(!unknown.rules_out(b"..XX."));
         assert!(HeadPlan::default().rules_out(b""));
     }
 }
