@@ -113,8 +113,7 @@ impl HeadPlan {
     /// there. The stream then need not keep its head for the replay.
     pub fn rules_out(&self, head: &[u8]) -> bool {
         let decided = self.anchors.iter().all(|a| {
-            !a.prefix.is_empty()
-                && (a.offset as usize).saturating_add(a.prefix.len()) <= head.len()
+            !a.prefix.is_empty() && (a.offset as usize).saturating_add(a.prefix.len()) <= head.len()
         });
         decided && !self.may_match(head)
     }
