@@ -98,7 +98,9 @@ pub struct MultiStreamScanner<'r> {
     window: Window,
     search: yara_x::blocks::Scanner<'r>,
     evaluator: Evaluator<'r>,
-    streams: HashMap<Uuid, StreamContext, RandomState>,
+    /// Boxed: the map's spare room (a map is 7/16 to 7/8 full) then costs
+    /// a pointer per slot, not a context.
+    streams: HashMap<Uuid, Box<StreamContext>, RandomState>,
     /// The bytes waiting to be searched.
     batch: Batch,
     /// Whether streams' first bytes may share the packed block: true when
@@ -789,7 +791,7 @@ impl<'r> MultiStreamScanner<'r> {
         context.in_batch = false;
         self.context_bytes += context.memory_bytes();
         self.retained_bytes += context.retained.len();
-        self.streams.insert(stream, context);
+        self.streams.insert(stream, Box::new(context));
         Ok(())
     }
 
@@ -797,7 +799,7 @@ impl<'r> MultiStreamScanner<'r> {
         let ctx = self.streams.remove(stream)?;
         self.context_bytes -= ctx.memory_bytes();
         self.retained_bytes -= ctx.retained.len();
-        Some(ctx)
+        Some(*ctx)
     }
 
     /// Bytes held by the open streams' contexts (see
@@ -820,7 +822,7 @@ impl<'r> MultiStreamScanner<'r> {
         fresh.externals = std::mem::take(&mut ctx.externals);
         self.context_bytes = self.context_bytes + fresh.memory_bytes() - ctx.memory_bytes();
         self.retained_bytes -= ctx.retained.len();
-        *ctx = fresh;
+        **ctx = fresh;
         Ok(())
     }
 
@@ -836,19 +838,19 @@ impl<'r> MultiStreamScanner<'r> {
 
     /// The context of an open stream (plain data).
     pub fn stream_context(&self, stream: &Uuid) -> Option<&StreamContext> {
-        self.streams.get(stream)
+        self.streams.get(stream).map(|ctx| &**ctx)
     }
 
     /// The open streams' contexts, in no particular order.
     pub fn stream_contexts(&self) -> impl Iterator<Item = &StreamContext> {
-        self.streams.values()
+        self.streams.values().map(|ctx| &**ctx)
     }
 
     /// The open streams' contexts, for the engine's bookkeeping of what is
     /// durable (nothing a search depends on may change through it).
     #[cfg(feature = "engine")]
     pub(crate) fn stream_contexts_mut(&mut self) -> impl Iterator<Item = &mut StreamContext> {
-        self.streams.values_mut()
+        self.streams.values_mut().map(|ctx| &mut **ctx)
     }
 
     /// Counters of the scanner.
@@ -866,7 +868,7 @@ impl<'r> MultiStreamScanner<'r> {
 /// `context_bytes`) if needed. A free function so that callers may go on
 /// using the scanner's other fields.
 fn open_context<'a>(
-    streams: &'a mut HashMap<Uuid, StreamContext, RandomState>,
+    streams: &'a mut HashMap<Uuid, Box<StreamContext>, RandomState>,
     epochs: &mut Epochs,
     context_bytes: &mut usize,
     kind: (Uuid, StreamMode, NewStreams),
@@ -875,7 +877,7 @@ fn open_context<'a>(
         epochs.opened += 1;
         let ctx = new_context(kind, epochs);
         *context_bytes += ctx.memory_bytes();
-        ctx
+        Box::new(ctx)
     })
 }
 

@@ -324,15 +324,17 @@ impl StreamContext {
     }
 
     /// What this context costs in memory, estimated: its slot in the
-    /// scanner's map (key, value and control byte, with the map's spare
-    /// room: a map is between 7/16 and 7/8 full) and its heap allocations
-    /// (with the allocator's rounding and header). The resident bounds of
-    /// the stream store count this; `yaraflow bench-store` shows how it
-    /// compares with the process's resident memory.
+    /// scanner's map (key, a pointer to the boxed context and a control
+    /// byte, with the map's spare room: a map is between 7/16 and 7/8
+    /// full), the box, and its heap allocations (with the allocator's
+    /// rounding and header). The resident bounds of the stream store count
+    /// this; `yaraflow bench-store` shows how it compares with the
+    /// process's resident memory.
     pub fn memory_bytes(&self) -> usize {
         const SLOT: usize =
-            (std::mem::size_of::<Uuid>() + std::mem::size_of::<StreamContext>() + 1) * 3 / 2;
-        SLOT + self.buffer_bytes()
+            (std::mem::size_of::<Uuid>() + std::mem::size_of::<usize>() + 1) * 3 / 2;
+        SLOT + allocation_bytes(std::mem::size_of::<StreamContext>())
+            + self.buffer_bytes()
             + self.settled.heap_bytes()
             + self.provisional.heap_bytes()
             + self.externals_bytes()
