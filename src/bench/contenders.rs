@@ -304,7 +304,7 @@ fn scanner_config(workload: &Workload, eager_search: bool) -> ScannerConfig {
 }
 
 /// 3. yaraflow's single-threaded scanner, on a thread it has to itself
-/// ([`MultiStreamScanner::claim_its_thread`], as an engine shard's).
+///    ([`MultiStreamScanner::claim_its_thread`], as an engine shard's).
 ///
 /// `eager_search`: see [`ScannerConfig::eager_search`].
 pub fn multi_stream(
