@@ -146,6 +146,37 @@ fn patterns_anchored_at_fixed_offsets() {
     assert!(got.is_empty());
 }
 
+/// Rules from an included file are compiled but not analysed: a stream
+/// keeps the longest tail for them, so that their matches across chunks
+/// are found (a tail that followed the analysed patterns alone, 31 bytes
+/// here, lost `evil-marker` in 10-byte chunks).
+#[test]
+fn an_included_rules_match_across_chunks_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.yar"),
+        r#"rule common { strings: $e = "evil-marker" condition: $e }"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("main.yar"),
+        r#"include "c.yar"
+           rule main { strings: $k = "0123456789abcdefghij" condition: $k or common }"#,
+    )
+    .unwrap();
+    let rules = RuleSet::from_paths(&[dir.path().join("main.yar")], 1024).unwrap();
+    assert_eq!(rules.tail_plan().floor(), rules.tail_plan().most());
+    let mut data = vec![b'.'; 300];
+    data[100..111].copy_from_slice(b"evil-marker");
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let id = Uuid::new_v4();
+    data.chunks(10)
+        .for_each(|chunk| scanner.scan_chunk(id, chunk).unwrap());
+    let got = scanner.close_stream(&id).unwrap().unwrap();
+    let names: Vec<&str> = got.rules.iter().map(|r| r.identifier.as_str()).collect();
+    assert_eq!(names, ["common", "main"]);
+}
+
 /// A stream keeps its first bytes for the replay only while an anchored
 /// match may be among them: once its bytes at every anchor rule one out,
 /// its head is cut to what header reads need, and stays so whatever

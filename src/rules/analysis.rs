@@ -6,8 +6,9 @@
 //! two numbers from the rules to be exact for the others:
 //!
 //! * the **window** `W`: the longest match a pattern the search must find
-//!   can have. A stream keeps the last `W` (plus context) bytes between
-//!   chunks so that a match spanning chunks is found whole. It is computed
+//!   can have. A stream keeps up to the last `W` (plus context) bytes
+//!   between chunks so that a match spanning chunks is found whole (see
+//!   `rules::tail` for how much less it keeps). It is computed
 //!   per pattern (text and hex lengths, `regex-syntax`'s maximum length of
 //!   a regex, times two for `wide`, the base64 expansion), and capped by
 //!   `ScannerConfig::max_pattern_len`; a pattern with no bound or above the

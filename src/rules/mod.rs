@@ -190,7 +190,13 @@ impl RuleSet {
             .map(|r| (r.namespace.clone(), r.identifier.clone()))
             .collect();
         let edge_guard = EdgeGuard::from_asts(trees.iter().map(|(_, t)| t), max_pattern_len);
-        let tail_plan = analysis.tail_plan(&trees);
+        // Rules from included files are compiled but not analysed: their
+        // patterns' lengths and keys are not known, so every stream keeps
+        // the longest tail.
+        let tail_plan = match rules.iter().count() == analysis.rules.len() {
+            true => analysis.tail_plan(&trees),
+            false => TailPlan::uniform(max_pattern_len.max(analysis.window)),
+        };
         let whole_data = WholeDataPlan::new(&analysis.rules);
         drop(trees);
         let pe_cache_reset = calls_cached_pe_functions(&sources)

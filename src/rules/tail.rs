@@ -146,18 +146,20 @@ impl TailPlan {
                 .push((key.offset, reach));
         }
         let (bytes, starts): (Vec<_>, Vec<_>) = starts.into_iter().unzip();
-        // Built from a few thousand short byte strings at most: it does
-        // not fail (the limits it has are far above that).
         // A DFA: read for every chunk, over up to `W` bytes, overlapping.
+        // Built from a few thousand short byte strings at most, it does not
+        // fail; if it did, every stream would keep the longest tail.
         let automaton = AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .kind(Some(AhoCorasickKind::DFA))
-            .build(&bytes)
-            .ok();
+            .build(&bytes);
+        let Ok(automaton) = automaton else {
+            return TailPlan::uniform(window);
+        };
         TailPlan {
             window,
             floor: tail_bytes(floor),
-            keys: automaton.filter(|_| !bytes.is_empty()),
+            keys: (!bytes.is_empty()).then_some(automaton),
             starts,
             rules,
         }
@@ -172,11 +174,6 @@ impl TailPlan {
     /// Most bytes a stream keeps: `W + 2 * SPAN_CONTEXT - 1`.
     pub fn most(&self) -> usize {
         tail_bytes(self.window)
-    }
-
-    /// The window `W`.
-    pub fn window(&self) -> usize {
-        self.window
     }
 
     /// The longest match of the `index`-th pattern of rule `rule`: the

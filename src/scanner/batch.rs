@@ -539,7 +539,7 @@ mod tests {
     const TAIL: u64 = (W + 2 * SPAN_CONTEXT - 1) as u64;
 
     /// The chunk segment of a stream that had `before` bytes and receives
-    /// `len` more: its tail (the last `tail_len` bytes) and the chunk.
+    /// `len` more: its tail (the last `TAIL` bytes) and the chunk.
     fn chunk_segment(before: u64, len: u64, packed: bool) -> Segment {
         let start = before - before.min(TAIL);
         Segment {

@@ -86,7 +86,9 @@ pub struct StreamStats {
     /// Calls that appended data.
     pub chunks: u64,
     /// Matches the search settled so far, of every pattern: private ones
-    /// and those of rules that do not match count too. Not counted: the
+    /// and those of rules that do not match count too (the same bytes
+    /// matched by patterns of different lengths count once per length).
+    /// Not counted: the
     /// matches of patterns anchored with `at N` (found by replaying the
     /// head, not by the search), and the last ones near the end of the data
     /// (they settle when more bytes come, or stay provisional at close). So
@@ -258,9 +260,10 @@ impl StreamContext {
         }
     }
 
-    /// Moves the tail and grows the head over `data`, the bytes that follow
-    /// the ones they were kept from. A deferred stream keeps neither: it
-    /// retains every byte, and gets both from them when it is searched.
+    /// Moves the tail (as the plan says) and grows the head (or cuts it,
+    /// see [`Self::grow_head`]) over `data`, the bytes that follow the ones
+    /// they were kept from. A deferred stream keeps neither: it retains
+    /// every byte, and gets both from them when it is searched.
     pub(crate) fn keep_edges(&mut self, data: &[u8], plan: &TailPlan, head: &HeadKeep<'_>) {
         self.grow_head(data, head);
         // The plan reads at most the last `most` bytes.
