@@ -149,7 +149,8 @@ fn patterns_anchored_at_fixed_offsets() {
 /// Rules from an included file are compiled but not analysed: a stream
 /// keeps the longest tail for them, so that their matches across chunks
 /// are found (a tail that followed the analysed patterns alone, 31 bytes
-/// here, lost `evil-marker` in 10-byte chunks).
+/// here, lost `evil-marker` in 10-byte chunks), and a rule that depends
+/// on one is a whole-data rule.
 #[test]
 fn an_included_rules_match_across_chunks_is_found() {
     let dir = tempfile::tempdir().unwrap();
@@ -175,6 +176,15 @@ fn an_included_rules_match_across_chunks_is_found() {
     let got = scanner.close_stream(&id).unwrap().unwrap();
     let names: Vec<&str> = got.rules.iter().map(|r| r.identifier.as_str()).collect();
     assert_eq!(names, ["common", "main"]);
+    // Nothing is known of an included rule, so one that depends on it is
+    // a whole-data rule: its stream kept every byte, and its verdict is a
+    // whole-buffer scan of them.
+    let main = &rules.analysis().rules[0];
+    assert!(!main.supported, "{:?}", main.issues);
+    assert!(
+        got.whole_data.as_ref().is_some_and(|w| w.scanned()),
+        "{got:?}"
+    );
 }
 
 /// A stream keeps its first bytes for the replay only while an anchored

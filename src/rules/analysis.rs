@@ -314,6 +314,32 @@ impl RuleAnalysis {
 }
 
 impl RuleAnalysis {
+    /// Marks the rules that depend on *foreign* rules (compiled by YARA-X
+    /// but not analysed, such as those of included files: `(identifier,
+    /// is_global)`) unsupported, directly or transitively: nothing is
+    /// known of what a foreign rule needs. A foreign global rule applies
+    /// to every rule. Rules so marked get no gate (every chunk stream
+    /// retains its bytes for them, up to the cap).
+    pub fn depend_on_foreign(&mut self, foreign: &[(String, bool)]) {
+        let global = foreign.iter().find(|(_, global)| *global);
+        for rule in self.rules.iter_mut().filter(|r| r.supported) {
+            let dep = foreign
+                .iter()
+                .find(|(name, _)| rule.rule_refs.contains(name));
+            if let Some((name, _)) = dep {
+                rule.issues
+                    .push(RuleIssue::DependsOnUnsupportedRule { rule: name.clone() });
+            } else if let Some((name, _)) = global {
+                rule.issues
+                    .push(RuleIssue::UnsupportedGlobalRule { rule: name.clone() });
+            } else {
+                continue;
+            }
+            rule.supported = false;
+        }
+        propagate_unsupported(&mut self.rules);
+    }
+
     /// What chunk streams keep as their tail for these rules (`sources`,
     /// the syntax trees they were analysed from): see [`TailPlan`].
     pub fn tail_plan(&self, sources: &[(String, ast::AST<'_>)]) -> TailPlan {
@@ -769,6 +795,23 @@ mod tests {
         let tree = ast::AST::from(src);
         assert!(tree.errors().is_empty(), "{:?}", tree.errors());
         RuleAnalysis::from_asts(&[("<test>".to_string(), tree)], 1024)
+    }
+
+    #[test]
+    fn rules_that_depend_on_foreign_rules_are_unsupported() {
+        let supported = |a: &RuleAnalysis| a.rules.iter().map(|r| r.supported).collect::<Vec<_>>();
+        let src = "rule a { condition: b } rule c { condition: a } rule d { condition: true }";
+        let mut a = analyse(src);
+        assert_eq!(supported(&a), [true, true, true]);
+        a.depend_on_foreign(&[("b".to_string(), false)]);
+        assert_eq!(supported(&a), [false, false, true], "c through a");
+        let mut a = analyse(src);
+        a.depend_on_foreign(&[("g".to_string(), true)]);
+        assert_eq!(
+            supported(&a),
+            [false, false, false],
+            "a foreign global rule"
+        );
     }
 
     #[test]

@@ -182,7 +182,9 @@ impl RuleSet {
         for ((origin, text), (_, tree)) in sources.iter().zip(&trees) {
             parsed_to_the_end(origin, text, tree)?;
         }
-        let analysis = RuleAnalysis::from_asts(&trees, max_pattern_len);
+        let mut analysis = RuleAnalysis::from_asts(&trees, max_pattern_len);
+        let foreign = foreign_rules(&rules, &analysis);
+        analysis.depend_on_foreign(&foreign);
         let exact_rules = analysis
             .rules
             .iter()
@@ -193,7 +195,7 @@ impl RuleSet {
         // Rules from included files are compiled but not analysed: their
         // patterns' lengths and keys are not known, so every stream keeps
         // the longest tail.
-        let tail_plan = match rules.iter().count() == analysis.rules.len() {
+        let tail_plan = match foreign.is_empty() {
             true => analysis.tail_plan(&trees),
             false => TailPlan::uniform(max_pattern_len.max(analysis.window)),
         };
@@ -311,6 +313,21 @@ fn calls_cached_pe_functions(sources: &[(String, String)]) -> bool {
             .iter()
             .any(|name| memchr::memmem::find(text.as_bytes(), name.as_bytes()).is_some())
     })
+}
+
+/// The rules YARA-X compiled that the analysis did not read (those of
+/// included files): `(identifier, is_global)`.
+fn foreign_rules(rules: &yara_x::Rules, analysis: &RuleAnalysis) -> Vec<(String, bool)> {
+    let analysed: HashSet<&str> = analysis
+        .rules
+        .iter()
+        .map(|r| r.identifier.as_str())
+        .collect();
+    rules
+        .iter()
+        .filter(|rule| !analysed.contains(rule.identifier()))
+        .map(|rule| (rule.identifier().to_string(), rule.is_global()))
+        .collect()
 }
 
 /// Compiles sources with the externals `declared` and the variables of
