@@ -279,7 +279,7 @@ impl RuleAnalysis {
         let mut rules: Vec<RuleReport> = asts()
             .map(|(origin, rule)| analyse_rule(origin, rule, &modules, cap))
             .collect();
-        propagate_unsupported(&mut rules);
+        propagate_unsupported(&mut rules, &[]);
         let whole_data: HashSet<String> = rules
             .iter()
             .filter(|r| !r.supported)
@@ -321,23 +321,7 @@ impl RuleAnalysis {
     /// to every rule. Rules so marked get no gate (every chunk stream
     /// retains its bytes for them, up to the cap).
     pub fn depend_on_foreign(&mut self, foreign: &[(String, bool)]) {
-        let global = foreign.iter().find(|(_, global)| *global);
-        for rule in self.rules.iter_mut().filter(|r| r.supported) {
-            let dep = foreign
-                .iter()
-                .find(|(name, _)| rule.rule_refs.contains(name));
-            if let Some((name, _)) = dep {
-                rule.issues
-                    .push(RuleIssue::DependsOnUnsupportedRule { rule: name.clone() });
-            } else if let Some((name, _)) = global {
-                rule.issues
-                    .push(RuleIssue::UnsupportedGlobalRule { rule: name.clone() });
-            } else {
-                continue;
-            }
-            rule.supported = false;
-        }
-        propagate_unsupported(&mut self.rules);
+        propagate_unsupported(&mut self.rules, foreign);
     }
 
     /// What chunk streams keep as their tail for these rules (`sources`,
@@ -548,13 +532,16 @@ fn features_only(issues: &[RuleIssue]) -> bool {
 }
 
 /// Marks rules that depend on unsupported rules (directly, transitively, or
-/// through a global rule of their namespace) as unsupported.
-fn propagate_unsupported(rules: &mut [RuleReport]) {
+/// through a global rule of their namespace) as unsupported; `foreign`
+/// rules (`(identifier, is_global)`, not among `rules`) count as
+/// unsupported.
+fn propagate_unsupported(rules: &mut [RuleReport], foreign: &[(String, bool)]) {
     loop {
         let bad: HashMap<String, bool> = rules
             .iter()
             .filter(|r| !r.supported)
             .map(|r| (r.identifier.clone(), r.is_global))
+            .chain(foreign.iter().cloned())
             .collect();
         let mut changed = false;
         for rule in rules.iter_mut().filter(|r| r.supported) {
