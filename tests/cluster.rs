@@ -224,14 +224,16 @@ fn chunks(data: &[u8], rng: &mut StdRng) -> Vec<Bytes> {
 }
 
 /// Publishes `streams` interleaved, `OPEN_AT_ONCE` open at a time, one
-/// chunk of each open stream in turn; calls `halfway` once half of them
-/// are closed.
+/// chunk of each open stream in turn; once half of them are closed, it
+/// says so on `reached` and waits for `resume` before going on.
 async fn produce(
     producer: &mut Producer,
     streams: &[(Uuid, Vec<u8>)],
     seed: u64,
-    mut halfway: impl FnMut(),
+    reached: std::sync::mpsc::Sender<()>,
+    resume: tokio::sync::oneshot::Receiver<()>,
 ) {
+    let mut gate = Some((reached, resume));
     let mut rng = StdRng::seed_from_u64(seed);
     let mut pending = streams.iter();
     let mut open: Vec<(Uuid, std::vec::IntoIter<Bytes>)> = Vec::new();
@@ -257,7 +259,10 @@ async fn produce(
                     producer.close(id).await.unwrap();
                     closed += 1;
                     if closed == streams.len() / 2 {
-                        halfway();
+                        if let Some((reached, resume)) = gate.take() {
+                            let _ = reached.send(());
+                            let _ = resume.await;
+                        }
                     }
                 }
             }
@@ -389,6 +394,24 @@ async fn read_verdicts(client: &async_nats::Client, expected: usize) -> Vec<serd
 }
 
 /// The streams of a run and the verdict each must get.
+/// The producer stopped halfway through a load, waiting for the test.
+struct Halfway {
+    reached: std::sync::mpsc::Receiver<()>,
+    resume: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Halfway {
+    /// Blocks until half of the load's streams are closed.
+    fn wait(&self) {
+        self.reached.recv().expect("the producer reaches halfway");
+    }
+
+    /// Lets the producer publish the rest.
+    fn resume(self) {
+        let _ = self.resume.send(());
+    }
+}
+
 struct Load {
     rules: RuleSet,
     streams: Vec<(Uuid, Vec<u8>)>,
@@ -418,27 +441,27 @@ impl Load {
         }
     }
 
-    /// Publishes the load (after some garbage) on its own task; the
-    /// receiver hears once half of the streams are closed. The task gives
-    /// the number of messages published.
+    /// Publishes the load (after some garbage) on its own task, which
+    /// stops halfway until told to go on (see [`Halfway`]), so that a
+    /// test's fault always lands with half of the load still to come,
+    /// however fast the machine. The task gives the number of messages
+    /// published.
     fn produce(
         &self,
         runtime: &tokio::runtime::Runtime,
         client: &async_nats::Client,
-    ) -> (tokio::task::JoinHandle<u64>, std::sync::mpsc::Receiver<()>) {
-        let (halfway, heard) = std::sync::mpsc::channel::<()>();
+    ) -> (tokio::task::JoinHandle<u64>, Halfway) {
+        let (reached_tx, reached) = std::sync::mpsc::channel::<()>();
+        let (resume, resume_rx) = tokio::sync::oneshot::channel::<()>();
         let client = client.clone();
         let streams = self.streams.clone();
         let task = runtime.spawn(async move {
             publish_garbage(&client, &config()).await;
             let mut producer = Producer::new(client, config(), 256).await.unwrap();
-            produce(&mut producer, &streams, 7, || {
-                let _ = halfway.send(());
-            })
-            .await;
+            produce(&mut producer, &streams, 7, reached_tx, resume_rx).await;
             producer.published()
         });
-        (task, heard)
+        (task, Halfway { reached, resume })
     }
 
     /// Every stream's verdict is on the verdict stream exactly once and
@@ -504,10 +527,11 @@ fn three_workers_lose_nothing_and_duplicate_nothing_when_one_is_killed() {
 
     let killed_owned = workers[0].stats.snapshot().owned;
     let (producing, halfway) = load.produce(&runtime, &client);
-    halfway.recv().unwrap();
+    halfway.wait();
     let before_kill = workers[0].stats.snapshot();
     workers[0].kill();
     let killed_at = Instant::now();
+    halfway.resume();
     eprintln!(
         "killed worker 0 holding {} partitions, {} messages applied, {} checkpoints",
         before_kill.owned, before_kill.applied, before_kill.checkpoints
@@ -571,12 +595,13 @@ fn a_worker_joining_mid_run_takes_its_share() {
     let (nats, runtime, client, mut workers) = cluster_with_workers(2);
     let load = Load::new(19);
     let (producing, halfway) = load.produce(&runtime, &client);
-    halfway.recv().unwrap();
+    halfway.wait();
     workers.push(RunningWorker::start(nats.url(2)));
     let share = newcomer_share(3);
     wait_until("the newcomer's share", Duration::from_secs(30), || {
         workers[2].stats.snapshot().owned >= share
     });
+    halfway.resume();
     let published = runtime.block_on(producing).unwrap();
     load.check_verdicts(&runtime, &client);
 
@@ -633,8 +658,9 @@ fn a_worker_paused_past_its_lease_is_fenced() {
     );
     let load = Load::new(20);
     let (producing, halfway) = load.produce(&runtime, &client);
-    halfway.recv().unwrap();
+    halfway.wait();
     signal(&paused, "STOP");
+    halfway.resume();
     wait_until(
         "the paused worker's partitions taken over",
         Duration::from_secs(30),
@@ -760,9 +786,10 @@ fn one_nats_node_killed_mid_run_loses_nothing() {
     });
     let victim = (1..3).find(|n| leader != format!("n{n}")).unwrap();
     let (producing, halfway) = load.produce(&runtime, &client);
-    halfway.recv().unwrap();
+    halfway.wait();
     nats.kill(victim);
     let killed_at = Instant::now();
+    halfway.resume();
     let published = runtime.block_on(producing).unwrap();
     load.check_verdicts(&runtime, &client);
     let complete_after = killed_at.elapsed();
