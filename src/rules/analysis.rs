@@ -196,6 +196,11 @@ pub struct RuleReport {
     /// no gate, every chunk stream retains its bytes for it up to the cap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gate: Option<Gate>,
+    /// What holds wherever the rule does (see `rules::preconditions`): a
+    /// stream that fails it cannot match the rule, so the matches of its
+    /// patterns there are dropped. `None`: nothing known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precondition: Option<Gate>,
     #[serde(skip)]
     is_global: bool,
     #[serde(skip)]
@@ -295,6 +300,7 @@ impl RuleAnalysis {
                 gates.insert(report.identifier.clone(), gate);
             }
         }
+        add_preconditions(&mut rules, sources);
         // The rules whose verdicts may come from what the search finds.
         let searched = || rules.iter().filter(|r| r.is_searched());
         let longest = searched()
@@ -401,6 +407,7 @@ fn analyse_rule(
         patterns,
         max_anchor,
         gate: None,
+        precondition: None,
         is_global: rule.flags.contains(ast::RuleFlags::Global),
         rule_refs,
         anchors,
@@ -512,6 +519,24 @@ fn gate_for(
     match report.supported {
         true => necessary_branch(&rule.condition, &context),
         false => gate_of(&rule.condition, &context),
+    }
+}
+
+/// Gives each rule its precondition: the header tests and size limits of
+/// its conjuncts, and the preconditions of the rules it names there.
+fn add_preconditions(rules: &mut [RuleReport], sources: &[(String, ast::AST<'_>)]) {
+    let trees = sources.iter().flat_map(|(_, tree)| tree.rules());
+    let mut known: HashMap<String, Option<Gate>> = HashMap::new();
+    let no_free = |_: &Expr<'_>| false;
+    for (report, rule) in rules.iter_mut().zip(trees) {
+        let literals = pattern_literals(rule);
+        let context = GateContext {
+            is_free: &no_free,
+            known: &known,
+            literals: &literals,
+        };
+        report.precondition = necessary_branch(&rule.condition, &context);
+        known.insert(report.identifier.clone(), report.precondition.clone());
     }
 }
 

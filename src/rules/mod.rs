@@ -12,6 +12,7 @@ pub mod edges;
 pub mod externals;
 pub mod gates;
 pub mod head;
+pub mod preconditions;
 pub mod tail;
 pub mod whole_data;
 
@@ -24,6 +25,7 @@ pub use edges::EdgeGuard;
 pub use externals::{stream_externals, External, ExternalValue, FileInfo, FILE_EXTERNALS};
 pub use gates::Gate;
 pub use head::{HeadAnchor, HeadPlan};
+pub use preconditions::PreconditionPlan;
 pub use tail::TailPlan;
 pub use whole_data::WholeDataPlan;
 
@@ -39,6 +41,7 @@ pub struct RuleSet {
     edge_guard: EdgeGuard,
     tail_plan: TailPlan,
     whole_data: WholeDataPlan,
+    preconditions: PreconditionPlan,
     data_values: DataValues,
     pe_cache_reset: Option<yara_x::Rules>,
     externals: Vec<External>,
@@ -200,6 +203,7 @@ impl RuleSet {
             false => TailPlan::uniform(max_pattern_len.max(analysis.window)),
         };
         let whole_data = WholeDataPlan::new(&analysis.rules);
+        let preconditions = PreconditionPlan::new(&analysis.rules);
         drop(trees);
         let pe_cache_reset = calls_cached_pe_functions(&sources)
             .then(|| yara_x::compile(r#"import "pe" rule reset { condition: pe.is_pe }"#))
@@ -212,6 +216,7 @@ impl RuleSet {
             edge_guard,
             tail_plan,
             whole_data,
+            preconditions,
             data_values,
             pe_cache_reset,
             externals: declared,
@@ -297,6 +302,11 @@ impl RuleSet {
     /// The whole-data rules (those not exact on streams) and their gates.
     pub fn whole_data(&self) -> &WholeDataPlan {
         &self.whole_data
+    }
+
+    /// The rules' preconditions: what a stream's first bytes can rule out.
+    pub fn preconditions(&self) -> &PreconditionPlan {
+        &self.preconditions
     }
 
     /// The stream-scanning analysis of the rules.

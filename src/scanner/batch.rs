@@ -20,7 +20,7 @@ use std::ops::Range;
 use uuid::Uuid;
 
 use crate::error::ScanError;
-use crate::rules::{EdgeGuard, TailPlan};
+use crate::rules::{EdgeGuard, PreconditionPlan, TailPlan};
 use crate::stream::span::{count_newlines, replay_range, MAX_SPAN_GROWTH, SPAN_CONTEXT};
 use crate::stream::{ReplaySpan, StreamContext};
 
@@ -89,6 +89,9 @@ pub(crate) struct Found {
     /// block settles it when it shows this many bytes from its start, and
     /// the context after them.
     pub reach: usize,
+    /// The precondition of its rule (see `rules::preconditions`): where
+    /// the stream fails it, the match is dropped.
+    pub precondition: Option<u32>,
 }
 
 /// What a block's view of a match is worth.
@@ -334,12 +337,14 @@ impl Batch {
     }
 
     /// Scans every segment as one block and returns, per segment, all
-    /// matches found (their ranges within the segment, and the reach of
-    /// their patterns in `plan`), sorted and without duplicates.
+    /// matches found (their ranges within the segment, the reach of their
+    /// patterns in `plan`, and their rules' preconditions), sorted and
+    /// without duplicates.
     pub fn search(
         &self,
         scanner: &mut yara_x::blocks::Scanner<'_>,
         plan: &TailPlan,
+        preconditions: &PreconditionPlan,
     ) -> Result<Vec<Vec<Found>>, ScanError> {
         let standalone = self
             .segments
@@ -347,7 +352,7 @@ impl Batch {
             .filter(|s| !s.packed)
             .map(|s| (s.addr, self.data(s)));
         let packed = (!self.packed.is_empty()).then_some((PACKED_BASE, self.packed.as_slice()));
-        self.search_blocks(scanner, plan, standalone.chain(packed))
+        self.search_blocks(scanner, (plan, preconditions), standalone.chain(packed))
     }
 
     /// Searches only the segments at `indices` (of one stream, after the
@@ -357,20 +362,20 @@ impl Batch {
     pub fn search_segments(
         &self,
         scanner: &mut yara_x::blocks::Scanner<'_>,
-        plan: &TailPlan,
+        plans: (&TailPlan, &PreconditionPlan),
         indices: &[usize],
     ) -> Result<Vec<Vec<Found>>, ScanError> {
         let blocks = indices.iter().map(|&i| {
             let segment = &self.segments[i];
             (segment.addr, self.data(segment))
         });
-        self.search_blocks(scanner, plan, blocks)
+        self.search_blocks(scanner, plans, blocks)
     }
 
     fn search_blocks<'d>(
         &'d self,
         scanner: &mut yara_x::blocks::Scanner<'_>,
-        plan: &TailPlan,
+        (plan, preconditions): (&TailPlan, &PreconditionPlan),
         blocks: impl Iterator<Item = (usize, &'d [u8])>,
     ) -> Result<Vec<Vec<Found>>, ScanError> {
         for (addr, data) in blocks {
@@ -387,19 +392,27 @@ impl Batch {
         let rules = results.matching_rules().include_private(true);
         for rule in rules.chain(results.non_matching_rules().include_private(true)) {
             // Patterns come in declaration order, as the plan has them.
+            let mut precondition = None;
             for (index, pattern) in rule.patterns().include_private(true).enumerate() {
                 let mut reach = None;
                 for m in pattern.matches() {
                     if let Some((segment, range)) = self.locate(&by_addr, m.range()) {
                         let reach =
                             *reach.get_or_insert_with(|| plan.reach_of(rule.identifier(), index));
-                        found[segment].push(Found { range, reach });
+                        let precondition = *precondition.get_or_insert_with(|| {
+                            preconditions.precondition_of(rule.identifier())
+                        });
+                        found[segment].push(Found {
+                            range,
+                            reach,
+                            precondition,
+                        });
                     }
                 }
             }
         }
         for matches in &mut found {
-            matches.sort_unstable_by_key(|m| (m.range.start, m.range.end, m.reach));
+            matches.sort_unstable_by_key(|m| (m.range.start, m.range.end, m.reach, m.precondition));
             matches.dedup();
         }
         Ok(found)
@@ -642,7 +655,11 @@ mod tests {
         // Bytes 100..200 of the stream, the segment's last at 200.
         let segment = chunk_segment(139, 61, true);
         let last_settling = 200 - W - SPAN_CONTEXT - 100; // offset in the segment
-        let found = |range: Range<usize>| Found { range, reach: W };
+        let found = |range: Range<usize>| Found {
+            range,
+            reach: W,
+            precondition: None,
+        };
         let early = found(last_settling..last_settling + 3);
         let late = found(last_settling + 1..last_settling + 4);
         let crossing = found(98..102); // runs into the next stream's bytes
@@ -660,6 +677,7 @@ mod tests {
         let short = Found {
             range: last_settling + 1..last_settling + 2,
             reach: W - 1,
+            precondition: None,
         };
         assert!(segment.leaves_tail_settled(&[short], || true));
         // It speaks of chunk segments only: a line's answer is no.
@@ -796,7 +814,9 @@ mod tests {
         let mut batch = Batch::default();
         batch.add_chunk(&ctx, data, false);
         let mut scanner = yara_x::blocks::Scanner::new(rules.rules());
-        let found = batch.search(&mut scanner, rules.tail_plan()).unwrap();
+        let found = batch
+            .search(&mut scanner, rules.tail_plan(), rules.preconditions())
+            .unwrap();
         let by_range = |at: &[u8]| {
             let start = memchr::memmem::find(data, at).unwrap();
             let reaches = found[0]

@@ -43,6 +43,7 @@ use uuid::Uuid;
 use crate::config::ScannerConfig;
 use crate::error::ScanError;
 use crate::results::StreamResults;
+use crate::rules::preconditions::RuledOutSets;
 use crate::rules::{External, RuleSet};
 use crate::stream::{HeadKeep, Retention, RetentionRoom, StreamContext, StreamMode, StreamStats};
 use batch::{Acceptance, Batch, Found, LineCursor, Window};
@@ -74,6 +75,10 @@ pub struct ScannerStats {
     /// or a verdict needed their matches); see
     /// [`ScannerConfig::eager_search`].
     pub deferred_searches: u64,
+    /// Matches the search found and dropped because the stream failed
+    /// their rule's precondition (see `rules::preconditions`); a match
+    /// found again in a tail counts again.
+    pub ruled_out_matches: u64,
 }
 
 impl std::ops::AddAssign<&ScannerStats> for ScannerStats {
@@ -88,6 +93,7 @@ impl std::ops::AddAssign<&ScannerStats> for ScannerStats {
         self.whole_scans += other.whole_scans;
         self.retained_bytes += other.retained_bytes;
         self.deferred_searches += other.deferred_searches;
+        self.ruled_out_matches += other.ruled_out_matches;
     }
 }
 
@@ -128,6 +134,8 @@ pub struct MultiStreamScanner<'r> {
     /// `max_batch_bytes` when searches are slow.
     pace: pace::Pace,
     stats: ScannerStats,
+    /// The distinct sets of preconditions its streams failed.
+    ruled_out_sets: RuledOutSets,
     /// No YARA-X scan but this crate's runs on the scanner's thread.
     alone_on_its_thread: bool,
 }
@@ -168,6 +176,7 @@ impl<'r> MultiStreamScanner<'r> {
             context_bytes: 0,
             retained_bytes: 0,
             stats: ScannerStats::default(),
+            ruled_out_sets: RuledOutSets::default(),
             alone_on_its_thread: false,
         }
     }
@@ -226,7 +235,11 @@ impl<'r> MultiStreamScanner<'r> {
         let searched_now = !ctx.deferred;
         match mode {
             StreamMode::Chunks if ctx.deferred => {}
-            StreamMode::Chunks => self.batch.add_chunk(ctx, data, self.pack_starts),
+            StreamMode::Chunks => {
+                let plan = self.rules.preconditions();
+                ctx.rule_out(data, plan, &mut self.ruled_out_sets);
+                self.batch.add_chunk(ctx, data, self.pack_starts)
+            }
             StreamMode::Lines => self.batch.add_line(ctx, data),
         }
         // Recording moves the tail and grows the head, and retaining keeps
@@ -285,6 +298,8 @@ impl<'r> MultiStreamScanner<'r> {
         let before = ctx.buffer_bytes();
         ctx.keep_edges(bytes, self.rules.tail_plan(), &head);
         self.context_bytes = self.context_bytes + ctx.buffer_bytes() - before;
+        let plan = self.rules.preconditions();
+        ctx.rule_out_by_all(bytes, plan, &mut self.ruled_out_sets);
         self.batch.add_whole_stream(ctx, bytes, self.pack_starts);
         self.note_in_batch(stream);
         self.stats.deferred_searches += 1;
@@ -415,7 +430,8 @@ impl<'r> MultiStreamScanner<'r> {
         }
         if !self.batch.is_empty() {
             let started = Instant::now();
-            let searched = self.batch.search(&mut self.search, self.rules.tail_plan());
+            let plans = (self.rules.tail_plan(), self.rules.preconditions());
+            let searched = self.batch.search(&mut self.search, plans.0, plans.1);
             match &searched {
                 Ok(_) => self.pace.observe(self.batch.len(), started.elapsed()),
                 Err(_) => self.pace.observe_timeout(self.batch.len()),
@@ -471,10 +487,11 @@ impl<'r> MultiStreamScanner<'r> {
                 self.mark_broken(indices, error);
                 continue;
             }
-            match self
-                .batch
-                .search_segments(&mut self.search, self.rules.tail_plan(), indices)
-            {
+            match self.batch.search_segments(
+                &mut self.search,
+                (self.rules.tail_plan(), self.rules.preconditions()),
+                indices,
+            ) {
                 Ok(mut ranges) => {
                     for &index in indices {
                         found[index] = std::mem::take(&mut ranges[index]);
@@ -531,6 +548,7 @@ impl<'r> MultiStreamScanner<'r> {
                 // its search failed.
                 continue;
             }
+            let found = drop_ruled_out(found, ctx, &mut self.stats.ruled_out_matches);
             let before = ctx.memory_bytes();
             if segment.line.is_none() {
                 // New bytes (or a tail rescan) void what was provisional. A
@@ -552,7 +570,7 @@ impl<'r> MultiStreamScanner<'r> {
             }
             let mut lines = LineCursor::new(segment);
             let cap = self.config.max_stream_matches as u64;
-            for Found { range, reach } in found {
+            for Found { range, reach, .. } in found {
                 if segment.packed && segment.crosses_end(&range) {
                     continue; // not this stream's bytes; a later search sees it
                 }
@@ -789,6 +807,7 @@ impl<'r> MultiStreamScanner<'r> {
         self.epochs.last += 1;
         context.epoch = self.epochs.last;
         context.in_batch = false;
+        context.rule_out_by_head(self.rules.preconditions(), &mut self.ruled_out_sets);
         self.context_bytes += context.memory_bytes();
         self.retained_bytes += context.retained.len();
         self.streams.insert(stream, Box::new(context));
@@ -867,6 +886,17 @@ impl<'r> MultiStreamScanner<'r> {
 /// The context of a stream, opened (and counted, in `epochs` and in
 /// `context_bytes`) if needed. A free function so that callers may go on
 /// using the scanner's other fields.
+/// The matches of `found` whose rules `ctx`'s stream has not ruled out
+/// (see `rules::preconditions`), counting the others in `dropped`.
+fn drop_ruled_out(mut found: Vec<Found>, ctx: &StreamContext, dropped: &mut u64) -> Vec<Found> {
+    if ctx.ruled_out.0.is_some() {
+        let before = found.len();
+        found.retain(|m| !m.precondition.is_some_and(|p| ctx.ruled_out.contains(p)));
+        *dropped += (before - found.len()) as u64;
+    }
+    found
+}
+
 fn open_context<'a>(
     streams: &'a mut HashMap<Uuid, Box<StreamContext>, RandomState>,
     epochs: &mut Epochs,

@@ -17,7 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::rules::{External, HeadPlan, TailPlan};
+use crate::rules::preconditions::{FailedPreconditions, RuledOutSets};
+use crate::rules::{External, HeadPlan, PreconditionPlan, TailPlan};
 
 pub(crate) use retention::RetentionRoom;
 pub use span::{ReplaySpan, SpanSet};
@@ -165,6 +166,12 @@ pub struct StreamContext {
     /// stream is not evicted).
     #[serde(skip)]
     pub(crate) broken: Option<std::sync::Arc<str>>,
+    /// The rules' preconditions its first bytes failed (see
+    /// `rules::preconditions`): the search drops their rules' matches.
+    /// Decided from the first bytes while they are all at hand; not
+    /// stored: a restored stream decides again from its head.
+    #[serde(skip)]
+    pub(crate) ruled_out: FailedPreconditions,
 }
 
 /// What a chunk stream keeps of its first bytes.
@@ -239,6 +246,7 @@ impl StreamContext {
             provisional: SpanSet::default(),
             durable: None,
             broken: None,
+            ruled_out: FailedPreconditions::default(),
         }
     }
 
@@ -319,6 +327,49 @@ impl StreamContext {
     /// Stream offset of the first byte of the tail.
     pub(crate) fn tail_start(&self) -> u64 {
         self.stats.bytes - self.tail.len() as u64
+    }
+
+    /// Decides which preconditions the stream fails, given `data`, its
+    /// bytes after those counted so far, when all of its first bytes are
+    /// at hand (its tail still starts at offset 0). A later decision sees
+    /// more bytes, and fails a superset.
+    pub(crate) fn rule_out(
+        &mut self,
+        data: &[u8],
+        plan: &PreconditionPlan,
+        sets: &mut RuledOutSets,
+    ) {
+        if plan.is_empty() || self.tail_start() > 0 {
+            return;
+        }
+        let want = plan.prefix_len();
+        let mut prefix = self.tail[..self.tail.len().min(want)].to_vec();
+        prefix.extend_from_slice(&data[..data.len().min(want - prefix.len())]);
+        let len = self.stats.bytes + data.len() as u64;
+        self.ruled_out.0 = plan.failed(&prefix, len, sets);
+    }
+
+    /// [`Self::rule_out`] for a stream whose bytes from offset 0 are all
+    /// in `bytes` (its deferred search).
+    pub(crate) fn rule_out_by_all(
+        &mut self,
+        bytes: &[u8],
+        plan: &PreconditionPlan,
+        sets: &mut RuledOutSets,
+    ) {
+        if !plan.is_empty() {
+            let prefix = &bytes[..bytes.len().min(plan.prefix_len())];
+            self.ruled_out.0 = plan.failed(prefix, bytes.len() as u64, sets);
+        }
+    }
+
+    /// [`Self::rule_out`] for a stream restored from a store, from the
+    /// first bytes its head keeps (perhaps fewer than the tests read:
+    /// then it fails fewer, which costs memory, never a verdict).
+    pub(crate) fn rule_out_by_head(&mut self, plan: &PreconditionPlan, sets: &mut RuledOutSets) {
+        if !plan.is_empty() && self.mode == StreamMode::Chunks {
+            self.ruled_out.0 = plan.failed(&self.head, self.stats.bytes, sets);
+        }
     }
 
     /// 1-based line number of the first byte of the tail (chunk mode).
