@@ -6,6 +6,7 @@
 mod common;
 
 use common::{compile, ours, reference, reference_lines};
+use yaraflow::test_support::codec;
 use yaraflow::{MultiStreamScanner, RuleSet, ScannerConfig, Uuid};
 
 /// Feeds `data` to a fresh stream cut at `cuts` and returns our verdict next
@@ -226,6 +227,61 @@ fn a_stream_keeps_its_head_only_while_an_anchored_match_may_be_there() {
         let verdict = ours(&rules, &got);
         assert_eq!(verdict, reference(&rules, bytes));
         assert_eq!(matching(&verdict).join(","), expected);
+    }
+}
+
+/// A rule whose precondition a stream's first bytes fail (here the header
+/// test of the private rule it names) cannot match there: the search
+/// drops its matches instead of keeping a span for each, whether the
+/// header comes in one chunk or byte by byte, and after a trip through
+/// the store's form. Verdicts equal YARA-X's, and a stream that passes the
+/// precondition keeps its matches.
+#[test]
+fn matches_of_a_rule_the_first_bytes_rule_out_are_dropped() {
+    let rules = compile(
+        r#"private rule is_lnk { condition: uint32(0) == 0x0000004c }
+           rule download { strings: $a = "http" nocase condition: is_lnk and any of them }
+           rule url { strings: $u = "http://" condition: $u }"#,
+    );
+    let mut http = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+    http.extend(b"<a href=\"http://x\">http</a> ".repeat(20));
+    let mut lnk = b"L\0\0\0".to_vec();
+    lnk.extend_from_slice(&http);
+    let half = http.len() / 2;
+    let in_second_half = http[half..].windows(4).filter(|w| w == b"http").count() as u64;
+    for cut in [1, 3, 1460] {
+        let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+        let (web, link) = (Uuid::new_v4(), Uuid::new_v4());
+        let feed = |scanner: &mut MultiStreamScanner, range: std::ops::Range<usize>| {
+            for (id, data) in [(web, &http), (link, &lnk)] {
+                for chunk in data[range.clone()].chunks(cut) {
+                    scanner.scan_chunk(id, chunk).unwrap();
+                }
+            }
+            scanner.flush().unwrap();
+            scanner.stats().ruled_out_matches
+        };
+        let before_trip = feed(&mut scanner, 0..half);
+        assert!(before_trip > 0, "cut {cut}: nothing dropped");
+        // The store does not keep the decision: the head decides again.
+        for context in scanner.evict_streams(&[web]).unwrap() {
+            let mut entry = Vec::new();
+            codec::encode(&context, *b"testrule", &mut entry);
+            scanner
+                .restore_stream(codec::decode(web, &entry).unwrap().0)
+                .unwrap();
+        }
+        let dropped = feed(&mut scanner, half..http.len());
+        assert!(
+            dropped >= before_trip + in_second_half,
+            "cut {cut}: {before_trip}, then {dropped} dropped"
+        );
+        for (id, data, expected) in [(web, &http, "url"), (link, &lnk, "download,url")] {
+            let got = scanner.close_stream(&id).unwrap().unwrap();
+            let verdict = ours(&rules, &got);
+            assert_eq!(verdict, reference(&rules, data), "cut {cut}");
+            assert_eq!(matching(&verdict).join(","), expected, "cut {cut}");
+        }
     }
 }
 
