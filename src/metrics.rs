@@ -83,6 +83,9 @@ pub const WHOLE_DATA_SCANS: &str = "yaraflow_whole_data_scans_total";
 /// Streams whose search had waited while they retained their bytes and
 /// then ran (they stopped retaining, or a verdict needed their matches).
 pub const DEFERRED_SEARCHES: &str = "yaraflow_deferred_searches_total";
+/// Pattern matches dropped because their stream failed their rule's
+/// precondition (see `rules::preconditions`).
+pub const RULED_OUT_MATCHES: &str = "yaraflow_ruled_out_matches_total";
 /// Rules loaded, by `class`: `stream_exact`, `whole_data_gated`,
 /// `whole_data_ungated` (see `yaraflow check`).
 pub const RULES: &str = "yaraflow_rules";
@@ -158,6 +161,11 @@ pub const ALL: &[(&str, &str, &str)] = &[
         "counter",
         "Deferred searches of retaining streams that ran",
     ),
+    (
+        RULED_OUT_MATCHES,
+        "counter",
+        "Pattern matches dropped: their stream failed their rule's precondition",
+    ),
     (RULES, "gauge", "Rules loaded, by class"),
     (IDLE_CLOSES, "counter", "Streams closed by the idle timeout"),
     (EVICTIONS, "counter", "Stream contexts evicted to the store"),
@@ -222,6 +230,7 @@ pub(crate) struct ShardMetrics {
     pub retained: Gauge,
     pub whole_scans: Counter,
     pub deferred_searches: Counter,
+    pub ruled_out_matches: Counter,
     pub restarts: Counter,
     pub idle_closes: Counter,
 }
@@ -274,6 +283,7 @@ impl ShardMetrics {
             retained: gauge!(RETAINED_BYTES, &label()),
             whole_scans: counter!(WHOLE_DATA_SCANS, &label()),
             deferred_searches: counter!(DEFERRED_SEARCHES, &label()),
+            ruled_out_matches: counter!(RULED_OUT_MATCHES, &label()),
             restarts: counter!(SHARD_RESTARTS, &label()),
             idle_closes: counter!(IDLE_CLOSES, &label()),
             shard: shard.clone(),

@@ -93,6 +93,9 @@ impl Generation {
         metrics
             .deferred_searches
             .increment(now.deferred_searches.saturating_sub(seen.deferred_searches));
+        metrics
+            .ruled_out_matches
+            .increment(now.ruled_out_matches.saturating_sub(seen.ruled_out_matches));
         self.seen = now;
     }
 
