@@ -393,7 +393,6 @@ async fn read_verdicts(client: &async_nats::Client, expected: usize) -> Vec<serd
         .collect()
 }
 
-/// The streams of a run and the verdict each must get.
 /// The producer stopped halfway through a load, waiting for the test.
 struct Halfway {
     reached: std::sync::mpsc::Receiver<()>,
@@ -412,6 +411,7 @@ impl Halfway {
     }
 }
 
+/// The streams of a run and the verdict each must get.
 struct Load {
     rules: RuleSet,
     streams: Vec<(Uuid, Vec<u8>)>,

@@ -98,7 +98,7 @@ impl Gate {
         self.branches
             .iter()
             .flat_map(|b| b.header.iter().flatten())
-            .map(|t| t.offset as usize + t.bytes.len())
+            .map(ByteTest::end)
             .max()
             .unwrap_or(0)
     }
@@ -140,8 +140,23 @@ impl Branch {
 }
 
 impl ByteTest {
+    /// The offset just past the bytes it reads.
+    pub fn end(&self) -> usize {
+        self.offset as usize + self.bytes.len()
+    }
+
+    /// Whether some byte of `prefix` (a stream's first bytes, perhaps
+    /// fewer than the test reads) differs from what it wants there: more
+    /// bytes cannot make it pass.
+    pub fn contradicted_by(&self, prefix: &[u8]) -> bool {
+        let seen = prefix.get(self.offset as usize..).unwrap_or_default();
+        seen.iter()
+            .zip(&self.bytes)
+            .any(|(seen, wanted)| seen != wanted)
+    }
+
     fn fails(&self, prefix: &[u8], len: u64, complete: bool) -> bool {
-        let end = self.offset as usize + self.bytes.len();
+        let end = self.end();
         match prefix.get(self.offset as usize..end) {
             Some(bytes) => bytes != self.bytes.as_slice(),
             None => complete && len < end as u64,

@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::analysis::RuleReport;
-use super::gates::ByteTest;
+use super::gates::{Branch, ByteTest, Gate};
 
 /// Most distinct [`RuledOut`] sets a scanner keeps shared; past that, a
 /// stream gets a set of its own (as many outcomes mean a hostile mix of
@@ -43,7 +43,7 @@ pub struct PreconditionPlan {
     prefix_len: usize,
 }
 
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 struct IndexedBranch {
     groups: Vec<Box<[u32]>>,
     max_size: Option<u64>,
@@ -58,48 +58,43 @@ impl PreconditionPlan {
     pub fn new(reports: &[RuleReport]) -> PreconditionPlan {
         let mut plan = PreconditionPlan::default();
         let mut test_index: HashMap<&ByteTest, u32> = HashMap::new();
-        let mut branch_index: HashMap<IndexedBranch, u32> = HashMap::new();
+        let mut branch_index: HashMap<&Branch, u32> = HashMap::new();
         for report in reports {
-            let Some(gate) = &report.precondition else {
+            let Some(Gate { branches }) = &report.precondition else {
                 continue;
             };
-            let [branch] = gate.branches.as_slice() else {
+            let [branch] = branches.as_slice() else {
                 continue;
             };
-            let groups = branch
-                .header
-                .iter()
-                .map(|group| {
-                    group
-                        .iter()
-                        .map(|test| {
-                            *test_index.entry(test).or_insert_with(|| {
-                                plan.tests.push(test.clone());
-                                plan.tests.len() as u32 - 1
-                            })
-                        })
-                        .collect()
-                })
-                .collect();
-            let indexed = IndexedBranch {
-                groups,
-                max_size: branch.max_size,
-            };
-            let next = branch_index.len() as u32;
-            let index = *branch_index.entry(indexed).or_insert(next);
+            let index = *branch_index.entry(branch).or_insert_with(|| {
+                let groups = branch
+                    .header
+                    .iter()
+                    .map(|group| {
+                        group
+                            .iter()
+                            .map(|t| plan.test(t, &mut test_index))
+                            .collect()
+                    })
+                    .collect();
+                plan.branches.push(IndexedBranch {
+                    groups,
+                    max_size: branch.max_size,
+                });
+                plan.branches.len() as u32 - 1
+            });
             plan.rules.insert(report.identifier.clone(), index);
         }
-        let mut branches: Vec<(u32, IndexedBranch)> =
-            branch_index.into_iter().map(|(b, i)| (i, b)).collect();
-        branches.sort_unstable_by_key(|(i, _)| *i);
-        plan.branches = branches.into_iter().map(|(_, b)| b).collect();
-        plan.prefix_len = plan
-            .tests
-            .iter()
-            .map(|t| t.offset as usize + t.bytes.len())
-            .max()
-            .unwrap_or(0);
+        plan.prefix_len = plan.tests.iter().map(ByteTest::end).max().unwrap_or(0);
         plan
+    }
+
+    /// The index of `test` in `tests`, added once.
+    fn test<'a>(&mut self, test: &'a ByteTest, index: &mut HashMap<&'a ByteTest, u32>) -> u32 {
+        *index.entry(test).or_insert_with(|| {
+            self.tests.push(test.clone());
+            self.tests.len() as u32 - 1
+        })
     }
 
     /// Whether no rule has a precondition.
@@ -125,7 +120,7 @@ impl PreconditionPlan {
         let fails: Vec<bool> = self
             .tests
             .iter()
-            .map(|test| contradicts(prefix, test))
+            .map(|test| test.contradicted_by(prefix))
             .collect();
         let mut bits = vec![0u64; self.branches.len().div_ceil(64)];
         for (index, branch) in self.branches.iter().enumerate() {
@@ -160,23 +155,10 @@ impl Eq for FailedPreconditions {}
 impl FailedPreconditions {
     /// Whether the stream failed precondition `index`.
     pub fn contains(&self, index: u32) -> bool {
-        self.0.as_ref().is_some_and(|set| is_ruled_out(set, index))
+        let index = index as usize;
+        let word = self.0.as_ref().and_then(|set| set.get(index / 64));
+        word.is_some_and(|word| word & (1 << (index % 64)) != 0)
     }
-}
-
-/// Whether some byte of `prefix` differs from what `test` wants there.
-fn contradicts(prefix: &[u8], test: &ByteTest) -> bool {
-    let seen = prefix.get(test.offset as usize..).unwrap_or_default();
-    seen.iter()
-        .zip(&test.bytes)
-        .any(|(seen, wanted)| seen != wanted)
-}
-
-/// Whether a [`RuledOut`] set holds precondition `index`.
-pub fn is_ruled_out(set: &RuledOut, index: u32) -> bool {
-    let index = index as usize;
-    set.get(index / 64)
-        .is_some_and(|word| word & (1 << (index % 64)) != 0)
 }
 
 /// The distinct [`RuledOut`] sets of a scanner's streams, kept once each.
@@ -237,11 +219,9 @@ mod tests {
         let plan = plan(LNK);
         let mut sets = RuledOutSets::default();
         let out = |prefix: &[u8], len: u64, sets: &mut RuledOutSets| {
-            let failed = plan.failed(prefix, len, sets);
-            ["download", "small", "zip"].map(|rule| {
-                let index = plan.precondition_of(rule).unwrap();
-                failed.as_ref().is_some_and(|set| is_ruled_out(set, index))
-            })
+            let failed = FailedPreconditions(plan.failed(prefix, len, sets));
+            ["download", "small", "zip"]
+                .map(|rule| failed.contains(plan.precondition_of(rule).unwrap()))
         };
         assert_eq!(out(b"L\0\0\0xyz", 7, &mut sets), [false, false, true]);
         assert_eq!(out(b"GET / HTTP/1.1", 14, &mut sets), [true, true, true]);

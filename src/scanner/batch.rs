@@ -338,13 +338,12 @@ impl Batch {
 
     /// Scans every segment as one block and returns, per segment, all
     /// matches found (their ranges within the segment, the reach of their
-    /// patterns in `plan`, and their rules' preconditions), sorted and
-    /// without duplicates.
+    /// patterns in the tail plan, and their rules' preconditions), sorted
+    /// and without duplicates.
     pub fn search(
         &self,
         scanner: &mut yara_x::blocks::Scanner<'_>,
-        plan: &TailPlan,
-        preconditions: &PreconditionPlan,
+        plans: (&TailPlan, &PreconditionPlan),
     ) -> Result<Vec<Vec<Found>>, ScanError> {
         let standalone = self
             .segments
@@ -352,7 +351,7 @@ impl Batch {
             .filter(|s| !s.packed)
             .map(|s| (s.addr, self.data(s)));
         let packed = (!self.packed.is_empty()).then_some((PACKED_BASE, self.packed.as_slice()));
-        self.search_blocks(scanner, (plan, preconditions), standalone.chain(packed))
+        self.search_blocks(scanner, plans, standalone.chain(packed))
     }
 
     /// Searches only the segments at `indices` (of one stream, after the
@@ -815,7 +814,7 @@ mod tests {
         batch.add_chunk(&ctx, data, false);
         let mut scanner = yara_x::blocks::Scanner::new(rules.rules());
         let found = batch
-            .search(&mut scanner, rules.tail_plan(), rules.preconditions())
+            .search(&mut scanner, (rules.tail_plan(), rules.preconditions()))
             .unwrap();
         let by_range = |at: &[u8]| {
             let start = memchr::memmem::find(data, at).unwrap();

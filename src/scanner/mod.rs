@@ -431,7 +431,7 @@ impl<'r> MultiStreamScanner<'r> {
         if !self.batch.is_empty() {
             let started = Instant::now();
             let plans = (self.rules.tail_plan(), self.rules.preconditions());
-            let searched = self.batch.search(&mut self.search, plans.0, plans.1);
+            let searched = self.batch.search(&mut self.search, plans);
             match &searched {
                 Ok(_) => self.pace.observe(self.batch.len(), started.elapsed()),
                 Err(_) => self.pace.observe_timeout(self.batch.len()),
@@ -883,9 +883,6 @@ impl<'r> MultiStreamScanner<'r> {
     }
 }
 
-/// The context of a stream, opened (and counted, in `epochs` and in
-/// `context_bytes`) if needed. A free function so that callers may go on
-/// using the scanner's other fields.
 /// The matches of `found` whose rules `ctx`'s stream has not ruled out
 /// (see `rules::preconditions`), counting the others in `dropped`.
 fn drop_ruled_out(mut found: Vec<Found>, ctx: &StreamContext, dropped: &mut u64) -> Vec<Found> {
@@ -897,6 +894,9 @@ fn drop_ruled_out(mut found: Vec<Found>, ctx: &StreamContext, dropped: &mut u64)
     found
 }
 
+/// The context of a stream, opened (and counted, in `epochs` and in
+/// `context_bytes`) if needed. A free function so that callers may go on
+/// using the scanner's other fields.
 fn open_context<'a>(
     streams: &'a mut HashMap<Uuid, Box<StreamContext>, RandomState>,
     epochs: &mut Epochs,

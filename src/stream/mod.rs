@@ -357,17 +357,14 @@ impl StreamContext {
         plan: &PreconditionPlan,
         sets: &mut RuledOutSets,
     ) {
-        if !plan.is_empty() {
-            let prefix = &bytes[..bytes.len().min(plan.prefix_len())];
-            self.ruled_out.0 = plan.failed(prefix, bytes.len() as u64, sets);
-        }
+        self.ruled_out.0 = plan.failed(bytes, bytes.len() as u64, sets);
     }
 
     /// [`Self::rule_out`] for a stream restored from a store, from the
     /// first bytes its head keeps (perhaps fewer than the tests read:
     /// then it fails fewer, which costs memory, never a verdict).
     pub(crate) fn rule_out_by_head(&mut self, plan: &PreconditionPlan, sets: &mut RuledOutSets) {
-        if !plan.is_empty() && self.mode == StreamMode::Chunks {
+        if self.mode == StreamMode::Chunks {
             self.ruled_out.0 = plan.failed(&self.head, self.stats.bytes, sets);
         }
     }
