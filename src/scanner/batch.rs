@@ -696,7 +696,7 @@ mod tests {
     fn tails_that_follow_prefixes_still_settle_every_match_once() {
         use crate::rules::tail::{MatchKey, TailPattern};
         use crate::stream::{HeadKeep, Retention, StreamContext, StreamMode};
-        let (short, long) = (5, 60);
+        let (short, long) = (5, 90);
         let plan = TailPlan::new(
             long,
             &[
