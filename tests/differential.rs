@@ -203,10 +203,11 @@ fn text_pattern() -> impl Strategy<Value = PatternSpec> {
         text,
         modifiers: vec![if wide { "base64wide" } else { "base64" }],
     });
-    // Longer than every other kind: a stream's tail reaches back for it
-    // only where its first bytes occur (see `rules::tail`).
+    // Longer than every other kind by more than `rules::tail`'s
+    // `MIN_KEY_SAVING` (64 bytes): a stream's tail reaches back for it only
+    // where its first bytes occur.
     let long = (
-        literal(20..48),
+        literal(100..140),
         proptest::sample::subsequence(vec!["nocase", "wide", "fullword"], 0..2),
     )
         .prop_map(|(text, modifiers)| PatternSpec::Text { text, modifiers });
@@ -574,8 +575,9 @@ fn anchor_of(term: &str, i: usize) -> Option<usize> {
     term.strip_prefix(&format!("$p{i} at "))?.parse().ok()
 }
 
-/// Random data with pattern bytes planted in it, and sometimes one
-/// anchored pattern at its anchor (the data padded up to it).
+/// Random data with pattern bytes planted in it, sometimes one at its very
+/// end (where `$` and `in (filesize - k..filesize)` look), and sometimes
+/// one anchored pattern at its anchor (the data padded up to it).
 fn data(
     plants: Vec<Vec<u8>>,
     anchored_forms: Vec<(usize, Vec<u8>)>,
@@ -588,8 +590,9 @@ fn data(
         ),
         0..8,
     );
+    let at_end = proptest::option::weighted(0.2, any::<proptest::sample::Index>());
     let at_anchor = proptest::option::weighted(0.15, any::<proptest::sample::Index>());
-    (filler, picks, at_anchor).prop_map(move |(mut data, picks, at_anchor)| {
+    (filler, picks, at_end, at_anchor).prop_map(move |(mut data, picks, at_end, at_anchor)| {
         for (which, at) in picks {
             if plants.is_empty() {
                 break;
@@ -601,6 +604,10 @@ fn data(
                 at.index(data.len() + 1)
             };
             data.splice(at..at, plant.iter().copied());
+        }
+        if let Some(which) = at_end.filter(|_| !plants.is_empty()) {
+            let plant: &Vec<u8> = which.get(&plants);
+            data.extend_from_slice(plant);
         }
         let anchored = at_anchor.filter(|_| !anchored_forms.is_empty());
         if let Some((k, form)) = anchored.map(|i| i.get(&anchored_forms)) {
