@@ -99,7 +99,8 @@ impl TailPattern {
 pub struct TailPlan {
     /// The window `W`: the longest match of a pattern the search serves.
     window: usize,
-    /// Bytes always kept: the longest untracked pattern plus context.
+    /// Bytes always kept: the longest untracked pattern plus context (the
+    /// window's when no keys are tracked).
     floor: usize,
     /// The first [`KEY_PREFIX`] bytes of the tracked patterns' keys, when
     /// there are any.
@@ -143,7 +144,8 @@ impl Default for TailPlan {
 impl TailPlan {
     /// A plan that keeps `W + 2 * SPAN_CONTEXT - 1` bytes for every stream
     /// and settles every match by the window: what a rule set whose
-    /// patterns have no known prefix needs.
+    /// patterns have no known prefix needs, or whose keys would spare less
+    /// than [`MIN_KEY_SAVING`].
     pub fn uniform(window: usize) -> TailPlan {
         TailPlan {
             window,
@@ -195,7 +197,8 @@ impl TailPlan {
             });
         }
         let (prefixes, starts): (Vec<_>, Vec<_>) = starts.into_iter().unzip();
-        // A DFA: read for every chunk, over up to `W` bytes, overlapping.
+        // A DFA of key prefixes: read for every chunk, over up to
+        // `W + SPAN_CONTEXT` bytes, overlapping.
         // Built from a few thousand short byte strings at most, it does not
         // fail; if it did, every stream would keep the longest tail.
         let automaton = AhoCorasick::builder()
@@ -214,7 +217,8 @@ impl TailPlan {
     }
 
     /// Bytes every stream keeps whatever its bytes: the longest pattern
-    /// without a key, plus context.
+    /// without a key, plus context (the window's, plus context, when no
+    /// keys are tracked: see [`MIN_KEY_SAVING`]).
     pub fn floor(&self) -> usize {
         self.floor
     }
@@ -484,6 +488,10 @@ mod tests {
         };
         assert_eq!(saving(100, 100 - MIN_KEY_SAVING), MIN_KEY_SAVING);
         assert_eq!(saving(100, 101 - MIN_KEY_SAVING), 0);
+        // Untracked keys still leave each pattern its reach.
+        let rules = HashMap::from([("r".to_string(), vec![7u32].into_boxed_slice())]);
+        let plan = TailPlan::new(10, &[pattern(10, Some(&[(0, "ab")]))], rules);
+        assert_eq!((plan.floor(), plan.reach_of("r", 0)), (plan.most(), 7));
     }
 
     #[test]
@@ -523,6 +531,32 @@ mod tests {
         );
         assert_eq!(plan.keep(&with_at_700(b"content-typo")), plan.floor());
         assert_eq!(plan.keep(&with_at_700(b"cont")), plan.floor());
+        // Keys that share a prefix are each compared, with their own offset
+        // and reach; one whose prefix ends what is searched is not read past
+        // it (its match starts within the floor's context: see `keep`).
+        let plan = TailPlan::new(
+            reach,
+            &[
+                pattern(10, None),
+                pattern(reach, Some(&[(2, "Content-Type")])),
+                pattern(200, Some(&[(0, "Content-Length")])),
+            ],
+            HashMap::new(),
+        );
+        assert_eq!(
+            plan.keep(&with_at_700(b"content-type")),
+            end - 700 + context
+        );
+        let length_at_700 = with_at_700(b"..content-length");
+        assert_eq!(plan.keep(&length_at_700), plan.floor(), "settled by 200");
+        let mut length_late = vec![b'.'; end];
+        length_late[850..864].copy_from_slice(b"content-length");
+        assert_eq!(plan.keep(&length_late), end - 850 + context);
+        let mut cut = vec![b'.'; end];
+        cut[end - 16..end - 4].copy_from_slice(b"content-type");
+        let scan_to = end - plan.floor() + context + KEY_HORIZON;
+        assert!((end - 16 + KEY_PREFIX..end - 4).contains(&scan_to));
+        assert_eq!(plan.keep(&cut), plan.floor());
         // The reach of each pattern is known to the acceptance too.
         let rules = HashMap::from([("r".to_string(), vec![7u32, 300].into_boxed_slice())]);
         let plan = TailPlan::new(reach, &[], rules);
