@@ -260,7 +260,7 @@ impl<'r> MultiStreamScanner<'r> {
         match unsearched {
             Some(bytes) => self.add_deferred_bytes(stream, &bytes),
             None if searched_now => {
-                self.note_in_batch(stream);
+                note_in_batch(ctx, &mut self.batch_streams, &mut self.batch_started);
                 self.batch_bytes += data.len();
             }
             None => {}
@@ -277,17 +277,6 @@ impl<'r> MultiStreamScanner<'r> {
         }
     }
 
-    /// Puts a stream in the current batch's list (once).
-    fn note_in_batch(&mut self, stream: Uuid) {
-        if let Some(ctx) = self.streams.get_mut(&stream) {
-            if !ctx.in_batch {
-                ctx.in_batch = true;
-                self.batch_streams.push(stream);
-            }
-        }
-        self.batch_started.get_or_insert_with(Instant::now);
-    }
-
     /// Adds every byte of a stream whose search was deferred to the batch,
     /// as one chunk from offset 0 (its context already recorded them).
     fn add_deferred_bytes(&mut self, stream: Uuid, bytes: &[u8]) {
@@ -301,7 +290,7 @@ impl<'r> MultiStreamScanner<'r> {
         let plan = self.rules.preconditions();
         ctx.rule_out_by_all(bytes, plan, &mut self.ruled_out_sets);
         self.batch.add_whole_stream(ctx, bytes, self.pack_starts);
-        self.note_in_batch(stream);
+        note_in_batch(ctx, &mut self.batch_streams, &mut self.batch_started);
         self.stats.deferred_searches += 1;
         self.batch_bytes += bytes.len();
     }
@@ -336,8 +325,9 @@ impl<'r> MultiStreamScanner<'r> {
     }
 
     fn check_mode(&self, stream: Uuid, mode: StreamMode) -> Result<(), ScanError> {
-        self.check_broken(&stream)?;
+        // One lookup: this runs for every chunk.
         match self.streams.get(&stream) {
+            Some(ctx) if ctx.broken.is_some() => self.check_broken(&stream),
             Some(ctx) if ctx.mode != mode => Err(ScanError::ModeMismatch {
                 stream,
                 opened: ctx.mode.name(),
@@ -909,6 +899,20 @@ fn open_context<'a>(
         *context_bytes += ctx.memory_bytes();
         Box::new(ctx)
     })
+}
+
+/// Puts a stream in the current batch's list (once), and starts the
+/// batch's clock if it is the first.
+fn note_in_batch(
+    ctx: &mut StreamContext,
+    batch_streams: &mut Vec<Uuid>,
+    batch_started: &mut Option<Instant>,
+) {
+    if !ctx.in_batch {
+        ctx.in_batch = true;
+        batch_streams.push(ctx.id);
+    }
+    batch_started.get_or_insert_with(Instant::now);
 }
 
 /// A new context with the next epoch.
