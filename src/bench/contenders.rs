@@ -336,8 +336,8 @@ pub fn multi_stream(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let searched = scanner.stats();
-    let mean_batch_kb = searched.searched_bytes / searched.batches.max(1) / 1000;
+    let stats = scanner.stats();
+    let mean_batch_kb = stats.searched_bytes / stats.batches.max(1) / 1000;
     let costs = open_and_close_costs(rules, workload)?;
     Ok(Outcome {
         name: "yaraflow multi-stream scanner (1 thread)".into(),
@@ -352,7 +352,7 @@ pub fn multi_stream(
         verdicts,
         note: Some(format!(
             "claims its thread; closes {GROUP} at a time; {} batches searched, {mean_batch_kb} KB each on average (tails included); open/close costs: {} streams opened, given one chunk, searched, then closed one by one (close ns) and {GROUP} at a time (bulk close ns)",
-            searched.batches,
+            stats.batches,
             COST_STREAMS.min(workload.streams())
         )),
     })

@@ -130,7 +130,9 @@ impl KeyStart {
     /// match would start before `recent` (see [`TailPlan::keep`]).
     fn match_start(&self, hay: &[u8], at: usize, hay_start: usize) -> Option<usize> {
         let found = hay.get(at..at + self.bytes.len())?;
-        found.eq_ignore_ascii_case(&self.bytes).then_some(())?;
+        if !found.eq_ignore_ascii_case(&self.bytes) {
+            return None;
+        }
         (hay_start + at).checked_sub(self.offset)
     }
 }

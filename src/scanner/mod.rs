@@ -327,7 +327,7 @@ impl<'r> MultiStreamScanner<'r> {
     fn check_mode(&self, stream: Uuid, mode: StreamMode) -> Result<(), ScanError> {
         // One lookup: this runs for every chunk.
         match self.streams.get(&stream) {
-            Some(ctx) if ctx.broken.is_some() => self.check_broken(&stream),
+            Some(ctx) if ctx.broken.is_some() => self.check_context_broken(ctx),
             Some(ctx) if ctx.mode != mode => Err(ScanError::ModeMismatch {
                 stream,
                 opened: ctx.mode.name(),
@@ -508,9 +508,16 @@ impl<'r> MultiStreamScanner<'r> {
 
     /// The error of a stream a failed search broke, if it is one.
     fn check_broken(&self, stream: &Uuid) -> Result<(), ScanError> {
-        match self.streams.get(stream).and_then(|c| c.broken.as_ref()) {
+        self.streams
+            .get(stream)
+            .map_or(Ok(()), |ctx| self.check_context_broken(ctx))
+    }
+
+    /// [`Self::check_broken`] for a context already looked up.
+    fn check_context_broken(&self, ctx: &StreamContext) -> Result<(), ScanError> {
+        match &ctx.broken {
             Some(reason) => Err(ScanError::SearchFailed {
-                stream: *stream,
+                stream: ctx.id,
                 reason: reason.to_string(),
                 limit: self.config.scan_timeout,
             }),
