@@ -735,3 +735,23 @@ fn base64wide_matches_running_past_the_data_end() {
     assert_eq!(reference(&rules, data)[0].1[0].1, vec![(6, 10)]);
     assert_all_cuts(&rules, data);
 }
+
+/// A stream that ends (closed, or discarded) is no longer among the
+/// streams with new matches: a caller that never asks for them (a cluster
+/// worker without events) must not keep an id per stream that ever
+/// matched.
+#[test]
+fn ended_streams_leave_no_new_matches_behind() {
+    let rules = compile(r#"rule r { strings: $a = "needle" condition: $a }"#);
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let (closed, discarded, open) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let hay = [b"a needle in the hay ".as_slice(), &[b'.'; 4096]].concat();
+    for id in [closed, discarded, open] {
+        scanner.scan_chunk(id, &hay).unwrap();
+        scanner.scan_chunk(id, &hay).unwrap();
+    }
+    scanner.flush().unwrap();
+    scanner.close_stream(&closed).unwrap().unwrap();
+    assert!(scanner.discard_stream(&discarded));
+    assert_eq!(scanner.take_streams_with_new_matches(), vec![open]);
+}

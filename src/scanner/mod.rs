@@ -684,7 +684,7 @@ impl<'r> MultiStreamScanner<'r> {
     /// not open. On error the stream stays open.
     pub fn close_stream(&mut self, stream: &Uuid) -> Result<Option<StreamResults>, ScanError> {
         let results = self.get_matches(stream)?;
-        self.remove_context(stream);
+        self.forget_stream(stream);
         Ok(results)
     }
 
@@ -693,7 +693,7 @@ impl<'r> MultiStreamScanner<'r> {
     pub fn close_streams(&mut self, streams: &[Uuid]) -> Result<Vec<StreamResults>, ScanError> {
         let all = self.verdicts(streams)?;
         for results in &all {
-            self.remove_context(&results.stream);
+            self.forget_stream(&results.stream);
         }
         Ok(all)
     }
@@ -751,7 +751,7 @@ impl<'r> MultiStreamScanner<'r> {
     /// Forgets a stream without computing its verdict (for callers that
     /// know it is worthless); whether it was open.
     pub fn discard_stream(&mut self, stream: &Uuid) -> bool {
-        self.remove_context(stream).is_some()
+        self.forget_stream(stream).is_some()
     }
 
     /// Takes the contexts of `streams` out of the scanner, to be kept
@@ -809,6 +809,15 @@ impl<'r> MultiStreamScanner<'r> {
         self.retained_bytes += context.retained.len();
         self.streams.insert(stream, Box::new(context));
         Ok(())
+    }
+
+    /// Removes a stream that ends (closed or discarded): its context, and
+    /// its place among the streams with new matches (a caller that never
+    /// takes those, as a cluster worker without events, must not keep an
+    /// id per stream that ever matched).
+    fn forget_stream(&mut self, stream: &Uuid) -> Option<StreamContext> {
+        self.with_new_matches.remove(stream);
+        self.remove_context(stream)
     }
 
     fn remove_context(&mut self, stream: &Uuid) -> Option<StreamContext> {
