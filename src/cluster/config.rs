@@ -6,6 +6,10 @@ use std::time::Duration;
 use super::error::ClusterError;
 use super::partition::MAX_PARTITIONS;
 
+/// Largest checkpoint a key-value entry may hold inline (half the
+/// server's default `max_payload`).
+const MAX_INLINE_CHECKPOINT: usize = 512 << 10;
+
 /// Settings shared by the producers and workers of one deployment (all
 /// must agree on `prefix` and `partitions`).
 #[derive(Debug, Clone)]
@@ -26,9 +30,14 @@ pub struct ClusterConfig {
     pub checkpoint_interval: Duration,
     /// ... and after this many applied messages, whichever comes first.
     pub checkpoint_every: u64,
-    /// Largest checkpoint of one partition (a key-value entry; the
-    /// server's `max_payload`, 1 MiB by default, bounds it as well).
+    /// Largest checkpoint of one partition (held in memory while it is
+    /// written or read).
     pub max_checkpoint_bytes: usize,
+    /// Largest checkpoint kept inline in its key-value entry; a larger one
+    /// goes to the checkpoint object store (in chunks of 128 KiB), its
+    /// entry holding a reference. At most 512 KiB: an entry is one NATS
+    /// message, and the server's `max_payload` is 1 MiB by default.
+    pub inline_checkpoint_bytes: usize,
     /// How long JetStream remembers a verdict's message id: replays within
     /// it publish no duplicate.
     pub duplicate_window: Duration,
@@ -48,7 +57,8 @@ impl Default for ClusterConfig {
             lease_ttl: Duration::from_secs(10),
             checkpoint_interval: Duration::from_secs(2),
             checkpoint_every: 10_000,
-            max_checkpoint_bytes: 1 << 20,
+            max_checkpoint_bytes: 256 << 20,
+            inline_checkpoint_bytes: 256 << 10,
             duplicate_window: Duration::from_secs(600),
             input_max_age: Duration::from_secs(24 * 3600),
             max_message_bytes: 256 << 10,
@@ -89,6 +99,13 @@ impl ClusterConfig {
                 "checkpoint_every must be at least 1, max_checkpoint_bytes at least 1 KiB".into(),
             );
         }
+        if !(1024..=MAX_INLINE_CHECKPOINT).contains(&self.inline_checkpoint_bytes) {
+            return bad(format!(
+                "inline_checkpoint_bytes {}: use 1 KiB to {} KiB",
+                self.inline_checkpoint_bytes,
+                MAX_INLINE_CHECKPOINT >> 10
+            ));
+        }
         if self.max_message_bytes < 64 {
             return bad("max_message_bytes must be at least 64".into());
         }
@@ -125,6 +142,11 @@ impl ClusterConfig {
         format!("{}_checkpoints", self.prefix)
     }
 
+    /// The object store of the checkpoints too large to be inline.
+    pub fn checkpoint_object_bucket(&self) -> String {
+        format!("{}_checkpoint_objects", self.prefix)
+    }
+
     /// The key of partition `p` in the lease and checkpoint buckets.
     pub fn partition_key(partition: u32) -> String {
         format!("p.{partition}")
@@ -153,6 +175,10 @@ mod tests {
             },
             ClusterConfig {
                 lease_ttl: Duration::from_millis(10),
+                ..ClusterConfig::default()
+            },
+            ClusterConfig {
+                inline_checkpoint_bytes: 1 << 20,
                 ..ClusterConfig::default()
             },
         ] {

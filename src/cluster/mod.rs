@@ -28,7 +28,10 @@
 //! - **Checkpoints.** Each owned partition is checkpointed to the bucket
 //!   `yaraflow_checkpoints` (key `p.<p>`): the open streams' contexts in
 //!   the stream store's format (`store/codec.rs`), the streams that failed
-//!   and the last JetStream sequence applied. Writes are compare-and-set
+//!   and the last JetStream sequence applied. A checkpoint larger than
+//!   [`ClusterConfig::inline_checkpoint_bytes`] is written to the object
+//!   store `yaraflow_checkpoint_objects` first, and the entry holds a
+//!   reference to it (`checkpoint_store.rs`). Writes are compare-and-set
 //!   on the revision the worker read or wrote last; a new owner rewrites
 //!   the checkpoint as soon as it claims the partition, so a former owner
 //!   that still runs can never write one again (the revision is the
@@ -56,14 +59,15 @@
 //! At-least-once delivery of every message to a worker, exactly-once
 //! verdicts within the duplicate window (a takeover later than the window
 //! after the close it replays may publish that verdict twice). A
-//! partition's checkpoint is one key-value entry: at most
-//! [`ClusterConfig::max_checkpoint_bytes`] (the server's `max_payload`
-//! bounds it too); a partition whose open streams' contexts exceed it is
-//! not checkpointed (its replay grows) and the failure is counted. A
+//! partition's checkpoint is at most [`ClusterConfig::max_checkpoint_bytes`]
+//! (256 MiB by default; it is held in memory while written or read); a
+//! partition whose open streams' contexts exceed it is not checkpointed
+//! (its replay grows) and the failure is counted. A
 //! producer whose publish fails must treat that stream as failed: a
 //! stream's later messages may be applied without the lost one.
 
 mod checkpoint;
+mod checkpoint_store;
 mod config;
 mod error;
 mod lease;

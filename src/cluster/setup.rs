@@ -2,8 +2,9 @@
 //! needs: whoever comes first (a producer or a worker) creates them with
 //! the configured replicas; the others find them.
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv, object_store, stream};
 
+use super::checkpoint_store::CheckpointStore;
 use super::config::ClusterConfig;
 use super::error::ClusterError;
 
@@ -12,7 +13,7 @@ pub(crate) struct Objects {
     pub js: jetstream::Context,
     pub input: stream::Stream,
     pub leases: kv::Store,
-    pub checkpoints: kv::Store,
+    pub checkpoints: CheckpointStore,
 }
 
 /// Connects to the NATS server(s) at `url` (comma-separated for several).
@@ -63,12 +64,17 @@ pub(crate) async fn objects(
     .await
     .map_err(|e| ClusterError::js("creating the verdict stream", e))?;
     let leases = bucket(&js, config, config.lease_bucket(), config.lease_ttl).await?;
-    let checkpoints = bucket(&js, config, config.checkpoint_bucket(), Default::default()).await?;
+    let entries = bucket(&js, config, config.checkpoint_bucket(), Default::default()).await?;
+    let objects = object_bucket(&js, config).await?;
     Ok(Objects {
         js,
         input,
         leases,
-        checkpoints,
+        checkpoints: CheckpointStore {
+            entries,
+            objects,
+            inline_limit: config.inline_checkpoint_bytes,
+        },
     })
 }
 
@@ -96,7 +102,9 @@ async fn bucket(
             max_age,
             duplicate_window: window,
             num_replicas: config.replicas,
-            max_message_size: i32::try_from(config.max_checkpoint_bytes).unwrap_or(i32::MAX),
+            // An entry holds a checkpoint inline or a reference to one.
+            max_message_size: i32::try_from(config.inline_checkpoint_bytes + 1024)
+                .unwrap_or(i32::MAX),
             discard: stream::DiscardPolicy::New,
             allow_rollup: true,
             deny_delete: true,
@@ -114,5 +122,32 @@ async fn bucket(
             .get_key_value(&name)
             .await
             .map_err(|_| ClusterError::js(format!("creating the bucket {name}"), err)),
+    }
+}
+
+/// The object store of large checkpoints (its stream made by
+/// `create_object_store` itself, which asks nothing of the account).
+async fn object_bucket(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<object_store::ObjectStore, ClusterError> {
+    let name = config.checkpoint_object_bucket();
+    if let Ok(store) = js.get_object_store(&name).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_object_store(object_store::Config {
+            bucket: name.clone(),
+            num_replicas: config.replicas,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        // Another worker created it meanwhile.
+        Err(err) => js
+            .get_object_store(&name)
+            .await
+            .map_err(|_| ClusterError::js(format!("creating the object store {name}"), err)),
     }
 }

@@ -24,6 +24,9 @@ pub(crate) enum Event {
         pending: u64,
         payload: Bytes,
     },
+    /// The checkpoint objects of a partition taken over, listed: all but
+    /// the current one are orphans.
+    Objects { partition: u32, names: Vec<String> },
     /// The reader stopped on an error.
     Failed {
         partition: u32,

@@ -38,6 +38,7 @@ use uuid::Uuid;
 
 pub use stats::{WorkerStats, WorkerStatsSnapshot};
 
+use super::checkpoint_store::ObjectRef;
 use super::config::ClusterConfig;
 use super::error::ClusterError;
 use super::lease::{Lease, Leases};
@@ -70,6 +71,8 @@ struct Owned {
     lease: Lease,
     /// The checkpoint key's revision this worker wrote last.
     checkpoint_revision: u64,
+    /// The object holding that checkpoint, when it is not inline.
+    checkpoint_object: Option<ObjectRef>,
     applied: u64,
     checkpointed: u64,
     checkpointed_at: Instant,
@@ -240,6 +243,7 @@ impl Runner<'_> {
                 generation,
                 error,
             } => self.restart_reader(partition, generation, error),
+            Event::Objects { partition, names } => self.delete_orphans(partition, names).await,
         }
     }
 

@@ -5,13 +5,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::kv;
-use bytes::Bytes;
-
-use super::consume::Reader;
+use super::consume::{Event, Reader};
 use super::{Owned, Runner, WorkerStats};
 use crate::cluster::checkpoint::Checkpoint;
-use crate::cluster::config::ClusterConfig;
+use crate::cluster::checkpoint_store::list_objects;
 use crate::cluster::error::ClusterError;
 use crate::cluster::lease::{fair_share, Lease};
 
@@ -89,14 +86,8 @@ impl Runner<'_> {
     /// Loads the checkpoint, fences the former owner out by rewriting it,
     /// and starts reading after it.
     async fn adopt(&mut self, partition: u32, lease: Lease) -> Result<(), ClusterError> {
-        let key = ClusterConfig::partition_key(partition);
-        let entry = self
-            .objects
-            .checkpoints
-            .entry(&key)
-            .await
-            .map_err(|e| ClusterError::js(format!("reading checkpoint {key}"), e))?;
-        let (checkpoint, revision) = self.decode_checkpoint(partition, entry)?;
+        let stored = self.objects.checkpoints.read(partition).await?;
+        let checkpoint = self.decode_checkpoint(partition, stored.bytes.as_deref())?;
         let former = checkpoint.owner.clone();
         let (streams, failed) = self.restore(partition, checkpoint.clone())?;
         let mine = Checkpoint {
@@ -104,9 +95,18 @@ impl Runner<'_> {
             rules: self.rules_tag,
             ..checkpoint
         };
-        let written = self.write_checkpoint(&key, mine.encode(), revision).await;
-        let checkpoint_revision = match written {
-            Ok(revision) => revision,
+        let written = self
+            .objects
+            .checkpoints
+            .write(
+                partition,
+                mine.encode(),
+                stored.revision,
+                stored.object.as_ref(),
+            )
+            .await;
+        let (checkpoint_revision, checkpoint_object) = match written {
+            Ok(written) => written,
             Err(err) => {
                 for stream in &streams {
                     self.scanner.discard_stream(stream);
@@ -115,6 +115,9 @@ impl Runner<'_> {
             }
         };
         let takeover = !former.is_empty() && former != self.id;
+        if takeover {
+            self.list_orphans(partition);
+        }
         let replay_until = match takeover {
             true => self.last_sequence().await.unwrap_or_else(|err| {
                 // Only the count of replayed messages depends on it.
@@ -123,11 +126,12 @@ impl Runner<'_> {
             }),
             false => 0,
         };
-        self.count_claim(takeover, revision.is_some() && former.is_empty());
+        self.count_claim(takeover, stored.revision.is_some() && former.is_empty());
         self.generation += 1;
         let owned = Owned {
             lease,
             checkpoint_revision,
+            checkpoint_object,
             applied: mine.applied,
             checkpointed: mine.applied,
             checkpointed_at: Instant::now(),
@@ -143,22 +147,60 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// At a takeover (the former owner did not hand over: it may have
+    /// crashed between writing a checkpoint object and its entry), lists
+    /// partition `p`'s objects on a task of its own, for at most a lease:
+    /// the store's whole listing must not hold up the loop's renewals.
+    /// The loop deletes the orphans when the list comes
+    /// ([`Self::delete_orphans`]); what is left is swept at the next
+    /// takeover.
+    fn list_orphans(&self, partition: u32) {
+        let (objects, events) = (
+            self.objects.checkpoints.objects.clone(),
+            self.events.clone(),
+        );
+        let (stats, limit) = (self.stats.clone(), self.config.lease_ttl);
+        tokio::spawn(async move {
+            let listed = tokio::time::timeout(limit, list_objects(objects, partition)).await;
+            match listed {
+                Ok(Ok(names)) => {
+                    let _ = events.send(Event::Objects { partition, names }).await;
+                }
+                Ok(Err(err)) => stats.problem(err),
+                Err(_) => stats.problem(format!(
+                    "partition {partition}: listing its checkpoint objects took over a lease"
+                )),
+            }
+        });
+    }
+
+    /// Deletes partition `p`'s objects listed at its takeover, but the one
+    /// its entry points at now, if the worker still owns it (every other
+    /// object of a partition it owns is an orphan: names are never
+    /// reused, and its own writes delete what they replace).
+    pub(super) async fn delete_orphans(&mut self, partition: u32, names: Vec<String>) {
+        let Some(o) = self.owned.get(&partition) else {
+            return;
+        };
+        let store = &self.objects.checkpoints;
+        let deleted = store
+            .delete_orphans(&names, o.checkpoint_object.as_ref())
+            .await;
+        WorkerStats::add(&self.stats.objects_swept, deleted as u64);
+    }
+
     fn decode_checkpoint(
         &self,
         partition: u32,
-        entry: Option<kv::Entry>,
-    ) -> Result<(Checkpoint, Option<u64>), ClusterError> {
-        let fresh = Checkpoint {
-            rules: self.rules_tag,
-            ..Checkpoint::default()
+        bytes: Option<&[u8]>,
+    ) -> Result<Checkpoint, ClusterError> {
+        let Some(bytes) = bytes else {
+            return Ok(Checkpoint {
+                rules: self.rules_tag,
+                ..Checkpoint::default()
+            });
         };
-        let Some(entry) = entry else {
-            return Ok((fresh, None));
-        };
-        if entry.operation != kv::Operation::Put {
-            return Ok((fresh, Some(entry.revision)));
-        }
-        let checkpoint = Checkpoint::decode(&entry.value)
+        let checkpoint = Checkpoint::decode(bytes)
             .map_err(|reason| ClusterError::Checkpoint { partition, reason })?;
         if checkpoint.rules != self.rules_tag {
             return Err(ClusterError::Checkpoint {
@@ -168,7 +210,7 @@ impl Runner<'_> {
                         .into(),
             });
         }
-        Ok((checkpoint, Some(entry.revision)))
+        Ok(checkpoint)
     }
 
     /// Opens a checkpoint's streams in the scanner (all or none).
@@ -192,23 +234,6 @@ impl Runner<'_> {
             streams.insert(stream);
         }
         Ok((streams, checkpoint.failed.into_iter().collect()))
-    }
-
-    async fn write_checkpoint(
-        &self,
-        key: &str,
-        bytes: Vec<u8>,
-        revision: Option<u64>,
-    ) -> Result<u64, ClusterError> {
-        let store = &self.objects.checkpoints;
-        let written = match revision {
-            Some(revision) => store.update(key, Bytes::from(bytes), revision).await,
-            None => store
-                .create(key, Bytes::from(bytes))
-                .await
-                .map_err(|e| kv::UpdateError::with_source(kv::UpdateErrorKind::Other, e)),
-        };
-        written.map_err(|e| ClusterError::js(format!("writing checkpoint {key}"), e))
     }
 
     async fn last_sequence(&self) -> Result<u64, ClusterError> {
@@ -372,13 +397,26 @@ impl Runner<'_> {
             ));
             return false;
         }
-        let key = ClusterConfig::partition_key(partition);
-        let revision = self.owned[&partition].checkpoint_revision;
+        let o = &self.owned[&partition];
         let size = bytes.len() as u64;
-        match self.write_checkpoint(&key, bytes, Some(revision)).await {
-            Ok(revision) => {
+        let written = self
+            .objects
+            .checkpoints
+            .write(
+                partition,
+                bytes,
+                Some(o.checkpoint_revision),
+                o.checkpoint_object.as_ref(),
+            )
+            .await;
+        match written {
+            Ok((revision, object)) => {
+                if object.is_some() {
+                    WorkerStats::add(&self.stats.checkpoint_objects, 1);
+                }
                 let o = self.owned.get_mut(&partition).expect("owned");
                 o.checkpoint_revision = revision;
+                o.checkpoint_object = object;
                 o.checkpointed = checkpoint.applied;
                 o.checkpointed_at = Instant::now();
                 WorkerStats::add(&self.stats.checkpoints, 1);

@@ -19,6 +19,8 @@ pub struct WorkerStats {
     pub(crate) checkpoints: AtomicU64,
     pub(crate) checkpoint_bytes: AtomicU64,
     pub(crate) checkpoint_failures: AtomicU64,
+    pub(crate) checkpoint_objects: AtomicU64,
+    pub(crate) objects_swept: AtomicU64,
     pub(crate) bad_messages: AtomicU64,
     pub(crate) misrouted: AtomicU64,
     pub(crate) stream_errors: AtomicU64,
@@ -57,6 +59,11 @@ pub struct WorkerStatsSnapshot {
     pub checkpoint_bytes: u64,
     /// Checkpoints not written (too large, or the write failed).
     pub checkpoint_failures: u64,
+    /// Checkpoints written to the object store (too large to be inline).
+    pub checkpoint_objects: u64,
+    /// Checkpoint objects deleted at a claim because no entry pointed at
+    /// them (their writer crashed between the object and the entry).
+    pub objects_swept: u64,
     /// Messages that did not decode (counted, skipped).
     pub bad_messages: u64,
     /// Messages on another partition than their stream's (skipped).
@@ -88,6 +95,8 @@ impl WorkerStats {
             checkpoints: get(&self.checkpoints),
             checkpoint_bytes: get(&self.checkpoint_bytes),
             checkpoint_failures: get(&self.checkpoint_failures),
+            checkpoint_objects: get(&self.checkpoint_objects),
+            objects_swept: get(&self.objects_swept),
             bad_messages: get(&self.bad_messages),
             misrouted: get(&self.misrouted),
             stream_errors: get(&self.stream_errors),
