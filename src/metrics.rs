@@ -403,6 +403,8 @@ pub mod cluster {
     pub const TAKEOVERS: &str = "yaraflow_cluster_takeovers_total";
     /// Messages replayed after takeovers.
     pub const REPLAYED: &str = "yaraflow_cluster_replayed_messages_total";
+    /// Match events published.
+    pub const EVENTS: &str = "yaraflow_cluster_events_total";
     /// Messages applied.
     pub const APPLIED: &str = "yaraflow_cluster_applied_messages_total";
     /// Messages skipped: they did not decode, or came on another partition.
@@ -437,6 +439,7 @@ pub mod cluster {
         ),
         (REPLAYED, "counter", "Messages replayed after takeovers"),
         (APPLIED, "counter", "Messages applied"),
+        (EVENTS, "counter", "Match events published"),
         (
             BAD_MESSAGES,
             "counter",
@@ -464,6 +467,7 @@ pub mod cluster {
         counter!(TAKEOVERS).absolute(stats.takeovers);
         counter!(REPLAYED).absolute(stats.replayed);
         counter!(APPLIED).absolute(stats.applied);
+        counter!(EVENTS).absolute(stats.events);
         counter!(BAD_MESSAGES).absolute(stats.bad_messages + stats.misrouted);
         counter!(PARTITIONS_LOST).absolute(stats.lost);
     }

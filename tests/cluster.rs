@@ -127,6 +127,7 @@ fn config() -> ClusterConfig {
         // The least: a partition with open streams checkpoints to the
         // object store, an empty one inline, so both ways are tested.
         inline_checkpoint_bytes: 1024,
+        events: true,
         ..ClusterConfig::default()
     }
 }
@@ -488,7 +489,11 @@ impl Load {
 
     /// Every stream's verdict is on the verdict stream exactly once and
     /// equals a whole-buffer YARA-X scan.
-    fn check_verdicts(&self, runtime: &tokio::runtime::Runtime, client: &async_nats::Client) {
+    fn check_verdicts(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        client: &async_nats::Client,
+    ) -> Vec<serde_json::Value> {
         let verdicts = runtime.block_on(read_verdicts(client, STREAMS));
         let mut seen: HashMap<Uuid, usize> = HashMap::new();
         for verdict in &verdicts {
@@ -508,7 +513,91 @@ impl Load {
         );
         assert_eq!(seen.len(), STREAMS, "streams with a verdict");
         assert_eq!(verdicts.len(), STREAMS, "verdict messages");
+        verdicts
     }
+
+    /// Every rule of every verdict has exactly one match event (a replay
+    /// publishes none twice), and events name only the load's streams.
+    /// Events seen mid-stream and at close must both happen.
+    fn check_events(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        client: &async_nats::Client,
+        verdicts: &[serde_json::Value],
+    ) {
+        let events = runtime.block_on(read_events(client));
+        let mut seen: HashMap<(Uuid, String), usize> = HashMap::new();
+        let (mut mid_stream, mut at_close) = (0, 0);
+        for event in &events {
+            let id: Uuid = event["stream"].as_str().unwrap().parse().unwrap();
+            assert!(
+                self.expected.contains_key(&id),
+                "an event of unknown stream {id}"
+            );
+            let rule = event["rule"].as_str().unwrap().to_string();
+            *seen.entry((id, rule)).or_default() += 1;
+            match event["at_close"].as_bool().unwrap() {
+                true => at_close += 1,
+                false => mid_stream += 1,
+            }
+        }
+        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "events published more than once: {twice:?}"
+        );
+        let mut in_verdicts = 0;
+        for verdict in verdicts {
+            let id: Uuid = verdict["stream"].as_str().unwrap().parse().unwrap();
+            for rule in verdict["rules"].as_array().unwrap() {
+                let rule = rule["identifier"].as_str().unwrap().to_string();
+                assert!(
+                    seen.contains_key(&(id, rule.clone())),
+                    "no event of {rule} on {id}"
+                );
+                in_verdicts += 1;
+            }
+        }
+        eprintln!(
+            "{} events ({mid_stream} mid-stream, {at_close} at close) for {in_verdicts} rules in verdicts",
+            events.len()
+        );
+        assert!(
+            mid_stream > 0 && at_close > 0,
+            "{mid_stream} mid-stream and {at_close} at-close events"
+        );
+    }
+}
+
+/// The match events published, once their count holds still for a second.
+async fn read_events(client: &async_nats::Client) -> Vec<serde_json::Value> {
+    let config = config();
+    let js = async_nats::jetstream::new(client.clone());
+    let mut last = u64::MAX;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let count = match js.get_stream(config.event_stream()).await {
+            Ok(stream) => stream.cached_info().state.messages,
+            Err(err) => {
+                eprintln!("cannot read the event stream yet: {err}");
+                u64::MAX
+            }
+        };
+        if count == last || Instant::now() > deadline {
+            break;
+        }
+        last = count;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let events = cluster::published(client, &config, cluster::Output::Events)
+        .await
+        .unwrap();
+    let total = events.published as usize;
+    let lines: Vec<_> = events.stream.take(total).collect().await;
+    lines
+        .into_iter()
+        .map(|line| serde_json::from_slice(&line.unwrap().0).unwrap())
+        .collect()
 }
 
 /// A cluster, its objects and `workers` in-process workers owning every
@@ -577,7 +666,8 @@ fn three_workers_lose_nothing_and_duplicate_nothing_when_one_is_killed() {
         "partitions all owned again {:?} after the kill",
         killed_at.elapsed()
     );
-    load.check_verdicts(&runtime, &client);
+    let verdicts = load.check_verdicts(&runtime, &client);
+    load.check_events(&runtime, &client, &verdicts);
 
     let after: Vec<WorkerStatsSnapshot> = workers[1..].iter_mut().map(|w| w.stop()).collect();
     let sum = |f: fn(&WorkerStatsSnapshot) -> u64| total(&after, f);
@@ -653,7 +743,8 @@ fn a_worker_joining_mid_run_takes_its_share() {
     });
     halfway.resume();
     let published = runtime.block_on(producing).unwrap();
-    load.check_verdicts(&runtime, &client);
+    let verdicts = load.check_verdicts(&runtime, &client);
+    load.check_events(&runtime, &client, &verdicts);
 
     let newcomer_owned = workers[2].stats.snapshot().owned;
     let after: Vec<WorkerStatsSnapshot> = workers.iter_mut().map(|w| w.stop()).collect();
@@ -894,4 +985,168 @@ fn signal(child: &std::process::Child, signal: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "kill -{signal}");
+}
+
+/// Status and JSON body of an HTTP answer, errors included.
+fn answer(result: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Value) {
+    let response = match result {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(other) => panic!("transport error: {other}"),
+    };
+    let status = response.status();
+    let text = response.into_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// `serve --nats`: the HTTP API as an ingest gateway. Streams sent to it
+/// (chunk bodies longer than one message, framed chunks of several
+/// streams, lines) get the whole-buffer verdicts from the workers, once
+/// each; routes only the workers could answer say 501; bad input gets its
+/// error and loses no other stream; the token holds.
+#[test]
+fn the_http_gateway_feeds_the_cluster() {
+    if !nats_installed() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let (nats, runtime, client, mut workers) = cluster_with_workers(2);
+    let service = yaraflow::service::ServiceConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        metrics_listen: None,
+        token: Some("gateway-secret".into()),
+        max_body_bytes: 2 << 20,
+        ..Default::default()
+    };
+    let gateway = yaraflow::service::Gateway::start(&nats.url(1), config(), service).unwrap();
+    let url = |path: &str| format!("http://{}{path}", gateway.api_addr());
+    let post = |path: &str, body: &[u8]| {
+        answer(
+            ureq::post(&url(path))
+                .set("Authorization", "Bearer gateway-secret")
+                .send_bytes(body),
+        )
+    };
+    let delete = |path: &str| {
+        answer(
+            ureq::delete(&url(path))
+                .set("Authorization", "Bearer gateway-secret")
+                .call(),
+        )
+    };
+
+    let rules = rules();
+    let mut rng = StdRng::seed_from_u64(31);
+    let mut expected: HashMap<Uuid, common::Verdict> = HashMap::new();
+    // A stream longer than a message, a plant across the cut between two.
+    let long_id = Uuid::from_u128(rng.gen());
+    let piece = config().max_message_bytes - 21;
+    let mut long: Vec<u8> = (0..piece - 10)
+        .map(|_| rng.gen_range(b' '..=b'~'))
+        .collect();
+    long.extend_from_slice(PLANTS[1]);
+    long.extend((0..200_000).map(|_| rng.gen_range(b' '..=b'~')));
+    let (status, body) = post(&format!("/v1/streams/{long_id}/chunks"), &long);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["messages"], 2, "{body}");
+    expected.insert(long_id, common::reference(&rules, &long));
+    // Streams sent a chunk at a time, two of them in framed bodies.
+    let streams: Vec<(Uuid, Vec<u8>)> = (0..40)
+        .map(|_| (Uuid::from_u128(rng.gen()), stream_data(&mut rng)))
+        .collect();
+    for (id, data) in &streams {
+        expected.insert(*id, common::reference(&rules, data));
+        let half = data.len() / 2;
+        let (status, body) = post(&format!("/v1/streams/{id}/chunks"), &data[..half]);
+        assert_eq!(status, 200, "{body}");
+    }
+    for pair in streams.chunks(2) {
+        let frames = pair.iter().map(|(id, data)| (*id, &data[data.len() / 2..]));
+        let (status, body) = post("/v1/chunks", &yaraflow::service::framing::encode(frames));
+        assert_eq!(status, 202, "{body}");
+    }
+    // Bad input: errors, and nothing else lost.
+    let (status, body) = post("/v1/streams/not-a-uuid/chunks", b"x");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_stream_id"))
+    );
+    let (status, body) = post(&format!("/v1/streams/{long_id}/lines"), b"no newline");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("unterminated_line"))
+    );
+    let (status, _) = post(
+        &format!("/v1/streams/{long_id}/chunks"),
+        &vec![b'x'; 3 << 20],
+    );
+    assert_eq!(status, 413);
+    let (status, body) = post("/v1/chunks", b"garbage that is no frame");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_frame"))
+    );
+    let (status, body) = answer(
+        ureq::get(&url(&format!("/v1/streams/{long_id}")))
+            .set("Authorization", "Bearer gateway-secret")
+            .call(),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (501, Some("not_in_gateway"))
+    );
+    let (status, _) =
+        answer(ureq::post(&url(&format!("/v1/streams/{long_id}/chunks"))).send_bytes(b"x"));
+    assert_eq!(status, 401, "no token");
+    let (status, _) = answer(ureq::get(&url("/readyz")).call());
+    assert_eq!(status, 200);
+    // A line stream: each line scanned as its own block.
+    let lines_id = Uuid::from_u128(rng.gen());
+    let lines: Vec<Vec<u8>> = vec![
+        b"GET /index.html".to_vec(),
+        PLANTS[2].to_vec(),
+        b"user=' or '1'='1 and more".to_vec(),
+    ];
+    let body: Vec<u8> = lines
+        .iter()
+        .flat_map(|l| [l.as_slice(), b"\n"].concat())
+        .collect();
+    let (status, answer_body) = post(&format!("/v1/streams/{lines_id}/lines"), &body);
+    assert_eq!(
+        (status, &answer_body["accepted_lines"]),
+        (200, &serde_json::json!(3))
+    );
+    for id in expected.keys().copied().chain([lines_id]) {
+        let (status, body) = delete(&format!("/v1/streams/{id}"));
+        assert_eq!(status, 202, "{body}");
+    }
+    let verdicts = runtime.block_on(read_verdicts(&client, expected.len() + 1));
+    assert_eq!(verdicts.len(), expected.len() + 1, "one verdict per stream");
+    let mut matched = 0;
+    for verdict in &verdicts {
+        assert!(verdict.get("error").is_none(), "{verdict}");
+        let id: Uuid = verdict["stream"].as_str().unwrap().parse().unwrap();
+        let want = match id == lines_id {
+            true => common::reference_lines(&rules, &lines),
+            false => expected[&id].clone(),
+        };
+        let got = common::printed(&rules, verdict);
+        matched += usize::from(!got.is_empty());
+        assert_eq!(got, want, "stream {id}");
+    }
+    eprintln!(
+        "{} streams through the gateway, {matched} matching",
+        verdicts.len()
+    );
+    assert!(
+        matched > verdicts.len() / 2,
+        "only {matched} streams matched"
+    );
+    gateway.stop().unwrap();
+    for worker in &mut workers {
+        worker.stop();
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures_util::StreamExt;
 use yaraflow::cluster::{self, ClusterConfig, Worker};
+use yaraflow::service::{Gateway, ServiceConfig};
 use yaraflow::ScannerConfig;
 
 use super::{load_rules, RuleArgs};
@@ -167,6 +168,36 @@ impl FlowPublisher {
     }
 }
 
+/// `yaraflow serve --nats`: the HTTP API as an ingest gateway.
+#[derive(Debug, clap::Args)]
+pub struct GatewayArgs {
+    /// Serve the API as an ingest gateway to this NATS JetStream cluster
+    /// (URL(s), comma-separated) instead of scanning here: chunks, lines
+    /// and closes are published to the streams' partitions and answered
+    /// once durable; the cluster's workers scan them and publish verdicts
+    /// (`yaraflow verdicts`). Routes that read a stream's state answer
+    /// 501; `--rules` and the engine's settings are not used.
+    #[arg(long)]
+    pub nats: Option<String>,
+    #[command(flatten)]
+    deployment: Deployment,
+}
+
+/// Serves the gateway until SIGINT or SIGTERM.
+pub fn gateway(args: &GatewayArgs, config: ServiceConfig) -> anyhow::Result<ExitCode> {
+    let url = args.nats.as_deref().context("no --nats URL")?;
+    let gateway = Gateway::start(url, args.deployment.config(), config)
+        .with_context(|| format!("cannot start the gateway to {url}"))?;
+    eprintln!(
+        "yaraflow gateway to {url}: the API on http://{} and metrics on http://{}/metrics (Ctrl-C stops)",
+        gateway.api_addr(),
+        gateway.metrics_addr().map_or("-".into(), |a| a.to_string())
+    );
+    gateway.wait()?;
+    eprintln!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Arguments of `yaraflow worker`.
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
@@ -187,6 +218,11 @@ pub struct WorkerArgs {
     /// given (one address per worker on a host).
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Publish match events (each rule seen matching a stream for the
+    /// first time, as JSON) to `<prefix>.events`; read them with
+    /// `yaraflow verdicts --events`.
+    #[arg(long)]
+    events: bool,
     #[command(flatten)]
     rule_args: RuleArgs,
 }
@@ -200,6 +236,10 @@ pub struct VerdictsArgs {
     /// following new ones.
     #[arg(long)]
     no_follow: bool,
+    /// Print the match events (workers run with `--events`) instead of
+    /// the verdicts.
+    #[arg(long)]
+    events: bool,
 }
 
 /// One thread, one runtime: the worker's loop is not `Send`.
@@ -215,6 +255,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let rules = load_rules(&args.rules, &args.rule_args)?;
     let config = ClusterConfig {
         lease_ttl: args.lease.into(),
+        events: args.events,
         ..args.cluster.config()
     };
     let scanner = ScannerConfig {
@@ -282,13 +323,18 @@ async fn stop_signal() {
     }
 }
 
-/// Prints the verdicts (one JSON line each) in the order published.
+/// Prints the verdicts (or the match events) in the order published, one
+/// JSON line each.
 pub fn verdicts(args: VerdictsArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
         let config = args.cluster.config();
         let client = cluster::connect(&args.cluster.nats).await?;
         cluster::ensure_cluster(&client, &config).await?;
-        let verdicts = cluster::verdicts(&client, &config).await?;
+        let output = match args.events {
+            true => cluster::Output::Events,
+            false => cluster::Output::Verdicts,
+        };
+        let verdicts = cluster::published(&client, &config, output).await?;
         if args.no_follow && verdicts.published == 0 {
             return Ok(ExitCode::SUCCESS);
         }

@@ -1,4 +1,5 @@
-//! `yaraflow serve`: the engine behind the HTTP API, until SIGINT/SIGTERM.
+//! `yaraflow serve`: the engine behind the HTTP API, until SIGINT/SIGTERM;
+//! with `--nats`, the API as an ingest gateway to a cluster instead.
 //!
 //! Settings are checked before anything starts: a non-loopback `--listen`
 //! needs a token (or `--allow-no-token`), and `--shards` must fit in the
@@ -89,9 +90,48 @@ pub struct ServeArgs {
     idle_timeout: Option<humantime::Duration>,
     #[command(flatten)]
     rule_args: super::RuleArgs,
+    #[cfg(feature = "cluster")]
+    #[command(flatten)]
+    gateway: super::cluster::GatewayArgs,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let token = super::read_token(args.token_file.as_deref())?;
+    anyhow::ensure!(
+        token.is_some() || args.listen.ip().is_loopback() || args.allow_no_token,
+        "--listen {} is not a loopback address and no --token-file was given: anyone who reaches it could read and feed every stream; give --token-file FILE, or --allow-no-token if something in front of yaraflow authenticates",
+        args.listen
+    );
+    #[cfg(feature = "cluster")]
+    if args.gateway.nats.is_some() {
+        let config = service_config(&args, token, EngineConfig::default());
+        return super::cluster::gateway(&args.gateway, config);
+    }
+    serve_engine(args, token)
+}
+
+/// The HTTP settings of `args`, over `engine`.
+fn service_config(args: &ServeArgs, token: Option<String>, engine: EngineConfig) -> ServiceConfig {
+    ServiceConfig {
+        listen: args.listen,
+        metrics_listen: Some(args.metrics_listen),
+        metrics_on_api: args.metrics_on_api,
+        max_body_bytes: args.max_body_bytes,
+        token,
+        request_timeout: args.request_timeout.into(),
+        body_timeout: args.body_timeout.into(),
+        keep_alive: args.keep_alive.into(),
+        max_event_subscribers: args.max_event_subscribers,
+        rule_paths: args.rules.clone(),
+        rule_externals: args.rule_args.defines.clone(),
+        engine,
+        ..ServiceConfig::default()
+    }
+}
+
+/// The engine behind the API, until SIGINT/SIGTERM; then every open
+/// stream's final verdict on stdout.
+fn serve_engine(args: ServeArgs, token: Option<String>) -> anyhow::Result<ExitCode> {
     let mut engine: EngineConfig = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -109,28 +149,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     engine.rule_metrics |= args.rule_metrics;
     apply_store_args(&args, &mut engine)?;
     check_shards(engine.shards)?;
-    let token = super::read_token(args.token_file.as_deref())?;
-    anyhow::ensure!(
-        token.is_some() || args.listen.ip().is_loopback() || args.allow_no_token,
-        "--listen {} is not a loopback address and no --token-file was given: anyone who reaches it could read and feed every stream; give --token-file FILE, or --allow-no-token if something in front of yaraflow authenticates",
-        args.listen
-    );
     let rules = super::load_rules(&args.rules, &args.rule_args)?;
-    let config = ServiceConfig {
-        listen: args.listen,
-        metrics_listen: Some(args.metrics_listen),
-        metrics_on_api: args.metrics_on_api,
-        max_body_bytes: args.max_body_bytes,
-        token,
-        request_timeout: args.request_timeout.into(),
-        body_timeout: args.body_timeout.into(),
-        keep_alive: args.keep_alive.into(),
-        max_event_subscribers: args.max_event_subscribers,
-        rule_paths: args.rules.clone(),
-        rule_externals: args.rule_args.defines.clone(),
-        engine,
-        ..ServiceConfig::default()
-    };
+    let config = service_config(&args, token, engine);
     let service = Service::start(rules, config)?;
     eprintln!(
         "yaraflow serving the API on http://{} and metrics on http://{}/metrics (Ctrl-C stops)",

@@ -46,6 +46,9 @@ pub struct ClusterConfig {
     pub input_max_age: Duration,
     /// Largest message a producer publishes (its header included).
     pub max_message_bytes: usize,
+    /// Whether workers publish match events (each rule seen matching a
+    /// stream for the first time) to `<prefix>.events`.
+    pub events: bool,
 }
 
 impl Default for ClusterConfig {
@@ -62,6 +65,7 @@ impl Default for ClusterConfig {
             duplicate_window: Duration::from_secs(600),
             input_max_age: Duration::from_secs(24 * 3600),
             max_message_bytes: 256 << 10,
+            events: false,
         }
     }
 }
@@ -122,6 +126,11 @@ impl ClusterConfig {
         format!("{}.verdicts", self.prefix)
     }
 
+    /// The subject match events are published to.
+    pub fn event_subject(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
     /// The JetStream stream of the input.
     pub fn input_stream(&self) -> String {
         format!("{}_IN", self.prefix.to_uppercase())
@@ -130,6 +139,11 @@ impl ClusterConfig {
     /// The JetStream stream of the verdicts.
     pub fn verdict_stream(&self) -> String {
         format!("{}_VERDICTS", self.prefix.to_uppercase())
+    }
+
+    /// The JetStream stream of the match events.
+    pub fn event_stream(&self) -> String {
+        format!("{}_EVENTS", self.prefix.to_uppercase())
     }
 
     /// The key-value bucket of the leases (and the workers' presence).
@@ -188,5 +202,7 @@ mod tests {
         assert_eq!(config.input_subject(3), "yaraflow.in.3");
         assert_eq!(config.verdict_subject(), "yaraflow.verdicts");
         assert_eq!(config.input_stream(), "YARAFLOW_IN");
+        assert_eq!(config.event_subject(), "yaraflow.events");
+        assert_eq!(config.event_stream(), "YARAFLOW_EVENTS");
     }
 }

@@ -49,6 +49,10 @@
 //!   the stream `YARAFLOW_VERDICTS`, with `Nats-Msg-Id` set to the stream
 //!   id and the close's sequence: JetStream drops the second publish of a
 //!   replayed close within the duplicate window (10 minutes by default).
+//! - **Match events** (with [`ClusterConfig::events`]): each rule seen
+//!   matching a stream for the first time goes to `yaraflow.events`
+//!   (stream `YARAFLOW_EVENTS`), with a message id from the stream, the
+//!   sequence of its first message and the rule (`worker/events.rs`).
 //!
 //! The worker runs one [`crate::MultiStreamScanner`] for all its
 //! partitions, on one thread: the scanner is not `Send`, and one scanner
@@ -82,8 +86,8 @@ pub use checkpoint::Checkpoint;
 pub use config::ClusterConfig;
 pub use error::ClusterError;
 pub use partition::Partitioner;
-pub use producer::Producer;
+pub use producer::{await_ack, Producer, Publisher};
 pub use setup::{connect, ensure_cluster};
-pub use verdicts::{verdicts, Verdicts};
+pub use verdicts::{published, verdicts, Output, Verdicts};
 pub use wire::{verdict_id, Message, MessageKind};
 pub use worker::{Worker, WorkerStats, WorkerStatsSnapshot};

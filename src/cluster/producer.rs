@@ -21,15 +21,75 @@ use uuid::Uuid;
 use super::config::ClusterConfig;
 use super::error::ClusterError;
 use super::partition::Partitioner;
-use super::wire::{Message, MessageKind};
+use super::wire::{Message, MessageKind, HEADER_LEN};
+
+/// Publishes messages to their partitions, each acknowledgement left to
+/// the caller: the piece [`Producer`] and the HTTP gateway
+/// (`yaraflow serve --nats`) share. Cheap to clone; usable from any task.
+#[derive(Clone)]
+pub struct Publisher {
+    js: jetstream::Context,
+    config: ClusterConfig,
+    partitioner: Partitioner,
+}
+
+impl Publisher {
+    /// A publisher on `client`, creating the cluster's streams and
+    /// buckets if absent.
+    pub async fn new(
+        client: async_nats::Client,
+        config: ClusterConfig,
+    ) -> Result<Publisher, ClusterError> {
+        let objects = super::setup::objects(&client, &config).await?;
+        Ok(Publisher {
+            js: objects.js,
+            partitioner: Partitioner::new(config.partitions)?,
+            config,
+        })
+    }
+
+    /// The deployment's settings.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// The most data one message carries (`max_message_bytes` less the
+    /// message's header): split longer chunks.
+    pub fn max_data_bytes(&self) -> usize {
+        self.config.max_message_bytes - HEADER_LEN
+    }
+
+    /// Publishes one message to its stream's partition; the future
+    /// resolves when JetStream has it (durable).
+    pub async fn publish(
+        &self,
+        kind: MessageKind,
+        stream: Uuid,
+        data: Bytes,
+    ) -> Result<PublishAckFuture, ClusterError> {
+        let payload = Message { kind, stream, data }.encode();
+        if payload.len() > self.config.max_message_bytes {
+            return Err(ClusterError::TooLarge {
+                stream,
+                len: payload.len(),
+                limit: self.config.max_message_bytes,
+            });
+        }
+        let subject = self
+            .config
+            .input_subject(self.partitioner.partition_of(&stream));
+        self.js
+            .publish(subject, payload)
+            .await
+            .map_err(|e| ClusterError::js("publish", e))
+    }
+}
 
 /// Publishes streams to a cluster. One producer serves one task; open
 /// several for parallel producers (the order of a stream's messages holds
 /// only within one producer).
 pub struct Producer {
-    js: jetstream::Context,
-    config: ClusterConfig,
-    partitioner: Partitioner,
+    publisher: Publisher,
     in_flight: VecDeque<PublishAckFuture>,
     max_in_flight: usize,
     published: u64,
@@ -49,11 +109,8 @@ impl Producer {
                 "max_in_flight {max_in_flight}: use 1 to 65536"
             )));
         }
-        let objects = super::setup::objects(&client, &config).await?;
         Ok(Producer {
-            js: objects.js,
-            partitioner: Partitioner::new(config.partitions)?,
-            config,
+            publisher: Publisher::new(client, config).await?,
             in_flight: VecDeque::with_capacity(max_in_flight),
             max_in_flight,
             published: 0,
@@ -94,33 +151,19 @@ impl Producer {
         stream: Uuid,
         data: Bytes,
     ) -> Result<(), ClusterError> {
-        let payload = Message { kind, stream, data }.encode();
-        if payload.len() > self.config.max_message_bytes {
-            return Err(ClusterError::TooLarge {
-                stream,
-                len: payload.len(),
-                limit: self.config.max_message_bytes,
-            });
-        }
         while self.in_flight.len() >= self.max_in_flight {
             let oldest = self.in_flight.pop_front().expect("not empty");
             await_ack(oldest).await?;
         }
-        let subject = self
-            .config
-            .input_subject(self.partitioner.partition_of(&stream));
-        let ack = self
-            .js
-            .publish(subject, payload)
-            .await
-            .map_err(|e| ClusterError::js("publish", e))?;
+        let ack = self.publisher.publish(kind, stream, data).await?;
         self.in_flight.push_back(ack);
         self.published += 1;
         Ok(())
     }
 }
 
-async fn await_ack(ack: PublishAckFuture) -> Result<(), ClusterError> {
+/// Waits for one publish's acknowledgement.
+pub async fn await_ack(ack: PublishAckFuture) -> Result<(), ClusterError> {
     ack.await
         .map(|_| ())
         .map_err(|e| ClusterError::js("publish acknowledgement", e))

@@ -28,8 +28,9 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, ClusterError> {
         })
 }
 
-/// Creates the input and verdict streams and the lease and checkpoint
-/// buckets of `config` when they are absent (idempotent).
+/// Creates the input, verdict and event streams, the lease and checkpoint
+/// buckets and the checkpoint object store of `config` when they are
+/// absent (idempotent).
 pub async fn ensure_cluster(
     client: &async_nats::Client,
     config: &ClusterConfig,
@@ -54,15 +55,21 @@ pub(crate) async fn objects(
         })
         .await
         .map_err(|e| ClusterError::js("creating the input stream", e))?;
-    js.get_or_create_stream(stream::Config {
-        name: config.verdict_stream(),
-        subjects: vec![config.verdict_subject()],
-        num_replicas: config.replicas,
-        duplicate_window: config.duplicate_window,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| ClusterError::js("creating the verdict stream", e))?;
+    let outputs = [
+        (config.verdict_stream(), config.verdict_subject(), "verdict"),
+        (config.event_stream(), config.event_subject(), "event"),
+    ];
+    for (name, subject, what) in outputs {
+        js.get_or_create_stream(stream::Config {
+            name,
+            subjects: vec![subject],
+            num_replicas: config.replicas,
+            duplicate_window: config.duplicate_window,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ClusterError::js(format!("creating the {what} stream"), e))?;
+    }
     let leases = bucket(&js, config, config.lease_bucket(), config.lease_ttl).await?;
     let entries = bucket(&js, config, config.checkpoint_bucket(), Default::default()).await?;
     let objects = object_bucket(&js, config).await?;

@@ -18,7 +18,8 @@ use uuid::Uuid;
 use super::error::ClusterError;
 
 const MAGIC: &[u8; 4] = b"YFM1";
-const HEADER_LEN: usize = 21;
+/// Bytes of a message before its data.
+pub const HEADER_LEN: usize = 21;
 
 /// What a message does to its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

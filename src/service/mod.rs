@@ -3,9 +3,12 @@
 //! [`Service::start`] starts an [`Engine`] and an actix-web server on a
 //! thread of its own: the API (`api.rs`, JSON; `framing.rs` for the binary
 //! bulk endpoint; `events.rs` for server-sent match events; `state.rs`,
-//! what their handlers share) on one
-//! listener, and Prometheus' `/metrics` on another (or on the API listener
-//! too, with `metrics_on_api`). Both default to loopback.
+//! what their handlers share; `body.rs`, reading a body under the limits)
+//! on one listener, and Prometheus' `/metrics` on another (or on the API
+//! listener too, with `metrics_on_api`). Both default to loopback.
+//! [`Gateway::start`] (feature `cluster`) serves the API's write routes
+//! in front of a NATS cluster instead (`gateway.rs`), with the same
+//! listeners, token check and limits.
 //!
 //! Every request is counted by route pattern and status class, with its
 //! latency; `/v1` routes need `Authorization: Bearer TOKEN` when a token is
@@ -28,9 +31,12 @@
 //! [`METRICS_UPKEEP`], so memory stays flat when nobody scrapes.
 
 mod api;
+mod body;
 mod error;
 mod events;
 pub mod framing;
+#[cfg(feature = "cluster")]
+mod gateway;
 mod state;
 
 use std::cell::{Cell, RefCell};
@@ -50,6 +56,8 @@ use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use error::ApiError;
+#[cfg(feature = "cluster")]
+pub use gateway::Gateway;
 
 use crate::config::EngineConfig;
 use crate::engine::{Engine, ShutdownReport};
@@ -126,6 +134,10 @@ pub enum ServiceError {
     /// The server thread failed.
     #[error("the HTTP server failed: {0}")]
     Server(String),
+    /// The gateway could not reach its cluster.
+    #[cfg(feature = "cluster")]
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// A running service.
@@ -261,8 +273,10 @@ impl Service {
         let engine = Engine::start(rules, config.engine.clone())?;
         let state = web::Data::new(state::ApiState {
             engine: engine.handle(),
-            max_body_bytes: config.max_body_bytes,
-            body_timeout: config.body_timeout,
+            body: body::BodyLimits {
+                max_bytes: config.max_body_bytes,
+                timeout: config.body_timeout,
+            },
             rule_paths: config.rule_paths.clone(),
             rule_options: crate::rules::RuleOptions {
                 max_pattern_len: config.engine.scanner.max_pattern_len,
@@ -272,8 +286,9 @@ impl Service {
             subscribers: Arc::new(AtomicUsize::new(0)),
             max_subscribers: config.max_event_subscribers,
         });
-        let (http, (api_addr, metrics_addr)) =
-            ServerThread::start("yaraflow-http", move || bind(state, prometheus, &config))?;
+        let (http, (api_addr, metrics_addr)) = ServerThread::start("yaraflow-http", move || {
+            bind(state, api::routes, prometheus, &config)
+        })?;
         Ok(Service {
             engine,
             http,
@@ -313,10 +328,12 @@ type Addresses = (SocketAddr, Option<SocketAddr>);
 /// How long a stopping server waits for open connections (event streams).
 const SHUTDOWN_TIMEOUT_SECS: u64 = 3;
 
-/// Binds the listeners (inside the server's actix system): the API, and
-/// `/metrics` on a server of its own.
-fn bind(
-    state: web::Data<state::ApiState>,
+/// Binds the listeners (inside the server's actix system): the API (its
+/// `routes` over `state`: the engine's, or the gateway's), and `/metrics`
+/// on a server of its own.
+fn bind<S: Send + Sync + 'static>(
+    state: web::Data<S>,
+    routes: fn(&mut web::ServiceConfig),
     prometheus: Option<PrometheusHandle>,
     config: &ServiceConfig,
 ) -> Result<(Vec<Server>, Addresses), ServiceError> {
@@ -331,7 +348,7 @@ fn bind(
             .app_data(api_metrics.clone())
             .wrap(actix_web::middleware::from_fn(hold_unread_body))
             .wrap(actix_web::middleware::from_fn(count_request))
-            .configure(api::routes)
+            .configure(routes)
             .default_service(web::to(api::not_found));
         match metrics_on_api {
             true => {
@@ -534,7 +551,7 @@ async fn hold_unread_body<B: MessageBody>(
     if !finished.get() {
         let held = inner.borrow_mut().take();
         actix_web::rt::spawn(async move {
-            actix_web::rt::time::sleep(api::HOLD_REFUSED_PAYLOAD).await;
+            actix_web::rt::time::sleep(body::HOLD_REFUSED_PAYLOAD).await;
             drop(held);
         });
     }

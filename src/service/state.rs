@@ -4,22 +4,19 @@
 //! see it and neither imports the other for it: `api.rs` names the event
 //! handlers in its routes, and the imports point one way.
 
+use super::body::BodyLimits;
+use crate::engine::EngineHandle;
+use crate::rules::RuleOptions;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
-
-use crate::engine::EngineHandle;
-use crate::rules::RuleOptions;
 
 /// What every handler shares.
 pub struct ApiState {
     /// The engine.
     pub engine: EngineHandle,
-    /// Largest request body accepted, in bytes (after decoding).
-    pub max_body_bytes: usize,
-    /// Longest time a request body may take to arrive.
-    pub body_timeout: Duration,
+    /// The bounds of a request body.
+    pub body: BodyLimits,
     /// Where `POST /v1/rules/reload` reads rules from.
     pub rule_paths: Vec<PathBuf>,
     /// How rules are compiled (window cap, external variables).

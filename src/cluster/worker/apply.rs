@@ -12,9 +12,10 @@ use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use super::{Runner, WorkerStats, MAX_UNACKED_VERDICTS};
+use super::{Runner, WorkerStats, MAX_UNACKED};
 use crate::cluster::error::ClusterError;
 use crate::cluster::wire::{verdict_id, Message, MessageKind};
+use crate::results::StreamResults;
 use crate::stream::StreamMode;
 
 impl Runner<'_> {
@@ -51,7 +52,8 @@ impl Runner<'_> {
             self.lose(partition, err).await;
             return;
         }
-        // Waiting for verdicts may have dropped the partition.
+        self.report_new_matches().await;
+        // Waiting for verdicts or events may have dropped the partition.
         let Some(o) = self.owned.get_mut(&partition) else {
             return;
         };
@@ -82,14 +84,9 @@ impl Runner<'_> {
             }
         };
         match message.kind {
-            MessageKind::Chunk => self.append(partition, &message, StreamMode::Chunks),
-            MessageKind::Line => self.append(partition, &message, StreamMode::Lines),
-            MessageKind::Close => {
-                let verdict = self.close(partition, message.stream);
-                return self
-                    .publish(partition, message.stream, sequence, verdict)
-                    .await;
-            }
+            MessageKind::Chunk => self.append(partition, sequence, &message, StreamMode::Chunks),
+            MessageKind::Line => self.append(partition, sequence, &message, StreamMode::Lines),
+            MessageKind::Close => return self.close(partition, message.stream, sequence).await,
         }
         Ok(())
     }
@@ -111,7 +108,9 @@ impl Runner<'_> {
         Ok(message)
     }
 
-    fn append(&mut self, partition: u32, message: &Message, mode: StreamMode) {
+    /// Appends a chunk or a line (`sequence`: the message's, which a
+    /// stream's first message records).
+    fn append(&mut self, partition: u32, sequence: u64, message: &Message, mode: StreamMode) {
         let o = self.owned.get_mut(&partition).expect("owned");
         let stream = message.stream;
         if o.failed.contains_key(&stream) {
@@ -123,26 +122,55 @@ impl Runner<'_> {
         };
         match appended {
             Ok(()) => {
-                o.streams.insert(stream);
+                o.streams.entry(stream).or_insert(sequence);
             }
             Err(err) => {
                 WorkerStats::add(&self.stats.stream_errors, 1);
                 self.stats.problem(&err);
                 o.failed.insert(stream, err.to_string());
                 o.streams.remove(&stream);
+                o.reported.remove(&stream);
                 self.scanner.discard_stream(&stream);
             }
         }
     }
 
-    /// Closes a stream: its verdict as JSON (the error, for a failed
-    /// stream). A stream never opened closes with the empty verdict.
-    fn close(&mut self, partition: u32, stream: Uuid) -> serde_json::Value {
+    /// Closes a stream (its close at `sequence`): publishes its match
+    /// events not reported yet (with events), then its verdict (the error,
+    /// for a failed stream).
+    async fn close(
+        &mut self,
+        partition: u32,
+        stream: Uuid,
+        sequence: u64,
+    ) -> Result<(), ClusterError> {
         let o = self.owned.get_mut(&partition).expect("owned");
-        o.streams.remove(&stream);
-        if let Some(reason) = o.failed.remove(&stream) {
-            return failure(stream, &reason);
-        }
+        let opened = o.streams.remove(&stream).unwrap_or(sequence);
+        let mut reported = o.reported.remove(&stream).unwrap_or_default();
+        let verdict = match o.failed.remove(&stream) {
+            Some(reason) => failure(stream, &reason),
+            None => match self.final_verdict(stream) {
+                Ok(results) => {
+                    if self.config.events {
+                        self.publish_events(partition, &results, opened, &mut reported, true)
+                            .await?;
+                    }
+                    serde_json::to_value(&results).expect("results serialize")
+                }
+                Err(reason) => failure(stream, &reason),
+            },
+        };
+        let payload = serde_json::to_vec(&verdict).expect("JSON serializes");
+        let subject = self.config.verdict_subject();
+        self.publish_once(partition, subject, payload, verdict_id(&stream, sequence))
+            .await?;
+        WorkerStats::add(&self.stats.verdicts, 1);
+        Ok(())
+    }
+
+    /// A closing stream's final verdict, or why it has none. A stream
+    /// never opened closes with the empty verdict.
+    fn final_verdict(&mut self, stream: Uuid) -> Result<StreamResults, String> {
         let mut closed = self.scanner.close_stream(&stream);
         if matches!(closed, Ok(None)) {
             closed = self
@@ -151,36 +179,39 @@ impl Runner<'_> {
                 .and_then(|()| self.scanner.close_stream(&stream));
         }
         match closed {
-            Ok(Some(results)) => serde_json::to_value(&results).expect("results serialize"),
-            Ok(None) => failure(stream, "the stream could not be opened"),
+            Ok(Some(results)) => Ok(results),
+            Ok(None) => Err("the stream could not be opened".into()),
             Err(err) => {
                 WorkerStats::add(&self.stats.stream_errors, 1);
-                failure(stream, &err.to_string())
+                Err(err.to_string())
             }
         }
     }
 
-    async fn publish(
+    /// Publishes `payload` to `subject` with the message id `id`:
+    /// JetStream drops a second publish of that id within its duplicate
+    /// window, so a replay publishes nothing twice. The acknowledgement is
+    /// awaited before partition `p`'s next checkpoint (or sooner, past
+    /// [`MAX_UNACKED`]).
+    pub(super) async fn publish_once(
         &mut self,
         partition: u32,
-        stream: Uuid,
-        sequence: u64,
-        verdict: serde_json::Value,
+        subject: String,
+        payload: Vec<u8>,
+        id: String,
     ) -> Result<(), ClusterError> {
-        let payload = serde_json::to_vec(&verdict).expect("JSON serializes");
         let publish = PublishMessage::build()
             .payload(payload.into())
-            .message_id(verdict_id(&stream, sequence));
+            .message_id(id);
         let ack = self
             .objects
             .js
-            .send_publish(self.config.verdict_subject(), publish)
+            .send_publish(subject.clone(), publish)
             .await
-            .map_err(|e| ClusterError::js("publishing a verdict", e))?;
-        WorkerStats::add(&self.stats.verdicts, 1);
+            .map_err(|e| ClusterError::js(format!("publishing to {subject}"), e))?;
         self.unacked.push((partition, ack));
-        if self.unacked.len() >= MAX_UNACKED_VERDICTS {
-            self.settle_verdicts().await;
+        if self.unacked.len() >= MAX_UNACKED {
+            self.settle_published().await;
         }
         Ok(())
     }

@@ -20,10 +20,12 @@
 //!
 //! Layout: `consume.rs` reads a partition, `partitions.rs` claims,
 //! checkpoints, gives up and drops partitions, `apply.rs` applies one
-//! message and publishes verdicts, `stats.rs` counts.
+//! message and publishes verdicts, `events.rs` publishes match events,
+//! `stats.rs` counts.
 
 mod apply;
 mod consume;
+mod events;
 mod partitions;
 mod stats;
 
@@ -54,8 +56,9 @@ use consume::Event;
 /// when it is full.
 const READ_AHEAD: usize = 1024;
 
-/// Verdicts awaiting their acknowledgement before the loop waits for them.
-const MAX_UNACKED_VERDICTS: usize = 1024;
+/// Verdicts and events awaiting their acknowledgement before the loop
+/// waits for them.
+const MAX_UNACKED: usize = 1024;
 
 /// A worker of a cluster (see the module docs of [`crate::cluster`]).
 pub struct Worker {
@@ -76,7 +79,10 @@ struct Owned {
     applied: u64,
     checkpointed: u64,
     checkpointed_at: Instant,
-    streams: HashSet<Uuid>,
+    /// The open streams, each with the sequence of its first message.
+    streams: HashMap<Uuid, u64>,
+    /// With events: the rules reported so far for each open stream.
+    reported: HashMap<Uuid, HashSet<String>>,
     failed: HashMap<Uuid, String>,
     generation: u64,
     reader: tokio::task::JoinHandle<()>,
@@ -223,6 +229,7 @@ impl Runner<'_> {
         if let Err(err) = self.scanner.flush_if_due() {
             self.stats.problem(err);
         }
+        self.report_new_matches().await;
         self.publish_gauges();
     }
 

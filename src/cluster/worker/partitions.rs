@@ -2,8 +2,10 @@
 //! reader), checkpointing it, giving it up cleanly, and dropping it when
 //! its lease or a write is lost.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
+
+use uuid::Uuid;
 
 use super::consume::{Event, Reader};
 use super::{Owned, Runner, WorkerStats};
@@ -18,6 +20,11 @@ const MAX_CLAIMS_PER_TICK: usize = 64;
 /// Leases a reader may deliver nothing for before the worker checks
 /// whether it stalled.
 const STALLED_AFTER_LEASES: u32 = 2;
+/// A partition's open streams, each with the sequence of its first message.
+type OpenStreams = HashMap<Uuid, u64>;
+
+/// Leases the listing of a partition's checkpoint objects may take.
+const LISTING_LEASES: u32 = 5;
 
 impl Runner<'_> {
     /// Renews every lease; drops the partitions whose renewal failed.
@@ -108,7 +115,7 @@ impl Runner<'_> {
         let (checkpoint_revision, checkpoint_object) = match written {
             Ok(written) => written,
             Err(err) => {
-                for stream in &streams {
+                for stream in streams.keys() {
                     self.scanner.discard_stream(stream);
                 }
                 return Err(err);
@@ -136,6 +143,7 @@ impl Runner<'_> {
             checkpointed: mine.applied,
             checkpointed_at: Instant::now(),
             streams,
+            reported: HashMap::new(),
             failed,
             generation: self.generation,
             reader: self.spawn_reader(partition, mine.applied + 1, Duration::ZERO),
@@ -149,8 +157,9 @@ impl Runner<'_> {
 
     /// At a takeover (the former owner did not hand over: it may have
     /// crashed between writing a checkpoint object and its entry), lists
-    /// partition `p`'s objects on a task of its own, for at most a lease:
-    /// the store's whole listing must not hold up the loop's renewals.
+    /// partition `p`'s objects on a task of its own, for at most
+    /// [`LISTING_LEASES`] leases: the store's whole listing (seconds on a
+    /// busy cluster) must not hold up the loop's renewals.
     /// The loop deletes the orphans when the list comes
     /// ([`Self::delete_orphans`]); what is left is swept at the next
     /// takeover.
@@ -159,7 +168,7 @@ impl Runner<'_> {
             self.objects.checkpoints.objects.clone(),
             self.events.clone(),
         );
-        let (stats, limit) = (self.stats.clone(), self.config.lease_ttl);
+        let (stats, limit) = (self.stats.clone(), self.config.lease_ttl * LISTING_LEASES);
         tokio::spawn(async move {
             let listed = tokio::time::timeout(limit, list_objects(objects, partition)).await;
             match listed {
@@ -168,7 +177,7 @@ impl Runner<'_> {
                 }
                 Ok(Err(err)) => stats.problem(err),
                 Err(_) => stats.problem(format!(
-                    "partition {partition}: listing its checkpoint objects took over a lease"
+                    "partition {partition}: listing its checkpoint objects took over {limit:?}"
                 )),
             }
         });
@@ -213,17 +222,19 @@ impl Runner<'_> {
         Ok(checkpoint)
     }
 
-    /// Opens a checkpoint's streams in the scanner (all or none).
+    /// Opens a checkpoint's streams in the scanner (all or none): the open
+    /// streams with their first sequences, and the failed ones.
     fn restore(
         &mut self,
         partition: u32,
         checkpoint: Checkpoint,
-    ) -> Result<(HashSet<uuid::Uuid>, HashMap<uuid::Uuid, String>), ClusterError> {
-        let mut streams = HashSet::new();
+    ) -> Result<(OpenStreams, HashMap<Uuid, String>), ClusterError> {
+        let opened: HashMap<Uuid, u64> = checkpoint.opened.into_iter().collect();
+        let mut streams = HashMap::new();
         for context in checkpoint.streams {
             let stream = context.id;
             if let Err(err) = self.scanner.restore_stream(context) {
-                for stream in &streams {
+                for stream in streams.keys() {
                     self.scanner.discard_stream(stream);
                 }
                 return Err(ClusterError::Checkpoint {
@@ -231,7 +242,8 @@ impl Runner<'_> {
                     reason: format!("stream {stream} cannot be restored: {err}"),
                 });
             }
-            streams.insert(stream);
+            let first = opened.get(&stream).copied().unwrap_or(checkpoint.applied);
+            streams.insert(stream, first);
         }
         Ok((streams, checkpoint.failed.into_iter().collect()))
     }
@@ -338,15 +350,15 @@ impl Runner<'_> {
         }
     }
 
-    /// Waits for every verdict published so far; drops the partitions
-    /// whose verdicts JetStream did not take (they replay from their
-    /// checkpoints, and publish those verdicts again).
+    /// Waits for every verdict and event published so far; drops the
+    /// partitions whose publishes JetStream did not take (they replay from
+    /// their checkpoints, and publish those again).
     ///
     /// The acknowledgements are awaited together, for at most a lease:
     /// awaited one by one, a thousand that time out (a node just died)
     /// held the loop for minutes. Past the lease every partition still
     /// waiting is dropped as if its verdict failed.
-    pub(super) async fn settle_verdicts(&mut self) {
+    pub(super) async fn settle_published(&mut self) {
         let unacked = std::mem::take(&mut self.unacked);
         if unacked.is_empty() {
             return;
@@ -371,20 +383,25 @@ impl Runner<'_> {
             }
         }
         for (partition, err) in failed {
-            self.lose(partition, format!("a verdict was not acknowledged: {err}"))
-                .await;
+            self.lose(
+                partition,
+                format!("a verdict or event was not acknowledged: {err}"),
+            )
+            .await;
         }
     }
 
     /// Writes partition `p`'s checkpoint (with no owner when `handoff`:
     /// the next owner replays nothing of this one's).
     pub(super) async fn checkpoint(&mut self, partition: u32, handoff: bool) -> bool {
-        self.settle_verdicts().await;
-        if !self.owned.contains_key(&partition) {
-            return false;
-        }
         if let Err(err) = self.scanner.flush() {
             self.stats.problem(err);
+        }
+        // What the flush found goes out before the cut that includes it.
+        self.report_new_matches().await;
+        self.settle_published().await;
+        if !self.owned.contains_key(&partition) {
+            return false;
         }
         let checkpoint = self.cut(partition, handoff);
         let bytes = checkpoint.encode();
@@ -436,7 +453,7 @@ impl Runner<'_> {
     fn cut(&mut self, partition: u32, handoff: bool) -> Checkpoint {
         let o = self.owned.get_mut(&partition).expect("owned");
         let mut streams = Vec::with_capacity(o.streams.len());
-        for stream in &o.streams {
+        for stream in o.streams.keys() {
             let Some(context) = self.scanner.stream_context(stream) else {
                 continue;
             };
@@ -457,6 +474,7 @@ impl Runner<'_> {
             rules: self.rules_tag,
             streams,
             failed: o.failed.iter().map(|(s, r)| (*s, r.clone())).collect(),
+            opened: o.streams.iter().map(|(s, first)| (*s, *first)).collect(),
         }
     }
 
@@ -471,7 +489,7 @@ impl Runner<'_> {
             return;
         }
         let o = self.owned.remove(&partition).expect("owned");
-        for stream in &o.streams {
+        for stream in o.streams.keys() {
             self.scanner.discard_stream(stream);
         }
         if let Err(err) = self.leases.release(partition, &o.lease).await {
@@ -487,7 +505,7 @@ impl Runner<'_> {
             return;
         };
         o.reader.abort();
-        for stream in &o.streams {
+        for stream in o.streams.keys() {
             self.scanner.discard_stream(stream);
         }
         self.stats

@@ -16,6 +16,7 @@ pub struct WorkerStats {
     pub(crate) applied: AtomicU64,
     pub(crate) replayed: AtomicU64,
     pub(crate) verdicts: AtomicU64,
+    pub(crate) events: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
     pub(crate) checkpoint_bytes: AtomicU64,
     pub(crate) checkpoint_failures: AtomicU64,
@@ -53,6 +54,8 @@ pub struct WorkerStatsSnapshot {
     pub replayed: u64,
     /// Verdicts published (duplicates JetStream dropped included).
     pub verdicts: u64,
+    /// Match events published (duplicates JetStream dropped included).
+    pub events: u64,
     /// Checkpoints written.
     pub checkpoints: u64,
     /// Size of the last checkpoint written, in bytes.
@@ -92,6 +95,7 @@ impl WorkerStats {
             applied: get(&self.applied),
             replayed: get(&self.replayed),
             verdicts: get(&self.verdicts),
+            events: get(&self.events),
             checkpoints: get(&self.checkpoints),
             checkpoint_bytes: get(&self.checkpoint_bytes),
             checkpoint_failures: get(&self.checkpoint_failures),
