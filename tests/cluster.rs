@@ -11,6 +11,9 @@
 //! messages, or the test fails). Garbage on the input subjects is counted
 //! and skipped.
 //!
+//! The worker-kill, worker-join and gateway tests spread the partitions
+//! over two input streams; the others keep one.
+//!
 //! Skipped, with a message, when `nats-server` is not installed; failed
 //! then when `YARAFLOW_REQUIRE_NATS` is set (`.ci/run` sets it).
 
@@ -21,6 +24,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,8 +45,15 @@ const PARTITIONS: u32 = 16;
 /// timeouts that are not the cluster's.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+/// The input streams of the deployment of the test now running: set by
+/// [`one_at_a_time`] (the tests run one at a time), read by [`config`].
+static INPUT_STREAMS: AtomicU32 = AtomicU32::new(1);
+
+/// Waits for the other tests, then sets this one's input stream count.
+fn one_at_a_time(input_streams: u32) -> std::sync::MutexGuard<'static, ()> {
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    INPUT_STREAMS.store(input_streams, Ordering::SeqCst);
+    guard
 }
 
 /// Whether nats-server is installed (see the module docs).
@@ -121,6 +132,7 @@ impl Drop for NatsCluster {
 fn config() -> ClusterConfig {
     ClusterConfig {
         partitions: PARTITIONS,
+        input_streams: INPUT_STREAMS.load(Ordering::SeqCst),
         replicas: 3,
         lease_ttl: Duration::from_secs(2),
         checkpoint_interval: Duration::from_secs(1),
@@ -630,7 +642,7 @@ fn three_workers_lose_nothing_and_duplicate_nothing_when_one_is_killed() {
     if !nats_installed() {
         return;
     }
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time(2);
     let began = Instant::now();
     let (_nats, runtime, client, mut workers) = cluster_with_workers(3);
     eprintln!("cluster up, partitions owned, after {:?}", began.elapsed());
@@ -731,7 +743,7 @@ fn a_worker_joining_mid_run_takes_its_share() {
     if !nats_installed() {
         return;
     }
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time(2);
     let (nats, runtime, client, mut workers) = cluster_with_workers(2);
     let load = Load::new(19);
     let (producing, halfway) = load.produce(&runtime, &client);
@@ -770,7 +782,7 @@ fn a_worker_paused_past_its_lease_is_fenced() {
     if !nats_installed() {
         return;
     }
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time(1);
     let (nats, runtime, client, mut workers) = cluster_with_workers(2);
     let log = common::store_dir();
     let log_path = log.path().join("worker.log");
@@ -846,7 +858,7 @@ fn pcap_published_to_the_cluster_gets_the_local_verdicts() {
     if !nats_installed() {
         return;
     }
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time(1);
     let (nats, runtime, client, mut workers) = cluster_with_workers(2);
     let captures = [
         "data/pcap/http-loopback.pcapng",
@@ -913,12 +925,12 @@ fn one_nats_node_killed_mid_run_loses_nothing() {
     if !nats_installed() {
         return;
     }
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time(1);
     let (mut nats, runtime, client, mut workers) = cluster_with_workers(3);
     let load = Load::new(21);
     let leader = runtime.block_on(async {
         let js = async_nats::jetstream::new(client.clone());
-        let mut stream = js.get_stream(config().input_stream()).await.unwrap();
+        let mut stream = js.get_stream(config().input_stream(0)).await.unwrap();
         let info = stream.info().await.unwrap();
         info.cluster
             .as_ref()
@@ -1012,7 +1024,7 @@ fn the_http_gateway_feeds_the_cluster() {
     if !nats_installed() {
         return;
     }
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time(2);
     let (nats, runtime, client, mut workers) = cluster_with_workers(2);
     let service = yaraflow::service::ServiceConfig {
         listen: ([127, 0, 0, 1], 0).into(),

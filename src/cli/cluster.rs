@@ -44,6 +44,11 @@ pub struct Deployment {
     /// them (3 on a three-node cluster).
     #[arg(long, default_value_t = 1)]
     replicas: usize,
+    /// JetStream streams the partitions' input is spread over (the same
+    /// for every producer and worker; 1 to 64): each has its own leader
+    /// node, so several spread the writes over the cluster.
+    #[arg(long, default_value_t = 1)]
+    input_streams: u32,
 }
 
 impl Deployment {
@@ -51,6 +56,7 @@ impl Deployment {
         ClusterConfig {
             prefix: self.prefix.clone(),
             partitions: self.partitions,
+            input_streams: self.input_streams,
             replicas: self.replicas,
             ..ClusterConfig::default()
         }

@@ -6,6 +6,9 @@ use std::time::Duration;
 use super::error::ClusterError;
 use super::partition::MAX_PARTITIONS;
 
+/// Most input streams of a deployment.
+const MAX_INPUT_STREAMS: u32 = 64;
+
 /// Largest checkpoint a key-value entry may hold inline (half the
 /// server's default `max_payload`).
 const MAX_INLINE_CHECKPOINT: usize = 512 << 10;
@@ -19,6 +22,12 @@ pub struct ClusterConfig {
     pub prefix: String,
     /// Partition count (1 to 1024).
     pub partitions: u32,
+    /// JetStream streams the partitions are spread over (1 to 64, at most
+    /// `partitions`): partition `p` is in stream `p mod input_streams`.
+    /// Each stream has its own leader node, so more than one spreads the
+    /// input's writes over the cluster's nodes. Fixed per deployment, as
+    /// `partitions` is.
+    pub input_streams: u32,
     /// Replicas of the JetStream streams and buckets created when absent
     /// (3 in a three-node cluster; at most 5).
     pub replicas: usize,
@@ -56,6 +65,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             prefix: "yaraflow".into(),
             partitions: 64,
+            input_streams: 1,
             replicas: 1,
             lease_ttl: Duration::from_secs(10),
             checkpoint_interval: Duration::from_secs(2),
@@ -90,6 +100,12 @@ impl ClusterConfig {
             return bad(format!(
                 "prefix {:?}: use 1 to 64 letters, digits, '_' or '-'",
                 self.prefix
+            ));
+        }
+        if !(1..=MAX_INPUT_STREAMS.min(self.partitions)).contains(&self.input_streams) {
+            return bad(format!(
+                "{} input streams: use 1 to {} (and at most the partition count)",
+                self.input_streams, MAX_INPUT_STREAMS
             ));
         }
         if !(1..=5).contains(&self.replicas) {
@@ -131,9 +147,38 @@ impl ClusterConfig {
         format!("{}.events", self.prefix)
     }
 
-    /// The JetStream stream of the input.
-    pub fn input_stream(&self) -> String {
-        format!("{}_IN", self.prefix.to_uppercase())
+    /// The JetStream stream holding partition `p`'s input: `<PREFIX>_IN`
+    /// with one input stream, `<PREFIX>_IN_<k>` with several.
+    pub fn input_stream(&self, partition: u32) -> String {
+        self.input_stream_named(partition % self.input_streams)
+    }
+
+    /// Input stream `k`'s name.
+    fn input_stream_named(&self, k: u32) -> String {
+        match self.input_streams {
+            1 => format!("{}_IN", self.prefix.to_uppercase()),
+            _ => format!("{}_IN_{k}", self.prefix.to_uppercase()),
+        }
+    }
+
+    /// Every input stream with its subjects: a wildcard with one stream,
+    /// each partition's subject in its stream with several.
+    pub fn input_streams(&self) -> Vec<(String, Vec<String>)> {
+        if self.input_streams == 1 {
+            return vec![(
+                self.input_stream_named(0),
+                vec![format!("{}.in.*", self.prefix)],
+            )];
+        }
+        (0..self.input_streams)
+            .map(|k| {
+                let subjects = (k..self.partitions)
+                    .step_by(self.input_streams as usize)
+                    .map(|p| self.input_subject(p))
+                    .collect();
+                (self.input_stream_named(k), subjects)
+            })
+            .collect()
     }
 
     /// The JetStream stream of the verdicts.
@@ -195,13 +240,41 @@ mod tests {
                 inline_checkpoint_bytes: 1 << 20,
                 ..ClusterConfig::default()
             },
+            ClusterConfig {
+                partitions: 4,
+                input_streams: 5,
+                ..ClusterConfig::default()
+            },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
         let config = ClusterConfig::default();
         assert_eq!(config.input_subject(3), "yaraflow.in.3");
         assert_eq!(config.verdict_subject(), "yaraflow.verdicts");
-        assert_eq!(config.input_stream(), "YARAFLOW_IN");
+        assert_eq!(config.input_stream(5), "YARAFLOW_IN");
+        let spread = ClusterConfig {
+            partitions: 5,
+            input_streams: 2,
+            ..ClusterConfig::default()
+        };
+        assert_eq!(spread.input_stream(3), "YARAFLOW_IN_1");
+        assert_eq!(
+            spread.input_streams(),
+            vec![
+                (
+                    "YARAFLOW_IN_0".to_string(),
+                    vec![
+                        "yaraflow.in.0".into(),
+                        "yaraflow.in.2".into(),
+                        "yaraflow.in.4".into()
+                    ]
+                ),
+                (
+                    "YARAFLOW_IN_1".to_string(),
+                    vec!["yaraflow.in.1".into(), "yaraflow.in.3".into()]
+                ),
+            ]
+        );
         assert_eq!(config.event_subject(), "yaraflow.events");
         assert_eq!(config.event_stream(), "YARAFLOW_EVENTS");
     }

@@ -11,7 +11,8 @@ use super::error::ClusterError;
 /// What a deployment uses on JetStream.
 pub(crate) struct Objects {
     pub js: jetstream::Context,
-    pub input: stream::Stream,
+    /// The input streams, by index (`partition mod input_streams`).
+    pub inputs: Vec<stream::Stream>,
     pub leases: kv::Store,
     pub checkpoints: CheckpointStore,
 }
@@ -44,17 +45,21 @@ pub(crate) async fn objects(
 ) -> Result<Objects, ClusterError> {
     config.validate()?;
     let js = jetstream::new(client.clone());
-    let input = js
-        .get_or_create_stream(stream::Config {
-            name: config.input_stream(),
-            subjects: vec![format!("{}.in.*", config.prefix)],
-            max_age: config.input_max_age,
-            num_replicas: config.replicas,
-            max_message_size: i32::try_from(config.max_message_bytes).unwrap_or(i32::MAX),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| ClusterError::js("creating the input stream", e))?;
+    let mut inputs = Vec::new();
+    for (name, subjects) in config.input_streams() {
+        let input = js
+            .get_or_create_stream(stream::Config {
+                name: name.clone(),
+                subjects,
+                max_age: config.input_max_age,
+                num_replicas: config.replicas,
+                max_message_size: i32::try_from(config.max_message_bytes).unwrap_or(i32::MAX),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ClusterError::js(format!("creating the input stream {name}"), e))?;
+        inputs.push(input);
+    }
     let outputs = [
         (config.verdict_stream(), config.verdict_subject(), "verdict"),
         (config.event_stream(), config.event_subject(), "event"),
@@ -75,7 +80,7 @@ pub(crate) async fn objects(
     let objects = object_bucket(&js, config).await?;
     Ok(Objects {
         js,
-        input,
+        inputs,
         leases,
         checkpoints: CheckpointStore {
             entries,

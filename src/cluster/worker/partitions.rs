@@ -126,7 +126,7 @@ impl Runner<'_> {
             self.list_orphans(partition);
         }
         let replay_until = match takeover {
-            true => self.last_sequence().await.unwrap_or_else(|err| {
+            true => self.last_sequence(partition).await.unwrap_or_else(|err| {
                 // Only the count of replayed messages depends on it.
                 self.stats.problem(&err);
                 0
@@ -248,11 +248,12 @@ impl Runner<'_> {
         Ok((streams, checkpoint.failed.into_iter().collect()))
     }
 
-    async fn last_sequence(&self) -> Result<u64, ClusterError> {
+    /// The last sequence of partition `p`'s input stream.
+    async fn last_sequence(&self, partition: u32) -> Result<u64, ClusterError> {
         let stream = self
             .objects
             .js
-            .get_stream(self.config.input_stream())
+            .get_stream(self.config.input_stream(partition))
             .await
             .map_err(|e| ClusterError::js("reading the input stream's state", e))?;
         Ok(stream.cached_info().state.last_sequence)
@@ -278,7 +279,7 @@ impl Runner<'_> {
         delay: Duration,
     ) -> tokio::task::JoinHandle<()> {
         let reader = Reader {
-            input: self.objects.input.clone(),
+            input: self.input_of(partition).clone(),
             subject: self.config.input_subject(partition),
             partition,
             generation: self.generation,
@@ -286,6 +287,12 @@ impl Runner<'_> {
             delay,
         };
         tokio::spawn(reader.run(self.events.clone()))
+    }
+
+    /// The input stream holding partition `p`.
+    fn input_of(&self, partition: u32) -> &async_nats::jetstream::stream::Stream {
+        let k = partition % self.config.input_streams;
+        &self.objects.inputs[k as usize]
     }
 
     /// A reader failed: read again from after the last applied message.
@@ -325,7 +332,8 @@ impl Runner<'_> {
             let subject = self.config.input_subject(partition);
             let last = tokio::time::timeout(
                 self.config.lease_ttl / 2,
-                self.objects.input.get_last_raw_message_by_subject(&subject),
+                self.input_of(partition)
+                    .get_last_raw_message_by_subject(&subject),
             )
             .await;
             match last {
