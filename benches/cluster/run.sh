@@ -6,13 +6,16 @@
 # the verdict stream; then `yaraflow pcap --no-objects --shards WORKERS`
 # on the same capture, in process. Prints both times and their ratio.
 #
-#   benches/cluster/run.sh CAPTURE [WORKERS] [PARTITIONS]
+#   benches/cluster/run.sh CAPTURE [WORKERS] [PARTITIONS] [INPUT_STREAMS]
+#
+# INPUT_STREAMS (default 1): the JetStream streams the partitions' input
+# is spread over (each with its own leader node).
 #
 # CAPTURE: e.g. `sudo data/pcap/bench-capture.sh /tmp/bench.pcap 500`.
 # Needs nats-server and a release build (cargo build --release).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-capture=$1 workers=${2:-2} partitions=${3:-16}
+capture=$1 workers=${2:-2} partitions=${3:-16} input_streams=${4:-1}
 bin=target/release/yaraflow
 dir=$(mktemp -d)
 pids=()
@@ -29,7 +32,7 @@ CONF
     pids+=($!)
 done
 url=nats://127.0.0.1:19421
-deployment=(--partitions "$partitions" --replicas 3)
+deployment=(--partitions "$partitions" --replicas 3 --input-streams "$input_streams")
 sleep 3
 for w in $(seq "$workers"); do
     node=$(( (w - 1) % 3 + 1 ))
@@ -55,14 +58,14 @@ $bin pcap --quiet --no-objects --shards "$workers" "$capture" > "$dir/local.json
 local_done=$(date +%s.%N)
 
 bytes=$(stat -c %s "$capture")
-python3 - "$bytes" "$directions" "$started" "$published" "$done_at" "$local_started" "$local_done" "$workers" <<'PY'
+python3 - "$bytes" "$directions" "$started" "$published" "$done_at" "$local_started" "$local_done" "$workers" "$input_streams" <<'PY'
 import sys
 size, directions = int(sys.argv[1]), int(sys.argv[2])
 start, published, done, lstart, ldone = map(float, sys.argv[3:8])
-workers = sys.argv[8]
+workers, inputs = sys.argv[8], sys.argv[9]
 cluster, local = done - start, ldone - lstart
 print(f"capture: {size / 1e6:.0f} MB, {directions} directions")
-print(f"cluster ({workers} workers, 3 NATS nodes, R3): published in {published - start:.2f} s, "
+print(f"cluster ({workers} workers, 3 NATS nodes, R3, {inputs} input streams): published in {published - start:.2f} s, "
       f"every verdict in {cluster:.2f} s ({size / cluster / 1e6:.0f} MB/s of capture)")
 print(f"in process (yaraflow pcap, {workers} shards): {local:.2f} s ({size / local / 1e6:.0f} MB/s)")
 print(f"cluster / in process throughput: {local / cluster:.2f}")
