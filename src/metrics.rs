@@ -397,6 +397,8 @@ pub mod cluster {
     pub const CHECKPOINT_AGE: &str = "yaraflow_cluster_checkpoint_age_seconds";
     /// Size of the last checkpoint written.
     pub const CHECKPOINT_BYTES: &str = "yaraflow_cluster_checkpoint_bytes";
+    /// Time the last checkpoint took to cut and write.
+    pub const CHECKPOINT_SECONDS: &str = "yaraflow_cluster_checkpoint_write_seconds";
     /// Checkpoints written to the object store (too large to be inline).
     pub const CHECKPOINT_OBJECTS: &str = "yaraflow_cluster_checkpoint_objects_total";
     /// Partitions taken over from a worker that did not hand them over.
@@ -426,6 +428,11 @@ pub mod cluster {
             CHECKPOINT_BYTES,
             "gauge",
             "Size of the last checkpoint written",
+        ),
+        (
+            CHECKPOINT_SECONDS,
+            "gauge",
+            "Time the last checkpoint took to cut and write",
         ),
         (
             CHECKPOINT_OBJECTS,
@@ -463,6 +470,7 @@ pub mod cluster {
         gauge!(LAG).set(stats.lag as f64);
         gauge!(CHECKPOINT_AGE).set(oldest_checkpoint_secs);
         gauge!(CHECKPOINT_BYTES).set(stats.checkpoint_bytes as f64);
+        gauge!(CHECKPOINT_SECONDS).set(stats.checkpoint_micros as f64 / 1e6);
         counter!(CHECKPOINT_OBJECTS).absolute(stats.checkpoint_objects);
         counter!(TAKEOVERS).absolute(stats.takeovers);
         counter!(REPLAYED).absolute(stats.replayed);

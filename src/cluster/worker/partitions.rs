@@ -411,6 +411,7 @@ impl Runner<'_> {
         if !self.owned.contains_key(&partition) {
             return false;
         }
+        let started = Instant::now();
         let checkpoint = self.cut(partition, handoff);
         let bytes = checkpoint.encode();
         if bytes.len() > self.config.max_checkpoint_bytes {
@@ -436,16 +437,12 @@ impl Runner<'_> {
             .await;
         match written {
             Ok((revision, object)) => {
-                if object.is_some() {
-                    WorkerStats::add(&self.stats.checkpoint_objects, 1);
-                }
+                self.count_checkpoint(size, object.is_some(), started);
                 let o = self.owned.get_mut(&partition).expect("owned");
                 o.checkpoint_revision = revision;
                 o.checkpoint_object = object;
                 o.checkpointed = checkpoint.applied;
                 o.checkpointed_at = Instant::now();
-                WorkerStats::add(&self.stats.checkpoints, 1);
-                WorkerStats::set(&self.stats.checkpoint_bytes, size);
                 true
             }
             Err(err) => {
@@ -453,6 +450,18 @@ impl Runner<'_> {
                 self.lose(partition, &err).await;
                 false
             }
+        }
+    }
+
+    /// Counts a checkpoint written: its size, where it went, how long it
+    /// took from the cut to the store's acknowledgement.
+    fn count_checkpoint(&self, size: u64, as_object: bool, started: Instant) {
+        WorkerStats::add(&self.stats.checkpoints, 1);
+        WorkerStats::set(&self.stats.checkpoint_bytes, size);
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        WorkerStats::set(&self.stats.checkpoint_micros, micros);
+        if as_object {
+            WorkerStats::add(&self.stats.checkpoint_objects, 1);
         }
     }
 

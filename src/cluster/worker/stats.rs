@@ -19,6 +19,7 @@ pub struct WorkerStats {
     pub(crate) events: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
     pub(crate) checkpoint_bytes: AtomicU64,
+    pub(crate) checkpoint_micros: AtomicU64,
     pub(crate) checkpoint_failures: AtomicU64,
     pub(crate) checkpoint_objects: AtomicU64,
     pub(crate) objects_swept: AtomicU64,
@@ -60,6 +61,9 @@ pub struct WorkerStatsSnapshot {
     pub checkpoints: u64,
     /// Size of the last checkpoint written, in bytes.
     pub checkpoint_bytes: u64,
+    /// Time the last checkpoint took, from the cut of its streams to the
+    /// store's acknowledgement, in microseconds.
+    pub checkpoint_micros: u64,
     /// Checkpoints not written (too large, or the write failed).
     pub checkpoint_failures: u64,
     /// Checkpoints written to the object store (too large to be inline).
@@ -98,6 +102,7 @@ impl WorkerStats {
             events: get(&self.events),
             checkpoints: get(&self.checkpoints),
             checkpoint_bytes: get(&self.checkpoint_bytes),
+            checkpoint_micros: get(&self.checkpoint_micros),
             checkpoint_failures: get(&self.checkpoint_failures),
             checkpoint_objects: get(&self.checkpoint_objects),
             objects_swept: get(&self.objects_swept),
