@@ -393,6 +393,9 @@ pub mod cluster {
     pub const PARTITIONS_OWNED: &str = "yaraflow_cluster_partitions_owned";
     /// Messages not yet applied in the owned partitions.
     pub const LAG: &str = "yaraflow_cluster_lag_messages";
+    /// Messages not yet applied in one owned partition (label `partition`;
+    /// 0 once the worker no longer owns it).
+    pub const PARTITION_LAG: &str = "yaraflow_cluster_partition_lag_messages";
     /// Age of the oldest checkpoint of an owned partition.
     pub const CHECKPOINT_AGE: &str = "yaraflow_cluster_checkpoint_age_seconds";
     /// Size of the last checkpoint written.
@@ -419,6 +422,11 @@ pub mod cluster {
         (PARTITIONS, "gauge", "Partitions of the deployment"),
         (PARTITIONS_OWNED, "gauge", "Partitions this worker owns"),
         (LAG, "gauge", "Messages not yet applied in owned partitions"),
+        (
+            PARTITION_LAG,
+            "gauge",
+            "Messages not yet applied in one owned partition",
+        ),
         (
             CHECKPOINT_AGE,
             "gauge",
@@ -478,6 +486,14 @@ pub mod cluster {
         counter!(EVENTS).absolute(stats.events);
         counter!(BAD_MESSAGES).absolute(stats.bad_messages + stats.misrouted);
         counter!(PARTITIONS_LOST).absolute(stats.lost);
+    }
+
+    /// Records the lag of each partition in `lags` (the owned ones, and 0
+    /// for those given up since the last call).
+    pub(crate) fn record_partition_lags(lags: impl Iterator<Item = (u32, u64)>) {
+        for (partition, lag) in lags {
+            gauge!(PARTITION_LAG, "partition" => partition.to_string()).set(lag as f64);
+        }
     }
 }
 

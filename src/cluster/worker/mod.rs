@@ -29,7 +29,7 @@ mod events;
 mod partitions;
 mod stats;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,6 +112,8 @@ struct Runner<'r> {
     unacked: Vec<(u32, PublishAckFuture)>,
     generation: u64,
     ticks: u64,
+    /// The partitions whose lag the metrics last showed.
+    lag_reported: BTreeSet<u32>,
 }
 
 impl Worker {
@@ -176,6 +178,7 @@ impl Worker {
             unacked: Vec::new(),
             generation: 0,
             ticks: 0,
+            lag_reported: BTreeSet::new(),
         };
         let mut tick = tokio::time::interval(self.config.lease_ttl / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -279,7 +282,7 @@ impl Runner<'_> {
         self.publish_gauges();
     }
 
-    fn publish_gauges(&self) {
+    fn publish_gauges(&mut self) {
         let lag: u64 = self.owned.values().map(|o| o.pending).sum();
         WorkerStats::set(&self.stats.lag, lag);
         WorkerStats::set(&self.stats.owned, self.owned.len() as u64);
@@ -288,6 +291,13 @@ impl Runner<'_> {
             self.config.partitions,
             self.oldest_checkpoint_age(),
         );
+        let given_up = self.lag_reported.iter().copied();
+        let given_up: Vec<u32> = given_up.filter(|p| !self.owned.contains_key(p)).collect();
+        let lags = self.owned.iter().map(|(p, o)| (*p, o.pending));
+        crate::metrics::cluster::record_partition_lags(
+            lags.chain(given_up.iter().map(|p| (*p, 0))),
+        );
+        self.lag_reported = self.owned.keys().copied().collect();
     }
 
     fn oldest_checkpoint_age(&self) -> f64 {
