@@ -1096,6 +1096,11 @@ fn the_http_gateway_feeds_the_cluster() {
         &vec![b'x'; 3 << 20],
     );
     assert_eq!(status, 413);
+    let (status, body) = post(&format!("/v1/streams/{long_id}/lines"), &[b'\n'; 70_000]);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("too_many_messages"))
+    );
     let (status, body) = post("/v1/chunks", b"garbage that is no frame");
     assert_eq!(
         (status, body["error"]["code"].as_str()),

@@ -106,9 +106,10 @@ impl Checkpoint {
 
     /// Decodes and checks a checkpoint (each stream entry too).
     pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
-        let first_version = FRAME_V1.check(bytes).is_ok();
-        if !first_version {
-            FRAME.check(bytes)?;
+        let first_version = bytes.get(4..6) == Some(&FRAME_V1.version.to_le_bytes()[..]);
+        match first_version {
+            true => FRAME_V1.check(bytes)?,
+            false => FRAME.check(bytes)?,
         }
         let applied = u64::from_le_bytes(bytes[14..22].try_into().expect("8 bytes"));
         let rules: RulesTag = bytes[22..30].try_into().expect("8 bytes");

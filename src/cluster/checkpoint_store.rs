@@ -4,14 +4,17 @@
 //!
 //! The key-value entry stays the one place that says which checkpoint is
 //! current, and its revision stays the fencing token: a large checkpoint
-//! is first written as an object under a name no other write uses, then
-//! the entry is updated (compare-and-set) to point at it. A writer fenced
-//! out between the two finds its update refused and deletes its object;
-//! once an update lands, the object the entry pointed at before is
-//! deleted. Only a crash between the two writes leaves an object nobody
-//! points at: the worker that takes the partition over from the crashed
-//! one lists the partition's objects ([`list_objects`], off its loop) and
-//! deletes all but the current one ([`CheckpointStore::delete_orphans`]).
+//! is first written as an object, then the entry is updated
+//! (compare-and-set) to point at it. Each writer has two objects per
+//! partition, `p.<p>.<writer>.a` and `.b`, and writes the one its entry
+//! does not point at: a writer fenced out (its update refused) only ever
+//! overwrites an object of its own that no entry points at, never the
+//! current one, and names are reused, so a busy partition does not leave
+//! a deleted object's marker per checkpoint. The objects of former
+//! writers are deleted by the next owner, once it has fenced them out:
+//! it lists the partition's objects off its loop ([`list_objects`]) and
+//! deletes every one that is neither its own nor current
+//! ([`CheckpointStore::delete_orphans`]).
 //!
 //! ```text
 //! reference entry:
@@ -86,6 +89,8 @@ pub(crate) struct CheckpointStore {
     pub objects: ObjectStore,
     /// Largest checkpoint kept inline in its entry.
     pub inline_limit: usize,
+    /// Largest checkpoint read or written.
+    pub max_bytes: usize,
 }
 
 impl CheckpointStore {
@@ -130,72 +135,65 @@ impl CheckpointStore {
     }
 
     async fn fetch(&self, partition: u32, reference: &ObjectRef) -> Result<Bytes, ClusterError> {
+        let bad = |reason: String| ClusterError::Checkpoint { partition, reason };
+        if reference.len > self.max_bytes as u64 {
+            return Err(bad(format!(
+                "its object {} holds {} bytes, more than max_checkpoint_bytes ({})",
+                reference.name, reference.len, self.max_bytes
+            )));
+        }
         let what = || format!("reading checkpoint object {}", reference.name);
-        let mut object = self
+        let object = self
             .objects
             .get(&reference.name)
             .await
             .map_err(|e| ClusterError::js(what(), e))?;
-        let mut bytes = Vec::with_capacity(usize::try_from(reference.len).unwrap_or(0));
+        let mut bytes = Vec::with_capacity(reference.len as usize);
         object
+            .take(reference.len + 1)
             .read_to_end(&mut bytes)
             .await
             .map_err(|e| ClusterError::js(what(), e))?;
         if bytes.len() as u64 != reference.len {
-            return Err(ClusterError::Checkpoint {
-                partition,
-                reason: format!(
-                    "object {} holds {} bytes, its reference says {}",
-                    reference.name,
-                    bytes.len(),
-                    reference.len
-                ),
-            });
+            return Err(bad(format!(
+                "object {} holds {} bytes, its reference says {}",
+                reference.name,
+                bytes.len(),
+                reference.len
+            )));
         }
         Ok(bytes.into())
     }
 
-    /// Writes partition `p`'s checkpoint over the entry at `revision`
-    /// (none: there is no entry yet). Gives the entry's new revision and
-    /// the object now holding the checkpoint, if any; `former` is the
-    /// object the entry pointed at, deleted once the write lands.
+    /// Writes partition `p`'s checkpoint, by `writer`, over the entry at
+    /// `revision` (none: there is no entry yet). Gives the entry's new
+    /// revision and the object now holding the checkpoint, if any;
+    /// `current` is the object the entry points at (the writer's other
+    /// object is the one written). After an error the entry may or may not
+    /// have moved (a lost acknowledgement): the caller must read it again
+    /// before it writes again.
     pub async fn write(
         &self,
         partition: u32,
+        writer: &str,
         bytes: Vec<u8>,
         revision: Option<u64>,
-        former: Option<&ObjectRef>,
+        current: Option<&ObjectRef>,
     ) -> Result<(u64, Option<ObjectRef>), ClusterError> {
         let key = ClusterConfig::partition_key(partition);
         let (entry, object) = match bytes.len() <= self.inline_limit {
             true => (bytes, None),
             false => {
-                let object = self.put_object(partition, &bytes).await?;
+                let name = free_object(partition, writer, current);
+                let object = self.put_object(name, &bytes).await?;
                 (object.encode(), Some(object))
             }
         };
-        match self.write_entry(&key, entry.into(), revision).await {
-            Ok(revision) => {
-                if let Some(former) = former.filter(|f| Some(*f) != object.as_ref()) {
-                    self.delete_object(former).await;
-                }
-                Ok((revision, object))
-            }
-            Err(err) => {
-                if let Some(object) = &object {
-                    self.delete_object(object).await;
-                }
-                Err(err)
-            }
-        }
+        let revision = self.write_entry(&key, entry.into(), revision).await?;
+        Ok((revision, object))
     }
 
-    async fn put_object(&self, partition: u32, bytes: &[u8]) -> Result<ObjectRef, ClusterError> {
-        let name = format!(
-            "{}{}",
-            object_prefix(partition),
-            uuid::Uuid::new_v4().simple()
-        );
+    async fn put_object(&self, name: String, bytes: &[u8]) -> Result<ObjectRef, ClusterError> {
         let mut reader = bytes;
         self.objects
             .put(name.as_str(), &mut reader)
@@ -224,19 +222,32 @@ impl CheckpointStore {
         written.map_err(|e| ClusterError::js(format!("writing checkpoint {key}"), e))
     }
 
-    /// Deletes an object no entry points at any more (best effort: one
-    /// left behind is swept by the partition's next claim).
-    async fn delete_object(&self, object: &ObjectRef) {
-        let _ = self.objects.delete(&object.name).await;
+    /// The revision of partition `p`'s entry now (none: no entry).
+    pub async fn revision(&self, partition: u32) -> Result<Option<u64>, ClusterError> {
+        let key = ClusterConfig::partition_key(partition);
+        let entry = self
+            .entries
+            .entry(&key)
+            .await
+            .map_err(|e| ClusterError::js(format!("reading checkpoint {key}"), e))?;
+        Ok(entry.map(|e| e.revision))
     }
 
-    /// Deletes the objects `names` except `current`: the orphans
-    /// [`list_objects`] found, once the partition's owner knows which
-    /// object its entry points at now. How many were deleted.
-    pub async fn delete_orphans(&self, names: &[String], current: Option<&ObjectRef>) -> usize {
+    /// Deletes the objects `names` of partition `p` but `current` and
+    /// those of `writer`: the orphans [`list_objects`] found, once the
+    /// partition's owner has checked that `current` is what its entry
+    /// points at. How many were deleted.
+    pub async fn delete_orphans(
+        &self,
+        partition: u32,
+        writer: &str,
+        names: &[String],
+        current: Option<&ObjectRef>,
+    ) -> usize {
+        let own = writer_prefix(partition, writer);
         let mut deleted = 0;
         for name in names {
-            if current.is_some_and(|c| &c.name == name) {
+            if current.is_some_and(|c| &c.name == name) || name.starts_with(&own) {
                 continue;
             }
             if self.objects.delete(name).await.is_ok() {
@@ -248,8 +259,8 @@ impl CheckpointStore {
 }
 
 /// The names of partition `p`'s checkpoint objects (lists the whole
-/// store: a worker asks only at takeovers, off its loop). Every one but
-/// the object its entry points at is an orphan.
+/// store: a worker asks only when it claims a partition that had an
+/// owner, off its loop).
 pub(crate) async fn list_objects(
     objects: ObjectStore,
     partition: u32,
@@ -267,6 +278,21 @@ pub(crate) async fn list_objects(
         }
     }
     Ok(names)
+}
+
+/// The object `writer` writes partition `p`'s next checkpoint to: of its
+/// two, the one the entry does not point at.
+fn free_object(partition: u32, writer: &str, current: Option<&ObjectRef>) -> String {
+    let first = format!("{}a", writer_prefix(partition, writer));
+    match current.is_some_and(|c| c.name == first) {
+        true => format!("{}b", writer_prefix(partition, writer)),
+        false => first,
+    }
+}
+
+/// The start of the names of `writer`'s objects of partition `p`.
+fn writer_prefix(partition: u32, writer: &str) -> String {
+    format!("{}{writer}.", object_prefix(partition))
 }
 
 /// The start of the names of partition `p`'s checkpoint objects.
@@ -300,8 +326,20 @@ mod tests {
     }
 
     #[test]
-    fn object_names_are_per_partition() {
+    fn object_names_are_per_partition_and_writer_and_alternate() {
         assert_eq!(object_prefix(7), "p.7.");
         assert!(!format!("{}x", object_prefix(17)).starts_with(&object_prefix(1)));
+        let first = free_object(3, "w1", None);
+        assert_eq!(first, "p.3.w1.a");
+        let reference = |name: &str| ObjectRef {
+            name: name.into(),
+            len: 1,
+        };
+        assert_eq!(free_object(3, "w1", Some(&reference(&first))), "p.3.w1.b");
+        assert_eq!(free_object(3, "w1", Some(&reference("p.3.w1.b"))), first);
+        // Another writer's current object is never the one written.
+        assert_eq!(free_object(3, "w2", Some(&reference(&first))), "p.3.w2.a");
+        assert!(free_object(3, "w1", None).starts_with(&writer_prefix(3, "w1")));
+        assert!(!writer_prefix(3, "w1").starts_with(&writer_prefix(3, "w")));
     }
 }

@@ -86,6 +86,7 @@ pub(crate) async fn objects(
             entries,
             objects,
             inline_limit: config.inline_checkpoint_bytes,
+            max_bytes: config.max_checkpoint_bytes,
         },
     })
 }

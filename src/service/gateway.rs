@@ -12,6 +12,9 @@
 //! not hold: 501 `not_in_gateway`, saying where to look instead. The
 //! token check, body limits and request metrics are the API's.
 //!
+//! A request makes at most 65,536 messages (413 `too_many_messages`
+//! past it), at most 256 of them awaiting their acknowledgement at once:
+//! a small body of empty lines must not become millions of publishes.
 //! A request whose publishes fail gets 503 `cluster_unavailable`: some of
 //! its messages may be in the cluster already, so its client must treat
 //! those streams as failed (as with [`crate::cluster::Producer`]). A
@@ -251,8 +254,9 @@ async fn append_chunk(
 ) -> Result<HttpResponse, ApiError> {
     let stream = stream_id(&path)?;
     let body = read_body(&state.body, &request, payload).await?;
-    let messages = chunk_messages(&state.publisher, stream, &body);
-    let published = publish_all(&state.publisher, messages).await?;
+    let piece = state.publisher.max_data_bytes();
+    let messages = chunk_messages(stream, &body, piece);
+    let published = publish_all(&state.publisher, messages.len(), messages).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "stream": stream, "accepted_bytes": body.len(), "messages": published
     })))
@@ -266,6 +270,7 @@ async fn append_lines(
 ) -> Result<HttpResponse, ApiError> {
     let stream = stream_id(&path)?;
     let body = read_body(&state.body, &request, payload).await?;
+    check_count(memchr::memchr_iter(b'\n', &body).count())?;
     let lines = split_lines(&body)?;
     let limit = state.publisher.max_data_bytes();
     if let Some(line) = lines.iter().find(|line| line.len() > limit) {
@@ -280,7 +285,7 @@ async fn append_lines(
     }
     let count = lines.len();
     let messages = lines.into_iter().map(|l| (MessageKind::Line, stream, l));
-    publish_all(&state.publisher, messages.collect()).await?;
+    publish_all(&state.publisher, count, messages).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "stream": stream, "accepted_lines": count
     })))
@@ -298,11 +303,16 @@ async fn append_frames(
         frames.len(),
         frames.iter().map(|(_, c)| c.len()).sum::<usize>(),
     );
+    let piece = state.publisher.max_data_bytes();
+    let count = frames
+        .iter()
+        .map(|(_, c)| c.len().div_ceil(piece).max(1))
+        .sum();
+    check_count(count)?;
     let messages = frames
         .iter()
-        .flat_map(|(stream, chunk)| chunk_messages(&state.publisher, *stream, chunk))
-        .collect();
-    publish_all(&state.publisher, messages).await?;
+        .flat_map(|(stream, chunk)| chunk_messages(*stream, chunk, piece));
+    publish_all(&state.publisher, count, messages).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({
         "accepted_chunks": chunks, "accepted_bytes": bytes
     })))
@@ -310,8 +320,8 @@ async fn append_frames(
 
 async fn close_stream(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let stream = stream_id(&path)?;
-    let close = vec![(MessageKind::Close, stream, Bytes::new())];
-    publish_all(&state.publisher, close).await?;
+    let close = std::iter::once((MessageKind::Close, stream, Bytes::new()));
+    publish_all(&state.publisher, 1, close).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({
         "stream": stream,
         "closed": true,
@@ -319,17 +329,33 @@ async fn close_stream(state: State, path: web::Path<String>) -> Result<HttpRespo
     })))
 }
 
-/// One message per piece of `data` that fits a message (one empty chunk
-/// for empty data: it opens the stream, as the API's does).
-fn chunk_messages(
-    publisher: &Publisher,
-    stream: Uuid,
-    data: &Bytes,
-) -> Vec<(MessageKind, Uuid, Bytes)> {
+/// Most messages one request may make: each is a JetStream message with
+/// its own acknowledgement, so a small body of empty lines or frames must
+/// not become millions of them.
+const MAX_MESSAGES_PER_REQUEST: usize = 65_536;
+
+/// Most publishes of one request awaiting their acknowledgement at once.
+const IN_FLIGHT_PER_REQUEST: usize = 256;
+
+fn check_count(messages: usize) -> Result<(), ApiError> {
+    if messages <= MAX_MESSAGES_PER_REQUEST {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_many_messages",
+        format!(
+            "the request makes {messages} messages (lines, frames or pieces of chunks), more than the {MAX_MESSAGES_PER_REQUEST} a request may; send smaller requests"
+        ),
+    ))
+}
+
+/// One message per piece of `data` of at most `piece` bytes (one empty
+/// chunk for empty data: it opens the stream, as the API's does).
+fn chunk_messages(stream: Uuid, data: &Bytes, piece: usize) -> Vec<(MessageKind, Uuid, Bytes)> {
     if data.is_empty() {
         return vec![(MessageKind::Chunk, stream, Bytes::new())];
     }
-    let piece = publisher.max_data_bytes();
     (0..data.len())
         .step_by(piece)
         .map(|start| {
@@ -339,27 +365,35 @@ fn chunk_messages(
         .collect()
 }
 
-/// Publishes messages in order, then waits until JetStream has them all.
-/// How many were published.
+/// Publishes `count` messages in order, at most [`IN_FLIGHT_PER_REQUEST`]
+/// awaiting their acknowledgement at once, and returns once JetStream has
+/// them all. How many were published.
 async fn publish_all(
     publisher: &Publisher,
-    messages: Vec<(MessageKind, Uuid, Bytes)>,
+    count: usize,
+    messages: impl IntoIterator<Item = (MessageKind, Uuid, Bytes)>,
 ) -> Result<usize, ApiError> {
-    let count = messages.len();
-    let mut acks = Vec::with_capacity(count);
+    check_count(count)?;
+    let mut in_flight = std::collections::VecDeque::with_capacity(IN_FLIGHT_PER_REQUEST);
+    let mut published = 0;
     for (kind, stream, data) in messages {
-        acks.push(
+        if in_flight.len() >= IN_FLIGHT_PER_REQUEST {
+            let oldest = in_flight.pop_front().expect("not empty");
+            await_ack(oldest).await.map_err(unavailable)?;
+        }
+        in_flight.push_back(
             publisher
                 .publish(kind, stream, data)
                 .await
                 .map_err(unavailable)?,
         );
+        published += 1;
     }
-    let acks = futures_util::future::join_all(acks.into_iter().map(await_ack)).await;
+    let acks = futures_util::future::join_all(in_flight.into_iter().map(await_ack)).await;
     for ack in acks {
         ack.map_err(unavailable)?;
     }
-    Ok(count)
+    Ok(published)
 }
 
 fn unavailable(error: ClusterError) -> ApiError {

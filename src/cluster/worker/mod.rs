@@ -12,11 +12,13 @@
 //!
 //! Every wait on the cluster is bounded, so that a slow or dying NATS
 //! node costs a pause, not a stuck worker that renews leases it no longer
-//! applies: a tick is cut after a lease, listing the leases after half of
-//! one, verdict acknowledgements are awaited together for at most a lease
-//! (partitions still waiting are dropped and replayed), a reader quiet
-//! for two leases while its partition has messages is restarted, and a
-//! stop hands over within five leases.
+//! applies: a tick's renewals and rebalancing are cut after a lease (its
+//! checkpoint writes are not: one cut halfway would leave an upload
+//! behind), listing the leases after half of one, acknowledgements of
+//! verdicts and events are awaited together for at most a lease
+//! (partitions still waiting, or waiting when a tick was cut, are dropped
+//! and replayed), a reader quiet for two leases while its partition has
+//! messages is restarted, and a stop hands over within five leases.
 //!
 //! Layout: `consume.rs` reads a partition, `partitions.rs` claims,
 //! checkpoints, gives up and drops partitions, `apply.rs` applies one
@@ -110,6 +112,10 @@ struct Runner<'r> {
     owned: BTreeMap<u32, Owned>,
     events: mpsc::Sender<Event>,
     unacked: Vec<(u32, PublishAckFuture)>,
+    /// Partitions whose publishes were being awaited when the wait was
+    /// cut (a tick past its lease): their fate is unknown, so they are
+    /// dropped at the next settle.
+    unsettled: BTreeSet<u32>,
     generation: u64,
     ticks: u64,
     /// The partitions whose lag the metrics last showed.
@@ -176,6 +182,7 @@ impl Worker {
             owned: BTreeMap::new(),
             events,
             unacked: Vec::new(),
+            unsettled: BTreeSet::new(),
             generation: 0,
             ticks: 0,
             lag_reported: BTreeSet::new(),
@@ -187,7 +194,7 @@ impl Worker {
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                _ = tick.tick() => runner.maintain_within(self.config.lease_ttl).await,
+                _ = tick.tick() => runner.tick(self.config.lease_ttl).await,
                 Some(event) = received.recv() => runner.on_event(event).await,
             }
         }
@@ -209,7 +216,21 @@ impl Runner<'_> {
         }
     }
 
-    /// The lease tick: renew, announce, rebalance, checkpoint.
+    /// The lease tick: renew, announce, rebalance (within a lease), then
+    /// write the checkpoints that are due. Those are not cut: a write cut
+    /// halfway would leave an object's upload behind, and each one is
+    /// bounded by the client's own request timeouts.
+    async fn tick(&mut self, limit: Duration) {
+        self.maintain_within(limit).await;
+        self.write_due_checkpoints().await;
+        if let Err(err) = self.scanner.flush_if_due() {
+            self.stats.problem(err);
+        }
+        self.report_new_matches().await;
+        self.publish_gauges();
+    }
+
+    /// Renew, announce, rebalance, restart stalled readers.
     async fn maintain(&mut self) {
         self.ticks += 1;
         self.renew_all().await;
@@ -217,6 +238,9 @@ impl Runner<'_> {
             self.stats.problem(err);
         }
         self.restart_stalled_readers().await;
+    }
+
+    async fn write_due_checkpoints(&mut self) {
         let due: Vec<u32> = self
             .owned
             .iter()
@@ -229,11 +253,6 @@ impl Runner<'_> {
         for partition in due {
             self.checkpoint(partition, false).await;
         }
-        if let Err(err) = self.scanner.flush_if_due() {
-            self.stats.problem(err);
-        }
-        self.report_new_matches().await;
-        self.publish_gauges();
     }
 
     async fn on_event(&mut self, event: Event) {

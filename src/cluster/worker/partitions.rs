@@ -107,6 +107,7 @@ impl Runner<'_> {
             .checkpoints
             .write(
                 partition,
+                &self.id,
                 mine.encode(),
                 stored.revision,
                 stored.object.as_ref(),
@@ -122,7 +123,7 @@ impl Runner<'_> {
             }
         };
         let takeover = !former.is_empty() && former != self.id;
-        if takeover {
+        if stored.revision.is_some() {
             self.list_orphans(partition);
         }
         let replay_until = match takeover {
@@ -155,14 +156,13 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// At a takeover (the former owner did not hand over: it may have
-    /// crashed between writing a checkpoint object and its entry), lists
-    /// partition `p`'s objects on a task of its own, for at most
-    /// [`LISTING_LEASES`] leases: the store's whole listing (seconds on a
-    /// busy cluster) must not hold up the loop's renewals.
-    /// The loop deletes the orphans when the list comes
-    /// ([`Self::delete_orphans`]); what is left is swept at the next
-    /// takeover.
+    /// When a partition that had a checkpoint is claimed: the former
+    /// writers' objects are orphans now (the claim's write fenced them
+    /// out). Lists partition `p`'s objects on a task of its own, for at
+    /// most [`LISTING_LEASES`] leases: the store's whole listing (seconds
+    /// on a busy cluster) must not hold up the loop's renewals. The loop
+    /// deletes the orphans when the list comes ([`Self::delete_orphans`]);
+    /// what is left is swept at the partition's next claim.
     fn list_orphans(&self, partition: u32) {
         let (objects, events) = (
             self.objects.checkpoints.objects.clone(),
@@ -183,17 +183,27 @@ impl Runner<'_> {
         });
     }
 
-    /// Deletes partition `p`'s objects listed at its takeover, but the one
-    /// its entry points at now, if the worker still owns it (every other
-    /// object of a partition it owns is an orphan: names are never
-    /// reused, and its own writes delete what they replace).
+    /// Deletes partition `p`'s objects listed at its claim, but the one
+    /// its entry points at and the worker's own, if the worker still owns
+    /// it with a valid lease and its entry is still at the revision it
+    /// last wrote (so that the object it thinks current is: a write whose
+    /// acknowledgement was lost may have moved it).
     pub(super) async fn delete_orphans(&mut self, partition: u32, names: Vec<String>) {
         let Some(o) = self.owned.get(&partition) else {
             return;
         };
+        if !o.lease.valid() {
+            return;
+        }
         let store = &self.objects.checkpoints;
+        match store.revision(partition).await {
+            Ok(Some(revision)) if revision == o.checkpoint_revision => {}
+            Ok(_) => return,
+            Err(err) => return self.stats.problem(err),
+        }
+        let current = o.checkpoint_object.as_ref();
         let deleted = store
-            .delete_orphans(&names, o.checkpoint_object.as_ref())
+            .delete_orphans(partition, &self.id, &names, current)
             .await;
         WorkerStats::add(&self.stats.objects_swept, deleted as u64);
     }
@@ -367,14 +377,24 @@ impl Runner<'_> {
     /// held the loop for minutes. Past the lease every partition still
     /// waiting is dropped as if its verdict failed.
     pub(super) async fn settle_published(&mut self) {
+        for partition in std::mem::take(&mut self.unsettled) {
+            self.lose(
+                partition,
+                "its publishes were awaited by a tick that was cut",
+            )
+            .await;
+        }
         let unacked = std::mem::take(&mut self.unacked);
         if unacked.is_empty() {
             return;
         }
         let (partitions, acks): (Vec<u32>, Vec<_>) = unacked.into_iter().unzip();
+        // Cleared below; left set if this wait is cut (cancelled).
+        self.unsettled = partitions.iter().copied().collect();
         let acks = acks.into_iter().map(std::future::IntoFuture::into_future);
         let waited =
             tokio::time::timeout(self.config.lease_ttl, futures_util::future::join_all(acks)).await;
+        self.unsettled.clear();
         let mut failed: BTreeMap<u32, String> = BTreeMap::new();
         match waited {
             Ok(results) => {
@@ -430,6 +450,7 @@ impl Runner<'_> {
             .checkpoints
             .write(
                 partition,
+                &self.id,
                 bytes,
                 Some(o.checkpoint_revision),
                 o.checkpoint_object.as_ref(),
