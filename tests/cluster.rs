@@ -999,21 +999,6 @@ fn signal(child: &std::process::Child, signal: &str) {
     assert!(status.success(), "kill -{signal}");
 }
 
-/// Status and JSON body of an HTTP answer, errors included.
-fn answer(result: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Value) {
-    let response = match result {
-        Ok(response) => response,
-        Err(ureq::Error::Status(_, response)) => response,
-        Err(other) => panic!("transport error: {other}"),
-    };
-    let status = response.status();
-    let text = response.into_string().unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-    )
-}
-
 /// `serve --nats`: the HTTP API as an ingest gateway. Streams sent to it
 /// (chunk bodies longer than one message, framed chunks of several
 /// streams, lines) get the whole-buffer verdicts from the workers, once
@@ -1036,14 +1021,14 @@ fn the_http_gateway_feeds_the_cluster() {
     let gateway = yaraflow::service::Gateway::start(&nats.url(1), config(), service).unwrap();
     let url = |path: &str| format!("http://{}{path}", gateway.api_addr());
     let post = |path: &str, body: &[u8]| {
-        answer(
+        common::answer(
             ureq::post(&url(path))
                 .set("Authorization", "Bearer gateway-secret")
                 .send_bytes(body),
         )
     };
     let delete = |path: &str| {
-        answer(
+        common::answer(
             ureq::delete(&url(path))
                 .set("Authorization", "Bearer gateway-secret")
                 .call(),
@@ -1106,7 +1091,7 @@ fn the_http_gateway_feeds_the_cluster() {
         (status, body["error"]["code"].as_str()),
         (400, Some("bad_frame"))
     );
-    let (status, body) = answer(
+    let (status, body) = common::answer(
         ureq::get(&url(&format!("/v1/streams/{long_id}")))
             .set("Authorization", "Bearer gateway-secret")
             .call(),
@@ -1116,9 +1101,9 @@ fn the_http_gateway_feeds_the_cluster() {
         (501, Some("not_in_gateway"))
     );
     let (status, _) =
-        answer(ureq::post(&url(&format!("/v1/streams/{long_id}/chunks"))).send_bytes(b"x"));
+        common::answer(ureq::post(&url(&format!("/v1/streams/{long_id}/chunks"))).send_bytes(b"x"));
     assert_eq!(status, 401, "no token");
-    let (status, _) = answer(ureq::get(&url("/readyz")).call());
+    let (status, _) = common::answer(ureq::get(&url("/readyz")).call());
     assert_eq!(status, 200);
     // A line stream: each line scanned as its own block.
     let lines_id = Uuid::from_u128(rng.gen());

@@ -34,25 +34,14 @@ fn start(max_open: usize) -> Service {
     Service::start(common::compile(RULES), config).expect("service starts")
 }
 
-fn answer(result: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Value) {
-    let response = match result {
-        Ok(response) => response,
-        Err(ureq::Error::Status(_, response)) => response,
-        Err(other) => panic!("transport error: {other}"),
-    };
-    let status = response.status();
-    let text = response.into_string().unwrap();
-    (status, serde_json::from_str(&text).unwrap_or_default())
-}
-
 fn post(service: &Service, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
     let url = format!("http://{}{}", service.api_addr(), path);
-    answer(ureq::post(&url).send_bytes(body))
+    common::answer(ureq::post(&url).send_bytes(body))
 }
 
 fn get(service: &Service, path: &str) -> (u16, serde_json::Value) {
     let url = format!("http://{}{}", service.api_addr(), path);
-    answer(ureq::get(&url).call())
+    common::answer(ureq::get(&url).call())
 }
 
 fn code(body: &serde_json::Value) -> &str {

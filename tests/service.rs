@@ -52,29 +52,12 @@ fn url(service: &Service, path: &str) -> String {
     format!("http://{}{}", service.api_addr(), path)
 }
 
-/// Status and JSON body of a response, errors included.
-fn answer(result: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Value) {
-    let response = match result {
-        Ok(response) => response,
-        Err(ureq::Error::Status(_, response)) => response,
-        Err(other) => panic!("transport error: {other}"),
-    };
-    let status = response.status();
-    let text = response.into_string().unwrap();
-    let json = if text.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-    };
-    (status, json)
-}
-
 fn post(service: &Service, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
-    answer(ureq::post(&url(service, path)).send_bytes(body))
+    common::answer(ureq::post(&url(service, path)).send_bytes(body))
 }
 
 fn get(service: &Service, path: &str) -> (u16, serde_json::Value) {
-    answer(ureq::get(&url(service, path)).call())
+    common::answer(ureq::get(&url(service, path)).call())
 }
 
 fn rule_names(results: &serde_json::Value) -> Vec<String> {
@@ -120,7 +103,7 @@ fn streams_are_fed_queried_reset_listed_and_closed_over_http() {
     assert_eq!(get(&service, &format!("/v1/streams/{a}")).1["bytes"], 0);
 
     let (status, results) =
-        answer(ureq::delete(&url(&service, &format!("/v1/streams/{b}"))).call());
+        common::answer(ureq::delete(&url(&service, &format!("/v1/streams/{b}"))).call());
     assert_eq!(status, 200);
     assert_eq!(rule_names(&results), ["secret"]);
     assert_eq!(results["lines"], 2);
@@ -148,7 +131,9 @@ fn a_stream_opened_as_a_file_has_its_externals() {
     "#;
     let (service, _) = start_with(rules, None);
     let put = |stream: Uuid, body: &str| {
-        answer(ureq::put(&url(&service, &format!("/v1/streams/{stream}"))).send_string(body))
+        common::answer(
+            ureq::put(&url(&service, &format!("/v1/streams/{stream}"))).send_string(body),
+        )
     };
     let (exe, pdf, plain) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     assert_eq!(put(exe, r#"{"file": {"name": "Setup.EXE"}}"#).0, 204);
@@ -271,14 +256,14 @@ fn bad_input_gets_json_errors_with_stable_codes() {
 fn routes_need_the_token_when_one_is_set() {
     let service = start(Some("s3cret"));
     let path = url(&service, "/v1/streams");
-    let (status, error) = answer(ureq::get(&path).call());
+    let (status, error) = common::answer(ureq::get(&path).call());
     assert_eq!(
         (status, error["error"]["code"].as_str()),
         (401, Some("unauthorized"))
     );
-    let (status, _) = answer(ureq::get(&path).set("Authorization", "Bearer wrong").call());
+    let (status, _) = common::answer(ureq::get(&path).set("Authorization", "Bearer wrong").call());
     assert_eq!(status, 401);
-    let (status, _) = answer(
+    let (status, _) = common::answer(
         ureq::get(&path)
             .set("Authorization", "Bearer s3cret")
             .call(),

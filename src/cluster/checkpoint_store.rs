@@ -96,13 +96,7 @@ pub(crate) struct CheckpointStore {
 impl CheckpointStore {
     /// Reads partition `p`'s current checkpoint.
     pub async fn read(&self, partition: u32) -> Result<Stored, ClusterError> {
-        let key = ClusterConfig::partition_key(partition);
-        let entry = self
-            .entries
-            .entry(&key)
-            .await
-            .map_err(|e| ClusterError::js(format!("reading checkpoint {key}"), e))?;
-        let Some(entry) = entry else {
+        let Some(entry) = self.entry(partition).await? else {
             return Ok(Stored {
                 bytes: None,
                 revision: None,
@@ -224,13 +218,15 @@ impl CheckpointStore {
 
     /// The revision of partition `p`'s entry now (none: no entry).
     pub async fn revision(&self, partition: u32) -> Result<Option<u64>, ClusterError> {
+        Ok(self.entry(partition).await?.map(|e| e.revision))
+    }
+
+    async fn entry(&self, partition: u32) -> Result<Option<kv::Entry>, ClusterError> {
         let key = ClusterConfig::partition_key(partition);
-        let entry = self
-            .entries
+        self.entries
             .entry(&key)
             .await
-            .map_err(|e| ClusterError::js(format!("reading checkpoint {key}"), e))?;
-        Ok(entry.map(|e| e.revision))
+            .map_err(|e| ClusterError::js(format!("reading checkpoint {key}"), e))
     }
 
     /// Deletes the objects `names` of partition `p` but `current` and

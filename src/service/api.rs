@@ -18,9 +18,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use uuid::Uuid;
 
-use super::body::{read_body, split_lines, too_large};
+use super::body::{frame_bytes, read_body, read_frames, split_lines, too_large};
 use super::error::ApiError;
-use super::framing;
 use super::state::ApiState;
 use crate::rules::{stream_externals, External, ExternalValue, FileInfo, RuleSet};
 use crate::stream::StreamMode;
@@ -139,13 +138,8 @@ async fn append_frames(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(&state.body, &request, payload).await?;
-    let frames =
-        framing::parse(&body).map_err(|e| ApiError::bad_request("bad_frame", e.to_string()))?;
-    let (chunks, bytes) = (
-        frames.len(),
-        frames.iter().map(|(_, c)| c.len()).sum::<usize>(),
-    );
+    let frames = read_frames(&state.body, &request, payload).await?;
+    let (chunks, bytes) = (frames.len(), frame_bytes(&frames));
     // All or nothing: the shards check every frame (modes, stream limits)
     // before any is taken.
     state.engine.scan_chunks_admitted(frames).await?;

@@ -166,3 +166,18 @@ pub(crate) fn split_lines(body: &Bytes) -> Result<Vec<Bytes>, ApiError> {
     }
     Ok(lines)
 }
+
+/// Reads a body of frames (`framing.rs`): the frames, or 400 `bad_frame`.
+pub(crate) async fn read_frames(
+    limits: &BodyLimits,
+    request: &HttpRequest,
+    payload: web::Payload,
+) -> Result<Vec<(uuid::Uuid, Bytes)>, ApiError> {
+    let body = read_body(limits, request, payload).await?;
+    super::framing::parse(&body).map_err(|e| ApiError::bad_request("bad_frame", e.to_string()))
+}
+
+/// The bytes of all frames' chunks.
+pub(crate) fn frame_bytes(frames: &[(uuid::Uuid, Bytes)]) -> usize {
+    frames.iter().map(|(_, chunk)| chunk.len()).sum()
+}

@@ -32,9 +32,9 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::api::{resource, stream_id};
-use super::body::{read_body, split_lines, BodyLimits};
+use super::body::{frame_bytes, read_body, read_frames, split_lines, BodyLimits};
 use super::error::ApiError;
-use super::{framing, ServerThread, ServiceConfig, ServiceError};
+use super::{ServerThread, ServiceConfig, ServiceError};
 use crate::cluster::{await_ack, ClusterConfig, ClusterError, MessageKind, Publisher};
 
 /// A running gateway: the HTTP listeners, and the thread that drives the
@@ -296,13 +296,8 @@ async fn append_frames(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(&state.body, &request, payload).await?;
-    let frames =
-        framing::parse(&body).map_err(|e| ApiError::bad_request("bad_frame", e.to_string()))?;
-    let (chunks, bytes) = (
-        frames.len(),
-        frames.iter().map(|(_, c)| c.len()).sum::<usize>(),
-    );
+    let frames = read_frames(&state.body, &request, payload).await?;
+    let (chunks, bytes) = (frames.len(), frame_bytes(&frames));
     let piece = state.publisher.max_data_bytes();
     let count = frames
         .iter()

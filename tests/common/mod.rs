@@ -455,3 +455,22 @@ pub fn capped_runner(
         ..Config::default()
     })
 }
+
+/// Status and JSON body of an HTTP answer, errors included (`Null` for an
+/// empty body; a body that is not JSON fails the test).
+#[cfg(feature = "cli")]
+pub fn answer(result: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Value) {
+    let response = match result {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(other) => panic!("transport error: {other}"),
+    };
+    let status = response.status();
+    let text = response.into_string().unwrap();
+    let json = if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    };
+    (status, json)
+}

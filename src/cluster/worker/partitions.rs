@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::consume::{Event, Reader};
 use super::{Owned, Runner, WorkerStats};
 use crate::cluster::checkpoint::Checkpoint;
-use crate::cluster::checkpoint_store::list_objects;
+use crate::cluster::checkpoint_store::{list_objects, ObjectRef};
 use crate::cluster::error::ClusterError;
 use crate::cluster::lease::{fair_share, Lease};
 
@@ -102,16 +102,9 @@ impl Runner<'_> {
             rules: self.rules_tag,
             ..checkpoint
         };
+        let current = stored.object.as_ref();
         let written = self
-            .objects
-            .checkpoints
-            .write(
-                partition,
-                &self.id,
-                mine.encode(),
-                stored.revision,
-                stored.object.as_ref(),
-            )
+            .write_checkpoint(partition, mine.encode(), stored.revision, current)
             .await;
         let (checkpoint_revision, checkpoint_object) = match written {
             Ok(written) => written,
@@ -445,16 +438,9 @@ impl Runner<'_> {
         }
         let o = &self.owned[&partition];
         let size = bytes.len() as u64;
+        let (revision, current) = (Some(o.checkpoint_revision), o.checkpoint_object.as_ref());
         let written = self
-            .objects
-            .checkpoints
-            .write(
-                partition,
-                &self.id,
-                bytes,
-                Some(o.checkpoint_revision),
-                o.checkpoint_object.as_ref(),
-            )
+            .write_checkpoint(partition, bytes, revision, current)
             .await;
         match written {
             Ok((revision, object)) => {
@@ -472,6 +458,21 @@ impl Runner<'_> {
                 false
             }
         }
+    }
+
+    /// Writes partition `p`'s checkpoint as this worker (see
+    /// `checkpoint_store.rs`).
+    async fn write_checkpoint(
+        &self,
+        partition: u32,
+        bytes: Vec<u8>,
+        revision: Option<u64>,
+        current: Option<&ObjectRef>,
+    ) -> Result<(u64, Option<ObjectRef>), ClusterError> {
+        let store = &self.objects.checkpoints;
+        store
+            .write(partition, &self.id, bytes, revision, current)
+            .await
     }
 
     /// Counts a checkpoint written: its size, where it went, how long it
