@@ -49,6 +49,10 @@ pub struct Deployment {
     /// node, so several spread the writes over the cluster.
     #[arg(long, default_value_t = 1)]
     input_streams: u32,
+    /// How long the verdict and event streams keep their messages, when
+    /// this command creates them (0s: until removed by hand).
+    #[arg(long, default_value = "7days")]
+    output_max_age: humantime::Duration,
 }
 
 impl Deployment {
@@ -58,6 +62,7 @@ impl Deployment {
             partitions: self.partitions,
             input_streams: self.input_streams,
             replicas: self.replicas,
+            output_max_age: self.output_max_age.into(),
             ..ClusterConfig::default()
         }
     }

@@ -53,6 +53,10 @@ pub struct ClusterConfig {
     /// How long input messages are kept (`max_age` of the input stream):
     /// a partition must be checkpointed within it.
     pub input_max_age: Duration,
+    /// How long verdicts and match events are kept (`max_age` of their
+    /// streams, when created; zero: until an operator removes them). At
+    /// least the duplicate window.
+    pub output_max_age: Duration,
     /// Largest message a producer publishes (its header included).
     pub max_message_bytes: usize,
     /// Whether workers publish match events (each rule seen matching a
@@ -74,6 +78,7 @@ impl Default for ClusterConfig {
             inline_checkpoint_bytes: 256 << 10,
             duplicate_window: Duration::from_secs(600),
             input_max_age: Duration::from_secs(24 * 3600),
+            output_max_age: Duration::from_secs(7 * 24 * 3600),
             max_message_bytes: 256 << 10,
             events: false,
         }
@@ -124,6 +129,13 @@ impl ClusterConfig {
                 "inline_checkpoint_bytes {}: use 1 KiB to {} KiB",
                 self.inline_checkpoint_bytes,
                 MAX_INLINE_CHECKPOINT >> 10
+            ));
+        }
+        let output_age = self.output_max_age;
+        if !output_age.is_zero() && output_age < self.duplicate_window {
+            return bad(format!(
+                "output_max_age {output_age:?} is shorter than the duplicate window {:?}: replayed verdicts could be published twice",
+                self.duplicate_window
             ));
         }
         if self.max_message_bytes < 64 {
@@ -243,6 +255,10 @@ mod tests {
             ClusterConfig {
                 partitions: 4,
                 input_streams: 5,
+                ..ClusterConfig::default()
+            },
+            ClusterConfig {
+                output_max_age: Duration::from_secs(60),
                 ..ClusterConfig::default()
             },
         ] {

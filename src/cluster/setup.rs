@@ -70,6 +70,7 @@ pub(crate) async fn objects(
             subjects: vec![subject],
             num_replicas: config.replicas,
             duplicate_window: config.duplicate_window,
+            max_age: config.output_max_age,
             ..Default::default()
         })
         .await
