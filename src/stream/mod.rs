@@ -283,9 +283,16 @@ impl StreamContext {
             true => plan.keep(new),
             false => plan.keep(&[old, new].concat()),
         };
+        let from_old = keep.saturating_sub(new.len());
+        if from_old == 0 && self.tail.capacity() == keep {
+            // The usual case: a chunk longer than the tail, whose length
+            // is unchanged; its allocation is reused.
+            self.tail.clear();
+            self.tail.extend_from_slice(&new[new.len() - keep..]);
+            return;
+        }
         // A new tail of exact capacity: idle streams hold no slack.
         let mut tail = Vec::with_capacity(keep);
-        let from_old = keep.saturating_sub(new.len());
         tail.extend_from_slice(&old[old.len() - from_old..]);
         tail.extend_from_slice(&new[new.len() - (keep - from_old)..]);
         self.tail = tail;
