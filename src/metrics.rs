@@ -488,12 +488,9 @@ pub mod cluster {
         counter!(PARTITIONS_LOST).absolute(stats.lost);
     }
 
-    /// Records the lag of each partition in `lags` (the owned ones, and 0
-    /// for those given up since the last call).
-    pub(crate) fn record_partition_lags(lags: impl Iterator<Item = (u32, u64)>) {
-        for (partition, lag) in lags {
-            gauge!(PARTITION_LAG, "partition" => partition.to_string()).set(lag as f64);
-        }
+    /// Records the lag of an owned partition (0 once it is given up).
+    pub(crate) fn record_partition_lag(partition: u32, lag: u64) {
+        gauge!(PARTITION_LAG, "partition" => partition.to_string()).set(lag as f64);
     }
 }
 

@@ -73,6 +73,7 @@ impl ObjectRef {
 
 /// A checkpoint as read: its bytes, the entry's revision, and the object
 /// holding it when it is not inline.
+#[derive(Default)]
 pub(crate) struct Stored {
     /// The checkpoint's bytes (none: no checkpoint, or one deleted).
     pub bytes: Option<Bytes>,
@@ -97,18 +98,13 @@ impl CheckpointStore {
     /// Reads partition `p`'s current checkpoint.
     pub async fn read(&self, partition: u32) -> Result<Stored, ClusterError> {
         let Some(entry) = self.entry(partition).await? else {
-            return Ok(Stored {
-                bytes: None,
-                revision: None,
-                object: None,
-            });
+            return Ok(Stored::default());
         };
         let revision = Some(entry.revision);
         if entry.operation != kv::Operation::Put {
             return Ok(Stored {
-                bytes: None,
                 revision,
-                object: None,
+                ..Stored::default()
             });
         }
         let Some(reference) = ObjectRef::decode(&entry.value) else {

@@ -162,7 +162,12 @@ impl ClusterConfig {
     /// The JetStream stream holding partition `p`'s input: `<PREFIX>_IN`
     /// with one input stream, `<PREFIX>_IN_<k>` with several.
     pub fn input_stream(&self, partition: u32) -> String {
-        self.input_stream_named(partition % self.input_streams)
+        self.input_stream_named(self.input_index(partition))
+    }
+
+    /// The index of the input stream holding partition `p`.
+    pub fn input_index(&self, partition: u32) -> u32 {
+        partition % self.input_streams
     }
 
     /// Input stream `k`'s name.

@@ -11,7 +11,7 @@ use super::error::ClusterError;
 /// What a deployment uses on JetStream.
 pub(crate) struct Objects {
     pub js: jetstream::Context,
-    /// The input streams, by index (`partition mod input_streams`).
+    /// The input streams, by index ([`ClusterConfig::input_index`]).
     pub inputs: Vec<stream::Stream>,
     pub leases: kv::Store,
     pub checkpoints: CheckpointStore,

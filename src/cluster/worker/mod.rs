@@ -118,8 +118,6 @@ struct Runner<'r> {
     unsettled: BTreeSet<u32>,
     generation: u64,
     ticks: u64,
-    /// The partitions whose lag the metrics last showed.
-    lag_reported: BTreeSet<u32>,
 }
 
 impl Worker {
@@ -185,7 +183,6 @@ impl Worker {
             unsettled: BTreeSet::new(),
             generation: 0,
             ticks: 0,
-            lag_reported: BTreeSet::new(),
         };
         let mut tick = tokio::time::interval(self.config.lease_ttl / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -301,7 +298,7 @@ impl Runner<'_> {
         self.publish_gauges();
     }
 
-    fn publish_gauges(&mut self) {
+    fn publish_gauges(&self) {
         let lag: u64 = self.owned.values().map(|o| o.pending).sum();
         WorkerStats::set(&self.stats.lag, lag);
         WorkerStats::set(&self.stats.owned, self.owned.len() as u64);
@@ -310,13 +307,9 @@ impl Runner<'_> {
             self.config.partitions,
             self.oldest_checkpoint_age(),
         );
-        let given_up = self.lag_reported.iter().copied();
-        let given_up: Vec<u32> = given_up.filter(|p| !self.owned.contains_key(p)).collect();
-        let lags = self.owned.iter().map(|(p, o)| (*p, o.pending));
-        crate::metrics::cluster::record_partition_lags(
-            lags.chain(given_up.iter().map(|p| (*p, 0))),
-        );
-        self.lag_reported = self.owned.keys().copied().collect();
+        for (partition, o) in &self.owned {
+            crate::metrics::cluster::record_partition_lag(*partition, o.pending);
+        }
     }
 
     fn oldest_checkpoint_age(&self) -> f64 {

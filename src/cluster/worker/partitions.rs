@@ -294,8 +294,7 @@ impl Runner<'_> {
 
     /// The input stream holding partition `p`.
     fn input_of(&self, partition: u32) -> &async_nats::jetstream::stream::Stream {
-        let k = partition % self.config.input_streams;
-        &self.objects.inputs[k as usize]
+        &self.objects.inputs[self.config.input_index(partition) as usize]
     }
 
     /// A reader failed: read again from after the last applied message.
@@ -527,10 +526,7 @@ impl Runner<'_> {
                 .await;
             return;
         }
-        let o = self.owned.remove(&partition).expect("owned");
-        for stream in o.streams.keys() {
-            self.scanner.discard_stream(stream);
-        }
+        let o = self.give_up(partition).expect("owned");
         if let Err(err) = self.leases.release(partition, &o.lease).await {
             self.stats.problem(err);
         }
@@ -540,18 +536,26 @@ impl Runner<'_> {
     /// Drops partition `p` without a checkpoint: whoever claims it next
     /// replays it from its last one.
     pub(super) async fn lose(&mut self, partition: u32, why: impl std::fmt::Display) {
-        let Some(o) = self.owned.remove(&partition) else {
+        let Some(o) = self.give_up(partition) else {
             return;
         };
-        o.reader.abort();
-        for stream in o.streams.keys() {
-            self.scanner.discard_stream(stream);
-        }
         self.stats
             .problem(format!("dropped partition {partition}: {why}"));
         WorkerStats::add(&self.stats.lost, 1);
         if o.lease.valid() {
             let _ = self.leases.release(partition, &o.lease).await;
         }
+    }
+
+    /// Takes partition `p` out of the owned ones: stops its reader,
+    /// forgets its streams, and shows no lag for it any more.
+    fn give_up(&mut self, partition: u32) -> Option<Owned> {
+        let o = self.owned.remove(&partition)?;
+        o.reader.abort();
+        for stream in o.streams.keys() {
+            self.scanner.discard_stream(stream);
+        }
+        crate::metrics::cluster::record_partition_lag(partition, 0);
+        Some(o)
     }
 }
