@@ -581,6 +581,20 @@ impl Load {
     }
 }
 
+/// Every input stream of the test's deployment holds messages: the
+/// partitions were really spread over them.
+fn check_every_input_stream_used(runtime: &tokio::runtime::Runtime, client: &async_nats::Client) {
+    runtime.block_on(async {
+        let js = async_nats::jetstream::new(client.clone());
+        for (name, _) in config().input_streams() {
+            let stream = js.get_stream(&name).await.unwrap();
+            let messages = stream.cached_info().state.messages;
+            eprintln!("input stream {name}: {messages} messages");
+            assert!(messages > 0, "input stream {name} holds no message");
+        }
+    });
+}
+
 /// The match events published, once their count holds still for a second.
 async fn read_events(client: &async_nats::Client) -> Vec<serde_json::Value> {
     let config = config();
@@ -679,6 +693,7 @@ fn three_workers_lose_nothing_and_duplicate_nothing_when_one_is_killed() {
         killed_at.elapsed()
     );
     let verdicts = load.check_verdicts(&runtime, &client);
+    check_every_input_stream_used(&runtime, &client);
     load.check_events(&runtime, &client, &verdicts);
 
     let after: Vec<WorkerStatsSnapshot> = workers[1..].iter_mut().map(|w| w.stop()).collect();
@@ -756,6 +771,7 @@ fn a_worker_joining_mid_run_takes_its_share() {
     halfway.resume();
     let published = runtime.block_on(producing).unwrap();
     let verdicts = load.check_verdicts(&runtime, &client);
+    check_every_input_stream_used(&runtime, &client);
     load.check_events(&runtime, &client, &verdicts);
 
     let newcomer_owned = workers[2].stats.snapshot().owned;
@@ -1126,6 +1142,7 @@ fn the_http_gateway_feeds_the_cluster() {
         assert_eq!(status, 202, "{body}");
     }
     let verdicts = runtime.block_on(read_verdicts(&client, expected.len() + 1));
+    check_every_input_stream_used(&runtime, &client);
     assert_eq!(verdicts.len(), expected.len() + 1, "one verdict per stream");
     let mut matched = 0;
     for verdict in &verdicts {
