@@ -48,6 +48,10 @@ rule not_mm { condition: not (uint16(1) == 0x4D4D) }
 rule signed_reads { condition: int8(1) < 0 and int16be(2) > 0 }
 rule odd_first { strings: $m = "MARK" condition: $m and uint8(0) & 1 == 1 }
 rule mark_near_end { strings: $m = "MARK" condition: $m in (filesize - 100..filesize) }
+rule md5_whole { condition: hash.md5(0, filesize) == "df88a43ce5d392a9345e55102b6aad54" }
+rule sha1_and_mark { strings: $m = "MARK" condition: $m and "4418c5d1b8f45eab36a948fff94ba010ccf3010a" == hash.sha1(0, filesize) }
+rule not_other_sha256 { strings: $m = "MARK" condition: $m and not (hash.sha256(0, filesize) != "0408c941ff195dc9182da172e4aa3a54759f892a1bd7b19c830f3cf6131a29e0") }
+rule crc_and_sum { condition: hash.crc32(0, filesize) == 0xed3cf713 and hash.checksum32(0, filesize) == 127028 }
 "#;
 
 /// The rules' names.
@@ -77,11 +81,15 @@ const NAMES: &[&str] = &[
     "signed_reads",
     "odd_first",
     "mark_near_end",
+    "md5_whole",
+    "sha1_and_mark",
+    "not_other_sha256",
+    "crc_and_sum",
 ];
 
-/// The rules that read only `filesize`, header bytes at fixed offsets and
-/// patterns: stream-exact (see `yaraflow::rules::data_values`), though
-/// they read what no chunk shows.
+/// The rules that read only `filesize`, header bytes at fixed offsets,
+/// digests of the whole data and patterns: stream-exact (see
+/// `yaraflow::rules::data_values`), though they read what no chunk shows.
 const DATA_VALUE_RULES: &[&str] = &[
     "mz_and_mark",
     "elf_or_mz",
@@ -94,7 +102,19 @@ const DATA_VALUE_RULES: &[&str] = &[
     "signed_reads",
     "odd_first",
     "mark_near_end",
+    "md5_whole",
+    "sha1_and_mark",
+    "not_other_sha256",
+    "crc_and_sum",
 ];
+
+/// The stream whose digests the `hash` rules of [`RULES`] compare with:
+/// 1,029 bytes, the marker among them.
+fn hashed_stream() -> Vec<u8> {
+    let mut data = b"a whole stream, hashed: MARK ".to_vec();
+    data.extend((0..1000u32).map(|i| ((i * 7 + 3) % 251) as u8));
+    data
+}
 
 /// A minimal 32-bit PE file: DOS header, `PE\0\0`, file and optional
 /// headers, one `.text` section whose raw data (at 0x200) holds the entry
@@ -159,7 +179,9 @@ fn data() -> impl Strategy<Value = Vec<u8>> {
         body.extend(tail);
         body
     });
-    prop_oneof![9 => whole, 1 => tiny]
+    // The stream the `hash` rules match, whole (so cut by small retention
+    // caps, which must not undecide them).
+    prop_oneof![9 => whole, 1 => tiny, 1 => Just(hashed_stream())]
 }
 
 #[derive(Debug, Clone)]

@@ -42,7 +42,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use yara_x_parser::ast::{self, Expr, HexSubPattern, HexToken, MatchAnchor, Pattern};
 
-use super::data_values::{is_arithmetic, visit, DataRead};
+use super::data_values::{is_arithmetic, is_rewritten_digest, visit, DataRead};
 use super::gates::{gate_of, necessary_branch, pattern_literals, Gate, GateContext};
 use super::head::{HeadAnchor, HeadPlan};
 use super::tail::{TailPattern, TailPlan};
@@ -723,6 +723,7 @@ impl ConditionWalk<'_, '_> {
             // Rewritten into values of each stream (`rules::data_values`).
             Expr::Filesize { .. } => false,
             expr if DataRead::rewritten(expr).is_some() => false,
+            expr if is_rewritten_digest(expr) => false,
             Expr::Entrypoint { .. } => {
                 self.issues.push(RuleIssue::UsesEntrypoint);
                 false

@@ -20,6 +20,16 @@
 //! Reads whose offset is not an integer literal, or that end past
 //! [`MAX_READ_END`], stay as they are (their rules stay whole-data).
 //!
+//! Digests of the whole data are values too: each chunk stream keeps
+//! running digests of its bytes (see `stream::digests`). `hash.crc32(0,
+//! filesize)` and `hash.checksum32(0, filesize)` are integers, rewritten
+//! as `filesize` is. The text digests (`md5`, `sha1`, `sha256`) are
+//! rewritten where they are compared with a string literal:
+//! `hash.md5(0, filesize) == "ab.."` becomes `((yaraflow_md5 \
+//! yaraflow_md5_defined) == K)`, `K` the literal's number among those the
+//! rules compare that digest with (a stream's value is the number of the
+//! literal its digest equals, 0 for none). Other uses of them stay.
+//!
 //! A stream that matched nothing gets the verdict of the empty stream with
 //! its own values; [`DataValues::class_of`] tells when two streams' values
 //! give the same verdict, so that it is computed once per class: a value
@@ -30,6 +40,8 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 
 use yara_x_parser::ast::{self, Expr, MatchAnchor, WithSpan};
+
+use crate::stream::digests::{DigestKind, DigestSet, DigestValue, RunningDigests};
 
 /// Farthest byte a rewritten read may touch: streams keep their first
 /// bytes up to the farthest one their rules read.
@@ -134,13 +146,22 @@ impl DataRead {
 enum Quantity {
     Filesize,
     Read(DataRead),
+    /// A digest of the whole data: an integer one's value, or the number
+    /// of the literal a text one equals.
+    Digest(DigestKind),
 }
 
 impl Quantity {
+    /// The integer quantity `expr` is (text digests are values only as
+    /// a comparison: see [`digest_comparison`]).
     fn of(expr: &Expr<'_>) -> Option<Quantity> {
         match expr {
             Expr::Filesize { .. } => Some(Quantity::Filesize),
-            _ => DataRead::rewritten(expr).map(Quantity::Read),
+            _ => match digest_of_data(expr) {
+                Some(kind) if !kind.is_text() => Some(Quantity::Digest(kind)),
+                Some(_) => None,
+                None => DataRead::rewritten(expr).map(Quantity::Read),
+            },
         }
     }
 
@@ -149,6 +170,7 @@ impl Quantity {
         match self {
             Quantity::Filesize => format!("{PREFIX}filesize"),
             Quantity::Read(read) => format!("{PREFIX}{}_{}", read.function(), read.offset),
+            Quantity::Digest(kind) => format!("{PREFIX}{}", kind.name()),
         }
     }
 
@@ -172,6 +194,11 @@ enum Classes {
 #[derive(Debug, Clone, Default)]
 pub struct DataValues {
     quantities: Vec<(Quantity, Classes)>,
+    /// The literals each text digest is compared with, sorted: a stream's
+    /// value is its digest's number among them.
+    digest_texts: std::collections::BTreeMap<DigestKind, Vec<Vec<u8>>>,
+    /// The digests chunk streams keep.
+    digests: DigestSet,
     /// Each quantity's variables: its value's, then its `_defined` flag's.
     variables: Vec<(String, String)>,
     prefix_len: usize,
@@ -185,17 +212,41 @@ impl DataValues {
     /// The quantities of every rule condition of these sources.
     pub fn new<'a>(trees: impl IntoIterator<Item = &'a ast::AST<'a>>) -> DataValues {
         let mut found = Survey::default();
+        let mut digest_texts = std::collections::BTreeMap::<_, BTreeSet<Vec<u8>>>::new();
         for tree in trees {
             for rule in tree.rules() {
                 found.truth(&rule.condition);
+                visit(&rule.condition, &mut |expr| match digest_comparison(expr) {
+                    Some((kind, literal, _)) => {
+                        digest_texts
+                            .entry(kind)
+                            .or_default()
+                            .insert(literal.to_vec());
+                        false
+                    }
+                    None => true,
+                });
             }
         }
-        let found = found.0;
+        let mut found = found.0;
+        // A stream's value is already a class: which literal it equals.
+        found.extend(
+            digest_texts
+                .keys()
+                .map(|kind| (Quantity::Digest(*kind), None)),
+        );
+        let digests = found
+            .keys()
+            .filter_map(|q| match q {
+                Quantity::Digest(kind) => Some(*kind),
+                _ => None,
+            })
+            .fold(DigestSet::default(), DigestSet::with);
         let prefix_len = found
             .keys()
             .filter_map(|q| match q {
                 Quantity::Read(read) => Some(read.end() as usize),
-                Quantity::Filesize => None,
+                Quantity::Filesize | Quantity::Digest(_) => None,
             })
             .max()
             .unwrap_or(0);
@@ -216,9 +267,19 @@ impl DataValues {
             .collect();
         DataValues {
             quantities,
+            digest_texts: digest_texts
+                .into_iter()
+                .map(|(kind, texts)| (kind, texts.into_iter().collect()))
+                .collect(),
+            digests,
             variables,
             prefix_len,
         }
+    }
+
+    /// The digests of the whole data chunk streams keep for these rules.
+    pub fn digests(&self) -> DigestSet {
+        self.digests
     }
 
     /// Whether the rules read nothing of this kind.
@@ -240,17 +301,48 @@ impl DataValues {
     }
 
     /// A stream's values: `prefix` holds its first bytes (at least
-    /// [`DataValues::prefix_len`] of them, or all), `len` is its length;
+    /// [`DataValues::prefix_len`] of them, or all), `len` is its length,
+    /// `digests` its running digests (of [`DataValues::digests`]);
     /// `defined` is false for a line stream (every value undefined).
-    pub fn values(&self, prefix: &[u8], len: u64, defined: bool) -> Values {
+    pub fn values(
+        &self,
+        prefix: &[u8],
+        len: u64,
+        digests: Option<&RunningDigests>,
+        defined: bool,
+    ) -> Values {
         self.quantities
             .iter()
             .map(|(q, _)| match (q, defined) {
                 (_, false) => None,
                 (Quantity::Filesize, true) => i64::try_from(len).ok(),
                 (Quantity::Read(read), true) => read.value(prefix).filter(|_| read.end() <= len),
+                (Quantity::Digest(kind), true) => {
+                    debug_assert!(digests.is_some(), "a chunk stream keeps its digests");
+                    self.digest_value(*kind, digests?)
+                }
             })
             .collect()
+    }
+
+    /// A digest's value: an integer digest's own, or the number of the
+    /// literal a text digest equals (from 1; 0 for none).
+    fn digest_value(&self, kind: DigestKind, digests: &RunningDigests) -> Option<i64> {
+        Some(match digests.value(kind)? {
+            DigestValue::Integer(value) => value,
+            DigestValue::Text(text) => self.digest_texts[&kind]
+                .binary_search_by(|literal| literal.as_slice().cmp(text.as_bytes()))
+                .map_or(0, |at| at as i64 + 1),
+        })
+    }
+
+    /// The number a text digest's value takes where it equals `literal`.
+    fn literal_number(&self, kind: DigestKind, literal: &[u8]) -> usize {
+        let texts = &self.digest_texts[&kind];
+        texts
+            .binary_search_by(|t| t.as_slice().cmp(literal))
+            .expect("surveyed")
+            + 1
     }
 
     /// Values reduced so that two streams with equal classes get the same
@@ -280,17 +372,23 @@ impl DataValues {
         }
     }
 
-    /// `text` (whose syntax tree is `tree`) with each quantity replaced by
-    /// its variables; `None` when it reads none.
-    pub fn rewrite(text: &str, tree: &ast::AST<'_>) -> Option<String> {
+    /// `text` (whose syntax tree is `tree`, one of those these values were
+    /// made from) with each quantity replaced by its variables; `None` when
+    /// it reads none.
+    pub fn rewrite(&self, text: &str, tree: &ast::AST<'_>) -> Option<String> {
         let mut edits: Vec<(Range<usize>, String)> = Vec::new();
         for rule in tree.rules() {
-            visit(&rule.condition, &mut |expr| match Quantity::of(expr) {
-                Some(quantity) => {
-                    edits.push((expr.span().range(), quantity.text()));
-                    false
-                }
-                None => true,
+            visit(&rule.condition, &mut |expr| {
+                let replacement = match (digest_comparison(expr), Quantity::of(expr)) {
+                    (Some((kind, literal, op)), _) => {
+                        let number = self.literal_number(kind, literal);
+                        format!("({} {op} {number})", Quantity::Digest(kind).text())
+                    }
+                    (None, Some(quantity)) => quantity.text(),
+                    (None, None) => return true,
+                };
+                edits.push((source_range(expr), replacement));
+                false
             });
         }
         if edits.is_empty() {
@@ -317,6 +415,11 @@ struct Survey(std::collections::BTreeMap<Quantity, Option<BTreeSet<i64>>>);
 impl Survey {
     /// Notes the uses in `expr`.
     fn expr(&mut self, expr: &Expr<'_>) {
+        if digest_comparison(expr).is_some() {
+            // A value of its own (see `DataValues::new`), `filesize` in it
+            // included.
+            return;
+        }
         if let Some(inside) = moot_when_nothing_matched(expr) {
             inside
                 .into_iter()
@@ -417,6 +520,8 @@ fn undefined_in_block_scans(expr: &Expr<'_>) -> bool {
             DataRead::named(call.identifier.name, 0).is_some()
                 && DataRead::rewritten(expr).is_none()
         }
+        // Rewritten into values of each stream.
+        _ if digest_comparison(expr).is_some() || Quantity::of(expr).is_some() => false,
         Expr::FuncCall(call) => {
             let Some(Expr::Ident(module)) = &call.object else {
                 return false;
@@ -452,6 +557,66 @@ pub(crate) fn is_arithmetic(expr: &Expr<'_>) -> bool {
             | Expr::BitwiseOr(_)
             | Expr::BitwiseXor(_)
     )
+}
+
+/// The digest a call of the `hash` module computes when it is of the whole
+/// data: `hash.md5(0, filesize)`.
+fn digest_of_data(expr: &Expr<'_>) -> Option<DigestKind> {
+    let Expr::FuncCall(call) = expr else {
+        return None;
+    };
+    let Some(Expr::Ident(module)) = &call.object else {
+        return None;
+    };
+    let [Expr::LiteralInteger(offset), Expr::Filesize { .. }] = call.args.as_slice() else {
+        return None;
+    };
+    (module.name == "hash" && offset.value == 0)
+        .then(|| DigestKind::named(call.identifier.name))
+        .flatten()
+}
+
+/// A text digest of the whole data compared with a string literal
+/// (`hash.md5(0, filesize) == "ab.."`, `!=`, either side): its kind, the
+/// literal, and the operator.
+fn digest_comparison<'e>(expr: &'e Expr<'_>) -> Option<(DigestKind, &'e [u8], &'static str)> {
+    let (e, op) = match expr {
+        Expr::Eq(e) => (e, "=="),
+        Expr::Ne(e) => (e, "!="),
+        _ => return None,
+    };
+    let text_digest = |expr| digest_of_data(expr).filter(|kind| kind.is_text());
+    let (kind, other) = match (text_digest(&e.lhs), text_digest(&e.rhs)) {
+        (Some(kind), None) => (kind, &e.rhs),
+        (None, Some(kind)) => (kind, &e.lhs),
+        _ => return None,
+    };
+    match other {
+        Expr::LiteralString(literal) => Some((kind, literal.value.as_ref(), op)),
+        _ => None,
+    }
+}
+
+/// Where `expr` is in its source. (The span of a method call leaves out
+/// its object: `md5(0, filesize)` of `hash.md5(0, filesize)`.)
+fn source_range(expr: &Expr<'_>) -> Range<usize> {
+    let own = expr.span().range();
+    let (start, end) = match expr {
+        Expr::FuncCall(call) => match &call.object {
+            Some(object) => (source_range(object).start, own.end),
+            None => (own.start, own.end),
+        },
+        Expr::Eq(e) | Expr::Ne(e) => (source_range(&e.lhs).start, source_range(&e.rhs).end),
+        _ => (own.start, own.end),
+    };
+    start.min(own.start)..end.max(own.end)
+}
+
+/// Whether the rewrite turns `expr` into values of each stream: a digest
+/// of the whole data (an integer one, or a text one compared with a
+/// literal). The walk of the rule analysis stops there.
+pub(crate) fn is_rewritten_digest(expr: &Expr<'_>) -> bool {
+    digest_comparison(expr).is_some() || matches!(Quantity::of(expr), Some(Quantity::Digest(_)))
 }
 
 /// `Q op N` or `N op Q` for a quantity `Q`, a comparison `op` and an integer
@@ -565,7 +730,7 @@ mod tests {
             $a at uint32(0x3C) and filesize < 1KB and uint8(uint8(0)) == 1
             and for any i in (0..filesize) : (uint16be(i) == 2) and uint16(4095) == 3 }"#;
         let tree = ast::AST::from(source);
-        let text = DataValues::rewrite(source, &tree).unwrap();
+        let text = plan(source).rewrite(source, &tree).unwrap();
         assert!(text.contains(r#"$a = "filesize""#), "{text}");
         assert!(text.contains("$a at (yaraflow_uint32_60 \\ yaraflow_uint32_60_defined)"));
         assert!(text.contains("(yaraflow_filesize \\ yaraflow_filesize_defined) < 1KB"));
@@ -578,7 +743,7 @@ mod tests {
         );
         assert_eq!(plan(source).prefix_len(), 0x3C + 4);
         let plain = "rule r { condition: true }";
-        assert_eq!(DataValues::rewrite(plain, &ast::AST::from(plain)), None);
+        assert_eq!(plan(plain).rewrite(plain, &ast::AST::from(plain)), None);
     }
 
     #[test]
@@ -586,9 +751,12 @@ mod tests {
         let values = plan("rule r { condition: filesize > 1 and uint16(1) == 2 }");
         let names: Vec<_> = values.variables().map(|(v, _)| v).collect();
         assert_eq!(names, ["yaraflow_filesize", "yaraflow_uint16_1"]);
-        assert_eq!(values.values(b"abc", 3, true), [Some(3), Some(0x6362)]);
-        assert_eq!(values.values(b"ab", 2, true), [Some(2), None]);
-        assert_eq!(values.values(b"abc", 3, false), [None, None]);
+        assert_eq!(
+            values.values(b"abc", 3, None, true),
+            [Some(3), Some(0x6362)]
+        );
+        assert_eq!(values.values(b"ab", 2, None, true), [Some(2), None]);
+        assert_eq!(values.values(b"abc", 3, None, false), [None, None]);
     }
 
     #[test]
@@ -626,5 +794,60 @@ mod tests {
             values.class_of(&[Some(5), None]),
             values.class_of(&[Some(6), Some(9)])
         );
+    }
+
+    #[test]
+    fn digests_of_the_whole_data_are_rewritten_where_compared_with_literals() {
+        let source = r#"import "hash" rule r { condition:
+            hash.md5(0, filesize) == "b0" and not ("a0" != hash.md5(0, filesize))
+            and hash.sha1(0, filesize) == "c0" and hash.crc32(0, filesize) + 1 == 5
+            and hash.md5(0, 10) == "d0" and hash.sha256(0, filesize) contains "e0" }"#;
+        let tree = ast::AST::from(source);
+        let values = plan(source);
+        let text = values.rewrite(source, &tree).unwrap();
+        let md5 = "(yaraflow_md5 \\ yaraflow_md5_defined)";
+        // The literals are numbered in sorted order: "a0" 1, "b0" 2.
+        assert!(
+            text.contains(&format!("({md5} == 2) and not (({md5} != 1))")),
+            "{text}"
+        );
+        assert!(text.contains("((yaraflow_sha1 \\ yaraflow_sha1_defined) == 1)"));
+        assert!(text.contains("(yaraflow_crc32 \\ yaraflow_crc32_defined) + 1 == 5"));
+        assert!(
+            text.contains(r#"hash.md5(0, 10) == "d0""#),
+            "not the whole data"
+        );
+        assert!(
+            text.contains(
+                r#"hash.sha256(0, (yaraflow_filesize \ yaraflow_filesize_defined)) contains "e0""#
+            ),
+            "not compared: only its `filesize` is rewritten"
+        );
+        let kinds: Vec<_> = values.digests().kinds().collect();
+        assert_eq!(
+            kinds,
+            [DigestKind::Md5, DigestKind::Sha1, DigestKind::Crc32]
+        );
+    }
+
+    #[test]
+    fn a_streams_digest_value_is_the_number_of_the_literal_it_equals() {
+        let md5_abc = "900150983cd24fb0d6963f7d28e17f72";
+        let source = format!(
+            r#"import "hash" rule r {{ condition: hash.md5(0, filesize) == "{md5_abc}"
+                or hash.md5(0, filesize) == "0f" or hash.checksum32(0, filesize) == 7 }}"#
+        );
+        let values = plan(&source);
+        let names: Vec<_> = values.variables().map(|(v, _)| v).collect();
+        assert_eq!(names, ["yaraflow_md5", "yaraflow_checksum32"]);
+        let of = |data: &[u8], defined| {
+            let mut digests = values.digests().start().unwrap();
+            digests.update(data);
+            values.values(data, data.len() as u64, Some(&digests), defined)
+        };
+        // "0f" sorts first, the digest of "abc" second.
+        assert_eq!(of(b"abc", true), [Some(2), Some(294)]);
+        assert_eq!(of(b"abd", true), [Some(0), Some(295)]);
+        assert_eq!(of(b"abc", false), [None, None]);
     }
 }

@@ -168,7 +168,9 @@ impl RuleSet {
             .iter()
             .zip(&trees)
             .map(|((origin, text), (_, tree))| {
-                let text = DataValues::rewrite(text, tree).unwrap_or_else(|| text.clone());
+                let text = data_values
+                    .rewrite(text, tree)
+                    .unwrap_or_else(|| text.clone());
                 (origin.clone(), text)
             })
             .collect();

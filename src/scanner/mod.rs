@@ -45,6 +45,7 @@ use crate::error::ScanError;
 use crate::results::StreamResults;
 use crate::rules::preconditions::RuledOutSets;
 use crate::rules::{External, RuleSet};
+use crate::stream::digests::DigestSet;
 use crate::stream::{HeadKeep, Retention, RetentionRoom, StreamContext, StreamMode, StreamStats};
 use batch::{Acceptance, Batch, Found, LineCursor, Window};
 use verdict::Evaluator;
@@ -163,6 +164,7 @@ impl<'r> MultiStreamScanner<'r> {
                     false => Retention::Retaining,
                 },
                 defer_search: !config.eager_search,
+                digests: rules.data_values().digests(),
             },
             config,
             streams: HashMap::default(),
@@ -939,6 +941,9 @@ fn new_context(
     epochs.last += 1;
     let mut ctx = StreamContext::new(stream, mode, epochs.last, new_streams.retention);
     ctx.deferred = new_streams.defer_search && ctx.retention == Retention::Retaining;
+    if mode == StreamMode::Chunks {
+        ctx.digests = new_streams.digests.start();
+    }
     ctx
 }
 
@@ -950,6 +955,9 @@ struct NewStreams {
     /// Whether a retaining stream's search waits (see
     /// `ScannerConfig::eager_search`).
     defer_search: bool,
+    /// The digests of the whole data the rules read (see
+    /// `stream::digests`), kept by chunk streams.
+    digests: DigestSet,
 }
 
 /// Tells incarnations of streams apart.

@@ -115,7 +115,10 @@ impl<'r> Evaluator<'r> {
         self.whole_scans += 1;
         let data = ctx.retained.as_slice();
         scanner.set_externals(&ctx.externals);
-        let values = rules.data_values().values(data, data.len() as u64, true);
+        let values =
+            rules
+                .data_values()
+                .values(data, data.len() as u64, ctx.digests.as_deref(), true);
         pass_values(scanner, rules, &values);
         let listing = Listing {
             max_matches: config.max_stream_matches,
@@ -302,7 +305,13 @@ fn data_values_of(ctx: &StreamContext, rules: &RuleSet) -> Values {
         true => &ctx.retained,
         false => &ctx.head,
     };
-    plan.values(prefix, ctx.stats.bytes, ctx.mode == StreamMode::Chunks)
+    let digests = ctx.digests.as_deref();
+    plan.values(
+        prefix,
+        ctx.stats.bytes,
+        digests,
+        ctx.mode == StreamMode::Chunks,
+    )
 }
 
 /// Sets data values on a scanner.

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::stream::StreamContext;
 
 /// The version of the entry layout and of the context it holds.
-pub const FORMAT_VERSION: u16 = 5;
+pub const FORMAT_VERSION: u16 = 6;
 
 const MAGIC: &[u8; 4] = b"YFSC";
 const HEADER_LEN: usize = 38;
@@ -267,6 +267,11 @@ mod tests {
             limit: RetentionLimit::StreamCap,
         };
         context.retained = b"kept".to_vec();
+        let digests = crate::stream::digests::DigestSet::default()
+            .with(crate::stream::digests::DigestKind::Md5)
+            .with(crate::stream::digests::DigestKind::Crc32);
+        context.digests = digests.start();
+        context.digests.as_mut().unwrap().update(b"kept");
         // Only while `Retaining`: a cut stream's search is not deferred.
         context.deferred = false;
         context.externals = vec![crate::rules::External {
@@ -280,16 +285,19 @@ mod tests {
     }
 
     /// The format version the golden entry below was written with.
-    const GOLDEN_VERSION: u16 = 5;
+    const GOLDEN_VERSION: u16 = 6;
 
     /// The entry of [`golden_context`], as format [`GOLDEN_VERSION`]
     /// writes it.
     const GOLDEN_ENTRY: &str = concat!(
-        "5946534305002d6d4daefed90af32c010000000000007b68e5cf8b0100007275",
+        "5946534306005ef17a2ce17530862c010000000000007b68e5cf8b0100007275",
         "6c6573546167100123456789abcdef0123456789abcdef00ac0204030280d095",
         "ffbc31fbd095ffbc31050a7461696c206279746573046865616401010300046b",
-        "65707400010866696c656e616d650305612e657865010a00020d612073656372",
-        "65742068657265010001a202000203656e640001",
+        "65707400010200580123456789abcdeffedcba98765432100000000000000000",
+        "046b657074000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0304066a28fb010866696c656e616d650305612e657865010a00020d61207365",
+        "637265742068657265010001a202000203656e640001",
     );
 
     /// The store's format is `StreamContext`'s serde derive: a new, removed

@@ -9,6 +9,7 @@
 //! owns no YARA-X object: opening a stream allocates a few small vectors
 //! and nothing else.
 
+pub mod digests;
 mod retention;
 pub(crate) mod span;
 
@@ -20,6 +21,7 @@ use uuid::Uuid;
 use crate::rules::preconditions::{FailedPreconditions, RuledOutSets};
 use crate::rules::{External, HeadPlan, PreconditionPlan, TailPlan};
 
+use digests::RunningDigests;
 pub(crate) use retention::RetentionRoom;
 pub use span::{ReplaySpan, SpanSet};
 
@@ -147,6 +149,10 @@ pub struct StreamContext {
     /// its verdict needs its matches; a verdict that is a whole-buffer
     /// scan of them needs no search at all. Only while `Retaining`.
     pub(crate) deferred: bool,
+    /// Running digests of every byte so far, for the rules that compare
+    /// the digest of the whole data (`hash.md5(0, filesize)`, see
+    /// `rules::data_values`); chunk mode only.
+    pub(crate) digests: Option<Box<RunningDigests>>,
     /// The stream's own values of its rules' external variables (a file's
     /// name, say), set over the rule set's for its verdicts.
     pub(crate) externals: Box<[External]>,
@@ -241,6 +247,7 @@ impl StreamContext {
             },
             retained: Vec::new(),
             deferred: false,
+            digests: None,
             externals: Box::default(),
             settled: SpanSet::default(),
             provisional: SpanSet::default(),
@@ -261,6 +268,9 @@ impl StreamContext {
             StreamMode::Lines => self.stats.lines += 1,
             StreamMode::Chunks => {
                 self.stats.lines += span::count_newlines(data);
+                if let Some(digests) = &mut self.digests {
+                    digests.update(data);
+                }
                 if !self.deferred {
                     self.keep_edges(data, tail, head);
                 }
@@ -396,6 +406,7 @@ impl StreamContext {
             + self.settled.heap_bytes()
             + self.provisional.heap_bytes()
             + self.externals_bytes()
+            + self.digests.as_ref().map_or(0, |d| d.heap_bytes())
     }
 
     /// The stream's own externals (see [`crate::FileInfo`]).
