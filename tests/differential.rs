@@ -130,6 +130,7 @@ impl PatternSpec {
                     ("$", "regex $"),
                     ("\\b", "regex \\b"),
                     ("\\B", "regex \\B"),
+                    ("{,", "regex {,n}"),
                 ] {
                     if body.contains(look) {
                         features.push(name);
@@ -236,11 +237,18 @@ fn regex_pattern() -> impl Strategy<Value = PatternSpec> {
     ];
     let piece = (
         atom,
-        prop_oneof![3 => Just(""), 1 => Just("?"), 1 => Just("{1,3}"), 1 => Just("{0,2}")],
+        prop_oneof![
+            3 => Just(""),
+            1 => Just("?"),
+            1 => Just("{1,3}"),
+            1 => Just("{0,2}"),
+            // YARA's "at most": `regex-syntax` reads it only once rewritten.
+            1 => Just("{,2}"),
+        ],
     )
         .prop_map(|(a, q)| format!("{a}{q}"));
     let start = prop_oneof![4 => Just(""), 1 => Just("^"), 1 => Just("\\b"), 1 => Just("\\B")];
-    let end = prop_oneof![4 => Just(""), 1 => Just("$"), 1 => Just("\\b")];
+    let end = prop_oneof![3 => Just(""), 2 => Just("$"), 1 => Just("\\b")];
     let modifiers = proptest::sample::subsequence(vec!["nocase", "wide", "fullword"], 0..2);
     (
         start,
@@ -430,6 +438,7 @@ impl Tally {
         "regex $",
         "regex \\b",
         "regex \\B",
+        "regex {,n}",
         "regex wide",
         "regex nocase",
         "regex fullword",
@@ -879,10 +888,10 @@ proptest! {
     }
 }
 
-/// Runs 300 deterministic cases, chunked and by lines, on this thread.
+/// Runs 500 deterministic cases, chunked and by lines, on this thread.
 fn run_deterministic_cases() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
-    for _ in 0..300 {
+    for _ in 0..500 {
         let case = case().new_tree(&mut runner).unwrap().current();
         let _ = counted_run(&case, run_chunks);
         let _ = counted_run(&case, run_lines);

@@ -683,21 +683,7 @@ fn hex_max_len(tokens: &HexSubPattern) -> Option<usize> {
 /// Longest match of a regex (`None`: unbounded) and whether it looks at its
 /// surroundings (`^`, `$`, `\b`, `\B`).
 fn regex_bounds(regexp: &ast::Regexp<'_>) -> Result<(Option<usize>, bool), String> {
-    let hir = regex_syntax::ParserBuilder::new()
-        .unicode(false)
-        .utf8(false)
-        .case_insensitive(regexp.case_insensitive)
-        .dot_matches_new_line(regexp.dot_matches_new_line)
-        .build()
-        .parse(regexp.src)
-        .map_err(|err| {
-            err.to_string()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .to_string()
-        })?;
+    let hir = super::edges::parse_or_explain(regexp, false)?;
     let props = hir.properties();
     Ok((props.maximum_len(), !props.look_set().is_empty()))
 }

@@ -647,14 +647,55 @@ fn without_looks(hir: &Hir) -> Hir {
 
 /// Parses a YARA regex with byte semantics, as the analysis does.
 pub(crate) fn parse(regexp: &ast::Regexp<'_>, nocase: bool) -> Option<Hir> {
+    parse_or_explain(regexp, nocase).ok()
+}
+
+/// Parses a YARA regex with byte semantics, or says why it cannot (the
+/// last line of `regex-syntax`'s error).
+pub(crate) fn parse_or_explain(regexp: &ast::Regexp<'_>, nocase: bool) -> Result<Hir, String> {
     regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .case_insensitive(regexp.case_insensitive || nocase)
         .dot_matches_new_line(regexp.dot_matches_new_line)
         .build()
-        .parse(regexp.src)
-        .ok()
+        .parse(&in_regex_syntax(regexp.src))
+        .map_err(|err| {
+            let text = err.to_string();
+            text.lines().last().unwrap_or_default().trim().to_string()
+        })
+}
+
+/// A YARA regex in the syntax `regex-syntax` reads: YARA's `{,n}` (at most
+/// `n`) is `{0,n}` there. Escapes and classes are left as they are.
+fn in_regex_syntax(src: &str) -> std::borrow::Cow<'_, str> {
+    if !src.contains("{,") {
+        return std::borrow::Cow::Borrowed(src);
+    }
+    let mut out = String::with_capacity(src.len() + 4);
+    let (mut escaped, mut in_class) = (false, false);
+    let mut chars = src.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            // A `]` first in a class (after `[` or `[^`) is a literal.
+            '[' if !in_class => {
+                in_class = true;
+                if chars.peek() == Some(&'^') {
+                    out.extend(chars.next());
+                }
+                if chars.peek() == Some(&']') {
+                    out.extend(chars.next());
+                }
+            }
+            ']' if in_class => in_class = false,
+            '{' if !in_class && chars.peek() == Some(&',') => out.push('0'),
+            _ => {}
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -847,5 +888,24 @@ mod tests {
             b"!#ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
         );
         assert!(g.blocks_start(&form) && !g.blocks_start(b"aGVsbG8"));
+    }
+
+    #[test]
+    fn yaras_at_most_quantifier_is_read_as_from_zero() {
+        assert_eq!(in_regex_syntax(r"a.{,10}b"), r"a.{0,10}b");
+        assert_eq!(in_regex_syntax(r"\d{,3}x{,2}"), r"\d{0,3}x{0,2}");
+        assert_eq!(in_regex_syntax(r"a\{,3}"), r"a\{,3}", "an escaped brace");
+        assert_eq!(
+            in_regex_syntax(r"[{,]{,2}"),
+            r"[{,]{0,2}",
+            "a brace in a class"
+        );
+        assert_eq!(
+            in_regex_syntax(r"[]{,]x"),
+            r"[]{,]x",
+            "`]` first in a class"
+        );
+        assert_eq!(in_regex_syntax(r"[^]{,]{,1}"), r"[^]{,]{0,1}");
+        assert_eq!(in_regex_syntax(r"a{2,3}"), r"a{2,3}");
     }
 }
