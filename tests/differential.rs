@@ -136,6 +136,12 @@ impl PatternSpec {
                         features.push(name);
                     }
                 }
+                let looks = ["^", "$", "\\b", "\\B"].iter().any(|l| body.contains(l));
+                let unbounded = body.contains('*') || body.contains('+');
+                let walked = !modifiers.contains(&"wide") && !modifiers.contains(&"fullword");
+                if unbounded && !looks && walked {
+                    features.push("regex open-ended");
+                }
                 features.extend(modifiers.iter().map(|m| match *m {
                     "wide" => "regex wide",
                     "nocase" => "regex nocase",
@@ -244,6 +250,10 @@ fn regex_pattern() -> impl Strategy<Value = PatternSpec> {
             1 => Just("{0,2}"),
             // YARA's "at most": `regex-syntax` reads it only once rewritten.
             1 => Just("{,2}"),
+            // No longest match: the search follows such a regex's walks
+            // (`rules::open_ended`) unless it looks around or is wide.
+            1 => Just("*"),
+            1 => Just("+"),
         ],
     )
         .prop_map(|(a, q)| format!("{a}{q}"));
@@ -439,6 +449,7 @@ impl Tally {
         "regex \\b",
         "regex \\B",
         "regex {,n}",
+        "regex open-ended",
         "regex wide",
         "regex nocase",
         "regex fullword",
@@ -935,4 +946,126 @@ fn inexact_verdicts_are_rare() {
         all > 1000 && inexact * 20 < all && inexact_runs * 50 < runs,
         "{summary}"
     );
+}
+
+/// Regexes without a longest match of their own, followed walk by walk
+/// (`rules::open_ended`), over streams long enough for matches of
+/// thousands of bytes, matches that YARA-X's scan limit cuts (4 KB each
+/// way from where it found them) and tails that reach back that far.
+const OPEN_ENDED_RULES: &str = r#"
+rule line_xy { strings: $a = /x[^\n]*y/ condition: $a }
+rule word_run { strings: $b = /ab[a-z]+/ condition: #b > 1 }
+rule q_to_z { strings: $c = /q.*z/ nocase condition: $c }
+rule quads { strings: $d = /=([a-z]{4})+/ condition: $d }
+rule both_ways { strings: $f = /[a-h]+@@[a-h]+/ condition: $f }
+rule to_zero { strings: $e = /k[^\x00]+\x00/ condition: any of them }
+"#;
+
+/// Long data for [`OPEN_ENDED_RULES`]: runs of letters (no newline for
+/// thousands of bytes), runs of one letter, random bytes and the rules'
+/// first and last bytes. (Letters that begin matches are planted, or
+/// in short runs: YARA-X verifies each match from where it is found, up to
+/// 4 KB forwards, so long runs of them make every scan slow.)
+fn open_ended_data() -> impl Strategy<Value = Vec<u8>> {
+    let letters = proptest::collection::vec(proptest::sample::select(&b"abcdefgh"[..]), 0..3_000);
+    let run =
+        (proptest::sample::select(&b"bc"[..]), 2_000usize..10_000).prop_map(|(b, n)| vec![b; n]);
+    let noise = proptest::collection::vec(any::<u8>(), 0..300);
+    let plant = proptest::sample::select(vec![
+        &b"x"[..],
+        b"y",
+        b"ab",
+        b"q",
+        b"Z",
+        b"k",
+        b"\x00",
+        b"=",
+        b"\n",
+        b"@@",
+    ])
+    .prop_map(|p| p.to_vec());
+    let piece = prop_oneof![2 => letters, 1 => run, 2 => noise, 4 => plant];
+    proptest::collection::vec(piece, 1..14).prop_map(|pieces| pieces.concat())
+}
+
+#[test]
+fn open_ended_regexes_over_long_streams_match_whole_buffer_scans() {
+    let rules = common::compile(OPEN_ENDED_RULES);
+    assert!(
+        rules.analysis().rules.iter().all(|r| r.supported),
+        "the open-ended rules must be stream-exact"
+    );
+    let case = (
+        proptest::collection::vec(open_ended_data(), 2..4),
+        proptest::collection::vec(prop_oneof![1 => 1usize..20, 4 => 100usize..5_000], 1..5),
+        proptest::collection::vec(any::<proptest::sample::Index>(), 1..8),
+    );
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let (mut long, mut both_ways, mut reaching_back, mut longest) = (0, 0, 0, 0);
+    for _ in 0..40 {
+        let (streams, cuts, order) = case.new_tree(&mut runner).unwrap().current();
+        let case = Case {
+            rules: Vec::new(),
+            streams,
+            cuts,
+            order,
+            probe_every: 29,
+            batch_bytes: 1 << 20,
+            evict_every: 5,
+            restart_every: 0,
+        };
+        let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+        let ids: Vec<Uuid> = case.streams.iter().map(|_| Uuid::new_v4()).collect();
+        for id in &ids {
+            scanner.open_stream(*id, StreamMode::Chunks).unwrap();
+        }
+        let mut cuts = vec![Vec::new(); ids.len()];
+        for (step, (stream, range)) in schedule(&case).into_iter().enumerate() {
+            cuts[stream].push(range.end);
+            let chunk = &case.streams[stream][range.clone()];
+            scanner.scan_chunk(ids[stream], chunk).unwrap();
+            if step % case.evict_every == 0 {
+                move_through_store(&mut scanner, None, &ids[stream..=stream]);
+            }
+            if step % case.probe_every == 0 {
+                let got = scanner.get_matches(&ids[stream]).unwrap().unwrap();
+                let prefix = &case.streams[stream][..range.end];
+                assert!(got.exact);
+                assert_eq!(
+                    ours(&rules, &got),
+                    reference(&rules, prefix),
+                    "prefix of {}",
+                    range.end
+                );
+            }
+        }
+        for (stream, id) in ids.iter().enumerate() {
+            let got = scanner.close_stream(id).unwrap().unwrap();
+            let expected = reference(&rules, &case.streams[stream]);
+            assert!(got.exact);
+            assert_eq!(
+                ours(&rules, &got),
+                expected,
+                "stream of {} bytes",
+                case.streams[stream].len()
+            );
+            let matches = expected
+                .iter()
+                .flat_map(|(_, p)| p.iter().flat_map(|(_, m)| m.iter()));
+            for &(offset, len) in matches {
+                long += usize::from(len >= 4000);
+                both_ways += usize::from(len > 4096);
+                longest = longest.max(len);
+                let (start, end) = (offset as usize, offset as usize + len);
+                let floor = rules.tail_plan().floor();
+                reaching_back += usize::from(
+                    cuts[stream]
+                        .iter()
+                        .any(|&cut| start < cut && cut < end && cut - start + 16 > floor),
+                );
+            }
+        }
+    }
+    eprintln!("open-ended matches: {long} of 4,000 bytes or more, {both_ways} longer than one scan limit (4,096 bytes), {reaching_back} found by a tail past the floor, longest {longest}");
+    assert!(long > 0 && both_ways > 0 && reaching_back > 0);
 }

@@ -45,6 +45,7 @@ use yara_x_parser::ast::{self, Expr, HexSubPattern, HexToken, MatchAnchor, Patte
 use super::data_values::{is_arithmetic, is_rewritten_digest, visit, DataRead};
 use super::gates::{gate_of, necessary_branch, pattern_literals, Gate, GateContext};
 use super::head::{HeadAnchor, HeadPlan};
+use super::open_ended::{self, OpenEndedRegex};
 use super::tail::{TailPattern, TailPlan};
 
 /// Why a rule cannot be evaluated exactly by stream scanning.
@@ -170,6 +171,10 @@ pub struct PatternReport {
     /// Whether a match depends on the bytes around it (`fullword`, regex
     /// anchors and word boundaries, base64).
     pub context_sensitive: bool,
+    /// A regex with no longest match of its own, whose matches YARA-X
+    /// bounds (`max_len` is that bound) and the search follows walk by
+    /// walk (see `rules::open_ended`): it takes no part in the window.
+    pub open_ended: bool,
 }
 
 /// What the analysis learnt about one rule.
@@ -305,6 +310,7 @@ impl RuleAnalysis {
         let searched = || rules.iter().filter(|r| r.is_searched());
         let longest = searched()
             .flat_map(|r| &r.patterns)
+            .filter(|p| !p.open_ended)
             .map(|p| p.max_len.unwrap_or(usize::MAX))
             .max()
             .unwrap_or(0);
@@ -336,17 +342,26 @@ impl RuleAnalysis {
         let window = self.window;
         let trees = sources.iter().flat_map(|(_, tree)| tree.rules());
         let mut searched = Vec::new();
+        let mut walked = Vec::new();
         let mut reaches = HashMap::new();
         for (report, rule) in self.rules.iter().zip(trees) {
-            let reach = |p: &PatternReport| p.max_len.unwrap_or(window).min(window);
+            let reach = |p: &PatternReport| match p.open_ended {
+                true => open_ended::MAX_REACH,
+                false => p.max_len.unwrap_or(window).min(window),
+            };
             let declared = rule.patterns.iter().flatten().zip(&report.patterns);
             if report.is_searched() {
-                searched.extend(declared.map(|(p, r)| TailPattern::of(p, reach(r))));
+                for (index, (pattern, r)) in declared.enumerate() {
+                    match r.open_ended.then(|| open_ended_regex(pattern)).flatten() {
+                        Some(regex) => walked.push((report.identifier.clone(), index, regex)),
+                        None => searched.push(TailPattern::of(pattern, reach(r))),
+                    }
+                }
             }
             let patterns = report.patterns.iter().map(|r| reach(r) as u32).collect();
             reaches.insert(report.identifier.clone(), patterns);
         }
-        TailPlan::new(window, &searched, reaches)
+        TailPlan::new(window, &searched, reaches).with_open_ended(walked)
     }
 }
 
@@ -385,8 +400,13 @@ fn analyse_rule(
         rule_refs: Vec::new(),
     };
     walk.expr(&rule.condition);
-    let rule_refs = walk.rule_refs;
-    let mut anchors = head_anchors(rule, &patterns, &walk.anchors);
+    let ConditionWalk {
+        anchors: anchored,
+        rule_refs,
+        ..
+    } = walk;
+    let mut anchors = head_anchors(rule, &patterns, &anchored);
+    issues.extend(anchored_open_ended(rule, &patterns, &anchored));
     let mut max_anchor = anchors.iter().map(|a| a.offset).max();
     if let Some(offset) = max_anchor.filter(|&a| a > MAX_ANCHOR) {
         // Every stream keeps its head for anchored patterns: keep it small.
@@ -412,6 +432,29 @@ fn analyse_rule(
         rule_refs,
         anchors,
     }
+}
+
+/// An open-ended pattern under an `at` anchor is unbounded as far as the
+/// head goes (it keeps a rule's first bytes up to its anchors' reach):
+/// its rule stays whole-data.
+fn anchored_open_ended(
+    rule: &ast::Rule<'_>,
+    patterns: &[PatternReport],
+    anchors: &[(u64, AnchoredPatterns)],
+) -> Vec<RuleIssue> {
+    let unknown = anchors
+        .iter()
+        .any(|(_, a)| matches!(a, AnchoredPatterns::Unknown));
+    let declared = rule.patterns.iter().flatten().zip(patterns);
+    declared
+        .filter(|(pattern, report)| {
+            let name = pattern.identifier().name;
+            report.open_ended && (unknown || anchors.iter().any(|(_, a)| a.names(name)))
+        })
+        .map(|(_, report)| RuleIssue::UnboundedPattern {
+            pattern: report.identifier.clone(),
+        })
+        .collect()
 }
 
 /// The head anchors of a rule's `at` anchors: one per pattern each names
@@ -627,8 +670,13 @@ fn pattern_report(pattern: &Pattern<'_>, cap: usize, issues: &mut Vec<RuleIssue>
     context_sensitive |= modifiers.fullword().is_some()
         || modifiers.base64().is_some()
         || modifiers.base64wide().is_some();
-    let max_len = base_len.map(|len| modified_len(len, modifiers));
+    let open_ended = base_len.is_none() && !context_sensitive && is_open_ended(pattern);
+    let max_len = match open_ended {
+        true => Some(open_ended::MAX_REACH),
+        false => base_len.map(|len| modified_len(len, modifiers)),
+    };
     match max_len {
+        Some(_) if open_ended => {}
         None => issues.push(RuleIssue::UnboundedPattern {
             pattern: identifier.clone(),
         }),
@@ -643,7 +691,33 @@ fn pattern_report(pattern: &Pattern<'_>, cap: usize, issues: &mut Vec<RuleIssue>
         identifier,
         max_len,
         context_sensitive,
+        open_ended,
     }
+}
+
+/// Whether `pattern` is a regex that the search can follow walk by walk
+/// (see `rules::open_ended`): ASCII only, never chained by YARA-X, and
+/// with DFAs of a reasonable size. (Its look-arounds and `fullword` are
+/// ruled out by the caller.)
+fn is_open_ended(pattern: &Pattern<'_>) -> bool {
+    open_ended_regex(pattern).is_some()
+}
+
+/// The walks of `pattern` when it is an open-ended regex the search can
+/// follow (see [`is_open_ended`]).
+fn open_ended_regex(pattern: &Pattern<'_>) -> Option<OpenEndedRegex> {
+    let Pattern::Regexp(regexp) = pattern else {
+        return None;
+    };
+    if pattern.modifiers().wide().is_some() {
+        return None;
+    }
+    let nocase = pattern.modifiers().nocase().is_some();
+    let hir = super::edges::parse(&regexp.regexp, nocase)?;
+    if open_ended::may_be_chained(&hir) {
+        return None;
+    }
+    OpenEndedRegex::new(&hir)
 }
 
 /// Longest match of a pattern whose unmodified form matches `len` bytes.
@@ -842,8 +916,9 @@ mod tests {
 
     #[test]
     fn unbounded_patterns_make_their_rules_unsupported_and_leave_the_window() {
+        // YARA-X chains `/a.*b/s` (its `.*` is a gap of any bytes): no bound.
         let a = analyse(
-            r#"rule r { strings: $a = /a.*b/ condition: $a } rule s { strings: $s = "xy" condition: $s }"#,
+            r#"rule r { strings: $a = /a.*b/s condition: $a } rule s { strings: $s = "xy" condition: $s }"#,
         );
         // The search finds matches for supported rules only.
         assert_eq!(a.window, 2);
@@ -855,6 +930,32 @@ mod tests {
             }]
         );
         assert!(a.rules[1].supported);
+    }
+
+    #[test]
+    fn open_ended_regexes_are_exact_and_leave_the_window() {
+        let a = analyse(
+            r#"rule r { strings: $a = /a.*b/ $s = "xyz" condition: $a and $s }
+            rule in_wide { strings: $w = /a.*b/ wide condition: $w }
+            rule looks { strings: $l = /a.*b$/ condition: $l }
+            rule anchored { strings: $n = /a[^x]+b/ condition: $n at 10 }"#,
+        );
+        let a_ = &a.rules[0].patterns[0];
+        assert!(a.rules[0].supported, "{:?}", a.rules[0].issues);
+        assert_eq!(
+            (a_.max_len, a_.open_ended),
+            (Some(open_ended::MAX_REACH), true)
+        );
+        assert_eq!(a.window, 3);
+        // Wide forms, look-arounds and anchors are left unbounded.
+        for rule in &a.rules[1..] {
+            assert!(!rule.supported, "{}", rule.identifier);
+            assert!(!rule.patterns[0].open_ended || rule.identifier == "anchored");
+            assert!(matches!(
+                rule.issues[..],
+                [RuleIssue::UnboundedPattern { .. }]
+            ));
+        }
     }
 
     #[test]
@@ -913,7 +1014,7 @@ mod tests {
         let a = analyse(
             r#"import "pe"
             rule exact { strings: $a = "MZ" $b = { 50 45 ?? ?? } condition: $a at 0 or any of ($b) at 60 }
-            rule whole { strings: $c = "ELF" $u = /x.*y/ condition: $c at 200 and $u and pe.is_pe }
+            rule whole { strings: $c = "ELF" $u = /x.*y/s condition: $c at 200 and $u and pe.is_pe }
             rule gated { strings: $e = "EXE" condition: $e at 100 or pe.is_dll() }
             rule long { strings: $d = "0123456789" condition: $d }"#,
         );

@@ -12,6 +12,7 @@ pub mod edges;
 pub mod externals;
 pub mod gates;
 pub mod head;
+pub mod open_ended;
 pub mod preconditions;
 pub mod tail;
 pub mod whole_data;

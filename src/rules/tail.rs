@@ -30,6 +30,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use yara_x_parser::ast;
 
+use super::open_ended::{OpenEndedRegex, MAX_REACH};
 use crate::stream::span::SPAN_CONTEXT;
 
 /// How far into a match its key may end: a key only partly in the stream
@@ -110,6 +111,10 @@ pub struct TailPlan {
     starts: Vec<Vec<KeyStart>>,
     /// Per rule identifier: each pattern's reach, in declaration order.
     rules: HashMap<String, Box<[u32]>>,
+    /// The open-ended regexes the search serves, and per rule identifier
+    /// which of its patterns (by index) each one is.
+    open_ended: Vec<OpenEndedRegex>,
+    walked: HashMap<String, Vec<(usize, usize)>>,
 }
 
 /// A tracked key, as [`TailPlan::keep`] uses it.
@@ -155,6 +160,8 @@ impl TailPlan {
             key_prefixes: None,
             starts: Vec::new(),
             rules: HashMap::new(),
+            open_ended: Vec::new(),
+            walked: HashMap::new(),
         }
     }
 
@@ -225,9 +232,43 @@ impl TailPlan {
         self.floor
     }
 
-    /// Most bytes a stream keeps: `W + 2 * SPAN_CONTEXT - 1`.
+    /// Adds the open-ended regexes the search serves (see
+    /// [`crate::rules::open_ended`]): rule identifier, pattern index and
+    /// its walks. Their matches settle where their walks die, and a
+    /// stream keeps its bytes back to where one may still be growing.
+    pub fn with_open_ended(mut self, patterns: Vec<(String, usize, OpenEndedRegex)>) -> TailPlan {
+        if !patterns.is_empty() {
+            // The walks look at starts up to `context + 2` bytes before the
+            // end (see `keep_for_open_ended`); the floor keeps the later
+            // ones: `floor - context >= context + 2`.
+            self.floor = self.floor.max(tail_bytes(3));
+        }
+        for (rule, index, regex) in patterns {
+            self.walked
+                .entry(rule)
+                .or_default()
+                .push((index, self.open_ended.len()));
+            self.open_ended.push(regex);
+        }
+        self
+    }
+
+    /// Most bytes a stream keeps: `W + 2 * SPAN_CONTEXT - 1`, or with
+    /// open-ended regexes their longest match's.
     pub fn most(&self) -> usize {
-        tail_bytes(self.window)
+        match self.open_ended.is_empty() {
+            true => tail_bytes(self.window),
+            false => tail_bytes(self.window.max(MAX_REACH)),
+        }
+    }
+
+    /// The walks of the `index`-th pattern of rule `rule`, when it is an
+    /// open-ended regex: its matches then reach as far as
+    /// [`OpenEndedRegex::reach_from`] says, [`Self::reach_of`] otherwise.
+    pub fn open_ended_of(&self, rule: &str, index: usize) -> Option<&OpenEndedRegex> {
+        let walked = self.walked.get(rule)?;
+        let &(_, at) = walked.iter().find(|(i, _)| *i == index)?;
+        self.open_ended.get(at)
     }
 
     /// The longest match of the `index`-th pattern of rule `rule`: the
@@ -253,11 +294,43 @@ impl TailPlan {
     /// pattern without a key, and every `s` within [`KEY_HORIZON`] of the
     /// end (where a key may be cut, or not come yet). Any other match of
     /// a keyed pattern holds one of its keys, whole in `recent`.
+    ///
+    /// An open-ended regex's match at `s` is settled once its walk from
+    /// `s` dies `SPAN_CONTEXT` bytes before the end, or `s + MAX_REACH +
+    /// SPAN_CONTEXT <= end`; the tail keeps the others.
     pub fn keep(&self, recent: &[u8]) -> usize {
         let end = recent.len();
-        let mut from = end.saturating_sub(self.floor);
+        let from = self.keep_for_keys(recent, end.saturating_sub(self.floor));
+        end - self.keep_for_open_ended(recent, from)
+    }
+
+    /// Where the tail must start for the open-ended regexes, `from` being
+    /// where it starts for the rest.
+    fn keep_for_open_ended(&self, recent: &[u8], mut from: usize) -> usize {
+        let context = SPAN_CONTEXT;
+        let end = recent.len();
+        // Starts from `from + context` on are kept already. A match whose
+        // walk dies at `d` settles once `d + 2 + context <= end` (the
+        // search's reach counts the byte it died on, and the DFA dies a
+        // byte late after a match: see `OpenEndedRegex::reach_from`), so
+        // a start whose walk is alive 2 bytes before the context is kept.
+        let lowest = end.saturating_sub(MAX_REACH + context);
+        let before_context = &recent[..end.saturating_sub(context + 2)];
+        for regex in &self.open_ended {
+            let start = regex.earliest_live_start(before_context, lowest);
+            if start < before_context.len() && start < from + context {
+                from = start.saturating_sub(context);
+            }
+        }
+        from
+    }
+
+    /// Where the tail must start for the keyed patterns, `from` being where
+    /// the floor starts it.
+    fn keep_for_keys(&self, recent: &[u8], mut from: usize) -> usize {
+        let end = recent.len();
         let Some(automaton) = &self.key_prefixes else {
-            return end - from;
+            return from;
         };
         let context = SPAN_CONTEXT;
         // Starts from `from + context` on are covered already, and their
@@ -266,7 +339,7 @@ impl TailPlan {
         let scan_from = end.saturating_sub(self.window + context);
         let scan_to = (from + context + KEY_HORIZON).min(end);
         if scan_from >= scan_to {
-            return end - from;
+            return from;
         }
         let hay = &recent[scan_from..scan_to];
         for found in automaton.find_overlapping_iter(hay) {
@@ -280,7 +353,7 @@ impl TailPlan {
                 }
             }
         }
-        end - from
+        from
     }
 }
 

@@ -394,10 +394,17 @@ impl Batch {
             let mut precondition = None;
             for (index, pattern) in rule.patterns().include_private(true).enumerate() {
                 let mut reach = None;
+                let open_ended = plan.open_ended_of(rule.identifier(), index);
                 for m in pattern.matches() {
                     if let Some((segment, range)) = self.locate(&by_addr, m.range()) {
-                        let reach =
+                        let most =
                             *reach.get_or_insert_with(|| plan.reach_of(rule.identifier(), index));
+                        // An open-ended regex's match reaches where the walk
+                        // from its start dies in its own segment.
+                        let data = || self.data(&self.segments[segment]);
+                        let reach = open_ended
+                            .and_then(|regex| regex.reach_from(data(), range.start))
+                            .unwrap_or(most);
                         let precondition = *precondition.get_or_insert_with(|| {
                             preconditions.precondition_of(rule.identifier())
                         });

@@ -1,0 +1,325 @@
+//! Regexes with no longest match of their own (`/https?:\/\/[\w.\/-]*/`,
+//! `/([A-Za-z0-9+\/]{4}){3,}/`): where their matches may still start in a
+//! stream's last bytes, and when a match the search found is final.
+//!
+//! YARA-X verifies a regex match from an atom, reading at most
+//! [`YARA_X_SCAN_LIMIT`] bytes backwards and as many forwards. So no match
+//! is longer than [`MAX_REACH`] bytes, and what it finds at a start `s`
+//! depends on the bytes from `s - 1` to `s + MAX_REACH` only. Keeping that
+//! many bytes for every stream would cost 8 KB each, so the tail follows
+//! the regex instead ([`OpenEndedRegex`]):
+//!
+//! - a match the search found at `s` is final once the regex's DFA, walked
+//!   from `s`, dies within the block (no match from `s` can read further):
+//!   [`OpenEndedRegex::reach_from`];
+//! - a stream keeps its bytes back to the earliest start from which that
+//!   walk is still alive at its end: a DFA of the regex's *prefixes*,
+//!   walked backwards from the end, finds it, and on most data it dies
+//!   within a few bytes ([`OpenEndedRegex::earliest_live_start`]).
+//!
+//! Left out (their patterns stay unbounded, their rules whole-data):
+//! patterns YARA-X may *chain* (it splits a regex at a gap of more than
+//! 200 bytes of anything, as in `/a.*b/s`, and such a chain has no bound:
+//! see [`may_be_chained`]), `wide` forms, and regexes that look at their
+//! surroundings (`fullword`, `^`, `$`, `\b`).
+
+use regex_automata::dfa::{dense, Automaton, StartKind};
+use regex_automata::nfa::thompson;
+use regex_automata::util::primitives::StateID;
+use regex_automata::util::start;
+use regex_automata::{Anchored, MatchKind};
+use regex_syntax::hir::{Class, Hir, HirKind, Repetition};
+
+/// Bytes YARA-X reads from a regex's atom in each direction while it
+/// verifies a match (`DEFAULT_SCAN_LIMIT` in YARA-X 1.22).
+pub const YARA_X_SCAN_LIMIT: usize = 4096;
+
+/// The longest match YARA-X reports for a regex it does not chain.
+pub const MAX_REACH: usize = 2 * YARA_X_SCAN_LIMIT;
+
+/// Gaps of more bytes than this may make YARA-X chain a regex
+/// (`PATTERN_CHAINING_THRESHOLD` in YARA-X 1.22).
+const CHAINING_GAP: u32 = 200;
+
+/// Limit on each DFA's size (and on the memory building it takes): a
+/// regex whose DFA is larger stays unbounded.
+const DFA_LIMIT: usize = 8 << 20;
+
+/// Whether YARA-X may split the regex `hir` into a chain of pieces: it
+/// holds a repetition of any byte whose count may vary by more than
+/// [`CHAINING_GAP`]. (YARA-X splits only such gaps between pieces of two
+/// bytes or more at the top level; any such gap anywhere is a superset.)
+pub fn may_be_chained(hir: &Hir) -> bool {
+    match hir.kind() {
+        HirKind::Repetition(rep) => {
+            let spread = rep.max.unwrap_or(u32::MAX).saturating_sub(rep.min);
+            (spread > CHAINING_GAP && matches_any_byte(&rep.sub)) || may_be_chained(&rep.sub)
+        }
+        HirKind::Capture(cap) => may_be_chained(&cap.sub),
+        HirKind::Concat(items) | HirKind::Alternation(items) => items.iter().any(may_be_chained),
+        HirKind::Empty | HirKind::Literal(_) | HirKind::Class(_) | HirKind::Look(_) => false,
+    }
+}
+
+/// Whether `hir` is a class of all 256 bytes.
+fn matches_any_byte(hir: &Hir) -> bool {
+    match hir.kind() {
+        HirKind::Class(Class::Bytes(class)) => {
+            class
+                .ranges()
+                .iter()
+                .map(|r| 1 + usize::from(r.end() - r.start()))
+                .sum::<usize>()
+                == 256
+        }
+        HirKind::Class(Class::Unicode(_)) => true,
+        HirKind::Capture(cap) => matches_any_byte(&cap.sub),
+        _ => false,
+    }
+}
+
+/// An open-ended regex, as the tail and the search follow it (see the
+/// module doc).
+#[derive(Debug, Clone)]
+pub struct OpenEndedRegex {
+    /// The regex, anchored: walked forwards from a match's start.
+    forward: (dense::DFA<Vec<u32>>, StateID),
+    /// Every prefix of its matches, reversed and anchored: walked
+    /// backwards from a stream's end.
+    prefixes_reversed: (dense::DFA<Vec<u32>>, StateID),
+}
+
+impl OpenEndedRegex {
+    /// The walks of `hir` (byte semantics, no look-arounds); `None` when a
+    /// DFA would be too large.
+    pub fn new(hir: &Hir) -> Option<OpenEndedRegex> {
+        Some(OpenEndedRegex {
+            forward: anchored_dfa(hir, false)?,
+            prefixes_reversed: anchored_dfa(&prefixes(hir), true)?,
+        })
+    }
+
+    /// Bytes from `start` on that YARA-X's match at `start` of `data` may
+    /// depend on: up to and including the byte where the walk from
+    /// `start` dies (or one more: the DFA reports a match one byte late, so
+    /// a walk that ends in a match dies a byte after it). `None` when it is
+    /// still alive at the end of `data`, or after [`MAX_REACH`] bytes (then
+    /// the scan limit bounds it).
+    pub fn reach_from(&self, data: &[u8], start: usize) -> Option<usize> {
+        let (dfa, mut state) = (&self.forward.0, self.forward.1);
+        let bytes = data.get(start..)?.iter().take(MAX_REACH);
+        for (read, &byte) in bytes.enumerate() {
+            state = dfa.next_state(state, byte);
+            if dfa.is_dead_state(state) {
+                return Some(read + 1);
+            }
+        }
+        None
+    }
+
+    /// The earliest start, not before `lowest`, from which the bytes up to
+    /// the end of `data` are the beginning of a match (a match may still
+    /// start there, whatever follows); `data.len()` when there is none.
+    pub fn earliest_live_start(&self, data: &[u8], lowest: usize) -> usize {
+        let (dfa, mut state) = (&self.prefixes_reversed.0, self.prefixes_reversed.1);
+        let mut earliest = data.len();
+        for at in (lowest..data.len()).rev() {
+            state = dfa.next_state(state, data[at]);
+            if dfa.is_dead_state(state) {
+                return earliest;
+            }
+            // Match states come one byte late: this one is for the bytes
+            // after `at`.
+            if dfa.is_match_state(state) {
+                earliest = at + 1;
+            }
+        }
+        if dfa.is_match_state(dfa.next_eoi_state(state)) {
+            earliest = lowest;
+        }
+        earliest
+    }
+}
+
+/// An anchored DFA of `hir` (`reverse`: of its reversed matches) that
+/// reports every match, with its start state.
+fn anchored_dfa(hir: &Hir, reverse: bool) -> Option<(dense::DFA<Vec<u32>>, StateID)> {
+    let nfa = thompson::Compiler::new()
+        .configure(
+            thompson::Config::new()
+                .reverse(reverse)
+                .which_captures(thompson::WhichCaptures::None),
+        )
+        .build_from_hir(hir)
+        .ok()?;
+    let dfa = dense::Builder::new()
+        .configure(
+            dense::Config::new()
+                .match_kind(MatchKind::All)
+                .start_kind(StartKind::Anchored)
+                .dfa_size_limit(Some(DFA_LIMIT))
+                .determinize_size_limit(Some(DFA_LIMIT)),
+        )
+        .build_from_nfa(&nfa)
+        .ok()?;
+    let start = dfa
+        .start_state(&start::Config::new().anchored(Anchored::Yes))
+        .ok()?;
+    Some((dfa, start))
+}
+
+/// A regex that matches every prefix of `hir`'s matches (the empty one
+/// included). Look-arounds are dropped: the walks are for regexes without
+/// them.
+fn prefixes(hir: &Hir) -> Hir {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Hir::empty(),
+        HirKind::Literal(literal) => Hir::alternation(
+            (0..=literal.0.len())
+                .map(|n| Hir::literal(&literal.0[..n]))
+                .collect(),
+        ),
+        HirKind::Class(_) => Hir::alternation(vec![Hir::empty(), hir.clone()]),
+        // Some whole repetitions, then a prefix of one more.
+        HirKind::Repetition(rep) => match rep.max {
+            Some(0) => Hir::empty(),
+            max => Hir::concat(vec![
+                Hir::repetition(Repetition {
+                    min: 0,
+                    max: max.map(|max| max - 1),
+                    greedy: rep.greedy,
+                    sub: rep.sub.clone(),
+                }),
+                prefixes(&rep.sub),
+            ]),
+        },
+        HirKind::Capture(cap) => prefixes(&cap.sub),
+        // Some whole items, then a prefix of the next.
+        HirKind::Concat(items) => Hir::alternation(
+            (0..items.len())
+                .map(|k| {
+                    let mut whole = items[..k].to_vec();
+                    whole.push(prefixes(&items[k]));
+                    Hir::concat(whole)
+                })
+                .collect(),
+        ),
+        HirKind::Alternation(alternatives) => {
+            Hir::alternation(alternatives.iter().map(prefixes).collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hir(regex: &str) -> Hir {
+        regex_syntax::ParserBuilder::new()
+            .unicode(false)
+            .utf8(false)
+            .build()
+            .parse(regex)
+            .unwrap()
+    }
+
+    fn open(regex: &str) -> OpenEndedRegex {
+        OpenEndedRegex::new(&hir(regex)).unwrap()
+    }
+
+    impl OpenEndedRegex {
+        /// Whether `text` begins a match (or is one), by the forward DFA:
+        /// it matches at its end, or some next byte keeps the walk alive.
+        fn is_prefix(&self, text: &[u8]) -> bool {
+            let (dfa, mut state) = (&self.forward.0, self.forward.1);
+            for &byte in text {
+                state = dfa.next_state(state, byte);
+            }
+            dfa.is_match_state(dfa.next_eoi_state(state))
+                || (0..=255u8).any(|byte| !dfa.is_dead_state(dfa.next_state(state, byte)))
+        }
+    }
+
+    #[test]
+    fn gaps_of_anything_over_200_bytes_may_chain() {
+        assert!(may_be_chained(&hir(r"(?s)ab.*cd")));
+        assert!(may_be_chained(&hir(r"ab[\x00-\xff]{0,300}cd")));
+        assert!(may_be_chained(&hir(r"(?s)x(ab.{10,}cd)")));
+        // `.` without `s` is not any byte; a gap of 200 is not large.
+        assert!(!may_be_chained(&hir(r"ab.*cd")));
+        assert!(!may_be_chained(&hir(r"(?s)ab.{0,200}cd")));
+        assert!(!may_be_chained(&hir(r"https?://[\w.-]+")));
+    }
+
+    #[test]
+    fn a_match_is_final_where_the_walk_from_its_start_dies() {
+        let url = open(r"https?://[a-z.]+");
+        // The walk reads `http://ab.c`, ends its match on the space and
+        // dies on the byte after.
+        assert_eq!(url.reach_from(b"xx http://ab.c and", 3), Some(13));
+        assert_eq!(url.reach_from(b"xx http://ab.c", 3), None);
+        // Dead on the `x`: nothing matches `http:/x`.
+        assert_eq!(url.reach_from(b"xx http:/x.c", 3), Some(7));
+        // Not a start at all: dead on its first byte.
+        assert_eq!(url.reach_from(b"xx http://ab.c", 0), Some(1));
+        // Past the scan limit YARA-X's bound takes over.
+        let mut long = b"http://".to_vec();
+        long.resize(MAX_REACH + 10, b'a');
+        long.push(b' ');
+        assert_eq!(url.reach_from(&long, 0), None);
+    }
+
+    #[test]
+    fn the_earliest_live_start_is_where_a_match_may_still_be_growing() {
+        let url = open(r"https?://[a-z.]+");
+        // `http://ab` may grow; so may `ab`? No: only from `h`.
+        assert_eq!(url.earliest_live_start(b"see http://ab", 0), 4);
+        // A cut `htt` may become a match.
+        assert_eq!(url.earliest_live_start(b"see htt", 0), 4);
+        // Nothing can start before the end: the end itself.
+        assert_eq!(url.earliest_live_start(b"see http://ab ", 0), 14);
+        // Not before `lowest`.
+        assert_eq!(url.earliest_live_start(b"see http://ab", 6), 13);
+        // Several live starts: the earliest.
+        let runs = open(r"[a-z]{4,}!");
+        assert_eq!(runs.earliest_live_start(b"12 abcdefg", 0), 3);
+        assert_eq!(runs.earliest_live_start(b"abcdefg", 0), 0);
+    }
+
+    #[test]
+    fn the_backward_walk_agrees_with_the_forward_one() {
+        // The earliest live start is the first from which the text begins
+        // a match, by the forward walks; every text over a small alphabet.
+        let regexes = [
+            (r"ab(cd|e)*f", "abcdef"),
+            (r"x[0-9]{2,3}y", "x09y"),
+            (r"(GE|PO) /[a-z]+", "GEPO /z"),
+            (r"a+b?c", "abc"),
+        ];
+        for (regex, alphabet) in regexes {
+            let (walks, alphabet) = (open(regex), alphabet.as_bytes());
+            let (mut live, mut dead) = (0, 0);
+            for n in 1..20_000usize {
+                let (mut text, mut rest) = (Vec::new(), n);
+                while rest > 0 {
+                    text.push(alphabet[rest % alphabet.len()]);
+                    rest /= alphabet.len();
+                }
+                let expected = (0..text.len())
+                    .find(|&start| walks.is_prefix(&text[start..]))
+                    .unwrap_or(text.len());
+                let found = walks.earliest_live_start(&text, 0);
+                assert_eq!(found, expected, "{regex} on {}", text.escape_ascii());
+                *if found < text.len() {
+                    &mut live
+                } else {
+                    &mut dead
+                } += 1;
+            }
+            assert!(
+                live > 100 && dead > 100,
+                "{regex}: {live} live, {dead} dead"
+            );
+        }
+    }
+}
