@@ -267,12 +267,27 @@ fn regex_pattern() -> impl Strategy<Value = PatternSpec> {
         end,
         modifiers,
     )
-        .prop_map(
-            |(start, first, pieces, end, modifiers)| PatternSpec::Regex {
-                body: format!("{start}{}{}{end}", regex_escape(&first), pieces.concat()),
+        .prop_map(|(start, first, pieces, end, mut modifiers)| {
+            let pieces = pieces.concat();
+            // An unbounded regex stays in what the search follows: one that
+            // looks around or is wide or fullword makes its rule whole-data
+            // without a gate, whose verdicts `tests/whole_data.rs` holds
+            // (a retained stream's whole-buffer scan lists no match where
+            // no condition reaches a pattern; this test's reference always
+            // searches).
+            let open_ended = pieces.contains('*') || pieces.contains('+');
+            let (start, end) = match open_ended {
+                true => ("", ""),
+                false => (start, end),
+            };
+            if open_ended {
+                modifiers.retain(|m| *m == "nocase");
+            }
+            PatternSpec::Regex {
+                body: format!("{start}{}{pieces}{end}", regex_escape(&first)),
                 modifiers,
-            },
-        )
+            }
+        })
 }
 
 fn pattern() -> impl Strategy<Value = PatternSpec> {

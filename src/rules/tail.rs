@@ -296,8 +296,8 @@ impl TailPlan {
     /// a keyed pattern holds one of its keys, whole in `recent`.
     ///
     /// An open-ended regex's match at `s` is settled once its walk from
-    /// `s` dies `SPAN_CONTEXT` bytes before the end, or `s + MAX_REACH +
-    /// SPAN_CONTEXT <= end`; the tail keeps the others.
+    /// `s` dies `SPAN_CONTEXT + 2` bytes before the end, or `s + MAX_REACH
+    /// + SPAN_CONTEXT <= end`; the tail keeps the others.
     pub fn keep(&self, recent: &[u8]) -> usize {
         let end = recent.len();
         let from = self.keep_for_keys(recent, end.saturating_sub(self.floor));
