@@ -672,14 +672,18 @@ fn bulk_load(url: &str, seconds: u64) -> u64 {
 }
 
 /// Histogram samples of chunks (about 8 bytes each) piled up between
-/// scrapes: without the upkeep thread, the peak grows by about 60 MB from
-/// one 12-second window to the next at this load. With it, memory plateaus
-/// once the allocator's arenas have filled (samples of up to one upkeep
-/// period are pending at any time, and the allocator keeps that much): the
-/// peaks of the two windows after a warm-up differ by about 1 MB. RSS is
-/// sampled all along and peaks are compared because a single reading lands
-/// at a random phase of the upkeep and of the allocator's trimming, which
-/// made a two-reading version flaky (33 MB apart on one CI machine).
+/// scrapes: without the upkeep thread, the peak grows by about 130 to 160
+/// MB from one 12-second window to the next at this load (a debug build,
+/// measured by taking the thread out). With it, memory plateaus once the
+/// allocator's arenas have filled (samples of up to one upkeep period are
+/// pending at any time, and the allocator keeps that much): the peaks of
+/// the two windows after a warm-up usually differ by about 1 MB, but a slow
+/// machine may still be filling its arenas in the last window (12 MB seen
+/// on CI, on its way to the same 136 MB plateau). The bound, 40 MB, sits
+/// between the two. RSS is sampled all along and peaks are compared
+/// because a single reading lands at a random phase of the upkeep and of
+/// the allocator's trimming, which made a two-reading version flaky (33 MB
+/// apart on one CI machine).
 #[test]
 fn memory_stays_flat_under_load_with_no_scraper() {
     // A small mailbox, so that the queued chunks (which cost far more than
@@ -718,7 +722,7 @@ fn memory_stays_flat_under_load_with_no_scraper() {
     eprintln!("peak RSS in windows of {windows:?} s of load: {peaks:?} KiB");
     let growth = peaks[2].saturating_sub(peaks[1]);
     assert!(
-        growth < 12 * 1024,
+        growth < 40 * 1024,
         "peak RSS grew by {growth} KiB from one window to the next with nobody scraping /metrics"
     );
 }
