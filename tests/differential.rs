@@ -136,10 +136,9 @@ impl PatternSpec {
                         features.push(name);
                     }
                 }
-                let looks = ["^", "$", "\\b", "\\B"].iter().any(|l| body.contains(l));
-                let unbounded = body.contains('*') || body.contains('+');
-                let walked = !modifiers.contains(&"wide") && !modifiers.contains(&"fullword");
-                if unbounded && !looks && walked {
+                // The generator makes `*` and `+` only where the search
+                // follows the regex (see `regex_pattern`).
+                if body.contains('*') || body.contains('+') {
                     features.push("regex open-ended");
                 }
                 features.extend(modifiers.iter().map(|m| match *m {
@@ -1029,19 +1028,13 @@ fn open_ended_regexes_over_long_streams_match_whole_buffer_scans() {
             evict_every: 5,
             restart_every: 0,
         };
-        let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
-        let ids: Vec<Uuid> = case.streams.iter().map(|_| Uuid::new_v4()).collect();
-        for id in &ids {
-            scanner.open_stream(*id, StreamMode::Chunks).unwrap();
-        }
+        let (mut scanner, ids) = open_streams(&case, &rules, StreamMode::Chunks);
         let mut cuts = vec![Vec::new(); ids.len()];
         for (step, (stream, range)) in schedule(&case).into_iter().enumerate() {
             cuts[stream].push(range.end);
             let chunk = &case.streams[stream][range.clone()];
             scanner.scan_chunk(ids[stream], chunk).unwrap();
-            if step % case.evict_every == 0 {
-                move_through_store(&mut scanner, None, &ids[stream..=stream]);
-            }
+            shuffle_residency(&case, &rules, &mut scanner, &ids, step, stream);
             if step % case.probe_every == 0 {
                 let got = scanner.get_matches(&ids[stream]).unwrap().unwrap();
                 let prefix = &case.streams[stream][..range.end];

@@ -393,12 +393,17 @@ impl Batch {
             // Patterns come in declaration order, as the plan has them.
             let mut precondition = None;
             for (index, pattern) in rule.patterns().include_private(true).enumerate() {
-                let mut reach = None;
-                let open_ended = plan.open_ended_of(rule.identifier(), index);
+                // Looked up once per pattern, and only when it matched.
+                let mut reaches = None;
                 for m in pattern.matches() {
                     if let Some((segment, range)) = self.locate(&by_addr, m.range()) {
-                        let most =
-                            *reach.get_or_insert_with(|| plan.reach_of(rule.identifier(), index));
+                        let (most, open_ended) = *reaches.get_or_insert_with(|| {
+                            let identifier = rule.identifier();
+                            (
+                                plan.reach_of(identifier, index),
+                                plan.open_ended_of(identifier, index),
+                            )
+                        });
                         // An open-ended regex's match reaches where the walk
                         // from its start dies in its own segment.
                         let data = || self.data(&self.segments[segment]);
