@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
+use yaraflow::rules::open_ended::MAX_REACH;
 use yaraflow::test_support::codec;
 use yaraflow::{MultiStreamScanner, RuleSet, ScannerConfig, StreamMode, Uuid};
 
@@ -140,6 +141,9 @@ impl PatternSpec {
                 // follows the regex (see `regex_pattern`).
                 if body.contains('*') || body.contains('+') {
                     features.push("regex open-ended");
+                    if modifiers.contains(&"wide") {
+                        features.push("regex open-ended wide");
+                    }
                 }
                 features.extend(modifiers.iter().map(|m| match *m {
                     "wide" => "regex wide",
@@ -250,7 +254,7 @@ fn regex_pattern() -> impl Strategy<Value = PatternSpec> {
             // YARA's "at most": `regex-syntax` reads it only once rewritten.
             1 => Just("{,2}"),
             // No longest match: the search follows such a regex's walks
-            // (`rules::open_ended`) unless it looks around or is wide.
+            // (`rules::open_ended`) unless it looks around or is fullword.
             1 => Just("*"),
             1 => Just("+"),
         ],
@@ -265,11 +269,14 @@ fn regex_pattern() -> impl Strategy<Value = PatternSpec> {
         proptest::collection::vec(piece, 0..3),
         end,
         modifiers,
+        // Open-ended regexes are drawn `wide` more often: their walks of
+        // the wide form are their own.
+        proptest::bool::weighted(0.3),
     )
-        .prop_map(|(start, first, pieces, end, mut modifiers)| {
+        .prop_map(|(start, first, pieces, end, mut modifiers, wide_open)| {
             let pieces = pieces.concat();
             // An unbounded regex stays in what the search follows: one that
-            // looks around or is wide or fullword makes its rule whole-data
+            // looks around or is fullword makes its rule whole-data
             // without a gate, whose verdicts `tests/whole_data.rs` holds
             // (a retained stream's whole-buffer scan lists no match where
             // no condition reaches a pattern; this test's reference always
@@ -280,7 +287,10 @@ fn regex_pattern() -> impl Strategy<Value = PatternSpec> {
                 false => (start, end),
             };
             if open_ended {
-                modifiers.retain(|m| *m == "nocase");
+                modifiers.retain(|m| *m != "fullword");
+                if wide_open && !modifiers.contains(&"wide") {
+                    modifiers.push("wide");
+                }
             }
             PatternSpec::Regex {
                 body: format!("{start}{}{pieces}{end}", regex_escape(&first)),
@@ -464,6 +474,7 @@ impl Tally {
         "regex \\B",
         "regex {,n}",
         "regex open-ended",
+        "regex open-ended wide",
         "regex wide",
         "regex nocase",
         "regex fullword",
@@ -973,6 +984,7 @@ rule q_to_z { strings: $c = /q.*z/ nocase condition: $c }
 rule quads { strings: $d = /=([a-z]{4})+/ condition: $d }
 rule both_ways { strings: $f = /[a-h]+@@[a-h]+/ condition: $f }
 rule to_zero { strings: $e = /k[^\x00]+\x00/ condition: any of them }
+rule wide_both { strings: $w = /[a-h]+==[a-h]+/ wide ascii condition: $w }
 "#;
 
 /// Long data for [`OPEN_ENDED_RULES`]: runs of letters (no newline for
@@ -998,7 +1010,15 @@ fn open_ended_data() -> impl Strategy<Value = Vec<u8>> {
         b"@@",
     ])
     .prop_map(|p| p.to_vec());
-    let piece = prop_oneof![2 => letters, 1 => run, 2 => noise, 4 => plant];
+    // UTF-16 text for `wide_both`: YARA-X's scan limit counts its
+    // characters, so its matches reach twice as far (16 KB).
+    let wide_letters =
+        || proptest::collection::vec(proptest::sample::select(&b"abcdefgh"[..]), 0..6_000);
+    let wide = (wide_letters(), any::<bool>(), wide_letters()).prop_map(|(left, eq, right)| {
+        let text = [&left[..], if eq { b"==" } else { b"" }, &right].concat();
+        text.iter().flat_map(|&b| [b, 0]).collect::<Vec<u8>>()
+    });
+    let piece = prop_oneof![2 => letters, 1 => run, 2 => noise, 4 => plant, 1 => wide];
     proptest::collection::vec(piece, 1..14).prop_map(|pieces| pieces.concat())
 }
 
@@ -1016,6 +1036,8 @@ fn open_ended_regexes_over_long_streams_match_whole_buffer_scans() {
     );
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let (mut long, mut both_ways, mut reaching_back, mut longest) = (0, 0, 0, 0);
+    // Wide matches longer than a narrow one may be.
+    let mut wide_past_narrow = 0;
     for _ in 0..40 {
         let (streams, cuts, order) = case.new_tree(&mut runner).unwrap().current();
         let case = Case {
@@ -1061,6 +1083,7 @@ fn open_ended_regexes_over_long_streams_match_whole_buffer_scans() {
                 .iter()
                 .flat_map(|(_, p)| p.iter().flat_map(|(_, m)| m.iter()));
             for &(offset, len) in matches {
+                wide_past_narrow += usize::from(len > MAX_REACH);
                 long += usize::from(len >= 4000);
                 both_ways += usize::from(len > 4096);
                 longest = longest.max(len);
@@ -1074,6 +1097,6 @@ fn open_ended_regexes_over_long_streams_match_whole_buffer_scans() {
             }
         }
     }
-    eprintln!("open-ended matches: {long} of 4,000 bytes or more, {both_ways} longer than one scan limit (4,096 bytes), {reaching_back} found by a tail past the floor, longest {longest}");
-    assert!(long > 0 && both_ways > 0 && reaching_back > 0);
+    eprintln!("open-ended matches: {long} of 4,000 bytes or more, {both_ways} longer than one scan limit (4,096 bytes), {wide_past_narrow} wide ones longer than two, {reaching_back} found by a tail past the floor, longest {longest}");
+    assert!(long > 0 && both_ways > 0 && wide_past_narrow > 0 && reaching_back > 0);
 }

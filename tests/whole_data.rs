@@ -23,6 +23,10 @@ const RULES: &str = r#"
 import "pe"
 import "math"
 import "hash"
+import "cuckoo"
+import "string"
+import "time"
+import "console"
 rule plain { strings: $m = "MARK" condition: $m }
 rule mz_and_mark { strings: $m = "MARK" condition: uint16(0) == 0x5A4D and $m }
 rule elf_or_mz { condition: uint32(0) == 0x464c457f or uint16(0) == 0x5A4D }
@@ -52,6 +56,8 @@ rule md5_whole { condition: hash.md5(0, filesize) == "df88a43ce5d392a9345e55102b
 rule sha1_and_mark { strings: $m = "MARK" condition: $m and "4418c5d1b8f45eab36a948fff94ba010ccf3010a" == hash.sha1(0, filesize) }
 rule not_other_sha256 { strings: $m = "MARK" condition: $m and not (hash.sha256(0, filesize) != "0408c941ff195dc9182da172e4aa3a54759f892a1bd7b19c830f3cf6131a29e0") }
 rule crc_and_sum { condition: hash.crc32(0, filesize) == 0xed3cf713 and hash.checksum32(0, filesize) == 127028 }
+rule mark_or_mutex { strings: $m = "MARK" condition: $m or cuckoo.sync.mutex(/Ad48qw4d6wq84d56as/) }
+rule data_free_modules { strings: $m = "MARK" condition: #m > 1 and string.length("abc") == 3 and time.now() > 0 and console.log("two marks") }
 "#;
 
 /// The rules' names.
@@ -85,10 +91,13 @@ const NAMES: &[&str] = &[
     "sha1_and_mark",
     "not_other_sha256",
     "crc_and_sum",
+    "mark_or_mutex",
+    "data_free_modules",
 ];
 
 /// The rules that read only `filesize`, header bytes at fixed offsets,
-/// digests of the whole data and patterns: stream-exact (see
+/// digests of the whole data, patterns and modules that read no data
+/// (`cuckoo`, `string`, `time`, `console`): stream-exact (see
 /// `yaraflow::rules::data_values`), though they read what no chunk shows.
 const DATA_VALUE_RULES: &[&str] = &[
     "mz_and_mark",
@@ -106,6 +115,8 @@ const DATA_VALUE_RULES: &[&str] = &[
     "sha1_and_mark",
     "not_other_sha256",
     "crc_and_sum",
+    "mark_or_mutex",
+    "data_free_modules",
 ];
 
 /// The stream whose digests the `hash` rules of [`RULES`] compare with:

@@ -39,6 +39,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use regex_syntax::hir::Hir;
 use serde::Serialize;
 use yara_x_parser::ast::{self, Expr, HexSubPattern, HexToken, MatchAnchor, Pattern};
 
@@ -346,7 +347,7 @@ impl RuleAnalysis {
         let mut reaches = HashMap::new();
         for (report, rule) in self.rules.iter().zip(trees) {
             let reach = |p: &PatternReport| match p.open_ended {
-                true => open_ended::MAX_REACH,
+                true => p.max_len.unwrap_or(open_ended::MAX_WIDE_REACH),
                 false => p.max_len.unwrap_or(window).min(window),
             };
             let declared = rule.patterns.iter().flatten().zip(&report.patterns);
@@ -672,7 +673,7 @@ fn pattern_report(pattern: &Pattern<'_>, cap: usize, issues: &mut Vec<RuleIssue>
         || modifiers.base64wide().is_some();
     let open_ended = base_len.is_none() && !context_sensitive && is_open_ended(pattern);
     let max_len = match open_ended {
-        true => Some(open_ended::MAX_REACH),
+        true => Some(open_ended::max_reach(modifiers.wide().is_some())),
         false => base_len.map(|len| modified_len(len, modifiers)),
     };
     match max_len {
@@ -696,8 +697,8 @@ fn pattern_report(pattern: &Pattern<'_>, cap: usize, issues: &mut Vec<RuleIssue>
 }
 
 /// Whether `pattern` is a regex that the search can follow walk by walk
-/// (see `rules::open_ended`): ASCII only, never chained by YARA-X, and
-/// with DFAs of a reasonable size. (Its look-arounds and `fullword` are
+/// (see `rules::open_ended`): never chained by YARA-X, and with DFAs of a
+/// reasonable size (both forms of a `wide ascii` one in one DFA). (Its look-arounds and `fullword` are
 /// ruled out by the caller.)
 fn is_open_ended(pattern: &Pattern<'_>) -> bool {
     open_ended_regex(pattern).is_some()
@@ -709,15 +710,18 @@ fn open_ended_regex(pattern: &Pattern<'_>) -> Option<OpenEndedRegex> {
     let Pattern::Regexp(regexp) = pattern else {
         return None;
     };
-    if pattern.modifiers().wide().is_some() {
-        return None;
-    }
-    let nocase = pattern.modifiers().nocase().is_some();
-    let hir = super::edges::parse(&regexp.regexp, nocase)?;
+    let modifiers = pattern.modifiers();
+    let hir = super::edges::parse(&regexp.regexp, modifiers.nocase().is_some())?;
     if open_ended::may_be_chained(&hir) {
         return None;
     }
-    OpenEndedRegex::new(&hir)
+    // A walk is alive while the walk of either form is.
+    let forms = match (modifiers.wide().is_some(), modifiers.ascii().is_some()) {
+        (false, _) => hir,
+        (true, false) => open_ended::widen(&hir),
+        (true, true) => Hir::alternation(vec![open_ended::widen(&hir), hir]),
+    };
+    OpenEndedRegex::new(&forms, open_ended::max_reach(modifiers.wide().is_some()))
 }
 
 /// Longest match of a pattern whose unmodified form matches `len` bytes.
@@ -761,6 +765,14 @@ fn regex_bounds(regexp: &ast::Regexp<'_>) -> Result<(Option<usize>, bool), Strin
     let props = hir.properties();
     Ok((props.maximum_len(), !props.look_set().is_empty()))
 }
+
+/// Modules whose values never depend on the scanned bytes, so a stream's
+/// verdict (a block scan) gets what a whole-buffer scan gets: `cuckoo`
+/// reads only the module metadata a scan is given (yaraflow gives none),
+/// `string` and `time` compute from their arguments and the clock, and
+/// `console`'s functions log and are true. (Read in yara-x 1.22.1's
+/// `src/modules`.)
+const DATA_FREE_MODULES: &[&str] = &["console", "cuckoo", "string", "time"];
 
 /// Walks a condition, collecting issues, anchors and rule references.
 struct ConditionWalk<'a, 'm> {
@@ -820,7 +832,10 @@ impl ConditionWalk<'_, '_> {
     }
 
     fn ident(&mut self, name: &str) {
-        if self.modules.contains(name) {
+        if DATA_FREE_MODULES.contains(&name) && self.modules.contains(name) {
+            // Its values are the same in a stream's verdict as in a
+            // whole-buffer scan.
+        } else if self.modules.contains(name) {
             self.issues.push(RuleIssue::UsesModule {
                 module: name.to_string(),
             });
@@ -936,7 +951,7 @@ mod tests {
     fn open_ended_regexes_are_exact_and_leave_the_window() {
         let a = analyse(
             r#"rule r { strings: $a = /a.*b/ $s = "xyz" condition: $a and $s }
-            rule in_wide { strings: $w = /a.*b/ wide condition: $w }
+            rule in_wide { strings: $w = /a.*b/ wide ascii condition: $w }
             rule looks { strings: $l = /a.*b$/ condition: $l }
             rule anchored { strings: $n = /a[^x]+b/ condition: $n at 10 }"#,
         );
@@ -947,8 +962,15 @@ mod tests {
             (Some(open_ended::MAX_REACH), true)
         );
         assert_eq!(a.window, 3);
-        // Wide forms, look-arounds and anchors are left unbounded.
-        for rule in &a.rules[1..] {
+        // A wide form reaches twice as far.
+        let wide = &a.rules[1].patterns[0];
+        assert!(a.rules[1].supported, "{:?}", a.rules[1].issues);
+        assert_eq!(
+            (wide.max_len, wide.open_ended),
+            (Some(open_ended::MAX_WIDE_REACH), true)
+        );
+        // Look-arounds and anchors are left unbounded.
+        for rule in &a.rules[2..] {
             assert!(!rule.supported, "{}", rule.identifier);
             assert!(!rule.patterns[0].open_ended || rule.identifier == "anchored");
             assert!(matches!(
@@ -996,6 +1018,19 @@ mod tests {
         assert!(a.rules[5].supported);
         // `$a at 100`, one byte long.
         assert_eq!(a.head_len, 101);
+    }
+
+    #[test]
+    fn modules_that_read_no_data_keep_rules_stream_exact() {
+        let a = analyse(
+            r#"import "cuckoo" import "string" import "time" import "console" import "pe"
+            rule c { strings: $a = "a" condition: $a or cuckoo.sync.mutex(/m/) }
+            rule s { condition: string.length("ab") == 2 and time.now() > 0 and console.log("x") }
+            rule p { strings: $a = "a" condition: $a or pe.is_dll() }"#,
+        );
+        let supported: Vec<bool> = a.rules.iter().map(|r| r.supported).collect();
+        assert_eq!(supported, [true, true, false]);
+        assert_eq!(a.rules[0].issues, vec![]);
     }
 
     #[test]

@@ -20,8 +20,9 @@
 //! Left out (their patterns stay unbounded, their rules whole-data):
 //! patterns YARA-X may *chain* (it splits a regex at a gap of more than
 //! 200 bytes of anything, as in `/a.*b/s`, and such a chain has no bound:
-//! see [`may_be_chained`]), `wide` forms, and regexes that look at their
-//! surroundings (`fullword`, `^`, `$`, `\b`).
+//! see [`may_be_chained`]) and regexes that look at their surroundings
+//! (`fullword`, `^`, `$`, `\b`). A `wide` regex is walked in its wide
+//! form ([`widen`]), and one that is `wide ascii` in both at once.
 
 use regex_automata::dfa::{dense, Automaton, StartKind};
 use regex_automata::nfa::thompson;
@@ -36,6 +37,18 @@ pub const YARA_X_SCAN_LIMIT: usize = 4096;
 
 /// The longest match YARA-X reports for a regex it does not chain.
 pub const MAX_REACH: usize = 2 * YARA_X_SCAN_LIMIT;
+
+/// The longest match YARA-X reports for a `wide` regex it does not chain:
+/// its PikeVM counts the scan limit in characters, two bytes each.
+pub const MAX_WIDE_REACH: usize = 2 * MAX_REACH;
+
+/// The longest match of an open-ended regex, `wide` or not.
+pub fn max_reach(wide: bool) -> usize {
+    match wide {
+        true => MAX_WIDE_REACH,
+        false => MAX_REACH,
+    }
+}
 
 /// Gaps of more bytes than this may make YARA-X chain a regex
 /// (`PATTERN_CHAINING_THRESHOLD` in YARA-X 1.22).
@@ -87,27 +100,35 @@ pub struct OpenEndedRegex {
     /// Every prefix of its matches, reversed and anchored: walked
     /// backwards from a stream's end.
     prefixes_reversed: (dense::DFA<Vec<u32>>, StateID),
+    /// Its longest match: [`max_reach`].
+    max_len: usize,
 }
 
 impl OpenEndedRegex {
-    /// The walks of `hir` (byte semantics, no look-arounds); `None` when a
-    /// DFA would be too large.
-    pub fn new(hir: &Hir) -> Option<OpenEndedRegex> {
+    /// The walks of `hir` (byte semantics, no look-arounds), whose longest
+    /// match is `max_len`; `None` when a DFA would be too large.
+    pub fn new(hir: &Hir, max_len: usize) -> Option<OpenEndedRegex> {
         Some(OpenEndedRegex {
             forward: anchored_dfa(hir, false)?,
             prefixes_reversed: anchored_dfa(&prefixes(hir), true)?,
+            max_len,
         })
+    }
+
+    /// Its longest match (YARA-X's scan limit bounds it).
+    pub fn max_len(&self) -> usize {
+        self.max_len
     }
 
     /// Bytes from `start` on that YARA-X's match at `start` of `data` may
     /// depend on: up to and including the byte where the walk from
     /// `start` dies (or one more: the DFA reports a match one byte late, so
     /// a walk that ends in a match dies a byte after it). `None` when it is
-    /// still alive at the end of `data`, or after [`MAX_REACH`] bytes (then
-    /// the scan limit bounds it).
+    /// still alive at the end of `data`, or after [`Self::max_len`] bytes
+    /// (then the scan limit bounds it).
     pub fn reach_from(&self, data: &[u8], start: usize) -> Option<usize> {
         let (dfa, mut state) = (&self.forward.0, self.forward.1);
-        let bytes = data.get(start..)?.iter().take(MAX_REACH);
+        let bytes = data.get(start..)?.iter().take(self.max_len);
         for (read, &byte) in bytes.enumerate() {
             state = dfa.next_state(state, byte);
             if dfa.is_dead_state(state) {
@@ -168,6 +189,28 @@ fn anchored_dfa(hir: &Hir, reverse: bool) -> Option<(dense::DFA<Vec<u32>>, State
     Some((dfa, start))
 }
 
+/// The `wide` form of `hir`, as YARA-X matches it: every byte it matches
+/// followed by a zero (`ab` is `a\0b\0`). Look-arounds stay as they are:
+/// the walks are for regexes without them.
+pub fn widen(hir: &Hir) -> Hir {
+    let zero = || Hir::literal([0u8]);
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => hir.clone(),
+        HirKind::Literal(literal) => {
+            let wide: Vec<u8> = literal.0.iter().flat_map(|&b| [b, 0]).collect();
+            Hir::literal(wide)
+        }
+        HirKind::Class(_) => Hir::concat(vec![hir.clone(), zero()]),
+        HirKind::Repetition(rep) => Hir::repetition(Repetition {
+            sub: Box::new(widen(&rep.sub)),
+            ..rep.clone()
+        }),
+        HirKind::Capture(cap) => widen(&cap.sub),
+        HirKind::Concat(items) => Hir::concat(items.iter().map(widen).collect()),
+        HirKind::Alternation(items) => Hir::alternation(items.iter().map(widen).collect()),
+    }
+}
+
 /// A regex that matches every prefix of `hir`'s matches (the empty one
 /// included). Look-arounds are dropped: the walks are for regexes without
 /// them.
@@ -224,7 +267,7 @@ mod tests {
     }
 
     fn open(regex: &str) -> OpenEndedRegex {
-        OpenEndedRegex::new(&hir(regex)).unwrap()
+        OpenEndedRegex::new(&hir(regex), MAX_REACH).unwrap()
     }
 
     impl OpenEndedRegex {
@@ -267,6 +310,33 @@ mod tests {
         long.resize(MAX_REACH + 10, b'a');
         long.push(b' ');
         assert_eq!(url.reach_from(&long, 0), None);
+    }
+
+    #[test]
+    fn a_wide_walk_reads_every_character_and_its_zero() {
+        let wide = OpenEndedRegex::new(&widen(&hir(r"ab[a-z]+")), MAX_WIDE_REACH).unwrap();
+        let text = b"x\0a\0b\0c\0d\0!\0";
+        // The match `a\0b\0c\0d\0` ends before `!`; the walk dies a byte
+        // after (see `reach_from`).
+        assert_eq!(wide.reach_from(text, 2), Some(10));
+        // The ASCII form is not the wide one.
+        assert_eq!(wide.reach_from(b"abcd!", 0), Some(2));
+        // A character without its zero may still be growing: `c` waits
+        // for its `\0`.
+        assert_eq!(wide.earliest_live_start(b"x\0a\0b\0c", 0), 2);
+        assert_eq!(wide.earliest_live_start(b"x\0a\0b\0c\0!", 0), 9);
+        // Both forms at once: alive while either is.
+        let both = Hir::alternation(vec![widen(&hir(r"ab[a-z]+")), hir(r"ab[a-z]+")]);
+        let both = OpenEndedRegex::new(&both, MAX_WIDE_REACH).unwrap();
+        assert_eq!(both.reach_from(b"abcd!!", 0), Some(6));
+        assert_eq!(both.reach_from(text, 2), Some(10));
+        // Past the wide limit, not the narrow one, YARA-X's bound takes over.
+        let mut long = b"a\0b\0".to_vec();
+        long.extend([b'c', 0].repeat(MAX_REACH));
+        assert_eq!(wide.reach_from(&long, 0), None);
+        long.truncate(MAX_REACH + 4);
+        long.extend(b"!!");
+        assert_eq!(wide.reach_from(&long, 0), Some(MAX_REACH + 6));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use yara_x_parser::ast;
 
-use super::open_ended::{OpenEndedRegex, MAX_REACH};
+use super::open_ended::OpenEndedRegex;
 use crate::stream::span::SPAN_CONTEXT;
 
 /// How far into a match its key may end: a key only partly in the stream
@@ -256,10 +256,8 @@ impl TailPlan {
     /// Most bytes a stream keeps: `W + 2 * SPAN_CONTEXT - 1`, or with
     /// open-ended regexes their longest match's.
     pub fn most(&self) -> usize {
-        match self.open_ended.is_empty() {
-            true => tail_bytes(self.window),
-            false => tail_bytes(self.window.max(MAX_REACH)),
-        }
+        let open_ended = self.open_ended.iter().map(OpenEndedRegex::max_len);
+        tail_bytes(open_ended.fold(self.window, usize::max))
     }
 
     /// The walks of the `index`-th pattern of rule `rule`, when it is an
@@ -296,8 +294,8 @@ impl TailPlan {
     /// a keyed pattern holds one of its keys, whole in `recent`.
     ///
     /// An open-ended regex's match at `s` is settled once its walk from
-    /// `s` dies `SPAN_CONTEXT + 2` bytes before the end, or `s + MAX_REACH
-    /// + SPAN_CONTEXT <= end`; the tail keeps the others.
+    /// `s` dies `SPAN_CONTEXT + 2` bytes before the end, or `s + max_len +
+    /// SPAN_CONTEXT <= end` (its longest match); the tail keeps the others.
     pub fn keep(&self, recent: &[u8]) -> usize {
         let end = recent.len();
         let from = self.keep_for_keys(recent, end.saturating_sub(self.floor));
@@ -314,9 +312,9 @@ impl TailPlan {
         // search's reach counts the byte it died on, and the DFA dies a
         // byte late after a match: see `OpenEndedRegex::reach_from`), so
         // a start whose walk is alive 2 bytes before the context is kept.
-        let lowest = end.saturating_sub(MAX_REACH + context);
         let before_context = &recent[..end.saturating_sub(context + 2)];
         for regex in &self.open_ended {
+            let lowest = end.saturating_sub(regex.max_len() + context);
             let start = regex.earliest_live_start(before_context, lowest);
             if start < before_context.len() && start < from + context {
                 from = start.saturating_sub(context);
