@@ -56,6 +56,7 @@ rule md5_whole { condition: hash.md5(0, filesize) == "df88a43ce5d392a9345e55102b
 rule sha1_and_mark { strings: $m = "MARK" condition: $m and "4418c5d1b8f45eab36a948fff94ba010ccf3010a" == hash.sha1(0, filesize) }
 rule not_other_sha256 { strings: $m = "MARK" condition: $m and not (hash.sha256(0, filesize) != "0408c941ff195dc9182da172e4aa3a54759f892a1bd7b19c830f3cf6131a29e0") }
 rule crc_and_sum { condition: hash.crc32(0, filesize) == 0xed3cf713 and hash.checksum32(0, filesize) == 127028 }
+rule overlay { condition: pe.sections[pe.number_of_sections - 1].raw_data_offset + pe.sections[pe.number_of_sections - 1].raw_data_size < filesize }
 rule mark_or_mutex { strings: $m = "MARK" condition: $m or cuckoo.sync.mutex(/Ad48qw4d6wq84d56as/) }
 rule data_free_modules { strings: $m = "MARK" condition: #m > 1 and string.length("abc") == 3 and time.now() > 0 and console.log("two marks") }
 "#;
@@ -91,6 +92,7 @@ const NAMES: &[&str] = &[
     "sha1_and_mark",
     "not_other_sha256",
     "crc_and_sum",
+    "overlay",
     "mark_or_mutex",
     "data_free_modules",
 ];

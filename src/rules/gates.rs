@@ -22,9 +22,11 @@
 //!   one), and the magic that a module's fields imply: `MZ` for `pe` and
 //!   `dotnet`, `\x7fELF` for `elf`. YARA-X's parsers of those modules
 //!   require it, and on other data they leave every field undefined but
-//!   `is_pe`/`is_dotnet` (false), so a conjunct that compares a field, reads
-//!   it bare, anchors a pattern at it (`$a at pe.entry_point`) or calls one
-//!   of [`MODULE_PREDICATES`] bare is false there.
+//!   `is_pe`/`is_dotnet` (false), so a conjunct that compares a field (or
+//!   arithmetic over fields and literals) with a literal, a constant or
+//!   `filesize`, reads it bare, anchors a pattern at it
+//!   (`$a at pe.entry_point`) or calls one of [`MODULE_PREDICATES`] bare
+//!   is false there.
 //! * **size limits**: `filesize < N`, `filesize <= N` (either side).
 //! * **rule references**: a conjunct naming another rule with a
 //!   one-branch gate holds only where that branch does.
@@ -39,7 +41,7 @@ use std::collections::HashMap;
 use serde::{Serialize, Serializer};
 use yara_x_parser::ast::{self, Expr, MatchAnchor};
 
-use super::data_values::DataRead;
+use super::data_values::{is_arithmetic, DataRead};
 use super::head::match_prefix;
 
 /// Farthest header byte a gate reads: a stream that stops retaining keeps
@@ -453,12 +455,18 @@ fn bare_module_read<'src>(expr: &Expr<'src>) -> Option<&'src str> {
     }
 }
 
-/// The module of a field (not a function, not a constant) compared with a
-/// literal or a constant.
+/// The module of a field (not a function, not a constant), or of
+/// arithmetic over fields and literals, compared with a literal, a
+/// constant or `filesize` (defined in both kinds of scan: a stream's
+/// verdict reads it as a value).
 fn compared_field<'src>(field: &Expr<'src>, other: &Expr<'_>) -> Option<&'src str> {
     let constant = matches!(
         other,
-        Expr::LiteralInteger(_) | Expr::LiteralFloat(_) | Expr::LiteralString(_) | Expr::Regexp(_)
+        Expr::LiteralInteger(_)
+            | Expr::LiteralFloat(_)
+            | Expr::LiteralString(_)
+            | Expr::Regexp(_)
+            | Expr::Filesize { .. }
     ) || is_module_constant(other);
     // No function calls but `pe`'s cached ones: `pe.imphash()` and
     // `pe.calculate_checksum()` read a thread-local cache that YARA-X 1.22
@@ -468,8 +476,28 @@ fn compared_field<'src>(field: &Expr<'src>, other: &Expr<'_>) -> Option<&'src st
     // verdict (`RuleSet::pe_cache_reset`). Others are not known to be
     // undefined on other data.
     constant
-        .then(|| module_field(field).or_else(|| cached_pe_function(field)))
+        .then(|| {
+            module_field(field)
+                .or_else(|| cached_pe_function(field))
+                .or_else(|| field_arithmetic(field))
+        })
         .flatten()
+}
+
+/// The module of arithmetic over its fields and literals
+/// (`pe.sections[0].raw_data_offset + pe.sections[0].raw_data_size`):
+/// undefined where a field is, as YARA-X's arithmetic is on an undefined
+/// operand.
+fn field_arithmetic<'src>(expr: &Expr<'src>) -> Option<&'src str> {
+    if !is_arithmetic(expr) {
+        return None;
+    }
+    let literal = |e: &Expr<'_>| matches!(e, Expr::LiteralInteger(_) | Expr::LiteralFloat(_));
+    let field = |e: &Expr<'src>| module_field(e).or_else(|| field_arithmetic(e));
+    let module = expr.children().find_map(field)?;
+    expr.children()
+        .all(|e| literal(e) || field(e) == Some(module))
+        .then_some(module)
 }
 
 /// Functions of `pe` whose results YARA-X caches per thread.
@@ -638,7 +666,10 @@ mod tests {
                rule q { condition: pe.number_of_sections == 1 and pe.characteristics & pe.DLL }
                rule r { condition: p and s }
                rule n { condition: not pe.is_dll() and pe.is_pe == 0 }
-               rule f { condition: pe.imports("k.dll") and pe.imphash() == "x" }"#,
+               rule f { condition: pe.imports("k.dll") and pe.imphash() == "x" }
+               rule a { condition: pe.sections[pe.number_of_sections - 1].raw_data_offset + pe.sections[pe.number_of_sections - 1].raw_data_size < filesize }
+               rule m { condition: filesize == (pe.number_of_sections + 1) * 2 }
+               rule x { condition: pe.number_of_sections + uint8(2) == 3 }"#,
         );
         assert_eq!(g[0].as_ref().unwrap().branches[0].max_size, Some(50));
         let mz = vec![test(0, b"MZ")];
@@ -647,7 +678,13 @@ mod tests {
         let r = &g[3].as_ref().unwrap().branches[0];
         assert_eq!((r.header.clone(), r.max_size), (vec![mz.clone()], Some(50)));
         assert_eq!(g[4], None, "negations and is_pe comparisons gate nothing");
-        assert_eq!(header(&g[5]), vec![mz]);
+        assert_eq!(header(&g[5]), vec![mz.clone()]);
+        assert_eq!(header(&g[6]), vec![mz.clone()], "arithmetic over fields");
+        assert_eq!(header(&g[7]), vec![mz], "compared with filesize");
+        assert_eq!(
+            g[8], None,
+            "only fields and literals in arithmetic, for now"
+        );
     }
 
     #[test]
