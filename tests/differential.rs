@@ -985,6 +985,8 @@ rule quads { strings: $d = /=([a-z]{4})+/ condition: $d }
 rule both_ways { strings: $f = /[a-h]+@@[a-h]+/ condition: $f }
 rule to_zero { strings: $e = /k[^\x00]+\x00/ condition: any of them }
 rule wide_both { strings: $w = /[a-h]+==[a-h]+/ wide ascii condition: $w }
+rule short_runs { strings: $h = /hg[a-h]+/ condition: filesize < 20000 and $h }
+rule from_a { strings: $f = /fe[a-h]+/ condition: uint8(0) == 0x61 and $f }
 "#;
 
 /// Long data for [`OPEN_ENDED_RULES`]: runs of letters (no newline for
@@ -1038,6 +1040,9 @@ fn open_ended_regexes_over_long_streams_match_whole_buffer_scans() {
     let (mut long, mut both_ways, mut reaching_back, mut longest) = (0, 0, 0, 0);
     // Wide matches longer than a narrow one may be.
     let mut wide_past_narrow = 0;
+    // The rules with preconditions, matched; streams that failed them
+    // (the tail then keeps nothing for their walks).
+    let (mut preconditioned, mut ruled_out) = (0, 0);
     for _ in 0..40 {
         let (streams, cuts, order) = case.new_tree(&mut runner).unwrap().current();
         let case = Case {
@@ -1079,6 +1084,13 @@ fn open_ended_regexes_over_long_streams_match_whole_buffer_scans() {
                 "stream of {} bytes",
                 case.streams[stream].len()
             );
+            let data = &case.streams[stream];
+            ruled_out +=
+                usize::from(data.len() >= 20_000) + usize::from(data.first() != Some(&b'a'));
+            preconditioned += expected
+                .iter()
+                .filter(|(r, _)| r == "short_runs" || r == "from_a")
+                .count();
             let matches = expected
                 .iter()
                 .flat_map(|(_, p)| p.iter().flat_map(|(_, m)| m.iter()));
@@ -1097,6 +1109,7 @@ fn open_ended_regexes_over_long_streams_match_whole_buffer_scans() {
             }
         }
     }
-    eprintln!("open-ended matches: {long} of 4,000 bytes or more, {both_ways} longer than one scan limit (4,096 bytes), {wide_past_narrow} wide ones longer than two, {reaching_back} found by a tail past the floor, longest {longest}");
+    eprintln!("open-ended matches: {long} of 4,000 bytes or more, {both_ways} longer than one scan limit (4,096 bytes), {wide_past_narrow} wide ones longer than two, {reaching_back} found by a tail past the floor, longest {longest}; {preconditioned} verdicts of rules with preconditions, {ruled_out} failures of them");
     assert!(long > 0 && both_ways > 0 && wide_past_narrow > 0 && reaching_back > 0);
+    assert!(preconditioned > 0 && ruled_out > 0);
 }

@@ -201,12 +201,14 @@ impl RuleSet {
         // Rules from included files are compiled but not analysed: their
         // patterns' lengths and keys are not known, so every stream keeps
         // the longest tail.
+        let preconditions = PreconditionPlan::new(&analysis.rules);
         let tail_plan = match foreign.is_empty() {
-            true => analysis.tail_plan(&trees),
+            true => analysis
+                .tail_plan(&trees)
+                .with_preconditions(&preconditions),
             false => TailPlan::uniform(max_pattern_len.max(analysis.window)),
         };
         let whole_data = WholeDataPlan::new(&analysis.rules);
-        let preconditions = PreconditionPlan::new(&analysis.rules);
         drop(trees);
         let pe_cache_reset = calls_cached_pe_functions(&sources)
             .then(|| yara_x::compile(r#"import "pe" rule reset { condition: pe.is_pe }"#))

@@ -31,6 +31,7 @@ use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use yara_x_parser::ast;
 
 use super::open_ended::OpenEndedRegex;
+use super::preconditions::{FailedPreconditions, PreconditionPlan};
 use crate::stream::span::SPAN_CONTEXT;
 
 /// How far into a match its key may end: a key only partly in the stream
@@ -113,8 +114,17 @@ pub struct TailPlan {
     rules: HashMap<String, Box<[u32]>>,
     /// The open-ended regexes the search serves, and per rule identifier
     /// which of its patterns (by index) each one is.
-    open_ended: Vec<OpenEndedRegex>,
+    open_ended: Vec<Walk>,
     walked: HashMap<String, Vec<(usize, usize)>>,
+}
+
+/// An open-ended regex the tail follows, and the precondition of its rule
+/// (`rules::preconditions`): a stream that failed it keeps nothing for the
+/// regex, as its rule is false there and the search drops its matches.
+#[derive(Debug, Clone)]
+struct Walk {
+    regex: OpenEndedRegex,
+    precondition: Option<u32>,
 }
 
 /// A tracked key, as [`TailPlan::keep`] uses it.
@@ -248,7 +258,22 @@ impl TailPlan {
                 .entry(rule)
                 .or_default()
                 .push((index, self.open_ended.len()));
-            self.open_ended.push(regex);
+            let precondition = None;
+            self.open_ended.push(Walk {
+                regex,
+                precondition,
+            });
+        }
+        self
+    }
+
+    /// Notes the preconditions of the walked regexes' rules: a stream that
+    /// failed one keeps nothing for its rule's regexes.
+    pub fn with_preconditions(mut self, plan: &PreconditionPlan) -> TailPlan {
+        for (rule, patterns) in &self.walked {
+            for &(_, at) in patterns {
+                self.open_ended[at].precondition = plan.precondition_of(rule);
+            }
         }
         self
     }
@@ -256,7 +281,7 @@ impl TailPlan {
     /// Most bytes a stream keeps: `W + 2 * SPAN_CONTEXT - 1`, or with
     /// open-ended regexes their longest match's.
     pub fn most(&self) -> usize {
-        let open_ended = self.open_ended.iter().map(OpenEndedRegex::max_len);
+        let open_ended = self.open_ended.iter().map(|walk| walk.regex.max_len());
         tail_bytes(open_ended.fold(self.window, usize::max))
     }
 
@@ -266,7 +291,7 @@ impl TailPlan {
     pub fn open_ended_of(&self, rule: &str, index: usize) -> Option<&OpenEndedRegex> {
         let walked = self.walked.get(rule)?;
         let &(_, at) = walked.iter().find(|(i, _)| *i == index)?;
-        self.open_ended.get(at)
+        self.open_ended.get(at).map(|walk| &walk.regex)
     }
 
     /// The longest match of the `index`-th pattern of rule `rule`: the
@@ -295,16 +320,23 @@ impl TailPlan {
     ///
     /// An open-ended regex's match at `s` is settled once its walk from
     /// `s` dies `SPAN_CONTEXT + 2` bytes before the end, or `s + max_len +
-    /// SPAN_CONTEXT <= end` (its longest match); the tail keeps the others.
-    pub fn keep(&self, recent: &[u8]) -> usize {
+    /// SPAN_CONTEXT <= end` (its longest match); the tail keeps the others,
+    /// but for the regexes of rules whose precondition the stream failed
+    /// (`ruled_out`: their matches are dropped, see `scanner::batch`).
+    pub fn keep(&self, recent: &[u8], ruled_out: &FailedPreconditions) -> usize {
         let end = recent.len();
         let from = self.keep_for_keys(recent, end.saturating_sub(self.floor));
-        end - self.keep_for_open_ended(recent, from)
+        end - self.keep_for_open_ended(recent, from, ruled_out)
     }
 
     /// Where the tail must start for the open-ended regexes, `from` being
     /// where it starts for the rest.
-    fn keep_for_open_ended(&self, recent: &[u8], mut from: usize) -> usize {
+    fn keep_for_open_ended(
+        &self,
+        recent: &[u8],
+        mut from: usize,
+        ruled_out: &FailedPreconditions,
+    ) -> usize {
         let context = SPAN_CONTEXT;
         let end = recent.len();
         // Starts from `from + context` on are kept already. A match whose
@@ -313,7 +345,12 @@ impl TailPlan {
         // byte late after a match: see `OpenEndedRegex::reach_from`), so
         // a start whose walk is alive 2 bytes before the context is kept.
         let before_context = &recent[..end.saturating_sub(context + 2)];
-        for regex in &self.open_ended {
+        let live = self.open_ended.iter().filter(|walk| {
+            !walk
+                .precondition
+                .is_some_and(|index| ruled_out.contains(index))
+        });
+        for Walk { regex, .. } in live {
             let lowest = end.saturating_sub(regex.max_len() + context);
             let start = regex.earliest_live_start(before_context, lowest);
             if start < before_context.len() && start < from + context {
@@ -464,6 +501,13 @@ fn regex_prefixes(regexp: &ast::Regexp<'_>, nocase: bool) -> Option<Vec<MatchKey
 mod tests {
     use super::*;
 
+    impl TailPlan {
+        /// [`TailPlan::keep`] for a stream that failed no precondition.
+        fn keep_all(&self, recent: &[u8]) -> usize {
+            self.keep(recent, &FailedPreconditions::default())
+        }
+    }
+
     fn keys_of(src: &str) -> Vec<Option<Vec<(usize, String)>>> {
         let tree = ast::AST::from(src);
         assert!(tree.errors().is_empty(), "{:?}", tree.errors());
@@ -529,6 +573,29 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_keeps_nothing_for_the_walks_of_rules_it_ruled_out() {
+        let rules = crate::RuleSet::from_source(
+            r#"rule gif { strings: $g = "GIF8" $e = /eval\([ -~]{3,}/ condition: $g at 0 and $e }"#,
+            1024,
+        )
+        .unwrap();
+        let (plan, preconditions) = (rules.tail_plan(), rules.preconditions());
+        let mut recent = vec![b'.'; 200];
+        recent.extend_from_slice(b"eval(");
+        recent.extend_from_slice(&[b'a'; 100]);
+        // A match may still be growing from `eval(`: kept, with context.
+        let all = plan.keep(&recent, &FailedPreconditions::default());
+        assert_eq!(all, 105 + SPAN_CONTEXT);
+        assert!(all > plan.floor());
+        // A stream that does not start `GIF8` cannot match the rule.
+        let mut sets = Default::default();
+        let http = FailedPreconditions(preconditions.failed(b"HTTP/1.1", 8, &mut sets));
+        assert_eq!(plan.keep(&recent, &http), plan.floor());
+        let gif = FailedPreconditions(preconditions.failed(b"GIF89a", 8, &mut sets));
+        assert_eq!(plan.keep(&recent, &gif), all);
+    }
+
+    #[test]
     fn the_floor_is_the_longest_pattern_without_a_key() {
         let plan = TailPlan::new(
             300,
@@ -539,11 +606,11 @@ mod tests {
         assert_eq!(plan.most(), 300 + 2 * SPAN_CONTEXT - 1);
         // Nothing tracked occurs: the floor.
         let recent = vec![b'.'; 400];
-        assert_eq!(plan.keep(&recent), plan.floor());
+        assert_eq!(plan.keep_all(&recent), plan.floor());
         // A short stream keeps what it has.
-        assert_eq!(plan.keep(b"0123"), 4);
+        assert_eq!(plan.keep_all(b"0123"), 4);
         let uniform = TailPlan::uniform(300);
-        assert_eq!(uniform.keep(&recent), uniform.most());
+        assert_eq!(uniform.keep_all(&recent), uniform.most());
     }
 
     #[test]
@@ -556,7 +623,10 @@ mod tests {
             let plan = TailPlan::new(window, &patterns, HashMap::new());
             let mut recent = vec![b'.'; 2 * window];
             recent[window - 10..window - 8].copy_from_slice(b"ab");
-            assert_eq!(plan.keep(&recent) < plan.most(), plan.floor() < plan.most());
+            assert_eq!(
+                plan.keep_all(&recent) < plan.most(),
+                plan.floor() < plan.most()
+            );
             plan.most() - plan.floor()
         };
         assert_eq!(saving(100, 100 - MIN_KEY_SAVING), MIN_KEY_SAVING);
@@ -582,13 +652,16 @@ mod tests {
                 recent
             };
             assert_eq!(
-                plan.keep(&with_match_at(first_unsettled)),
+                plan.keep_all(&with_match_at(first_unsettled)),
                 end - (first_unsettled - context)
             );
-            assert_eq!(plan.keep(&with_match_at(first_unsettled - 1)), plan.floor());
-            assert_eq!(plan.keep(&with_match_at(700)), end - 700 + context);
+            assert_eq!(
+                plan.keep_all(&with_match_at(first_unsettled - 1)),
+                plan.floor()
+            );
+            assert_eq!(plan.keep_all(&with_match_at(700)), end - 700 + context);
             // Within the floor already.
-            assert_eq!(plan.keep(&with_match_at(end - 20)), plan.floor());
+            assert_eq!(plan.keep_all(&with_match_at(end - 20)), plan.floor());
         }
         // A key longer than the automaton's prefix counts only when whole.
         let keyed = pattern(reach, Some(&[(2, "Content-Type")]));
@@ -599,11 +672,11 @@ mod tests {
             recent
         };
         assert_eq!(
-            plan.keep(&with_at_700(b"content-type")),
+            plan.keep_all(&with_at_700(b"content-type")),
             end - 700 + context
         );
-        assert_eq!(plan.keep(&with_at_700(b"content-typo")), plan.floor());
-        assert_eq!(plan.keep(&with_at_700(b"cont")), plan.floor());
+        assert_eq!(plan.keep_all(&with_at_700(b"content-typo")), plan.floor());
+        assert_eq!(plan.keep_all(&with_at_700(b"cont")), plan.floor());
         // Keys that share a prefix are each compared, with their own offset
         // and reach; one whose prefix ends what is searched is not read past
         // it (its match starts within the floor's context: see `keep`).
@@ -617,19 +690,23 @@ mod tests {
             HashMap::new(),
         );
         assert_eq!(
-            plan.keep(&with_at_700(b"content-type")),
+            plan.keep_all(&with_at_700(b"content-type")),
             end - 700 + context
         );
         let length_at_700 = with_at_700(b"..content-length");
-        assert_eq!(plan.keep(&length_at_700), plan.floor(), "settled by 200");
+        assert_eq!(
+            plan.keep_all(&length_at_700),
+            plan.floor(),
+            "settled by 200"
+        );
         let mut length_late = vec![b'.'; end];
         length_late[850..864].copy_from_slice(b"content-length");
-        assert_eq!(plan.keep(&length_late), end - 850 + context);
+        assert_eq!(plan.keep_all(&length_late), end - 850 + context);
         let mut cut = vec![b'.'; end];
         cut[end - 16..end - 4].copy_from_slice(b"content-type");
         let scan_to = end - plan.floor() + context + KEY_HORIZON;
         assert!((end - 16 + KEY_PREFIX..end - 4).contains(&scan_to));
-        assert_eq!(plan.keep(&cut), plan.floor());
+        assert_eq!(plan.keep_all(&cut), plan.floor());
         // The reach of each pattern is known to the acceptance too.
         let rules = HashMap::from([("r".to_string(), vec![7u32, 300].into_boxed_slice())]);
         let plan = TailPlan::new(reach, &[], rules);

@@ -286,11 +286,12 @@ impl<'r> MultiStreamScanner<'r> {
         let Some(ctx) = self.streams.get_mut(&stream) else {
             return;
         };
+        // Ruled out first: the tail keeps nothing for those rules.
+        let plan = self.rules.preconditions();
+        ctx.rule_out_by_all(bytes, plan, &mut self.ruled_out_sets);
         let before = ctx.buffer_bytes();
         ctx.keep_edges(bytes, self.rules.tail_plan(), &head);
         self.context_bytes = self.context_bytes + ctx.buffer_bytes() - before;
-        let plan = self.rules.preconditions();
-        ctx.rule_out_by_all(bytes, plan, &mut self.ruled_out_sets);
         self.batch.add_whole_stream(ctx, bytes, self.pack_starts);
         note_in_batch(ctx, &mut self.batch_streams, &mut self.batch_started);
         self.stats.deferred_searches += 1;

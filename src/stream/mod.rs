@@ -290,8 +290,8 @@ impl StreamContext {
         let old =
             &self.tail[self.tail.len() - most.saturating_sub(new.len()).min(self.tail.len())..];
         let keep = match old.is_empty() {
-            true => plan.keep(new),
-            false => plan.keep(&[old, new].concat()),
+            true => plan.keep(new, &self.ruled_out),
+            false => plan.keep(&[old, new].concat(), &self.ruled_out),
         };
         let from_old = keep.saturating_sub(new.len());
         if from_old == 0 && self.tail.capacity() == keep {
