@@ -1113,3 +1113,105 @@ fn open_ended_regexes_over_long_streams_match_whole_buffer_scans() {
     assert!(long > 0 && both_ways > 0 && wide_past_narrow > 0 && reaching_back > 0);
     assert!(preconditioned > 0 && ruled_out > 0);
 }
+
+/// Patterns anchored past what a stream's head keeps: the search checks
+/// their prefixes where a stream's bytes pass the anchor, and the verdict
+/// replays those bytes at their offset (`rules::head::FarAnchor`).
+const FAR_ANCHOR_RULES: &str = r#"
+rule far_text { strings: $a = "FARX" condition: $a at 70000 }
+rule far_hex { strings: $h = { 46 41 ?? 59 } condition: $h at 70010 or #h > 3 }
+rule far_two { strings: $c = "cw" nocase condition: $c at 66000 and $c at 80000 }
+"#;
+
+/// Where [`FAR_ANCHOR_RULES`] anchor, and what may be planted there.
+const FAR_PLANTS: &[(usize, &[u8])] = &[
+    (70_000, b"FARX"),
+    (70_010, b"FAqY"),
+    (66_000, b"Cw"),
+    (80_000, b"cW"),
+];
+
+/// Streams of 60 to 90 KB of lower-case letters, each anchor's bytes
+/// planted or not, and a few unanchored `FA?Y`.
+fn far_anchor_data() -> impl Strategy<Value = Vec<u8>> {
+    (
+        proptest::collection::vec(proptest::sample::select(&b"abcwxyz"[..]), 60_000..90_000),
+        proptest::collection::vec(any::<bool>(), FAR_PLANTS.len()),
+        proptest::collection::vec(0usize..90_000, 0..6),
+    )
+        .prop_map(|(mut data, planted, loose)| {
+            let len = data.len();
+            for at in loose.into_iter().filter(|&at| at + 4 <= len) {
+                data[at..at + 4].copy_from_slice(b"FAbY");
+            }
+            for (&(at, bytes), plant) in FAR_PLANTS.iter().zip(planted) {
+                if plant && at + bytes.len() <= data.len() {
+                    data[at..at + bytes.len()].copy_from_slice(bytes);
+                }
+            }
+            data
+        })
+}
+
+#[test]
+fn patterns_anchored_past_the_head_match_whole_buffer_scans() {
+    let rules = common::compile(FAR_ANCHOR_RULES);
+    assert!(
+        rules.analysis().rules.iter().all(|r| r.supported),
+        "the far-anchored rules must be stream-exact"
+    );
+    assert_eq!(rules.analysis().head_len, 0, "no head for far anchors");
+    let case = (
+        proptest::collection::vec(far_anchor_data(), 1..3),
+        proptest::collection::vec(prop_oneof![2 => 1usize..20, 3 => 100usize..3_000], 1..5),
+        proptest::collection::vec(any::<proptest::sample::Index>(), 1..8),
+    );
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut matched: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut missed, mut cut_inside) = (0, 0);
+    for _ in 0..100 {
+        let (streams, cuts, order) = case.new_tree(&mut runner).unwrap().current();
+        let case = Case {
+            rules: Vec::new(),
+            streams,
+            cuts,
+            order,
+            probe_every: 97,
+            batch_bytes: 1 << 16,
+            evict_every: 7,
+            restart_every: 0,
+        };
+        let (mut scanner, ids) = open_streams(&case, &rules, StreamMode::Chunks);
+        for (step, (stream, range)) in schedule(&case).into_iter().enumerate() {
+            let inside =
+                |&(at, bytes): &(usize, &[u8])| at < range.end && range.end < at + bytes.len();
+            cut_inside += FAR_PLANTS.iter().filter(|plant| inside(plant)).count();
+            scanner
+                .scan_chunk(ids[stream], &case.streams[stream][range.clone()])
+                .unwrap();
+            shuffle_residency(&case, &rules, &mut scanner, &ids, step, stream);
+            if step % case.probe_every == 0 {
+                let got = scanner.get_matches(&ids[stream]).unwrap().unwrap();
+                let prefix = &case.streams[stream][..range.end];
+                assert_eq!(ours(&rules, &got), reference(&rules, prefix));
+            }
+        }
+        for (stream, id) in ids.iter().enumerate() {
+            let got = scanner.close_stream(id).unwrap().unwrap();
+            let expected = reference(&rules, &case.streams[stream]);
+            assert!(got.exact);
+            assert_eq!(ours(&rules, &got), expected, "stream {stream}");
+            for (rule, _) in &expected {
+                *matched.entry(rule.clone()).or_default() += 1;
+            }
+            missed += 3 - expected.len();
+        }
+    }
+    eprintln!("far anchors: rules matched {matched:?}, {missed} missed, {cut_inside} chunk cuts inside a planted anchor");
+    assert_eq!(
+        matched.len(),
+        3,
+        "every rule matched somewhere: {matched:?}"
+    );
+    assert!(missed > 0 && cut_inside > 0);
+}

@@ -45,7 +45,7 @@ use yara_x_parser::ast::{self, Expr, HexSubPattern, HexToken, MatchAnchor, Patte
 
 use super::data_values::{is_arithmetic, is_rewritten_digest, visit, DataRead};
 use super::gates::{gate_of, necessary_branch, pattern_literals, Gate, GateContext};
-use super::head::{HeadAnchor, HeadPlan};
+use super::head::{FarAnchor, HeadAnchor, HeadPlan};
 use super::open_ended::{self, OpenEndedRegex};
 use super::tail::{TailPattern, TailPlan};
 
@@ -211,10 +211,13 @@ pub struct RuleReport {
     is_global: bool,
     #[serde(skip)]
     rule_refs: Vec<String>,
-    /// Its patterns anchored at literal offsets (empty past
-    /// [`MAX_ANCHOR`]).
+    /// Its patterns anchored at literal offsets up to [`MAX_ANCHOR`].
     #[serde(skip)]
     anchors: Vec<HeadAnchor>,
+    /// Its patterns anchored past [`MAX_ANCHOR`], which the search checks
+    /// (see [`FarAnchor`]).
+    #[serde(skip)]
+    far_anchors: Vec<HeadAnchor>,
 }
 
 /// The analysis of a whole rule set.
@@ -316,7 +319,14 @@ impl RuleAnalysis {
             .max()
             .unwrap_or(0);
         let window = longest.min(cap).max(1);
-        let head = HeadPlan::new(searched().flat_map(|r| r.anchors.clone()).collect());
+        let far = searched().flat_map(|r| {
+            r.far_anchors.iter().map(|anchor| FarAnchor {
+                anchor: anchor.clone(),
+                rule: r.identifier.clone(),
+            })
+        });
+        let head = HeadPlan::new(searched().flat_map(|r| r.anchors.clone()).collect())
+            .with_far(far.collect());
         RuleAnalysis {
             rules,
             window,
@@ -406,18 +416,22 @@ fn analyse_rule(
         rule_refs,
         ..
     } = walk;
-    let mut anchors = head_anchors(rule, &patterns, &anchored);
     issues.extend(anchored_open_ended(rule, &patterns, &anchored));
-    let mut max_anchor = anchors.iter().map(|a| a.offset).max();
-    if let Some(offset) = max_anchor.filter(|&a| a > MAX_ANCHOR) {
-        // Every stream keeps its head for anchored patterns: keep it small.
+    // Every stream keeps its head for anchored patterns: keep it small.
+    // Past it, the search checks literals where the stream passes them.
+    let (mut far_anchors, mut anchors): (Vec<_>, Vec<_>) = head_anchors(rule, &patterns, &anchored)
+        .into_iter()
+        .partition(|a| a.offset > MAX_ANCHOR);
+    let unchecked = far_anchors.iter().filter(|a| !FarAnchor::checkable(a, cap));
+    if let Some(offset) = unchecked.map(|a| a.offset).max() {
         issues.push(RuleIssue::AnchorBeyondHead {
             offset,
             limit: MAX_ANCHOR,
         });
-        max_anchor = None;
         anchors.clear();
+        far_anchors.clear();
     }
+    let max_anchor = anchors.iter().map(|a| a.offset).max();
     issues.dedup();
     RuleReport {
         namespace: "default".to_string(),
@@ -432,6 +446,7 @@ fn analyse_rule(
         is_global: rule.flags.contains(ast::RuleFlags::Global),
         rule_refs,
         anchors,
+        far_anchors,
     }
 }
 
@@ -1073,16 +1088,34 @@ mod tests {
     }
 
     #[test]
-    fn far_anchors_are_unsupported() {
-        let a = analyse(r#"rule r { strings: $a = "a" condition: $a at 4000000000 }"#);
+    fn far_anchors_of_known_prefixes_are_checked_by_the_search() {
+        let a = analyse(
+            r#"rule r { strings: $a = "abc" condition: $a at 4000000000 }
+            rule h { strings: $h = { 47 49 ?? 38 } condition: $h at 70000 and $h at 10 }
+            rule w { strings: $w = "a" wide condition: $w at 70000 }"#,
+        );
+        assert!(a.rules[0].supported, "{:?}", a.rules[0].issues);
+        assert!(a.rules[1].supported, "{:?}", a.rules[1].issues);
+        // Only the near anchor makes a head.
+        assert_eq!(a.head_len, 14);
+        let hits = |data: &[u8], start| -> Vec<_> {
+            let hits = a.head.far_hits(start, data);
+            hits.map(|(range, rule)| (range, rule.to_string()))
+                .collect()
+        };
+        assert_eq!(hits(b"..abc..", 4_000_000_000 - 2), [(2..5, "r".into())]);
+        assert_eq!(hits(b"..abd..", 4_000_000_000 - 2), []);
+        // A prefix is enough; a match may run past the data.
+        assert_eq!(hits(b"GI", 70_000), [(0..4, "h".into())]);
+        assert_eq!(hits(b"G", 70_000), []);
+        // No known prefix: the search cannot check it.
         assert_eq!(
-            a.rules[0].issues,
+            a.rules[2].issues,
             vec![RuleIssue::AnchorBeyondHead {
-                offset: 4_000_000_000,
+                offset: 70_000,
                 limit: MAX_ANCHOR
             }]
         );
-        assert_eq!(a.head_len, 0);
     }
 
     #[test]

@@ -75,10 +75,36 @@ impl HeadAnchor {
     }
 }
 
+/// A pattern anchored past what a head keeps (`$a at 3419456`), whose
+/// matches start with known bytes: the search checks them where the
+/// stream's bytes pass the anchor ([`HeadPlan::far_hits`]), and keeps a
+/// replay span there like a match's. (YARA-X's block scanner verifies an
+/// anchored literal at its offset less the block's base, so the verdict's
+/// replay of that span, at its real offset, finds it.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FarAnchor {
+    /// The anchor; its prefix is known and its longest match too.
+    pub anchor: HeadAnchor,
+    /// Its rule's identifier.
+    pub rule: String,
+}
+
+impl FarAnchor {
+    /// Whether the search can check `anchor` where the stream's bytes pass
+    /// it: every match starts with known bytes, and is at most `window`
+    /// long (so the tail holds it whole).
+    pub fn checkable(anchor: &HeadAnchor, window: usize) -> bool {
+        !anchor.prefix.is_empty() && anchor.max_len.is_some_and(|len| len <= window)
+    }
+}
+
 /// The anchored patterns of a rule set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HeadPlan {
     anchors: Vec<HeadAnchor>,
+    /// Anchors past the head.
+    #[serde(skip)]
+    far: Vec<FarAnchor>,
 }
 
 impl HeadPlan {
@@ -86,7 +112,37 @@ impl HeadPlan {
     pub fn new(mut anchors: Vec<HeadAnchor>) -> HeadPlan {
         anchors.sort_unstable();
         anchors.dedup();
-        HeadPlan { anchors }
+        HeadPlan {
+            anchors,
+            far: Vec::new(),
+        }
+    }
+
+    /// Adds the anchors past the head (see [`FarAnchor`]).
+    pub fn with_far(mut self, far: Vec<FarAnchor>) -> HeadPlan {
+        self.far = far;
+        self
+    }
+
+    /// The far anchors whose prefix is in `data` (bytes of a stream from
+    /// offset `start`) at its anchor: the range a match there may take in
+    /// `data` (perhaps past its end, where the stream's next bytes hold
+    /// the rest), and the anchor's rule.
+    pub fn far_hits<'a>(
+        &'a self,
+        start: u64,
+        data: &'a [u8],
+    ) -> impl Iterator<Item = (std::ops::Range<usize>, &'a str)> + 'a {
+        self.far.iter().filter_map(move |far| {
+            let at = usize::try_from(far.anchor.offset.checked_sub(start)?).ok()?;
+            let len = far.anchor.max_len?;
+            let bytes = data.get(at..at.checked_add(far.anchor.prefix.len())?)?;
+            let hit = match far.anchor.nocase {
+                true => bytes.eq_ignore_ascii_case(&far.anchor.prefix),
+                false => bytes == far.anchor.prefix,
+            };
+            hit.then(|| (at..at + len, far.rule.as_str()))
+        })
     }
 
     /// Bytes of a stream's head its verdict replays: up to the end of the

@@ -20,7 +20,8 @@ use std::ops::Range;
 use uuid::Uuid;
 
 use crate::error::ScanError;
-use crate::rules::{EdgeGuard, PreconditionPlan, TailPlan};
+use crate::rules::head::HeadPlan;
+use crate::rules::{EdgeGuard, PreconditionPlan, RuleSet, TailPlan};
 use crate::stream::span::{count_newlines, replay_range, MAX_SPAN_GROWTH, SPAN_CONTEXT};
 use crate::stream::{ReplaySpan, StreamContext};
 
@@ -92,6 +93,28 @@ pub(crate) struct Found {
     /// The precondition of its rule (see `rules::preconditions`): where
     /// the stream fails it, the match is dropped.
     pub precondition: Option<u32>,
+}
+
+/// What the search needs of a rule set beside its compiled rules.
+#[derive(Clone, Copy)]
+pub(crate) struct SearchPlans<'r> {
+    /// Each pattern's reach, and the open-ended regexes' walks.
+    pub tail: &'r TailPlan,
+    /// The rules' preconditions, by which matches are dropped.
+    pub preconditions: &'r PreconditionPlan,
+    /// The anchors past the head, which the search checks itself.
+    pub head: &'r HeadPlan,
+}
+
+impl<'r> SearchPlans<'r> {
+    /// The plans of `rules`.
+    pub fn of(rules: &'r RuleSet) -> SearchPlans<'r> {
+        SearchPlans {
+            tail: rules.tail_plan(),
+            preconditions: rules.preconditions(),
+            head: &rules.analysis().head,
+        }
+    }
 }
 
 /// What a block's view of a match is worth.
@@ -343,7 +366,7 @@ impl Batch {
     pub fn search(
         &self,
         scanner: &mut yara_x::blocks::Scanner<'_>,
-        plans: (&TailPlan, &PreconditionPlan),
+        plans: SearchPlans<'_>,
     ) -> Result<Vec<Vec<Found>>, ScanError> {
         let standalone = self
             .segments
@@ -351,7 +374,8 @@ impl Batch {
             .filter(|s| !s.packed)
             .map(|s| (s.addr, self.data(s)));
         let packed = (!self.packed.is_empty()).then_some((PACKED_BASE, self.packed.as_slice()));
-        self.search_blocks(scanner, plans, standalone.chain(packed))
+        let all = 0..self.segments.len();
+        self.search_blocks(scanner, plans, standalone.chain(packed), all)
     }
 
     /// Searches only the segments at `indices` (of one stream, after the
@@ -361,22 +385,26 @@ impl Batch {
     pub fn search_segments(
         &self,
         scanner: &mut yara_x::blocks::Scanner<'_>,
-        plans: (&TailPlan, &PreconditionPlan),
+        plans: SearchPlans<'_>,
         indices: &[usize],
     ) -> Result<Vec<Vec<Found>>, ScanError> {
         let blocks = indices.iter().map(|&i| {
             let segment = &self.segments[i];
             (segment.addr, self.data(segment))
         });
-        self.search_blocks(scanner, plans, blocks)
+        self.search_blocks(scanner, plans, blocks, indices.iter().copied())
     }
 
+    /// Scans `blocks`, which hold the segments at `indices`, and gives what
+    /// YARA-X and the far anchors found in them.
     fn search_blocks<'d>(
         &'d self,
         scanner: &mut yara_x::blocks::Scanner<'_>,
-        (plan, preconditions): (&TailPlan, &PreconditionPlan),
+        plans: SearchPlans<'_>,
         blocks: impl Iterator<Item = (usize, &'d [u8])>,
+        indices: impl Iterator<Item = usize>,
     ) -> Result<Vec<Vec<Found>>, ScanError> {
+        let (plan, preconditions) = (plans.tail, plans.preconditions);
         for (addr, data) in blocks {
             if let Err(err) = scanner.scan(addr, data) {
                 // Reset the scanner so the next batch starts clean.
@@ -422,11 +450,37 @@ impl Batch {
                 }
             }
         }
+        self.add_far_hits(&mut found, plans, indices);
         for matches in &mut found {
             matches.sort_unstable_by_key(|m| (m.range.start, m.range.end, m.reach, m.precondition));
             matches.dedup();
         }
         Ok(found)
+    }
+
+    /// Adds the hits of the anchors past the head (`rules::head::FarAnchor`)
+    /// in the chunk segments at `indices` to what was found there: YARA-X
+    /// checks an anchored literal only at its offset from a block's base,
+    /// which a segment's address is not.
+    fn add_far_hits(
+        &self,
+        found: &mut [Vec<Found>],
+        plans: SearchPlans<'_>,
+        indices: impl Iterator<Item = usize>,
+    ) {
+        for index in indices {
+            let segment = &self.segments[index];
+            if segment.line.is_some() {
+                continue;
+            }
+            for (range, rule) in plans.head.far_hits(segment.start, self.data(segment)) {
+                found[index].push(Found {
+                    reach: range.len(),
+                    precondition: plans.preconditions.precondition_of(rule),
+                    range,
+                });
+            }
+        }
     }
 
     /// The segment where an address range starts, and the range within it.
@@ -825,9 +879,7 @@ mod tests {
         let mut batch = Batch::default();
         batch.add_chunk(&ctx, data, false);
         let mut scanner = yara_x::blocks::Scanner::new(rules.rules());
-        let found = batch
-            .search(&mut scanner, (rules.tail_plan(), rules.preconditions()))
-            .unwrap();
+        let found = batch.search(&mut scanner, SearchPlans::of(&rules)).unwrap();
         let by_range = |at: &[u8]| {
             let start = memchr::memmem::find(data, at).unwrap();
             let reaches = found[0]

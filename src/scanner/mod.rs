@@ -47,7 +47,7 @@ use crate::rules::preconditions::RuledOutSets;
 use crate::rules::{External, RuleSet};
 use crate::stream::digests::DigestSet;
 use crate::stream::{HeadKeep, Retention, RetentionRoom, StreamContext, StreamMode, StreamStats};
-use batch::{Acceptance, Batch, Found, LineCursor, Window};
+use batch::{Acceptance, Batch, Found, LineCursor, SearchPlans, Window};
 use verdict::Evaluator;
 
 /// Counters of the scanner as a whole.
@@ -423,8 +423,9 @@ impl<'r> MultiStreamScanner<'r> {
         }
         if !self.batch.is_empty() {
             let started = Instant::now();
-            let plans = (self.rules.tail_plan(), self.rules.preconditions());
-            let searched = self.batch.search(&mut self.search, plans);
+            let searched = self
+                .batch
+                .search(&mut self.search, SearchPlans::of(self.rules));
             match &searched {
                 Ok(_) => self.pace.observe(self.batch.len(), started.elapsed()),
                 Err(_) => self.pace.observe_timeout(self.batch.len()),
@@ -480,11 +481,10 @@ impl<'r> MultiStreamScanner<'r> {
                 self.mark_broken(indices, error);
                 continue;
             }
-            match self.batch.search_segments(
-                &mut self.search,
-                (self.rules.tail_plan(), self.rules.preconditions()),
-                indices,
-            ) {
+            match self
+                .batch
+                .search_segments(&mut self.search, SearchPlans::of(self.rules), indices)
+            {
                 Ok(mut ranges) => {
                     for &index in indices {
                         found[index] = std::mem::take(&mut ranges[index]);
