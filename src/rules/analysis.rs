@@ -72,11 +72,12 @@ pub enum RuleIssue {
     /// plain integer, so its anchor is not known to the analysis.
     NonLiteralAnchor,
     /// A pattern is anchored (`at N`) further into the stream than the head
-    /// a stream keeps for anchored patterns.
+    /// a stream keeps for anchored patterns, and its matches do not start
+    /// with known bytes the search could check there (see [`FarAnchor`]).
     AnchorBeyondHead {
         /// The anchor.
         offset: u64,
-        /// The largest anchor supported.
+        /// The largest anchor a head covers.
         limit: u64,
     },
     /// A pattern has no upper bound on its match length.
@@ -136,7 +137,7 @@ impl std::fmt::Display for RuleIssue {
             }
             RuleIssue::AnchorBeyondHead { offset, limit } => write!(
                 f,
-                "anchors a pattern at {offset}, beyond the {limit} bytes each stream keeps for anchored patterns"
+                "anchors a pattern at {offset}, beyond the {limit} bytes each stream keeps for anchored patterns, and its matches do not start with known bytes (wide, xor, base64, a regex) for the search to check there"
             ),
             RuleIssue::UnboundedPattern { pattern } => {
                 write!(f, "pattern {pattern} has no bound on its length; matches longer than the window may be missed across chunks")
@@ -387,8 +388,10 @@ impl RuleReport {
     }
 }
 
-/// The largest `at` anchor supported: every stream of a rule set with
+/// The largest `at` anchor a head covers: every stream of a rule set with
 /// anchored patterns keeps (and replays) its first bytes up to the anchor.
+/// Past it, the search checks the anchor where a stream passes it, when
+/// its matches start with known bytes (see [`FarAnchor`]).
 pub const MAX_ANCHOR: u64 = 64 * 1024;
 
 fn analyse_rule(

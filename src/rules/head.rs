@@ -91,10 +91,11 @@ pub struct FarAnchor {
 
 impl FarAnchor {
     /// Whether the search can check `anchor` where the stream's bytes pass
-    /// it: every match starts with known bytes, and is at most `window`
-    /// long (so the tail holds it whole).
-    pub fn checkable(anchor: &HeadAnchor, window: usize) -> bool {
-        !anchor.prefix.is_empty() && anchor.max_len.is_some_and(|len| len <= window)
+    /// it: every match starts with known bytes, and is at most `cap` long
+    /// (the window cap: its pattern then sets the window, and the tail
+    /// holds a match whole).
+    pub fn checkable(anchor: &HeadAnchor, cap: usize) -> bool {
+        !anchor.prefix.is_empty() && anchor.max_len.is_some_and(|len| len <= cap)
     }
 }
 

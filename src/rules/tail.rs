@@ -322,7 +322,7 @@ impl TailPlan {
     /// `s` dies `SPAN_CONTEXT + 2` bytes before the end, or `s + max_len +
     /// SPAN_CONTEXT <= end` (its longest match); the tail keeps the others,
     /// but for the regexes of rules whose precondition the stream failed
-    /// (`ruled_out`: their matches are dropped, see `scanner::batch`).
+    /// (`ruled_out`: the scanner drops their matches as it settles them).
     pub fn keep(&self, recent: &[u8], ruled_out: &FailedPreconditions) -> usize {
         let end = recent.len();
         let from = self.keep_for_keys(recent, end.saturating_sub(self.floor));

@@ -459,9 +459,10 @@ impl Batch {
     }
 
     /// Adds the hits of the anchors past the head (`rules::head::FarAnchor`)
-    /// in the chunk segments at `indices` to what was found there: YARA-X
-    /// checks an anchored literal only at its offset from a block's base,
-    /// which a segment's address is not.
+    /// in the segments at `indices` to what was found there: YARA-X checks
+    /// an anchored literal only at its offset from a block's base, which a
+    /// segment's address is not. (A line's block in a line stream's
+    /// contract starts at the line's stream offset, as its segment does.)
     fn add_far_hits(
         &self,
         found: &mut [Vec<Found>],
@@ -470,9 +471,6 @@ impl Batch {
     ) {
         for index in indices {
             let segment = &self.segments[index];
-            if segment.line.is_some() {
-                continue;
-            }
             for (range, rule) in plans.head.far_hits(segment.start, self.data(segment)) {
                 found[index].push(Found {
                     reach: range.len(),

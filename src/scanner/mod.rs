@@ -111,8 +111,9 @@ pub struct MultiStreamScanner<'r> {
     /// The bytes waiting to be searched.
     batch: Batch,
     /// Whether streams' first bytes may share the packed block: true when
-    /// no pattern is context-sensitive or anchored, so that no match depends
-    /// on the stream starting where its block starts.
+    /// no pattern is context-sensitive or anchored in the head, so that no
+    /// match depends on the stream starting where its block starts
+    /// (anchors past the head are checked by the search itself).
     pack_starts: bool,
     /// Streams with bytes in the current batch, in arrival order.
     batch_streams: Vec<Uuid>,

@@ -91,12 +91,14 @@ pub struct StreamStats {
     /// Matches the search settled so far, of every pattern: private ones
     /// and those of rules that do not match count too (the same bytes
     /// matched by patterns of different lengths count once per length).
-    /// Not counted: the
-    /// matches of patterns anchored with `at N` (found by replaying the
-    /// head, not by the search), and the last ones near the end of the data
-    /// (they settle when more bytes come, or stay provisional at close). So
+    /// Not counted: the matches of patterns anchored with `at N` in the
+    /// head (found by replaying it, not by the search), and the last ones
+    /// near the end of the data (they settle when more bytes come, or stay
+    /// provisional at close). So
     /// it is the search's work, not the verdict's matches: those are listed
-    /// under each matching rule's patterns.
+    /// under each matching rule's patterns. Anchors past the head count
+    /// where the stream has their first bytes (`rules::head::FarAnchor`),
+    /// whether or not the rest matches.
     pub matches: u64,
     /// When the stream was opened, in milliseconds since the Unix epoch.
     pub opened_at_ms: u64,
