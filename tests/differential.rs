@@ -1040,8 +1040,9 @@ fn open_ended_regexes_over_long_streams_match_whole_buffer_scans() {
     let (mut long, mut both_ways, mut reaching_back, mut longest) = (0, 0, 0, 0);
     // Wide matches longer than a narrow one may be.
     let mut wide_past_narrow = 0;
-    // The rules with preconditions, matched; streams that failed them
-    // (the tail then keeps nothing for their walks).
+    // The rules with preconditions, matched; streams whose data fail them
+    // (counted from the data: the scanner rules them out from a stream's
+    // first bytes, and keeps nothing for their walks once it has).
     let (mut preconditioned, mut ruled_out) = (0, 0);
     for _ in 0..40 {
         let (streams, cuts, order) = case.new_tree(&mut runner).unwrap().current();
@@ -1109,7 +1110,7 @@ fn open_ended_regexes_over_long_streams_match_whole_buffer_scans() {
             }
         }
     }
-    eprintln!("open-ended matches: {long} of 4,000 bytes or more, {both_ways} longer than one scan limit (4,096 bytes), {wide_past_narrow} wide ones longer than two, {reaching_back} found by a tail past the floor, longest {longest}; {preconditioned} verdicts of rules with preconditions, {ruled_out} failures of them");
+    eprintln!("open-ended matches: {long} of 4,000 bytes or more, {both_ways} longer than one scan limit (4,096 bytes), {wide_past_narrow} wide ones longer than two, {reaching_back} found by a tail past the floor, longest {longest}; {preconditioned} verdicts of rules with preconditions, {ruled_out} failures of them by a stream's data");
     assert!(long > 0 && both_ways > 0 && wide_past_narrow > 0 && reaching_back > 0);
     assert!(preconditioned > 0 && ruled_out > 0);
 }
