@@ -718,6 +718,29 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 /// Splits every stream into chunks and interleaves them.
+impl Case {
+    /// A case for a test's own rules (none generated): its streams, cuts
+    /// and order as drawn, a verdict every `probe_every` chunks, batches of
+    /// `batch_bytes`, an eviction every `evict_every` chunks.
+    fn of_fixed_rules(
+        (streams, cuts, order): (Vec<Vec<u8>>, Vec<usize>, Vec<proptest::sample::Index>),
+        probe_every: usize,
+        batch_bytes: usize,
+        evict_every: usize,
+    ) -> Case {
+        Case {
+            rules: Vec::new(),
+            streams,
+            cuts,
+            order,
+            probe_every,
+            batch_bytes,
+            evict_every,
+            restart_every: 0,
+        }
+    }
+}
+
 fn schedule(case: &Case) -> Vec<(usize, std::ops::Range<usize>)> {
     let mut positions = vec![0usize; case.streams.len()];
     let mut steps = Vec::new();
@@ -1045,17 +1068,8 @@ fn open_ended_regexes_over_long_streams_match_whole_buffer_scans() {
     // first bytes, and keeps nothing for their walks once it has).
     let (mut preconditioned, mut ruled_out) = (0, 0);
     for _ in 0..40 {
-        let (streams, cuts, order) = case.new_tree(&mut runner).unwrap().current();
-        let case = Case {
-            rules: Vec::new(),
-            streams,
-            cuts,
-            order,
-            probe_every: 29,
-            batch_bytes: 1 << 20,
-            evict_every: 5,
-            restart_every: 0,
-        };
+        let drawn = case.new_tree(&mut runner).unwrap().current();
+        let case = Case::of_fixed_rules(drawn, 29, 1 << 20, 5);
         let (mut scanner, ids) = open_streams(&case, &rules, StreamMode::Chunks);
         let mut cuts = vec![Vec::new(); ids.len()];
         for (step, (stream, range)) in schedule(&case).into_iter().enumerate() {
@@ -1247,17 +1261,8 @@ fn patterns_anchored_past_the_head_match_whole_buffer_scans() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let mut tally = FarTally::default();
     for _ in 0..100 {
-        let (streams, cuts, order) = case.new_tree(&mut runner).unwrap().current();
-        let case = Case {
-            rules: Vec::new(),
-            streams,
-            cuts,
-            order,
-            probe_every: 97,
-            batch_bytes: 1 << 16,
-            evict_every: 7,
-            restart_every: 0,
-        };
+        let drawn = case.new_tree(&mut runner).unwrap().current();
+        let case = Case::of_fixed_rules(drawn, 97, 1 << 16, 7);
         far_anchor_chunks(&case, &rules, &mut tally);
         far_anchor_lines(&case, &rules, &mut tally);
     }
