@@ -837,9 +837,8 @@ fn a_shards_whole_scan_of_a_pe_does_not_leak_into_the_next_verdict() {
 }
 
 /// A whole-data rule whose gate fails leaves its patterns to the stream's
-/// verdict: the window covers its long pattern, and the search checks its
-/// anchored one where the stream passes the anchor (no head is kept),
-/// though every stream-exact pattern is two bytes long. A stream that
+/// verdict: the window covers its long pattern and the head its anchored
+/// one, though every stream-exact pattern is two bytes long. A stream that
 /// is not a PE, with the long pattern across every cut and the anchored
 /// one at its anchor, gets the whole-buffer verdict, claimed exact.
 #[test]
@@ -853,7 +852,7 @@ fn a_failed_gate_leaves_long_and_anchored_patterns_to_the_search() {
     )
     .unwrap();
     assert_eq!(rules.analysis().window, 36);
-    assert_eq!(rules.analysis().head_len, 0);
+    assert_eq!(rules.analysis().head_len, 5);
     let data = b"...HD....0123456789abcdefghijklmnopqrstuvwxyz....";
     for cut in [1, 7, 12, 20, 30, 40] {
         let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());

@@ -212,11 +212,10 @@ pub struct RuleReport {
     is_global: bool,
     #[serde(skip)]
     rule_refs: Vec<String>,
-    /// Its patterns anchored at literal offsets that the head keeps (up to
-    /// [`MAX_ANCHOR`]): those whose matches start with unknown bytes.
+    /// Its patterns anchored at literal offsets up to [`MAX_ANCHOR`].
     #[serde(skip)]
     anchors: Vec<HeadAnchor>,
-    /// Its patterns anchored at literal offsets that the search checks
+    /// Its patterns anchored past [`MAX_ANCHOR`], which the search checks
     /// (see [`FarAnchor`]).
     #[serde(skip)]
     far_anchors: Vec<HeadAnchor>,
@@ -390,10 +389,9 @@ impl RuleReport {
 }
 
 /// The largest `at` anchor a head covers: every stream of a rule set with
-/// anchored patterns whose matches start with unknown bytes keeps (and
-/// replays) its first bytes up to the anchor. Anchors of patterns with
-/// known first bytes, near or far, are checked by the search (see
-/// [`FarAnchor`]).
+/// anchored patterns keeps (and replays) its first bytes up to the anchor.
+/// Past it, the search checks the anchor where a stream passes it, when
+/// its matches start with known bytes (see [`FarAnchor`]).
 pub const MAX_ANCHOR: u64 = 64 * 1024;
 
 fn analyse_rule(
@@ -422,18 +420,13 @@ fn analyse_rule(
         ..
     } = walk;
     issues.extend(anchored_open_ended(rule, &patterns, &anchored));
-    // The search checks the anchors whose matches start with known bytes
-    // where the stream passes them, near or far; the others need the head,
-    // which every stream of the rule set keeps: up to MAX_ANCHOR.
+    // Every stream keeps its head for anchored patterns: keep it small.
+    // Past it, the search checks literals where the stream passes them.
     let (mut far_anchors, mut anchors): (Vec<_>, Vec<_>) = head_anchors(rule, &patterns, &anchored)
         .into_iter()
-        .partition(|a| FarAnchor::checkable(a, cap));
-    if let Some(offset) = anchors
-        .iter()
-        .map(|a| a.offset)
-        .filter(|&a| a > MAX_ANCHOR)
-        .max()
-    {
+        .partition(|a| a.offset > MAX_ANCHOR);
+    let unchecked = far_anchors.iter().filter(|a| !FarAnchor::checkable(a, cap));
+    if let Some(offset) = unchecked.map(|a| a.offset).max() {
         issues.push(RuleIssue::AnchorBeyondHead {
             offset,
             limit: MAX_ANCHOR,
@@ -1041,9 +1034,8 @@ mod tests {
             vec![RuleIssue::DependsOnUnsupportedRule { rule: "m".into() }]
         );
         assert!(a.rules[5].supported);
-        // `$a at 100` starts with known bytes: the search checks it, and
-        // no head is kept.
-        assert_eq!(a.head_len, 0);
+        // `$a at 100`, one byte long.
+        assert_eq!(a.head_len, 101);
     }
 
     #[test]
@@ -1071,27 +1063,31 @@ mod tests {
     }
 
     #[test]
-    fn the_head_follows_the_anchored_patterns_the_search_cannot_check() {
+    fn the_head_follows_the_anchored_patterns_the_search_must_find() {
         let a = analyse(
             r#"import "pe"
-            rule exact { strings: $a = "MZ" $b = /PE[\x00-\x05]/ condition: $a at 0 or any of ($b) at 60 }
-            rule whole { strings: $c = "ELF" wide $u = /x.*y/s condition: $c at 200 and $u and pe.is_pe }
-            rule gated { strings: $e = "EXE" wide condition: $e at 100 or pe.is_dll() }
+            rule exact { strings: $a = "MZ" $b = { 50 45 ?? ?? } condition: $a at 0 or any of ($b) at 60 }
+            rule whole { strings: $c = "ELF" $u = /x.*y/s condition: $c at 200 and $u and pe.is_pe }
+            rule gated { strings: $e = "EXE" condition: $e at 100 or pe.is_dll() }
             rule long { strings: $d = "0123456789" condition: $d }"#,
         );
         assert!(!a.rules[1].supported && a.rules[1].gate.is_some());
         assert!(!a.rules[2].supported && a.rules[2].gate.is_some());
         assert_eq!(a.window, 10);
-        // `$e` at 100, six bytes wide, and `$b` at 60, a regex: no known
-        // first bytes, so the head keeps them. Where `gated`'s gate fails,
-        // the stream's verdict decides it. `whole` has a pattern the
-        // search may miss: its verdict is false where its gate fails.
-        assert_eq!(a.head_len, 106);
-        assert!(!a.head.may_match(b"MZ"), "nothing reaches an anchor");
-        assert!(a.head.may_match(&[b'.'; 70]), "any bytes at 60 may match");
-        // `$a` at 0 has known bytes: the search checks it.
-        let hits: Vec<_> = a.head.far_hits(0, b"MZ..").collect();
-        assert_eq!(hits, [(0..2, "exact")]);
+        // `$e` at 100, three bytes long: where `gated`'s gate fails, the
+        // stream's verdict decides it. `whole` has a pattern the search may
+        // miss: its verdict is false where its gate fails, whatever `$c`.
+        assert_eq!(a.head_len, 103);
+        assert!(a.head.may_match(b"MZ"));
+        let mut head = vec![b'.'; 210];
+        assert!(!a.head.may_match(&head));
+        head[200..203].copy_from_slice(b"ELF");
+        assert!(!a.head.may_match(&head));
+        head[100..103].copy_from_slice(b"EXE");
+        assert!(a.head.may_match(&head));
+        head[100] = b'.';
+        head[60..62].copy_from_slice(b"PE");
+        assert!(a.head.may_match(&head));
     }
 
     #[test]
@@ -1103,8 +1099,8 @@ mod tests {
         );
         assert!(a.rules[0].supported, "{:?}", a.rules[0].issues);
         assert!(a.rules[1].supported, "{:?}", a.rules[1].issues);
-        // Near and far, the search checks them: no head.
-        assert_eq!(a.head_len, 0);
+        // Only the near anchor makes a head.
+        assert_eq!(a.head_len, 14);
         let hits = |data: &[u8], start| -> Vec<_> {
             let hits = a.head.far_hits(start, data);
             hits.map(|(range, rule)| (range, rule.to_string()))

@@ -1,9 +1,6 @@
 //! The head of a chunk stream: the patterns anchored at fixed offsets
 //! (`$a at K`) that the search may miss and its replay finds, and what its
-//! bytes must hold for that replay to find one. Anchored patterns whose
-//! matches start with known bytes need no head: the search checks them
-//! where the stream passes the anchor ([`FarAnchor`]); the head keeps the
-//! others (`wide`, `xor`, regexes), up to `MAX_ANCHOR`.
+//! bytes must hold for that replay to find one.
 //!
 //! The search may miss an anchored pattern: YARA-X checks most only at
 //! `K` bytes past the start of a block, and the search's blocks start at
@@ -78,10 +75,10 @@ impl HeadAnchor {
     }
 }
 
-/// A pattern anchored at a fixed offset (`$mz at 0`, `$a at 3419456`),
-/// whose matches start with known bytes: the search checks them where the
+/// A pattern anchored past what a head keeps (`$a at 3419456`), whose
+/// matches start with known bytes: the search checks them where the
 /// stream's bytes pass the anchor ([`HeadPlan::far_hits`]), and keeps a
-/// replay span there like a match's, so no stream keeps a head for it. (YARA-X's block scanner verifies an
+/// replay span there like a match's. (YARA-X's block scanner verifies an
 /// anchored literal at its offset less the block's base, so the verdict's
 /// replay of that span, at its real offset, finds it.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
