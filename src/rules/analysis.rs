@@ -716,8 +716,8 @@ fn pattern_report(pattern: &Pattern<'_>, cap: usize, issues: &mut Vec<RuleIssue>
 
 /// Whether `pattern` is a regex that the search can follow walk by walk
 /// (see `rules::open_ended`): never chained by YARA-X, and with DFAs of a
-/// reasonable size (both forms of a `wide ascii` one in one DFA). (Its look-arounds and `fullword` are
-/// ruled out by the caller.)
+/// reasonable size (both forms of a `wide ascii` one in one DFA). (Its
+/// look-arounds and `fullword` are ruled out by the caller.)
 fn is_open_ended(pattern: &Pattern<'_>) -> bool {
     open_ended_regex(pattern).is_some()
 }
@@ -850,13 +850,14 @@ impl ConditionWalk<'_, '_> {
     }
 
     fn ident(&mut self, name: &str) {
-        if DATA_FREE_MODULES.contains(&name) && self.modules.contains(name) {
-            // Its values are the same in a stream's verdict as in a
-            // whole-buffer scan.
-        } else if self.modules.contains(name) {
-            self.issues.push(RuleIssue::UsesModule {
-                module: name.to_string(),
-            });
+        if self.modules.contains(name) {
+            // A module that reads no data gives a stream's verdict what it
+            // gives a whole-buffer scan.
+            if !DATA_FREE_MODULES.contains(&name) {
+                self.issues.push(RuleIssue::UsesModule {
+                    module: name.to_string(),
+                });
+            }
         } else {
             self.rule_refs.push(name.to_string());
         }

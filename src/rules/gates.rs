@@ -492,12 +492,17 @@ fn field_arithmetic<'src>(expr: &Expr<'src>) -> Option<&'src str> {
     if !is_arithmetic(expr) {
         return None;
     }
-    let literal = |e: &Expr<'_>| matches!(e, Expr::LiteralInteger(_) | Expr::LiteralFloat(_));
-    let field = |e: &Expr<'src>| module_field(e).or_else(|| field_arithmetic(e));
-    let module = expr.children().find_map(field)?;
-    expr.children()
-        .all(|e| literal(e) || field(e) == Some(module))
-        .then_some(module)
+    let mut module = None;
+    for operand in expr.children() {
+        if matches!(operand, Expr::LiteralInteger(_) | Expr::LiteralFloat(_)) {
+            continue;
+        }
+        let of = module_field(operand).or_else(|| field_arithmetic(operand))?;
+        if *module.get_or_insert(of) != of {
+            return None;
+        }
+    }
+    module
 }
 
 /// Functions of `pe` whose results YARA-X caches per thread.

@@ -110,12 +110,20 @@ pub struct TailPlan {
     /// Per prefix of `key_prefixes`: the keys that begin so, each with
     /// where it is found in a match and the longest match keyed so.
     starts: Vec<Vec<KeyStart>>,
-    /// Per rule identifier: each pattern's reach, in declaration order.
-    rules: HashMap<String, Box<[u32]>>,
-    /// The open-ended regexes the search serves, and per rule identifier
-    /// which of its patterns (by index) each one is.
+    /// Per rule identifier: its patterns' reaches, and which are walked.
+    rules: HashMap<String, RulePatterns>,
+    /// The open-ended regexes the search serves.
     open_ended: Vec<Walk>,
-    walked: HashMap<String, Vec<(usize, usize)>>,
+}
+
+/// What the search needs of one rule's patterns, found by one lookup.
+#[derive(Debug, Clone, Default)]
+struct RulePatterns {
+    /// Each pattern's reach, in declaration order.
+    reaches: Box<[u32]>,
+    /// The open-ended ones: pattern index, and place in
+    /// [`TailPlan::open_ended`].
+    walks: Vec<(usize, usize)>,
 }
 
 /// An open-ended regex the tail follows, and the precondition of its rule
@@ -171,7 +179,6 @@ impl TailPlan {
             starts: Vec::new(),
             rules: HashMap::new(),
             open_ended: Vec::new(),
-            walked: HashMap::new(),
         }
     }
 
@@ -191,6 +198,13 @@ impl TailPlan {
             .map(reach)
             .max()
             .unwrap_or(0);
+        let rules = rules
+            .into_iter()
+            .map(|(rule, reaches)| {
+                let walks = Vec::new();
+                (rule, RulePatterns { reaches, walks })
+            })
+            .collect();
         let untracked = TailPlan {
             rules,
             ..TailPlan::uniform(window)
@@ -254,14 +268,11 @@ impl TailPlan {
             self.floor = self.floor.max(tail_bytes(3));
         }
         for (rule, index, regex) in patterns {
-            self.walked
-                .entry(rule)
-                .or_default()
-                .push((index, self.open_ended.len()));
-            let precondition = None;
+            let walks = &mut self.rules.entry(rule).or_default().walks;
+            walks.push((index, self.open_ended.len()));
             self.open_ended.push(Walk {
                 regex,
-                precondition,
+                precondition: None,
             });
         }
         self
@@ -270,8 +281,8 @@ impl TailPlan {
     /// Notes the preconditions of the walked regexes' rules: a stream that
     /// failed one keeps nothing for its rule's regexes.
     pub fn with_preconditions(mut self, plan: &PreconditionPlan) -> TailPlan {
-        for (rule, patterns) in &self.walked {
-            for &(_, at) in patterns {
+        for (rule, patterns) in &self.rules {
+            for &(_, at) in &patterns.walks {
                 self.open_ended[at].precondition = plan.precondition_of(rule);
             }
         }
@@ -285,22 +296,26 @@ impl TailPlan {
         tail_bytes(open_ended.fold(self.window, usize::max))
     }
 
-    /// The walks of the `index`-th pattern of rule `rule`, when it is an
-    /// open-ended regex: its matches then reach as far as
-    /// [`OpenEndedRegex::reach_from`] says, [`Self::reach_of`] otherwise.
-    pub fn open_ended_of(&self, rule: &str, index: usize) -> Option<&OpenEndedRegex> {
-        let walked = self.walked.get(rule)?;
-        let &(_, at) = walked.iter().find(|(i, _)| *i == index)?;
-        self.open_ended.get(at).map(|walk| &walk.regex)
+    /// The longest match of the `index`-th pattern of rule `rule` (the
+    /// window when not known: a rule from an included file, say), and its
+    /// walks when it is an open-ended regex: its matches then reach as far
+    /// as [`OpenEndedRegex::reach_from`] says, when the walk dies.
+    pub fn pattern_reach(&self, rule: &str, index: usize) -> (usize, Option<&OpenEndedRegex>) {
+        let Some(patterns) = self.rules.get(rule) else {
+            return (self.window, None);
+        };
+        let reach = patterns
+            .reaches
+            .get(index)
+            .map_or(self.window, |&reach| reach as usize);
+        let walk = patterns.walks.iter().find(|(i, _)| *i == index);
+        (reach, walk.map(|&(_, at)| &self.open_ended[at].regex))
     }
 
-    /// The longest match of the `index`-th pattern of rule `rule`: the
-    /// window when not known (a rule from an included file, say).
+    /// The longest match of the `index`-th pattern of rule `rule`: see
+    /// [`Self::pattern_reach`].
     pub fn reach_of(&self, rule: &str, index: usize) -> usize {
-        self.rules
-            .get(rule)
-            .and_then(|patterns| patterns.get(index))
-            .map_or(self.window, |&reach| reach as usize)
+        self.pattern_reach(rule, index).0
     }
 
     /// How many of the last bytes of `recent` a stream keeps as its tail.

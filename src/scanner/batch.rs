@@ -86,7 +86,7 @@ impl Window {
 pub(crate) struct Found {
     /// Where it lies in the segment.
     pub range: Range<usize>,
-    /// The longest match of its pattern (see [`TailPlan::reach_of`]): a
+    /// The longest match of its pattern (see [`TailPlan::pattern_reach`]): a
     /// block settles it when it shows this many bytes from its start, and
     /// the context after them.
     pub reach: usize,
@@ -425,13 +425,8 @@ impl Batch {
                 let mut reaches = None;
                 for m in pattern.matches() {
                     if let Some((segment, range)) = self.locate(&by_addr, m.range()) {
-                        let (most, open_ended) = *reaches.get_or_insert_with(|| {
-                            let identifier = rule.identifier();
-                            (
-                                plan.reach_of(identifier, index),
-                                plan.open_ended_of(identifier, index),
-                            )
-                        });
+                        let (most, open_ended) = *reaches
+                            .get_or_insert_with(|| plan.pattern_reach(rule.identifier(), index));
                         // An open-ended regex's match reaches where the walk
                         // from its start dies in its own segment.
                         let data = || self.data(&self.segments[segment]);
