@@ -241,17 +241,24 @@ impl Batch {
     /// segment is the stream's tail followed by the chunk. A stream's first
     /// bytes get a block of their own unless `pack_starts` (no pattern of
     /// the rule set looks at what precedes a match, or is anchored); the
-    /// rest is packed.
-    pub fn add_chunk(&mut self, ctx: &StreamContext, chunk: &[u8], pack_starts: bool) {
+    /// rest is packed. Whether it got a block of its own.
+    pub fn add_chunk(&mut self, ctx: &StreamContext, chunk: &[u8], pack_starts: bool) -> bool {
         let start = ctx.tail_start();
         let packed = start > 0 || pack_starts;
         let bytes = self.push_bytes(&[&ctx.tail, chunk], packed);
         self.push_segment(ctx, start, bytes, ctx.tail_first_line(), None, packed);
+        !packed
     }
 
     /// Adds every byte of a chunk stream whose search was deferred, after
-    /// the context counted them: one chunk from offset 0.
-    pub fn add_whole_stream(&mut self, ctx: &StreamContext, bytes: &[u8], pack_starts: bool) {
+    /// the context counted them: one chunk from offset 0. Whether it got
+    /// a block of its own.
+    pub fn add_whole_stream(
+        &mut self,
+        ctx: &StreamContext,
+        bytes: &[u8],
+        pack_starts: bool,
+    ) -> bool {
         debug_assert_eq!(bytes.len() as u64, ctx.stats.bytes);
         let bytes = self.push_bytes(&[bytes], pack_starts);
         self.push_segment(ctx, 0, bytes, 1, None, pack_starts);
@@ -259,6 +266,7 @@ impl Batch {
         if let Some(segment) = self.segments.last_mut() {
             segment.fresh_from = 0;
         }
+        !pack_starts
     }
 
     /// Adds a line of a line stream, before the context counts it. A line

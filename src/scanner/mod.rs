@@ -241,7 +241,7 @@ impl<'r> MultiStreamScanner<'r> {
             StreamMode::Chunks => {
                 let plan = self.rules.preconditions();
                 ctx.rule_out(data, plan, &mut self.ruled_out_sets);
-                self.batch.add_chunk(ctx, data, self.pack_starts)
+                ctx.batch_ends_standalone = self.batch.add_chunk(ctx, data, self.pack_starts);
             }
             StreamMode::Lines => self.batch.add_line(ctx, data),
         }
@@ -293,7 +293,7 @@ impl<'r> MultiStreamScanner<'r> {
         let before = ctx.buffer_bytes();
         ctx.keep_edges(bytes, self.rules.tail_plan(), &head);
         self.context_bytes = self.context_bytes + ctx.buffer_bytes() - before;
-        self.batch.add_whole_stream(ctx, bytes, self.pack_starts);
+        ctx.batch_ends_standalone = self.batch.add_whole_stream(ctx, bytes, self.pack_starts);
         note_in_batch(ctx, &mut self.batch_streams, &mut self.batch_started);
         self.stats.deferred_searches += 1;
         self.batch_bytes += bytes.len();
@@ -417,7 +417,14 @@ impl<'r> MultiStreamScanner<'r> {
     fn flush_for(&mut self, wanted: &HashSet<Uuid>) -> Result<(), ScanError> {
         for id in wanted {
             if let Some(ctx) = self.streams.get(id) {
-                if ctx.mode == StreamMode::Chunks && !ctx.tail.is_empty() && ctx.broken.is_none() {
+                // A stream whose last segment is a block of its own up to
+                // its end has its end searched as the data's already.
+                let end_searched = ctx.in_batch && ctx.batch_ends_standalone;
+                if ctx.mode == StreamMode::Chunks
+                    && !ctx.tail.is_empty()
+                    && ctx.broken.is_none()
+                    && !end_searched
+                {
                     self.batch.add_tail(ctx);
                 }
             }

@@ -138,6 +138,13 @@ pub struct StreamContext {
     pub(crate) head: Vec<u8>,
     /// Whether the stream has bytes in the current batch.
     pub(crate) in_batch: bool,
+    /// Whether its last segment in the current batch is a block of its
+    /// own that ends where the stream does (its first chunk, say): that
+    /// search sees the stream's end as the end of the data, so a verdict
+    /// needs no rescan of the tail. (Not stored: a stream leaves for the
+    /// store only once its bytes were searched.)
+    #[serde(skip)]
+    pub(crate) batch_ends_standalone: bool,
     /// Whether the end of the stream was last searched inside a packed
     /// block, so that `provisional` is not known.
     pub(crate) tail_unsettled: bool,
@@ -242,6 +249,7 @@ impl StreamContext {
             tail: Vec::new(),
             head: Vec::new(),
             in_batch: false,
+            batch_ends_standalone: false,
             tail_unsettled: false,
             retention: match mode {
                 StreamMode::Lines => Retention::Off,
