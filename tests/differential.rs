@@ -144,6 +144,12 @@ impl PatternSpec {
                     if modifiers.contains(&"wide") {
                         features.push("regex open-ended wide");
                     }
+                    if ["^", "$", "\\b", "\\B"]
+                        .iter()
+                        .any(|look| body.contains(look))
+                    {
+                        features.push("regex open-ended look-around");
+                    }
                 }
                 features.extend(modifiers.iter().map(|m| match *m {
                     "wide" => "regex wide",
@@ -254,7 +260,7 @@ fn regex_pattern() -> impl Strategy<Value = PatternSpec> {
             // YARA's "at most": `regex-syntax` reads it only once rewritten.
             1 => Just("{,2}"),
             // No longest match: the search follows such a regex's walks
-            // (`rules::open_ended`) unless it looks around or is fullword.
+            // (`rules::open_ended`) unless it is fullword.
             1 => Just("*"),
             1 => Just("+"),
         ],
@@ -272,31 +278,35 @@ fn regex_pattern() -> impl Strategy<Value = PatternSpec> {
         // Open-ended regexes are drawn `wide` more often: their walks of
         // the wide form are their own.
         proptest::bool::weighted(0.3),
+        // And they keep their look-arounds half the time only: with them
+        // they match far less often.
+        any::<bool>(),
     )
-        .prop_map(|(start, first, pieces, end, mut modifiers, wide_open)| {
-            let pieces = pieces.concat();
-            // An unbounded regex stays in what the search follows: one that
-            // looks around or is fullword makes its rule whole-data
-            // without a gate, whose verdicts `tests/whole_data.rs` holds
-            // (a retained stream's whole-buffer scan lists no match where
-            // no condition reaches a pattern; this test's reference always
-            // searches).
-            let open_ended = pieces.contains('*') || pieces.contains('+');
-            let (start, end) = match open_ended {
-                true => ("", ""),
-                false => (start, end),
-            };
-            if open_ended {
-                modifiers.retain(|m| *m != "fullword");
-                if wide_open && !modifiers.contains(&"wide") {
-                    modifiers.push("wide");
+        .prop_map(
+            |(start, first, pieces, end, mut modifiers, wide_open, looks_open)| {
+                let pieces = pieces.concat();
+                // An unbounded regex stays in what the search follows: a
+                // fullword one makes its rule whole-data without a gate, whose
+                // verdicts `tests/whole_data.rs` holds (a retained stream's
+                // whole-buffer scan lists no match where no condition reaches
+                // a pattern; this test's reference always searches).
+                let open_ended = pieces.contains('*') || pieces.contains('+');
+                let (start, end) = match open_ended && !looks_open {
+                    true => ("", ""),
+                    false => (start, end),
+                };
+                if open_ended {
+                    modifiers.retain(|m| *m != "fullword");
+                    if wide_open && !modifiers.contains(&"wide") {
+                        modifiers.push("wide");
+                    }
                 }
-            }
-            PatternSpec::Regex {
-                body: format!("{start}{}{pieces}{end}", regex_escape(&first)),
-                modifiers,
-            }
-        })
+                PatternSpec::Regex {
+                    body: format!("{start}{}{pieces}{end}", regex_escape(&first)),
+                    modifiers,
+                }
+            },
+        )
 }
 
 fn pattern() -> impl Strategy<Value = PatternSpec> {
@@ -475,6 +485,7 @@ impl Tally {
         "regex {,n}",
         "regex open-ended",
         "regex open-ended wide",
+        "regex open-ended look-around",
         "regex wide",
         "regex nocase",
         "regex fullword",
@@ -1010,7 +1021,16 @@ rule to_zero { strings: $e = /k[^\x00]+\x00/ condition: any of them }
 rule wide_both { strings: $w = /[a-h]+==[a-h]+/ wide ascii condition: $w }
 rule short_runs { strings: $h = /hg[a-h]+/ condition: filesize < 20000 and $h }
 rule from_a { strings: $f = /fe[a-h]+/ condition: uint8(0) == 0x61 and $f }
+rule after_break { strings: $g = /(^|\n)ab[a-h]+/ condition: $g }
+rule whole_word { strings: $v = /\bq[a-h]*y\b/ condition: $v }
+rule to_end { strings: $t = /@@[a-h]+y$/ condition: $t }
 "#;
+
+/// The rules of [`OPEN_ENDED_RULES`] whose regexes look around. (Ones that
+/// look right end where runs of letters cannot, after a `y`: a replay block
+/// could not end inside such a run, so a span would grow through the whole
+/// run and its verdict not be claimed exact.)
+const LOOKING_RULES: [&str; 3] = ["after_break", "whole_word", "to_end"];
 
 /// Long data for [`OPEN_ENDED_RULES`]: runs of letters (no newline for
 /// thousands of bytes), runs of one letter, random bytes and the rules'
@@ -1033,6 +1053,8 @@ fn open_ended_data() -> impl Strategy<Value = Vec<u8>> {
         b"=",
         b"\n",
         b"@@",
+        b" qy ",
+        b"\nab",
     ])
     .prop_map(|p| p.to_vec());
     // UTF-16 text for `wide_both`: YARA-X's scan limit counts its
@@ -1044,7 +1066,12 @@ fn open_ended_data() -> impl Strategy<Value = Vec<u8>> {
         text.iter().flat_map(|&b| [b, 0]).collect::<Vec<u8>>()
     });
     let piece = prop_oneof![2 => letters, 1 => run, 2 => noise, 4 => plant, 1 => wide];
-    proptest::collection::vec(piece, 1..14).prop_map(|pieces| pieces.concat())
+    // Half the streams end as `to_end` matches.
+    let pieces = proptest::collection::vec(piece, 1..14);
+    (pieces, any::<bool>()).prop_map(|(pieces, to_end)| {
+        let end: &[u8] = if to_end { b"@@cdy" } else { b"" };
+        [&pieces.concat()[..], end].concat()
+    })
 }
 
 #[test]
@@ -1067,6 +1094,15 @@ fn open_ended_regexes_over_long_streams_match_whole_buffer_scans() {
     // (counted from the data: the scanner rules them out from a stream's
     // first bytes, and keeps nothing for their walks once it has).
     let (mut preconditioned, mut ruled_out) = (0, 0);
+    // Verdicts (probes and closes) each looking rule matched in.
+    let mut looked = [0usize; LOOKING_RULES.len()];
+    let mut count_looks = |verdict: &common::Verdict| {
+        for (rule, _) in verdict {
+            if let Some(i) = LOOKING_RULES.iter().position(|r| r == rule) {
+                looked[i] += 1;
+            }
+        }
+    };
     for _ in 0..40 {
         let drawn = case.new_tree(&mut runner).unwrap().current();
         let case = Case::of_fixed_rules(drawn, 29, 1 << 20, 5);
@@ -1080,13 +1116,10 @@ fn open_ended_regexes_over_long_streams_match_whole_buffer_scans() {
             if step % case.probe_every == 0 {
                 let got = scanner.get_matches(&ids[stream]).unwrap().unwrap();
                 let prefix = &case.streams[stream][..range.end];
+                let expected = reference(&rules, prefix);
                 assert!(got.exact);
-                assert_eq!(
-                    ours(&rules, &got),
-                    reference(&rules, prefix),
-                    "prefix of {}",
-                    range.end
-                );
+                assert_eq!(ours(&rules, &got), expected, "prefix of {}", range.end);
+                count_looks(&expected);
             }
         }
         for (stream, id) in ids.iter().enumerate() {
@@ -1099,6 +1132,7 @@ fn open_ended_regexes_over_long_streams_match_whole_buffer_scans() {
                 "stream of {} bytes",
                 case.streams[stream].len()
             );
+            count_looks(&expected);
             let data = &case.streams[stream];
             ruled_out +=
                 usize::from(data.len() >= 20_000) + usize::from(data.first() != Some(&b'a'));
@@ -1127,6 +1161,8 @@ fn open_ended_regexes_over_long_streams_match_whole_buffer_scans() {
     eprintln!("open-ended matches: {long} of 4,000 bytes or more, {both_ways} longer than one scan limit (4,096 bytes), {wide_past_narrow} wide ones longer than two, {reaching_back} found by a tail past the floor, longest {longest}; {preconditioned} verdicts of rules with preconditions, {ruled_out} failures of them by a stream's data");
     assert!(long > 0 && both_ways > 0 && wide_past_narrow > 0 && reaching_back > 0);
     assert!(preconditioned > 0 && ruled_out > 0);
+    eprintln!("verdicts matched by the looking rules {LOOKING_RULES:?}: {looked:?}");
+    assert!(looked.iter().all(|&n| n > 0));
 }
 
 /// Patterns anchored past what a stream's head keeps: the search checks

@@ -686,10 +686,13 @@ fn pattern_report(pattern: &Pattern<'_>, cap: usize, issues: &mut Vec<RuleIssue>
             }
         },
     };
-    context_sensitive |= modifiers.fullword().is_some()
-        || modifiers.base64().is_some()
-        || modifiers.base64wide().is_some();
-    let open_ended = base_len.is_none() && !context_sensitive && is_open_ended(pattern);
+    let fullword = modifiers.fullword().is_some();
+    context_sensitive |=
+        fullword || modifiers.base64().is_some() || modifiers.base64wide().is_some();
+    // Look-arounds do not stop a walk (it treats them as satisfied), but
+    // `fullword` does: YARA-X checks it on one match per offset, which a
+    // block's end may cut short (see `rules::edges::Truncation`).
+    let open_ended = base_len.is_none() && !fullword && is_open_ended(pattern);
     let max_len = match open_ended {
         true => Some(open_ended::max_reach(modifiers.wide().is_some())),
         false => base_len.map(|len| modified_len(len, modifiers)),
@@ -716,8 +719,10 @@ fn pattern_report(pattern: &Pattern<'_>, cap: usize, issues: &mut Vec<RuleIssue>
 
 /// Whether `pattern` is a regex that the search can follow walk by walk
 /// (see `rules::open_ended`): never chained by YARA-X, and with DFAs of a
-/// reasonable size (both forms of a `wide ascii` one in one DFA). (Its
-/// look-arounds and `fullword` are ruled out by the caller.)
+/// reasonable size (both forms of a `wide ascii` one in one DFA). Its
+/// look-arounds are walked as if satisfied: a walk then lives at least as
+/// long as any match YARA-X may find. (`fullword` is ruled out by the
+/// caller.)
 fn is_open_ended(pattern: &Pattern<'_>) -> bool {
     open_ended_regex(pattern).is_some()
 }
@@ -730,6 +735,7 @@ fn open_ended_regex(pattern: &Pattern<'_>) -> Option<OpenEndedRegex> {
     };
     let modifiers = pattern.modifiers();
     let hir = super::edges::parse(&regexp.regexp, modifiers.nocase().is_some())?;
+    let hir = super::edges::without_looks(&hir);
     if open_ended::may_be_chained(&hir) {
         return None;
     }
@@ -971,7 +977,8 @@ mod tests {
         let a = analyse(
             r#"rule r { strings: $a = /a.*b/ $s = "xyz" condition: $a and $s }
             rule in_wide { strings: $w = /a.*b/ wide ascii condition: $w }
-            rule looks { strings: $l = /a.*b$/ condition: $l }
+            rule looks { strings: $l = /(^|\s)a[^x]+b$/ condition: $l }
+            rule word { strings: $f = /a[^x]+b/ fullword condition: $f }
             rule anchored { strings: $n = /a[^x]+b/ condition: $n at 10 }"#,
         );
         let a_ = &a.rules[0].patterns[0];
@@ -988,8 +995,15 @@ mod tests {
             (wide.max_len, wide.open_ended),
             (Some(open_ended::MAX_WIDE_REACH), true)
         );
-        // Look-arounds and anchors are left unbounded.
-        for rule in &a.rules[2..] {
+        // Look-arounds are walked as if satisfied.
+        let looks = &a.rules[2].patterns[0];
+        assert!(a.rules[2].supported, "{:?}", a.rules[2].issues);
+        assert_eq!(
+            (looks.max_len, looks.open_ended, looks.context_sensitive),
+            (Some(open_ended::MAX_REACH), true, true)
+        );
+        // `fullword` and anchors are left unbounded.
+        for rule in &a.rules[3..] {
             assert!(!rule.supported, "{}", rule.identifier);
             assert!(!rule.patterns[0].open_ended || rule.identifier == "anchored");
             assert!(matches!(

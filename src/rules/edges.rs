@@ -5,8 +5,10 @@
 //! a YARA-X block scanner. YARA-X treats the edges of a block as the edges
 //! of the data: `^` matches at the start of every block and `$` at its end,
 //! `fullword`, `\b` and `\B` see a word boundary there. Only a match that
-//! *starts* at a block's first byte looks at what comes before, and only
-//! one that *ends* at its last byte looks at what comes after. So an edge is
+//! *starts* at a block's first byte looks at what comes before (through
+//! `fullword`, or a look-around it may pass before its first byte: `/^ab/`
+//! does, `/ab$/` does not), and only one that *ends* at its last byte
+//! looks at what comes after (likewise). So an edge is
 //! safe when no context-sensitive pattern can match starting (or ending)
 //! exactly there, with one more case at a block's end: a match that would
 //! run past it is cut short, and for a `fullword` regex that can make one
@@ -42,6 +44,12 @@ struct RegexGuard {
     starts: Regex,
     /// The same, forced to end at the end of the haystack.
     ends: Regex,
+    /// Whether a match may pass a look-around before its first byte (or
+    /// is `fullword`): only then can the bytes before it change it.
+    looks_left: bool,
+    /// Whether a match may pass one after its last byte (or is
+    /// `fullword`): only then can the bytes after it change it.
+    looks_right: bool,
     wide: bool,
     /// Bytes a match can span (wide forms included), to bound searches.
     reach: usize,
@@ -98,7 +106,7 @@ struct Truncation {
 impl RegexGuard {
     fn starts_at(&self, data: &[u8]) -> bool {
         // A wide form's first character is the first byte too.
-        if !may_be(&self.first, data.first()) {
+        if !self.looks_left || !may_be(&self.first, data.first()) {
             return false;
         }
         let data = &data[..data.len().min(self.reach)];
@@ -108,6 +116,9 @@ impl RegexGuard {
     }
 
     fn ends_at(&self, data: &[u8]) -> bool {
+        if !self.looks_right {
+            return false;
+        }
         let data = &data[data.len().saturating_sub(self.reach)..];
         if may_be(&self.last, data.last()) && self.ends.is_match(data) {
             return true;
@@ -537,14 +548,23 @@ fn regex_guard(hir: &Hir, wide: bool, fullword: bool, cap: usize) -> Option<Rege
     let relaxed = without_looks(hir);
     let at_end = Hir::concat(vec![relaxed.clone(), Hir::look(Look::End)]);
     let build = |hir: &Hir| Regex::builder().build_from_hir(hir).ok();
-    let max_len = hir.properties().maximum_len().unwrap_or(cap);
+    // An unbounded regex the search walks (`rules::open_ended`: not
+    // `fullword`) has matches as long as YARA-X's scan limit allows.
+    let unbounded = match fullword {
+        true => cap,
+        false => cap.max(super::open_ended::max_reach(wide)),
+    };
+    let max_len = hir.properties().maximum_len().unwrap_or(unbounded);
     // Only `fullword` depends on which match YARA-X picks at an offset (a
     // look-around holds or not whatever the match's length), and a match
     // of a fixed length cannot be cut short, only lost.
     let varies = hir.properties().minimum_len() != Some(max_len);
+    let props = hir.properties();
     Some(RegexGuard {
         starts: build(&relaxed)?,
         ends: build(&at_end)?,
+        looks_left: fullword || !props.look_set_prefix_any().is_empty(),
+        looks_right: fullword || !props.look_set_suffix_any().is_empty(),
         wide,
         reach: 2 * max_len + 2,
         truncation: (fullword && varies).then(|| Truncation::new(&relaxed, max_len)),
@@ -626,7 +646,7 @@ fn add_base64_forms(guard: &mut Base64Guard, text: &[u8], modifiers: &ast::Patte
 /// The regex with every look-around (`^`, `$`, `\b`, `\B`) replaced by the
 /// empty regex: it matches wherever the original could, whatever the
 /// surroundings.
-fn without_looks(hir: &Hir) -> Hir {
+pub(crate) fn without_looks(hir: &Hir) -> Hir {
     match hir.kind() {
         HirKind::Look(_) => Hir::empty(),
         HirKind::Repetition(rep) => {
@@ -714,6 +734,10 @@ mod tests {
         assert!(!g.blocks_start(b"..ab"));
         assert!(g.blocks_end(b"xxc"));
         assert!(!g.blocks_end(b"xcx"));
+        // What `^ab` matches does not depend on what follows it, nor what
+        // `c$` matches on what precedes it.
+        assert!(!g.blocks_end(b"xab"));
+        assert!(!g.blocks_start(b"cx"));
     }
 
     #[test]
@@ -729,7 +753,28 @@ mod tests {
         let g = guard(r#"rule r { strings: $a = /^ab/ wide nocase condition: $a }"#);
         assert!(g.blocks_start(b"A\0B\0"));
         assert!(!g.blocks_start(b"\0\0A\0B"));
-        assert!(g.blocks_end(b"xA\0B\0") || !g.blocks_end(b"xA\0B\0"));
+        let g = guard(r#"rule r { strings: $a = /ab$/ wide nocase condition: $a }"#);
+        // A wide match ends with the zero after its last character.
+        assert!(g.blocks_end(b"xA\0B\0"));
+        assert!(!g.blocks_end(b"xA\0C\0"));
+    }
+
+    #[test]
+    fn open_ended_regexes_are_guarded_as_far_as_their_matches_reach() {
+        // The search walks this regex (`rules::open_ended`): its matches
+        // reach 8 KB, well past the cap of 64, and a block starting at the
+        // `a` of a long one would find it at the block's start (`^`).
+        let g = guard(
+            r#"rule r { strings: $a = /(^|\s)a[^x]+b/ $b = /a[^x]+d$/ condition: any of them }"#,
+        );
+        let long = [&b"a"[..], &[b'c'; 5000], b"b"].concat();
+        assert!(g.blocks_start(&long));
+        assert!(!g.blocks_start(&[&long[..4000], b"x", &long[4000..]].concat()));
+        // Likewise a block ending on the `d` (`$`), but not on the `b`.
+        let to_d = [&long[..5001], b"d"].concat();
+        assert!(g.blocks_end(&to_d));
+        assert!(!g.blocks_end(&[&long[..4000], b"x", &to_d[4000..]].concat()));
+        assert!(!g.blocks_end(&long));
     }
 
     #[test]

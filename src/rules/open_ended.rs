@@ -17,12 +17,23 @@
 //!   walked backwards from the end, finds it, and on most data it dies
 //!   within a few bytes ([`OpenEndedRegex::earliest_live_start`]).
 //!
+//! A regex that looks at its surroundings (`^`, `$`, `\b`, `\B`) is walked
+//! with its look-arounds taken as satisfied: its walks then live at least
+//! as long as any match YARA-X may find. What a look-around reads is the
+//! byte before the match, the byte after it, or whether the data starts or
+//! ends there; a settled match has [`SPAN_CONTEXT`] bytes of real context
+//! on each side (or the stream's real start), and replay spans keep their
+//! edges off such matches (`rules::edges`).
+//!
 //! Left out (their patterns stay unbounded, their rules whole-data):
 //! patterns YARA-X may *chain* (it splits a regex at a gap of more than
 //! 200 bytes of anything, as in `/a.*b/s`, and such a chain has no bound:
-//! see [`may_be_chained`]) and regexes that look at their surroundings
-//! (`fullword`, `^`, `$`, `\b`). A `wide` regex is walked in its wide
-//! form ([`widen`]), and one that is `wide ascii` in both at once.
+//! see [`may_be_chained`]) and `fullword` regexes (YARA-X checks
+//! `fullword` on one match per offset, which a block's end may cut short).
+//! A `wide` regex is walked in its wide form ([`widen`]), and one that is
+//! `wide ascii` in both at once.
+//!
+//! [`SPAN_CONTEXT`]: crate::stream::span::SPAN_CONTEXT
 
 use regex_automata::dfa::{dense, Automaton, StartKind};
 use regex_automata::nfa::thompson;
@@ -106,8 +117,15 @@ pub struct OpenEndedRegex {
 
 impl OpenEndedRegex {
     /// The walks of `hir` (byte semantics, no look-arounds), whose longest
-    /// match is `max_len`; `None` when a DFA would be too large.
+    /// match is `max_len`. Where a DFA of `hir` would be too large, the
+    /// walks are of [`without_counts`]`(hir)`, a superset; `None` when
+    /// that one's is too large as well.
     pub fn new(hir: &Hir, max_len: usize) -> Option<OpenEndedRegex> {
+        OpenEndedRegex::exactly(hir, max_len)
+            .or_else(|| OpenEndedRegex::exactly(&without_counts(hir), max_len))
+    }
+
+    fn exactly(hir: &Hir, max_len: usize) -> Option<OpenEndedRegex> {
         Some(OpenEndedRegex {
             forward: anchored_dfa(hir, false)?,
             prefixes_reversed: anchored_dfa(&prefixes(hir), true)?,
@@ -208,6 +226,25 @@ pub fn widen(hir: &Hir) -> Hir {
         HirKind::Capture(cap) => widen(&cap.sub),
         HirKind::Concat(items) => Hir::concat(items.iter().map(widen).collect()),
         HirKind::Alternation(items) => Hir::alternation(items.iter().map(widen).collect()),
+    }
+}
+
+/// `hir` with every bounded repetition of varying count made unbounded
+/// (`.{,128}` becomes `.*`): it matches wherever `hir` does, so its walks
+/// live at least as long, and its DFAs stay small where counting would
+/// not (the DFA of `/\/\*.{,128}\*\//` must remember which of the last
+/// 128 bytes may end the repetition).
+fn without_counts(hir: &Hir) -> Hir {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Literal(_) | HirKind::Class(_) | HirKind::Look(_) => hir.clone(),
+        HirKind::Repetition(rep) => Hir::repetition(Repetition {
+            max: rep.max.filter(|&max| max == rep.min),
+            sub: Box::new(without_counts(&rep.sub)),
+            ..rep.clone()
+        }),
+        HirKind::Capture(cap) => without_counts(&cap.sub),
+        HirKind::Concat(items) => Hir::concat(items.iter().map(without_counts).collect()),
+        HirKind::Alternation(items) => Hir::alternation(items.iter().map(without_counts).collect()),
     }
 }
 
@@ -354,6 +391,22 @@ mod tests {
         let runs = open(r"[a-z]{4,}!");
         assert_eq!(runs.earliest_live_start(b"12 abcdefg", 0), 3);
         assert_eq!(runs.earliest_live_start(b"abcdefg", 0), 0);
+    }
+
+    #[test]
+    fn a_regex_whose_counts_blow_the_dfa_up_is_walked_without_them() {
+        // yara-rules' `eval_with_comments`, its look-around dropped.
+        let eval = hir(r"(|\s)eval\s*/\*.{0,128}\*/\s*\(");
+        assert!(OpenEndedRegex::exactly(&eval, MAX_REACH).is_none());
+        let walks = OpenEndedRegex::new(&eval, MAX_REACH).unwrap();
+        // Without the count the comment may run on to the next line break,
+        // past the `(` that ends a match: the walk dies on the `\n`.
+        assert_eq!(walks.reach_from(b"x eval /* c */ (y);\nz", 1), Some(19));
+        assert_eq!(walks.reach_from(b"x evil /* c */ (y);\nz", 2), Some(3));
+        assert_eq!(walks.earliest_live_start(b"a\neval /* c */ (y)", 0), 1);
+        // The line break may begin a match (`\s`), the `z` may not.
+        assert_eq!(walks.earliest_live_start(b"a\neval /* c */ (y)\n", 0), 18);
+        assert_eq!(walks.earliest_live_start(b"a\neval /* c */ (y)\nz;", 0), 21);
     }
 
     #[test]
