@@ -451,6 +451,7 @@ impl<'r> MultiStreamScanner<'r> {
         for id in std::mem::take(&mut self.batch_streams) {
             if let Some(ctx) = self.streams.get_mut(&id) {
                 ctx.in_batch = false;
+                ctx.batch_ends_standalone = false;
             }
         }
         self.batch.clear();
