@@ -156,6 +156,59 @@ impl OpenEndedRegex {
         None
     }
 
+    /// [`Self::reach_from`], sped up by the walk of another match of this
+    /// regex in the same `data` (`memo`, which it updates): a walk that
+    /// reaches the state that one had after the same byte goes on as it
+    /// did from there. YARA-X reports a match at every start of a long
+    /// run (`/[a-h]+@@[a-h]+/` over thousands of letters), and walking
+    /// each to its end made the search quadratic in the run's length; the
+    /// walks of neighbouring starts meet after a byte or two.
+    pub fn reach_from_memo(&self, data: &[u8], start: usize, memo: &mut WalkMemo) -> Option<usize> {
+        let (dfa, mut state) = (&self.forward.0, self.forward.1);
+        let end = data.len().min(start.saturating_add(self.max_len));
+        memo.walk.clear();
+        for at in start..end {
+            state = dfa.next_state(state, data[at]);
+            if dfa.is_dead_state(state) {
+                memo.keep_walk(start, Some(at + 1 - start));
+                return Some(at + 1 - start);
+            }
+            let theirs = at.checked_sub(memo.start).and_then(|i| memo.states.get(i));
+            if theirs == Some(&state) {
+                #[cfg(test)]
+                {
+                    memo.merges += 1;
+                }
+                return self.as_remembered(data, start, memo);
+            }
+            memo.walk.push(state);
+        }
+        memo.keep_walk(start, None);
+        None
+    }
+
+    /// The reach from `start` of a walk that met `memo`'s.
+    fn as_remembered(&self, data: &[u8], start: usize, memo: &WalkMemo) -> Option<usize> {
+        let end = data.len().min(start.saturating_add(self.max_len));
+        let (dfa, mut state) = (&self.forward.0, *memo.states.last()?);
+        match memo.reach {
+            Some(reach) => Some(memo.start + reach - start).filter(|_| memo.start + reach <= end),
+            // Alive where the remembered walk stopped at its own limit:
+            // this one may go further.
+            None => {
+                let from = memo.start + memo.states.len();
+                let rest = data.get(from..end).unwrap_or_default();
+                for (read, &byte) in (from..).zip(rest) {
+                    state = dfa.next_state(state, byte);
+                    if dfa.is_dead_state(state) {
+                        return Some(read + 1 - start);
+                    }
+                }
+                None
+            }
+        }
+    }
+
     /// The earliest start, not before `lowest`, from which the bytes up to
     /// the end of `data` are the beginning of a match (a match may still
     /// start there, whatever follows); `data.len()` when there is none.
@@ -177,6 +230,40 @@ impl OpenEndedRegex {
             earliest = lowest;
         }
         earliest
+    }
+}
+
+/// The last long walk of an open-ended regex over some data, for
+/// [`OpenEndedRegex::reach_from_memo`]. Empty by default; [`Self::forget`]
+/// it before walking other data or another regex.
+#[derive(Debug, Default)]
+pub struct WalkMemo {
+    /// Where the remembered walk started.
+    start: usize,
+    /// Its state after each byte it read, while alive.
+    states: Vec<StateID>,
+    /// What it gave.
+    reach: Option<usize>,
+    /// The states of the walk under way.
+    walk: Vec<StateID>,
+    /// Walks that met the remembered one.
+    #[cfg(test)]
+    merges: usize,
+}
+
+impl WalkMemo {
+    /// Forgets the remembered walk (keeping its buffers).
+    pub fn forget(&mut self) {
+        self.states.clear();
+    }
+
+    /// Remembers the walk just taken from `start` if it reached further
+    /// than the remembered one.
+    fn keep_walk(&mut self, start: usize, reach: Option<usize>) {
+        if start + self.walk.len() > self.start + self.states.len() {
+            std::mem::swap(&mut self.states, &mut self.walk);
+            (self.start, self.reach) = (start, reach);
+        }
     }
 }
 
@@ -407,6 +494,59 @@ mod tests {
         // The line break may begin a match (`\s`), the `z` may not.
         assert_eq!(walks.earliest_live_start(b"a\neval /* c */ (y)\n", 0), 18);
         assert_eq!(walks.earliest_live_start(b"a\neval /* c */ (y)\nz;", 0), 21);
+    }
+
+    #[test]
+    fn remembered_walks_give_what_fresh_ones_give() {
+        let regexes = [r"[a-h]+@@[a-h]+", r"ab(cd|e)*f", r"a+b?c", r"x[^y]*y"];
+        let alphabet = b"abcdefh@xy";
+        // A tiny generator, so that runs and repeats are common.
+        let mut seed = 7u64;
+        let mut next = move |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        let (mut merged, mut walked) = (0, 0);
+        for regex in regexes {
+            // A short limit, so that walks also stop at it.
+            let walks = OpenEndedRegex::new(&hir(regex), 300).unwrap();
+            for _ in 0..200 {
+                let len = next(800);
+                let data: Vec<u8> = (0..len)
+                    .map(|i| match (i / 50) % 3 {
+                        0 => b'a' + (next(4) as u8),
+                        _ => alphabet[next(alphabet.len())],
+                    })
+                    .collect();
+                let mut memo = WalkMemo::default();
+                let mut starts: Vec<usize> = (0..len + 2).collect();
+                if next(2) == 0 {
+                    starts.reverse();
+                }
+                for start in starts {
+                    let fresh = walks.reach_from(&data, start);
+                    let remembered = walks.reach_from_memo(&data, start, &mut memo);
+                    assert_eq!(remembered, fresh, "{regex} from {start}");
+                    walked += 1;
+                }
+                merged += memo.merges;
+            }
+        }
+        // Most starts die on their first byte: they meet nothing.
+        assert!(
+            merged > 10_000,
+            "{merged} of {walked} walks met a remembered one"
+        );
+        // A run: the walk from the second letter meets the first's at once.
+        let run = open(r"[a-h]+@@[a-h]+");
+        // (The match ends before the first `!`, the walk dies on the second.)
+        let data = [&[b'a'; 5000][..], b"@@bc!!"].concat();
+        let mut memo = WalkMemo::default();
+        assert_eq!(run.reach_from_memo(&data, 0, &mut memo), Some(5006));
+        assert_eq!(run.reach_from_memo(&data, 1, &mut memo), Some(5005));
+        assert_eq!((memo.merges, memo.walk.len()), (1, 0));
     }
 
     #[test]

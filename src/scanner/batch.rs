@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::error::ScanError;
 use crate::rules::head::HeadPlan;
+use crate::rules::open_ended::WalkMemo;
 use crate::rules::{EdgeGuard, PreconditionPlan, RuleSet, TailPlan};
 use crate::stream::span::{count_newlines, replay_range, MAX_SPAN_GROWTH, SPAN_CONTEXT};
 use crate::stream::{ReplaySpan, StreamContext};
@@ -425,21 +426,29 @@ impl Batch {
         by_addr.sort_unstable_by_key(|&i| self.segments[i].addr);
         let mut found = vec![Vec::new(); self.segments.len()];
         let rules = results.matching_rules().include_private(true);
+        let mut memo = WalkMemo::default();
         for rule in rules.chain(results.non_matching_rules().include_private(true)) {
             // Patterns come in declaration order, as the plan has them.
             let mut precondition = None;
             for (index, pattern) in rule.patterns().include_private(true).enumerate() {
                 // Looked up once per pattern, and only when it matched.
                 let mut reaches = None;
+                // The segment whose walks `memo` remembers.
+                let mut walked = None;
                 for m in pattern.matches() {
                     if let Some((segment, range)) = self.locate(&by_addr, m.range()) {
                         let (most, open_ended) = *reaches
                             .get_or_insert_with(|| plan.pattern_reach(rule.identifier(), index));
                         // An open-ended regex's match reaches where the walk
                         // from its start dies in its own segment.
-                        let data = || self.data(&self.segments[segment]);
                         let reach = open_ended
-                            .and_then(|regex| regex.reach_from(data(), range.start))
+                            .and_then(|regex| {
+                                if walked.replace(segment) != Some(segment) {
+                                    memo.forget();
+                                }
+                                let data = self.data(&self.segments[segment]);
+                                regex.reach_from_memo(data, range.start, &mut memo)
+                            })
                             .unwrap_or(most);
                         let precondition = *precondition.get_or_insert_with(|| {
                             preconditions.precondition_of(rule.identifier())
