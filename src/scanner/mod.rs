@@ -434,13 +434,15 @@ impl<'r> MultiStreamScanner<'r> {
             let searched = self
                 .batch
                 .search(&mut self.search, SearchPlans::of(self.rules));
-            match &searched {
-                Ok(_) => self.pace.observe(self.batch.len(), started.elapsed()),
-                Err(_) => self.pace.observe_timeout(self.batch.len()),
-            }
             match searched {
-                Ok(found) => self.settle(found),
+                Ok(found) => {
+                    let matches = found.iter().map(Vec::len).sum();
+                    self.pace
+                        .observe(self.batch.len(), started.elapsed(), matches);
+                    self.settle(found);
+                }
                 Err(err) => {
+                    self.pace.observe_timeout(self.batch.len());
                     let found = self.search_streams_alone(&err);
                     self.settle(found);
                 }

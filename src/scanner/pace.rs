@@ -14,6 +14,14 @@
 //! search was measured, batches stay at a probe size, so that the first
 //! one cannot time out on slow rules; a search that timed out counts as
 //! a rate of at most its bytes over the timeout.
+//!
+//! It also caps the matches a batch finds. YARA-X's block scanner copies
+//! the bytes of every match it finds (its snippets) and, on every `scan()`
+//! call, walks every match the batch found so far. Where a pattern matches
+//! at almost every byte (yara-rules' `domain`, `/([\w\.-]+)/ wide ascii`,
+//! on any text) a batch of a few MB held hundreds of MB of them. So the
+//! scanner measures how many matches its searches find per byte, too, and
+//! keeps a batch to what finds about [`MATCH_BUDGET`] of them.
 
 use std::time::Duration;
 
@@ -26,6 +34,9 @@ const MEASURED_FROM: usize = 16 << 10;
 const WEIGHT: f64 = 0.25;
 /// Largest batch before any search was measured.
 const PROBE: usize = 256 << 10;
+/// Matches a batch should find at most (see the module doc): a few MB of
+/// YARA-X's snippets.
+pub(crate) const MATCH_BUDGET: f64 = 64.0 * 1024.0;
 
 /// The measured search rate, and the batch limit it gives.
 #[derive(Debug, Clone)]
@@ -36,6 +47,8 @@ pub(crate) struct Pace {
     max_batch_bytes: usize,
     /// Bytes per second, as measured so far (`None`: nothing measured).
     rate: Option<f64>,
+    /// Matches found per byte searched, as measured so far.
+    density: Option<f64>,
 }
 
 impl Pace {
@@ -45,41 +58,61 @@ impl Pace {
             timeout,
             max_batch_bytes,
             rate: None,
+            density: None,
         }
     }
 
-    /// Counts a search of `bytes` that took `took`.
-    pub fn observe(&mut self, bytes: usize, took: Duration) {
+    /// Counts a search of `bytes` that took `took` and found `matches`.
+    pub fn observe(&mut self, bytes: usize, took: Duration, matches: usize) {
         if bytes < MEASURED_FROM || took.is_zero() {
             return;
         }
         let rate = bytes as f64 / took.as_secs_f64();
-        self.rate = Some(match self.rate {
-            None => rate,
-            // A slower search counts at once (the next batch must not time
-            // out); a faster one raises the rate gradually.
-            Some(old) if rate < old => rate,
-            Some(old) => old + WEIGHT * (rate - old),
-        });
+        // A slower search counts at once (the next batch must not time
+        // out), and so do denser matches; the others gradually.
+        self.rate = Some(running(self.rate, rate, |new, old| new < old));
+        let density = matches as f64 / bytes as f64;
+        self.density = Some(running(self.density, density, |new, old| new > old));
     }
 
     /// Counts a search of `bytes` that outlived the timeout.
     pub fn observe_timeout(&mut self, bytes: usize) {
         if let Some(timeout) = self.timeout {
-            self.observe(bytes.max(MEASURED_FROM), timeout);
+            // What it found is not known: the density stays.
+            let bytes = bytes.max(MEASURED_FROM);
+            let matches = (self.density.unwrap_or(0.0) * bytes as f64) as usize;
+            self.observe(bytes, timeout, matches);
         }
     }
 
     /// The most bytes the current batch should hold.
     pub fn batch_limit(&self) -> usize {
-        match (self.timeout, self.rate) {
-            (Some(timeout), Some(rate)) => {
-                let within = (rate * timeout.as_secs_f64() / 4.0) as usize;
-                within.clamp(FLOOR.min(self.max_batch_bytes), self.max_batch_bytes)
-            }
-            (Some(_), None) => PROBE.min(self.max_batch_bytes),
+        let by_time = match (self.timeout, self.rate) {
+            (Some(timeout), Some(rate)) => (rate * timeout.as_secs_f64() / 4.0) as usize,
+            (Some(_), None) => PROBE,
             (None, _) => self.max_batch_bytes,
-        }
+        };
+        let by_matches = match self.density {
+            Some(density) if density > 0.0 => (MATCH_BUDGET / density) as usize,
+            _ => usize::MAX,
+        };
+        let floor = match self.rate {
+            Some(_) => FLOOR,
+            None => PROBE,
+        };
+        by_time
+            .min(by_matches)
+            .clamp(floor.min(self.max_batch_bytes), self.max_batch_bytes)
+    }
+}
+
+/// A running measure: `new` counts at once when `at_once(new, old)`,
+/// else by [`WEIGHT`].
+fn running(old: Option<f64>, new: f64, at_once: impl Fn(f64, f64) -> bool) -> f64 {
+    match old {
+        None => new,
+        Some(old) if at_once(new, old) => new,
+        Some(old) => old + WEIGHT * (new - old),
     }
 }
 
@@ -94,22 +127,47 @@ mod tests {
         let mut pace = Pace::new(Some(Duration::from_secs(10)), 4 * MIB);
         assert_eq!(pace.batch_limit(), PROBE, "nothing measured yet");
         // 0.3 MB/s: a 4 MiB batch would take 14 s.
-        pace.observe(3 * MIB, Duration::from_secs(10));
+        pace.observe(3 * MIB, Duration::from_secs(10), 0);
         let limit = pace.batch_limit();
         assert!((700_000..900_000).contains(&limit), "{limit}");
         // Fast again: the limit grows back, gradually, up to the maximum.
-        pace.observe(4 * MIB, Duration::from_millis(40));
+        pace.observe(4 * MIB, Duration::from_millis(40), 0);
         assert!(pace.batch_limit() > limit && pace.batch_limit() <= 4 * MIB);
         for _ in 0..40 {
-            pace.observe(4 * MIB, Duration::from_millis(40));
+            pace.observe(4 * MIB, Duration::from_millis(40), 0);
         }
         assert_eq!(pace.batch_limit(), 4 * MIB);
     }
 
     #[test]
+    fn dense_matches_shrink_the_batch_to_the_match_budget() {
+        let mut pace = Pace::new(Some(Duration::from_secs(10)), 4 * MIB);
+        // Fast, but a match every 1.3 bytes (a pattern matching every word
+        // start, `wide ascii`).
+        pace.observe(MIB, Duration::from_millis(100), 800_000);
+        let limit = pace.batch_limit();
+        let budget = (MATCH_BUDGET * MIB as f64 / 800_000.0) as usize;
+        assert_eq!(limit, budget);
+        // Never below the floor, however dense.
+        pace.observe(MIB, Duration::from_millis(100), 50 * MIB);
+        assert_eq!(pace.batch_limit(), FLOOR);
+        // Sparse again: the limit grows back, gradually.
+        pace.observe(MIB, Duration::from_millis(100), 0);
+        assert_eq!(pace.batch_limit(), FLOOR);
+        for _ in 0..80 {
+            pace.observe(MIB, Duration::from_millis(10), 10);
+        }
+        assert_eq!(pace.batch_limit(), 4 * MIB);
+        // A timeout keeps the density it had (its rate would allow 256 KB).
+        pace.observe(MIB, Duration::from_millis(100), 800_000);
+        pace.observe_timeout(MIB);
+        assert_eq!(pace.batch_limit(), budget);
+    }
+
+    #[test]
     fn a_search_that_timed_out_shrinks_the_batch() {
         let mut pace = Pace::new(Some(Duration::from_secs(10)), 4 * MIB);
-        pace.observe(4 * MIB, Duration::from_millis(100));
+        pace.observe(4 * MIB, Duration::from_millis(100), 0);
         assert_eq!(pace.batch_limit(), 4 * MIB);
         pace.observe_timeout(4 * MIB);
         assert_eq!(pace.batch_limit(), MIB);
@@ -118,12 +176,12 @@ mod tests {
     #[test]
     fn the_limit_has_a_floor_and_small_or_untimed_batches_do_not_count() {
         let mut pace = Pace::new(Some(Duration::from_secs(1)), 4 * MIB);
-        pace.observe(100, Duration::from_secs(5));
+        pace.observe(100, Duration::from_secs(5), 0);
         assert_eq!(pace.batch_limit(), PROBE, "too small to measure");
-        pace.observe(MIB, Duration::from_secs(100));
+        pace.observe(MIB, Duration::from_secs(100), 0);
         assert_eq!(pace.batch_limit(), FLOOR);
         let mut untimed = Pace::new(None, 4 * MIB);
-        untimed.observe(MIB, Duration::from_secs(100));
+        untimed.observe(MIB, Duration::from_secs(100), 0);
         assert_eq!(untimed.batch_limit(), 4 * MIB);
     }
 }
