@@ -69,6 +69,12 @@ const CHAINING_GAP: u32 = 200;
 /// regex whose DFA is larger stays unbounded.
 const DFA_LIMIT: usize = 8 << 20;
 
+/// Limit on a DFA of the regex as written, before its counts are dropped
+/// (see [`OpenEndedRegex::new`]): one that blows up on a count hits any
+/// limit, and determinizing up to 8 MB twice for it (forwards and
+/// backwards) added a second to loading yara-rules.
+const EXACT_DFA_LIMIT: usize = 1 << 20;
+
 /// Whether YARA-X may split the regex `hir` into a chain of pieces: it
 /// holds a repetition of any byte whose count may vary by more than
 /// [`CHAINING_GAP`]. (YARA-X splits only such gaps between pieces of two
@@ -121,14 +127,15 @@ impl OpenEndedRegex {
     /// walks are of [`without_counts`]`(hir)`, a superset; `None` when
     /// that one's is too large as well.
     pub fn new(hir: &Hir, max_len: usize) -> Option<OpenEndedRegex> {
-        OpenEndedRegex::exactly(hir, max_len)
-            .or_else(|| OpenEndedRegex::exactly(&without_counts(hir), max_len))
+        OpenEndedRegex::exactly(hir, max_len, EXACT_DFA_LIMIT)
+            .or_else(|| OpenEndedRegex::exactly(&without_counts(hir), max_len, DFA_LIMIT))
     }
 
-    fn exactly(hir: &Hir, max_len: usize) -> Option<OpenEndedRegex> {
+    /// The walks of `hir` itself, with DFAs of at most `limit` bytes.
+    fn exactly(hir: &Hir, max_len: usize, limit: usize) -> Option<OpenEndedRegex> {
         Some(OpenEndedRegex {
-            forward: anchored_dfa(hir, false)?,
-            prefixes_reversed: anchored_dfa(&prefixes(hir), true)?,
+            forward: anchored_dfa(hir, false, limit)?,
+            prefixes_reversed: anchored_dfa(&prefixes(hir), true, limit)?,
             max_len,
         })
     }
@@ -268,8 +275,8 @@ impl WalkMemo {
 }
 
 /// An anchored DFA of `hir` (`reverse`: of its reversed matches) that
-/// reports every match, with its start state.
-fn anchored_dfa(hir: &Hir, reverse: bool) -> Option<(dense::DFA<Vec<u32>>, StateID)> {
+/// reports every match, with its start state; `None` past `limit` bytes.
+fn anchored_dfa(hir: &Hir, reverse: bool, limit: usize) -> Option<(dense::DFA<Vec<u32>>, StateID)> {
     let nfa = thompson::Compiler::new()
         .configure(
             thompson::Config::new()
@@ -283,8 +290,8 @@ fn anchored_dfa(hir: &Hir, reverse: bool) -> Option<(dense::DFA<Vec<u32>>, State
             dense::Config::new()
                 .match_kind(MatchKind::All)
                 .start_kind(StartKind::Anchored)
-                .dfa_size_limit(Some(DFA_LIMIT))
-                .determinize_size_limit(Some(DFA_LIMIT)),
+                .dfa_size_limit(Some(limit))
+                .determinize_size_limit(Some(limit)),
         )
         .build_from_nfa(&nfa)
         .ok()?;
@@ -484,7 +491,7 @@ mod tests {
     fn a_regex_whose_counts_blow_the_dfa_up_is_walked_without_them() {
         // yara-rules' `eval_with_comments`, its look-around dropped.
         let eval = hir(r"(|\s)eval\s*/\*.{0,128}\*/\s*\(");
-        assert!(OpenEndedRegex::exactly(&eval, MAX_REACH).is_none());
+        assert!(OpenEndedRegex::exactly(&eval, MAX_REACH, DFA_LIMIT).is_none());
         let walks = OpenEndedRegex::new(&eval, MAX_REACH).unwrap();
         // Without the count the comment may run on to the next line break,
         // past the `(` that ends a match: the walk dies on the `\n`.
