@@ -559,18 +559,40 @@ fn regex_guard(hir: &Hir, wide: bool, fullword: bool, cap: usize) -> Option<Rege
     // look-around holds or not whatever the match's length), and a match
     // of a fixed length cannot be cut short, only lost.
     let varies = hir.properties().minimum_len() != Some(max_len);
-    let props = hir.properties();
     Some(RegexGuard {
         starts: build(&relaxed)?,
         ends: build(&at_end)?,
-        looks_left: fullword || !props.look_set_prefix_any().is_empty(),
-        looks_right: fullword || !props.look_set_suffix_any().is_empty(),
+        looks_left: fullword || looks_at_edge(hir, false),
+        looks_right: fullword || looks_at_edge(hir, true),
         wide,
         reach: 2 * max_len + 2,
         truncation: (fullword && varies).then(|| Truncation::new(&relaxed, max_len)),
         first: edge_bytes(&relaxed, false),
         last: edge_bytes(&relaxed, true),
     })
+}
+
+/// Whether a match of `hir` may pass a look-around before its first byte
+/// (`last`: after its last byte): through items that may match nothing.
+/// (`regex-syntax`'s `look_set_prefix_any` stops at the first item that
+/// *may* match a byte, so it misses the `\b` of `\s*\bfoo`.)
+fn looks_at_edge(hir: &Hir, last: bool) -> bool {
+    match hir.kind() {
+        HirKind::Look(_) => true,
+        HirKind::Empty | HirKind::Literal(_) | HirKind::Class(_) => false,
+        HirKind::Repetition(rep) => rep.max != Some(0) && looks_at_edge(&rep.sub, last),
+        HirKind::Capture(cap) => looks_at_edge(&cap.sub, last),
+        HirKind::Alternation(subs) => subs.iter().any(|sub| looks_at_edge(sub, last)),
+        HirKind::Concat(subs) => {
+            let mut from_edge: Box<dyn Iterator<Item = &Hir>> = match last {
+                true => Box::new(subs.iter().rev()),
+                false => Box::new(subs.iter()),
+            };
+            from_edge
+                .find(|sub| looks_at_edge(sub, last) || sub.properties().minimum_len() != Some(0))
+                .is_some_and(|sub| looks_at_edge(sub, last))
+        }
+    }
 }
 
 /// The bytes a match of `hir` can start with (`last`: end with), or `None`
@@ -738,6 +760,22 @@ mod tests {
         // `c$` matches on what precedes it.
         assert!(!g.blocks_end(b"xab"));
         assert!(!g.blocks_start(b"cx"));
+    }
+
+    #[test]
+    fn look_arounds_behind_items_that_may_match_nothing_are_at_the_edge() {
+        let g =
+            guard(r#"rule r { strings: $a = /\s*\bfoo/ $b = /bar\b\s*/ condition: any of them }"#);
+        // A block starting at `foo` would find `\bfoo` there.
+        assert!(g.blocks_start(b"foo"));
+        // One ending after `bar` would find `bar\b` there.
+        assert!(g.blocks_end(b"xbar"));
+        // Behind an item that must match a byte, a look-around is not.
+        let g = guard(
+            r#"rule r { strings: $a = /x\s*\bfoo/ $b = /bar\b\s*y/ condition: any of them }"#,
+        );
+        assert!(!g.blocks_start(b"xfoo"));
+        assert!(!g.blocks_end(b"bary"));
     }
 
     #[test]

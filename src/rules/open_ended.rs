@@ -262,6 +262,7 @@ impl WalkMemo {
     /// Forgets the remembered walk (keeping its buffers).
     pub fn forget(&mut self) {
         self.states.clear();
+        (self.start, self.reach) = (0, None);
     }
 
     /// Remembers the walk just taken from `start` if it reached further
@@ -554,6 +555,15 @@ mod tests {
         assert_eq!(run.reach_from_memo(&data, 0, &mut memo), Some(5006));
         assert_eq!(run.reach_from_memo(&data, 1, &mut memo), Some(5005));
         assert_eq!((memo.merges, memo.walk.len()), (1, 0));
+        // Forgotten, it remembers a walk at any offset again (not only
+        // past the one it forgot).
+        let far = [&[b'!'; 6000][..], &data[..]].concat();
+        run.reach_from_memo(&far, 6000, &mut memo);
+        memo.forget();
+        run.reach_from_memo(&data, 0, &mut memo);
+        let merges = memo.merges;
+        assert_eq!(run.reach_from_memo(&data, 1, &mut memo), Some(5005));
+        assert_eq!(memo.merges, merges + 1);
     }
 
     #[test]
