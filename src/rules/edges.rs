@@ -584,13 +584,16 @@ fn looks_at_edge(hir: &Hir, last: bool) -> bool {
         HirKind::Capture(cap) => looks_at_edge(&cap.sub, last),
         HirKind::Alternation(subs) => subs.iter().any(|sub| looks_at_edge(sub, last)),
         HirKind::Concat(subs) => {
-            let mut from_edge: Box<dyn Iterator<Item = &Hir>> = match last {
-                true => Box::new(subs.iter().rev()),
-                false => Box::new(subs.iter()),
+            // Up to the first part that must match a byte.
+            let verdict = |sub: &Hir| match looks_at_edge(sub, last) {
+                true => Some(true),
+                false => (sub.properties().minimum_len() != Some(0)).then_some(false),
             };
-            from_edge
-                .find(|sub| looks_at_edge(sub, last) || sub.properties().minimum_len() != Some(0))
-                .is_some_and(|sub| looks_at_edge(sub, last))
+            let found = match last {
+                true => subs.iter().rev().find_map(verdict),
+                false => subs.iter().find_map(verdict),
+            };
+            found.unwrap_or(false)
         }
     }
 }

@@ -36,7 +36,7 @@ const WEIGHT: f64 = 0.25;
 const PROBE: usize = 256 << 10;
 /// Matches a batch should find at most (see the module doc): a few MB of
 /// YARA-X's snippets.
-pub(crate) const MATCH_BUDGET: f64 = 64.0 * 1024.0;
+const MATCH_BUDGET: f64 = 64.0 * 1024.0;
 
 /// The measured search rate, and the batch limit it gives.
 #[derive(Debug, Clone)]
@@ -96,13 +96,11 @@ impl Pace {
             Some(density) if density > 0.0 => (MATCH_BUDGET / density) as usize,
             _ => usize::MAX,
         };
-        let floor = match self.rate {
-            Some(_) => FLOOR,
-            None => PROBE,
-        };
+        // (Nothing measured, no density either: `by_time` is the probe or
+        // the maximum, both above the floor.)
         by_time
             .min(by_matches)
-            .clamp(floor.min(self.max_batch_bytes), self.max_batch_bytes)
+            .clamp(FLOOR.min(self.max_batch_bytes), self.max_batch_bytes)
     }
 }
 
