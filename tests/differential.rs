@@ -126,16 +126,20 @@ impl PatternSpec {
             }
             PatternSpec::Regex { body, modifiers } => {
                 let mut features = vec!["regex"];
+                let mut looks_around = false;
                 for (look, name) in [
                     ("^", "regex ^"),
                     ("$", "regex $"),
                     ("\\b", "regex \\b"),
                     ("\\B", "regex \\B"),
-                    ("{,", "regex {,n}"),
                 ] {
                     if body.contains(look) {
                         features.push(name);
+                        looks_around = true;
                     }
+                }
+                if body.contains("{,") {
+                    features.push("regex {,n}");
                 }
                 // The generator makes `*` and `+` only where the search
                 // follows the regex (see `regex_pattern`).
@@ -144,10 +148,7 @@ impl PatternSpec {
                     if modifiers.contains(&"wide") {
                         features.push("regex open-ended wide");
                     }
-                    if ["^", "$", "\\b", "\\B"]
-                        .iter()
-                        .any(|look| body.contains(look))
-                    {
+                    if looks_around {
                         features.push("regex open-ended look-around");
                     }
                 }
