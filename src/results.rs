@@ -32,7 +32,8 @@ pub struct StreamResults {
     pub matches_cut: bool,
     /// How whole-data rules (those stream scanning cannot evaluate
     /// exactly; see `yaraflow check`) were decided for this stream. `None`
-    /// when the rules have none. A line stream's are evaluated on its
+    /// when the rules have none and no dense rule (`rules::density`) made
+    /// the stream retain its bytes. A line stream's are evaluated on its
     /// lines (state `lines`): those that match say `exact: false`, the
     /// others are listed as undecided.
     #[serde(skip_serializing_if = "Option::is_none")]

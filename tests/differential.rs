@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{compile_opt, ours, reference, reference_lines};
+use common::{compile_searched, ours, reference, reference_lines};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
@@ -780,7 +780,8 @@ fn schedule(case: &Case) -> Vec<(usize, std::ops::Range<usize>)> {
 /// refuses them.
 fn compile_case(case: &Case) -> Result<(String, RuleSet), TestCaseError> {
     let src = rules_source(&case.rules);
-    let rules = compile_opt(&src).ok_or_else(|| TestCaseError::reject("rules do not compile"))?;
+    let rules =
+        compile_searched(&src).ok_or_else(|| TestCaseError::reject("rules do not compile"))?;
     Ok((src, rules))
 }
 
@@ -1077,7 +1078,7 @@ fn open_ended_data() -> impl Strategy<Value = Vec<u8>> {
 
 #[test]
 fn open_ended_regexes_over_long_streams_match_whole_buffer_scans() {
-    let rules = common::compile(OPEN_ENDED_RULES);
+    let rules = compile_searched(OPEN_ENDED_RULES).expect("rules compile");
     assert!(
         rules.analysis().rules.iter().all(|r| r.supported),
         "the open-ended rules must be stream-exact"
@@ -1284,7 +1285,7 @@ fn far_anchor_lines(case: &Case, rules: &RuleSet, tally: &mut FarTally) {
 
 #[test]
 fn patterns_anchored_past_the_head_match_whole_buffer_scans() {
-    let rules = common::compile(FAR_ANCHOR_RULES);
+    let rules = compile_searched(FAR_ANCHOR_RULES).expect("rules compile");
     assert!(
         rules.analysis().rules.iter().all(|r| r.supported),
         "the far-anchored rules must be stream-exact"

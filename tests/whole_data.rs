@@ -380,7 +380,9 @@ fn streams_that_fail_every_gate_retain_nothing_and_stay_exact() {
 
 /// Runs [`case`]s on `rules`, checks every verdict, and that every rule
 /// matched and every state in `states` happened.
-fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) {
+/// Runs the property and checks its tallies; returns how often each rule
+/// matched in a stream that did not scan whole (its own verdict decided).
+fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) -> BTreeMap<String, u64> {
     let cases: u32 = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
@@ -400,6 +402,7 @@ fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) {
     // Whole-data rules that matched in a stream that did not scan whole:
     // decided by its own verdict once their gates failed.
     let decided_by_stream = std::cell::Cell::new(0u64);
+    let matched_unscanned: RefCell<BTreeMap<String, u64>> = RefCell::default();
     // Searches that waited while streams retained (the default), and runs
     // that searched as the chunks came.
     let (deferred_searches, eager_runs) = (Cell::new(0u64), Cell::new(0u64));
@@ -434,6 +437,12 @@ fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) {
                     prop_assert_eq!(whole.retained_bytes, 0);
                 }
                 if !whole.scanned() {
+                    for (rule, _) in &expected {
+                        *matched_unscanned
+                            .borrow_mut()
+                            .entry(rule.clone())
+                            .or_default() += 1;
+                    }
                     let whole_data = |id: &str| rules.whole_data().contains("default", id);
                     let decided = results
                         .rules
@@ -488,6 +497,41 @@ fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) {
             "no stream ended {state:?}: {states:?}"
         );
     }
+    matched_unscanned.into_inner()
+}
+
+/// A rule whose pattern matches at almost every byte of text: dense (see
+/// `yaraflow::rules::density`), though stream-exact.
+const DENSE_RULE: &str = r#"rule words { strings: $w = /[a-z]{2,}/ condition: #w > 5 }"#;
+
+#[test]
+fn streams_retain_for_a_dense_rule_and_stay_exact_past_the_caps() {
+    // The stream-exact rules of `RULES`, and the dense one.
+    let whole_data: Vec<&str> = NAMES
+        .iter()
+        .filter(|n| **n != "plain" && !DATA_VALUE_RULES.contains(n))
+        .copied()
+        .collect();
+    let source = format!("{}\n{DENSE_RULE}", rules_without(&whole_data));
+    let rules = RuleSet::from_source(&source, 1024).unwrap();
+    assert!(rules.whole_data().is_empty(), "no whole-data rule");
+    assert!(rules.is_exact("default", "words"));
+    assert_eq!(rules.analysis().classes().dense, 1);
+    // Streams retain for `words` alone: scanned whole, or searched from
+    // their first byte once a cap stops them, exact either way.
+    let matched_unscanned = differential(
+        &rules,
+        &[
+            WholeDataState::Scanned,
+            WholeDataState::CutAtStreamCap,
+            WholeDataState::CutAtBudget,
+        ],
+    );
+    eprintln!("rules matched in streams cut by a cap: {matched_unscanned:?}");
+    assert!(
+        matched_unscanned.get("words").copied().unwrap_or(0) > 0,
+        "the dense rule never matched in a stream its own search decided"
+    );
 }
 
 /// The real rule sets in `../shared/rules` that read headers and use `pe`

@@ -209,6 +209,7 @@ mod tests {
                 report.header.rule_classes,
                 RuleClasses {
                     stream_exact: 50,
+                    dense: 0,
                     whole_data_gated: 0,
                     whole_data_ungated: 0,
                 }

@@ -1,7 +1,7 @@
 //! `yaraflow check RULES... [--json]`: compiles rules and prints the rule
 //! analysis: per rule, its class (stream-exact, or whole-data: evaluated on
-//! the bytes a chunk stream retains), why, and its gate; the window and
-//! head the scanner will use.
+//! the bytes a chunk stream retains), why, and its gate, or whether it is
+//! dense (`rules::density`); the window and head the scanner will use.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +51,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 "         no gate: every chunk stream retains its bytes for it, up to the cap"
             ),
             None => {}
+        }
+        if let Some(per_kib) = rule.dense {
+            println!(
+                "         dense: {per_kib} matches per KiB of a sample; every chunk stream retains its bytes for it, up to the cap, and is scanned whole (--stream-dense-rules: searched chunk by chunk)"
+            );
         }
     }
     println!(

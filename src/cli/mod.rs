@@ -69,6 +69,12 @@ struct RuleArgs {
     /// repeat for several.
     #[arg(long = "define", short = 'd', value_name = "NAME=VALUE")]
     defines: Vec<yaraflow::External>,
+    /// Search dense rules (whose patterns match every few bytes of
+    /// ordinary data, as `yaraflow check` lists them) chunk by chunk like
+    /// the others, instead of retaining each stream's bytes for them and
+    /// scanning them whole at its end
+    #[arg(long)]
+    stream_dense_rules: bool,
 }
 
 impl RuleArgs {
@@ -77,6 +83,7 @@ impl RuleArgs {
         yaraflow::RuleOptions {
             max_pattern_len: self.max_pattern_len,
             externals: self.defines.clone(),
+            whole_scan_dense: !self.stream_dense_rules,
         }
     }
 }

@@ -124,6 +124,7 @@ fn service_config(args: &ServeArgs, token: Option<String>, engine: EngineConfig)
         max_event_subscribers: args.max_event_subscribers,
         rule_paths: args.rules.clone(),
         rule_externals: args.rule_args.defines.clone(),
+        whole_scan_dense_rules: !args.rule_args.stream_dense_rules,
         engine,
         ..ServiceConfig::default()
     }

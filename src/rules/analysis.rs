@@ -44,6 +44,7 @@ use serde::Serialize;
 use yara_x_parser::ast::{self, Expr, HexSubPattern, HexToken, MatchAnchor, Pattern};
 
 use super::data_values::{is_arithmetic, is_rewritten_digest, visit, DataRead};
+use super::density::DenseRule;
 use super::gates::{gate_of, necessary_branch, pattern_literals, Gate, GateContext};
 use super::head::{FarAnchor, HeadAnchor, HeadPlan};
 use super::open_ended::{self, OpenEndedRegex};
@@ -208,6 +209,12 @@ pub struct RuleReport {
     /// patterns there are dropped. `None`: nothing known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub precondition: Option<Gate>,
+    /// For a stream-exact rule whose patterns match densely (see
+    /// `rules::density`): their matches per KiB of the sample, rounded.
+    /// Chunk streams retain their bytes for it, up to the retention caps,
+    /// and are scanned whole at their end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dense: Option<u32>,
     #[serde(skip)]
     is_global: bool,
     #[serde(skip)]
@@ -241,6 +248,9 @@ pub struct RuleAnalysis {
 pub struct RuleClasses {
     /// Rules whose stream verdicts are exact as the bytes go.
     pub stream_exact: usize,
+    /// Of those, the dense ones (see `rules::density`): chunk streams
+    /// retain their bytes for them, up to the retention caps.
+    pub dense: usize,
     /// Whole-data rules with a gate: only streams that pass it keep bytes.
     pub whole_data_gated: usize,
     /// Whole-data rules without a gate: every chunk stream keeps its bytes
@@ -252,19 +262,28 @@ impl std::fmt::Display for RuleClasses {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} rules: {} stream-exact, {} whole-data with a gate, {} whole-data without a gate",
+            "{} rules: {} stream-exact",
             self.stream_exact + self.whole_data_gated + self.whole_data_ungated,
             self.stream_exact,
-            self.whole_data_gated,
-            self.whole_data_ungated
         )?;
-        if self.whole_data_ungated > 0 {
-            write!(
-                f,
-                " (every chunk stream retains its bytes for those, up to the cap)"
-            )?;
+        if self.dense > 0 {
+            write!(f, " ({} of them dense)", self.dense)?;
         }
-        Ok(())
+        write!(
+            f,
+            ", {} whole-data with a gate, {} whole-data without a gate",
+            self.whole_data_gated, self.whole_data_ungated
+        )?;
+        let retained_for = match (self.dense > 0, self.whole_data_ungated > 0) {
+            (true, true) => "the dense rules and those without a gate",
+            (true, false) => "the dense rules",
+            (false, true) => "those without a gate",
+            (false, false) => return Ok(()),
+        };
+        write!(
+            f,
+            " (every chunk stream retains its bytes for {retained_for}, up to the cap)"
+        )
     }
 }
 
@@ -274,6 +293,7 @@ impl RuleAnalysis {
         let count = |f: &dyn Fn(&RuleReport) -> bool| self.rules.iter().filter(|r| f(r)).count();
         RuleClasses {
             stream_exact: count(&|r| r.supported),
+            dense: count(&|r| r.supported && r.dense.is_some()),
             whole_data_gated: count(&|r| !r.supported && r.gate.is_some()),
             whole_data_ungated: count(&|r| !r.supported && r.gate.is_none()),
         }
@@ -346,6 +366,18 @@ impl RuleAnalysis {
     /// retains its bytes for them, up to the cap).
     pub fn depend_on_foreign(&mut self, foreign: &[(String, bool)]) {
         propagate_unsupported(&mut self.rules, foreign);
+    }
+
+    /// Marks the stream-exact rules among `dense` as dense.
+    pub fn mark_dense(&mut self, dense: &[DenseRule]) {
+        for d in dense {
+            let report = self.rules.iter_mut().find(|r| {
+                r.supported && r.namespace == d.namespace && r.identifier == d.identifier
+            });
+            if let Some(report) = report {
+                report.dense = Some(d.matches_per_kib.round() as u32);
+            }
+        }
     }
 
     /// What chunk streams keep as their tail for these rules (`sources`,
@@ -446,6 +478,7 @@ fn analyse_rule(
         max_anchor,
         gate: None,
         precondition: None,
+        dense: None,
         is_global: rule.flags.contains(ast::RuleFlags::Global),
         rule_refs,
         anchors,

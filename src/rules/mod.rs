@@ -8,6 +8,7 @@
 
 pub mod analysis;
 pub mod data_values;
+pub mod density;
 pub mod edges;
 pub mod externals;
 pub mod gates;
@@ -66,6 +67,11 @@ pub struct RuleOptions {
     pub max_pattern_len: usize,
     /// External variables the rules may read (see [`External`]).
     pub externals: Vec<External>,
+    /// Whether chunk streams retain their bytes for the dense rules (see
+    /// [`density`]) and are scanned whole at their end, up to the
+    /// retention caps. `false`: dense rules are searched chunk by chunk
+    /// like the others, and no sample is scanned at load.
+    pub whole_scan_dense: bool,
 }
 
 impl RuleOptions {
@@ -74,6 +80,7 @@ impl RuleOptions {
         RuleOptions {
             max_pattern_len,
             externals: Vec::new(),
+            whole_scan_dense: true,
         }
     }
 }
@@ -196,7 +203,13 @@ impl RuleSet {
             .iter()
             .filter(|r| r.supported)
             .map(|r| (r.namespace.clone(), r.identifier.clone()))
-            .collect();
+            .collect::<HashSet<_>>();
+        if options.whole_scan_dense {
+            let dense = density::dense_rules(&rules, |ns, id| {
+                exact_rules.contains(&(ns.to_string(), id.to_string()))
+            });
+            analysis.mark_dense(&dense);
+        }
         let edge_guard = EdgeGuard::from_asts(trees.iter().map(|(_, t)| t), max_pattern_len);
         // Rules from included files are compiled but not analysed: their
         // patterns' lengths and keys are not known, so every stream keeps

@@ -8,6 +8,13 @@
 //! (then the stream's own verdict decides every rule exactly: most are
 //! simply false). The gates are kept once each (thousands of `pe` rules
 //! share the one `MZ` gate), so that checking them costs little per chunk.
+//!
+//! Streams also retain their bytes, with no gate, for the *dense* rules
+//! (stream-exact rules whose patterns match every few bytes, see
+//! `rules::density`): for those a whole-buffer scan at the end is cheaper
+//! than searching and replaying, and exact too. A stream that stops
+//! retaining at a cap is searched from its first byte, and its own verdict
+//! still decides a dense rule exactly.
 
 use std::collections::HashMap;
 
@@ -22,6 +29,7 @@ pub struct WholeDataPlan {
     rules: HashMap<(String, String), Option<usize>>,
     gates: Vec<Gate>,
     ungated: usize,
+    dense: usize,
     prefix_len: usize,
 }
 
@@ -30,6 +38,10 @@ impl WholeDataPlan {
     pub fn new(reports: &[RuleReport]) -> WholeDataPlan {
         let mut plan = WholeDataPlan::default();
         let mut index: HashMap<&Gate, usize> = HashMap::new();
+        plan.dense = reports
+            .iter()
+            .filter(|r| r.supported && r.dense.is_some())
+            .count();
         for report in reports.iter().filter(|r| !r.supported) {
             let gate = report.gate.as_ref().map(|gate| {
                 *index.entry(gate).or_insert_with(|| {
@@ -48,6 +60,12 @@ impl WholeDataPlan {
     /// Whether the rule set has no whole-data rule.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// Whether new chunk streams retain their bytes: for a whole-data rule
+    /// or a dense one.
+    pub fn streams_retain(&self) -> bool {
+        !self.rules.is_empty() || self.dense > 0
     }
 
     /// How many whole-data rules there are.
@@ -72,11 +90,13 @@ impl WholeDataPlan {
             .contains_key(&(namespace.to_string(), identifier.to_string()))
     }
 
-    /// Whether some whole-data rule still needs the bytes of a stream whose
-    /// first bytes are `prefix` and whose length is `len` (see
+    /// Whether some whole-data or dense rule still needs the bytes of a
+    /// stream whose first bytes are `prefix` and whose length is `len` (see
     /// [`Gate::fails`]).
     pub fn needs_bytes(&self, prefix: &[u8], len: u64, complete: bool) -> bool {
-        self.ungated > 0 || self.gates.iter().any(|g| !g.fails(prefix, len, complete))
+        self.ungated > 0
+            || self.dense > 0
+            || self.gates.iter().any(|g| !g.fails(prefix, len, complete))
     }
 
     /// Whether a whole-data rule's gate fails on a stream that ends at

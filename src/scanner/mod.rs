@@ -160,9 +160,9 @@ impl<'r> MultiStreamScanner<'r> {
             evaluator: Evaluator::new(rules, &config),
             pace: pace::Pace::new(config.scan_timeout, config.max_batch_bytes),
             new_streams: NewStreams {
-                retention: match rules.whole_data().is_empty() {
-                    true => Retention::Off,
-                    false => Retention::Retaining,
+                retention: match rules.whole_data().streams_retain() {
+                    true => Retention::Retaining,
+                    false => Retention::Off,
                 },
                 defer_search: !config.eager_search,
                 digests: rules.data_values().digests(),
@@ -962,7 +962,7 @@ fn new_context(
 /// How new streams start.
 #[derive(Debug, Clone, Copy)]
 struct NewStreams {
-    /// `Retaining` when the rules have whole-data rules.
+    /// `Retaining` when the rules have whole-data or dense rules.
     retention: Retention,
     /// Whether a retaining stream's search waits (see
     /// `ScannerConfig::eager_search`).

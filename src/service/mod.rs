@@ -80,6 +80,9 @@ pub struct ServiceConfig {
     pub rule_paths: Vec<PathBuf>,
     /// External variables the rules are (re)compiled with.
     pub rule_externals: Vec<crate::rules::External>,
+    /// Whether streams retain their bytes for dense rules and are scanned
+    /// whole (see `RuleOptions::whole_scan_dense`).
+    pub whole_scan_dense_rules: bool,
     /// HTTP worker threads.
     pub workers: usize,
     /// Longest time a client may take to send a request's head (line and
@@ -107,6 +110,7 @@ impl Default for ServiceConfig {
             token: None,
             rule_paths: Vec::new(),
             rule_externals: Vec::new(),
+            whole_scan_dense_rules: true,
             workers: 2,
             request_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(30),
@@ -281,6 +285,7 @@ impl Service {
             rule_options: crate::rules::RuleOptions {
                 max_pattern_len: config.engine.scanner.max_pattern_len,
                 externals: config.rule_externals.clone(),
+                whole_scan_dense: config.whole_scan_dense_rules,
             },
             rules_summary: Arc::new(std::sync::RwLock::new(summary)),
             subscribers: Arc::new(AtomicUsize::new(0)),

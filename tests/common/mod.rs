@@ -276,10 +276,18 @@ pub fn compile(src: &str) -> RuleSet {
         .expect("rules compile")
 }
 
-/// Compiles rules, or `None` when YARA-X rejects them (random rule sets
-/// sometimes combine modifiers YARA-X refuses).
-pub fn compile_opt(src: &str) -> Option<RuleSet> {
-    RuleSet::from_source(src, yaraflow::ScannerConfig::default().max_pattern_len).ok()
+/// Compiles rules for the tests of the stream search, or `None` when
+/// YARA-X rejects them (random rule sets sometimes combine modifiers
+/// YARA-X refuses). Dense rules are searched chunk by chunk like the
+/// others (`RuleOptions::whole_scan_dense` off): streams that retain their
+/// bytes for them would bypass the search these tests check (retention
+/// for dense rules has tests of its own, in `whole_data.rs`).
+pub fn compile_searched(src: &str) -> Option<RuleSet> {
+    let options = yaraflow::RuleOptions {
+        whole_scan_dense: false,
+        ..yaraflow::RuleOptions::new(yaraflow::ScannerConfig::default().max_pattern_len)
+    };
+    RuleSet::from_sources_with(vec![("<string>".into(), src.into())], &options).ok()
 }
 
 /// A service on ephemeral loopback ports with the bundled rules, two
