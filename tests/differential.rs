@@ -141,6 +141,9 @@ impl PatternSpec {
                 if body.contains("{,") {
                     features.push("regex {,n}");
                 }
+                if looks_behind_optional(body) {
+                    features.push("regex look-around behind an optional item");
+                }
                 // The generator makes `*` and `+` only where the search
                 // follows the regex (see `regex_pattern`).
                 if body.contains('*') || body.contains('+') {
@@ -243,6 +246,23 @@ fn hex_pattern() -> impl Strategy<Value = PatternSpec> {
     })
 }
 
+/// What the generator may put before a regex's start look-around or after
+/// its end one: items that may match nothing.
+const OPTIONAL_ITEMS: [&str; 2] = ["[ab ]?", "a{0,2}"];
+
+/// Whether a generated regex has a look-around behind one of
+/// [`OPTIONAL_ITEMS`] (before its start one, or after its end one).
+fn looks_behind_optional(body: &str) -> bool {
+    OPTIONAL_ITEMS.iter().any(|item| {
+        ["^", "\\b", "\\B"]
+            .iter()
+            .any(|look| body.starts_with(&format!("{item}{look}")))
+            || ["$", "\\b"]
+                .iter()
+                .any(|look| body.ends_with(&format!("{look}{item}")))
+    })
+}
+
 fn regex_pattern() -> impl Strategy<Value = PatternSpec> {
     let atom = prop_oneof![
         4 => literal(1..3).prop_map(|l| regex_escape(&l)),
@@ -262,13 +282,17 @@ fn regex_pattern() -> impl Strategy<Value = PatternSpec> {
             1 => Just("{,2}"),
             // No longest match: the search follows such a regex's walks
             // (`rules::open_ended`) unless it is fullword.
-            1 => Just("*"),
-            1 => Just("+"),
+            2 => Just("*"),
+            2 => Just("+"),
         ],
     )
         .prop_map(|(a, q)| format!("{a}{q}"));
     let start = prop_oneof![4 => Just(""), 1 => Just("^"), 1 => Just("\\b"), 1 => Just("\\B")];
     let end = prop_oneof![3 => Just(""), 2 => Just("$"), 1 => Just("\\b")];
+    // Items that may match nothing, before a start look-around or after an
+    // end one: the look-around is still at the match's edge (`\s*\bfoo`).
+    let optional =
+        || prop_oneof![3 => Just(""), 1 => Just(OPTIONAL_ITEMS[0]), 1 => Just(OPTIONAL_ITEMS[1])];
     let modifiers = proptest::sample::subsequence(vec!["nocase", "wide", "fullword"], 0..2);
     (
         start,
@@ -278,13 +302,14 @@ fn regex_pattern() -> impl Strategy<Value = PatternSpec> {
         modifiers,
         // Open-ended regexes are drawn `wide` more often: their walks of
         // the wide form are their own.
-        proptest::bool::weighted(0.3),
+        proptest::bool::weighted(0.5),
         // And they keep their look-arounds half the time only: with them
         // they match far less often.
         any::<bool>(),
+        (optional(), optional()),
     )
         .prop_map(
-            |(start, first, pieces, end, mut modifiers, wide_open, looks_open)| {
+            |(start, first, pieces, end, mut modifiers, wide_open, looks_open, (lead, trail))| {
                 let pieces = pieces.concat();
                 // An unbounded regex stays in what the search follows: a
                 // fullword one makes its rule whole-data without a gate, whose
@@ -302,8 +327,10 @@ fn regex_pattern() -> impl Strategy<Value = PatternSpec> {
                         modifiers.push("wide");
                     }
                 }
+                let lead = if start.is_empty() { "" } else { lead };
+                let trail = if end.is_empty() { "" } else { trail };
                 PatternSpec::Regex {
-                    body: format!("{start}{}{pieces}{end}", regex_escape(&first)),
+                    body: format!("{lead}{start}{}{pieces}{end}{trail}", regex_escape(&first)),
                     modifiers,
                 }
             },
@@ -487,6 +514,7 @@ impl Tally {
         "regex open-ended",
         "regex open-ended wide",
         "regex open-ended look-around",
+        "regex look-around behind an optional item",
         "regex wide",
         "regex nocase",
         "regex fullword",
@@ -507,6 +535,7 @@ impl Tally {
         "match spanning a cut",
         "match reaching past the tail floor",
         "match dropped: its rule's precondition failed",
+        "dense rules: a matching stream scanned whole",
     ];
 
     fn add(feature: &'static str) {
@@ -692,6 +721,9 @@ struct Case {
     /// Move every stream to a new scanner through its serialized form (as
     /// a restart from a checkpoint does), every this many chunks (0: never).
     restart_every: usize,
+    /// `RuleOptions::whole_scan_dense`: chunk streams retain their bytes
+    /// for dense rules (off mostly: retention bypasses the search).
+    whole_scan_dense: bool,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -713,17 +745,21 @@ fn case() -> impl Strategy<Value = Case> {
             prop_oneof![Just(1usize), 1usize..64, Just(1 << 20)],
             prop_oneof![2 => Just(0usize), 1 => 1usize..4],
             prop_oneof![2 => Just(0usize), 1 => 1usize..8],
+            proptest::bool::weighted(0.25),
         )
             .prop_map(
-                |(rules, streams, cuts, order, probe_every, batch_bytes, evict, restart)| Case {
-                    rules,
-                    streams,
-                    cuts,
-                    order,
-                    probe_every,
-                    batch_bytes,
-                    evict_every: evict,
-                    restart_every: restart,
+                |(rules, streams, cuts, order, probe_every, batch_bytes, evict, restart, dense)| {
+                    Case {
+                        rules,
+                        streams,
+                        cuts,
+                        order,
+                        probe_every,
+                        batch_bytes,
+                        evict_every: evict,
+                        restart_every: restart,
+                        whole_scan_dense: dense,
+                    }
                 },
             )
     })
@@ -749,6 +785,7 @@ impl Case {
             batch_bytes,
             evict_every,
             restart_every: 0,
+            whole_scan_dense: false,
         }
     }
 }
@@ -780,8 +817,11 @@ fn schedule(case: &Case) -> Vec<(usize, std::ops::Range<usize>)> {
 /// refuses them.
 fn compile_case(case: &Case) -> Result<(String, RuleSet), TestCaseError> {
     let src = rules_source(&case.rules);
-    let rules =
-        compile_searched(&src).ok_or_else(|| TestCaseError::reject("rules do not compile"))?;
+    let compiled = match case.whole_scan_dense {
+        true => common::compile_opt(&src),
+        false => compile_searched(&src),
+    };
+    let rules = compiled.ok_or_else(|| TestCaseError::reject("rules do not compile"))?;
     Ok((src, rules))
 }
 
@@ -891,6 +931,10 @@ fn run_chunks(case: &Case) -> Result<(), TestCaseError> {
         let expected = reference(&rules, &case.streams[stream]);
         Tally::verdict(case, &expected);
         Tally::cuts(&expected, &cuts[stream], rules.tail_plan().floor());
+        let scanned = got.whole_data.as_ref().is_some_and(|w| w.scanned());
+        if scanned && rules.whole_data().has_dense() && !expected.is_empty() {
+            Tally::add("dense rules: a matching stream scanned whole");
+        }
         if !got.exact {
             continue;
         }

@@ -478,7 +478,7 @@ fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) -> BTreeMap<S
     );
     assert!(deferred_searches.get() > 0, "no deferred search happened");
     assert!(eager_runs.get() > 0, "no run searched eagerly");
-    if states_wanted.contains(&WholeDataState::Gated) {
+    if states_wanted.contains(&WholeDataState::Gated) && !rules.whole_data().is_empty() {
         assert!(
             decided_by_stream.get() > 0,
             "no whole-data rule matched in a gated stream"
@@ -505,7 +505,7 @@ fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) -> BTreeMap<S
 const DENSE_RULE: &str = r#"rule words { strings: $w = /[a-z]{2,}/ condition: #w > 5 }"#;
 
 #[test]
-fn streams_retain_for_a_dense_rule_and_stay_exact_past_the_caps() {
+fn streams_retain_for_a_dense_rule_and_stay_exact_once_they_stop() {
     // The stream-exact rules of `RULES`, and the dense one.
     let whole_data: Vec<&str> = NAMES
         .iter()
@@ -517,21 +517,66 @@ fn streams_retain_for_a_dense_rule_and_stay_exact_past_the_caps() {
     assert!(rules.whole_data().is_empty(), "no whole-data rule");
     assert!(rules.is_exact("default", "words"));
     assert_eq!(rules.analysis().classes().dense, 1);
-    // Streams retain for `words` alone: scanned whole, or searched from
-    // their first byte once a cap stops them, exact either way.
-    let matched_unscanned = differential(
-        &rules,
-        &[
-            WholeDataState::Scanned,
-            WholeDataState::CutAtStreamCap,
-            WholeDataState::CutAtBudget,
-        ],
-    );
-    eprintln!("rules matched in streams cut by a cap: {matched_unscanned:?}");
+    // Streams retain for `words` alone: scanned whole, or, once a cap or
+    // the budget's dense half stops them, searched from their first byte
+    // as if their gates had failed: exact either way.
+    let matched_unscanned = differential(&rules, &[WholeDataState::Scanned, WholeDataState::Gated]);
+    eprintln!("rules matched in streams that stopped retaining: {matched_unscanned:?}");
     assert!(
         matched_unscanned.get("words").copied().unwrap_or(0) > 0,
-        "the dense rule never matched in a stream its own search decided"
+        "the dense rule never matched in a stream that stopped retaining"
     );
+}
+
+#[test]
+fn streams_kept_for_dense_rules_alone_leave_half_the_budget_to_whole_data_rules() {
+    let source = format!(
+        "import \"pe\"\nrule one_section {{ condition: pe.number_of_sections == 1 }}\n{DENSE_RULE}"
+    );
+    let rules = RuleSet::from_source(&source, 1024).unwrap();
+    let budget = 64 << 10;
+    let config = ScannerConfig {
+        max_retained_bytes: budget,
+        ..ScannerConfig::default()
+    };
+    let mut scanner = MultiStreamScanner::new(&rules, config);
+    // Text streams, 160 KiB in all: kept for `words` alone (`MZ` fails).
+    let text: Vec<u8> = (0..8192u32)
+        .map(|i| {
+            if i % 7 == 6 {
+                b' '
+            } else {
+                b'a' + (i % 26) as u8
+            }
+        })
+        .collect();
+    let texts: Vec<Uuid> = (0..20u128).map(Uuid::from_u128).collect();
+    for chunk in text.chunks(1024) {
+        for id in &texts {
+            scanner.scan_chunk(*id, chunk).unwrap();
+        }
+    }
+    assert!(scanner.stats().retained_bytes <= budget / 2);
+    // A PE stream still finds room in the budget.
+    let pe = Uuid::from_u128(99);
+    let pe_bytes = pe_file(b"MARK", 0x2000);
+    for chunk in pe_bytes.chunks(1024) {
+        scanner.scan_chunk(pe, chunk).unwrap();
+    }
+    let results = scanner.close_stream(&pe).unwrap().unwrap();
+    let whole = results.whole_data.as_ref().unwrap();
+    assert_eq!(whole.state, WholeDataState::Scanned);
+    check(&results, &reference_all(&rules, &pe_bytes)).unwrap();
+    let mut states: BTreeMap<String, usize> = BTreeMap::new();
+    for id in &texts {
+        let results = scanner.close_stream(id).unwrap().unwrap();
+        let state = results.whole_data.as_ref().unwrap().state;
+        *states.entry(format!("{state:?}")).or_default() += 1;
+        check(&results, &reference_all(&rules, &text)).unwrap();
+    }
+    // Some scanned whole, the others searched once the dense half was full.
+    assert!(states.get("Scanned").is_some_and(|n| *n > 0), "{states:?}");
+    assert!(states.get("Gated").is_some_and(|n| *n > 0), "{states:?}");
 }
 
 /// The real rule sets in `../shared/rules` that read headers and use `pe`

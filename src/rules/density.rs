@@ -10,8 +10,8 @@
 //! at its end costs half the work, and no more memory than the spans would.
 //!
 //! Density is measured once, when rules load: the compiled rules scan a
-//! built-in sample of text (an HTTP session and log lines) and of random
-//! bytes, and a rule whose patterns match at least once every
+//! built-in sample of text (16 KiB of HTTP requests and responses, HTML,
+//! JSON and log lines) and one of random bytes, and a rule whose patterns match at least once every
 //! [`DENSE_EVERY`] bytes of either is dense. A dense rule stays
 //! stream-exact: streams retain their bytes for it only up to the
 //! retention caps, and a stream that passes one is searched from its first
@@ -27,13 +27,15 @@ pub const DENSE_EVERY: usize = 64;
 /// measure only chooses how streams are searched, never a verdict).
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bytes of the random sample.
-const RANDOM_SAMPLE_LEN: usize = 4096;
+/// Bytes of each sample.
+const SAMPLE_LEN: usize = 16 * 1024;
 
-/// Text as streams carry it: an HTTP session and an application's log.
-const TEXT_SAMPLES: [&[u8]; 2] = [
-    include_bytes!("../../data/samples/http_session.txt"),
-    include_bytes!("../../data/samples/app.log"),
+/// Words the text sample is made of.
+const WORDS: &[&str] = &[
+    "the", "user", "account", "order", "status", "price", "item", "search", "result", "page",
+    "login", "session", "token", "value", "name", "data", "update", "error", "message", "list",
+    "image", "content", "title", "window", "document", "return", "class", "button", "form",
+    "https", "www", "example", "com", "api", "service", "request", "started", "finished",
 ];
 
 /// The rules, among those `candidate` accepts (by namespace and
@@ -43,12 +45,11 @@ pub fn dense_rules(
     rules: &yara_x::Rules,
     candidate: impl Fn(&str, &str) -> bool,
 ) -> Vec<DenseRule> {
-    let text = TEXT_SAMPLES.concat();
-    let samples = [text, random_sample()];
+    let samples = [text_sample(), random_sample()];
     let mut scanner = yara_x::Scanner::new(rules);
     scanner.set_timeout(SAMPLE_TIMEOUT);
     let mut dense: Vec<DenseRule> = Vec::new();
-    for sample in &samples {
+    for sample in samples.iter().filter(|s| !s.is_empty()) {
         let Ok(results) = scanner.scan(sample) else {
             return Vec::new();
         };
@@ -93,17 +94,65 @@ pub struct DenseRule {
     pub matches_per_kib: f64,
 }
 
-/// The same pseudo-random bytes on every machine (xorshift64).
+/// The same pseudo-random numbers on every machine (xorshift64).
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() >> 32) as usize % n
+    }
+}
+
+/// Random bytes.
 fn random_sample() -> Vec<u8> {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..RANDOM_SAMPLE_LEN)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 32) as u8
-        })
-        .collect()
+    let mut rng = Xorshift(0x9E37_79B9_7F4A_7C15);
+    (0..SAMPLE_LEN).map(|_| (rng.next() >> 32) as u8).collect()
+}
+
+/// Text as streams carry it, free of anything rules look for: HTTP
+/// requests and responses with HTML and JSON bodies, and log lines.
+fn text_sample() -> Vec<u8> {
+    use std::fmt::Write;
+    let mut rng = Xorshift(0x2545_F491_4F6C_DD1D);
+    let mut text = String::new();
+    while text.len() < SAMPLE_LEN {
+        let [a, b, c, d]: [&str; 4] = std::array::from_fn(|_| WORDS[rng.below(WORDS.len())]);
+        let n = text.len();
+        let body = match n % 3 {
+            0 => format!(
+                "<html><head><title>{a} {b}</title></head><body><div class=\"{c}\"><p>{}</p></div></body></html>\n",
+                words(&mut rng, 40, " ")
+            ),
+            1 => format!(
+                "{{\"{a}\":\"{b} {c}\",\"{d}\":{n},\"items\":[\"{}\"]}}\n",
+                words(&mut rng, 12, "\",\"")
+            ),
+            _ => format!(
+                "2026-01-01T12:00:00Z INFO {a} {b} {c} id={n} {}\n",
+                words(&mut rng, 8, " ")
+            ),
+        };
+        let _ = write!(
+            text,
+            "GET /{a}/{b}?id={n} HTTP/1.1\r\nHost: {c}.example.com\r\nAccept: */*\r\n\r\n\
+             HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    }
+    text.into_bytes()
+}
+
+/// `n` words of [`WORDS`], joined by `separator`.
+fn words(rng: &mut Xorshift, n: usize, separator: &str) -> String {
+    let words: Vec<&str> = (0..n).map(|_| WORDS[rng.below(WORDS.len())]).collect();
+    words.join(separator)
 }
 
 #[cfg(test)]
@@ -115,6 +164,10 @@ mod tests {
         rule header { strings: $h = "Content-Type" condition: $h }
         rule nothing { strings: $n = "no such bytes anywhere" condition: $n }
         rule whole { strings: $w = /[a-z]+/ condition: $w and uint32(filesize - 4) == 0 }
+        rule high_bytes { strings: $h = /[\x80-\xff]/ condition: $h }
+        private rule hidden { strings: $w = /[a-z]{2}/ private condition: $w }
+        rule never_true { strings: $w = /[a-z]{3}/ condition: #w > 1000000 }
+        rule every_page { strings: $p = "page" condition: $p }
     "#;
 
     fn dense_of(rules: &RuleSet, identifier: &str) -> Option<u32> {
@@ -133,11 +186,30 @@ mod tests {
         assert!(dense_of(&rules, "words").is_some_and(|per_kib| per_kib > 256));
         assert_eq!(dense_of(&rules, "header"), None);
         assert_eq!(dense_of(&rules, "nothing"), None);
+        // A word of the text: it matches, but not once per 64 bytes.
+        assert_eq!(dense_of(&rules, "every_page"), None);
+        // Dense in random bytes only (the text sample is ASCII).
+        assert!(dense_of(&rules, "high_bytes").is_some());
+        // Private rules and patterns count, and rules that do not match.
+        assert!(dense_of(&rules, "hidden").is_some());
+        assert!(dense_of(&rules, "never_true").is_some());
         // Dense too, but whole-data: streams retain for it anyway.
         assert!(!rules.is_exact("default", "whole"));
         assert_eq!(dense_of(&rules, "whole"), None);
-        assert_eq!(rules.analysis().classes().dense, 1);
+        assert_eq!(rules.analysis().classes().dense, 4);
         assert!(rules.whole_data().streams_retain());
+        assert!(rules.whole_data().has_dense());
+    }
+
+    #[test]
+    fn the_samples_are_the_same_on_every_call_and_text_is_text() {
+        assert_eq!(super::text_sample(), super::text_sample());
+        assert_eq!(super::random_sample(), super::random_sample());
+        let text = super::text_sample();
+        assert!(text.len() >= super::SAMPLE_LEN);
+        assert!(text.iter().all(|b| b.is_ascii()));
+        let page = text.windows(4).filter(|w| w == b"page").count();
+        assert!(page > 0 && page * super::DENSE_EVERY < text.len());
     }
 
     #[test]

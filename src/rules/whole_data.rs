@@ -12,9 +12,9 @@
 //! Streams also retain their bytes, with no gate, for the *dense* rules
 //! (stream-exact rules whose patterns match every few bytes, see
 //! `rules::density`): for those a whole-buffer scan at the end is cheaper
-//! than searching and replaying, and exact too. A stream that stops
-//! retaining at a cap is searched from its first byte, and its own verdict
-//! still decides a dense rule exactly.
+//! than searching and replaying. They need no bytes to be exact: a stream
+//! kept for them alone gives way first (see `stream::retention`), is
+//! searched from its first byte, and its own verdict decides them.
 
 use std::collections::HashMap;
 
@@ -94,11 +94,19 @@ impl WholeDataPlan {
     /// stream whose first bytes are `prefix` and whose length is `len` (see
     /// [`Gate::fails`]).
     pub fn needs_bytes(&self, prefix: &[u8], len: u64, complete: bool) -> bool {
-        self.ungated > 0
-            || self.dense > 0
-            || self.gates.iter().any(|g| !g.fails(prefix, len, complete))
+        self.dense > 0 || self.whole_data_needs(prefix, len, complete)
     }
 
+    /// [`Self::needs_bytes`] for the whole-data rules alone.
+    pub fn whole_data_needs(&self, prefix: &[u8], len: u64, complete: bool) -> bool {
+        self.ungated > 0 || self.gates.iter().any(|g| !g.fails(prefix, len, complete))
+    }
+
+    /// Whether the rule set has dense rules, for which streams retain their
+    /// bytes too (see `rules::density`).
+    pub fn has_dense(&self) -> bool {
+        self.dense > 0
+    }
     /// Whether a whole-data rule's gate fails on a stream that ends at
     /// `len`, so that the stream's own verdict decides it (false for a rule
     /// without a gate, or not whole-data).

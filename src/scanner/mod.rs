@@ -256,6 +256,7 @@ impl<'r> MultiStreamScanner<'r> {
                 .config
                 .max_retained_bytes
                 .saturating_sub(self.retained_bytes),
+            dense_left: (self.config.max_retained_bytes / 2).saturating_sub(self.retained_bytes),
         };
         let unsearched = ctx.retain(data, self.rules.whole_data(), room);
         self.context_bytes = self.context_bytes + ctx.buffer_bytes() - before;

@@ -6,6 +6,13 @@
 //! and keeps only the first bytes the gates read when a limit stops it (the
 //! gates still tell which rules its verdict decides; the others are
 //! undecided).
+//!
+//! Dense rules (`rules::density`) also keep a stream retaining, with no
+//! gate: a whole-buffer scan at its end is cheaper for them than the search.
+//! They need no bytes to be exact, so they give way first: a stream kept
+//! for them alone stops retaining (as if its gates failed, and is searched
+//! from its first byte) at a cap, or once the streams of the scanner
+//! retain half its budget.
 
 use super::{Retention, RetentionLimit, StreamContext};
 use crate::rules::WholeDataPlan;
@@ -17,6 +24,10 @@ pub(crate) struct RetentionRoom {
     pub stream_cap: usize,
     /// What the scanner's budget has left.
     pub budget_left: usize,
+    /// What is left of the half of the budget that streams may hold for
+    /// dense rules alone (no whole-data rule needs their bytes): so that
+    /// streams whole-data rules need always find the other half.
+    pub dense_left: usize,
 }
 
 impl StreamContext {
@@ -44,7 +55,12 @@ impl StreamContext {
             Retention::Retaining => self.retained.extend_from_slice(data),
             Retention::Cut { .. } => self.keep_prefix(data, plan),
         }
-        if !plan.needs_bytes(&self.retained, self.stats.bytes, false) {
+        // Dense rules alone keep a stream retaining only while it retains
+        // all its bytes and the budget's dense half has room.
+        let for_dense = self.retention == Retention::Retaining
+            && plan.has_dense()
+            && data.len() <= room.dense_left;
+        if !for_dense && !plan.whole_data_needs(&self.retained, self.stats.bytes, false) {
             self.retention = Retention::Gated;
             let retained = std::mem::take(&mut self.retained);
             if self.deferred && unsearched.is_none() {

@@ -276,6 +276,12 @@ pub fn compile(src: &str) -> RuleSet {
         .expect("rules compile")
 }
 
+/// Compiles rules with the default options, or `None` when YARA-X rejects
+/// them.
+pub fn compile_opt(src: &str) -> Option<RuleSet> {
+    RuleSet::from_source(src, yaraflow::ScannerConfig::default().max_pattern_len).ok()
+}
+
 /// Compiles rules for the tests of the stream search, or `None` when
 /// YARA-X rejects them (random rule sets sometimes combine modifiers
 /// YARA-X refuses). Dense rules are searched chunk by chunk like the
