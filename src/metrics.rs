@@ -76,7 +76,7 @@ pub const CHECKPOINT_TIME: &str = "yaraflow_checkpoint_seconds";
 pub const EVENTS_DROPPED: &str = "yaraflow_events_dropped_total";
 /// Rule reloads.
 pub const RULE_RELOADS: &str = "yaraflow_rule_reloads_total";
-/// Bytes the open streams retain for whole-data rules.
+/// Bytes the open streams retain for whole-data and dense rules.
 pub const RETAINED_BYTES: &str = "yaraflow_retained_bytes";
 /// Verdicts computed by a whole-buffer scan of a stream's retained bytes.
 pub const WHOLE_DATA_SCANS: &str = "yaraflow_whole_data_scans_total";
@@ -149,7 +149,7 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (
         RETAINED_BYTES,
         "gauge",
-        "Bytes streams retain for whole-data rules",
+        "Bytes streams retain for whole-data and dense rules",
     ),
     (
         WHOLE_DATA_SCANS,

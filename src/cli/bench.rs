@@ -57,6 +57,11 @@ pub struct BenchArgs {
     /// bytes for whole-data rules (`ScannerConfig::eager_search`).
     #[arg(long)]
     eager_search: bool,
+    /// Search dense rules chunk by chunk instead of retaining each stream's
+    /// bytes for them (`RuleOptions::whole_scan_dense`; see `yaraflow
+    /// check`)
+    #[arg(long)]
+    stream_dense_rules: bool,
     /// Shard counts of the engine runs, comma-separated (empty: none).
     #[arg(long, default_value = "1,2", value_parser = shard_counts)]
     shards: ShardCounts,
@@ -85,10 +90,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         "--streams and --chunk-size must be positive"
     );
     let (source, plants, label) = rule_source(&args)?;
+    let options = yaraflow::RuleOptions {
+        whole_scan_dense: !args.stream_dense_rules,
+        ..yaraflow::RuleOptions::new(1024)
+    };
     let compile = || -> anyhow::Result<RuleSet> {
         Ok(match &source {
-            Some(source) => RuleSet::from_source(source, 1024)?,
-            None => RuleSet::from_paths(&args.rules, 1024)?,
+            Some(source) => {
+                RuleSet::from_sources_with(vec![("<string>".into(), source.clone())], &options)?
+            }
+            None => RuleSet::from_paths_with(&args.rules, &options)?,
         })
     };
     let rules = compile()?;

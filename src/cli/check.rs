@@ -54,7 +54,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(per_kib) = rule.dense {
             println!(
-                "         dense: {per_kib} matches per KiB of a sample; every chunk stream retains its bytes for it, up to the cap, and is scanned whole (--stream-dense-rules: searched chunk by chunk)"
+                "         dense: {per_kib} matches per KiB of a sample; every chunk stream retains its bytes for it (until a cap, or half the retention budget) and is scanned whole (--stream-dense-rules: searched chunk by chunk)"
             );
         }
     }

@@ -69,7 +69,7 @@ pub struct ScannerStats {
     /// Verdicts whose whole-data rules came from a whole-buffer scan of
     /// the stream's retained bytes.
     pub whole_scans: u64,
-    /// Bytes the open streams retain for whole-data rules now.
+    /// Bytes the open streams retain for whole-data and dense rules now.
     pub retained_bytes: usize,
     /// Streams whose search had waited while they retained their bytes
     /// and whose bytes were then searched at once (they stopped retaining,

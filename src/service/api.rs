@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::body::{frame_bytes, read_body, read_frames, split_lines, too_large};
 use super::error::ApiError;
 use super::state::ApiState;
-use crate::rules::{stream_externals, External, ExternalValue, FileInfo, RuleSet};
+use crate::rules::{stream_externals, External, ExternalValue, FileInfo, RuleReport, RuleSet};
 use crate::stream::StreamMode;
 
 type State = web::Data<ApiState>;
@@ -330,19 +330,19 @@ pub(crate) fn rules_summary(rules: &RuleSet) -> serde_json::Value {
     let analysis = rules.analysis();
     let classes = analysis.classes();
     crate::metrics::record_rule_classes(&classes);
-    let ungated: Vec<String> = analysis
-        .rules
-        .iter()
-        .filter(|r| !r.supported && r.gate.is_none())
-        .take(100)
-        .map(|r| format!("{}.{}", r.namespace, r.identifier))
-        .collect();
+    // The rules that make every chunk stream retain its bytes.
+    let named = |keep: fn(&RuleReport) -> bool| -> Vec<String> {
+        let kept = analysis.rules.iter().filter(|r| keep(r)).take(100);
+        kept.map(|r| format!("{}.{}", r.namespace, r.identifier))
+            .collect()
+    };
     serde_json::json!({
         "rules": analysis.rules.len(),
         "classes": classes,
         "window": analysis.window,
         "head_len": analysis.head_len,
-        "ungated": ungated,
+        "ungated": named(|r| !r.supported && r.gate.is_none()),
+        "dense": named(|r| r.supported && r.dense.is_some()),
     })
 }
 

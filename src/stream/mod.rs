@@ -46,19 +46,20 @@ impl StreamMode {
 }
 
 /// Whether a chunk stream keeps its bytes for whole-data rules (rules that
-/// stream scanning cannot evaluate exactly; see
+/// stream scanning cannot evaluate exactly) or dense ones (see
 /// [`crate::rules::WholeDataPlan`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Retention {
-    /// No whole-data rule applies: the rule set has none, or the stream is a
-    /// line stream (whose verdicts scan each line alone).
+    /// No whole-data or dense rule applies: the rule set has none, or the
+    /// stream is a line stream (whose verdicts scan each line alone).
     Off,
     /// Every byte is kept: the verdict of whole-data rules is a whole-buffer
     /// scan of them.
     Retaining,
     /// Every whole-data rule's gate failed: all of them are false, exactly,
-    /// and nothing is kept.
+    /// and nothing is kept (also where only dense rules kept the bytes,
+    /// and they gave way: see `stream::retention`).
     Gated,
     /// A limit stopped the retention: the per-stream cap or the scanner's
     /// budget. Only the first bytes the gates read are kept; whole-data
@@ -229,7 +230,8 @@ pub(crate) struct DurableMark {
 
 impl StreamContext {
     /// A new, empty stream; `retention` is `Retaining` when the rules have
-    /// whole-data rules, `Off` otherwise (and always for a line stream).
+    /// whole-data or dense rules, `Off` otherwise (and always for a line
+    /// stream).
     pub(crate) fn new(
         id: Uuid,
         mode: StreamMode,

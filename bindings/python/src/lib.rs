@@ -282,7 +282,7 @@ struct ScanResults {
     #[pyo3(get)]
     chunks: u64,
     /// How rules that need the whole data were decided (`None` when the
-    /// rules have none): `{"state": "scanned" | "gated" | ..., ...}`.
+    /// rules have none and no dense rule made the stream retain): `{"state": "scanned" | "gated" | ..., ...}`.
     #[pyo3(get)]
     whole_data: Py<PyAny>,
 }

@@ -76,7 +76,7 @@ class ScanResults:
     """Calls that appended data."""
     whole_data: Optional[Dict[str, Any]]
     """How rules that need the whole data were decided (``None`` when the
-    rules have none)."""
+    rules have none and no dense rule made the stream retain)."""
 
 class Rules:
     """Compiled YARA rules, shared by any number of scanners and engines."""
