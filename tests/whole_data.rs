@@ -579,6 +579,34 @@ fn streams_kept_for_dense_rules_alone_leave_half_the_budget_to_whole_data_rules(
     assert!(states.get("Gated").is_some_and(|n| *n > 0), "{states:?}");
 }
 
+/// A verdict that is a whole-buffer scan of a retaining stream lists what
+/// YARA-X lists: where no condition reaches a pattern (a short stream,
+/// `filesize < 50` true), YARA-X does not search, and lists no match of a
+/// matching rule. A searched verdict lists them (README, "What a verdict
+/// lists"): the references of the search's tests force YARA-X to search.
+#[test]
+fn a_whole_buffer_verdict_lists_what_yara_x_lists() {
+    let source =
+        r#"rule short_or_words { strings: $w = /[a-z]{2,}/ condition: filesize < 50 or #w > 5 }"#;
+    let rules = RuleSet::from_source(source, 1024).unwrap();
+    assert_eq!(rules.analysis().classes().dense, 1);
+    let data = b"a short stream of words";
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let id = Uuid::from_u128(1);
+    for chunk in data.chunks(5) {
+        scanner.scan_chunk(id, chunk).unwrap();
+    }
+    let results = scanner.close_stream(&id).unwrap().unwrap();
+    assert!(results.whole_data.as_ref().unwrap().scanned());
+    assert!(results.exact);
+    let ours = common::ours(&rules, &results);
+    assert_eq!(ours, common::reference_unsearched(&rules, data));
+    // The rule matches, with no match listed; searched, it lists them.
+    assert_eq!(ours.len(), 1);
+    assert!(ours[0].1.iter().all(|(_, matches)| matches.is_empty()));
+    assert_ne!(ours, common::reference(&rules, data));
+}
+
 /// The real rule sets in `../shared/rules` that read headers and use `pe`
 /// (skipped, saying so, when the folder is absent): a PE file, an ELF-like
 /// file, random bytes and text, fed as streams in 1,460-byte chunks, get

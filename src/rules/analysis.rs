@@ -282,7 +282,7 @@ impl std::fmt::Display for RuleClasses {
         };
         write!(
             f,
-            " (every chunk stream retains its bytes for {retained_for}, up to the cap)"
+            " (every chunk stream retains its bytes for {retained_for}, up to the caps)"
         )
     }
 }

@@ -13,9 +13,10 @@
 //! built-in sample of text (16 KiB of HTTP requests and responses, HTML,
 //! JSON and log lines) and one of random bytes, and a rule whose patterns match at least once every
 //! [`DENSE_EVERY`] bytes of either is dense. A dense rule stays
-//! stream-exact: streams retain their bytes for it only up to the
-//! retention caps, and a stream that passes one is searched from its first
-//! byte like any other, so its verdict is exact either way.
+//! stream-exact: a stream kept for dense rules alone gives way first (at a
+//! retention cap, or at half the retention budget: see `stream::retention`)
+//! and is searched from its first byte like any other, its verdict then as
+//! exact as the search makes it (not past `max_stream_matches`).
 
 use std::time::Duration;
 

@@ -12,9 +12,10 @@
 //! Streams also retain their bytes, with no gate, for the *dense* rules
 //! (stream-exact rules whose patterns match every few bytes, see
 //! `rules::density`): for those a whole-buffer scan at the end is cheaper
-//! than searching and replaying. They need no bytes to be exact: a stream
+//! than searching and replaying. The search decides them too: a stream
 //! kept for them alone gives way first (see `stream::retention`), is
-//! searched from its first byte, and its own verdict decides them.
+//! searched from its first byte, and its own verdict decides them (as
+//! exactly as it decides any rule: not past `max_stream_matches`).
 
 use std::collections::HashMap;
 

@@ -9,7 +9,8 @@
 //!
 //! Dense rules (`rules::density`) also keep a stream retaining, with no
 //! gate: a whole-buffer scan at its end is cheaper for them than the search.
-//! They need no bytes to be exact, so they give way first: a stream kept
+//! The search decides them too (as exactly as it does any rule, so not
+//! past `max_stream_matches`), so they give way first: a stream kept
 //! for them alone stops retaining (as if its gates failed, and is searched
 //! from its first byte) at a cap, or once the streams of the scanner
 //! retain half its budget.

@@ -16,10 +16,15 @@ fn keep(rules: &RuleSet, identifier: &str) -> bool {
 /// Most rule sets [`unchanged`] keeps compiled on a thread.
 const MAX_UNCHANGED: usize = 16;
 
+/// Compiled rule sets, by fingerprint.
+type RulesCache =
+    std::cell::RefCell<std::collections::HashMap<[u8; 32], std::rc::Rc<yara_x::Rules>>>;
+
 thread_local! {
     /// The rule sets' sources compiled as they are, by fingerprint.
-    static UNCHANGED: std::cell::RefCell<std::collections::HashMap<[u8; 32], std::rc::Rc<yara_x::Rules>>> =
-        Default::default();
+    static UNCHANGED: RulesCache = Default::default();
+    /// The same without the rule that forces the search.
+    static UNSEARCHED: RulesCache = Default::default();
 }
 
 /// The rules as YARA-X compiles the sources the user wrote: not the rule
@@ -34,7 +39,25 @@ thread_local! {
 /// even for a matching rule whose patterns are in the data. A stream's
 /// verdict lists them (README, "What a verdict lists").
 pub fn unchanged(rules: &RuleSet) -> std::rc::Rc<yara_x::Rules> {
-    UNCHANGED.with(|cache| {
+    cached(&UNCHANGED, rules, compile_searching)
+}
+
+/// The rules exactly as YARA-X compiles the sources the user wrote: what
+/// a whole-buffer verdict of a retaining stream scans with (it lists what
+/// YARA-X lists, README, "What a verdict lists").
+pub fn unsearched(rules: &RuleSet) -> std::rc::Rc<yara_x::Rules> {
+    cached(&UNSEARCHED, rules, |rules| {
+        rules.compile_unchanged().expect("the sources compile")
+    })
+}
+
+/// `rules` compiled by `compile`, kept in `cache`.
+fn cached(
+    cache: &'static std::thread::LocalKey<RulesCache>,
+    rules: &RuleSet,
+    compile: fn(&RuleSet) -> yara_x::Rules,
+) -> std::rc::Rc<yara_x::Rules> {
+    cache.with(|cache| {
         let mut cache = cache.borrow_mut();
         // A property test compiles new rules for each case: a cache that
         // kept them all held about 0.7 MB per case, and a run of 20,000
@@ -44,7 +67,7 @@ pub fn unchanged(rules: &RuleSet) -> std::rc::Rc<yara_x::Rules> {
         }
         cache
             .entry(rules.fingerprint())
-            .or_insert_with(|| std::rc::Rc::new(compile_searching(rules)))
+            .or_insert_with(|| std::rc::Rc::new(compile(rules)))
             .clone()
     })
 }
@@ -77,6 +100,16 @@ fn compile_searching(rules: &RuleSet) -> yara_x::Rules {
 /// Whole-buffer YARA-X scan of `data`, restricted to supported rules.
 pub fn reference(rules: &RuleSet, data: &[u8]) -> Verdict {
     let compiled = unchanged(rules);
+    let mut scanner = yara_x::Scanner::new(&compiled);
+    let results = scanner.scan(data).expect("reference scan");
+    verdict_of(rules, &results)
+}
+
+/// Whole-buffer YARA-X scan of `data` as YARA-X lists it (no forced
+/// search), restricted to supported rules: the reference of a verdict that
+/// is a whole-buffer scan of a retaining stream's bytes.
+pub fn reference_unsearched(rules: &RuleSet, data: &[u8]) -> Verdict {
+    let compiled = unsearched(rules);
     let mut scanner = yara_x::Scanner::new(&compiled);
     let results = scanner.scan(data).expect("reference scan");
     verdict_of(rules, &results)
