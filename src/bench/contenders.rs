@@ -346,8 +346,8 @@ pub fn multi_stream(
         seconds,
         rss_bytes_per_stream: memory.per_stream,
         open_ns_per_stream: Some(costs.open_ns),
-        close_ns_per_stream: Some(costs.close_ns),
-        bulk_close_ns_per_stream: Some(costs.bulk_close_ns),
+        close_ns_per_stream: costs.close_ns,
+        bulk_close_ns_per_stream: costs.bulk_close_ns,
         p99_chunk_latency_us: latencies.p99_us(),
         verdicts,
         note: Some(format!(
@@ -361,10 +361,11 @@ pub fn multi_stream(
 /// Per-stream costs of the scanner's calls outside the search.
 struct StreamCosts {
     open_ns: f64,
-    /// Closing a stream that matched nothing, one call each.
-    close_ns: f64,
+    /// Closing a stream that matched nothing, one call each (`None`: every
+    /// stream matched).
+    close_ns: Option<f64>,
     /// The same, `GROUP` streams per call (`close_streams`).
-    bulk_close_ns: f64,
+    bulk_close_ns: Option<f64>,
 }
 
 /// The cost of opening a stream, and of closing one that matched nothing
@@ -451,8 +452,10 @@ impl CloseCost {
         quiet
     }
 
-    fn per_stream_ns(&self) -> f64 {
-        self.time.as_nanos() as f64 / self.streams.max(1) as f64
+    /// `None` when no stream that matched nothing was closed (every one
+    /// matched: a rule such as yara-rules' `domain` matches any text).
+    fn per_stream_ns(&self) -> Option<f64> {
+        (self.streams > 0).then(|| self.time.as_nanos() as f64 / self.streams as f64)
     }
 }
 
