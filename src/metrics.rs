@@ -87,7 +87,9 @@ pub const DEFERRED_SEARCHES: &str = "yaraflow_deferred_searches_total";
 /// precondition (see `rules::preconditions`).
 pub const RULED_OUT_MATCHES: &str = "yaraflow_ruled_out_matches_total";
 /// Rules loaded, by `class`: `stream_exact`, `whole_data_gated`,
-/// `whole_data_ungated` (see `yaraflow check`).
+/// `whole_data_ungated` (see `yaraflow check`), which add up to all rules,
+/// and `dense`, the stream-exact rules chunk streams retain their bytes for
+/// (see `rules::density`).
 pub const RULES: &str = "yaraflow_rules";
 
 /// Every metric name with its type and help text, for documentation and
@@ -166,7 +168,11 @@ pub const ALL: &[(&str, &str, &str)] = &[
         "counter",
         "Pattern matches dropped: their stream failed their rule's precondition",
     ),
-    (RULES, "gauge", "Rules loaded, by class"),
+    (
+        RULES,
+        "gauge",
+        "Rules loaded, by class (dense: of the stream-exact ones)",
+    ),
     (IDLE_CLOSES, "counter", "Streams closed by the idle timeout"),
     (EVICTIONS, "counter", "Stream contexts evicted to the store"),
     (
@@ -373,6 +379,7 @@ pub fn record_rule_classes(classes: &crate::rules::RuleClasses) {
         ("stream_exact", classes.stream_exact),
         ("whole_data_gated", classes.whole_data_gated),
         ("whole_data_ungated", classes.whole_data_ungated),
+        ("dense", classes.dense),
     ] {
         metrics::gauge!(RULES, "class" => class).set(count as f64);
     }

@@ -313,23 +313,26 @@ fn rules_reload_from_their_files_and_bad_rules_are_refused() {
         dir.join("header.yar"),
         "import \"math\"\n\
          rule mz { condition: uint16(0) == 0x5A4D and math.entropy(0, filesize) >= 0 }\n\
-         rule big { condition: filesize > 10 and math.entropy(0, filesize) >= 0 }",
+         rule big { condition: filesize > 10 and math.entropy(0, filesize) >= 0 }\n\
+         rule words { strings: $w = /[a-z]{2,}/ condition: $w }",
     )
     .unwrap();
     let (status, body) = post(&service, "/v1/rules/reload", b"");
-    assert_eq!((status, body["rules"].as_u64()), (200, Some(5)));
+    assert_eq!((status, body["rules"].as_u64()), (200, Some(6)));
     let (_, body) = get(&service, "/v1/rules");
     let classes = &body["classes"];
     assert_eq!(
         (
             classes["stream_exact"].as_u64(),
             classes["whole_data_gated"].as_u64(),
-            classes["whole_data_ungated"].as_u64()
+            classes["whole_data_ungated"].as_u64(),
+            classes["dense"].as_u64()
         ),
-        (Some(3), Some(1), Some(1)),
+        (Some(4), Some(1), Some(1), Some(1)),
         "{body}"
     );
     assert_eq!(body["ungated"], serde_json::json!(["default.big"]));
+    assert_eq!(body["dense"], serde_json::json!(["default.words"]));
     std::fs::remove_file(dir.join("header.yar")).unwrap();
     post(&service, "/v1/rules/reload", b"");
     let new = Uuid::new_v4();
