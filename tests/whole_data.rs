@@ -379,9 +379,9 @@ fn streams_that_fail_every_gate_retain_nothing_and_stay_exact() {
 }
 
 /// Runs [`case`]s on `rules`, checks every verdict, and that every rule
-/// matched and every state in `states` happened.
-/// Runs the property and checks its tallies; returns how often each rule
-/// matched in a stream that did not scan whole (its own verdict decided).
+/// matched and every state in `states_wanted` happened; returns how often
+/// each rule matched in a stream that did not scan whole (its own verdict
+/// decided).
 fn differential(rules: &RuleSet, states_wanted: &[WholeDataState]) -> BTreeMap<String, u64> {
     let cases: u32 = std::env::var("PROPTEST_CASES")
         .ok()

@@ -7,12 +7,13 @@
 //! match's bytes in both passes. yara-rules' `domain` rule
 //! (`/([\w\.-]+)/ wide ascii`) matches at almost every byte of text. For
 //! such a *dense* rule, retaining a stream's bytes and scanning them whole
-//! at its end costs half the work, and no more memory than the spans would.
+//! at its end costs half the work; on text the spans would hold nearly
+//! every byte anyway.
 //!
 //! Density is measured once, when rules load: the compiled rules scan a
 //! built-in sample of text (16 KiB of HTTP requests and responses, HTML,
-//! JSON and log lines) and one of random bytes, and a rule whose patterns match at least once every
-//! [`DENSE_EVERY`] bytes of either is dense. A dense rule stays
+//! JSON and log lines) and one of random bytes, and a rule whose patterns
+//! match at least once every [`DENSE_EVERY`] bytes of either is dense. A dense rule stays
 //! stream-exact: a stream kept for dense rules alone gives way first (at a
 //! retention cap, or at half the retention budget: see `stream::retention`)
 //! and is searched from its first byte like any other, its verdict then as
@@ -50,7 +51,7 @@ pub fn dense_rules(
     let mut scanner = yara_x::Scanner::new(rules);
     scanner.set_timeout(SAMPLE_TIMEOUT);
     let mut dense: Vec<DenseRule> = Vec::new();
-    for sample in samples.iter().filter(|s| !s.is_empty()) {
+    for sample in &samples {
         let Ok(results) = scanner.scan(sample) else {
             return Vec::new();
         };

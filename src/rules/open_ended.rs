@@ -152,12 +152,19 @@ impl OpenEndedRegex {
     /// still alive at the end of `data`, or after [`Self::max_len`] bytes
     /// (then the scan limit bounds it).
     pub fn reach_from(&self, data: &[u8], start: usize) -> Option<usize> {
-        let (dfa, mut state) = (&self.forward.0, self.forward.1);
-        let bytes = data.get(start..)?.iter().take(self.max_len);
-        for (read, &byte) in bytes.enumerate() {
+        self.walk_on(data, start, start, self.forward.1)
+    }
+
+    /// The reach from `start` of a walk that is in `state` before the byte
+    /// at `from` (not before `start`): where it dies within [`Self::max_len`]
+    /// bytes of `start` and `data`, as [`Self::reach_from`] counts it.
+    fn walk_on(&self, data: &[u8], start: usize, from: usize, mut state: StateID) -> Option<usize> {
+        let dfa = &self.forward.0;
+        let end = data.len().min(start.saturating_add(self.max_len));
+        for (at, &byte) in (from..).zip(data.get(from..end)?) {
             state = dfa.next_state(state, byte);
             if dfa.is_dead_state(state) {
-                return Some(read + 1);
+                return Some(at + 1 - start);
             }
         }
         None
@@ -197,21 +204,13 @@ impl OpenEndedRegex {
     /// The reach from `start` of a walk that met `memo`'s.
     fn as_remembered(&self, data: &[u8], start: usize, memo: &WalkMemo) -> Option<usize> {
         let end = data.len().min(start.saturating_add(self.max_len));
-        let (dfa, mut state) = (&self.forward.0, *memo.states.last()?);
         match memo.reach {
             Some(reach) => Some(memo.start + reach - start).filter(|_| memo.start + reach <= end),
             // Alive where the remembered walk stopped at its own limit:
             // this one may go further.
             None => {
                 let from = memo.start + memo.states.len();
-                let rest = data.get(from..end).unwrap_or_default();
-                for (read, &byte) in (from..).zip(rest) {
-                    state = dfa.next_state(state, byte);
-                    if dfa.is_dead_state(state) {
-                        return Some(read + 1 - start);
-                    }
-                }
-                None
+                self.walk_on(data, start, from, *memo.states.last()?)
             }
         }
     }

@@ -108,6 +108,7 @@ impl WholeDataPlan {
     pub fn has_dense(&self) -> bool {
         self.dense > 0
     }
+
     /// Whether a whole-data rule's gate fails on a stream that ends at
     /// `len`, so that the stream's own verdict decides it (false for a rule
     /// without a gate, or not whole-data).

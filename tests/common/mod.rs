@@ -99,18 +99,20 @@ fn compile_searching(rules: &RuleSet) -> yara_x::Rules {
 
 /// Whole-buffer YARA-X scan of `data`, restricted to supported rules.
 pub fn reference(rules: &RuleSet, data: &[u8]) -> Verdict {
-    let compiled = unchanged(rules);
-    let mut scanner = yara_x::Scanner::new(&compiled);
-    let results = scanner.scan(data).expect("reference scan");
-    verdict_of(rules, &results)
+    scan_supported(rules, &unchanged(rules), data)
 }
 
 /// Whole-buffer YARA-X scan of `data` as YARA-X lists it (no forced
 /// search), restricted to supported rules: the reference of a verdict that
 /// is a whole-buffer scan of a retaining stream's bytes.
 pub fn reference_unsearched(rules: &RuleSet, data: &[u8]) -> Verdict {
-    let compiled = unsearched(rules);
-    let mut scanner = yara_x::Scanner::new(&compiled);
+    scan_supported(rules, &unsearched(rules), data)
+}
+
+/// A whole-buffer scan of `data` with `compiled` (`rules`' sources),
+/// restricted to `rules`' supported rules.
+fn scan_supported(rules: &RuleSet, compiled: &yara_x::Rules, data: &[u8]) -> Verdict {
+    let mut scanner = yara_x::Scanner::new(compiled);
     let results = scanner.scan(data).expect("reference scan");
     verdict_of(rules, &results)
 }
