@@ -190,20 +190,20 @@ impl RuleMatch {
         let mut patterns = Vec::new();
         for pattern in rule.patterns() {
             let mut found = pattern.matches();
-            let matches: Vec<MatchInfo> = found
-                .by_ref()
-                .take(budget.room)
-                .map(|m| {
-                    let range = m.range().start as u64..m.range().end as u64;
-                    MatchInfo {
-                        offset: range.start,
-                        length: m.range().len(),
-                        line: locate(range.start),
-                        xor_key: m.xor_key(),
-                        data: snippet(range, snippet_cap),
-                    }
-                })
-                .collect();
+            // `Matches` knows its length but not its size hint: without
+            // the capacity, a pattern with thousands of matches grows its
+            // list by doubling, copying it each time.
+            let mut matches = Vec::with_capacity(found.len().min(budget.room));
+            matches.extend(found.by_ref().take(budget.room).map(|m| {
+                let range = m.range().start as u64..m.range().end as u64;
+                MatchInfo {
+                    offset: range.start,
+                    length: m.range().len(),
+                    line: locate(range.start),
+                    xor_key: m.xor_key(),
+                    data: snippet(range, snippet_cap),
+                }
+            }));
             budget.room -= matches.len();
             budget.cut |= found.next().is_some();
             patterns.push(PatternMatches {
