@@ -94,6 +94,8 @@ fn bench_json_has_every_figure_for_every_contender() {
         "0.3",
         "--json",
         "--hop",
+        "--rounds",
+        "3",
     ]);
     assert!(
         out.status.success(),
@@ -133,6 +135,21 @@ fn bench_json_has_every_figure_for_every_contender() {
         .unwrap();
     assert!(scanner["bulk_close_ns_per_stream"].as_f64().unwrap() > 0.0);
     assert!(report["actor_hop"]["query_round_trip_us"].as_f64().unwrap() > 0.0);
+    let rounds = &report["scanner_rounds"];
+    let ratios: Vec<f64> = rounds["ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_f64().unwrap())
+        .collect();
+    assert_eq!(ratios.len(), 3, "{rounds}");
+    let median = rounds["median"].as_f64().unwrap();
+    assert!(ratios.iter().all(|&r| r > 0.0), "{rounds}");
+    assert!(
+        ratios.contains(&median),
+        "the median of 3 is one of them: {rounds}"
+    );
+    assert_eq!(rounds["verdicts_equal"], true);
 }
 
 /// Real rules' atoms hit text differently from random bytes: the HTTP

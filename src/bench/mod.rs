@@ -88,6 +88,50 @@ pub struct Report {
     /// The cost of the actor hop, when measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actor_hop: Option<contenders::ActorHop>,
+    /// The scanner's ratio to the reference over rounds run back to back,
+    /// when asked for (`yaraflow bench --rounds`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scanner_rounds: Option<PairedRounds>,
+}
+
+/// One contender's throughput over the reference's, measured in several
+/// rounds, each round running the two back to back (in alternating order,
+/// so that neither always runs on the warmer machine). On a shared machine
+/// one run's ratio can be off by a fifth; the median of paired rounds is
+/// what a claim should quote, with the range beside it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PairedRounds {
+    /// Each round's ratio, in the order run.
+    pub ratios: Vec<f64>,
+    /// Their median (the mean of the middle two for an even count).
+    pub median: f64,
+    /// The lowest.
+    pub min: f64,
+    /// The highest.
+    pub max: f64,
+    /// Whether the contender's verdicts equalled the reference's in every
+    /// round.
+    pub verdicts_equal: bool,
+}
+
+impl PairedRounds {
+    /// The summary of `ratios` (at least one).
+    pub fn new(ratios: Vec<f64>, verdicts_equal: bool) -> PairedRounds {
+        let mut sorted = ratios.clone();
+        sorted.sort_unstable_by(f64::total_cmp);
+        let middle = sorted.len() / 2;
+        let median = match sorted.len() % 2 {
+            1 => sorted[middle],
+            _ => (sorted[middle - 1] + sorted[middle]) / 2.0,
+        };
+        PairedRounds {
+            median,
+            min: sorted[0],
+            max: sorted[sorted.len() - 1],
+            ratios,
+            verdicts_equal,
+        }
+    }
 }
 
 /// The workload a report is about.
@@ -153,6 +197,7 @@ impl Report {
             header,
             contenders,
             actor_hop: None,
+            scanner_rounds: None,
         }
     }
 }
@@ -222,6 +267,17 @@ mod tests {
             let matching = report.contenders[0].streams_matching;
             assert!(matching > 40 && matching < 300, "{matching} streams match");
         }
+    }
+
+    #[test]
+    fn paired_rounds_quote_the_median_and_the_range() {
+        let odd = PairedRounds::new(vec![0.7, 0.5, 0.9], true);
+        assert_eq!((odd.median, odd.min, odd.max), (0.7, 0.5, 0.9));
+        assert_eq!(odd.ratios, vec![0.7, 0.5, 0.9], "kept in the order run");
+        let even = PairedRounds::new(vec![0.8, 0.6, 1.0, 0.4], false);
+        assert!((even.median - 0.7).abs() < 1e-12, "{}", even.median);
+        assert_eq!((even.min, even.max), (0.4, 1.0));
+        assert!(!even.verdicts_equal);
     }
 
     #[test]

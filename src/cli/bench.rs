@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use yaraflow::bench::{
-    contenders, synthetic_rules, Report, ReportHeader, Traffic, Workload, WorkloadSpec,
+    contenders, synthetic_rules, PairedRounds, Report, ReportHeader, Traffic, Workload,
+    WorkloadSpec,
 };
 use yaraflow::RuleSet;
 
@@ -72,6 +73,12 @@ pub struct BenchArgs {
     /// Also measure the actor hop (chunk sent, query round trip).
     #[arg(long)]
     hop: bool,
+    /// After the table's run, run the reference and the single-threaded
+    /// scanner this many more times, back to back, and print the median of
+    /// the scanner's ratios with their range: the figure to quote on a
+    /// shared, noisy machine.
+    #[arg(long, default_value_t = 0)]
+    rounds: usize,
     /// Also write the workload (bytes, streams, schedule, patterns) to this
     /// folder, for the peer in benches/peer (synthetic rules only).
     #[arg(long, value_name = "DIR")]
@@ -153,6 +160,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     if args.hop {
         report.actor_hop = Some(contenders::actor_hop(args.streams)?);
     }
+    if args.rounds > 0 {
+        report.scanner_rounds = Some(paired_rounds(args.rounds, &args, &rules, &workload)?);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -161,7 +171,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     let all_equal = report
         .contenders
         .iter()
-        .all(|c| c.verdicts_equal_whole_buffer);
+        .all(|c| c.verdicts_equal_whole_buffer)
+        && report
+            .scanner_rounds
+            .as_ref()
+            .is_none_or(|r| r.verdicts_equal);
     Ok(match all_equal {
         true => std::process::ExitCode::SUCCESS,
         false => std::process::ExitCode::FAILURE,
@@ -292,6 +306,45 @@ fn run_contenders(
     Ok(outcomes)
 }
 
+/// `rounds` more runs of the reference and the scanner, back to back, the
+/// scanner first in every other round.
+fn paired_rounds(
+    rounds: usize,
+    args: &BenchArgs,
+    rules: &RuleSet,
+    workload: &Workload,
+) -> anyhow::Result<PairedRounds> {
+    let plain = rules.compile_unchanged()?;
+    let mut ratios = Vec::with_capacity(rounds);
+    let mut verdicts_equal = true;
+    for round in 0..rounds {
+        let scanner_first = round % 2 == 1;
+        let mut scanner = None;
+        if scanner_first {
+            scanner = Some(contenders::multi_stream(
+                rules,
+                workload,
+                args.eager_search,
+            )?);
+        }
+        let reference = contenders::whole_buffer(&plain, workload)?;
+        let scanner = match scanner {
+            Some(scanner) => scanner,
+            None => contenders::multi_stream(rules, workload, args.eager_search)?,
+        };
+        let ratio = scanner.mb_per_s() / reference.mb_per_s().max(1e-9);
+        eprintln!(
+            "  round {}/{rounds}: reference {:.0} MB/s, scanner {:.0} MB/s, ratio {ratio:.2}",
+            round + 1,
+            reference.mb_per_s(),
+            scanner.mb_per_s()
+        );
+        verdicts_equal &= scanner.verdicts == reference.verdicts;
+        ratios.push(ratio);
+    }
+    Ok(PairedRounds::new(ratios, verdicts_equal))
+}
+
 fn print_table(report: &Report) {
     println!(
         "yaraflow bench: {} streams, {} workload of {} bytes{}, {:.1} MiB in chunks of up to {} bytes; rules: {} ({} compiled)",
@@ -348,6 +401,19 @@ fn print_table(report: &Report) {
     }
     let matching = report.contenders[0].streams_matching;
     println!("  streams with a matching rule (reference): {matching}");
+    if let Some(rounds) = &report.scanner_rounds {
+        println!(
+            "\nscanner / whole-buffer YARA-X over {} more rounds, back to back: median {:.2} (range {:.2} to {:.2}); verdicts {}",
+            rounds.ratios.len(),
+            rounds.median,
+            rounds.min,
+            rounds.max,
+            match rounds.verdicts_equal {
+                true => "equal in every round",
+                false => "DIFFER in some round",
+            }
+        );
+    }
     if let Some(hop) = &report.actor_hop {
         println!("\nactor hop, empty rules, 64-byte chunks, 1 shard:");
         println!(
