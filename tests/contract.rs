@@ -757,3 +757,116 @@ fn ended_streams_leave_no_new_matches_behind() {
     assert!(scanner.discard_stream(&discarded));
     assert_eq!(scanner.take_streams_with_new_matches(), vec![open]);
 }
+
+/// Reads of a match's own bytes (`for any i in (1..#a): uint8(@a[i] + 1)
+/// == uint8(@a[i] + 4)`, see `rules::match_reads`) are stream-exact: over
+/// streams of random bytes with planted matches, some whose reads hold and
+/// some whose reads do not, cut into chunks of 1 to 24 bytes, each verdict
+/// equals the whole-buffer scan's. The tallies show that every rule was
+/// decided both ways, that matches whose reads held were split across
+/// chunks, and that some ended their stream (provisional matches).
+#[test]
+fn reads_of_a_matchs_own_bytes_decide_as_a_whole_buffer_scan() {
+    let rules = compile(
+        r#"
+        rule same_byte { strings: $a = { E8 ?? 5A E8 ?? }
+            condition: for any i in (1..#a): (uint8(@a[i] + 1) == uint8(@a[i] + 4)) }
+        rule register_pair { strings: $b = { 8B [1-2] C3 ?? }
+            condition: for any j in (1..#b): (((uint8(@b[j] + 1) & 0x38) >> 3) == (uint8(@b[j] + 1) & 0x07)) }
+        rule key_and_word { strings: $c = "KEY=" $d = { AA ?? ?? BB }
+            condition: $c and for any k in (1..#d): (uint16be(@d[k] + 1) > 0x8000 and uint8(@d[k] + 2) != 0x41) }
+        "#,
+    );
+    for rule in ["same_byte", "register_pair", "key_and_word"] {
+        assert!(rules.is_exact("default", rule), "{rule} is stream-exact");
+    }
+    let plants: [&[u8]; 3] = [
+        &[0xE8, 0, 0x5A, 0xE8, 0],
+        &[0x8B, 0, 0xC3, 0],
+        &[0xAA, 0, 0, 0xBB],
+    ];
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut tally = std::collections::BTreeMap::<String, usize>::new();
+    let mut count = |what: String| *tally.entry(what).or_default() += 1;
+    for _ in 0..600 {
+        let len = 40 + (next() % 200) as usize;
+        let mut data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let mut planted = Vec::new();
+        for _ in 0..next() % 4 {
+            let plant = plants[(next() % 3) as usize];
+            let at = match next() % 4 {
+                0 => len - plant.len(), // at the end of the stream
+                _ => (next() as usize) % (len - plant.len() + 1),
+            };
+            for (k, &byte) in plant.iter().enumerate() {
+                // Wildcards: a few values, so that the reads hold often.
+                data[at + k] = match byte {
+                    0 => [0x00, 0x09, 0x41, 0x92, 0xC0][(next() % 5) as usize],
+                    byte => byte,
+                };
+            }
+            planted.push(at..at + plant.len());
+        }
+        if next() % 2 == 0 {
+            let at = (next() as usize) % (len - 4);
+            data[at..at + 4].copy_from_slice(b"KEY=");
+        }
+        let mut cuts = Vec::new();
+        let mut at = 0;
+        loop {
+            at += 1 + (next() % 24) as usize;
+            if at >= len {
+                break;
+            }
+            cuts.push(at);
+        }
+        let (got, want) = verdicts(&rules, &data, &cuts);
+        assert_eq!(
+            got,
+            want,
+            "{:?} cut at {cuts:?}",
+            data.escape_ascii().to_string()
+        );
+        for rule in ["same_byte", "register_pair", "key_and_word"] {
+            let matched = matching(&want).contains(&rule);
+            count(format!("{rule} {}", if matched { "true" } else { "false" }));
+        }
+        if !matching(&want).is_empty() {
+            let split = planted
+                .iter()
+                .any(|p| cuts.iter().any(|&c| p.start < c && c < p.end));
+            if split {
+                count("a matching stream with a planted match split across chunks".into());
+            }
+            if planted.iter().any(|p| p.end == len) {
+                count("a matching stream with a planted match at its end".into());
+            }
+        }
+    }
+    for rule in ["same_byte", "register_pair", "key_and_word"] {
+        for verdict in ["true", "false"] {
+            let seen = tally
+                .get(&format!("{rule} {verdict}"))
+                .copied()
+                .unwrap_or(0);
+            assert!(
+                seen >= 20,
+                "{rule} was {verdict} in {seen} streams: {tally:?}"
+            );
+        }
+    }
+    for case in ["split across chunks", "at its end"] {
+        let seen: usize = tally
+            .iter()
+            .filter(|(what, _)| what.contains(case))
+            .map(|(_, n)| n)
+            .sum();
+        assert!(seen >= 20, "{case}: {seen} streams, {tally:?}");
+    }
+}

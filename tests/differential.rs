@@ -103,6 +103,19 @@ impl PatternSpec {
         }
     }
 
+    /// The shortest match of the pattern as `rules::match_reads` counts it
+    /// (1 for regexes, whose reads leave the rule whole-data anyway).
+    fn min_len(&self) -> usize {
+        match self {
+            PatternSpec::Text { text, modifiers } => {
+                let wide_only = modifiers.contains(&"wide") && !modifiers.contains(&"ascii");
+                text.len() * if wide_only { 2 } else { 1 }
+            }
+            PatternSpec::Hex(hex) => hex_min_len(hex),
+            PatternSpec::Regex { .. } => 1,
+        }
+    }
+
     /// The modifiers and kinds this pattern exercises, for [`Tally`].
     fn features(&self) -> Vec<&'static str> {
         match self {
@@ -164,6 +177,34 @@ impl PatternSpec {
             }
         }
     }
+}
+
+/// The shortest match of a generated hex pattern: a byte or `??` is one,
+/// a jump `[lo-hi]` is `lo`, an alternative `( a | b c )` its shortest.
+fn hex_min_len(hex: &str) -> usize {
+    let mut len = 0;
+    let mut alternative: Option<Vec<usize>> = None;
+    for token in hex.split_whitespace() {
+        match (token, alternative.as_mut()) {
+            ("(", _) => alternative = Some(vec![0]),
+            ("|", Some(alts)) => alts.push(0),
+            (")", Some(alts)) => {
+                len += alts.iter().min().copied().unwrap_or(0);
+                alternative = None;
+            }
+            (_, Some(alts)) => *alts.last_mut().unwrap() += 1,
+            (jump, None) if jump.starts_with('[') => {
+                len += jump[1..]
+                    .split('-')
+                    .next()
+                    .unwrap()
+                    .parse::<usize>()
+                    .unwrap();
+            }
+            (_, None) => len += 1,
+        }
+    }
+    len
 }
 
 fn widen(bytes: &[u8]) -> Vec<u8> {
@@ -341,10 +382,12 @@ fn pattern() -> impl Strategy<Value = PatternSpec> {
     prop_oneof![3 => text_pattern(), 2 => hex_pattern(), 2 => regex_pattern()]
 }
 
-/// A condition term about pattern `$p`.
-fn term(p: String) -> impl Strategy<Value = String> {
+/// A condition term about pattern `$p`, whose shortest match is `min_len`
+/// bytes.
+fn term(p: String, min_len: usize) -> impl Strategy<Value = String> {
     let n = 0u32..40;
     prop_oneof![
+        1 => match_read(p.clone(), min_len),
         3 => Just(format!("${p}")),
         1 => (0u32..4).prop_map({ let p = p.clone(); move |k| format!("#{p} > {k}") }),
         1 => (0u32..3).prop_map({ let p = p.clone(); move |k| format!("#{p} == {k}") }),
@@ -361,6 +404,25 @@ fn term(p: String) -> impl Strategy<Value = String> {
         }),
         1 => header_read(),
     ]
+}
+
+/// A read of a match's own bytes (see `rules::match_reads`): one bit of
+/// a byte, or a 16-bit word against a bound, at an offset within the
+/// shortest match; true for about half the bytes a wildcard, `nocase` or
+/// `xor` lets through.
+fn match_read(p: String, min_len: usize) -> impl Strategy<Value = String> {
+    let at = 0..min_len.max(1);
+    (at, 0u32..8, any::<bool>(), any::<bool>()).prop_map(move |(k, bit, word, set)| {
+        let read = match word && k + 2 <= min_len {
+            true => format!("uint16(@{p}[i] + {k}) > 0x8000"),
+            false => format!(
+                "(uint8(@{p}[i] + {k}) & 0x{:02x}) {} 0",
+                1u8 << bit,
+                ["==", "!="][usize::from(set)]
+            ),
+        };
+        format!("for any i in (1..#{p}) : ({read})")
+    })
 }
 
 /// A test of the data's first bytes (rewritten into values of each
@@ -392,7 +454,7 @@ fn rule() -> impl Strategy<Value = RuleSpec> {
     proptest::collection::vec(pattern(), 1..4)
         .prop_flat_map(|patterns| {
             let terms: Vec<_> = (0..patterns.len())
-                .map(|i| term(format!("p{i}")).boxed())
+                .map(|i| term(format!("p{i}"), patterns[i].min_len()).boxed())
                 .collect();
             let n = patterns.len();
             (
@@ -531,6 +593,7 @@ impl Tally {
         "cond filesize",
         "cond in filesize",
         "cond header read",
+        "cond match read",
         "global rule",
         "match spanning a cut",
         "match reaching past the tail floor",
@@ -606,7 +669,9 @@ impl Tally {
 
 /// The feature a condition term exercises.
 fn term_kind(term: &str) -> &'static str {
-    if term.contains("in (filesize") {
+    if term.contains("int8(@") || term.contains("int16(@") {
+        "cond match read"
+    } else if term.contains("in (filesize") {
         "cond in filesize"
     } else if term.starts_with("filesize") {
         "cond filesize"

@@ -27,7 +27,8 @@
 //! A rule is *unsupported* (its verdict may differ from a whole-buffer scan)
 //! when its condition uses a module, `entrypoint`, the data functions
 //! `uintN`/`intN` at an offset that is not an integer literal (or far into
-//! the data), an anchor that is a constant expression other than a
+//! the data) unless they read a match's own bytes (see
+//! `rules::match_reads`), an anchor that is a constant expression other than a
 //! literal, a pattern longer than the window, or another rule (or a global
 //! rule of its namespace) that is unsupported. Unsupported rules are still
 //! evaluated; their results carry `exact: false`. `filesize` and reads at
@@ -47,6 +48,7 @@ use super::data_values::{is_arithmetic, is_rewritten_digest, visit, DataRead};
 use super::density::DenseRule;
 use super::gates::{gate_of, necessary_branch, pattern_literals, Gate, GateContext};
 use super::head::{FarAnchor, HeadAnchor, HeadPlan};
+use super::match_reads::{MatchReadExprs, MatchReads};
 use super::open_ended::{self, OpenEndedRegex};
 use super::tail::{TailPattern, TailPlan};
 
@@ -302,6 +304,18 @@ impl RuleAnalysis {
     /// Analyses parsed sources: `(origin, syntax tree)` pairs, all in the
     /// default namespace. `cap` is the window cap.
     pub fn from_asts(sources: &[(String, ast::AST<'_>)], cap: usize) -> RuleAnalysis {
+        let trees: Vec<_> = sources.iter().map(|(_, tree)| tree).collect();
+        let (_, match_reads) = MatchReads::new(&trees);
+        Self::from_asts_with(sources, cap, &match_reads)
+    }
+
+    /// [`Self::from_asts`], where the `for any` expressions of
+    /// `match_reads` are supported (see `rules::match_reads`).
+    pub fn from_asts_with(
+        sources: &[(String, ast::AST<'_>)],
+        cap: usize,
+        match_reads: &MatchReadExprs,
+    ) -> RuleAnalysis {
         let modules: HashSet<&str> = sources
             .iter()
             .flat_map(|(_, tree)| tree.imports().map(|i| i.module_name))
@@ -312,7 +326,7 @@ impl RuleAnalysis {
                 .flat_map(|(origin, tree)| tree.rules().map(move |r| (origin, r)))
         };
         let mut rules: Vec<RuleReport> = asts()
-            .map(|(origin, rule)| analyse_rule(origin, rule, &modules, cap))
+            .map(|(origin, rule)| analyse_rule(origin, rule, (&modules, match_reads), cap))
             .collect();
         propagate_unsupported(&mut rules, &[]);
         let whole_data: HashSet<String> = rules
@@ -429,7 +443,7 @@ pub const MAX_ANCHOR: u64 = 64 * 1024;
 fn analyse_rule(
     origin: &str,
     rule: &ast::Rule<'_>,
-    modules: &HashSet<&str>,
+    (modules, match_reads): (&HashSet<&str>, &MatchReadExprs),
     cap: usize,
 ) -> RuleReport {
     let mut issues = Vec::new();
@@ -441,6 +455,7 @@ fn analyse_rule(
         .collect();
     let mut walk = ConditionWalk {
         modules,
+        match_reads,
         issues: &mut issues,
         anchors: Vec::new(),
         rule_refs: Vec::new(),
@@ -593,10 +608,14 @@ fn gate_for(
     (whole_data, gates): (&HashSet<String>, &HashMap<String, Option<Gate>>),
 ) -> Option<Gate> {
     let features_only = features_only(&report.issues);
+    // Match reads count as whole-data here: a gate's verdict comes from
+    // spans the search may not have settled match reads in.
+    let no_match_reads = MatchReadExprs::default();
     let is_free = |expr: &Expr<'_>| {
         let mut issues = Vec::new();
         let mut walk = ConditionWalk {
             modules,
+            match_reads: &no_match_reads,
             issues: &mut issues,
             anchors: Vec::new(),
             rule_refs: Vec::new(),
@@ -834,6 +853,8 @@ const DATA_FREE_MODULES: &[&str] = &["console", "cuckoo", "string", "time"];
 /// Walks a condition, collecting issues, anchors and rule references.
 struct ConditionWalk<'a, 'm> {
     modules: &'a HashSet<&'m str>,
+    /// The `for any` expressions that read only their matches' bytes.
+    match_reads: &'a MatchReadExprs,
     issues: &'a mut Vec<RuleIssue>,
     /// Literal `at` anchors, with the patterns each applies to.
     anchors: Vec<(u64, AnchoredPatterns)>,
@@ -853,6 +874,8 @@ impl ConditionWalk<'_, '_> {
             Expr::Filesize { .. } => false,
             expr if DataRead::rewritten(expr).is_some() => false,
             expr if is_rewritten_digest(expr) => false,
+            // Evaluated by the search on each match (`rules::match_reads`).
+            Expr::ForIn(for_in) if self.match_reads.contains(for_in) => false,
             Expr::Entrypoint { .. } => {
                 self.issues.push(RuleIssue::UsesEntrypoint);
                 false

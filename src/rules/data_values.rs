@@ -376,6 +376,13 @@ impl DataValues {
     /// made from) with each quantity replaced by its variables; `None` when
     /// it reads none.
     pub fn rewrite(&self, text: &str, tree: &ast::AST<'_>) -> Option<String> {
+        let edits = self.edits(tree);
+        (!edits.is_empty()).then(|| apply_edits(text, edits))
+    }
+
+    /// The edits of [`Self::rewrite`]: each quantity's source range and
+    /// what replaces it.
+    pub fn edits(&self, tree: &ast::AST<'_>) -> Vec<(Range<usize>, String)> {
         let mut edits: Vec<(Range<usize>, String)> = Vec::new();
         for rule in tree.rules() {
             visit(&rule.condition, &mut |expr| {
@@ -391,20 +398,22 @@ impl DataValues {
                 false
             });
         }
-        if edits.is_empty() {
-            return None;
-        }
-        edits.sort_by_key(|(range, _)| range.start);
-        let mut out = String::with_capacity(text.len() + 64 * edits.len());
-        let mut copied = 0;
-        for (range, replacement) in edits {
-            out.push_str(&text[copied..range.start]);
-            out.push_str(&replacement);
-            copied = range.end;
-        }
-        out.push_str(&text[copied..]);
-        Some(out)
+        edits
     }
+}
+
+/// `text` with each range of `edits` (which do not overlap) replaced.
+pub(crate) fn apply_edits(text: &str, mut edits: Vec<(Range<usize>, String)>) -> String {
+    edits.sort_by_key(|(range, _)| range.start);
+    let mut out = String::with_capacity(text.len() + 64 * edits.len());
+    let mut copied = 0;
+    for (range, replacement) in edits {
+        out.push_str(&text[copied..range.start]);
+        out.push_str(&replacement);
+        copied = range.end;
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// How the conditions use each quantity: the literals it is compared

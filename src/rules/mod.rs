@@ -13,6 +13,7 @@ pub mod edges;
 pub mod externals;
 pub mod gates;
 pub mod head;
+pub mod match_reads;
 pub mod open_ended;
 pub mod preconditions;
 pub mod tail;
@@ -27,6 +28,7 @@ pub use edges::EdgeGuard;
 pub use externals::{stream_externals, External, ExternalValue, FileInfo, FILE_EXTERNALS};
 pub use gates::Gate;
 pub use head::{HeadAnchor, HeadPlan};
+pub use match_reads::MatchReads;
 pub use preconditions::PreconditionPlan;
 pub use tail::TailPlan;
 pub use whole_data::WholeDataPlan;
@@ -45,6 +47,7 @@ pub struct RuleSet {
     whole_data: WholeDataPlan,
     preconditions: PreconditionPlan,
     data_values: DataValues,
+    match_reads: MatchReads,
     pe_cache_reset: Option<yara_x::Rules>,
     externals: Vec<External>,
     sources: Vec<(String, String)>,
@@ -172,20 +175,30 @@ impl RuleSet {
             .map(|(origin, text)| (origin.clone(), yara_x_parser::ast::AST::from(text.as_str())))
             .collect();
         let data_values = DataValues::new(trees.iter().map(|(_, tree)| tree));
+        let (match_reads, match_read_exprs) =
+            MatchReads::new(&trees.iter().map(|(_, tree)| tree).collect::<Vec<_>>());
         let rewritten: Vec<(String, String)> = sources
             .iter()
             .zip(&trees)
-            .map(|((origin, text), (_, tree))| {
-                let text = data_values
-                    .rewrite(text, tree)
-                    .unwrap_or_else(|| text.clone());
+            .enumerate()
+            .map(|(index, ((origin, text), (_, tree)))| {
+                let mut edits = data_values.edits(tree);
+                edits.extend(match_reads.edits(index, text));
+                let text = match edits.is_empty() {
+                    true => text.clone(),
+                    false => data_values::apply_edits(text, edits),
+                };
                 (origin.clone(), text)
             })
             .collect();
         let declared = externals::declared(&options.externals);
-        let rules = compile_sources(&rewritten, &declared, &data_values).map_err(|err| {
+        let variables = Variables {
+            values: &data_values,
+            match_reads: &match_reads,
+        };
+        let rules = compile_sources(&rewritten, &declared, Some(variables)).map_err(|err| {
             // The errors of the text the user wrote, not of the rewrite.
-            match compile_sources(&sources, &declared, &DataValues::default()) {
+            match compile_sources(&sources, &declared, None) {
                 Err(original) => original,
                 Ok(_) => err,
             }
@@ -195,7 +208,8 @@ impl RuleSet {
         for ((origin, text), (_, tree)) in sources.iter().zip(&trees) {
             parsed_to_the_end(origin, text, tree)?;
         }
-        let mut analysis = RuleAnalysis::from_asts(&trees, max_pattern_len);
+        let mut analysis = RuleAnalysis::from_asts_with(&trees, max_pattern_len, &match_read_exprs);
+        drop(match_read_exprs);
         let foreign = foreign_rules(&rules, &analysis);
         analysis.depend_on_foreign(&foreign);
         let exact_rules = analysis
@@ -236,6 +250,7 @@ impl RuleSet {
             whole_data,
             preconditions,
             data_values,
+            match_reads,
             pe_cache_reset,
             externals: declared,
             sources,
@@ -254,7 +269,7 @@ impl RuleSet {
     /// [`data_values`]): the rules a whole-buffer scanner runs, for
     /// references and benchmarks.
     pub fn compile_unchanged(&self) -> Result<yara_x::Rules, RuleError> {
-        compile_sources(&self.sources, &self.externals, &DataValues::default())
+        compile_sources(&self.sources, &self.externals, None)
     }
 
     /// Rules whose scan of no data resets the per-thread cache of
@@ -270,6 +285,12 @@ impl RuleSet {
     /// values of each stream.
     pub fn data_values(&self) -> &DataValues {
         &self.data_values
+    }
+
+    /// The reads of matches' own bytes the search evaluates (see
+    /// [`match_reads`]).
+    pub fn match_reads(&self) -> &MatchReads {
+        &self.match_reads
     }
 
     /// The external variables the rules may read, with their values: those
@@ -358,21 +379,40 @@ fn foreign_rules(rules: &yara_x::Rules, analysis: &RuleAnalysis) -> Vec<(String,
         .collect()
 }
 
+/// The variables the rewrite of the rules declares.
+#[derive(Clone, Copy)]
+struct Variables<'a> {
+    values: &'a DataValues,
+    match_reads: &'a MatchReads,
+}
+
+impl<'a> Variables<'a> {
+    /// Every name, each to declare with the value 0.
+    fn names(self) -> impl Iterator<Item = String> + 'a {
+        let values = self
+            .values
+            .variables()
+            .flat_map(|(value, defined)| [value, defined]);
+        values
+            .map(str::to_string)
+            .chain(self.match_reads.variables())
+    }
+}
+
 /// Compiles sources with the externals `declared` and the variables of
-/// `values` (their defaults: every value undefined).
+/// the rewrite, if any (their defaults: every value undefined, every match
+/// read left to the expression itself).
 fn compile_sources(
     sources: &[(String, String)],
     declared: &[External],
-    values: &DataValues,
+    variables: Option<Variables<'_>>,
 ) -> Result<yara_x::Rules, RuleError> {
     let mut compiler = yara_x::Compiler::new();
     externals::define(&mut compiler, declared).map_err(RuleError::Compile)?;
-    for (value, defined) in values.variables() {
-        for name in [value, defined] {
-            compiler
-                .define_global(name, 0i64)
-                .map_err(|err| RuleError::Compile(format!("cannot declare `{name}`: {err}")))?;
-        }
+    for name in variables.into_iter().flat_map(Variables::names) {
+        compiler
+            .define_global(&name, 0i64)
+            .map_err(|err| RuleError::Compile(format!("cannot declare `{name}`: {err}")))?;
     }
     let mut errors = Vec::new();
     for (origin, text) in sources {

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::error::ScanError;
 use crate::rules::head::HeadPlan;
 use crate::rules::open_ended::WalkMemo;
-use crate::rules::{EdgeGuard, PreconditionPlan, RuleSet, TailPlan};
+use crate::rules::{EdgeGuard, MatchReads, PreconditionPlan, RuleSet, TailPlan};
 use crate::stream::span::{count_newlines, replay_range, MAX_SPAN_GROWTH, SPAN_CONTEXT};
 use crate::stream::{ReplaySpan, StreamContext};
 
@@ -94,6 +94,9 @@ pub(crate) struct Found {
     /// The precondition of its rule (see `rules::preconditions`): where
     /// the stream fails it, the match is dropped.
     pub precondition: Option<u32>,
+    /// The match reads over its pattern (see `rules::match_reads`): the
+    /// settled match's bytes tell which of them hold.
+    pub reads: u64,
 }
 
 /// What the search needs of a rule set beside its compiled rules.
@@ -105,6 +108,8 @@ pub(crate) struct SearchPlans<'r> {
     pub preconditions: &'r PreconditionPlan,
     /// The anchors past the head, which the search checks itself.
     pub head: &'r HeadPlan,
+    /// The reads of matches' own bytes.
+    pub match_reads: &'r MatchReads,
 }
 
 impl<'r> SearchPlans<'r> {
@@ -114,6 +119,7 @@ impl<'r> SearchPlans<'r> {
             tail: rules.tail_plan(),
             preconditions: rules.preconditions(),
             head: &rules.analysis().head,
+            match_reads: rules.match_reads(),
         }
     }
 }
@@ -433,6 +439,7 @@ impl Batch {
             for (index, pattern) in rule.patterns().include_private(true).enumerate() {
                 // Looked up once per pattern, and only when it matched.
                 let mut reaches = None;
+                let mut reads = None;
                 // The segment whose walks `memo` remembers.
                 let mut walked = None;
                 for m in pattern.matches() {
@@ -453,10 +460,14 @@ impl Batch {
                         let precondition = *precondition.get_or_insert_with(|| {
                             preconditions.precondition_of(rule.identifier())
                         });
+                        let reads = *reads.get_or_insert_with(|| {
+                            plans.match_reads.of_pattern(rule.identifier(), index)
+                        });
                         found[segment].push(Found {
                             range,
                             reach,
                             precondition,
+                            reads,
                         });
                     }
                 }
@@ -465,7 +476,16 @@ impl Batch {
         self.add_far_hits(&mut found, plans, indices);
         for matches in &mut found {
             matches.sort_unstable_by_key(|m| (m.range.start, m.range.end, m.reach, m.precondition));
-            matches.dedup();
+            // The same match of patterns of several rules is one match,
+            // with every match read of theirs.
+            matches.dedup_by(|later, kept| {
+                let same = (&later.range, later.reach, later.precondition)
+                    == (&kept.range, kept.reach, kept.precondition);
+                if same {
+                    kept.reads |= later.reads;
+                }
+                same
+            });
         }
         Ok(found)
     }
@@ -488,6 +508,7 @@ impl Batch {
                     reach: range.len(),
                     precondition: plans.preconditions.precondition_of(rule),
                     range,
+                    reads: 0,
                 });
             }
         }
@@ -734,6 +755,7 @@ mod tests {
             range,
             reach: W,
             precondition: None,
+            reads: 0,
         };
         let early = found(last_settling..last_settling + 3);
         let late = found(last_settling + 1..last_settling + 4);
@@ -753,6 +775,7 @@ mod tests {
             range: last_settling + 1..last_settling + 2,
             reach: W - 1,
             precondition: None,
+            reads: 0,
         };
         assert!(segment.leaves_tail_settled(&[short], || true));
         // It speaks of chunk segments only: a line's answer is no.

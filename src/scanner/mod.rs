@@ -43,6 +43,7 @@ use uuid::Uuid;
 use crate::config::ScannerConfig;
 use crate::error::ScanError;
 use crate::results::StreamResults;
+use crate::rules::match_reads::MatchReadScanner;
 use crate::rules::preconditions::RuledOutSets;
 use crate::rules::{External, RuleSet};
 use crate::stream::digests::DigestSet;
@@ -104,6 +105,8 @@ pub struct MultiStreamScanner<'r> {
     config: ScannerConfig,
     window: Window,
     search: yara_x::blocks::Scanner<'r>,
+    /// Evaluates the match reads of settled matches.
+    match_reads: MatchReadScanner<'r>,
     evaluator: Evaluator<'r>,
     /// Boxed: the map's spare room (a map is 7/16 to 7/8 full) then costs
     /// a pointer per slot, not a context.
@@ -157,6 +160,7 @@ impl<'r> MultiStreamScanner<'r> {
             rules,
             window: Window::new(analysis.head_len, rules.data_values().prefix_len()),
             search,
+            match_reads: MatchReadScanner::new(rules.match_reads()),
             evaluator: Evaluator::new(rules, &config),
             pace: pace::Pace::new(config.scan_timeout, config.max_batch_bytes),
             new_streams: NewStreams {
@@ -551,6 +555,7 @@ impl<'r> MultiStreamScanner<'r> {
     fn settle(&mut self, found: Vec<Vec<Found>>) {
         let guard = self.rules.edge_guard();
         let batch = &self.batch;
+        let match_reads = &mut self.match_reads;
         for (segment, found) in batch.segments.iter().zip(found) {
             let Some(ctx) = self.streams.get_mut(&segment.stream) else {
                 continue;
@@ -567,6 +572,7 @@ impl<'r> MultiStreamScanner<'r> {
                 // stream's segments come in order, so the one that ends the
                 // stream, if any, comes last.
                 ctx.provisional.clear();
+                ctx.provisional_match_reads = 0;
                 ctx.tail_unsettled = true;
             }
             let at_stream_end =
@@ -582,10 +588,18 @@ impl<'r> MultiStreamScanner<'r> {
             }
             let mut lines = LineCursor::new(segment);
             let cap = self.config.max_stream_matches as u64;
-            for Found { range, reach, .. } in found {
+            for Found {
+                range,
+                reach,
+                reads,
+                ..
+            } in found
+            {
                 if segment.packed && segment.crosses_end(&range) {
                     continue; // not this stream's bytes; a later search sees it
                 }
+                // A line is a block scan's data: reads of it are undefined.
+                let reads = if segment.line.is_some() { 0 } else { reads };
                 // In a block of its own, a match running past the end is
                 // YARA-X's own doing (a `base64wide` match can claim the
                 // zero after its last character), as in a whole-buffer
@@ -598,6 +612,11 @@ impl<'r> MultiStreamScanner<'r> {
                         if ctx.stats.matches > cap {
                             continue; // counted, not kept: see `matches_cut`
                         }
+                        let unknown = reads & !ctx.match_reads;
+                        if unknown != 0 {
+                            let held = match_reads.held(batch.data(segment), &range, unknown);
+                            ctx.match_reads |= held;
+                        }
                         let span = batch.span_of(segment, range, false, guard, &mut lines);
                         let span = batch.bridge(segment, ctx.settled.last(), span);
                         ctx.settled.insert(span);
@@ -606,6 +625,11 @@ impl<'r> MultiStreamScanner<'r> {
                         // Kept whatever the cap: they lie in the tail, so
                         // there are few of them.
                         self.with_new_matches.insert(segment.stream);
+                        let unknown = reads & !(ctx.match_reads | ctx.provisional_match_reads);
+                        if unknown != 0 {
+                            let held = match_reads.held(batch.data(segment), &range, unknown);
+                            ctx.provisional_match_reads |= held;
+                        }
                         ctx.provisional
                             .insert(batch.span_of(segment, range, true, guard, &mut lines));
                     }

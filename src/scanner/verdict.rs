@@ -156,6 +156,7 @@ impl<'r> Evaluator<'r> {
         self.scanner.set_externals(&ctx.externals);
         let values = data_values_of(ctx, self.rules);
         pass_values(&mut self.scanner, self.rules, &values);
+        pass_match_reads(&mut self.scanner, self.rules, match_reads_of(ctx, cut));
         let verdict = self.verdict_with_externals_set(ctx, &values, head_len, cut);
         self.scanner
             .restore_externals(&ctx.externals, self.rules.externals());
@@ -319,6 +320,25 @@ fn pass_values<S: StreamExternals>(scanner: &mut S, rules: &RuleSet, values: &[O
     rules
         .data_values()
         .pass(values, |name, value| scanner.set_integer(name, value));
+}
+
+/// The match reads (see `rules::match_reads`) that held on the matches a
+/// verdict replays: the settled ones', and the provisional ones' unless
+/// the verdict is `cut` to the settled. None in line mode, whose contract
+/// is a block scan's, where a read of the data is undefined.
+fn match_reads_of(ctx: &StreamContext, cut: bool) -> u64 {
+    match (ctx.mode, cut) {
+        (StreamMode::Lines, _) => 0,
+        (StreamMode::Chunks, true) => ctx.match_reads,
+        (StreamMode::Chunks, false) => ctx.match_reads | ctx.provisional_match_reads,
+    }
+}
+
+/// Sets each match read's variable from its bit in `held`.
+fn pass_match_reads<S: StreamExternals>(scanner: &mut S, rules: &RuleSet, held: u64) {
+    for (n, name) in rules.match_reads().variables().enumerate() {
+        scanner.set_integer(&name, i64::from(held >> n & 1 == 1));
+    }
 }
 
 /// How much of a whole-buffer scan's matches a verdict lists.

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::stream::StreamContext;
 
 /// The version of the entry layout and of the context it holds.
-pub const FORMAT_VERSION: u16 = 6;
+pub const FORMAT_VERSION: u16 = 7;
 
 const MAGIC: &[u8; 4] = b"YFSC";
 const HEADER_LEN: usize = 38;
@@ -281,23 +281,25 @@ mod tests {
         .into_boxed_slice();
         context.settled.insert(span(10, b"a secret here", true));
         context.provisional.insert(span(290, b"end", false));
+        context.match_reads = 0b101;
+        context.provisional_match_reads = 0b10;
         context
     }
 
     /// The format version the golden entry below was written with.
-    const GOLDEN_VERSION: u16 = 6;
+    const GOLDEN_VERSION: u16 = 7;
 
     /// The entry of [`golden_context`], as format [`GOLDEN_VERSION`]
     /// writes it.
     const GOLDEN_ENTRY: &str = concat!(
-        "5946534306005ef17a2ce17530862c010000000000007b68e5cf8b0100007275",
+        "594653430700b09dfed7f38b44192c010000000000007b68e5cf8b0100007275",
         "6c6573546167100123456789abcdef0123456789abcdef00ac0204030280d095",
         "ffbc31fbd095ffbc31050a7461696c206279746573046865616401010300046b",
         "65707400010200580123456789abcdeffedcba98765432100000000000000000",
         "046b657074000000000000000000000000000000000000000000000000000000",
         "0000000000000000000000000000000000000000000000000000000000000000",
         "0304066a28fb010866696c656e616d650305612e657865010a00020d61207365",
-        "637265742068657265010001a202000203656e640001",
+        "637265742068657265010001a202000203656e6400010502",
     );
 
     /// The store's format is `StreamContext`'s serde derive: a new, removed

@@ -171,6 +171,11 @@ pub struct StreamContext {
     /// Spans of matches that touch the end of the data seen so far: right
     /// if the stream ends here, re-derived when more bytes come.
     pub(crate) provisional: SpanSet,
+    /// The match reads (see `rules::match_reads`) that held on one of its
+    /// settled matches, one bit each (chunk mode).
+    pub(crate) match_reads: u64,
+    /// Those that held on one of its provisional matches: voided with them.
+    pub(crate) provisional_match_reads: u64,
     /// Where the stream stood when its copy in the engine's store was last
     /// written durably: what a producer need not send again after a
     /// crash. Kept by the engine, not stored.
@@ -263,6 +268,8 @@ impl StreamContext {
             externals: Box::default(),
             settled: SpanSet::default(),
             provisional: SpanSet::default(),
+            match_reads: 0,
+            provisional_match_reads: 0,
             durable: None,
             broken: None,
             ruled_out: FailedPreconditions::default(),
