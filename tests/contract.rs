@@ -681,6 +681,33 @@ fn fullword_variable_length_regex_across_a_boundary() {
     assert_all_cuts(&rules, &data);
 }
 
+/// Two settled spans a few bytes apart merge into one replay block (see
+/// `Batch::bridge`). Each span's edges had been judged quiet on its own
+/// segment's bytes; merged, the block held the whole of the long `fullword`
+/// string and ended just before the letter that rules it out in the
+/// stream, so the replay found a match the stream does not have (found by
+/// the differential test at 1-byte chunks). Bridges are now refused where
+/// the merged block's edges would not be quiet.
+#[test]
+fn merged_spans_are_judged_on_their_merged_bytes() {
+    let rules = compile(
+        r#"rule r0 {
+             strings:
+               $p1 = /A\x2d{0,2}\x20?/
+               $p2 = "B baBAbB acca- accbcBa_ -ABaA- ccA_-a c___a AA-B Bc-B  ac-ABA-_A c-c-  a_bb_a-c___aBc-aBba -c-bA-aa-ba-_bB bbb _Ab" fullword
+             condition: $p1 and $p2
+           }"#,
+    );
+    let data = b"BaAA-BB xdxc\nB baBAbB acca- accbcBa_ -ABaA- ccA_-a c___a AA-B Bc-B  ac-ABA-_A c-c-  a_bb_a-c___aBc-aBba -c-bA-aa-ba-_bB bbb _AbcB-c__\n- BbaB \n\x00\x00_";
+    for size in 1..=3 {
+        let cuts: Vec<usize> = (size..data.len()).step_by(size).collect();
+        let (got, want) = verdicts(&rules, data, &cuts);
+        assert_eq!(got, want, "{size}-byte chunks");
+        assert!(matching(&want).is_empty(), "`$p2` is followed by a letter");
+    }
+    assert_all_cuts(&rules, data);
+}
+
 /// Issue 14: a `base64` match reached the search but not the verdict, since
 /// the replayed span cut the range YARA-X decodes around it.
 #[test]
@@ -762,9 +789,11 @@ fn ended_streams_leave_no_new_matches_behind() {
 /// == uint8(@a[i] + 4)`, see `rules::match_reads`) are stream-exact: over
 /// streams of random bytes with planted matches, some whose reads hold and
 /// some whose reads do not, cut into chunks of 1 to 24 bytes, each verdict
-/// equals the whole-buffer scan's. The tallies show that every rule was
-/// decided both ways, that matches whose reads held were split across
-/// chunks, and that some ended their stream (provisional matches).
+/// equals the whole-buffer scan's. `not` over `and` is there because a
+/// block scan makes it true where the reads are undefined. The tallies show
+/// that every rule was decided both ways, and that planted matches whose
+/// reads held were split across chunks and ended their stream
+/// (provisional matches).
 #[test]
 fn reads_of_a_matchs_own_bytes_decide_as_a_whole_buffer_scan() {
     let rules = compile(
@@ -775,31 +804,31 @@ fn reads_of_a_matchs_own_bytes_decide_as_a_whole_buffer_scan() {
             condition: for any j in (1..#b): (((uint8(@b[j] + 1) & 0x38) >> 3) == (uint8(@b[j] + 1) & 0x07)) }
         rule key_and_word { strings: $c = "KEY=" $d = { AA ?? ?? BB }
             condition: $c and for any k in (1..#d): (uint16be(@d[k] + 1) > 0x8000 and uint8(@d[k] + 2) != 0x41) }
+        rule not_both { strings: $e = { 41 ?? }
+            condition: for any n in (1..#e): (not (uint8(@e[n]) == 0x41 and uint8(@e[n] + 1) == 0x42)) }
         "#,
     );
-    for rule in ["same_byte", "register_pair", "key_and_word"] {
+    let names = ["same_byte", "register_pair", "key_and_word", "not_both"];
+    for rule in names {
         assert!(rules.is_exact("default", rule), "{rule} is stream-exact");
     }
-    let plants: [&[u8]; 3] = [
-        &[0xE8, 0, 0x5A, 0xE8, 0],
-        &[0x8B, 0, 0xC3, 0],
-        &[0xAA, 0, 0, 0xBB],
+    // Each plant (0: a wildcard), and whether its reads hold on its bytes.
+    type Holds = fn(&[u8]) -> bool;
+    let plants: [(&[u8], Holds); 4] = [
+        (&[0xE8, 0, 0x5A, 0xE8, 0], |b| b[1] == b[4]),
+        (&[0x8B, 0, 0xC3, 0], |b| (b[1] & 0x38) >> 3 == b[1] & 7),
+        (&[0xAA, 0, 0, 0xBB], |b| b[1] >= 0x80 && b[2] != 0x41),
+        (&[0x41, 0], |b| b[1] != 0x42),
     ];
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = common::xorshift(0x9E37_79B9_7F4A_7C15u64);
     let mut tally = std::collections::BTreeMap::<String, usize>::new();
     let mut count = |what: String| *tally.entry(what).or_default() += 1;
-    for _ in 0..600 {
+    for _ in 0..800 {
         let len = 40 + (next() % 200) as usize;
         let mut data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
-        let mut planted = Vec::new();
+        let mut held = Vec::new();
         for _ in 0..next() % 4 {
-            let plant = plants[(next() % 3) as usize];
+            let (plant, holds) = plants[(next() % 4) as usize];
             let at = match next() % 4 {
                 0 => len - plant.len(), // at the end of the stream
                 _ => (next() as usize) % (len - plant.len() + 1),
@@ -807,13 +836,15 @@ fn reads_of_a_matchs_own_bytes_decide_as_a_whole_buffer_scan() {
             for (k, &byte) in plant.iter().enumerate() {
                 // Wildcards: a few values, so that the reads hold often.
                 data[at + k] = match byte {
-                    0 => [0x00, 0x09, 0x41, 0x92, 0xC0][(next() % 5) as usize],
+                    0 => [0x00, 0x09, 0x41, 0x42, 0x92, 0xC0][(next() % 6) as usize],
                     byte => byte,
                 };
             }
-            planted.push(at..at + plant.len());
+            if holds(&data[at..at + plant.len()]) {
+                held.push(at..at + plant.len());
+            }
         }
-        if next() % 2 == 0 {
+        if next().is_multiple_of(2) {
             let at = (next() as usize) % (len - 4);
             data[at..at + 4].copy_from_slice(b"KEY=");
         }
@@ -833,24 +864,27 @@ fn reads_of_a_matchs_own_bytes_decide_as_a_whole_buffer_scan() {
             "{:?} cut at {cuts:?}",
             data.escape_ascii().to_string()
         );
-        for rule in ["same_byte", "register_pair", "key_and_word"] {
-            let matched = matching(&want).contains(&rule);
-            count(format!("{rule} {}", if matched { "true" } else { "false" }));
+        for rule in names {
+            count(format!("{rule} {}", matching(&want).contains(&rule)));
         }
-        if !matching(&want).is_empty() {
-            let split = planted
-                .iter()
-                .any(|p| cuts.iter().any(|&c| p.start < c && c < p.end));
-            if split {
-                count("a matching stream with a planted match split across chunks".into());
+        // Later plants may overwrite earlier ones: only the matches the
+        // reference lists count.
+        let listed = |range: &std::ops::Range<usize>| {
+            want.iter()
+                .flat_map(|(_, patterns)| patterns)
+                .any(|(_, matches)| matches.contains(&(range.start as u64, range.len())))
+        };
+        for range in held.iter().filter(|r| listed(r)) {
+            if cuts.iter().any(|&c| range.start < c && c < range.end) {
+                count("a match whose reads held, split across chunks".into());
             }
-            if planted.iter().any(|p| p.end == len) {
-                count("a matching stream with a planted match at its end".into());
+            if range.end == len {
+                count("a match whose reads held, at the stream's end".into());
             }
         }
     }
-    for rule in ["same_byte", "register_pair", "key_and_word"] {
-        for verdict in ["true", "false"] {
+    for rule in names {
+        for verdict in [true, false] {
             let seen = tally
                 .get(&format!("{rule} {verdict}"))
                 .copied()
@@ -861,12 +895,45 @@ fn reads_of_a_matchs_own_bytes_decide_as_a_whole_buffer_scan() {
             );
         }
     }
-    for case in ["split across chunks", "at its end"] {
+    for case in ["split across chunks", "at the stream's end"] {
         let seen: usize = tally
             .iter()
             .filter(|(what, _)| what.contains(case))
             .map(|(_, n)| n)
             .sum();
-        assert!(seen >= 20, "{case}: {seen} streams, {tally:?}");
+        assert!(seen >= 20, "{case}: {seen} matches, {tally:?}");
+    }
+}
+
+/// A client controls how many matches a stream has: the reads of a match's
+/// own bytes cost one helper scan per kept match at most
+/// (`max_stream_matches`), and none once the read has held.
+#[test]
+fn reads_of_matches_are_bounded_by_the_kept_matches() {
+    let rules = compile(
+        "rule same_byte { strings: $a = { E8 ?? 5A E8 ?? }
+            condition: for any i in (1..#a): (uint8(@a[i] + 1) == uint8(@a[i] + 4)) }",
+    );
+    let config = ScannerConfig {
+        max_stream_matches: 1_000,
+        ..ScannerConfig::default()
+    };
+    let never = [0xE8, 1, 0x5A, 0xE8, 2].repeat(20_000);
+    let mut at_once = [0xE8, 7, 0x5A, 0xE8, 7].to_vec();
+    at_once.extend_from_slice(&never);
+    for (data, most) in [(&never, 1_100), (&at_once, 2)] {
+        let mut scanner = MultiStreamScanner::new(&rules, config.clone());
+        let id = Uuid::new_v4();
+        for chunk in data.chunks(1460) {
+            scanner.scan_chunk(id, chunk).unwrap();
+        }
+        let results = scanner.close_stream(&id).unwrap().unwrap();
+        let scans = scanner.stats().match_read_scans;
+        assert!(
+            scans >= 1 && scans <= most,
+            "{scans} scans for at most {most}"
+        );
+        let matched = results.rules.iter().any(|r| r.identifier == "same_byte");
+        assert_eq!(matched, data[1] == data[4], "{} scans", scans);
     }
 }

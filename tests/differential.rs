@@ -406,22 +406,35 @@ fn term(p: String, min_len: usize) -> impl Strategy<Value = String> {
     ]
 }
 
-/// A read of a match's own bytes (see `rules::match_reads`): one bit of
-/// a byte, or a 16-bit word against a bound, at an offset within the
-/// shortest match; true for about half the bytes a wildcard, `nocase` or
-/// `xor` lets through.
+/// A `for any` over a match's own bytes (see `rules::match_reads`): one
+/// read, `not` over two (which a block scan would make true where the
+/// reads are undefined), or either of two.
 fn match_read(p: String, min_len: usize) -> impl Strategy<Value = String> {
+    let read = || one_read(p.clone(), min_len);
+    (read(), read(), 0usize..4).prop_map(move |(a, b, form)| {
+        let body = match form {
+            0 | 1 => a,
+            2 => format!("not ({a} and {b})"),
+            _ => format!("({a}) or ({b})"),
+        };
+        format!("for any i in (1..#{p}) : ({body})")
+    })
+}
+
+/// One read of a match's bytes: a bit of a byte, or a 16-bit word against
+/// a bound, at an offset within the shortest match; true for about half
+/// the bytes a wildcard, `nocase` or `xor` lets through.
+fn one_read(p: String, min_len: usize) -> impl Strategy<Value = String> {
     let at = 0..min_len.max(1);
     (at, 0u32..8, any::<bool>(), any::<bool>()).prop_map(move |(k, bit, word, set)| {
-        let read = match word && k + 2 <= min_len {
+        match word && k + 2 <= min_len {
             true => format!("uint16(@{p}[i] + {k}) > 0x8000"),
             false => format!(
                 "(uint8(@{p}[i] + {k}) & 0x{:02x}) {} 0",
                 1u8 << bit,
                 ["==", "!="][usize::from(set)]
             ),
-        };
-        format!("for any i in (1..#{p}) : ({read})")
+        }
     })
 }
 

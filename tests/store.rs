@@ -565,13 +565,7 @@ fn a_damaged_store_file_gives_errors_not_panics() {
 fn resident_bytes_never_drift_from_the_contexts() {
     use yaraflow::{MultiStreamScanner, ScannerConfig};
     let rules = compile(RULES);
-    let mut seed = 0xdead_beef_cafe_f00du64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = common::xorshift(0xdead_beef_cafe_f00du64);
     for _ in 0..30 {
         let cfg = ScannerConfig {
             max_batch_bytes: 1 + (next() % 200) as usize,

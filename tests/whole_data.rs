@@ -621,14 +621,8 @@ fn real_rule_sets_on_pe_and_other_streams() {
         );
         return;
     }
-    let mut random = vec![0u8; 20_000];
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    for byte in &mut random {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        *byte = seed as u8;
-    }
+    let mut next = common::xorshift(0x9E37_79B9_7F4A_7C15);
+    let random: Vec<u8> = (0..20_000).map(|_| next() as u8).collect();
     let mut streams: Vec<Vec<u8>> = vec![
         // bartblaze's AutoIT_Compiled: `uint16(0)==0x5A4D and any of them`.
         pe_file(b"\x55\x8b\xec\x83\xec\x10>>>AUTOIT SCRIPT<<<", 0x2000),

@@ -48,7 +48,7 @@ use super::data_values::{is_arithmetic, is_rewritten_digest, visit, DataRead};
 use super::density::DenseRule;
 use super::gates::{gate_of, necessary_branch, pattern_literals, Gate, GateContext};
 use super::head::{FarAnchor, HeadAnchor, HeadPlan};
-use super::match_reads::{MatchReadExprs, MatchReads};
+use super::match_reads::{MatchReadExprs, SourceMatchReads};
 use super::open_ended::{self, OpenEndedRegex};
 use super::tail::{TailPattern, TailPlan};
 
@@ -305,8 +305,7 @@ impl RuleAnalysis {
     /// default namespace. `cap` is the window cap.
     pub fn from_asts(sources: &[(String, ast::AST<'_>)], cap: usize) -> RuleAnalysis {
         let trees: Vec<_> = sources.iter().map(|(_, tree)| tree).collect();
-        let (_, match_reads) = MatchReads::new(&trees);
-        Self::from_asts_with(sources, cap, &match_reads)
+        Self::from_asts_with(sources, cap, &MatchReadExprs::of(&trees))
     }
 
     /// [`Self::from_asts`], where the `for any` expressions of
@@ -325,8 +324,15 @@ impl RuleAnalysis {
                 .iter()
                 .flat_map(|(origin, tree)| tree.rules().map(move |r| (origin, r)))
         };
-        let mut rules: Vec<RuleReport> = asts()
-            .map(|(origin, rule)| analyse_rule(origin, rule, (&modules, match_reads), cap))
+        let modules_ref = &modules;
+        let mut rules: Vec<RuleReport> = sources
+            .iter()
+            .enumerate()
+            .flat_map(|(index, (origin, tree))| {
+                let match_reads = match_reads.of_source(index);
+                tree.rules()
+                    .map(move |rule| analyse_rule(origin, rule, (modules_ref, match_reads), cap))
+            })
             .collect();
         propagate_unsupported(&mut rules, &[]);
         let whole_data: HashSet<String> = rules
@@ -443,7 +449,7 @@ pub const MAX_ANCHOR: u64 = 64 * 1024;
 fn analyse_rule(
     origin: &str,
     rule: &ast::Rule<'_>,
-    (modules, match_reads): (&HashSet<&str>, &MatchReadExprs),
+    (modules, match_reads): (&HashSet<&str>, SourceMatchReads<'_>),
     cap: usize,
 ) -> RuleReport {
     let mut issues = Vec::new();
@@ -611,11 +617,12 @@ fn gate_for(
     // Match reads count as whole-data here: a gate's verdict comes from
     // spans the search may not have settled match reads in.
     let no_match_reads = MatchReadExprs::default();
+    let no_match_reads = no_match_reads.of_source(0);
     let is_free = |expr: &Expr<'_>| {
         let mut issues = Vec::new();
         let mut walk = ConditionWalk {
             modules,
-            match_reads: &no_match_reads,
+            match_reads: no_match_reads,
             issues: &mut issues,
             anchors: Vec::new(),
             rule_refs: Vec::new(),
@@ -854,7 +861,7 @@ const DATA_FREE_MODULES: &[&str] = &["console", "cuckoo", "string", "time"];
 struct ConditionWalk<'a, 'm> {
     modules: &'a HashSet<&'m str>,
     /// The `for any` expressions that read only their matches' bytes.
-    match_reads: &'a MatchReadExprs,
+    match_reads: SourceMatchReads<'a>,
     issues: &'a mut Vec<RuleIssue>,
     /// Literal `at` anchors, with the patterns each applies to.
     anchors: Vec<(u64, AnchoredPatterns)>,

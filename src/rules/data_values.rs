@@ -408,6 +408,7 @@ pub(crate) fn apply_edits(text: &str, mut edits: Vec<(Range<usize>, String)>) ->
     let mut out = String::with_capacity(text.len() + 64 * edits.len());
     let mut copied = 0;
     for (range, replacement) in edits {
+        debug_assert!(range.start >= copied, "edits overlap at {}", range.start);
         out.push_str(&text[copied..range.start]);
         out.push_str(&replacement);
         copied = range.end;

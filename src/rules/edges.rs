@@ -468,6 +468,8 @@ pub struct EdgeGuard {
     regexes: Vec<RegexGuard>,
     literals: LiteralSet,
     base64: Base64Guard,
+    /// Most bytes any check reads from the edge it judges.
+    reach: usize,
 }
 
 impl EdgeGuard {
@@ -508,8 +510,31 @@ impl EdgeGuard {
                 add_base64_forms(&mut guard.base64, &text.text.value, modifiers);
             }
         }
+        guard.reach = guard.reach_of(&literals);
         guard.literals = literals.build();
         guard
+    }
+
+    /// Most bytes from an edge that any of the checks reads.
+    fn reach_of(&self, literals: &LiteralForms) -> usize {
+        let regexes = self.regexes.iter().map(|r| {
+            let truncation = r.truncation.as_ref().map_or(0, |t| 2 * t.max_len);
+            r.reach.max(truncation)
+        });
+        let literals = literals.forms.values().flatten().map(|f| f.len() + 1);
+        let base64 = self
+            .base64
+            .forms
+            .iter()
+            .map(|(form, wide)| form.len() + Base64Guard::reach(*wide) + 1);
+        regexes.chain(literals).chain(base64).max().unwrap_or(0)
+    }
+
+    /// Most bytes from an edge that [`EdgeGuard::blocks_start`] and
+    /// [`EdgeGuard::blocks_end`] read: bytes further away cannot change
+    /// their answer.
+    pub fn reach(&self) -> usize {
+        self.reach
     }
 
     /// Whether the rule set has no context-sensitive pattern at all.

@@ -10,22 +10,25 @@
 //!
 //! - at load, each match read's body becomes a rule of a small helper
 //!   rule set, with `@a[i]` replaced by 0 (`uint8(2) == uint8(5)`);
-//! - the search scans each settled match's bytes with the helper rules as
-//!   one whole buffer (YARA-X evaluates the body, with its own semantics),
-//!   and the stream remembers, one bit per match read, which held on one
-//!   of its matches ([`MatchReads::held`]);
+//! - the search scans each settled or provisional match's bytes with the
+//!   helper rules as one whole buffer (YARA-X evaluates the body, with its
+//!   own semantics: [`MatchReadScanner::held`]), and the stream remembers,
+//!   one bit per match read, which held on one of its matches;
 //! - the rules are compiled with the expression rewritten into
-//!   `(<the expression> or yaraflow_match_read_N != 0)`. A whole-buffer
-//!   scan leaves the variable 0 and evaluates the expression itself; a
-//!   stream's verdict sets it from the stream's bit, and the expression
-//!   itself, undefined in a block scan, adds nothing.
+//!   `((yaraflow_match_read_N < 0 and <the expression>) or
+//!   yaraflow_match_read_N > 0)`. The variable's default, -1, leaves the
+//!   expression to itself: a whole-buffer scan evaluates it, and so does a
+//!   line stream's verdict (a line is a block scan's data, where the read
+//!   is undefined, as the line contract says). A chunk stream's verdict
+//!   sets 0 or 1 from its bit, and never evaluates the expression: in a
+//!   block scan `not (uint8(@a[i]) == 1 and ..)` would be true.
 //!
 //! The body may use integer literals, arithmetic, bitwise operators,
 //! comparisons, `and`, `or`, `not` and the data functions at `@a[i]` or
 //! `@a[i] + k`. Anything else there (another pattern, the variable outside
-//! a read, `filesize`) leaves the expression as it is and its rule
-//! whole-data. A rule set has at most [`MAX_MATCH_READS`] match reads: a
-//! stream keeps one bit for each.
+//! a read, `filesize`, the anonymous `#` of a `for .. of`) leaves the
+//! expression as it is and its rule whole-data. A rule set has at most
+//! [`MAX_MATCH_READS`] match reads: a stream keeps one bit for each.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -52,30 +55,56 @@ struct MatchRead {
 #[derive(Default)]
 pub struct MatchReads {
     reads: Vec<MatchRead>,
+    /// Each match read's variable, in order.
+    variables: Vec<String>,
     /// One rule per match read, named after its number.
     helper: Option<yara_x::Rules>,
-    /// The match reads over each pattern: `(rule, pattern index)` to bits.
-    by_pattern: HashMap<(String, usize), u64>,
+    /// The match reads over each pattern: per rule, its patterns' indexes
+    /// (declaration order) with their bits.
+    by_rule: HashMap<String, Vec<(usize, u64)>>,
 }
 
 impl std::fmt::Debug for MatchReads {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MatchReads")
             .field("reads", &self.reads)
-            .field("by_pattern", &self.by_pattern)
+            .field("by_rule", &self.by_rule)
             .finish_non_exhaustive()
     }
 }
 
-/// The `for any` expressions that are match reads, for the analysis (by
-/// address: valid while the syntax trees it was made from live).
+/// The `for any` expressions that are match reads, for the analysis: by
+/// source and place in it, as the rewrite finds them.
 #[derive(Debug, Default)]
-pub struct MatchReadExprs(HashSet<usize>);
+pub struct MatchReadExprs(HashSet<(usize, Range<usize>)>);
 
 impl MatchReadExprs {
-    /// Whether `for_in` is a match read.
+    /// The match reads of `trees`, without the helper rules.
+    pub fn of(trees: &[&ast::AST<'_>]) -> MatchReadExprs {
+        MatchReads::detect(trees).1
+    }
+
+    /// Those of the source at `source`.
+    pub fn of_source(&self, source: usize) -> SourceMatchReads<'_> {
+        SourceMatchReads {
+            exprs: self,
+            source,
+        }
+    }
+}
+
+/// The match reads of one source (see [`MatchReadExprs::of_source`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SourceMatchReads<'a> {
+    exprs: &'a MatchReadExprs,
+    source: usize,
+}
+
+impl SourceMatchReads<'_> {
+    /// Whether `for_in`, of this source, is a match read.
     pub fn contains(&self, for_in: &ast::ForIn<'_>) -> bool {
-        self.0.contains(&(std::ptr::from_ref(for_in) as usize))
+        let key = (self.source, for_in.span().range());
+        self.exprs.0.contains(&key)
     }
 }
 
@@ -84,6 +113,19 @@ impl MatchReads {
     /// sources they were parsed from), and the expressions that are match
     /// reads. If the helper rules do not compile, there are none.
     pub fn new(trees: &[&ast::AST<'_>]) -> (MatchReads, MatchReadExprs) {
+        let (mut reads, exprs) = Self::detect(trees);
+        if reads.reads.is_empty() {
+            return (reads, exprs);
+        }
+        match yara_x::compile(reads.helper_source().as_str()) {
+            Ok(helper) => reads.helper = Some(helper),
+            Err(_) => return (MatchReads::default(), MatchReadExprs::default()),
+        }
+        (reads, exprs)
+    }
+
+    /// [`Self::new`] without the helper rules.
+    fn detect(trees: &[&ast::AST<'_>]) -> (MatchReads, MatchReadExprs) {
         let mut reads = MatchReads::default();
         let mut exprs = MatchReadExprs::default();
         for (source, tree) in trees.iter().enumerate() {
@@ -98,29 +140,34 @@ impl MatchReads {
                     let Some((pattern, body)) = match_read_of(for_in, rule) else {
                         return true;
                     };
-                    let bit = 1u64 << reads.reads.len();
-                    *reads
-                        .by_pattern
-                        .entry((rule.identifier.name.to_string(), pattern))
-                        .or_default() |= bit;
-                    reads.reads.push(MatchRead {
-                        source,
-                        range: for_in.span().range(),
-                        body,
-                    });
-                    exprs.0.insert(std::ptr::from_ref(&**for_in) as usize);
+                    reads.add(
+                        rule.identifier.name,
+                        pattern,
+                        MatchRead {
+                            source,
+                            range: for_in.span().range(),
+                            body,
+                        },
+                    );
+                    exprs.0.insert((source, for_in.span().range()));
                     false
                 });
             }
         }
-        if reads.reads.is_empty() {
-            return (reads, exprs);
-        }
-        match yara_x::compile(reads.helper_source().as_str()) {
-            Ok(helper) => reads.helper = Some(helper),
-            Err(_) => return (MatchReads::default(), MatchReadExprs::default()),
-        }
         (reads, exprs)
+    }
+
+    /// Adds a match read over the pattern at `pattern` of `rule`.
+    fn add(&mut self, rule: &str, pattern: usize, read: MatchRead) {
+        let bit = 1u64 << self.reads.len();
+        let patterns = self.by_rule.entry(rule.to_string()).or_default();
+        match patterns.iter_mut().find(|(index, _)| *index == pattern) {
+            Some((_, bits)) => *bits |= bit,
+            None => patterns.push((pattern, bit)),
+        }
+        self.variables
+            .push(format!("{PREFIX}match_read_{}", self.reads.len()));
+        self.reads.push(read);
     }
 
     /// Whether the rules have no match read.
@@ -133,43 +180,46 @@ impl MatchReads {
         self.reads.len()
     }
 
-    /// The name of match read `n`'s variable.
-    pub fn variable(n: usize) -> String {
-        format!("{PREFIX}match_read_{n}")
+    /// Every match read's variable, in order (see the module's doc for its
+    /// values: each is declared with [`Self::DEFAULT`]).
+    pub fn variables(&self) -> impl Iterator<Item = &str> + '_ {
+        self.variables.iter().map(String::as_str)
     }
 
-    /// Every match read's variable, in order.
-    pub fn variables(&self) -> impl Iterator<Item = String> + '_ {
-        (0..self.reads.len()).map(Self::variable)
-    }
+    /// The value each variable is declared with: the expression decides.
+    pub const DEFAULT: i64 = -1;
 
     /// The bits of the match reads over the pattern at `index` (declaration
     /// order) of `rule`.
     pub fn of_pattern(&self, rule: &str, index: usize) -> u64 {
-        if self.by_pattern.is_empty() {
-            return 0;
-        }
-        self.by_pattern
-            .get(&(rule.to_string(), index))
-            .copied()
-            .unwrap_or(0)
+        let patterns = self
+            .by_rule
+            .get(rule)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        patterns
+            .iter()
+            .find(|(pattern, _)| *pattern == index)
+            .map_or(0, |(_, bits)| *bits)
     }
 
-    /// The edits that rewrite the match reads of source `source`: each
-    /// `for any` into `(<itself> or yaraflow_match_read_N != 0)`.
+    /// The edits that rewrite the match reads of source `source` (whose
+    /// text is `text`): each `for any` into `((V < 0 and <itself>) or V >
+    /// 0)`, `V` its variable.
     pub fn edits(&self, source: usize, text: &str) -> Vec<(Range<usize>, String)> {
         self.reads
             .iter()
-            .enumerate()
-            .filter(|(_, read)| read.source == source)
-            .map(|(n, read)| {
+            .zip(&self.variables)
+            .filter(|(read, _)| read.source == source)
+            .map(|(read, variable)| {
                 let original = &text[read.range.clone()];
-                let rewritten = format!("({original} or {} != 0)", Self::variable(n));
+                let rewritten = format!("(({variable} < 0 and {original}) or {variable} > 0)");
                 (read.range.clone(), rewritten)
             })
             .collect()
     }
 
+    /// The helper rules' source: rule `read_N` is match read `N`'s body.
     fn helper_source(&self) -> String {
         self.reads
             .iter()
@@ -183,6 +233,8 @@ impl MatchReads {
 pub struct MatchReadScanner<'r> {
     /// `None` without match reads.
     scanner: Option<yara_x::Scanner<'r>>,
+    /// Matches scanned so far.
+    scans: u64,
 }
 
 impl<'r> MatchReadScanner<'r> {
@@ -190,25 +242,35 @@ impl<'r> MatchReadScanner<'r> {
     pub fn new(reads: &'r MatchReads) -> MatchReadScanner<'r> {
         MatchReadScanner {
             scanner: reads.helper.as_ref().map(yara_x::Scanner::new),
+            scans: 0,
         }
+    }
+
+    /// Matches scanned so far.
+    pub fn scans(&self) -> u64 {
+        self.scans
     }
 
     /// Which of the match reads `wanted` hold on the match at `range` of
     /// `data`. Every match read is evaluated on those bytes, as one whole
-    /// buffer; a scan that fails holds none.
-    pub fn held(&mut self, data: &[u8], range: &Range<usize>, wanted: u64) -> u64 {
+    /// buffer.
+    pub fn held(
+        &mut self,
+        data: &[u8],
+        range: &Range<usize>,
+        wanted: u64,
+    ) -> Result<u64, yara_x::ScanError> {
         let Some(scanner) = self.scanner.as_mut() else {
-            return 0;
+            return Ok(0);
         };
         let bytes = &data[range.start.min(data.len())..range.end.min(data.len())];
-        let Ok(results) = scanner.scan(bytes) else {
-            return 0;
-        };
+        self.scans += 1;
+        let results = scanner.scan(bytes)?;
         let held = results
             .matching_rules()
             .filter_map(|rule| rule.identifier().strip_prefix("read_")?.parse::<u32>().ok())
             .fold(0, |bits, n| bits | 1u64 << n);
-        held & wanted
+        Ok(held & wanted)
     }
 }
 
@@ -229,7 +291,8 @@ fn match_read_of(for_in: &ast::ForIn<'_>, rule: &ast::Rule<'_>) -> Option<(usize
     if one.value != 1 || count.range.is_some() {
         return None;
     }
-    let name = count.identifier.name.get(1..)?;
+    // Not the anonymous `#` of a `for .. of`: its pattern is the loop's.
+    let name = count.identifier.name.get(1..).filter(|n| !n.is_empty())?;
     let patterns = rule.patterns.as_deref().unwrap_or_default();
     let index = patterns
         .iter()
@@ -272,7 +335,9 @@ impl Body<'_> {
             Some(format!("({op}{})", self.print(&e.operand)?))
         };
         match expr {
-            Expr::LiteralInteger(int) => Some(int.literal.to_string()),
+            // The value, not the literal: the parser keeps `2KB` as `2`.
+            Expr::LiteralInteger(int) if int.is_unsigned => Some((int.value as u64).to_string()),
+            Expr::LiteralInteger(int) => Some(format!("({})", int.value)),
             Expr::And(e) => nary(e, "and"),
             Expr::Or(e) => nary(e, "or"),
             Expr::Add(e) => nary(e, "+"),
@@ -355,6 +420,8 @@ fn min_len(pattern: &Pattern<'_>) -> Option<usize> {
     }
 }
 
+/// The shortest match of a hex pattern's tokens (a jump's shortest is its
+/// start, an alternative's its shortest branch).
 fn hex_min_len(tokens: &HexSubPattern) -> usize {
     tokens
         .iter()
@@ -392,14 +459,27 @@ mod tests {
         assert_eq!(reads.of_pattern("c1", 1), 0);
         assert_eq!(reads.of_pattern("other", 0), 0);
         let edits = reads.edits(0, CALL_1);
-        assert_eq!(edits.len(), 1);
-        assert!(edits[0]
-            .1
-            .starts_with("(for any i in (1..#a): (uint8(@a[i] + 2)"));
-        assert!(edits[0].1.ends_with(") or yaraflow_match_read_0 != 0)"));
+        let [(range, rewritten)] = edits.as_slice() else {
+            panic!("one edit: {edits:?}");
+        };
+        let original = &CALL_1[range.clone()];
+        assert!(original.starts_with("for any i in (1..#a)") && original.ends_with("5))"));
+        let variable = "yaraflow_match_read_0";
         assert_eq!(
-            &CALL_1[edits[0].0.clone()],
-            &edits[0].1[1..edits[0].1.len() - 31]
+            rewritten,
+            &format!("(({variable} < 0 and {original}) or {variable} > 0)")
+        );
+    }
+
+    #[test]
+    fn literals_are_printed_by_value() {
+        let src = "rule r { strings: $a = { 01 02 03 04 } condition: \
+            for any i in (1..#a): (uint16(@a[i] + 2) > 1KB and uint8(@a[i]) != -1 \
+            and uint8(@a[i] + 1) == 0x02) }";
+        let (reads, _) = reads_of(src);
+        assert_eq!(
+            reads.reads[0].body,
+            "((uint16(2) > (1024)) and (uint8(0) != (-1)) and (uint8(1) == (2)))"
         );
     }
 
@@ -412,14 +492,17 @@ mod tests {
             "for any i in (1..#a): (uint8(@a[i]) == i)",
             // The offset itself.
             "for any i in (1..#a): (@a[i] > 100)",
-            // Another pattern's match.
+            // Another pattern's match, or a regex's (no shortest match).
             "for any i in (1..#a): (uint8(@b[i]) == 1)",
             "for any i in (1..#b): (uint8(@b[i]) == 1)",
             // Not every match, or not from the first.
             "for all i in (1..#a): (uint8(@a[i]) == 0xFF)",
             "for any i in (2..#a): (uint8(@a[i]) == 0xFF)",
+            // Before the match, or with more than the data.
             "for any i in (1..#a): (uint8(@a[i] - 1) == 0)",
             "for any i in (1..#a): (uint8(@a[i]) == filesize)",
+            // The anonymous pattern of a `for .. of`: the loop's.
+            "for any of them: (for any i in (1..#): (uint8(@[i]) == 0xFF))",
         ] {
             let src = format!(
                 "rule r {{ strings: $a = {{ FF 75 ?? FF [0-2] 55 ?? }} $b = /ab+/ condition: {condition} }}"
@@ -451,7 +534,7 @@ mod tests {
         let (reads, _) = reads_of(&src);
         assert_eq!(reads.len(), 2);
         let mut scanner = MatchReadScanner::new(&reads);
-        let mut held = |bytes: &[u8]| scanner.held(bytes, &(0..bytes.len()), u64::MAX);
+        let mut held = |bytes: &[u8]| scanner.held(bytes, &(0..bytes.len()), u64::MAX).unwrap();
         assert_eq!(held(&[0xFF, 0x75, 7, 0xFF, 0x55, 7]) & 1, 1);
         assert_eq!(held(&[0xFF, 0x75, 7, 0xFF, 0x55, 8]) & 1, 0);
         assert_eq!(held(&[0x31, 0xC1, 0xA3, 0x30, 0x64, 0x8B, 0]) & 2, 2);
@@ -471,8 +554,9 @@ mod tests {
         let (reads, exprs) = reads_of(&src);
         assert_eq!((reads.len(), exprs), (MAX_MATCH_READS, MAX_MATCH_READS));
         let mut scanner = MatchReadScanner::new(&reads);
-        assert_eq!(scanner.held(&[63, 2], &(0..2), u64::MAX), 1 << 63);
-        assert_eq!(scanner.held(&[63, 2], &(0..2), 1), 0, "not wanted");
-        assert_eq!(scanner.held(&[9, 63, 2], &(1..3), u64::MAX), 1 << 63);
+        let mut held = |data: &[u8], range, wanted| scanner.held(data, &range, wanted).unwrap();
+        assert_eq!(held(&[63, 2], 0..2, u64::MAX), 1 << 63);
+        assert_eq!(held(&[63, 2], 0..2, 1), 0, "not wanted");
+        assert_eq!(held(&[9, 63, 2], 1..3, u64::MAX), 1 << 63);
     }
 }

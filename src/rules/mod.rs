@@ -387,21 +387,20 @@ struct Variables<'a> {
 }
 
 impl<'a> Variables<'a> {
-    /// Every name, each to declare with the value 0.
-    fn names(self) -> impl Iterator<Item = String> + 'a {
+    /// Every name, with the value to declare it with.
+    fn declared(self) -> impl Iterator<Item = (&'a str, i64)> {
         let values = self
             .values
             .variables()
-            .flat_map(|(value, defined)| [value, defined]);
-        values
-            .map(str::to_string)
-            .chain(self.match_reads.variables())
+            .flat_map(|(value, defined)| [(value, 0), (defined, 0)]);
+        let reads = self.match_reads.variables();
+        values.chain(reads.map(|name| (name, MatchReads::DEFAULT)))
     }
 }
 
 /// Compiles sources with the externals `declared` and the variables of
 /// the rewrite, if any (their defaults: every value undefined, every match
-/// read left to the expression itself).
+/// read left to its expression).
 fn compile_sources(
     sources: &[(String, String)],
     declared: &[External],
@@ -409,9 +408,9 @@ fn compile_sources(
 ) -> Result<yara_x::Rules, RuleError> {
     let mut compiler = yara_x::Compiler::new();
     externals::define(&mut compiler, declared).map_err(RuleError::Compile)?;
-    for name in variables.into_iter().flat_map(Variables::names) {
+    for (name, value) in variables.into_iter().flat_map(Variables::declared) {
         compiler
-            .define_global(&name, 0i64)
+            .define_global(name, value)
             .map_err(|err| RuleError::Compile(format!("cannot declare `{name}`: {err}")))?;
     }
     let mut errors = Vec::new();

@@ -569,12 +569,14 @@ impl Batch {
     /// one span per match and its verdict was quadratic in its matches.
     /// Bridged, dense matches replay as a few long blocks. It is exact:
     /// the bridge is real bytes, and the merged span's edges are the two
-    /// spans' outer edges, quiet as before.
+    /// spans' outer edges, judged again on the merged bytes (see
+    /// [`edges_hold_bridged`]): no bridge where they would not be quiet.
     pub fn bridge(
         &self,
         segment: &Segment,
         previous: Option<&ReplaySpan>,
         mut span: ReplaySpan,
+        guard: &EdgeGuard,
     ) -> ReplaySpan {
         let Some(previous) = previous else {
             return span;
@@ -591,6 +593,9 @@ impl Batch {
         let data = self.data(segment);
         let from = (gap_start - segment.start) as usize;
         let to = (span.start - segment.start) as usize;
+        if !edges_hold_bridged(previous, &data[from..to], &span, guard) {
+            return span;
+        }
         let mut bytes = Vec::with_capacity(to - from + span.bytes.len());
         bytes.extend_from_slice(&data[from..to]);
         bytes.extend_from_slice(&span.bytes);
@@ -599,6 +604,33 @@ impl Batch {
         span.bytes = bytes;
         span
     }
+}
+
+/// Whether `previous` and `span`, merged over the real bytes `gap`
+/// between them, still have quiet edges. Each span's edges were judged on
+/// its own segment's bytes; in the merged block a context-sensitive pattern
+/// can begin in `previous` and end at `span`'s end (a long `fullword`
+/// string whose next byte is a letter: the block's end hides it), or begin
+/// at `previous`'s start and end in `span`. Only the `guard.reach()` bytes
+/// at each end of the merged block are looked at.
+fn edges_hold_bridged(
+    previous: &ReplaySpan,
+    gap: &[u8],
+    span: &ReplaySpan,
+    guard: &EdgeGuard,
+) -> bool {
+    if guard.is_empty() {
+        return true;
+    }
+    let reach = guard.reach();
+    let merged = || previous.bytes.iter().chain(gap).chain(&span.bytes).copied();
+    let len = previous.bytes.len() + gap.len() + span.bytes.len();
+    let tail: Vec<u8> = merged().skip(len.saturating_sub(reach)).collect();
+    if guard.blocks_end(&tail) {
+        return false;
+    }
+    let head: Vec<u8> = merged().take(reach).collect();
+    previous.start == 0 || !guard.blocks_start(&head)
 }
 
 /// Most real bytes between two settled spans of a chunk stream that are

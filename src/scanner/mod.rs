@@ -81,6 +81,10 @@ pub struct ScannerStats {
     /// their rule's precondition (see `rules::preconditions`); a match
     /// found again in a tail counts again.
     pub ruled_out_matches: u64,
+    /// Matches whose own bytes were scanned to evaluate the rules' reads of
+    /// them (see `rules::match_reads`): at most `max_stream_matches` per
+    /// stream, plus those found again at the end of its data.
+    pub match_read_scans: u64,
 }
 
 impl std::ops::AddAssign<&ScannerStats> for ScannerStats {
@@ -96,6 +100,7 @@ impl std::ops::AddAssign<&ScannerStats> for ScannerStats {
         self.retained_bytes += other.retained_bytes;
         self.deferred_searches += other.deferred_searches;
         self.ruled_out_matches += other.ruled_out_matches;
+        self.match_read_scans += other.match_read_scans;
     }
 }
 
@@ -612,24 +617,30 @@ impl<'r> MultiStreamScanner<'r> {
                         if ctx.stats.matches > cap {
                             continue; // counted, not kept: see `matches_cut`
                         }
-                        let unknown = reads & !ctx.match_reads;
-                        if unknown != 0 {
-                            let held = match_reads.held(batch.data(segment), &range, unknown);
-                            ctx.match_reads |= held;
-                        }
+                        let known = ctx.match_reads;
+                        ctx.match_reads |= match_reads_held(
+                            match_reads,
+                            ctx,
+                            batch.data(segment),
+                            &range,
+                            reads & !known,
+                        );
                         let span = batch.span_of(segment, range, false, guard, &mut lines);
-                        let span = batch.bridge(segment, ctx.settled.last(), span);
+                        let span = batch.bridge(segment, ctx.settled.last(), span, guard);
                         ctx.settled.insert(span);
                     }
                     Acceptance::Provisional => {
                         // Kept whatever the cap: they lie in the tail, so
                         // there are few of them.
                         self.with_new_matches.insert(segment.stream);
-                        let unknown = reads & !(ctx.match_reads | ctx.provisional_match_reads);
-                        if unknown != 0 {
-                            let held = match_reads.held(batch.data(segment), &range, unknown);
-                            ctx.provisional_match_reads |= held;
-                        }
+                        let known = ctx.match_reads | ctx.provisional_match_reads;
+                        ctx.provisional_match_reads |= match_reads_held(
+                            match_reads,
+                            ctx,
+                            batch.data(segment),
+                            &range,
+                            reads & !known,
+                        );
                         ctx.provisional
                             .insert(batch.span_of(segment, range, true, guard, &mut lines));
                     }
@@ -923,9 +934,31 @@ impl<'r> MultiStreamScanner<'r> {
             open_streams: self.streams.len(),
             streams_opened: self.epochs.opened,
             retained_bytes: self.retained_bytes,
+            match_read_scans: self.match_reads.scans(),
             ..self.stats.clone()
         }
     }
+}
+
+/// Which of the match reads `unknown` hold on the match at `range` of a
+/// segment's `data` (see `rules::match_reads`). A helper scan that fails
+/// breaks the stream, as a failed search does: its verdict would not be
+/// exact.
+fn match_reads_held(
+    scanner: &mut MatchReadScanner<'_>,
+    ctx: &mut StreamContext,
+    data: &[u8],
+    range: &std::ops::Range<usize>,
+    unknown: u64,
+) -> u64 {
+    if unknown == 0 {
+        return 0;
+    }
+    scanner.held(data, range, unknown).unwrap_or_else(|err| {
+        let reason = format!("a read of a match's bytes could not be evaluated: {err}");
+        ctx.broken.get_or_insert_with(|| reason.into());
+        0
+    })
 }
 
 /// The matches of `found` whose rules `ctx`'s stream has not ruled out

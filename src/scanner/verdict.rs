@@ -38,7 +38,7 @@ use crate::results::{
 };
 use crate::rules::data_values::Values;
 use crate::rules::externals::pass_external;
-use crate::rules::{External, RuleSet};
+use crate::rules::{EdgeGuard, External, MatchReads, RuleSet};
 use crate::stream::span::{count_newlines, replay_range};
 use crate::stream::{ReplaySpan, Retention, RetentionLimit, SpanSet, StreamContext, StreamMode};
 
@@ -203,7 +203,11 @@ impl<'r> Evaluator<'r> {
         // A span edge the replay could not make quiet: a match there may be
         // made up or lost, so nothing here is claimed exact. Nor is it when
         // matches past the cap were not kept.
-        let exact = !cut && spans.iter().all(ReplaySpan::is_quiet);
+        let guard = self.rules.edge_guard();
+        let exact = !cut
+            && spans
+                .iter()
+                .all(|span| span.is_quiet() && edges_hold_merged(span, ctx, guard));
         if !exact {
             rules.iter_mut().for_each(|rule| rule.exact = false);
         }
@@ -322,22 +326,41 @@ fn pass_values<S: StreamExternals>(scanner: &mut S, rules: &RuleSet, values: &[O
         .pass(values, |name, value| scanner.set_integer(name, value));
 }
 
+/// Whether a chunk stream's span, as replayed, still has quiet edges. Each
+/// edge was judged quiet on the bytes of the segment that settled its
+/// match; merged since with spans of earlier segments, the span may now
+/// hold all of a longer context-sensitive match that ends (or starts) at
+/// that edge: a `fullword` string whose next real byte is a letter would
+/// then pass at the block's end. Such a verdict is not claimed exact. Real
+/// edges (the stream's start, the end of what it has sent) and lines, each
+/// judged whole, hold.
+fn edges_hold_merged(span: &ReplaySpan, ctx: &StreamContext, guard: &EdgeGuard) -> bool {
+    if ctx.mode == StreamMode::Lines || guard.is_empty() {
+        return true;
+    }
+    let start_holds = span.start == 0 || !guard.blocks_start(&span.bytes);
+    let end_holds = span.end() == ctx.stats.bytes || !guard.blocks_end(&span.bytes);
+    start_holds && end_holds
+}
+
 /// The match reads (see `rules::match_reads`) that held on the matches a
 /// verdict replays: the settled ones', and the provisional ones' unless
-/// the verdict is `cut` to the settled. None in line mode, whose contract
-/// is a block scan's, where a read of the data is undefined.
-fn match_reads_of(ctx: &StreamContext, cut: bool) -> u64 {
+/// the verdict is `cut` to the settled. `None` in line mode, whose contract
+/// is a block scan's: the expressions decide there.
+fn match_reads_of(ctx: &StreamContext, cut: bool) -> Option<u64> {
     match (ctx.mode, cut) {
-        (StreamMode::Lines, _) => 0,
-        (StreamMode::Chunks, true) => ctx.match_reads,
-        (StreamMode::Chunks, false) => ctx.match_reads | ctx.provisional_match_reads,
+        (StreamMode::Lines, _) => None,
+        (StreamMode::Chunks, true) => Some(ctx.match_reads),
+        (StreamMode::Chunks, false) => Some(ctx.match_reads | ctx.provisional_match_reads),
     }
 }
 
-/// Sets each match read's variable from its bit in `held`.
-fn pass_match_reads<S: StreamExternals>(scanner: &mut S, rules: &RuleSet, held: u64) {
+/// Sets each match read's variable from its bit in `held`, or to the
+/// default (the expression decides) when `None`.
+fn pass_match_reads<S: StreamExternals>(scanner: &mut S, rules: &RuleSet, held: Option<u64>) {
     for (n, name) in rules.match_reads().variables().enumerate() {
-        scanner.set_integer(&name, i64::from(held >> n & 1 == 1));
+        let value = held.map_or(MatchReads::DEFAULT, |bits| i64::from(bits >> n & 1 == 1));
+        scanner.set_integer(name, value);
     }
 }
 

@@ -523,3 +523,14 @@ pub fn answer(result: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::
     };
     (status, json)
 }
+
+/// The same pseudo-random numbers on every machine (xorshift64), for tests
+/// that draw many cases of their own.
+pub fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
