@@ -593,7 +593,7 @@ impl Batch {
         let data = self.data(segment);
         let from = (gap_start - segment.start) as usize;
         let to = (span.start - segment.start) as usize;
-        if !edges_hold_bridged(previous, &data[from..to], &span, guard) {
+        if !edges_hold_bridged(previous, data, segment.start, &span, guard) {
             return span;
         }
         let mut bytes = Vec::with_capacity(to - from + span.bytes.len());
@@ -606,31 +606,61 @@ impl Batch {
     }
 }
 
-/// Whether `previous` and `span`, merged over the real bytes `gap`
-/// between them, still have quiet edges. Each span's edges were judged on
-/// its own segment's bytes; in the merged block a context-sensitive pattern
-/// can begin in `previous` and end at `span`'s end (a long `fullword`
-/// string whose next byte is a letter: the block's end hides it), or begin
-/// at `previous`'s start and end in `span`. Only the `guard.reach()` bytes
-/// at each end of the merged block are looked at.
+/// Whether `previous` and `span`, merged over the real bytes between them
+/// (in `data`, the bytes of the segment `span` settled in, from stream
+/// offset `segment_start`), still have quiet edges. Each span's edges were
+/// judged on the bytes of the segment it settled in; in the merged block a
+/// context-sensitive pattern can begin in `previous` and end at `span`'s
+/// end (a long `fullword` string whose next byte is a letter: the block's
+/// end hides it), or begin at `previous`'s start and end in `span`.
+///
+/// When the segment holds the whole merged block, `span`'s end was judged
+/// on all of it, and `previous`'s start is judged again on the segment's
+/// bytes (more bytes after an edge only add reasons to call it unsafe).
+/// Otherwise the `guard.reach()` bytes at each end of the merged block are
+/// gathered and judged.
 fn edges_hold_bridged(
     previous: &ReplaySpan,
-    gap: &[u8],
+    data: &[u8],
+    segment_start: u64,
     span: &ReplaySpan,
     guard: &EdgeGuard,
 ) -> bool {
     if guard.is_empty() {
         return true;
     }
-    let reach = guard.reach();
-    let merged = || previous.bytes.iter().chain(gap).chain(&span.bytes).copied();
-    let len = previous.bytes.len() + gap.len() + span.bytes.len();
-    let tail: Vec<u8> = merged().skip(len.saturating_sub(reach)).collect();
-    if guard.blocks_end(&tail) {
-        return false;
+    let start_is_real = previous.start == 0;
+    if let Some(from) = previous.start.checked_sub(segment_start) {
+        return start_is_real || !guard.blocks_start(&data[from as usize..]);
     }
-    let head: Vec<u8> = merged().take(reach).collect();
-    previous.start == 0 || !guard.blocks_start(&head)
+    let gap = (previous.end() - segment_start) as usize..(span.start - segment_start) as usize;
+    let pieces = [previous.bytes.as_slice(), &data[gap], &span.bytes];
+    let reach = guard.reach();
+    !guard.blocks_end(&last_bytes(&pieces, reach))
+        && (start_is_real || !guard.blocks_start(&first_bytes(&pieces, reach)))
+}
+
+/// The first `n` bytes of `pieces` put end to end.
+fn first_bytes(pieces: &[&[u8]], n: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(n);
+    for piece in pieces {
+        let take = (n - bytes.len()).min(piece.len());
+        bytes.extend_from_slice(&piece[..take]);
+    }
+    bytes
+}
+
+/// The last `n` bytes of `pieces` put end to end.
+fn last_bytes(pieces: &[&[u8]], n: usize) -> Vec<u8> {
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    let mut skip = len.saturating_sub(n);
+    let mut bytes = Vec::with_capacity(len.min(n));
+    for piece in pieces {
+        let skipped = skip.min(piece.len());
+        skip -= skipped;
+        bytes.extend_from_slice(&piece[skipped..]);
+    }
+    bytes
 }
 
 /// Most real bytes between two settled spans of a chunk stream that are
@@ -673,6 +703,16 @@ impl LineCursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edge_bytes_of_pieces_put_end_to_end() {
+        let pieces: [&[u8]; 3] = [b"abc", b"", b"defg"];
+        assert_eq!(first_bytes(&pieces, 4), b"abcd");
+        assert_eq!(last_bytes(&pieces, 5), b"cdefg");
+        assert_eq!(first_bytes(&pieces, 99), b"abcdefg");
+        assert_eq!(last_bytes(&pieces, 99), b"abcdefg");
+        assert_eq!(last_bytes(&pieces, 0), b"");
+    }
 
     /// The reach of these tests' patterns: a tail of `W + 2 * SPAN_CONTEXT
     /// - 1` = 39 bytes settles all of them.
