@@ -517,10 +517,9 @@ impl EdgeGuard {
 
     /// Most bytes from an edge that any of the checks reads.
     fn reach_of(&self, literals: &LiteralForms) -> usize {
-        let regexes = self.regexes.iter().map(|r| {
-            let truncation = r.truncation.as_ref().map_or(0, |t| 2 * t.max_len);
-            r.reach.max(truncation)
-        });
+        // A truncation test reads `2 * max_len` bytes, within `reach`; a
+        // wide form's tests start a byte further.
+        let regexes = self.regexes.iter().map(|r| r.reach + usize::from(r.wide));
         let literals = literals.forms.values().flatten().map(|f| f.len() + 1);
         let base64 = self
             .base64

@@ -23,7 +23,7 @@ use crate::error::ScanError;
 use crate::rules::head::HeadPlan;
 use crate::rules::open_ended::WalkMemo;
 use crate::rules::{EdgeGuard, MatchReads, PreconditionPlan, RuleSet, TailPlan};
-use crate::stream::span::{count_newlines, replay_range, MAX_SPAN_GROWTH, SPAN_CONTEXT};
+use crate::stream::span::{count_newlines, replay_range_after, MAX_SPAN_GROWTH, SPAN_CONTEXT};
 use crate::stream::{ReplaySpan, StreamContext};
 
 /// Where a segment's bytes come from.
@@ -528,7 +528,8 @@ impl Batch {
     }
 
     /// The replay span of a match: the match grown to quiet edges. `lines`
-    /// is the segment's line cursor (see [`LineCursor`]).
+    /// is the segment's line cursor (see [`LineCursor`]); `previous` is
+    /// the stream's last settled span, which the new one may merge with.
     pub fn span_of(
         &self,
         segment: &Segment,
@@ -536,6 +537,7 @@ impl Batch {
         real_end: bool,
         guard: &EdgeGuard,
         lines: &mut LineCursor,
+        previous: Option<&ReplaySpan>,
     ) -> ReplaySpan {
         let data = self.data(segment);
         // A match may run past the block's end (see `settle`): its span
@@ -543,7 +545,8 @@ impl Batch {
         let range = range.start.min(data.len())..range.end.min(data.len());
         let real_start = segment.start == 0 || segment.line.is_some();
         let real_end = real_end || segment.line.is_some();
-        let grown = replay_range(data, range, real_start, real_end, guard);
+        let before = bytes_before(segment, previous);
+        let grown = replay_range_after(before, data, range, real_start, real_end, guard);
         let from = grown.range.start;
         ReplaySpan {
             start: segment.start + from as u64,
@@ -569,8 +572,10 @@ impl Batch {
     /// one span per match and its verdict was quadratic in its matches.
     /// Bridged, dense matches replay as a few long blocks. It is exact:
     /// the bridge is real bytes, and the merged span's edges are the two
-    /// spans' outer edges, judged again on the merged bytes (see
-    /// [`edges_hold_bridged`]): no bridge where they would not be quiet.
+    /// spans' outer edges, judged on the merged bytes: `span`'s end with
+    /// `previous`'s bytes in front (see [`Batch::span_of`]), `previous`'s
+    /// start here (see [`start_holds_bridged`]); no bridge where it is not
+    /// quiet.
     pub fn bridge(
         &self,
         segment: &Segment,
@@ -593,7 +598,7 @@ impl Batch {
         let data = self.data(segment);
         let from = (gap_start - segment.start) as usize;
         let to = (span.start - segment.start) as usize;
-        if !edges_hold_bridged(previous, data, segment.start, &span, guard) {
+        if !start_holds_bridged(previous, data, segment.start, guard) {
             return span;
         }
         let mut bytes = Vec::with_capacity(to - from + span.bytes.len());
@@ -606,38 +611,48 @@ impl Batch {
     }
 }
 
-/// Whether `previous` and `span`, merged over the real bytes between them
-/// (in `data`, the bytes of the segment `span` settled in, from stream
-/// offset `segment_start`), still have quiet edges. Each span's edges were
-/// judged on the bytes of the segment it settled in; in the merged block a
-/// context-sensitive pattern can begin in `previous` and end at `span`'s
-/// end (a long `fullword` string whose next byte is a letter: the block's
-/// end hides it), or begin at `previous`'s start and end in `span`.
-///
-/// When the segment holds the whole merged block, `span`'s end was judged
-/// on all of it, and `previous`'s start is judged again on the segment's
-/// bytes (more bytes after an edge only add reasons to call it unsafe).
-/// Otherwise the `guard.reach()` bytes at each end of the merged block are
-/// gathered and judged.
-fn edges_hold_bridged(
+/// The bytes of `previous` (a stream's last settled span) before the
+/// first byte of `segment`, when the two touch or overlap: a span settled
+/// in `segment` may merge with `previous` (see [`Batch::bridge`] and
+/// `SpanSet::insert`), so its end is judged with them in front.
+fn bytes_before<'a>(segment: &Segment, previous: Option<&'a ReplaySpan>) -> &'a [u8] {
+    match previous {
+        Some(previous)
+            if segment.line.is_none()
+                && previous.start < segment.start
+                && segment.start <= previous.end() =>
+        {
+            &previous.bytes[..(segment.start - previous.start) as usize]
+        }
+        _ => &[],
+    }
+}
+
+/// Whether the start of `previous` stays quiet when `previous` is merged
+/// with a span settled in `segment` (whose bytes are `data`). Its start
+/// was judged on the bytes after it in the segment it settled in; merged,
+/// the block runs on into this segment, where a context-sensitive pattern
+/// starting at `previous`'s start could now end. (The new span's end was
+/// judged with `previous`'s bytes in front: see [`bytes_before`].) More
+/// bytes after an edge only add reasons to call it unsafe, so the bytes
+/// after it up to the segment's end are looked at.
+fn start_holds_bridged(
     previous: &ReplaySpan,
     data: &[u8],
     segment_start: u64,
-    span: &ReplaySpan,
     guard: &EdgeGuard,
 ) -> bool {
-    if guard.is_empty() {
+    if previous.start == 0 || guard.is_empty() {
         return true;
     }
-    let start_is_real = previous.start == 0;
     if let Some(from) = previous.start.checked_sub(segment_start) {
-        return start_is_real || !guard.blocks_start(&data[from as usize..]);
+        return !guard.blocks_start(&data[from as usize..]);
     }
-    let gap = (previous.end() - segment_start) as usize..(span.start - segment_start) as usize;
-    let pieces = [previous.bytes.as_slice(), &data[gap], &span.bytes];
-    let reach = guard.reach();
-    !guard.blocks_end(&last_bytes(&pieces, reach))
-        && (start_is_real || !guard.blocks_start(&first_bytes(&pieces, reach)))
+    if previous.bytes.len() >= guard.reach() {
+        return !guard.blocks_start(&previous.bytes);
+    }
+    let after = &data[(previous.end() - segment_start) as usize..];
+    !guard.blocks_start(&first_bytes(&[&previous.bytes, after], guard.reach()))
 }
 
 /// The first `n` bytes of `pieces` put end to end.
@@ -646,19 +661,6 @@ fn first_bytes(pieces: &[&[u8]], n: usize) -> Vec<u8> {
     for piece in pieces {
         let take = (n - bytes.len()).min(piece.len());
         bytes.extend_from_slice(&piece[..take]);
-    }
-    bytes
-}
-
-/// The last `n` bytes of `pieces` put end to end.
-fn last_bytes(pieces: &[&[u8]], n: usize) -> Vec<u8> {
-    let len: usize = pieces.iter().map(|p| p.len()).sum();
-    let mut skip = len.saturating_sub(n);
-    let mut bytes = Vec::with_capacity(len.min(n));
-    for piece in pieces {
-        let skipped = skip.min(piece.len());
-        skip -= skipped;
-        bytes.extend_from_slice(&piece[skipped..]);
     }
     bytes
 }
@@ -705,13 +707,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn edge_bytes_of_pieces_put_end_to_end() {
+    fn first_bytes_of_pieces_put_end_to_end() {
         let pieces: [&[u8]; 3] = [b"abc", b"", b"defg"];
         assert_eq!(first_bytes(&pieces, 4), b"abcd");
-        assert_eq!(last_bytes(&pieces, 5), b"cdefg");
         assert_eq!(first_bytes(&pieces, 99), b"abcdefg");
-        assert_eq!(last_bytes(&pieces, 99), b"abcdefg");
-        assert_eq!(last_bytes(&pieces, 0), b"");
+        assert_eq!(first_bytes(&pieces, 0), b"");
     }
 
     /// The reach of these tests' patterns: a tail of `W + 2 * SPAN_CONTEXT

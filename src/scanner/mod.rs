@@ -625,8 +625,10 @@ impl<'r> MultiStreamScanner<'r> {
                             &range,
                             reads & !known,
                         );
-                        let span = batch.span_of(segment, range, false, guard, &mut lines);
-                        let span = batch.bridge(segment, ctx.settled.last(), span, guard);
+                        let previous = ctx.settled.last();
+                        let span =
+                            batch.span_of(segment, range, false, guard, &mut lines, previous);
+                        let span = batch.bridge(segment, previous, span, guard);
                         ctx.settled.insert(span);
                     }
                     Acceptance::Provisional => {
@@ -641,8 +643,9 @@ impl<'r> MultiStreamScanner<'r> {
                             &range,
                             reads & !known,
                         );
-                        ctx.provisional
-                            .insert(batch.span_of(segment, range, true, guard, &mut lines));
+                        let previous = ctx.settled.last();
+                        let span = batch.span_of(segment, range, true, guard, &mut lines, previous);
+                        ctx.provisional.insert(span);
                     }
                     Acceptance::Ignored => {}
                 }
@@ -656,7 +659,7 @@ impl<'r> MultiStreamScanner<'r> {
                     .min((self.window.head_len as u64 - segment.start) as usize);
                 let mut lines = LineCursor::new(segment);
                 ctx.settled
-                    .insert(batch.span_of(segment, 0..len, true, guard, &mut lines));
+                    .insert(batch.span_of(segment, 0..len, true, guard, &mut lines, None));
             }
             self.context_bytes = self.context_bytes + ctx.memory_bytes() - before;
         }

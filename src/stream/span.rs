@@ -223,13 +223,14 @@ fn quiet_left(data: &[u8], i: usize, real_start: bool, guard: &EdgeGuard) -> boo
     }
 }
 
-/// Whether a block may end before `data[j]`: at a real edge of the data, or
-/// where no context-sensitive pattern can end.
-fn quiet_right(data: &[u8], j: usize, real_end: bool, guard: &EdgeGuard) -> bool {
-    if j == data.len() {
+/// Whether a block may end after `up_to_edge` (the bytes before the edge):
+/// at a real edge of the data, or where no context-sensitive pattern can
+/// end.
+fn quiet_right(up_to_edge: &[u8], at_data_end: bool, real_end: bool, guard: &EdgeGuard) -> bool {
+    if at_data_end {
         real_end
     } else {
-        !guard.blocks_end(&data[..j])
+        !guard.blocks_end(up_to_edge)
     }
 }
 
@@ -261,12 +262,37 @@ pub fn replay_range(
     real_end: bool,
     guard: &EdgeGuard,
 ) -> GrownRange {
+    replay_range_after(&[], data, range, real_start, real_end, guard)
+}
+
+/// [`replay_range`] for a match whose span may be replayed in one block
+/// with `before`, the stream's bytes just before `data[0]` (the span
+/// merges with the one holding them): its end is judged with them in
+/// front, since a context-sensitive pattern may start in them and end at
+/// the block's end.
+pub fn replay_range_after(
+    before: &[u8],
+    data: &[u8],
+    range: std::ops::Range<usize>,
+    real_start: bool,
+    real_end: bool,
+    guard: &EdgeGuard,
+) -> GrownRange {
     let floor = range.start.saturating_sub(MAX_SPAN_GROWTH);
     let lefts = (floor..range.start.max(floor + 1)).rev();
     let (start, quiet_start) = pick_edge(lefts, |i| quiet_left(data, i, real_start, guard));
     let ceiling = (range.end + MAX_SPAN_GROWTH).min(data.len());
     let rights = (range.end + 1).min(ceiling)..=ceiling;
-    let (end, quiet_end) = pick_edge(rights, |j| quiet_right(data, j, real_end, guard));
+    let quiet = |up_to_edge: &[u8], j| quiet_right(up_to_edge, j == data.len(), real_end, guard);
+    // The checks read at most `guard.reach()` bytes back from an edge.
+    let (end, quiet_end) = match before.is_empty() || range.end >= guard.reach() {
+        true => pick_edge(rights, |j| quiet(&data[..j], j)),
+        false => {
+            let kept = &before[before.len().saturating_sub(guard.reach())..];
+            let joined = [kept, &data[..ceiling]].concat();
+            pick_edge(rights, |j| quiet(&joined[..kept.len() + j], j))
+        }
+    };
     GrownRange {
         range: start..end,
         quiet_start,
