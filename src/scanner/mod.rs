@@ -617,14 +617,9 @@ impl<'r> MultiStreamScanner<'r> {
                         if ctx.stats.matches > cap {
                             continue; // counted, not kept: see `matches_cut`
                         }
-                        let known = ctx.match_reads;
-                        ctx.match_reads |= match_reads_held(
-                            match_reads,
-                            ctx,
-                            batch.data(segment),
-                            &range,
-                            reads & !known,
-                        );
+                        let data = batch.data(segment);
+                        let held = match_reads_held(match_reads, ctx, data, &range, reads, false);
+                        ctx.match_reads |= held;
                         let previous = ctx.settled.last();
                         let span =
                             batch.span_of(segment, range, false, guard, &mut lines, previous);
@@ -635,14 +630,9 @@ impl<'r> MultiStreamScanner<'r> {
                         // Kept whatever the cap: they lie in the tail, so
                         // there are few of them.
                         self.with_new_matches.insert(segment.stream);
-                        let known = ctx.match_reads | ctx.provisional_match_reads;
-                        ctx.provisional_match_reads |= match_reads_held(
-                            match_reads,
-                            ctx,
-                            batch.data(segment),
-                            &range,
-                            reads & !known,
-                        );
+                        let data = batch.data(segment);
+                        let held = match_reads_held(match_reads, ctx, data, &range, reads, true);
+                        ctx.provisional_match_reads |= held;
                         let previous = ctx.settled.last();
                         let span = batch.span_of(segment, range, true, guard, &mut lines, previous);
                         ctx.provisional.insert(span);
@@ -943,17 +933,25 @@ impl<'r> MultiStreamScanner<'r> {
     }
 }
 
-/// Which of the match reads `unknown` hold on the match at `range` of a
-/// segment's `data` (see `rules::match_reads`). A helper scan that fails
-/// breaks the stream, as a failed search does: its verdict would not be
-/// exact.
+/// Which of the match reads `reads` hold on the match at `range` of a
+/// segment's `data` (see `rules::match_reads`), leaving out those the
+/// stream already knows hold: on settled matches, and for a `provisional`
+/// match also on provisional ones. A helper scan that fails breaks the
+/// stream, as a failed search does: its verdict would not be exact.
 fn match_reads_held(
     scanner: &mut MatchReadScanner<'_>,
     ctx: &mut StreamContext,
     data: &[u8],
     range: &std::ops::Range<usize>,
-    unknown: u64,
+    reads: u64,
+    provisional: bool,
 ) -> u64 {
+    let provisional_known = if provisional {
+        ctx.provisional_match_reads
+    } else {
+        0
+    };
+    let unknown = reads & !(ctx.match_reads | provisional_known);
     if unknown == 0 {
         return 0;
     }
