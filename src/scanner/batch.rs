@@ -737,6 +737,40 @@ mod tests {
     }
 
     #[test]
+    fn only_the_bytes_of_a_span_running_into_the_segment_go_in_front() {
+        // Bytes 100..200.
+        let segment = chunk_segment(139, 61, false);
+        let span = |start: u64, len: usize| ReplaySpan {
+            start,
+            segment: 0,
+            line: 1,
+            bytes: (0..len).map(|i| i as u8).collect(),
+            quiet_start: true,
+            quiet_end: true,
+        };
+        // 90..110 runs into the segment: its first 10 bytes go in front.
+        let running_in = span(90, 20);
+        assert_eq!(
+            bytes_before(&segment, Some(&running_in)),
+            &running_in.bytes[..10]
+        );
+        // 90..100 touches it: a span from 100 would merge with it.
+        let touching = span(90, 10);
+        assert_eq!(bytes_before(&segment, Some(&touching)), &touching.bytes[..]);
+        // 80..99 leaves a byte the segment does not hold: no merge.
+        assert!(bytes_before(&segment, Some(&span(80, 19))).is_empty());
+        // A span within the segment: the segment holds its bytes.
+        assert!(bytes_before(&segment, Some(&span(120, 5))).is_empty());
+        assert!(bytes_before(&segment, None).is_empty());
+        // Lines never merge.
+        let line = Segment {
+            line: Some(3),
+            ..chunk_segment(139, 61, false)
+        };
+        assert!(bytes_before(&line, Some(&running_in)).is_empty());
+    }
+
+    #[test]
     fn acceptance_needs_full_context_on_both_sides() {
         let context = SPAN_CONTEXT as u64;
         // Bytes 100..200, of which 100..139 the tail searched before.
