@@ -607,6 +607,8 @@ impl Tally {
         "cond in filesize",
         "cond header read",
         "cond match read",
+        "cond match read, negated",
+        "cond match read, either of two",
         "global rule",
         "match spanning a cut",
         "match reaching past the tail floor",
@@ -683,7 +685,7 @@ impl Tally {
 /// The feature a condition term exercises.
 fn term_kind(term: &str) -> &'static str {
     if term.contains("int8(@") || term.contains("int16(@") {
-        "cond match read"
+        match_read_kind(term)
     } else if term.contains("in (filesize") {
         "cond in filesize"
     } else if term.starts_with("filesize") {
@@ -708,6 +710,18 @@ fn term_kind(term: &str) -> &'static str {
         "cond length"
     } else {
         "cond $"
+    }
+}
+
+/// The form of a match read's body (see [`match_read`]): the negated one
+/// is where a block scan, evaluating the reads itself, would be wrong.
+fn match_read_kind(term: &str) -> &'static str {
+    if term.contains(": (not (") {
+        "cond match read, negated"
+    } else if term.contains(") or (") {
+        "cond match read, either of two"
+    } else {
+        "cond match read"
     }
 }
 
