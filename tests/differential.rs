@@ -279,7 +279,8 @@ fn hex_pattern() -> impl Strategy<Value = PatternSpec> {
     let token = prop_oneof![
         4 => byte().prop_map(|b| format!("{b:02x}")),
         1 => Just("??".to_string()),
-        1 => (0u8..3, 0u8..4).prop_map(|(lo, extra)| format!("[{lo}-{}]", lo + extra)),
+        // YARA-X refuses a jump of zero bytes (`[0-0]`).
+        1 => (0u8..3, 0u8..4).prop_map(|(lo, extra)| format!("[{lo}-{}]", (lo + extra).max(1))),
         1 => (byte(), byte(), byte()).prop_map(|(a, b, c)| format!("( {a:02x} | {b:02x} {c:02x} )")),
     ];
     (byte(), proptest::collection::vec(token, 0..4), byte()).prop_map(|(first, middle, last)| {
@@ -387,7 +388,7 @@ fn pattern() -> impl Strategy<Value = PatternSpec> {
 fn term(p: String, min_len: usize) -> impl Strategy<Value = String> {
     let n = 0u32..40;
     prop_oneof![
-        1 => match_read(p.clone(), min_len),
+        2 => match_read(p.clone(), min_len),
         3 => Just(format!("${p}")),
         1 => (0u32..4).prop_map({ let p = p.clone(); move |k| format!("#{p} > {k}") }),
         1 => (0u32..3).prop_map({ let p = p.clone(); move |k| format!("#{p} == {k}") }),
@@ -397,13 +398,20 @@ fn term(p: String, min_len: usize) -> impl Strategy<Value = String> {
         1 => (n.clone(), 0u32..30).prop_map({ let p = p.clone(); move |(k, m)| format!("${p} in ({k}..{})", k + m) }),
         1 => Just(format!("not ${p}")),
         1 => n.clone().prop_map({ let p = p.clone(); move |k| format!("for any i in (1..#{p}) : (@{p}[i] > {k})") }),
-        1 => n.prop_map(move |k| format!("${p} in (filesize - {k}..filesize)")),
-        1 => (0u32..200, any::<bool>()).prop_map(|(k, less)| match less {
-            true => format!("filesize < {k}"),
-            false => format!("filesize > {k}"),
-        }),
-        1 => header_read(),
+        1 => n.prop_map({ let p = p.clone(); move |k| format!("${p} in (filesize - {k}..filesize)") }),
+        1 => (0u32..200, any::<bool>()).prop_map({ let p = p.clone(); move |(k, less)| match less {
+            true => naming(&p, format!("filesize < {k}")),
+            false => naming(&p, format!("filesize > {k}")),
+        }}),
+        1 => header_read().prop_map(move |read| naming(&p, read)),
     ]
+}
+
+/// `term`, which does not name pattern `$p`, with a test of `$p` that
+/// always holds: YARA-X refuses a rule with a pattern its condition never
+/// names (unless a quantifier names them all).
+fn naming(p: &str, term: String) -> String {
+    format!("{term} and #{p} >= 0")
 }
 
 /// A `for any` over a match's own bytes (see `rules::match_reads`): one
@@ -411,10 +419,10 @@ fn term(p: String, min_len: usize) -> impl Strategy<Value = String> {
 /// reads are undefined), or either of two.
 fn match_read(p: String, min_len: usize) -> impl Strategy<Value = String> {
     let read = || one_read(p.clone(), min_len);
-    (read(), read(), 0usize..4).prop_map(move |(a, b, form)| {
+    (read(), read(), 0usize..3).prop_map(move |(a, b, form)| {
         let body = match form {
-            0 | 1 => a,
-            2 => format!("not ({a} and {b})"),
+            0 => a,
+            1 => format!("not ({a} and {b})"),
             _ => format!("({a}) or ({b})"),
         };
         format!("for any i in (1..#{p}) : ({body})")
@@ -1115,14 +1123,18 @@ proptest! {
     }
 }
 
-/// Runs 500 deterministic cases, chunked and by lines, on this thread.
-fn run_deterministic_cases() {
+/// Runs 500 deterministic cases, chunked and by lines, on this thread;
+/// returns how many of them YARA-X refused to compile.
+fn run_deterministic_cases() -> usize {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut refused = 0;
     for _ in 0..500 {
         let case = case().new_tree(&mut runner).unwrap().current();
-        let _ = counted_run(&case, run_chunks);
+        let chunked = counted_run(&case, run_chunks);
+        refused += usize::from(matches!(chunked, Err(TestCaseError::Reject(_))));
         let _ = counted_run(&case, run_lines);
     }
+    refused
 }
 
 /// Every pattern kind, modifier, condition form and edge case the
@@ -1130,7 +1142,11 @@ fn run_deterministic_cases() {
 /// a generator that never makes one happen tests nothing about it.
 #[test]
 fn every_listed_feature_happens() {
-    run_deterministic_cases();
+    // A case whose rules YARA-X refuses tests nothing either; a generator
+    // bug (a jump `[0-0]`, a pattern no term names) once refused 23%.
+    let refused = run_deterministic_cases();
+    eprintln!("cases refused by YARA-X: {refused} of 500");
+    assert!(refused * 50 < 500, "{refused} of 500 cases refused");
     let tally = TALLY.with(|t| t.borrow().clone());
     eprintln!("features matched: {tally:?}");
     let missing: Vec<_> = Tally::LISTED
@@ -1152,7 +1168,7 @@ fn every_listed_feature_happens() {
 /// inexact verdicts of 5,810 once.)
 #[test]
 fn inexact_verdicts_are_rare() {
-    run_deterministic_cases();
+    let _ = run_deterministic_cases();
     let (all, inexact) = VERDICTS.with(Cell::get);
     let (runs, inexact_runs) = RUNS.with(Cell::get);
     let summary =
