@@ -33,6 +33,7 @@ pub(crate) mod batch;
 pub(crate) mod pace;
 pub(crate) mod verdict;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::RandomState;
@@ -225,22 +226,22 @@ impl<'r> MultiStreamScanner<'r> {
                 limit: self.config.max_chunk_bytes,
             });
         }
-        self.check_mode(stream, mode)?;
         if self.batch_bytes + data.len() > self.pace.batch_limit()
             || self.batch.standalone_segments() >= batch::MAX_STANDALONE_SEGMENTS
             || self.batch_overdue()
         {
             self.flush()?;
-            // The search may have broken this very stream.
-            self.check_broken(&stream)?;
         }
         let head = self.head_keep();
+        // One lookup (this runs for every chunk): it also finds a stream
+        // the search just broke.
         let ctx = open_context(
             &mut self.streams,
             &mut self.epochs,
             &mut self.context_bytes,
             (stream, mode, self.new_streams),
-        );
+            &self.config,
+        )?;
         if data.is_empty() && mode == StreamMode::Chunks {
             return Ok(());
         }
@@ -339,20 +340,10 @@ impl<'r> MultiStreamScanner<'r> {
     }
 
     fn check_mode(&self, stream: Uuid, mode: StreamMode) -> Result<(), ScanError> {
-        // One lookup: this runs for every chunk.
         match self.streams.get(&stream) {
-            Some(ctx) if ctx.broken.is_some() => self.check_context_broken(ctx),
-            Some(ctx) if ctx.mode != mode => Err(ScanError::ModeMismatch {
-                stream,
-                opened: ctx.mode.name(),
-                attempted: mode.name(),
-            }),
-            Some(_) => Ok(()),
+            Some(ctx) => refusal(ctx, mode, &self.config).map_or(Ok(()), Err),
             None if self.streams.len() >= self.config.max_open_streams => {
-                Err(ScanError::TooManyStreams {
-                    stream,
-                    limit: self.config.max_open_streams,
-                })
+                Err(too_many_streams(stream, &self.config))
             }
             None => Ok(()),
         }
@@ -361,13 +352,13 @@ impl<'r> MultiStreamScanner<'r> {
     /// Opens a stream explicitly (streams also open on their first chunk or
     /// line). Opening an open stream of the same mode changes nothing.
     pub fn open_stream(&mut self, stream: Uuid, mode: StreamMode) -> Result<(), ScanError> {
-        self.check_mode(stream, mode)?;
         open_context(
             &mut self.streams,
             &mut self.epochs,
             &mut self.context_bytes,
             (stream, mode, self.new_streams),
-        );
+            &self.config,
+        )?;
         Ok(())
     }
 
@@ -532,19 +523,8 @@ impl<'r> MultiStreamScanner<'r> {
 
     /// The error of a stream a failed search broke, if it is one.
     fn check_broken(&self, stream: &Uuid) -> Result<(), ScanError> {
-        self.streams
-            .get(stream)
-            .map_or(Ok(()), |ctx| self.check_context_broken(ctx))
-    }
-
-    /// [`Self::check_broken`] for a context already looked up.
-    fn check_context_broken(&self, ctx: &StreamContext) -> Result<(), ScanError> {
-        match &ctx.broken {
-            Some(reason) => Err(ScanError::SearchFailed {
-                stream: ctx.id,
-                reason: reason.to_string(),
-                limit: self.config.scan_timeout,
-            }),
+        match self.streams.get(stream) {
+            Some(ctx) => broken_error(ctx, &self.config).map_or(Ok(()), Err),
             None => Ok(()),
         }
     }
@@ -974,20 +954,62 @@ fn drop_ruled_out(mut found: Vec<Found>, ctx: &StreamContext, dropped: &mut u64)
 }
 
 /// The context of a stream, opened (and counted, in `epochs` and in
-/// `context_bytes`) if needed. A free function so that callers may go on
-/// using the scanner's other fields.
+/// `context_bytes`) if needed, or why data in `kind`'s mode cannot go to
+/// it: it is open in the other mode or broken, or too many streams are
+/// open. One lookup. A free function so that callers may go on using the
+/// scanner's other fields.
 fn open_context<'a>(
     streams: &'a mut HashMap<Uuid, Box<StreamContext>, RandomState>,
     epochs: &mut Epochs,
     context_bytes: &mut usize,
     kind: (Uuid, StreamMode, NewStreams),
-) -> &'a mut StreamContext {
-    streams.entry(kind.0).or_insert_with(|| {
-        epochs.opened += 1;
-        let ctx = new_context(kind, epochs);
-        *context_bytes += ctx.memory_bytes();
-        Box::new(ctx)
+    config: &ScannerConfig,
+) -> Result<&'a mut StreamContext, ScanError> {
+    let open = streams.len();
+    match streams.entry(kind.0) {
+        Entry::Occupied(entry) => {
+            let ctx = entry.into_mut();
+            refusal(ctx, kind.1, config).map_or(Ok(ctx), Err)
+        }
+        Entry::Vacant(_) if open >= config.max_open_streams => {
+            Err(too_many_streams(kind.0, config))
+        }
+        Entry::Vacant(entry) => {
+            epochs.opened += 1;
+            let ctx = new_context(kind, epochs);
+            *context_bytes += ctx.memory_bytes();
+            Ok(entry.insert(Box::new(ctx)))
+        }
+    }
+}
+
+/// Why data in `mode` cannot go to an open stream, if it cannot: a failed
+/// search broke it, or it is open in the other mode.
+fn refusal(ctx: &StreamContext, mode: StreamMode, config: &ScannerConfig) -> Option<ScanError> {
+    broken_error(ctx, config).or_else(|| {
+        (ctx.mode != mode).then(|| ScanError::ModeMismatch {
+            stream: ctx.id,
+            opened: ctx.mode.name(),
+            attempted: mode.name(),
+        })
     })
+}
+
+/// The error of a stream a failed search broke, if it is one.
+fn broken_error(ctx: &StreamContext, config: &ScannerConfig) -> Option<ScanError> {
+    let reason = ctx.broken.as_ref()?;
+    Some(ScanError::SearchFailed {
+        stream: ctx.id,
+        reason: reason.to_string(),
+        limit: config.scan_timeout,
+    })
+}
+
+fn too_many_streams(stream: Uuid, config: &ScannerConfig) -> ScanError {
+    ScanError::TooManyStreams {
+        stream,
+        limit: config.max_open_streams,
+    }
 }
 
 /// Puts a stream in the current batch's list (once), and starts the
