@@ -733,7 +733,7 @@ fn pattern_report(pattern: &Pattern<'_>, cap: usize, issues: &mut Vec<RuleIssue>
             }
             (Some(value.len()), false)
         }
-        Pattern::Hex(hex) => (hex_max_len(&hex.sub_patterns), false),
+        Pattern::Hex(hex) => (hex_len_range(&hex.sub_patterns).1, false),
         Pattern::Regexp(regexp) => match regex_bounds(&regexp.regexp) {
             Ok(bounds) => bounds,
             Err(reason) => {
@@ -826,18 +826,25 @@ fn modified_len(len: usize, modifiers: &ast::PatternModifiers<'_>) -> usize {
     longest
 }
 
-fn hex_max_len(tokens: &HexSubPattern) -> Option<usize> {
-    tokens.iter().try_fold(0usize, |total, token| {
-        let len = match token {
-            HexToken::Byte(_) | HexToken::NotByte(_) => Some(1),
-            HexToken::Jump(jump) => jump.end.map(|end| end as usize),
-            HexToken::Alternative(alt) => alt
-                .alternatives
-                .iter()
-                .map(hex_max_len)
-                .try_fold(0usize, |m, l| l.map(|l| m.max(l))),
-        }?;
-        Some(total + len)
+/// The shortest and the longest match of a hex pattern's tokens (`None`:
+/// unbounded). A jump matches from its start to its end, an alternative as
+/// its shortest and its longest branch.
+pub(super) fn hex_len_range(tokens: &HexSubPattern) -> (usize, Option<usize>) {
+    tokens.iter().fold((0, Some(0)), |(min, max), token| {
+        let (lo, hi) = match token {
+            HexToken::Byte(_) | HexToken::NotByte(_) => (1, Some(1)),
+            HexToken::Jump(jump) => (
+                jump.start.unwrap_or(0) as usize,
+                jump.end.map(|end| end as usize),
+            ),
+            HexToken::Alternative(alt) => {
+                let branches: Vec<_> = alt.alternatives.iter().map(hex_len_range).collect();
+                let shortest = branches.iter().map(|b| b.0).min().unwrap_or(0);
+                let longest = branches.iter().try_fold(0, |m, b| Some(m.max(b.1?)));
+                (shortest, longest)
+            }
+        };
+        (min + lo, max.zip(hi).map(|(a, b)| a + b))
     })
 }
 
@@ -971,6 +978,23 @@ mod tests {
         let tree = ast::AST::from(src);
         assert!(tree.errors().is_empty(), "{:?}", tree.errors());
         RuleAnalysis::from_asts(&[("<test>".to_string(), tree)], 1024)
+    }
+
+    #[test]
+    fn hex_patterns_span_their_jumps_and_alternatives() {
+        let range = |hex: &str| {
+            let src = format!("rule h {{ strings: $a = {{ {hex} }} condition: $a }}");
+            let tree = ast::AST::from(src.as_str());
+            let rule = tree.rules().next().unwrap();
+            match &rule.patterns.as_ref().unwrap()[0] {
+                Pattern::Hex(hex) => hex_len_range(&hex.sub_patterns),
+                other => panic!("not hex: {other:?}"),
+            }
+        };
+        assert_eq!(range("61 62 ?? 63"), (4, Some(4)));
+        assert_eq!(range("61 [2-4] ( 62 | 63 64 ) ?? 65"), (6, Some(9)));
+        assert_eq!(range("61 [2-] 62"), (4, None));
+        assert_eq!(range("61 ( 62 | 63 [1-] 64 ) 65"), (3, None));
     }
 
     #[test]

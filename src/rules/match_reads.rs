@@ -33,7 +33,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
-use yara_x_parser::ast::{self, Expr, HexSubPattern, HexToken, Pattern, WithSpan};
+use yara_x_parser::ast::{self, Expr, Pattern, WithSpan};
 
 use super::data_values::{visit, DataRead, PREFIX};
 
@@ -406,7 +406,7 @@ impl Body<'_> {
 /// `wide`). `None` for regexes and `base64` text.
 fn min_len(pattern: &Pattern<'_>) -> Option<usize> {
     match pattern {
-        Pattern::Hex(hex) => Some(hex_min_len(&hex.sub_patterns)),
+        Pattern::Hex(hex) => Some(super::analysis::hex_len_range(&hex.sub_patterns).0),
         Pattern::Text(text) => {
             let modifiers = &text.modifiers;
             if modifiers.base64().is_some() || modifiers.base64wide().is_some() {
@@ -418,21 +418,6 @@ fn min_len(pattern: &Pattern<'_>) -> Option<usize> {
         }
         Pattern::Regexp(_) => None,
     }
-}
-
-/// The shortest match of a hex pattern's tokens (a jump's shortest is its
-/// start, an alternative's its shortest branch).
-fn hex_min_len(tokens: &HexSubPattern) -> usize {
-    tokens
-        .iter()
-        .map(|token| match token {
-            HexToken::Byte(_) | HexToken::NotByte(_) => 1,
-            HexToken::Jump(jump) => jump.start.unwrap_or(0) as usize,
-            HexToken::Alternative(alt) => {
-                alt.alternatives.iter().map(hex_min_len).min().unwrap_or(0)
-            }
-        })
-        .sum()
 }
 
 #[cfg(test)]
