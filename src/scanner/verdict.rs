@@ -34,7 +34,7 @@ use std::collections::HashMap;
 
 use crate::error::ScanError;
 use crate::results::{
-    MatchBudget, RuleMatch, WholeDataState, WholeDataVerdict, MAX_UNDECIDED_LISTED,
+    MatchBudget, RuleMatch, Snippets, WholeDataState, WholeDataVerdict, MAX_UNDECIDED_LISTED,
 };
 use crate::rules::data_values::Values;
 use crate::rules::externals::pass_external;
@@ -266,6 +266,7 @@ impl<'r> Evaluator<'r> {
         let results = self.scanner.finish()?;
         let locate = |offset: u64| line_of(spans, offset, line_mode);
         let snippet = |range, cap| snippet_of(spans, range, cap);
+        let mut snippets = Snippets::new();
         let rules = self.rules;
         // The spans hold only the matches the stream kept (at most
         // `max_stream_matches`): all are listed.
@@ -278,7 +279,16 @@ impl<'r> Evaluator<'r> {
             .map(|rule| {
                 let exact = rules.is_exact(rule.namespace(), rule.identifier());
                 let cap = self.config.max_snippet_bytes;
-                RuleMatch::from_yara(&rule, exact, cap, &mut budget, &locate, &snippet)
+                let (locate, snippet) = (&locate, &snippet);
+                RuleMatch::from_yara(
+                    &rule,
+                    exact,
+                    cap,
+                    &mut budget,
+                    locate,
+                    snippet,
+                    &mut snippets,
+                )
             })
             .collect())
     }
@@ -398,8 +408,9 @@ fn whole_scan(
     let snippet = |range: std::ops::Range<u64>, cap: usize| {
         let start = (range.start as usize).min(data.len());
         let end = (range.end as usize).min(data.len()).min(start + cap);
-        data[start..end].to_vec()
+        &data[start..end]
     };
+    let mut snippets = Snippets::new();
     let mut budget = MatchBudget {
         room: listing.max_matches,
         cut: false,
@@ -408,7 +419,16 @@ fn whole_scan(
         .matching_rules()
         .map(|rule| {
             let cap = listing.snippet_cap;
-            RuleMatch::from_yara(&rule, true, cap, &mut budget, &locate, &snippet)
+            let (locate, snippet) = (&locate, &snippet);
+            RuleMatch::from_yara(
+                &rule,
+                true,
+                cap,
+                &mut budget,
+                locate,
+                snippet,
+                &mut snippets,
+            )
         })
         .collect();
     Ok((rules, budget.cut))
@@ -560,17 +580,17 @@ fn head_span(ctx: &StreamContext, head_len: usize, rules: &RuleSet) -> Option<Re
 
 /// The replayed bytes of a match's range, at most `cap` of them (a range
 /// running past its span is cut where the span ends).
-fn snippet_of(spans: &SpanSet, range: std::ops::Range<u64>, cap: usize) -> Vec<u8> {
+fn snippet_of(spans: &SpanSet, range: std::ops::Range<u64>, cap: usize) -> &[u8] {
     let spans = spans.as_slice();
     let index = spans
         .partition_point(|s| s.start <= range.start)
         .saturating_sub(1);
     let Some(span) = spans.get(index).filter(|s| s.end() > range.start) else {
-        return Vec::new();
+        return &[];
     };
     let from = (range.start - span.start) as usize;
     let to = (range.end.min(span.end()) - span.start) as usize;
-    span.bytes[from..to.min(from + cap)].to_vec()
+    &span.bytes[from..to.min(from + cap)]
 }
 
 /// The line of a replayed offset.
