@@ -20,7 +20,9 @@ pub struct ScannerConfig {
     pub max_open_streams: usize,
     /// Largest chunk (or line) accepted by one call.
     pub max_chunk_bytes: usize,
-    /// Bytes buffered across all streams before a batch is searched. Larger
+    /// Bytes buffered across all streams before a batch is searched (the
+    /// tails a batch rescans count: a stream fed tiny chunks must not make
+    /// a batch many times larger than its new bytes). Larger
     /// batches amortise the per-batch harvest (one condition evaluation of
     /// the whole rule set) over more bytes. When searches are slow (rules
     /// whose atoms hit the traffic often), batches are capped lower, at

@@ -644,9 +644,12 @@ fn closing_searches_the_tail_only_when_it_can_matter() {
         (&greedy, &ends_with_c, true),
     ] {
         let mut scanner = MultiStreamScanner::new(rules, ScannerConfig::default());
-        let id = Uuid::new_v4();
+        let (id, other) = (Uuid::new_v4(), Uuid::new_v4());
+        // Another stream's chunks in between: chunks of one stream that
+        // arrive back to back are searched as one, whose end is the data's.
         for chunk in data.chunks(1000) {
             scanner.scan_chunk(id, chunk).unwrap();
+            scanner.scan_chunk(other, b"...").unwrap();
         }
         scanner.flush().unwrap();
         let before = scanner.stats().batches;
@@ -951,4 +954,33 @@ fn reads_of_matches_are_bounded_by_the_kept_matches() {
         let matched = results.rules.iter().any(|r| r.identifier == "same_byte");
         assert_eq!(matched, data[1] == data[4], "{} scans", scans);
     }
+}
+
+/// A stream fed 1-byte chunks back to back is searched as if they were one
+/// chunk: each in a segment of its own rescanned the stream's tail, which
+/// an open-ended regex keeps for as long as its walk lives (here the whole
+/// run of letters): 8 KB of data made gigabytes of batches and matches
+/// and met the scan timeout.
+#[test]
+fn tiny_chunks_of_one_stream_do_not_rescan_its_tail_each() {
+    let rules = compile(r#"rule r { strings: $a = /[a-z]+xyz/ condition: $a }"#);
+    let mut data = b"q ".to_vec();
+    data.extend(std::iter::repeat_n(b'a', 1500));
+    data.extend_from_slice(b"xyz");
+    data.extend(std::iter::repeat_n(b'b', 1500));
+    data.extend_from_slice(b" q");
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let id = Uuid::new_v4();
+    for byte in data.chunks(1) {
+        scanner.scan_chunk(id, byte).unwrap();
+    }
+    let results = scanner.close_stream(&id).unwrap().unwrap();
+    assert!(results.exact);
+    assert_eq!(ours(&rules, &results), reference(&rules, &data));
+    let searched = scanner.stats().searched_bytes;
+    assert!(
+        searched <= 2 * data.len() as u64,
+        "{searched} bytes searched for {}",
+        data.len()
+    );
 }

@@ -250,11 +250,42 @@ impl Batch {
     /// the rule set looks at what precedes a match, or is anchored); the
     /// rest is packed. Whether it got a block of its own.
     pub fn add_chunk(&mut self, ctx: &StreamContext, chunk: &[u8], pack_starts: bool) -> bool {
+        if let Some(standalone) = self.extend_last(ctx, chunk) {
+            return standalone;
+        }
         let start = ctx.tail_start();
         let packed = start > 0 || pack_starts;
         let bytes = self.push_bytes(&[&ctx.tail, chunk], packed);
         self.push_segment(ctx, start, bytes, ctx.tail_first_line(), None, packed);
         !packed
+    }
+
+    /// Appends a chunk to its stream's segment when that is the batch's
+    /// last one, and says whether the segment is a block of its own: chunks
+    /// of a stream that arrive back to back are searched as one chunk.
+    /// Each in a segment of its own would rescan the stream's tail, which
+    /// can be kilobytes (an open-ended regex's walk, a long pattern): a
+    /// stream fed 1-byte chunks made batches thousands of times its bytes,
+    /// and as many copies of each match the tail held.
+    fn extend_last(&mut self, ctx: &StreamContext, chunk: &[u8]) -> Option<bool> {
+        let last = self.segments.last_mut()?;
+        let same_stream = last.stream == ctx.id && last.epoch == ctx.epoch;
+        if !same_stream || last.line.is_some() || last.end() != ctx.stats.bytes {
+            return None;
+        }
+        let buf = match last.packed {
+            true => &mut self.packed,
+            false => &mut self.standalone,
+        };
+        if last.bytes.end != buf.len() {
+            return None;
+        }
+        buf.extend_from_slice(chunk);
+        last.bytes.end = buf.len();
+        if !last.packed {
+            self.next_addr = last.addr + last.bytes.len() + 1;
+        }
+        Some(!last.packed)
     }
 
     /// Adds every byte of a chunk stream whose search was deferred, after

@@ -126,7 +126,6 @@ pub struct MultiStreamScanner<'r> {
     pack_starts: bool,
     /// Streams with bytes in the current batch, in arrival order.
     batch_streams: Vec<Uuid>,
-    batch_bytes: usize,
     batch_started: Option<Instant>,
     epochs: Epochs,
     /// Streams that found matches since [`Self::take_streams_with_new_matches`]
@@ -182,7 +181,6 @@ impl<'r> MultiStreamScanner<'r> {
             batch: Batch::default(),
             pack_starts: rules.edge_guard().is_empty() && analysis.head_len == 0,
             batch_streams: Vec::new(),
-            batch_bytes: 0,
             batch_started: None,
             epochs: Epochs::default(),
             with_new_matches: HashSet::default(),
@@ -226,7 +224,7 @@ impl<'r> MultiStreamScanner<'r> {
                 limit: self.config.max_chunk_bytes,
             });
         }
-        if self.batch_bytes + data.len() > self.pace.batch_limit()
+        if self.batch.len() + data.len() > self.pace.batch_limit()
             || self.batch.standalone_segments() >= batch::MAX_STANDALONE_SEGMENTS
             || self.batch_overdue()
         {
@@ -275,7 +273,6 @@ impl<'r> MultiStreamScanner<'r> {
             Some(bytes) => self.add_deferred_bytes(stream, &bytes),
             None if searched_now => {
                 note_in_batch(ctx, &mut self.batch_streams, &mut self.batch_started);
-                self.batch_bytes += data.len();
             }
             None => {}
         }
@@ -307,7 +304,6 @@ impl<'r> MultiStreamScanner<'r> {
         ctx.batch_ends_standalone = self.batch.add_whole_stream(ctx, bytes, self.pack_starts);
         note_in_batch(ctx, &mut self.batch_streams, &mut self.batch_started);
         self.stats.deferred_searches += 1;
-        self.batch_bytes += bytes.len();
     }
 
     /// A deferred stream whose verdict needs its matches (it is not a
@@ -458,7 +454,6 @@ impl<'r> MultiStreamScanner<'r> {
             }
         }
         self.batch.clear();
-        self.batch_bytes = 0;
         self.batch_started = None;
         Ok(())
     }
