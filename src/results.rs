@@ -163,26 +163,30 @@ fn escaped<S: Serializer>(bytes: &Bytes, serializer: S) -> Result<S::Ok, S::Erro
     serializer.serialize_str(&text)
 }
 
-/// Copies of matched bytes for a verdict's matches, cut from shared blocks:
-/// one allocation per block instead of one per match (a verdict may list
-/// thousands; allocating and freeing each was a tenth of the time of a
-/// verdict of yara-rules on random data).
+/// Copies of matched bytes for a verdict's matches, at most `cap` bytes
+/// each, cut from shared blocks: one allocation per block instead of one
+/// per match (a verdict may list thousands; allocating and freeing each
+/// was a tenth of the time of a verdict of yara-rules on random data).
 pub(crate) struct Snippets {
     block: BytesMut,
+    cap: usize,
 }
 
 impl Snippets {
     /// Bytes of each block: a result kept alone keeps at most this alive.
     const BLOCK_BYTES: usize = 1024;
 
-    pub(crate) fn new() -> Snippets {
+    /// Copies of at most `cap` bytes (`ScannerConfig::max_snippet_bytes`).
+    pub(crate) fn new(cap: usize) -> Snippets {
         Snippets {
             block: BytesMut::new(),
+            cap,
         }
     }
 
-    /// A copy of `bytes`.
+    /// A copy of the first `cap` of `bytes`.
     pub(crate) fn copy(&mut self, bytes: &[u8]) -> Bytes {
+        let bytes = &bytes[..bytes.len().min(self.cap)];
         if bytes.is_empty() {
             return Bytes::new();
         }
@@ -207,18 +211,17 @@ pub(crate) struct MatchBudget {
 impl RuleMatch {
     /// Converts a YARA-X matching rule, listing no more matches than
     /// `budget` has room for. `locate` gives the line of an offset,
-    /// `snippet` the bytes of a match's range (at most `snippet_cap` of
-    /// them), which `snippets` copies. The bytes come from the caller, not from YARA-X's
+    /// `snippet` the bytes of a match's range, which `snippets` copies (its
+    /// first bytes). The bytes come from the caller, not from YARA-X's
     /// `Match::data`: YARA-X 1.22 can report a `base64` match running past
     /// the end of the block it was found in, and its `Match::data` then
     /// panics.
     pub(crate) fn from_yara<'d>(
         rule: &yara_x::Rule<'_, '_>,
         exact: bool,
-        snippet_cap: usize,
         budget: &mut MatchBudget,
         locate: &dyn Fn(u64) -> u64,
-        snippet: &dyn Fn(std::ops::Range<u64>, usize) -> &'d [u8],
+        snippet: &dyn Fn(std::ops::Range<u64>) -> &'d [u8],
         snippets: &mut Snippets,
     ) -> RuleMatch {
         let mut patterns = Vec::new();
@@ -235,7 +238,7 @@ impl RuleMatch {
                     length: m.range().len(),
                     line: locate(range.start),
                     xor_key: m.xor_key(),
-                    data: snippets.copy(snippet(range, snippet_cap)),
+                    data: snippets.copy(snippet(range)),
                 }
             }));
             budget.room -= matches.len();
@@ -262,7 +265,7 @@ mod tests {
 
     #[test]
     fn snippets_are_copies_cut_from_shared_blocks() {
-        let mut snippets = Snippets::new();
+        let mut snippets = Snippets::new(3000);
         let a = snippets.copy(b"first");
         let b = snippets.copy(b"second");
         assert_eq!((&a[..], &b[..]), (&b"first"[..], &b"second"[..]));
@@ -278,6 +281,7 @@ mod tests {
             .enumerate()
             .all(|(i, p)| p[..] == [i as u8; 30]));
         assert_eq!(long[..], [7; 3000]);
+        assert_eq!(snippets.copy(&[8; 3001])[..], [8; 3000], "cut at the cap");
         drop(snippets);
         assert_eq!(&a[..], b"first", "a copy outlives its maker");
     }

@@ -265,8 +265,8 @@ impl<'r> Evaluator<'r> {
         }
         let results = self.scanner.finish()?;
         let locate = |offset: u64| line_of(spans, offset, line_mode);
-        let snippet = |range, cap| snippet_of(spans, range, cap);
-        let mut snippets = Snippets::new();
+        let snippet = |range| snippet_of(spans, range);
+        let mut snippets = Snippets::new(self.config.max_snippet_bytes);
         let rules = self.rules;
         // The spans hold only the matches the stream kept (at most
         // `max_stream_matches`): all are listed.
@@ -278,17 +278,7 @@ impl<'r> Evaluator<'r> {
             .matching_rules()
             .map(|rule| {
                 let exact = rules.is_exact(rule.namespace(), rule.identifier());
-                let cap = self.config.max_snippet_bytes;
-                let (locate, snippet) = (&locate, &snippet);
-                RuleMatch::from_yara(
-                    &rule,
-                    exact,
-                    cap,
-                    &mut budget,
-                    locate,
-                    snippet,
-                    &mut snippets,
-                )
+                RuleMatch::from_yara(&rule, exact, &mut budget, &locate, &snippet, &mut snippets)
             })
             .collect())
     }
@@ -405,12 +395,12 @@ fn whole_scan(
         counted.set((offset, line));
         line
     };
-    let snippet = |range: std::ops::Range<u64>, cap: usize| {
+    let snippet = |range: std::ops::Range<u64>| {
         let start = (range.start as usize).min(data.len());
-        let end = (range.end as usize).min(data.len()).min(start + cap);
+        let end = (range.end as usize).min(data.len());
         &data[start..end]
     };
-    let mut snippets = Snippets::new();
+    let mut snippets = Snippets::new(listing.snippet_cap);
     let mut budget = MatchBudget {
         room: listing.max_matches,
         cut: false,
@@ -418,17 +408,7 @@ fn whole_scan(
     let rules = results
         .matching_rules()
         .map(|rule| {
-            let cap = listing.snippet_cap;
-            let (locate, snippet) = (&locate, &snippet);
-            RuleMatch::from_yara(
-                &rule,
-                true,
-                cap,
-                &mut budget,
-                locate,
-                snippet,
-                &mut snippets,
-            )
+            RuleMatch::from_yara(&rule, true, &mut budget, &locate, &snippet, &mut snippets)
         })
         .collect();
     Ok((rules, budget.cut))
@@ -578,9 +558,9 @@ fn head_span(ctx: &StreamContext, head_len: usize, rules: &RuleSet) -> Option<Re
     })
 }
 
-/// The replayed bytes of a match's range, at most `cap` of them (a range
-/// running past its span is cut where the span ends).
-fn snippet_of(spans: &SpanSet, range: std::ops::Range<u64>, cap: usize) -> &[u8] {
+/// The replayed bytes of a match's range (a range running past its span is
+/// cut where the span ends).
+fn snippet_of(spans: &SpanSet, range: std::ops::Range<u64>) -> &[u8] {
     let spans = spans.as_slice();
     let index = spans
         .partition_point(|s| s.start <= range.start)
@@ -590,7 +570,7 @@ fn snippet_of(spans: &SpanSet, range: std::ops::Range<u64>, cap: usize) -> &[u8]
     };
     let from = (range.start - span.start) as usize;
     let to = (range.end.min(span.end()) - span.start) as usize;
-    &span.bytes[from..to.min(from + cap)]
+    &span.bytes[from..to]
 }
 
 /// The line of a replayed offset.
