@@ -336,13 +336,9 @@ impl<'r> MultiStreamScanner<'r> {
     }
 
     fn check_mode(&self, stream: Uuid, mode: StreamMode) -> Result<(), ScanError> {
-        match self.streams.get(&stream) {
-            Some(ctx) => refusal(ctx, mode, &self.config).map_or(Ok(()), Err),
-            None if self.streams.len() >= self.config.max_open_streams => {
-                Err(too_many_streams(stream, &self.config))
-            }
-            None => Ok(()),
-        }
+        let open = self.streams.len();
+        let ctx = self.streams.get(&stream).map(Box::as_ref);
+        admission(ctx, (stream, mode), open, &self.config)
     }
 
     /// Opens a stream explicitly (streams also open on their first chunk or
@@ -963,13 +959,11 @@ fn open_context<'a>(
     let open = streams.len();
     match streams.entry(kind.0) {
         Entry::Occupied(entry) => {
-            let ctx = entry.into_mut();
-            refusal(ctx, kind.1, config).map_or(Ok(ctx), Err)
-        }
-        Entry::Vacant(_) if open >= config.max_open_streams => {
-            Err(too_many_streams(kind.0, config))
+            admission(Some(entry.get()), (kind.0, kind.1), open, config)?;
+            Ok(entry.into_mut())
         }
         Entry::Vacant(entry) => {
+            admission(None, (kind.0, kind.1), open, config)?;
             epochs.opened += 1;
             let ctx = new_context(kind, epochs);
             *context_bytes += ctx.memory_bytes();
@@ -978,16 +972,36 @@ fn open_context<'a>(
     }
 }
 
-/// Why data in `mode` cannot go to an open stream, if it cannot: a failed
-/// search broke it, or it is open in the other mode.
-fn refusal(ctx: &StreamContext, mode: StreamMode, config: &ScannerConfig) -> Option<ScanError> {
-    broken_error(ctx, config).or_else(|| {
-        (ctx.mode != mode).then(|| ScanError::ModeMismatch {
-            stream: ctx.id,
+/// Whether data in `mode` may go to `stream`, whose context is `ctx` if it
+/// is open, while `open` streams are: not to a stream a failed search
+/// broke or that is open in the other mode, nor to a new one when
+/// `max_open_streams` are open.
+fn admission(
+    ctx: Option<&StreamContext>,
+    (stream, mode): (Uuid, StreamMode),
+    open: usize,
+    config: &ScannerConfig,
+) -> Result<(), ScanError> {
+    let Some(ctx) = ctx else {
+        return match open >= config.max_open_streams {
+            true => Err(ScanError::TooManyStreams {
+                stream,
+                limit: config.max_open_streams,
+            }),
+            false => Ok(()),
+        };
+    };
+    if let Some(broken) = broken_error(ctx, config) {
+        return Err(broken);
+    }
+    match ctx.mode == mode {
+        true => Ok(()),
+        false => Err(ScanError::ModeMismatch {
+            stream,
             opened: ctx.mode.name(),
             attempted: mode.name(),
-        })
-    })
+        }),
+    }
 }
 
 /// The error of a stream a failed search broke, if it is one.
@@ -998,13 +1012,6 @@ fn broken_error(ctx: &StreamContext, config: &ScannerConfig) -> Option<ScanError
         reason: reason.to_string(),
         limit: config.scan_timeout,
     })
-}
-
-fn too_many_streams(stream: Uuid, config: &ScannerConfig) -> ScanError {
-    ScanError::TooManyStreams {
-        stream,
-        limit: config.max_open_streams,
-    }
 }
 
 /// Puts a stream in the current batch's list (once), and starts the
