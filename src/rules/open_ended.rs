@@ -182,6 +182,10 @@ impl OpenEndedRegex {
         let end = data.len().min(start.saturating_add(self.max_len));
         memo.walk.clear();
         for at in start..end {
+            #[cfg(test)]
+            {
+                memo.steps += 1;
+            }
             state = dfa.next_state(state, data[at]);
             if dfa.is_dead_state(state) {
                 memo.keep_walk(start, Some(at + 1 - start));
@@ -201,17 +205,38 @@ impl OpenEndedRegex {
         None
     }
 
-    /// The reach from `start` of a walk that met `memo`'s.
-    fn as_remembered(&self, data: &[u8], start: usize, memo: &WalkMemo) -> Option<usize> {
+    /// The reach from `start` of a walk that met `memo`'s. A remembered
+    /// walk still alive where it stopped goes on, and `memo` keeps what it
+    /// read: the next walk to meet it need not read those bytes again (a
+    /// run of thousands of starts that never dies was quadratic).
+    fn as_remembered(&self, data: &[u8], start: usize, memo: &mut WalkMemo) -> Option<usize> {
         let end = data.len().min(start.saturating_add(self.max_len));
-        match memo.reach {
-            Some(reach) => Some(memo.start + reach - start).filter(|_| memo.start + reach <= end),
-            // Alive where the remembered walk stopped at its own limit:
-            // this one may go further.
-            None => {
-                let from = memo.start + memo.states.len();
-                self.walk_on(data, start, from, *memo.states.last()?)
+        if memo.reach.is_none() {
+            self.walk_memo_on(data, end, memo);
+        }
+        let reach = memo.reach?;
+        Some(memo.start + reach - start).filter(|_| memo.start + reach <= end)
+    }
+
+    /// Goes on with `memo`'s walk, alive where it stopped, up to `end` or
+    /// where it dies.
+    fn walk_memo_on(&self, data: &[u8], end: usize, memo: &mut WalkMemo) {
+        let dfa = &self.forward.0;
+        let Some(&(mut state)) = memo.states.last() else {
+            return;
+        };
+        let from = memo.start + memo.states.len();
+        for (at, &byte) in (from..).zip(data.get(from..end).unwrap_or_default()) {
+            #[cfg(test)]
+            {
+                memo.steps += 1;
             }
+            state = dfa.next_state(state, byte);
+            if dfa.is_dead_state(state) {
+                memo.reach = Some(at + 1 - memo.start);
+                return;
+            }
+            memo.states.push(state);
         }
     }
 
@@ -255,6 +280,9 @@ pub struct WalkMemo {
     /// Walks that met the remembered one.
     #[cfg(test)]
     merges: usize,
+    /// Bytes read by walks.
+    #[cfg(test)]
+    steps: usize,
 }
 
 impl WalkMemo {
@@ -563,6 +591,17 @@ mod tests {
         let merges = memo.merges;
         assert_eq!(run.reach_from_memo(&data, 1, &mut memo), Some(5005));
         assert_eq!(memo.merges, merges + 1);
+        // A run that outlives the limit: each walk goes on from the last
+        // one's end, so the walks of all its starts read each byte about
+        // once (re-reading from the first walk's end was quadratic).
+        let limited = OpenEndedRegex::new(&hir(r"[a-h]+@@[a-h]+"), 300).unwrap();
+        let mut memo = WalkMemo::default();
+        for start in 0..data.len() {
+            let fresh = limited.reach_from(&data, start);
+            assert_eq!(limited.reach_from_memo(&data, start, &mut memo), fresh);
+        }
+        assert!(memo.merges > 4000, "{} merges", memo.merges);
+        assert!(memo.steps < 3 * data.len(), "{} bytes read", memo.steps);
     }
 
     #[test]
