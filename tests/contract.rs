@@ -645,13 +645,14 @@ fn closing_searches_the_tail_only_when_it_can_matter() {
     ] {
         let mut scanner = MultiStreamScanner::new(rules, ScannerConfig::default());
         let (id, other) = (Uuid::new_v4(), Uuid::new_v4());
-        // Another stream's chunks in between: chunks of one stream that
-        // arrive back to back are searched as one, whose end is the data's.
+        // A search after each chunk, and another stream's chunk after it
+        // in the packed block: chunks of a stream that share a batch are
+        // searched as one, whose end is the data's.
         for chunk in data.chunks(1000) {
             scanner.scan_chunk(id, chunk).unwrap();
             scanner.scan_chunk(other, b"...").unwrap();
+            scanner.flush().unwrap();
         }
-        scanner.flush().unwrap();
         let before = scanner.stats().batches;
         let results = scanner.close_stream(&id).unwrap().unwrap();
         assert_eq!(
@@ -982,5 +983,44 @@ fn tiny_chunks_of_one_stream_do_not_rescan_its_tail_each() {
         searched <= 2 * data.len() as u64,
         "{searched} bytes searched for {}",
         data.len()
+    );
+}
+
+/// The same with three streams fed 1 byte at a time in turn, so that no
+/// chunk follows its stream's previous one in the batch: each stream's
+/// chunks still join one segment per batch. (Each in a segment of its own
+/// rescanned the tail and found its matches again: two 8 KB streams took
+/// 52 s and 7 GB.)
+#[test]
+fn interleaved_tiny_chunks_do_not_rescan_their_tails_each() {
+    let rules = compile(r#"rule r { strings: $a = /[a-z]+xyz/ condition: $a }"#);
+    let data: Vec<Vec<u8>> = (0..3)
+        .map(|n| {
+            let mut data = b"q ".to_vec();
+            data.extend(std::iter::repeat_n(b'a', 1200 + 100 * n));
+            data.extend_from_slice(b"xyz");
+            data.extend(std::iter::repeat_n(b'b', 1500));
+            data
+        })
+        .collect();
+    let mut scanner = MultiStreamScanner::new(&rules, ScannerConfig::default());
+    let ids: Vec<Uuid> = data.iter().map(|_| Uuid::new_v4()).collect();
+    let longest = data.iter().map(Vec::len).max().unwrap();
+    for at in 0..longest {
+        for (id, data) in ids.iter().zip(&data) {
+            if let Some(byte) = data.get(at..at + 1) {
+                scanner.scan_chunk(*id, byte).unwrap();
+            }
+        }
+    }
+    for (id, data) in ids.iter().zip(&data) {
+        let results = scanner.close_stream(id).unwrap().unwrap();
+        assert!(results.exact);
+        assert_eq!(ours(&rules, &results), reference(&rules, data));
+    }
+    let (searched, total) = (scanner.stats().searched_bytes, data.concat().len());
+    assert!(
+        searched <= 2 * total as u64,
+        "{searched} bytes searched for {total}"
     );
 }

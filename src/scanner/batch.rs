@@ -50,6 +50,10 @@ pub(crate) struct Segment {
     /// searched by the stream's previous segment, which settled every match
     /// it could; a tail rescan has no new byte).
     pub fresh_from: u64,
+    /// Bytes of its stream's later chunks that wait at the end of the
+    /// buffer, to be laid out after `bytes` before the search (see
+    /// [`Batch::lay_out`]).
+    pub appended: usize,
 }
 
 /// What a chunk stream keeps of its first bytes. (What it keeps of its
@@ -138,7 +142,7 @@ pub(crate) enum Acceptance {
 impl Segment {
     /// Stream offset one past the segment's last byte.
     pub fn end(&self) -> u64 {
-        self.start + self.bytes.len() as u64
+        self.start + (self.bytes.len() + self.appended) as u64
     }
 
     /// Judges a match that starts at stream offset `start`, of a pattern
@@ -234,6 +238,11 @@ pub(crate) struct Batch {
     next_addr: usize,
     /// Segments scanned as blocks of their own.
     standalone_segments: usize,
+    /// Chunks appended to an earlier segment of their stream: its index,
+    /// and where they are in its buffer.
+    appended: Vec<(usize, Range<usize>)>,
+    /// A spare buffer for [`Self::lay_out`].
+    spare: Vec<u8>,
 }
 
 /// Most standalone segments (lines, streams' first chunks, tails) in one
@@ -244,67 +253,84 @@ pub(crate) struct Batch {
 pub(crate) const MAX_STANDALONE_SEGMENTS: usize = 1024;
 
 impl Batch {
-    /// Adds a chunk of a chunk stream, before the context counts it: the
-    /// segment is the stream's tail followed by the chunk. A stream's first
-    /// bytes get a block of their own unless `pack_starts` (no pattern of
-    /// the rule set looks at what precedes a match, or is anchored); the
-    /// rest is packed. Whether it got a block of its own.
-    pub fn add_chunk(&mut self, ctx: &StreamContext, chunk: &[u8], pack_starts: bool) -> bool {
-        if let Some(standalone) = self.extend_last(ctx, chunk) {
-            return standalone;
-        }
-        let start = ctx.tail_start();
-        let packed = start > 0 || pack_starts;
-        let bytes = self.push_bytes(&[&ctx.tail, chunk], packed);
-        self.push_segment(ctx, start, bytes, ctx.tail_first_line(), None, packed);
-        !packed
+    /// Adds a chunk of a chunk stream, before the context counts it, and
+    /// notes in the context where it went. The segment is the stream's
+    /// tail followed by the chunk. A stream's first bytes get a block of
+    /// their own unless `pack_starts` (no pattern of the rule set looks at
+    /// what precedes a match, or is anchored); the rest is packed.
+    ///
+    /// A chunk of a stream that has a segment in the batch already joins
+    /// that segment: chunks of a stream are searched as one chunk, however
+    /// many arrive before the search and whatever comes between them. Each
+    /// in a segment of its own would rescan the stream's tail, which can be
+    /// kilobytes (an open-ended regex's walk, a long pattern): streams fed
+    /// 1-byte chunks made batches thousands of times their bytes, and as
+    /// many copies of each match the tail held.
+    pub fn add_chunk(&mut self, ctx: &mut StreamContext, chunk: &[u8], pack_starts: bool) {
+        let placed = match self.earlier_segment(ctx) {
+            Some(index) => self.append_to(index, chunk),
+            None => {
+                let start = ctx.tail_start();
+                let packed = start > 0 || pack_starts;
+                let bytes = self.push_bytes(&[&ctx.tail, chunk], packed);
+                self.push_segment(ctx, start, bytes, ctx.tail_first_line(), None, packed)
+            }
+        };
+        (ctx.batch_segment, ctx.batch_ends_standalone) = placed;
     }
 
-    /// Appends a chunk to its stream's segment when that is the batch's
-    /// last one, and says whether the segment is a block of its own: chunks
-    /// of a stream that arrive back to back are searched as one chunk.
-    /// Each in a segment of its own would rescan the stream's tail, which
-    /// can be kilobytes (an open-ended regex's walk, a long pattern): a
-    /// stream fed 1-byte chunks made batches thousands of times its bytes,
-    /// and as many copies of each match the tail held.
-    fn extend_last(&mut self, ctx: &StreamContext, chunk: &[u8]) -> Option<bool> {
-        let last = self.segments.last_mut()?;
-        let same_stream = last.stream == ctx.id && last.epoch == ctx.epoch;
-        if !same_stream || last.line.is_some() || last.end() != ctx.stats.bytes {
-            return None;
-        }
-        let buf = match last.packed {
+    /// The index of the stream's segment in this batch that ends where the
+    /// stream does, if it has one (and is not a line).
+    fn earlier_segment(&self, ctx: &StreamContext) -> Option<usize> {
+        let index = ctx.batch_segment;
+        let segment = self.segments.get(index).filter(|_| ctx.in_batch)?;
+        let same_stream = segment.stream == ctx.id && segment.epoch == ctx.epoch;
+        let joins = same_stream && segment.line.is_none() && segment.end() == ctx.stats.bytes;
+        joins.then_some(index)
+    }
+
+    /// Appends a chunk to the segment at `index`: in place when its bytes
+    /// end the buffer, else at the buffer's end, laid out before the
+    /// search. Where it went, as [`Self::push_segment`] says it.
+    fn append_to(&mut self, index: usize, chunk: &[u8]) -> (usize, bool) {
+        let last = index + 1 == self.segments.len();
+        let segment = &mut self.segments[index];
+        let buf = match segment.packed {
             true => &mut self.packed,
             false => &mut self.standalone,
         };
-        if last.bytes.end != buf.len() {
-            return None;
-        }
+        let from = buf.len();
         buf.extend_from_slice(chunk);
-        last.bytes.end = buf.len();
-        if !last.packed {
-            self.next_addr = last.addr + last.bytes.len() + 1;
+        // A block of its own grows in place only if it is the last one (an
+        // empty line after it has the next address).
+        let in_place = segment.bytes.end == from && segment.appended == 0;
+        if in_place && (segment.packed || last) {
+            segment.bytes.end = buf.len();
+            if !segment.packed {
+                self.next_addr = segment.addr + segment.bytes.len() + 1;
+            }
+        } else {
+            segment.appended += chunk.len();
+            match self.appended.last_mut() {
+                Some((at, piece)) if *at == index && piece.end == from => piece.end = buf.len(),
+                _ => self.appended.push((index, from..buf.len())),
+            }
         }
-        Some(!last.packed)
+        (index, !segment.packed)
     }
 
     /// Adds every byte of a chunk stream whose search was deferred, after
-    /// the context counted them: one chunk from offset 0. Whether it got
-    /// a block of its own.
-    pub fn add_whole_stream(
-        &mut self,
-        ctx: &StreamContext,
-        bytes: &[u8],
-        pack_starts: bool,
-    ) -> bool {
+    /// the context counted them: one chunk from offset 0. Notes in the
+    /// context where they went, as [`Self::add_chunk`] does.
+    pub fn add_whole_stream(&mut self, ctx: &mut StreamContext, bytes: &[u8], pack_starts: bool) {
         debug_assert_eq!(bytes.len() as u64, ctx.stats.bytes);
         let bytes = self.push_bytes(&[bytes], pack_starts);
-        self.push_segment(ctx, 0, bytes, 1, None, pack_starts);
+        let placed = self.push_segment(ctx, 0, bytes, 1, None, pack_starts);
         // Every byte is new to the search, though the context counted it.
         if let Some(segment) = self.segments.last_mut() {
             segment.fresh_from = 0;
         }
-        !pack_starts
+        (ctx.batch_segment, ctx.batch_ends_standalone) = placed;
     }
 
     /// Adds a line of a line stream, before the context counts it. A line
@@ -346,6 +372,7 @@ impl Batch {
         self.segments.clear();
         self.next_addr = 0;
         self.standalone_segments = 0;
+        self.appended.clear();
     }
 
     /// Bytes searched by this batch, tails included.
@@ -364,6 +391,7 @@ impl Batch {
         from..buf.len()
     }
 
+    /// Adds a segment; its index, and whether it is a block of its own.
     fn push_segment(
         &mut self,
         ctx: &StreamContext,
@@ -372,7 +400,7 @@ impl Batch {
         first_line: u64,
         line: Option<u64>,
         packed: bool,
-    ) {
+    ) -> (usize, bool) {
         let addr = if packed {
             PACKED_BASE + bytes.start
         } else {
@@ -392,7 +420,66 @@ impl Batch {
             packed,
             epoch: ctx.epoch,
             fresh_from: ctx.stats.bytes,
+            appended: 0,
         });
+        (self.segments.len() - 1, !packed)
+    }
+
+    /// Lays every segment's appended chunks out right after its bytes, so
+    /// that each segment is one run of bytes again: one copy of the batch,
+    /// when some stream's chunks were not back to back.
+    fn lay_out(&mut self) {
+        if self.appended.is_empty() {
+            return;
+        }
+        self.appended.sort_by_key(|(index, _)| *index);
+        self.lay_out_buffer(true);
+        self.lay_out_buffer(false);
+        self.appended.clear();
+        for segment in &mut self.segments {
+            segment.appended = 0;
+        }
+    }
+
+    /// [`Self::lay_out`] for the packed buffer or the other one: segments
+    /// keep their order, and standalone ones get addresses anew as
+    /// [`Self::push_segment`] gives them.
+    fn lay_out_buffer(&mut self, packed: bool) {
+        let (mut from, mut pieces) = (std::mem::take(&mut self.spare), self.appended.iter());
+        let to = match packed {
+            true => &mut self.packed,
+            false => &mut self.standalone,
+        };
+        std::mem::swap(&mut from, to);
+        to.clear();
+        if !packed {
+            self.next_addr = 0;
+        }
+        let mut piece = pieces.next();
+        for (index, segment) in self.segments.iter_mut().enumerate() {
+            while piece.is_some_and(|p| p.0 < index) {
+                piece = pieces.next();
+            }
+            if segment.packed != packed {
+                continue;
+            }
+            let start = to.len();
+            to.extend_from_slice(&from[segment.bytes.clone()]);
+            while let Some((_, bytes)) = piece.filter(|p| p.0 == index) {
+                to.extend_from_slice(&from[bytes.clone()]);
+                piece = pieces.next();
+            }
+            segment.bytes = start..to.len();
+            segment.addr = match packed {
+                true => PACKED_BASE + start,
+                false => {
+                    let addr = self.next_addr.max(1);
+                    self.next_addr = addr + segment.bytes.len() + 1;
+                    addr
+                }
+            };
+        }
+        self.spare = from;
     }
 
     /// The bytes of a segment.
@@ -410,10 +497,11 @@ impl Batch {
     /// patterns in the tail plan, and their rules' preconditions), sorted
     /// and without duplicates.
     pub fn search(
-        &self,
+        &mut self,
         scanner: &mut yara_x::blocks::Scanner<'_>,
         plans: SearchPlans<'_>,
     ) -> Result<Vec<Vec<Found>>, ScanError> {
+        self.lay_out();
         let standalone = self
             .segments
             .iter()
@@ -764,6 +852,57 @@ mod tests {
             packed,
             epoch: 0,
             fresh_from: before,
+            appended: 0,
+        }
+    }
+
+    /// Adds a chunk as the scanner does, the context counting it after.
+    fn feed(batch: &mut Batch, ctx: &mut StreamContext, chunk: &[u8], pack_starts: bool) {
+        batch.add_chunk(ctx, chunk, pack_starts);
+        ctx.in_batch = true;
+        ctx.stats.bytes += chunk.len() as u64;
+    }
+
+    #[test]
+    fn chunks_of_a_stream_join_its_segment_whatever_comes_between() {
+        use crate::stream::{Retention, StreamMode};
+        for pack_starts in [false, true] {
+            let new = |n, mode| StreamContext::new(Uuid::from_u128(n), mode, 0, Retention::Off);
+            let (mut a, mut b) = (new(1, StreamMode::Chunks), new(2, StreamMode::Chunks));
+            let line = new(3, StreamMode::Lines);
+            let mut batch = Batch::default();
+            feed(&mut batch, &mut a, b"a0", pack_starts);
+            feed(&mut batch, &mut b, b"b0", pack_starts);
+            feed(&mut batch, &mut a, b"a1", pack_starts);
+            batch.add_line(&line, b"");
+            feed(&mut batch, &mut a, b"a2", pack_starts);
+            feed(&mut batch, &mut b, b"b1", pack_starts);
+            feed(&mut batch, &mut b, b"b2", pack_starts);
+            assert_eq!(batch.segments.len(), 3);
+            assert_eq!((a.batch_segment, b.batch_segment), (0, 1));
+            assert_eq!(a.batch_ends_standalone, !pack_starts);
+            batch.lay_out();
+            let data: Vec<&[u8]> = batch.segments.iter().map(|s| batch.data(s)).collect();
+            assert_eq!(data, [&b"a0a1a2"[..], b"b0b1b2", b""]);
+            assert_eq!(batch.len(), 12);
+            let ends: Vec<u64> = batch.segments.iter().map(Segment::end).collect();
+            assert_eq!(ends, [6, 6, 0]);
+            // Each segment still has addresses of its own, and blocks of
+            // their own have a gap between them.
+            for standalone_only in [false, true] {
+                let segments = batch.segments.iter();
+                let mut addrs: Vec<_> = segments
+                    .filter(|s| !(standalone_only && s.packed))
+                    .map(|s| {
+                        (
+                            s.addr,
+                            s.addr + s.bytes.len() + usize::from(standalone_only),
+                        )
+                    })
+                    .collect();
+                addrs.sort_unstable();
+                assert!(addrs.windows(2).all(|w| w[0].1 <= w[1].0), "{addrs:?}");
+            }
         }
     }
 
@@ -1045,9 +1184,9 @@ mod tests {
         )
         .unwrap();
         let data = b"..0123456789abcdefghijklmnopqrstuvwxyz..ab...c..xxxy..zz..";
-        let ctx = StreamContext::new(Uuid::nil(), StreamMode::Chunks, 0, Retention::Off);
+        let mut ctx = StreamContext::new(Uuid::nil(), StreamMode::Chunks, 0, Retention::Off);
         let mut batch = Batch::default();
-        batch.add_chunk(&ctx, data, false);
+        batch.add_chunk(&mut ctx, data, false);
         let mut scanner = yara_x::blocks::Scanner::new(rules.rules());
         let found = batch.search(&mut scanner, SearchPlans::of(&rules)).unwrap();
         let by_range = |at: &[u8]| {

@@ -249,7 +249,7 @@ impl<'r> MultiStreamScanner<'r> {
             StreamMode::Chunks => {
                 let plan = self.rules.preconditions();
                 ctx.rule_out(data, plan, &mut self.ruled_out_sets);
-                ctx.batch_ends_standalone = self.batch.add_chunk(ctx, data, self.pack_starts);
+                self.batch.add_chunk(ctx, data, self.pack_starts);
             }
             StreamMode::Lines => self.batch.add_line(ctx, data),
         }
@@ -301,7 +301,7 @@ impl<'r> MultiStreamScanner<'r> {
         let before = ctx.buffer_bytes();
         ctx.keep_edges(bytes, self.rules.tail_plan(), &head);
         self.context_bytes = self.context_bytes + ctx.buffer_bytes() - before;
-        ctx.batch_ends_standalone = self.batch.add_whole_stream(ctx, bytes, self.pack_starts);
+        self.batch.add_whole_stream(ctx, bytes, self.pack_starts);
         note_in_batch(ctx, &mut self.batch_streams, &mut self.batch_started);
         self.stats.deferred_searches += 1;
     }
@@ -447,6 +447,7 @@ impl<'r> MultiStreamScanner<'r> {
             if let Some(ctx) = self.streams.get_mut(&id) {
                 ctx.in_batch = false;
                 ctx.batch_ends_standalone = false;
+                ctx.batch_segment = 0;
             }
         }
         self.batch.clear();

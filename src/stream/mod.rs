@@ -146,6 +146,10 @@ pub struct StreamContext {
     /// store only once its bytes were searched.)
     #[serde(skip)]
     pub(crate) batch_ends_standalone: bool,
+    /// The index of its last segment in the current batch, while
+    /// `in_batch` (its next chunk joins that segment).
+    #[serde(skip)]
+    pub(crate) batch_segment: usize,
     /// Whether the end of the stream was last searched inside a packed
     /// block, so that `provisional` is not known.
     pub(crate) tail_unsettled: bool,
@@ -257,6 +261,7 @@ impl StreamContext {
             head: Vec::new(),
             in_batch: false,
             batch_ends_standalone: false,
+            batch_segment: 0,
             tail_unsettled: false,
             retention: match mode {
                 StreamMode::Lines => Retention::Off,
