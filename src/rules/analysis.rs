@@ -104,6 +104,13 @@ pub enum RuleIssue {
         /// What the regex parser said.
         reason: String,
     },
+    /// A regex that looks at its surroundings (`fullword`, a look-around)
+    /// whose edge check (see [`super::EdgeGuard`]) could not be built:
+    /// where a block's edge cuts its context, nothing would catch it.
+    UnguardedRegex {
+        /// The pattern's identifier.
+        pattern: String,
+    },
     /// An `ascii wide` text pattern whose ascii and wide forms can match at
     /// the same offset (a one-byte string, or one with NUL bytes): YARA-X
     /// keeps whichever form it verifies first, and that order depends on the
@@ -152,6 +159,10 @@ impl std::fmt::Display for RuleIssue {
             RuleIssue::UnanalysableRegex { pattern, reason } => {
                 write!(f, "regex of pattern {pattern} could not be analysed ({reason}); its length is assumed unbounded")
             }
+            RuleIssue::UnguardedRegex { pattern } => write!(
+                f,
+                "regex of pattern {pattern} looks at its surroundings, and the check of its matches at chunk edges could not be built (too large)"
+            ),
             RuleIssue::AmbiguousAsciiWide { pattern } => write!(
                 f,
                 "pattern {pattern} is `ascii wide` and both forms can match at one offset; YARA-X reports either"
@@ -746,6 +757,7 @@ fn pattern_report(pattern: &Pattern<'_>, cap: usize, issues: &mut Vec<RuleIssue>
         },
     };
     let fullword = modifiers.fullword().is_some();
+    let looks = context_sensitive;
     context_sensitive |=
         fullword || modifiers.base64().is_some() || modifiers.base64wide().is_some();
     // Look-arounds do not stop a walk (it treats them as satisfied), but
@@ -756,6 +768,17 @@ fn pattern_report(pattern: &Pattern<'_>, cap: usize, issues: &mut Vec<RuleIssue>
         true => Some(open_ended::max_reach(modifiers.wide().is_some())),
         false => base_len.map(|len| modified_len(len, modifiers)),
     };
+    if let Pattern::Regexp(regexp) = pattern {
+        let analysed = base_len.is_some() || open_ended;
+        if (fullword || looks)
+            && analysed
+            && !super::edges::can_guard(&regexp.regexp, modifiers, cap)
+        {
+            issues.push(RuleIssue::UnguardedRegex {
+                pattern: identifier.clone(),
+            });
+        }
+    }
     match max_len {
         Some(_) if open_ended => {}
         None => issues.push(RuleIssue::UnboundedPattern {
@@ -1151,6 +1174,39 @@ mod tests {
         let supported: Vec<bool> = a.rules.iter().map(|r| r.supported).collect();
         assert_eq!(supported, [true, true, false]);
         assert_eq!(a.rules[0].issues, vec![]);
+    }
+
+    #[test]
+    fn regexes_whose_edge_check_cannot_be_built_are_not_stream_exact() {
+        // 750 words of 8 letters, up to 40 times: at most 320 bytes, but
+        // automata too large to build. `fullword` needs its edge check,
+        // which the scanner's edge guard then leaves out.
+        let mut seed = 1u64;
+        let mut word = || -> String {
+            (0..8)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    char::from(b'a' + (seed >> 33) as u8 % 26)
+                })
+                .collect()
+        };
+        let words: Vec<String> = (0..750).map(|_| word()).collect();
+        let groups: Vec<String> = words
+            .chunks(250)
+            .map(|w| format!("({})", w.join("|")))
+            .collect();
+        let regex = format!("({}){{1,40}}", groups.join("|"));
+        let a = analyse(&format!(
+            "rule big {{ strings: $a = /{regex}/ fullword condition: $a }}
+             rule plain {{ strings: $a = /{regex}/ condition: $a }}"
+        ));
+        let unguarded = RuleIssue::UnguardedRegex {
+            pattern: "$a".into(),
+        };
+        assert_eq!(a.rules[0].issues, vec![unguarded]);
+        assert!(!a.rules[0].supported);
+        // Without `fullword` or a look-around, no edge check is needed.
+        assert!(a.rules[1].supported, "{:?}", a.rules[1].issues);
     }
 
     #[test]

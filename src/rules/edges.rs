@@ -494,6 +494,8 @@ impl EdgeGuard {
                     let Some(hir) = parse(&regexp.regexp, nocase) else {
                         continue;
                     };
+                    // One that cannot be built is left out; analysis makes
+                    // its rule not stream-exact (see `can_guard`).
                     if fullword || !hir.properties().look_set().is_empty() {
                         guard.regexes.extend(regex_guard(
                             &hir,
@@ -566,6 +568,21 @@ impl EdgeGuard {
             || self.literals.ends_at(data)
             || self.regexes.iter().any(|r| r.truncated_at(data))
     }
+}
+
+/// Whether the edge check of a regex pattern can be built. Analysis asks,
+/// for each regex that looks at its surroundings: [`EdgeGuard::from_asts`]
+/// leaves out one it cannot build (its automata are too large), so its
+/// rule must not be stream-exact.
+pub(crate) fn can_guard(
+    regexp: &ast::Regexp<'_>,
+    modifiers: &ast::PatternModifiers<'_>,
+    cap: usize,
+) -> bool {
+    let wide = modifiers.wide().is_some();
+    let fullword = modifiers.fullword().is_some();
+    parse(regexp, modifiers.nocase().is_some())
+        .is_some_and(|hir| regex_guard(&hir, wide, fullword, cap).is_some())
 }
 
 fn regex_guard(hir: &Hir, wide: bool, fullword: bool, cap: usize) -> Option<RegexGuard> {
