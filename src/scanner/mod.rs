@@ -167,7 +167,8 @@ impl<'r> MultiStreamScanner<'r> {
             search,
             match_reads: MatchReadScanner::new(rules.match_reads()),
             evaluator: Evaluator::new(rules, &config),
-            pace: pace::Pace::new(config.scan_timeout, config.max_batch_bytes),
+            pace: pace::Pace::new(config.scan_timeout, config.max_batch_bytes)
+                .with_longest_match(rules.tail_plan().most()),
             new_streams: NewStreams {
                 retention: match rules.whole_data().streams_retain() {
                     true => Retention::Retaining,
@@ -429,9 +430,12 @@ impl<'r> MultiStreamScanner<'r> {
                 .search(&mut self.search, SearchPlans::of(self.rules));
             match searched {
                 Ok(found) => {
-                    let matches = found.iter().map(Vec::len).sum();
+                    let finds = pace::Finds {
+                        matches: found.iter().map(Vec::len).sum(),
+                        matched_bytes: found.iter().flatten().map(|f| f.range.len()).sum(),
+                    };
                     self.pace
-                        .observe(self.batch.len(), started.elapsed(), matches);
+                        .observe(self.batch.len(), started.elapsed(), finds);
                     self.settle(found);
                 }
                 Err(err) => {

@@ -21,7 +21,17 @@
 //! at almost every byte (yara-rules' `domain`, `/([\w\.-]+)/ wide ascii`,
 //! on any text) a batch of a few MB held hundreds of MB of them. So the
 //! scanner measures how many matches its searches find per byte, too, and
-//! keeps a batch to what finds about [`MATCH_BUDGET`] of them.
+//! keeps a batch to what finds about [`MATCH_BUDGET`] of them. Long matches
+//! weigh more than many: an open-ended regex over a run of letters matches
+//! at every start, each match kilobytes long (a 256 KB batch of `/[a-z]+xyz/`
+//! bait held 512 MB of snippets), so it also keeps a batch to what finds
+//! about [`MATCHED_BYTES_BUDGET`] bytes of matches.
+//!
+//! Those measures follow the traffic, so a client can send plain bytes
+//! until batches are large, then bait. What bounds that first batch is the
+//! rule set: a batch holds at most [`MATCHED_BYTES_CEILING`] divided by the
+//! longest match the search can find (never below the floor), which is
+//! what it would hold with such a match at every byte.
 
 use std::time::Duration;
 
@@ -37,6 +47,20 @@ const PROBE: usize = 256 << 10;
 /// Matches a batch should find at most (see the module doc): a few MB of
 /// YARA-X's snippets.
 const MATCH_BUDGET: f64 = 64.0 * 1024.0;
+/// Bytes of matches a batch should find at most (see the module doc).
+const MATCHED_BYTES_BUDGET: f64 = 16.0 * 1024.0 * 1024.0;
+/// Bytes of matches a batch could find at most, whatever its bytes: the
+/// batch limit times the rule set's longest match (see the module doc).
+const MATCHED_BYTES_CEILING: usize = 256 << 20;
+
+/// What a batch's search found.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Finds {
+    /// Matches.
+    pub matches: usize,
+    /// Their bytes, summed.
+    pub matched_bytes: usize,
+}
 
 /// The measured search rate, and the batch limit it gives.
 #[derive(Debug, Clone)]
@@ -49,6 +73,8 @@ pub(crate) struct Pace {
     rate: Option<f64>,
     /// Matches found per byte searched, as measured so far.
     density: Option<f64>,
+    /// Bytes of matches found per byte searched, as measured so far.
+    byte_density: Option<f64>,
 }
 
 impl Pace {
@@ -59,11 +85,21 @@ impl Pace {
             max_batch_bytes,
             rate: None,
             density: None,
+            byte_density: None,
         }
     }
 
-    /// Counts a search of `bytes` that took `took` and found `matches`.
-    pub fn observe(&mut self, bytes: usize, took: Duration, matches: usize) {
+    /// The same pace with batches small enough that a match of
+    /// `longest_match` bytes at every byte would stay within
+    /// [`MATCHED_BYTES_CEILING`] (never below the floor).
+    pub fn with_longest_match(mut self, longest_match: usize) -> Pace {
+        let ceiling = (MATCHED_BYTES_CEILING / longest_match.max(1)).max(FLOOR);
+        self.max_batch_bytes = self.max_batch_bytes.min(ceiling);
+        self
+    }
+
+    /// Counts a search of `bytes` that took `took` and found `finds`.
+    pub fn observe(&mut self, bytes: usize, took: Duration, finds: Finds) {
         if bytes < MEASURED_FROM || took.is_zero() {
             return;
         }
@@ -71,8 +107,11 @@ impl Pace {
         // A slower search counts at once (the next batch must not time
         // out), and so do denser matches; the others gradually.
         self.rate = Some(running(self.rate, rate, |new, old| new < old));
-        let density = matches as f64 / bytes as f64;
-        self.density = Some(running(self.density, density, |new, old| new > old));
+        let denser = |new, old| new > old;
+        let per_byte = |n: usize| n as f64 / bytes as f64;
+        self.density = Some(running(self.density, per_byte(finds.matches), denser));
+        let matched = per_byte(finds.matched_bytes);
+        self.byte_density = Some(running(self.byte_density, matched, denser));
     }
 
     /// Counts a search of `bytes` that outlived the timeout.
@@ -80,8 +119,12 @@ impl Pace {
         if let Some(timeout) = self.timeout {
             // What it found is not known: the density stays.
             let bytes = bytes.max(MEASURED_FROM);
-            let matches = (self.density.unwrap_or(0.0) * bytes as f64) as usize;
-            self.observe(bytes, timeout, matches);
+            let at = |density: Option<f64>| (density.unwrap_or(0.0) * bytes as f64) as usize;
+            let finds = Finds {
+                matches: at(self.density),
+                matched_bytes: at(self.byte_density),
+            };
+            self.observe(bytes, timeout, finds);
         }
     }
 
@@ -92,10 +135,12 @@ impl Pace {
             (Some(_), None) => PROBE,
             (None, _) => self.max_batch_bytes,
         };
-        let by_matches = match self.density {
-            Some(density) if density > 0.0 => (MATCH_BUDGET / density) as usize,
+        let within = |budget: f64, density: Option<f64>| match density {
+            Some(density) if density > 0.0 => (budget / density) as usize,
             _ => usize::MAX,
         };
+        let by_matches =
+            within(MATCH_BUDGET, self.density).min(within(MATCHED_BYTES_BUDGET, self.byte_density));
         // (Nothing measured, no density either: `by_time` is the probe or
         // the maximum, both above the floor.)
         by_time
@@ -120,19 +165,27 @@ mod tests {
 
     const MIB: usize = 1 << 20;
 
+    /// Short matches: one byte each.
+    fn matches(matches: usize) -> Finds {
+        Finds {
+            matches,
+            matched_bytes: matches,
+        }
+    }
+
     #[test]
     fn slow_searches_shrink_the_batch_to_a_quarter_of_the_timeout() {
         let mut pace = Pace::new(Some(Duration::from_secs(10)), 4 * MIB);
         assert_eq!(pace.batch_limit(), PROBE, "nothing measured yet");
         // 0.3 MB/s: a 4 MiB batch would take 14 s.
-        pace.observe(3 * MIB, Duration::from_secs(10), 0);
+        pace.observe(3 * MIB, Duration::from_secs(10), matches(0));
         let limit = pace.batch_limit();
         assert!((700_000..900_000).contains(&limit), "{limit}");
         // Fast again: the limit grows back, gradually, up to the maximum.
-        pace.observe(4 * MIB, Duration::from_millis(40), 0);
+        pace.observe(4 * MIB, Duration::from_millis(40), matches(0));
         assert!(pace.batch_limit() > limit && pace.batch_limit() <= 4 * MIB);
         for _ in 0..40 {
-            pace.observe(4 * MIB, Duration::from_millis(40), 0);
+            pace.observe(4 * MIB, Duration::from_millis(40), matches(0));
         }
         assert_eq!(pace.batch_limit(), 4 * MIB);
     }
@@ -142,30 +195,61 @@ mod tests {
         let mut pace = Pace::new(Some(Duration::from_secs(10)), 4 * MIB);
         // Fast, but a match every 1.3 bytes (a pattern matching every word
         // start, `wide ascii`).
-        pace.observe(MIB, Duration::from_millis(100), 800_000);
+        pace.observe(MIB, Duration::from_millis(100), matches(800_000));
         let limit = pace.batch_limit();
         let budget = (MATCH_BUDGET * MIB as f64 / 800_000.0) as usize;
         assert_eq!(limit, budget);
         // Never below the floor, however dense.
-        pace.observe(MIB, Duration::from_millis(100), 50 * MIB);
+        pace.observe(MIB, Duration::from_millis(100), matches(50 * MIB));
         assert_eq!(pace.batch_limit(), FLOOR);
         // Sparse again: the limit grows back, gradually.
-        pace.observe(MIB, Duration::from_millis(100), 0);
+        pace.observe(MIB, Duration::from_millis(100), matches(0));
         assert_eq!(pace.batch_limit(), FLOOR);
         for _ in 0..80 {
-            pace.observe(MIB, Duration::from_millis(10), 10);
+            pace.observe(MIB, Duration::from_millis(10), matches(10));
         }
         assert_eq!(pace.batch_limit(), 4 * MIB);
         // A timeout keeps the density it had (its rate would allow 256 KB).
-        pace.observe(MIB, Duration::from_millis(100), 800_000);
+        pace.observe(MIB, Duration::from_millis(100), matches(800_000));
         pace.observe_timeout(MIB);
         assert_eq!(pace.batch_limit(), budget);
     }
 
     #[test]
+    fn the_longest_match_caps_the_batch_before_anything_is_measured() {
+        let cap = |longest| {
+            let pace = Pace::new(None, 4 * MIB).with_longest_match(longest);
+            pace.batch_limit()
+        };
+        // Literals: the configured maximum.
+        assert_eq!(cap(40), 4 * MIB);
+        // 1 KB patterns: 256 MiB of matches at most.
+        assert_eq!(cap(1024), 256 << 10);
+        // Open-ended regexes: the floor.
+        assert_eq!(cap(16 << 10), FLOOR);
+        assert_eq!(cap(1 << 20), FLOOR);
+    }
+
+    #[test]
+    fn long_matches_shrink_the_batch_to_the_matched_bytes_budget() {
+        let mut pace = Pace::new(Some(Duration::from_secs(10)), 4 * MIB);
+        // Few matches, but 64 bytes of them per byte searched (kilobytes
+        // each, starting at every byte of a run).
+        let long = Finds {
+            matches: 1000,
+            matched_bytes: 64 * MIB,
+        };
+        pace.observe(MIB, Duration::from_millis(10), long);
+        assert_eq!(pace.batch_limit(), 256 << 10);
+        // A timeout keeps it too.
+        pace.observe_timeout(MIB);
+        assert_eq!(pace.batch_limit(), 256 << 10);
+    }
+
+    #[test]
     fn a_search_that_timed_out_shrinks_the_batch() {
         let mut pace = Pace::new(Some(Duration::from_secs(10)), 4 * MIB);
-        pace.observe(4 * MIB, Duration::from_millis(100), 0);
+        pace.observe(4 * MIB, Duration::from_millis(100), matches(0));
         assert_eq!(pace.batch_limit(), 4 * MIB);
         pace.observe_timeout(4 * MIB);
         assert_eq!(pace.batch_limit(), MIB);
@@ -174,12 +258,12 @@ mod tests {
     #[test]
     fn the_limit_has_a_floor_and_small_or_untimed_batches_do_not_count() {
         let mut pace = Pace::new(Some(Duration::from_secs(1)), 4 * MIB);
-        pace.observe(100, Duration::from_secs(5), 0);
+        pace.observe(100, Duration::from_secs(5), matches(0));
         assert_eq!(pace.batch_limit(), PROBE, "too small to measure");
-        pace.observe(MIB, Duration::from_secs(100), 0);
+        pace.observe(MIB, Duration::from_secs(100), matches(0));
         assert_eq!(pace.batch_limit(), FLOOR);
         let mut untimed = Pace::new(None, 4 * MIB);
-        untimed.observe(MIB, Duration::from_secs(100), 0);
+        untimed.observe(MIB, Duration::from_secs(100), matches(0));
         assert_eq!(untimed.batch_limit(), 4 * MIB);
     }
 }
