@@ -301,10 +301,9 @@ impl Batch {
         };
         let from = buf.len();
         buf.extend_from_slice(chunk);
-        // A block of its own grows in place only if it is the last one (an
-        // empty line after it has the next address).
-        let in_place = segment.bytes.end == from && segment.appended == 0;
-        if in_place && (segment.packed || last) {
+        // In place only as the batch's last segment: a segment after it,
+        // even an empty one, has the next address.
+        if last && segment.bytes.end == from && segment.appended == 0 {
             segment.bytes.end = buf.len();
             if !segment.packed {
                 self.next_addr = segment.addr + segment.bytes.len() + 1;
