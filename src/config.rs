@@ -26,7 +26,10 @@ pub struct ScannerConfig {
     /// batches amortise the per-batch harvest (one condition evaluation of
     /// the whole rule set) over more bytes. When searches are slow (rules
     /// whose atoms hit the traffic often), batches are capped lower, at
-    /// what a quarter of `scan_timeout` searches at the measured rate.
+    /// what a quarter of `scan_timeout` searches at the measured rate. They
+    /// are capped lower too where matches are dense or long (YARA-X copies
+    /// the bytes of each match a batch finds), and by the rule set's
+    /// longest match: as low as 64 KB with open-ended regexes.
     pub max_batch_bytes: usize,
     /// Longest time a buffered chunk waits before its batch is searched. It is
     /// checked when a chunk or line arrives and by

@@ -409,7 +409,9 @@ async fn read_verdicts(client: &async_nats::Client, expected: usize) -> Vec<serd
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     // A consumer needs JetStream's meta leader, elected again for a few
-    // seconds after a node dies.
+    // seconds after a node dies (longer on a loaded machine): the reading
+    // has a minute of its own, whatever the wait for the count took.
+    let deadline = Instant::now() + Duration::from_secs(60);
     let verdicts = loop {
         match cluster::verdicts(client, &config).await {
             Ok(verdicts) => break verdicts,
