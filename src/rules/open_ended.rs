@@ -152,16 +152,9 @@ impl OpenEndedRegex {
     /// still alive at the end of `data`, or after [`Self::max_len`] bytes
     /// (then the scan limit bounds it).
     pub fn reach_from(&self, data: &[u8], start: usize) -> Option<usize> {
-        self.walk_on(data, start, start, self.forward.1)
-    }
-
-    /// The reach from `start` of a walk that is in `state` before the byte
-    /// at `from` (not before `start`): where it dies within [`Self::max_len`]
-    /// bytes of `start` and `data`, as [`Self::reach_from`] counts it.
-    fn walk_on(&self, data: &[u8], start: usize, from: usize, mut state: StateID) -> Option<usize> {
-        let dfa = &self.forward.0;
+        let (dfa, mut state) = (&self.forward.0, self.forward.1);
         let end = data.len().min(start.saturating_add(self.max_len));
-        for (at, &byte) in (from..).zip(data.get(from..end)?) {
+        for (at, &byte) in (start..).zip(data.get(start..end)?) {
             state = dfa.next_state(state, byte);
             if dfa.is_dead_state(state) {
                 return Some(at + 1 - start);

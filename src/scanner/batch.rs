@@ -289,9 +289,10 @@ impl Batch {
         joins.then_some(index)
     }
 
-    /// Appends a chunk to the segment at `index`: in place when its bytes
-    /// end the buffer, else at the buffer's end, laid out before the
-    /// search. Where it went, as [`Self::push_segment`] says it.
+    /// Appends a chunk to the segment at `index`: in place when that is the
+    /// batch's last segment and its bytes end the buffer, else at the
+    /// buffer's end, laid out before the search. Where it went, as
+    /// [`Self::push_segment`] says it.
     fn append_to(&mut self, index: usize, chunk: &[u8]) -> (usize, bool) {
         let last = index + 1 == self.segments.len();
         let segment = &mut self.segments[index];
@@ -403,11 +404,8 @@ impl Batch {
         let addr = if packed {
             PACKED_BASE + bytes.start
         } else {
-            // Address 0 is never used, and a gap keeps blocks apart.
             self.standalone_segments += 1;
-            let addr = self.next_addr.max(1);
-            self.next_addr = addr + bytes.len() + 1;
-            addr
+            standalone_addr(&mut self.next_addr, bytes.len())
         };
         self.segments.push(Segment {
             stream: ctx.id,
@@ -471,11 +469,7 @@ impl Batch {
             segment.bytes = start..to.len();
             segment.addr = match packed {
                 true => PACKED_BASE + start,
-                false => {
-                    let addr = self.next_addr.max(1);
-                    self.next_addr = addr + segment.bytes.len() + 1;
-                    addr
-                }
+                false => standalone_addr(&mut self.next_addr, segment.bytes.len()),
             };
         }
         self.spare = from;
@@ -727,6 +721,14 @@ impl Batch {
         span.bytes = bytes;
         span
     }
+}
+
+/// The address of the next block of its own, of `len` bytes, and the one
+/// after it: address 0 is never used, and a gap keeps blocks apart.
+fn standalone_addr(next_addr: &mut usize, len: usize) -> usize {
+    let addr = (*next_addr).max(1);
+    *next_addr = addr + len + 1;
+    addr
 }
 
 /// The bytes of `previous` (a stream's last settled span) before the

@@ -241,8 +241,8 @@ mod tests {
         };
         pace.observe(MIB, Duration::from_millis(10), long);
         assert_eq!(pace.batch_limit(), 256 << 10);
-        // A timeout keeps it too.
-        pace.observe_timeout(MIB);
+        // A timeout keeps it too (its rate alone would allow 1 MiB).
+        pace.observe_timeout(4 * MIB);
         assert_eq!(pace.batch_limit(), 256 << 10);
     }
 
