@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::contenders::{fingerprint, release_freed_memory, resident_bytes};
-use super::workload::{Step, Workload, WorkloadSpec};
+use super::workload::{Workload, WorkloadSpec};
 use crate::config::{EngineConfig, StoreConfig};
 use crate::engine::{BlockingHandle, Engine};
 use crate::error::{EngineError, RuleError};
@@ -230,12 +230,7 @@ fn send(
     for index in range {
         let len = workload.stream(index).len();
         let (start, end) = ((chunk * size).min(len), ((chunk + 1) * size).min(len));
-        let step = Step {
-            stream: index as u32,
-            offset: start as u32,
-            len: (end - start) as u32,
-            last: false,
-        };
+        let step = workload.step_of(index, start, end - start);
         burst.push((ids[index], workload.chunk_bytes(&step)));
         if burst.len() == 1024 {
             handle.scan_chunks(std::mem::take(&mut burst))?;
