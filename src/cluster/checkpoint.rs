@@ -155,7 +155,12 @@ mod tests {
     fn sample() -> Checkpoint {
         let mut context =
             StreamContext::new(Uuid::from_u128(9), StreamMode::Chunks, 1, Retention::Off);
-        context.record(b"some bytes", &Default::default(), &HeadKeep::first(2));
+        context.record(
+            b"some bytes",
+            &Default::default(),
+            &HeadKeep::first(2),
+            1_700_000_000_000,
+        );
         Checkpoint {
             applied: 1234,
             owner: "worker-a".into(),

@@ -1124,7 +1124,7 @@ mod tests {
                 });
                 let segment = segments.last_mut().unwrap();
                 (segment.start, segment.fresh_from) = (start, at as u64);
-                ctx.record(chunk, &plan, &HeadKeep::first(0));
+                ctx.record(chunk, &plan, &HeadKeep::first(0), 0);
                 stretched += usize::from(ctx.tail.len() > plan.floor());
                 short_tails += usize::from(ctx.tail.len() < plan.most().min(at + chunk.len()));
                 at += chunk.len();

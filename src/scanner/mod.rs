@@ -48,7 +48,9 @@ use crate::rules::match_reads::MatchReadScanner;
 use crate::rules::preconditions::RuledOutSets;
 use crate::rules::{External, RuleSet};
 use crate::stream::digests::DigestSet;
-use crate::stream::{HeadKeep, Retention, RetentionRoom, StreamContext, StreamMode, StreamStats};
+use crate::stream::{
+    now_ms, HeadKeep, Retention, RetentionRoom, StreamContext, StreamMode, StreamStats,
+};
 use batch::{Acceptance, Batch, Found, LineCursor, SearchPlans, Window};
 use verdict::Evaluator;
 
@@ -127,6 +129,8 @@ pub struct MultiStreamScanner<'r> {
     /// Streams with bytes in the current batch, in arrival order.
     batch_streams: Vec<Uuid>,
     batch_started: Option<Instant>,
+    /// Gives streams their last-seen times.
+    wall: WallClock,
     epochs: Epochs,
     /// Streams that found matches since [`Self::take_streams_with_new_matches`]
     /// was last called.
@@ -183,6 +187,7 @@ impl<'r> MultiStreamScanner<'r> {
             pack_starts: rules.edge_guard().is_empty() && analysis.head_len == 0,
             batch_streams: Vec::new(),
             batch_started: None,
+            wall: WallClock::now(),
             epochs: Epochs::default(),
             with_new_matches: HashSet::default(),
             context_bytes: 0,
@@ -225,9 +230,12 @@ impl<'r> MultiStreamScanner<'r> {
                 limit: self.config.max_chunk_bytes,
             });
         }
+        // One reading of the clock per chunk, for the batch's delay and
+        // the stream's last-seen time.
+        let now = Instant::now();
         if self.batch.len() + data.len() > self.pace.batch_limit()
             || self.batch.standalone_segments() >= batch::MAX_STANDALONE_SEGMENTS
-            || self.batch_overdue()
+            || self.batch_overdue_at(now)
         {
             self.flush()?;
         }
@@ -258,7 +266,7 @@ impl<'r> MultiStreamScanner<'r> {
         // or drops the retained bytes: the part of `memory_bytes` that
         // `buffer_bytes` counts.
         let (before, retained) = (ctx.buffer_bytes(), ctx.retained.len());
-        ctx.record(data, self.rules.tail_plan(), &head);
+        ctx.record(data, self.rules.tail_plan(), &head, self.wall.ms_at(now));
         let room = RetentionRoom {
             stream_cap: self.config.max_retained_stream_bytes,
             budget_left: self
@@ -273,7 +281,7 @@ impl<'r> MultiStreamScanner<'r> {
         match unsearched {
             Some(bytes) => self.add_deferred_bytes(stream, &bytes),
             None if searched_now => {
-                note_in_batch(ctx, &mut self.batch_streams, &mut self.batch_started);
+                note_in_batch(ctx, &mut self.batch_streams, &mut self.batch_started, now);
             }
             None => {}
         }
@@ -303,7 +311,8 @@ impl<'r> MultiStreamScanner<'r> {
         ctx.keep_edges(bytes, self.rules.tail_plan(), &head);
         self.context_bytes = self.context_bytes + ctx.buffer_bytes() - before;
         self.batch.add_whole_stream(ctx, bytes, self.pack_starts);
-        note_in_batch(ctx, &mut self.batch_streams, &mut self.batch_started);
+        let now = Instant::now();
+        note_in_batch(ctx, &mut self.batch_streams, &mut self.batch_started, now);
         self.stats.deferred_searches += 1;
     }
 
@@ -380,8 +389,12 @@ impl<'r> MultiStreamScanner<'r> {
     }
 
     fn batch_overdue(&self) -> bool {
+        self.batch_overdue_at(Instant::now())
+    }
+
+    fn batch_overdue_at(&self, now: Instant) -> bool {
         self.batch_started
-            .is_some_and(|t| t.elapsed() >= self.config.max_batch_delay)
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.config.max_batch_delay)
     }
 
     /// Searches the current batch if it has waited `max_batch_delay`.
@@ -456,6 +469,7 @@ impl<'r> MultiStreamScanner<'r> {
         }
         self.batch.clear();
         self.batch_started = None;
+        self.wall = WallClock::now();
         Ok(())
     }
 
@@ -547,7 +561,11 @@ impl<'r> MultiStreamScanner<'r> {
                 continue;
             }
             let found = drop_ruled_out(found, ctx, &mut self.stats.ruled_out_matches);
-            let before = ctx.memory_bytes();
+            // Most segments find nothing and change no kept match: their
+            // contexts' sizes are left alone (counting one walks it all).
+            let resized =
+                !found.is_empty() || !ctx.provisional.is_empty() || segment.line.is_some();
+            let before = if resized { ctx.memory_bytes() } else { 0 };
             if segment.line.is_none() {
                 // New bytes (or a tail rescan) void what was provisional. A
                 // stream's segments come in order, so the one that ends the
@@ -627,7 +645,9 @@ impl<'r> MultiStreamScanner<'r> {
                 ctx.settled
                     .insert(batch.span_of(segment, 0..len, true, guard, &mut lines, None));
             }
-            self.context_bytes = self.context_bytes + ctx.memory_bytes() - before;
+            if resized {
+                self.context_bytes = self.context_bytes + ctx.memory_bytes() - before;
+            }
         }
     }
 
@@ -1020,17 +1040,43 @@ fn broken_error(ctx: &StreamContext, config: &ScannerConfig) -> Option<ScanError
 }
 
 /// Puts a stream in the current batch's list (once), and starts the
-/// batch's clock if it is the first.
+/// batch's clock at `now` if it is the first.
 fn note_in_batch(
     ctx: &mut StreamContext,
     batch_streams: &mut Vec<Uuid>,
     batch_started: &mut Option<Instant>,
+    now: Instant,
 ) {
     if !ctx.in_batch {
         ctx.in_batch = true;
         batch_streams.push(ctx.id);
     }
-    batch_started.get_or_insert_with(Instant::now);
+    batch_started.get_or_insert(now);
+}
+
+/// Wall-clock time worked out from a monotonic reading, so that a chunk
+/// reads the clock once for both its batch's delay and its stream's
+/// last-seen time. Read from the system clock again after each batch, so
+/// that a step of the wall clock shows within a batch.
+#[derive(Debug, Clone, Copy)]
+struct WallClock {
+    at: Instant,
+    ms: u64,
+}
+
+impl WallClock {
+    fn now() -> WallClock {
+        WallClock {
+            at: Instant::now(),
+            ms: now_ms(),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch at `instant`.
+    fn ms_at(&self, instant: Instant) -> u64 {
+        let since = instant.saturating_duration_since(self.at).as_millis();
+        self.ms + since as u64
+    }
 }
 
 /// A new context with the next epoch.

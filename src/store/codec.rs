@@ -172,7 +172,13 @@ mod tests {
             3,
             Retention::Retaining,
         );
-        context.record(b"hello\nworld", &Default::default(), &HeadKeep::first(4));
+        let now = crate::stream::now_ms();
+        context.record(
+            b"hello\nworld",
+            &Default::default(),
+            &HeadKeep::first(4),
+            now,
+        );
         context.retained = b"hello\nworld".to_vec();
         context
     }

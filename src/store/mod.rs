@@ -360,7 +360,12 @@ mod tests {
     fn context(id: u128, data: &[u8]) -> StreamContext {
         let mut context =
             StreamContext::new(Uuid::from_u128(id), StreamMode::Chunks, 1, Retention::Off);
-        context.record(data, &Default::default(), &HeadKeep::first(4));
+        context.record(
+            data,
+            &Default::default(),
+            &HeadKeep::first(4),
+            1_700_000_000_000,
+        );
         context
     }
 

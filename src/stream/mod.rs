@@ -283,11 +283,17 @@ impl StreamContext {
 
     /// Counts appended bytes, and in chunk mode moves the tail and grows
     /// the head (as `tail` and `head` say) unless the stream's search is
-    /// deferred.
-    pub(crate) fn record(&mut self, data: &[u8], tail: &TailPlan, head: &HeadKeep<'_>) {
+    /// deferred. `now_ms` is the time the data came.
+    pub(crate) fn record(
+        &mut self,
+        data: &[u8],
+        tail: &TailPlan,
+        head: &HeadKeep<'_>,
+        now_ms: u64,
+    ) {
         self.stats.bytes += data.len() as u64;
         self.stats.chunks += 1;
-        self.stats.last_seen_ms = now_ms();
+        self.stats.last_seen_ms = now_ms;
         match self.mode {
             StreamMode::Lines => self.stats.lines += 1,
             StreamMode::Chunks => {
