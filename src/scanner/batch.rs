@@ -252,6 +252,11 @@ pub(crate) struct Batch {
 /// the batch is searched before it holds more blocks than this.
 pub(crate) const MAX_STANDALONE_SEGMENTS: usize = 1024;
 
+/// A chunk at least this many times its stream's tail gets a segment of
+/// its own, even with its stream's segment in the batch (see
+/// [`Batch::earlier_segment`]).
+const TAIL_SHARE_REPEATED: usize = 8;
+
 impl Batch {
     /// Adds a chunk of a chunk stream, before the context counts it, and
     /// notes in the context where it went. The segment is the stream's
@@ -265,9 +270,11 @@ impl Batch {
     /// in a segment of its own would rescan the stream's tail, which can be
     /// kilobytes (an open-ended regex's walk, a long pattern): streams fed
     /// 1-byte chunks made batches thousands of times their bytes, and as
-    /// many copies of each match the tail held.
+    /// many copies of each match the tail held. Only a chunk far longer
+    /// than its stream's tail repeats the tail instead (see
+    /// [`Self::earlier_segment`]).
     pub fn add_chunk(&mut self, ctx: &mut StreamContext, chunk: &[u8], pack_starts: bool) {
-        let placed = match self.earlier_segment(ctx) {
+        let placed = match self.earlier_segment(ctx, chunk.len()) {
             Some(index) => self.append_to(index, chunk),
             None => {
                 let start = ctx.tail_start();
@@ -280,13 +287,20 @@ impl Batch {
     }
 
     /// The index of the stream's segment in this batch that ends where the
-    /// stream does, if it has one (and is not a line).
-    fn earlier_segment(&self, ctx: &StreamContext) -> Option<usize> {
+    /// stream does, if it has one (and is not a line), for a chunk of
+    /// `len` bytes to join. Unless the segment ends the batch, joining it
+    /// costs a copy of the batch before the search (see [`Self::lay_out`]),
+    /// so a chunk that outweighs its stream's tail by far makes a segment
+    /// of its own instead: its tail is searched again, at most
+    /// 1/[`TAIL_SHARE_REPEATED`] more bytes.
+    fn earlier_segment(&self, ctx: &StreamContext, len: usize) -> Option<usize> {
         let index = ctx.batch_segment;
         let segment = self.segments.get(index).filter(|_| ctx.in_batch)?;
         let same_stream = segment.stream == ctx.id && segment.epoch == ctx.epoch;
         let joins = same_stream && segment.line.is_none() && segment.end() == ctx.stats.bytes;
-        joins.then_some(index)
+        let ends_batch = index + 1 == self.segments.len();
+        let tail_repeats_cheaply = ctx.tail.len() * TAIL_SHARE_REPEATED <= len;
+        (joins && (ends_batch || !tail_repeats_cheaply)).then_some(index)
     }
 
     /// Appends a chunk to the segment at `index`: in place when that is the
@@ -857,11 +871,40 @@ mod tests {
         }
     }
 
-    /// Adds a chunk as the scanner does, the context counting it after.
+    /// Adds a chunk as the scanner does, the context recording it after
+    /// (its tail: the last `TAIL` bytes).
     fn feed(batch: &mut Batch, ctx: &mut StreamContext, chunk: &[u8], pack_starts: bool) {
+        use crate::stream::HeadKeep;
         batch.add_chunk(ctx, chunk, pack_starts);
         ctx.in_batch = true;
-        ctx.stats.bytes += chunk.len() as u64;
+        ctx.record(chunk, &TailPlan::uniform(W), &HeadKeep::first(0), 0);
+    }
+
+    /// A chunk that outweighs its stream's tail 8 times or more gets a
+    /// segment of its own after its stream's: the tail again, then the
+    /// chunk. (It joins a segment that ends the batch whatever its size.)
+    #[test]
+    fn long_chunks_repeat_their_tail_rather_than_join_across_others() {
+        use crate::stream::{Retention, StreamMode};
+        let new = |n| StreamContext::new(Uuid::from_u128(n), StreamMode::Chunks, 0, Retention::Off);
+        let (mut a, mut b) = (new(1), new(2));
+        let mut batch = Batch::default();
+        let long = vec![b'x'; 8 * TAIL as usize];
+        feed(&mut batch, &mut a, &long, true);
+        feed(&mut batch, &mut a, &long, true);
+        assert_eq!(batch.segments.len(), 1, "the last segment grows");
+        feed(&mut batch, &mut b, b"b0", true);
+        feed(&mut batch, &mut a, &long, true);
+        let (n, tail) = (long.len() as u64, TAIL as usize);
+        assert_eq!(batch.segments[2].start, 2 * n - TAIL);
+        // Short chunks join: in place as the last segment, else as pieces.
+        feed(&mut batch, &mut a, b"a", true);
+        feed(&mut batch, &mut b, b"b1", true);
+        feed(&mut batch, &mut a, &long[1..], true);
+        let ends: Vec<u64> = batch.segments.iter().map(Segment::end).collect();
+        assert_eq!(ends, [2 * n, 4, 4 * n]);
+        assert_eq!(batch.len(), 4 * long.len() + 4 + tail);
+        assert_eq!(a.batch_segment, 2);
     }
 
     #[test]
