@@ -1036,3 +1036,35 @@ fn interleaved_tiny_chunks_do_not_rescan_their_tails_each() {
         "{searched} bytes searched for {total}"
     );
 }
+
+/// A stream's last-seen time is the wall-clock time of its last chunk,
+/// whether or not a batch was searched since (the scanner works it out
+/// from the one clock reading each chunk takes).
+#[test]
+fn last_seen_follows_the_wall_clock_between_searches() {
+    let now_ms = || {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        since.unwrap().as_millis() as u64
+    };
+    let rules = compile(r#"rule r { strings: $a = "abc" condition: $a }"#);
+    let mut scanner = untimed_scanner(&rules);
+    let (quiet, fed) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    scanner.scan_chunk(quiet, b"x").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = now_ms();
+    scanner.scan_chunk(fed, b"y").unwrap();
+    let after = now_ms();
+    let seen = |scanner: &mut MultiStreamScanner, id| {
+        let results = scanner.get_matches(&id).unwrap().unwrap();
+        results.stats.last_seen_ms
+    };
+    let (fed_seen, quiet_seen) = (seen(&mut scanner, fed), seen(&mut scanner, quiet));
+    // Milliseconds are cut, not rounded, and the scanner's base reading
+    // pairs two clocks read one after the other: 2 ms of slack below, 1
+    // above.
+    assert!(
+        (before.saturating_sub(2)..=after + 1).contains(&fed_seen),
+        "{before} <= {fed_seen} <= {after}"
+    );
+    assert!(fed_seen >= quiet_seen + 290, "{quiet_seen} then {fed_seen}");
+}
