@@ -128,9 +128,7 @@ pub struct MultiStreamScanner<'r> {
     pack_starts: bool,
     /// Streams with bytes in the current batch, in arrival order.
     batch_streams: Vec<Uuid>,
-    batch_started: Option<Instant>,
-    /// Gives streams their last-seen times.
-    wall: WallClock,
+    batch_started: Option<BatchStart>,
     epochs: Epochs,
     /// Streams that found matches since [`Self::take_streams_with_new_matches`]
     /// was last called.
@@ -187,7 +185,6 @@ impl<'r> MultiStreamScanner<'r> {
             pack_starts: rules.edge_guard().is_empty() && analysis.head_len == 0,
             batch_streams: Vec::new(),
             batch_started: None,
-            wall: WallClock::now(),
             epochs: Epochs::default(),
             with_new_matches: HashSet::default(),
             context_bytes: 0,
@@ -230,12 +227,12 @@ impl<'r> MultiStreamScanner<'r> {
                 limit: self.config.max_chunk_bytes,
             });
         }
-        // One reading of the clock per chunk, for the batch's delay and
-        // the stream's last-seen time.
-        let now = Instant::now();
+        // One reading of the clock per chunk, for the stream's last-seen
+        // time and the batch's delay.
+        let now = now_ms();
         if self.batch.len() + data.len() > self.pace.batch_limit()
             || self.batch.standalone_segments() >= batch::MAX_STANDALONE_SEGMENTS
-            || self.batch_overdue_at(now)
+            || self.batch_overdue_at_ms(now)
         {
             self.flush()?;
         }
@@ -266,7 +263,7 @@ impl<'r> MultiStreamScanner<'r> {
         // or drops the retained bytes: the part of `memory_bytes` that
         // `buffer_bytes` counts.
         let (before, retained) = (ctx.buffer_bytes(), ctx.retained.len());
-        ctx.record(data, self.rules.tail_plan(), &head, self.wall.ms_at(now));
+        ctx.record(data, self.rules.tail_plan(), &head, now);
         let room = RetentionRoom {
             stream_cap: self.config.max_retained_stream_bytes,
             budget_left: self
@@ -311,8 +308,12 @@ impl<'r> MultiStreamScanner<'r> {
         ctx.keep_edges(bytes, self.rules.tail_plan(), &head);
         self.context_bytes = self.context_bytes + ctx.buffer_bytes() - before;
         self.batch.add_whole_stream(ctx, bytes, self.pack_starts);
-        let now = Instant::now();
-        note_in_batch(ctx, &mut self.batch_streams, &mut self.batch_started, now);
+        note_in_batch(
+            ctx,
+            &mut self.batch_streams,
+            &mut self.batch_started,
+            now_ms(),
+        );
         self.stats.deferred_searches += 1;
     }
 
@@ -389,12 +390,18 @@ impl<'r> MultiStreamScanner<'r> {
     }
 
     fn batch_overdue(&self) -> bool {
-        self.batch_overdue_at(Instant::now())
+        self.batch_started
+            .is_some_and(|s| s.at.elapsed() >= self.config.max_batch_delay)
     }
 
-    fn batch_overdue_at(&self, now: Instant) -> bool {
+    /// Whether the batch is overdue by the wall clock at `now_ms`, the
+    /// reading a chunk takes for its stream's last-seen time anyway. A
+    /// step back of the wall clock delays this check, not
+    /// [`Self::flush_if_due`]'s.
+    fn batch_overdue_at_ms(&self, now_ms: u64) -> bool {
+        let delay_ms = self.config.max_batch_delay.as_millis() as u64;
         self.batch_started
-            .is_some_and(|t| now.saturating_duration_since(t) >= self.config.max_batch_delay)
+            .is_some_and(|s| now_ms.saturating_sub(s.wall_ms) >= delay_ms)
     }
 
     /// Searches the current batch if it has waited `max_batch_delay`.
@@ -469,7 +476,6 @@ impl<'r> MultiStreamScanner<'r> {
         }
         self.batch.clear();
         self.batch_started = None;
-        self.wall = WallClock::now();
         Ok(())
     }
 
@@ -1040,43 +1046,32 @@ fn broken_error(ctx: &StreamContext, config: &ScannerConfig) -> Option<ScanError
 }
 
 /// Puts a stream in the current batch's list (once), and starts the
-/// batch's clock at `now` if it is the first.
+/// batch's clock if it is the first (`now_ms`: the wall clock, read for
+/// the chunk).
 fn note_in_batch(
     ctx: &mut StreamContext,
     batch_streams: &mut Vec<Uuid>,
-    batch_started: &mut Option<Instant>,
-    now: Instant,
+    batch_started: &mut Option<BatchStart>,
+    now_ms: u64,
 ) {
     if !ctx.in_batch {
         ctx.in_batch = true;
         batch_streams.push(ctx.id);
     }
-    batch_started.get_or_insert(now);
+    batch_started.get_or_insert_with(|| BatchStart {
+        at: Instant::now(),
+        wall_ms: now_ms,
+    });
 }
 
-/// Wall-clock time worked out from a monotonic reading, so that a chunk
-/// reads the clock once for both its batch's delay and its stream's
-/// last-seen time. Read from the system clock again after each batch, so
-/// that a step of the wall clock shows within a batch.
+/// When the current batch took its first bytes: by the monotonic clock,
+/// for [`MultiStreamScanner::flush_if_due`], and by the wall clock, which
+/// each chunk reads once for its stream's last-seen time and its check
+/// of the batch's delay.
 #[derive(Debug, Clone, Copy)]
-struct WallClock {
+struct BatchStart {
     at: Instant,
-    ms: u64,
-}
-
-impl WallClock {
-    fn now() -> WallClock {
-        WallClock {
-            at: Instant::now(),
-            ms: now_ms(),
-        }
-    }
-
-    /// Milliseconds since the Unix epoch at `instant`.
-    fn ms_at(&self, instant: Instant) -> u64 {
-        let since = instant.saturating_duration_since(self.at).as_millis();
-        self.ms + since as u64
-    }
+    wall_ms: u64,
 }
 
 /// A new context with the next epoch.
