@@ -1042,10 +1042,7 @@ fn interleaved_tiny_chunks_do_not_rescan_their_tails_each() {
 /// chunk takes also times the batch).
 #[test]
 fn last_seen_follows_the_wall_clock_between_searches() {
-    let now_ms = || {
-        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-        since.unwrap().as_millis() as u64
-    };
+    use yaraflow::stream::now_ms;
     let rules = compile(r#"rule r { strings: $a = "abc" condition: $a }"#);
     let mut scanner = untimed_scanner(&rules);
     let (quiet, fed) = (Uuid::from_u128(1), Uuid::from_u128(2));
