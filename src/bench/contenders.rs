@@ -14,6 +14,7 @@
 //! reference. Closes are grouped 64 at a time where the API allows, as a
 //! caller closing many streams would.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -624,4 +625,74 @@ pub fn actor_hop(streams: usize) -> Result<ActorHop, crate::EngineError> {
         engine_ns_per_chunk: through_engine.as_nanos() as f64 / CHUNKS as f64,
         query_round_trip_us: queries.as_secs_f64() * 1e6 / QUERIES as f64,
     })
+}
+
+/// Not a contender: the floor of yaraflow's design, what any scanner that
+/// searches many streams' chunks in shared batches with YARA-X's block
+/// scanner does at the least. Each chunk finds its stream's tail (one
+/// lookup among the open streams, keyed by id as the scanner's contexts
+/// are), is copied after it into the batch, and leaves its own last bytes
+/// as the new tail; a full batch is searched as one block and its matches
+/// are walked. A batch is searched also when [`GROUP`] streams have ended,
+/// as `multi_stream` closes them (a verdict needs its stream's bytes
+/// searched). Nothing else: no verdict, no counters, no spans, no
+/// retention. Its ratio to whole-buffer YARA-X bounds the scanner's. Gives
+/// the matches it walked, too (the real ones, and some twice or across
+/// seams).
+pub fn design_floor(
+    rules: &yara_x::Rules,
+    workload: &Workload,
+    tail_len: usize,
+    batch_bytes: usize,
+) -> Result<(Outcome, usize), yara_x::ScanError> {
+    let mut search = yara_x::blocks::Scanner::new(rules);
+    search.max_matches_per_pattern(usize::MAX);
+    let mut tails: HashMap<Uuid, Vec<u8>, foldhash::fast::RandomState> = HashMap::default();
+    let mut batch = Vec::with_capacity(batch_bytes + tail_len + workload.chunk_size());
+    let (mut matches, mut ended) = (0, 0);
+    let started = Instant::now();
+    for step in workload.schedule() {
+        let id = stream_id(step.stream as usize);
+        let tail = tails.entry(id).or_default();
+        let start = batch.len();
+        batch.extend_from_slice(tail);
+        batch.extend_from_slice(workload.chunk(step));
+        let kept = (batch.len() - start).min(tail_len);
+        tail.clear();
+        tail.extend_from_slice(&batch[batch.len() - kept..]);
+        if step.last {
+            tails.remove(&id);
+            ended += 1;
+        }
+        if batch.len() >= batch_bytes || ended == GROUP {
+            ended = 0;
+            matches += search_batch(&mut search, &batch)?;
+            batch.clear();
+        }
+    }
+    matches += search_batch(&mut search, &batch)?;
+    let outcome = Outcome {
+        name: "design floor (copy and search only)".into(),
+        streams: workload.streams(),
+        bytes: workload.bytes(),
+        seconds: started.elapsed().as_secs_f64(),
+        ..Outcome::default()
+    };
+    Ok((outcome, matches))
+}
+
+/// Searches `batch` as one block and counts its matches, walking them as
+/// the scanner does.
+fn search_batch(
+    search: &mut yara_x::blocks::Scanner<'_>,
+    batch: &[u8],
+) -> Result<usize, yara_x::ScanError> {
+    search.scan(0, batch)?;
+    let results = search.finish()?;
+    let rules = results.matching_rules().include_private(true);
+    Ok(rules
+        .chain(results.non_matching_rules().include_private(true))
+        .flat_map(|rule| rule.patterns().include_private(true))
+        .map(|pattern| pattern.matches().count())
+        .sum())
 }

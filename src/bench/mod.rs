@@ -92,6 +92,11 @@ pub struct Report {
     /// when asked for (`yaraflow bench --rounds`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scanner_rounds: Option<PairedRounds>,
+    /// The design floor's ratio to the reference over the same rounds
+    /// (`yaraflow bench --rounds N --floor`; see
+    /// [`contenders::design_floor`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor_rounds: Option<PairedRounds>,
 }
 
 /// One contender's throughput over the reference's, measured in several
@@ -110,13 +115,13 @@ pub struct PairedRounds {
     /// The highest.
     pub max: f64,
     /// Whether the contender's verdicts equalled the reference's in every
-    /// round.
-    pub verdicts_equal: bool,
+    /// round; `None` for one that gives no verdicts (the design floor).
+    pub verdicts_equal: Option<bool>,
 }
 
 impl PairedRounds {
     /// The summary of `ratios` (at least one).
-    pub fn new(ratios: Vec<f64>, verdicts_equal: bool) -> PairedRounds {
+    pub fn new(ratios: Vec<f64>, verdicts_equal: Option<bool>) -> PairedRounds {
         let mut sorted = ratios.clone();
         sorted.sort_unstable_by(f64::total_cmp);
         let middle = sorted.len() / 2;
@@ -198,6 +203,7 @@ impl Report {
             contenders,
             actor_hop: None,
             scanner_rounds: None,
+            floor_rounds: None,
         }
     }
 }
@@ -269,15 +275,57 @@ mod tests {
         }
     }
 
+    /// The design floor searches every byte with every tail: it walks at
+    /// least the matches that whole-buffer scans find, however the chunks
+    /// fall in its batches.
+    #[test]
+    fn the_design_floor_finds_every_match() {
+        let (source, patterns) = synthetic_rules(50, 3);
+        let rules = crate::RuleSet::from_source(&source, 1024).unwrap();
+        let spec = WorkloadSpec {
+            streams: 300,
+            chunk_size: 200,
+            total_bytes: 300 * 2000,
+            short_streams: false,
+            match_fraction: 0.5,
+            seed: 7,
+            traffic: Traffic::Random,
+            plant_at_start: false,
+        };
+        let workload = Workload::generate(&spec, &patterns);
+        let plain = rules.compile_unchanged().unwrap();
+        let mut scanner = yara_x::Scanner::new(&plain);
+        let mut whole = 0;
+        for index in 0..workload.streams() {
+            let results = scanner.scan(workload.stream(index)).unwrap();
+            whole += results
+                .matching_rules()
+                .flat_map(|r| r.patterns())
+                .map(|p| p.matches().count())
+                .sum::<usize>();
+        }
+        assert!(whole > 50, "{whole} matches planted");
+        let tail = rules.analysis().window - 1;
+        for batch_bytes in [1 << 10, 64 << 10] {
+            let (outcome, found) =
+                contenders::design_floor(&plain, &workload, tail, batch_bytes).unwrap();
+            assert!(
+                found >= whole,
+                "{found} of {whole} with {batch_bytes}-byte batches"
+            );
+            assert_eq!(outcome.bytes, workload.bytes());
+        }
+    }
+
     #[test]
     fn paired_rounds_quote_the_median_and_the_range() {
-        let odd = PairedRounds::new(vec![0.7, 0.5, 0.9], true);
+        let odd = PairedRounds::new(vec![0.7, 0.5, 0.9], Some(true));
         assert_eq!((odd.median, odd.min, odd.max), (0.7, 0.5, 0.9));
         assert_eq!(odd.ratios, vec![0.7, 0.5, 0.9], "kept in the order run");
-        let even = PairedRounds::new(vec![0.8, 0.6, 1.0, 0.4], false);
+        let even = PairedRounds::new(vec![0.8, 0.6, 1.0, 0.4], Some(false));
         assert!((even.median - 0.7).abs() < 1e-12, "{}", even.median);
         assert_eq!((even.min, even.max), (0.4, 1.0));
-        assert!(!even.verdicts_equal);
+        assert_eq!(even.verdicts_equal, Some(false));
     }
 
     #[test]

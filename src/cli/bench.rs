@@ -79,6 +79,12 @@ pub struct BenchArgs {
     /// shared, noisy machine.
     #[arg(long, default_value_t = 0)]
     rounds: usize,
+    /// In each of those rounds, also run the design's floor (each chunk
+    /// copied after its stream's tail into a shared batch, batches searched
+    /// as one block, nothing else: no verdicts) and print its median ratio:
+    /// how close to whole-buffer YARA-X a scanner of this design can come.
+    #[arg(long, requires = "rounds")]
+    floor: bool,
     /// Also write the workload (bytes, streams, schedule, patterns) to this
     /// folder, for the peer in benches/peer (synthetic rules only).
     #[arg(long, value_name = "DIR")]
@@ -161,7 +167,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         report.actor_hop = Some(contenders::actor_hop(args.streams)?);
     }
     if args.rounds > 0 {
-        report.scanner_rounds = Some(paired_rounds(args.rounds, &args, &rules, &workload)?);
+        let (scanner, floor) = paired_rounds(args.rounds, &args, &rules, &workload)?;
+        report.scanner_rounds = Some(scanner);
+        report.floor_rounds = floor;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -175,7 +183,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         && report
             .scanner_rounds
             .as_ref()
-            .is_none_or(|r| r.verdicts_equal);
+            .is_none_or(|r| r.verdicts_equal != Some(false));
     Ok(match all_equal {
         true => std::process::ExitCode::SUCCESS,
         false => std::process::ExitCode::FAILURE,
@@ -307,15 +315,17 @@ fn run_contenders(
 }
 
 /// `rounds` more runs of the reference and the scanner, back to back, the
-/// scanner first in every other round.
+/// scanner first in every other round; with `--floor`, the design floor
+/// after them in each round.
 fn paired_rounds(
     rounds: usize,
     args: &BenchArgs,
     rules: &RuleSet,
     workload: &Workload,
-) -> anyhow::Result<PairedRounds> {
+) -> anyhow::Result<(PairedRounds, Option<PairedRounds>)> {
     let plain = rules.compile_unchanged()?;
     let mut ratios = Vec::with_capacity(rounds);
+    let mut floor_ratios = Vec::new();
     let mut verdicts_equal = true;
     for round in 0..rounds {
         let scanner_first = round % 2 == 1;
@@ -333,8 +343,20 @@ fn paired_rounds(
             None => contenders::multi_stream(rules, workload, args.eager_search)?,
         };
         let ratio = scanner.mb_per_s() / reference.mb_per_s().max(1e-9);
+        let mut floor = String::new();
+        if args.floor {
+            let tail_len = rules.analysis().window.saturating_sub(1);
+            let batch_bytes = yaraflow::ScannerConfig::default().max_batch_bytes;
+            let (outcome, _) = contenders::design_floor(&plain, workload, tail_len, batch_bytes)?;
+            let floor_ratio = outcome.mb_per_s() / reference.mb_per_s().max(1e-9);
+            floor = format!(
+                ", design floor {:.0} MB/s, ratio {floor_ratio:.2}",
+                outcome.mb_per_s()
+            );
+            floor_ratios.push(floor_ratio);
+        }
         eprintln!(
-            "  round {}/{rounds}: reference {:.0} MB/s, scanner {:.0} MB/s, ratio {ratio:.2}",
+            "  round {}/{rounds}: reference {:.0} MB/s, scanner {:.0} MB/s, ratio {ratio:.2}{floor}",
             round + 1,
             reference.mb_per_s(),
             scanner.mb_per_s()
@@ -342,7 +364,8 @@ fn paired_rounds(
         verdicts_equal &= scanner.verdicts == reference.verdicts;
         ratios.push(ratio);
     }
-    Ok(PairedRounds::new(ratios, verdicts_equal))
+    let floor = (!floor_ratios.is_empty()).then(|| PairedRounds::new(floor_ratios, None));
+    Ok((PairedRounds::new(ratios, Some(verdicts_equal)), floor))
 }
 
 fn print_table(report: &Report) {
@@ -409,9 +432,15 @@ fn print_table(report: &Report) {
             rounds.min,
             rounds.max,
             match rounds.verdicts_equal {
-                true => "equal in every round",
-                false => "DIFFER in some round",
+                Some(false) => "DIFFER in some round",
+                _ => "equal in every round",
             }
+        );
+    }
+    if let Some(floor) = &report.floor_rounds {
+        println!(
+            "design floor (copy and search only, no verdicts) / whole-buffer YARA-X over the same rounds: median {:.2} (range {:.2} to {:.2})",
+            floor.median, floor.min, floor.max
         );
     }
     if let Some(hop) = &report.actor_hop {
