@@ -418,31 +418,53 @@ impl<'r> MultiStreamScanner<'r> {
         self.flush_for(&HashSet::new())
     }
 
-    /// Searches every buffered byte; the `wanted` streams (whose verdicts
-    /// are asked for) get blocks of their own, so that the end of what they
-    /// have seen looks like the end of the data, and those whose last search
-    /// was packed get their tail rescanned alone.
+    /// Searches every buffered byte, and makes sure that the end of what
+    /// each of the `wanted` streams (whose verdicts are asked for) has seen
+    /// is searched as the end of the data.
     ///
-    /// A search that fails (YARA-X timed out) would fail again if tried
-    /// again, holding the shard each time: the batch is dropped, and every
-    /// stream with a segment in it is marked broken (its bytes were not
-    /// all searched), so that its next append or verdict fails with
-    /// [`ScanError::SearchFailed`]. The other streams go on.
+    /// A wanted stream's last segment in the batch is searched packed with
+    /// the others first: most such searches settle everything up to the
+    /// stream's end ([`batch::Segment::leaves_tail_settled`]). Only the
+    /// streams whose end they leave unsettled, and wanted streams outside
+    /// the batch whose last search left it so, get their tail searched as
+    /// a block of its own, the former in a second search. (Adding every
+    /// wanted stream's tail to the batch cost a `scan()` call per closing
+    /// stream, each walking every match YARA-X had found in the batch.)
+    ///
+    /// A search that fails (YARA-X timed out) is retried stream by stream
+    /// (see [`Self::search_streams_alone`]); a stream whose own search
+    /// fails is marked broken, so that its next append or verdict fails
+    /// with [`ScanError::SearchFailed`]. The other streams go on.
     fn flush_for(&mut self, wanted: &HashSet<Uuid>) -> Result<(), ScanError> {
+        let mut searched_packed = Vec::new();
         for id in wanted {
-            if let Some(ctx) = self.streams.get(id) {
-                // A stream whose last segment is a block of its own up to
-                // its end has its end searched as the data's already.
-                let end_searched = ctx.in_batch && ctx.batch_ends_standalone;
-                if ctx.mode == StreamMode::Chunks
-                    && !ctx.tail.is_empty()
-                    && ctx.broken.is_none()
-                    && !end_searched
-                {
-                    self.batch.add_tail(ctx);
-                }
+            let Some(ctx) = self.streams.get(id) else {
+                continue;
+            };
+            if ctx.mode != StreamMode::Chunks || ctx.tail.is_empty() || ctx.broken.is_some() {
+                continue;
+            }
+            match (ctx.in_batch, ctx.batch_ends_standalone) {
+                // Its last segment is a block of its own up to its end.
+                (true, true) => {}
+                (true, false) => searched_packed.push(*id),
+                (false, _) => self.batch.add_tail(ctx),
             }
         }
+        self.search_batch();
+        let unsettled: HashSet<Uuid> = searched_packed
+            .into_iter()
+            .filter(|id| self.needs_search(id))
+            .collect();
+        if !unsettled.is_empty() {
+            self.flush_for(&unsettled)?;
+        }
+        Ok(())
+    }
+
+    /// Searches the batch, settles what it found in its streams, and
+    /// empties it.
+    fn search_batch(&mut self) {
         if !self.batch.is_empty() {
             let started = Instant::now();
             let searched = self
@@ -476,7 +498,6 @@ impl<'r> MultiStreamScanner<'r> {
         }
         self.batch.clear();
         self.batch_started = None;
-        Ok(())
     }
 
     /// After the batch's search failed: searches each stream's segments
