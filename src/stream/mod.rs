@@ -107,8 +107,25 @@ pub struct StreamStats {
     pub last_seen_ms: u64,
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, by the wall clock.
+///
+/// Read once per chunk (a stream's last-seen time, a batch's delay). On
+/// Linux it is the coarse clock (`CLOCK_REALTIME_COARSE`, the time of the
+/// last timer tick, a few milliseconds behind at most), which costs a load
+/// where the precise one cost about 60 ns on a virtual machine: 3% of the
+/// scanner's time with packet-sized chunks.
 pub fn now_ms() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime only writes the timespec it is given.
+        if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) } == 0 {
+            return now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000;
+        }
+    }
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
