@@ -636,9 +636,11 @@ pub fn actor_hop(streams: usize) -> Result<ActorHop, crate::EngineError> {
 /// are walked. A batch is searched also when [`GROUP`] streams have ended,
 /// as `multi_stream` closes them (a verdict needs its stream's bytes
 /// searched). Nothing else: no verdict, no counters, no spans, no
-/// retention. Its ratio to whole-buffer YARA-X bounds the scanner's. Gives
-/// the matches it walked, too (the real ones, and some twice or across
-/// seams).
+/// retention. Its ratio to whole-buffer YARA-X bounds the scanner's where
+/// tails are short (synthetic literals): it copies the tail before every
+/// chunk, where the scanner joins a stream's chunks that share a batch, so
+/// with long tails it can search more bytes than the scanner. Gives the
+/// matches it walked, too (the real ones, and some twice or across seams).
 pub fn design_floor(
     rules: &yara_x::Rules,
     workload: &Workload,
@@ -670,7 +672,9 @@ pub fn design_floor(
             batch.clear();
         }
     }
-    matches += search_batch(&mut search, &batch)?;
+    if !batch.is_empty() {
+        matches += search_batch(&mut search, &batch)?;
+    }
     let outcome = Outcome {
         name: "design floor (copy and search only)".into(),
         streams: workload.streams(),
@@ -681,13 +685,23 @@ pub fn design_floor(
     Ok((outcome, matches))
 }
 
+/// The batch the design floor searches for `rules`: the largest the
+/// scanner allows them (see `scanner::pace`).
+pub fn floor_batch_bytes(rules: &RuleSet) -> usize {
+    let config = ScannerConfig::default();
+    crate::scanner::pace::Pace::new(config.scan_timeout, config.max_batch_bytes)
+        .with_longest_match(rules.tail_plan().most())
+        .largest_batch()
+}
+
 /// Searches `batch` as one block and counts its matches, walking them as
 /// the scanner does.
 fn search_batch(
     search: &mut yara_x::blocks::Scanner<'_>,
     batch: &[u8],
 ) -> Result<usize, yara_x::ScanError> {
-    search.scan(0, batch)?;
+    // Not at address 0, where YARA-X applies header constraints.
+    search.scan(1, batch)?;
     let results = search.finish()?;
     let rules = results.matching_rules().include_private(true);
     Ok(rules

@@ -346,7 +346,7 @@ fn paired_rounds(
         let mut floor = String::new();
         if args.floor {
             let tail_len = rules.analysis().window.saturating_sub(1);
-            let batch_bytes = yaraflow::ScannerConfig::default().max_batch_bytes;
+            let batch_bytes = contenders::floor_batch_bytes(rules);
             let (outcome, _) = contenders::design_floor(&plain, workload, tail_len, batch_bytes)?;
             let floor_ratio = outcome.mb_per_s() / reference.mb_per_s().max(1e-9);
             floor = format!(

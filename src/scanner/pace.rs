@@ -98,6 +98,11 @@ impl Pace {
         self
     }
 
+    /// The largest batch it ever allows.
+    pub fn largest_batch(&self) -> usize {
+        self.max_batch_bytes
+    }
+
     /// Counts a search of `bytes` that took `took` and found `finds`.
     pub fn observe(&mut self, bytes: usize, took: Duration, finds: Finds) {
         if bytes < MEASURED_FROM || took.is_zero() {
