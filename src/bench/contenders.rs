@@ -688,10 +688,7 @@ pub fn design_floor(
 /// The batch the design floor searches for `rules`: the largest the
 /// scanner allows them (see `scanner::pace`).
 pub fn floor_batch_bytes(rules: &RuleSet) -> usize {
-    let config = ScannerConfig::default();
-    crate::scanner::pace::Pace::new(config.scan_timeout, config.max_batch_bytes)
-        .with_longest_match(rules.tail_plan().most())
-        .largest_batch()
+    crate::scanner::pace::Pace::of(rules, &ScannerConfig::default()).largest_batch()
 }
 
 /// Searches `batch` as one block and counts its matches, walking them as

@@ -326,6 +326,8 @@ fn paired_rounds(
     let plain = rules.compile_unchanged()?;
     let mut ratios = Vec::with_capacity(rounds);
     let mut floor_ratios = Vec::new();
+    let floor_tail = rules.analysis().window.saturating_sub(1);
+    let floor_batch = contenders::floor_batch_bytes(rules);
     let mut verdicts_equal = true;
     for round in 0..rounds {
         let scanner_first = round % 2 == 1;
@@ -345,9 +347,7 @@ fn paired_rounds(
         let ratio = scanner.mb_per_s() / reference.mb_per_s().max(1e-9);
         let mut floor = String::new();
         if args.floor {
-            let tail_len = rules.analysis().window.saturating_sub(1);
-            let batch_bytes = contenders::floor_batch_bytes(rules);
-            let (outcome, _) = contenders::design_floor(&plain, workload, tail_len, batch_bytes)?;
+            let (outcome, _) = contenders::design_floor(&plain, workload, floor_tail, floor_batch)?;
             let floor_ratio = outcome.mb_per_s() / reference.mb_per_s().max(1e-9);
             floor = format!(
                 ", design floor {:.0} MB/s, ratio {floor_ratio:.2}",

@@ -169,8 +169,7 @@ impl<'r> MultiStreamScanner<'r> {
             search,
             match_reads: MatchReadScanner::new(rules.match_reads()),
             evaluator: Evaluator::new(rules, &config),
-            pace: pace::Pace::new(config.scan_timeout, config.max_batch_bytes)
-                .with_longest_match(rules.tail_plan().most()),
+            pace: pace::Pace::of(rules, &config),
             new_streams: NewStreams {
                 retention: match rules.whole_data().streams_retain() {
                     true => Retention::Retaining,

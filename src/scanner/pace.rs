@@ -89,6 +89,13 @@ impl Pace {
         }
     }
 
+    /// The pace of a scanner of `rules` under `config`: its limits, and
+    /// batches kept to what the rules' longest match allows.
+    pub fn of(rules: &crate::RuleSet, config: &crate::ScannerConfig) -> Pace {
+        Pace::new(config.scan_timeout, config.max_batch_bytes)
+            .with_longest_match(rules.tail_plan().most())
+    }
+
     /// The same pace with batches small enough that a match of
     /// `longest_match` bytes at every byte would stay within
     /// [`MATCHED_BYTES_CEILING`] (never below the floor).
